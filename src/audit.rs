@@ -1,0 +1,90 @@
+//! Audit stage: one JSON event per decision, written as a line to stdout, stderr or a file.
+//!
+//! In: [`AuditEvent`]s from the edge, gate and MCP handler. Out: JSON lines. Events carry
+//! identifiers, decisions and reason codes only: never a token, a credential or an argument
+//! value.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+/// One decision about one request.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct AuditEvent {
+    /// RFC 3339 UTC with milliseconds.
+    pub ts: String,
+    pub request_id: String,
+    pub trace_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jsonrpc_id: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// `allow`, `deny` or `error`.
+    pub decision: &'static str,
+    /// A stable code: `ok`, `token_expired`, `insufficient_scope`, `upstream_timeout`, ...
+    pub reason: String,
+    /// The rule that decided, when policy decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// HTTP status returned to the client.
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    pub latency_ms: f64,
+}
+
+enum Output {
+    Off,
+    Stdout,
+    Stderr,
+    File(Mutex<std::fs::File>),
+}
+
+/// Where events go.
+pub struct AuditSink {
+    output: Output,
+}
+
+impl AuditSink {
+    /// `stdout`, `stderr`, `off`, or a file path opened for appending.
+    pub fn open(spec: &str) -> std::io::Result<Self> {
+        let output = match spec {
+            "off" => Output::Off,
+            "stdout" | "-" => Output::Stdout,
+            "stderr" => Output::Stderr,
+            path => Output::File(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)),
+        };
+        Ok(Self { output })
+    }
+
+    pub fn emit(&self, mut event: AuditEvent) {
+        event.ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let Ok(mut line) = serde_json::to_vec(&event) else { return };
+        line.push(b'\n');
+        // A line is written with one call so concurrent events never interleave.
+        let written = match &self.output {
+            Output::Off => Ok(()),
+            Output::Stdout => std::io::stdout().lock().write_all(&line),
+            Output::Stderr => std::io::stderr().lock().write_all(&line),
+            Output::File(f) => match f.lock() {
+                Ok(mut f) => f.write_all(&line),
+                Err(_) => Ok(()),
+            },
+        };
+        if let Err(e) = written {
+            tracing::error!(error = %e, "audit event could not be written");
+        }
+    }
+}

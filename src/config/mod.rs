@@ -1,0 +1,270 @@
+//! Configuration stage: the YAML file as it is written (`*Config` structs), parsed strictly.
+//!
+//! In: the text of `warden.yaml` and an environment lookup. Out: a [`Config`] whose every
+//! field has passed [`Config::validate`], or a [`ConfigError`] naming the failing path
+//! (`tools[2].http.url: ...`). Runtime types (compiled tools, issuers) are built from a
+//! validated `Config` by the stages that own them. Never echoes interpolated secret values in
+//! an error.
+
+mod load;
+#[cfg(test)]
+mod tests;
+pub(crate) mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use load::{ConfigError, Env, ProcessEnv, load_file, parse};
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the gateway listens and how it names itself.
+    pub server: ServerConfig,
+    /// Trusted token issuers.
+    pub identity: IdentityConfig,
+    /// Names of the identity headers injected into every upstream call.
+    #[serde(default)]
+    pub identity_headers: IdentityHeadersConfig,
+    /// Upstream HTTP client and SSRF guard.
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    /// Audit event sink.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// The tools this gateway exposes.
+    #[serde(default)]
+    pub tools: Vec<ToolConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Socket address to bind. Default: `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The externally visible base URL (scheme, host, port, optional path prefix). The
+    /// canonical MCP resource is `{public_url}/mcp`; it is the `resource` in the Protected
+    /// Resource Metadata and the audience every token must carry.
+    /// Default: `http://{listen}`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// `Host` header values accepted on `/mcp` (DNS-rebinding protection).
+    /// Default: the host of `public_url`, plus `localhost`, `127.0.0.1` and `::1`.
+    #[serde(default)]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Browser `Origin`s accepted on `/mcp`. A request carrying any other `Origin` is refused
+    /// with 403. Default: none (requests with an `Origin` header are refused; non-browser
+    /// clients send none).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Largest accepted request body. Default: 1 MiB.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Trusted issuers; a token from any other issuer is rejected.
+    pub issuers: Vec<IssuerConfig>,
+    /// Allowed clock skew for `exp` and `nbf`. Default: 60s. At most 300s.
+    #[serde(default = "default_skew", with = "humantime_serde")]
+    pub clock_skew: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The exact `iss` value.
+    pub issuer: String,
+    /// Where the issuer's JWKS lives. Default: discovered from the issuer's authorization
+    /// server metadata (RFC 8414), then OpenID Connect discovery.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Accepted signature algorithms (asymmetric only). Default: `[RS256]`.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Claim path (dot-separated) holding the caller's roles. Default: `roles`.
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Claim path holding the caller's tenant. Default: none.
+    #[serde(default)]
+    pub tenant_claim: Option<String>,
+    /// How long fetched keys are fresh. Default: 5m.
+    #[serde(default = "default_jwks_ttl", with = "humantime_serde")]
+    pub jwks_ttl: Duration,
+    /// Least time between two fetches triggered by an unknown `kid`. Default: 10s.
+    #[serde(default = "default_jwks_min_refresh", with = "humantime_serde")]
+    pub jwks_min_refresh: Duration,
+}
+
+/// Header names for the identity Warden injects upstream. Defaults as named.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityHeadersConfig {
+    /// Default: `X-User-Id` (the token's `sub`).
+    pub user_id: String,
+    /// Default: `X-User-Scopes` (space-separated).
+    pub scopes: String,
+    /// Default: `X-User-Roles` (comma-separated).
+    pub roles: String,
+    /// Default: `X-Tenant-Id` (sent only when the tenant is known).
+    pub tenant: String,
+    /// Default: `X-Client-Id` (the OAuth client the token was issued to, when known).
+    pub client_id: String,
+    /// Default: `X-Request-Id`.
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Let tools reach loopback, private, link-local and other internal addresses. Off by
+    /// default: prefer `allow_cidrs`. Default: false.
+    pub dangerous_allow_private_upstreams: bool,
+    /// Internal ranges tools may reach despite the SSRF guard, e.g. `127.0.0.1/32`.
+    pub allow_cidrs: Vec<ipnet::IpNet>,
+    /// Per-call timeout when a tool sets none. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub default_timeout: Duration,
+    /// Largest upstream response body read. Default: 4 MiB.
+    pub max_response_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// `stdout`, `stderr`, `off`, or a file path (appended to). Default: `stdout`.
+    pub output: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolConfig {
+    /// MCP tool name: 1 to 128 of `A-Z a-z 0-9 _ - .`, unique.
+    pub name: String,
+    /// Human-readable title.
+    #[serde(default)]
+    pub title: Option<String>,
+    pub description: String,
+    /// JSON Schema of the arguments. Default: `{"type": "object"}`.
+    #[serde(default = "default_input_schema")]
+    pub input_schema: serde_json::Value,
+    /// Scopes a caller must hold, all of them, to see and call this tool. Default: none.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub http: HttpToolConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpToolConfig {
+    /// Default: `GET`.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Absolute http(s) URL; `{arg}` placeholders are allowed in the path only and are
+    /// replaced by the percent-encoded argument.
+    pub url: String,
+    /// Query parameter name → argument name.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// Request header name → argument name.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Where arguments not used by the path, `query` or `headers` go. Default: `query` for
+    /// GET, HEAD and DELETE, `json` otherwise.
+    #[serde(default)]
+    pub rest: Option<RestArgs>,
+    /// Call timeout. Default: `upstream.default_timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestArgs {
+    /// As query parameters.
+    Query,
+    /// As the members of a JSON object body.
+    Json,
+    /// Dropped.
+    None,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_skew() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".to_owned()]
+}
+fn default_roles_claim() -> String {
+    "roles".to_owned()
+}
+fn default_jwks_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_jwks_min_refresh() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_input_schema() -> serde_json::Value {
+    serde_json::json!({"type": "object"})
+}
+fn default_method() -> String {
+    "GET".to_owned()
+}
+
+impl Default for IdentityHeadersConfig {
+    fn default() -> Self {
+        Self {
+            user_id: "X-User-Id".into(),
+            scopes: "X-User-Scopes".into(),
+            roles: "X-User-Roles".into(),
+            tenant: "X-Tenant-Id".into(),
+            client_id: "X-Client-Id".into(),
+            request_id: "X-Request-Id".into(),
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            dangerous_allow_private_upstreams: false,
+            allow_cidrs: Vec::new(),
+            default_timeout: Duration::from_secs(30),
+            max_response_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { output: "stdout".into() }
+    }
+}
+
+impl ServerConfig {
+    /// The base URL without a trailing slash.
+    pub fn public_base(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// The canonical MCP resource URI: the audience every token must carry.
+    pub fn resource(&self) -> String {
+        format!("{}/mcp", self.public_base())
+    }
+}

@@ -1,0 +1,130 @@
+//! Cross-field rules that serde cannot express. Tool definitions are checked where they are
+//! compiled (`tools::ToolRegistry::build`), so one piece of code owns each rule.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::{Config, ConfigError};
+
+/// Signature algorithms an issuer may be pinned to. Symmetric (HS*) and `none` are never
+/// accepted: a gateway holds no shared secret with an identity provider.
+pub const ASYMMETRIC_ALGORITHMS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
+
+/// Headers that neither configuration nor arguments may set upstream: the client's
+/// credentials, hop-by-hop headers and framing.
+pub const RESERVED_UPSTREAM_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "traceparent",
+    "tracestate",
+];
+
+impl Config {
+    /// Checks the rules that span fields. Called by [`super::parse`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let base = self.server.public_base();
+        match url::Url::parse(&base) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.query().is_none() && u.fragment().is_none() => {}
+            _ => return Err(ConfigError::new("server.public_url", "must be an absolute http(s) URL without query or fragment")),
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err(ConfigError::new("server.max_body_bytes", "must be greater than 0"));
+        }
+        for (i, origin) in self.server.allowed_origins.iter().enumerate() {
+            if !(origin == "null" || origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(ConfigError::new(format!("server.allowed_origins[{i}]"), "must start with http:// or https://"));
+            }
+        }
+
+        if self.identity.issuers.is_empty() {
+            return Err(ConfigError::new("identity.issuers", "at least one trusted issuer is required"));
+        }
+        if self.identity.clock_skew > Duration::from_secs(300) {
+            return Err(ConfigError::new("identity.clock_skew", "must be at most 300s"));
+        }
+        let mut seen = HashSet::new();
+        for (i, iss) in self.identity.issuers.iter().enumerate() {
+            let at = |f: &str| format!("identity.issuers[{i}].{f}");
+            if iss.issuer.is_empty() {
+                return Err(ConfigError::new(at("issuer"), "must not be empty"));
+            }
+            if !seen.insert(iss.issuer.as_str()) {
+                return Err(ConfigError::new(at("issuer"), "duplicate issuer"));
+            }
+            if iss.jwks_uri.is_none() {
+                check_http_url(&iss.issuer)
+                    .map_err(|m| ConfigError::new(at("issuer"), format!("{m} (needed to discover the JWKS; or set jwks_uri)")))?;
+            }
+            if let Some(uri) = &iss.jwks_uri {
+                check_http_url(uri).map_err(|m| ConfigError::new(at("jwks_uri"), m))?;
+            }
+            if iss.algorithms.is_empty() {
+                return Err(ConfigError::new(at("algorithms"), "at least one algorithm is required"));
+            }
+            for (j, alg) in iss.algorithms.iter().enumerate() {
+                if !ASYMMETRIC_ALGORITHMS.contains(&alg.as_str()) {
+                    return Err(ConfigError::new(
+                        format!("identity.issuers[{i}].algorithms[{j}]"),
+                        format!("unsupported algorithm {alg:?}; allowed: {}", ASYMMETRIC_ALGORITHMS.join(", ")),
+                    ));
+                }
+            }
+            if iss.roles_claim.is_empty() {
+                return Err(ConfigError::new(at("roles_claim"), "must not be empty"));
+            }
+            if iss.jwks_ttl.is_zero() {
+                return Err(ConfigError::new(at("jwks_ttl"), "must be greater than 0"));
+            }
+        }
+
+        let h = &self.identity_headers;
+        let mut names = HashSet::new();
+        for (field, name) in [
+            ("user_id", &h.user_id),
+            ("scopes", &h.scopes),
+            ("roles", &h.roles),
+            ("tenant", &h.tenant),
+            ("client_id", &h.client_id),
+            ("request_id", &h.request_id),
+        ] {
+            let at = format!("identity_headers.{field}");
+            let parsed =
+                http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConfigError::new(at.clone(), "not a valid header name"))?;
+            if RESERVED_UPSTREAM_HEADERS.contains(&parsed.as_str()) {
+                return Err(ConfigError::new(at, "reserved header name"));
+            }
+            if !names.insert(parsed) {
+                return Err(ConfigError::new(at, "the same header is used for two identity fields"));
+            }
+        }
+
+        if self.upstream.default_timeout.is_zero() {
+            return Err(ConfigError::new("upstream.default_timeout", "must be greater than 0"));
+        }
+        if self.upstream.max_response_bytes == 0 {
+            return Err(ConfigError::new("upstream.max_response_bytes", "must be greater than 0"));
+        }
+        if self.audit.output.is_empty() {
+            return Err(ConfigError::new("audit.output", "must be stdout, stderr, off or a file path"));
+        }
+        Ok(())
+    }
+}
+
+fn check_http_url(s: &str) -> Result<(), String> {
+    match url::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err("must be an absolute http(s) URL".into()),
+    }
+}

@@ -1,0 +1,147 @@
+//! `warden demo`: the development authorization server, the demo calendar backend and the
+//! gateway, wired together on loopback with `demos/calendar/warden.yaml`. No files needed.
+
+pub mod backend;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::devidp::{DEMO_USERS, DevIdp, DevIdpConfig, UsersFile};
+use crate::gateway::Gateway;
+
+/// The demo gateway config, shipped inside the binary.
+pub const DEMO_CONFIG: &str = include_str!("../../demos/calendar/warden.yaml");
+
+/// Where to listen. Port 0 picks a free port.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub host: std::net::IpAddr,
+    pub gateway_port: u16,
+    pub idp_port: u16,
+    pub backend_port: u16,
+    pub auto_approve: Option<String>,
+    /// Audit output for the gateway: `stdout`, `stderr`, `off` or a path.
+    pub audit: String,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            host: [127, 0, 0, 1].into(),
+            gateway_port: 8080,
+            idp_port: 9000,
+            backend_port: 9100,
+            auto_approve: None,
+            audit: "stdout".into(),
+        }
+    }
+}
+
+/// A running demo.
+pub struct Demo {
+    pub gateway_addr: SocketAddr,
+    pub mcp_url: String,
+    pub issuer: String,
+    pub backend_url: String,
+    pub idp: Arc<DevIdp>,
+    pub calendar: Arc<backend::Calendar>,
+    pub resource: String,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl Demo {
+    /// Binds all three servers and starts them; they stop when `shutdown` is cancelled.
+    pub async fn start(options: DemoOptions, shutdown: CancellationToken) -> Result<Self, DemoError> {
+        let bind = |port| async move {
+            let addr = SocketAddr::new(options.host, port);
+            TcpListener::bind(addr).await.map_err(|e| DemoError::Bind(addr, e))
+        };
+        let idp_listener = bind(options.idp_port).await?;
+        let backend_listener = bind(options.backend_port).await?;
+        let gateway_listener = bind(options.gateway_port).await?;
+        let addr_of = |l: &TcpListener| l.local_addr().map_err(|e| DemoError::Setup(e.to_string()));
+        let (idp_addr, backend_addr, gateway_addr) = (addr_of(&idp_listener)?, addr_of(&backend_listener)?, addr_of(&gateway_listener)?);
+
+        let issuer = format!("http://{idp_addr}");
+        let backend_url = format!("http://{backend_addr}");
+        let users = UsersFile::parse(DEMO_USERS).map_err(DemoError::Setup)?;
+        let idp = DevIdp::new(DevIdpConfig {
+            issuer: issuer.clone(),
+            users: users.users,
+            auto_approve: options.auto_approve.clone(),
+            access_token_ttl: Duration::from_secs(3600),
+        })
+        .map_err(DemoError::Setup)?;
+
+        let env: HashMap<String, String> = HashMap::from([
+            ("WARDEN_DEMO_GATEWAY".into(), gateway_addr.to_string()),
+            ("WARDEN_DEMO_ISSUER".into(), issuer.clone()),
+            ("WARDEN_DEMO_BACKEND".into(), backend_url.clone()),
+        ]);
+        let mut config = crate::config::parse(DEMO_CONFIG, &env).map_err(|e| DemoError::Setup(format!("demo config: {e}")))?;
+        config.audit.output = options.audit.clone();
+        let resource = config.server.resource();
+        let gateway = Gateway::build(&config).map_err(|e| DemoError::Setup(format!("demo config: {e}")))?;
+
+        let calendar = backend::Calendar::seeded();
+        let serve = |listener: TcpListener, app: axum::Router, token: CancellationToken| {
+            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await })
+        };
+        let tasks = vec![
+            serve(idp_listener, crate::devidp::router(Arc::clone(&idp)), shutdown.clone()),
+            serve(backend_listener, backend::router(Arc::clone(&calendar)), shutdown.clone()),
+            tokio::spawn(crate::gateway::run(gateway, gateway_listener, shutdown.cancelled_owned())),
+        ];
+        Ok(Self { gateway_addr, mcp_url: resource.clone(), issuer, backend_url, idp, calendar, resource, tasks })
+    }
+
+    /// Waits for all servers to stop.
+    pub async fn wait(self) -> std::io::Result<()> {
+        for task in self.tasks {
+            task.await.map_err(std::io::Error::other)??;
+        }
+        Ok(())
+    }
+
+    /// What to try next, printed by `warden demo`.
+    pub fn instructions(&self) -> String {
+        let alice =
+            self.idp.mint("alice", "demo-cli", &["calendar:read".into(), "calendar:write".into()], &self.resource).unwrap_or_default();
+        let bob = self.idp.mint("bob", "demo-cli", &["calendar:read".into()], &self.resource).unwrap_or_default();
+        let mcp = &self.mcp_url;
+        let base = mcp.trim_end_matches("/mcp");
+        let post = |token: &str, body: &str| {
+            format!(
+                "curl -s {mcp} -H \"Authorization: Bearer {token}\" -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' -H 'MCP-Protocol-Version: 2025-11-25' -d '{body}'"
+            )
+        };
+        format!(
+            "Warden demo is running.\n\n  gateway (MCP)         {mcp}\n  authorization server  {issuer}  (development only; users: alice, bob, carol)\n  calendar backend      {backend}\n\n\
+Try it:\n\n# 1. No token: 401 with a WWW-Authenticate challenge pointing at the metadata\ncurl -si {mcp} -X POST -H 'Content-Type: application/json' -d '{{}}' | head -5\n\n\
+# 2. Protected Resource Metadata (RFC 9728)\ncurl -s {base}/.well-known/oauth-protected-resource/mcp\n\n\
+# 3. Alice lists her tools and her own events (tokens below are valid for 1 hour)\nALICE={alice}\nBOB={bob}\n\
+{list_alice}\n{call_alice}\n\n\
+# 4. Bob may read but not write: create_event is hidden from him, and calling it is a 403 step-up\n{call_bob}\n\n\
+# 5. An MCP client with the full OAuth flow (sign in on the consent page that opens):\nnpx @modelcontextprotocol/inspector   # then connect to {mcp}\n\n\
+Audit events (one JSON line per decision) follow below. Ctrl-C stops the demo.\n",
+            issuer = self.issuer,
+            backend = self.backend_url,
+            list_alice = post("$ALICE", r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
+            call_alice = post("$ALICE", r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list_events","arguments":{"limit":5}}}"#),
+            call_bob = post("$BOB", r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"create_event","arguments":{"title":"x","start":"2026-12-24T10:00:00Z"}}}"#).replace("curl -s", "curl -si"),
+        )
+    }
+}

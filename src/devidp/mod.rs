@@ -1,0 +1,130 @@
+//! The development authorization server: a small but real OAuth 2.1 server for demos and
+//! tests, never for production.
+//!
+//! Authorization server metadata (RFC 8414), dynamic client registration (RFC 7591),
+//! authorization code with PKCE (S256 only) and a consent page or auto-approve, resource
+//! indicators (RFC 8707) into `aud`, rotating refresh tokens, RS256 JWT access tokens
+//! (RFC 9068) with `kid`, and a JWKS. Users, with roles, scopes and tenant, come from YAML.
+//! State is in memory. Never logs a code, secret or token.
+
+mod keys;
+mod oauth;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use keys::{KeyError, SigningKey};
+pub use oauth::router;
+
+/// A demo user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevUser {
+    /// Becomes the token's `sub`.
+    pub id: String,
+    /// Shown on the consent page.
+    pub name: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The most a token for this user can carry.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Becomes the `tenant` claim.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersFile {
+    pub users: Vec<DevUser>,
+}
+
+impl UsersFile {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: Self = serde_norway::from_str(text).map_err(|e| format!("users file: {e}"))?;
+        if file.users.is_empty() {
+            return Err("users file: at least one user is required".into());
+        }
+        Ok(file)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text)
+    }
+}
+
+/// How the server behaves.
+#[derive(Debug, Clone)]
+pub struct DevIdpConfig {
+    /// The `iss` of every token and the base of every endpoint URL.
+    pub issuer: String,
+    pub users: Vec<DevUser>,
+    /// Approve every authorization as this user without showing the consent page (tests).
+    pub auto_approve: Option<String>,
+    /// Default: 1h.
+    pub access_token_ttl: Duration,
+}
+
+/// A registered client.
+#[derive(Debug, Clone)]
+struct Client {
+    redirect_uris: Vec<String>,
+    /// `None` for public clients (`token_endpoint_auth_method: none`).
+    secret: Option<String>,
+    auth_method: String,
+}
+
+/// What a code or refresh token stands for.
+#[derive(Debug, Clone)]
+struct Grant {
+    client_id: String,
+    user: String,
+    scope: Vec<String>,
+    resource: Option<String>,
+    redirect_uri: String,
+    code_challenge: String,
+    expires: tokio::time::Instant,
+}
+
+/// The server's state.
+pub struct DevIdp {
+    config: DevIdpConfig,
+    key: SigningKey,
+    clients: Mutex<HashMap<String, Client>>,
+    codes: Mutex<HashMap<String, Grant>>,
+    refresh_tokens: Mutex<HashMap<String, Grant>>,
+}
+
+impl DevIdp {
+    pub fn new(config: DevIdpConfig) -> Result<Arc<Self>, String> {
+        if let Some(user) = &config.auto_approve
+            && !config.users.iter().any(|u| &u.id == user)
+        {
+            return Err(format!("auto-approve user {user:?} is not in the users file"));
+        }
+        let key = SigningKey::generate().map_err(|e| e.to_string())?;
+        Ok(Arc::new(Self { config, key, clients: Mutex::default(), codes: Mutex::default(), refresh_tokens: Mutex::default() }))
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.config.issuer
+    }
+
+    /// Mints an access token for a user directly (for the demo's printed curl lines and for
+    /// tests), exactly as the token endpoint would.
+    pub fn mint(&self, user: &str, client_id: &str, scope: &[String], resource: &str) -> Option<String> {
+        let user = self.config.users.iter().find(|u| u.id == user)?;
+        self.access_token(user, client_id, scope, Some(resource)).ok()
+    }
+}
+
+/// The demo users shipped with the binary.
+pub const DEMO_USERS: &str = include_str!("../../demos/users.yaml");

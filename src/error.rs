@@ -1,0 +1,132 @@
+//! The one place that turns a stage's refusal into an HTTP response: status, JSON-RPC code,
+//! `WWW-Authenticate` challenge and a stable code. Matches are exhaustive with no catch-all,
+//! so a new variant forces a decision. Bodies carry static text only; library error detail
+//! goes to logs, never to a client.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::identity::AuthError;
+use crate::identity::metadata::ResourceMetadata;
+use crate::policy::Denial;
+
+/// JSON-RPC 2.0 error codes.
+pub mod rpc {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    pub const INVALID_PARAMS: i64 = -32602;
+    pub const INTERNAL_ERROR: i64 = -32603;
+}
+
+/// Whose fault: the caller's (4xx), a backend's (502/504) or ours (500). Audit and metrics use
+/// the same tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Downstream,
+    Upstream,
+    Internal,
+}
+
+/// A refusal before the MCP handler runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    #[error("unauthorized: {0}")]
+    Unauthorized(AuthError),
+    #[error("forbidden")]
+    Forbidden(Denial),
+    #[error("request body too large")]
+    BodyTooLarge,
+    #[error("request body unreadable")]
+    BodyUnreadable,
+    #[error("parse error")]
+    Parse,
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
+    #[error("invalid params: {0}")]
+    InvalidParams(&'static str),
+    #[error("method not found")]
+    MethodNotFound,
+}
+
+impl GatewayError {
+    pub fn class(&self) -> Class {
+        match self {
+            Self::Unauthorized(_)
+            | Self::Forbidden(_)
+            | Self::BodyTooLarge
+            | Self::BodyUnreadable
+            | Self::Parse
+            | Self::InvalidRequest(_)
+            | Self::InvalidParams(_)
+            | Self::MethodNotFound => Class::Downstream,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(Denial::InsufficientScope { .. }) => StatusCode::FORBIDDEN,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyUnreadable | Self::Parse | Self::InvalidRequest(_) | Self::InvalidParams(_) => StatusCode::BAD_REQUEST,
+            // A well-formed request for a method this server does not offer is answered like
+            // any JSON-RPC response, so clients surface the error instead of an HTTP failure.
+            Self::MethodNotFound => StatusCode::OK,
+        }
+    }
+
+    /// The stable reason code, for audit.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(e) => e.code(),
+            Self::Forbidden(Denial::InsufficientScope { .. }) => "insufficient_scope",
+            Self::BodyTooLarge => "body_too_large",
+            Self::BodyUnreadable => "body_unreadable",
+            Self::Parse => "parse_error",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidParams(_) => "invalid_params",
+            Self::MethodNotFound => "method_not_found",
+        }
+    }
+
+    /// The response. `all_scopes` goes in a 401 challenge (what a fresh token should ask for);
+    /// `jsonrpc_id` echoes the request's id where one was read.
+    pub fn into_response(self, meta: &ResourceMetadata, all_scopes: &[String], jsonrpc_id: Option<Value>) -> Response {
+        let status = self.status();
+        let (challenge, body) = match &self {
+            Self::Unauthorized(AuthError::Missing) => (
+                Some(meta.unauthorized(None, all_scopes)),
+                json!({"error": "unauthorized", "error_description": "a bearer token is required"}),
+            ),
+            Self::Unauthorized(_) => (
+                Some(meta.unauthorized(Some("invalid_token"), all_scopes)),
+                json!({"error": "invalid_token", "error_description": "the access token is invalid"}),
+            ),
+            Self::Forbidden(Denial::InsufficientScope { needed, .. }) => (
+                Some(meta.insufficient_scope(needed)),
+                json!({"error": "insufficient_scope", "error_description": "the access token lacks scopes this call needs", "scope": needed.join(" ")}),
+            ),
+            Self::BodyTooLarge => (None, rpc_error(jsonrpc_id, rpc::INVALID_REQUEST, "request body too large", "body_too_large")),
+            Self::BodyUnreadable => (None, rpc_error(jsonrpc_id, rpc::INVALID_REQUEST, "request body unreadable", "body_unreadable")),
+            Self::Parse => (None, rpc_error(None, rpc::PARSE_ERROR, "parse error: the body is not valid JSON", "parse_error")),
+            Self::InvalidRequest(why) => (None, rpc_error(jsonrpc_id, rpc::INVALID_REQUEST, why, "invalid_request")),
+            Self::InvalidParams(why) => (None, rpc_error(jsonrpc_id, rpc::INVALID_PARAMS, why, "invalid_params")),
+            Self::MethodNotFound => (None, rpc_error(jsonrpc_id, rpc::METHOD_NOT_FOUND, "method not found", "method_not_found")),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(challenge) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        response
+    }
+}
+
+/// A JSON-RPC error object with Warden's stable code in `data.code`.
+pub fn rpc_error(id: Option<Value>, code: i64, message: &str, stable: &str) -> Value {
+    json!({
+        "jsonrpc": "2.0",
+        "id": id.unwrap_or(Value::Null),
+        "error": {"code": code, "message": message, "data": {"code": stable}},
+    })
+}

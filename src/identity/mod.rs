@@ -1,0 +1,197 @@
+//! Identity stage (OAuth 2.1 protected resource): a bearer token in, a [`Principal`] out.
+//!
+//! Tokens are JWT access tokens from a configured issuer, verified with that issuer's pinned
+//! asymmetric algorithms against its JWKS, with `iss` exact, `aud` containing this resource's
+//! canonical URI (RFC 8707), `exp` and `sub` required and `nbf` honoured within a bounded
+//! skew. JWEs, `alg: none` and HMAC tokens never verify. Never logs a token; the reasons in
+//! [`AuthError`] go to audit and logs, while clients only ever see `invalid_token`.
+
+mod jwks;
+pub mod metadata;
+mod principal;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
+
+pub use jwks::{JwksCache, alg_name, metadata_urls};
+pub use principal::{ClaimMapping, Principal, Subject, lookup, scopes_of};
+
+use crate::config::{ConfigError, IdentityConfig};
+
+/// Longest token considered; anything longer is refused before parsing.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Why a request was not authenticated. The variant name is the audit reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no bearer token")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("encrypted tokens (JWE) are not accepted")]
+    Encrypted,
+    #[error("issuer not trusted")]
+    UntrustedIssuer,
+    #[error("algorithm not allowed for this issuer")]
+    AlgorithmNotAllowed,
+    #[error("no matching signing key")]
+    UnknownKey,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("token audience does not include this resource")]
+    WrongAudience,
+    #[error("token has no subject")]
+    MissingSubject,
+    #[error("token lacks a required claim")]
+    MissingClaim,
+    #[error("token claims invalid")]
+    InvalidClaims,
+}
+
+impl AuthError {
+    /// Stable code for audit and logs.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Missing => "token_missing",
+            Self::Malformed => "token_malformed",
+            Self::Encrypted => "token_encrypted",
+            Self::UntrustedIssuer => "issuer_untrusted",
+            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Self::UnknownKey => "key_unknown",
+            Self::BadSignature => "signature_invalid",
+            Self::Expired => "token_expired",
+            Self::NotYetValid => "token_not_yet_valid",
+            Self::WrongAudience => "audience_mismatch",
+            Self::MissingSubject => "subject_missing",
+            Self::MissingClaim => "claim_missing",
+            Self::InvalidClaims => "claims_invalid",
+        }
+    }
+}
+
+struct TrustedIssuer {
+    algorithms: Vec<Algorithm>,
+    jwks: Arc<JwksCache>,
+    mapping: ClaimMapping,
+}
+
+/// Verifies bearer tokens against the trusted issuers.
+pub struct Authenticator {
+    issuers: HashMap<String, TrustedIssuer>,
+    resource: String,
+    skew: Duration,
+}
+
+impl Authenticator {
+    /// `resource` is the canonical MCP URL every token's audience must contain.
+    pub fn new(config: &IdentityConfig, resource: String, http: reqwest::Client) -> Result<Self, ConfigError> {
+        let mut issuers = HashMap::new();
+        for (i, c) in config.issuers.iter().enumerate() {
+            let algorithms = c
+                .algorithms
+                .iter()
+                .enumerate()
+                .map(|(j, a)| {
+                    Algorithm::from_str(a)
+                        .map_err(|_| ConfigError::new(format!("identity.issuers[{i}].algorithms[{j}]"), "unknown algorithm"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let jwks = JwksCache::new(c.issuer.clone(), c.jwks_uri.clone(), http.clone(), c.jwks_ttl, c.jwks_min_refresh);
+            let mapping = ClaimMapping { roles_claim: c.roles_claim.clone(), tenant_claim: c.tenant_claim.clone() };
+            issuers.insert(c.issuer.clone(), TrustedIssuer { algorithms, jwks, mapping });
+        }
+        Ok(Self { issuers, resource, skew: config.clock_skew })
+    }
+
+    /// The issuers' identifiers, for the Protected Resource Metadata.
+    pub fn issuer_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.issuers.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// The `Authorization` header value to a principal.
+    pub async fn authenticate_header(&self, header: Option<&http::HeaderValue>) -> Result<Principal, AuthError> {
+        let header = header.ok_or(AuthError::Missing)?;
+        let value = header.to_str().map_err(|_| AuthError::Malformed)?;
+        let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::Missing);
+        }
+        self.authenticate(token.trim()).await
+    }
+
+    /// Verifies one token.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Malformed);
+        }
+        match token.matches('.').count() {
+            2 => {}
+            4 => return Err(AuthError::Encrypted),
+            _ => return Err(AuthError::Malformed),
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        if header.enc.is_some() {
+            return Err(AuthError::Encrypted);
+        }
+        if let Some(typ) = &header.typ {
+            // RFC 9068 access tokens say `at+jwt`; plain `JWT` is common. Anything else (an ID
+            // token profile, a logout token, ...) is not an access token.
+            let typ = typ.to_ascii_lowercase();
+            if !matches!(typ.as_str(), "jwt" | "at+jwt" | "application/at+jwt") {
+                return Err(AuthError::Malformed);
+            }
+        }
+        let issuer_id = unverified_issuer(token).ok_or(AuthError::Malformed)?;
+        let issuer = self.issuers.get(&issuer_id).ok_or(AuthError::UntrustedIssuer)?;
+        if !issuer.algorithms.contains(&header.alg) {
+            return Err(AuthError::AlgorithmNotAllowed);
+        }
+        let key = issuer.jwks.key(header.kid.as_deref(), header.alg).await.map_err(|_| AuthError::UnknownKey)?;
+
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[issuer_id.as_str()]);
+        validation.set_audience(&[self.resource.as_str()]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = self.skew.as_secs();
+        validation.validate_nbf = true;
+        validation.validate_exp = true;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::InvalidAudience => AuthError::WrongAudience,
+            ErrorKind::InvalidIssuer => AuthError::UntrustedIssuer,
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::MissingRequiredClaim(c) if c == "sub" => AuthError::MissingSubject,
+            ErrorKind::MissingRequiredClaim(_) => AuthError::MissingClaim,
+            ErrorKind::InvalidAlgorithm => AuthError::AlgorithmNotAllowed,
+            _ => AuthError::InvalidClaims,
+        })?;
+        let claims = data.claims;
+        let subject = claims.get("sub").and_then(Value::as_str).and_then(Subject::new).ok_or(AuthError::MissingSubject)?;
+        Ok(issuer.mapping.principal(subject, issuer_id, claims))
+    }
+}
+
+/// The `iss` of a token before verification: used only to choose which issuer's keys and
+/// algorithms verify it.
+fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
+}

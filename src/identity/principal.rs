@@ -1,0 +1,102 @@
+//! The verified caller, and how it is read out of token claims.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+/// The token's subject (`sub`). Never empty.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Subject(String);
+
+impl Subject {
+    pub fn new(s: impl Into<String>) -> Option<Self> {
+        let s = s.into();
+        (!s.is_empty()).then_some(Self(s))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Subject({:?})", self.0)
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A verified caller: who, for which client, with which scopes, roles and tenant.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub subject: Subject,
+    pub issuer: String,
+    pub client_id: Option<String>,
+    pub scopes: BTreeSet<String>,
+    pub roles: Vec<String>,
+    pub tenant: Option<String>,
+    /// All claims of the token, for policy conditions.
+    pub claims: Map<String, Value>,
+}
+
+impl Principal {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.contains(scope)
+    }
+}
+
+/// How roles and tenant are located in one issuer's claims.
+#[derive(Debug, Clone)]
+pub struct ClaimMapping {
+    pub roles_claim: String,
+    pub tenant_claim: Option<String>,
+}
+
+impl ClaimMapping {
+    /// Builds the principal from verified claims. `sub` must be present: checked by the caller.
+    pub fn principal(&self, subject: Subject, issuer: String, claims: Map<String, Value>) -> Principal {
+        let scopes = scopes_of(&claims);
+        let roles = lookup(&claims, &self.roles_claim).map(strings_of).unwrap_or_default();
+        let tenant = self.tenant_claim.as_deref().and_then(|p| lookup(&claims, p)).and_then(|v| match v {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+        let client_id = ["client_id", "azp", "cid"].iter().find_map(|k| claims.get(*k).and_then(Value::as_str).map(str::to_owned));
+        Principal { subject, issuer, client_id, scopes, roles, tenant, claims }
+    }
+}
+
+/// Scopes from `scope` (RFC 9068, space-separated), `scp` (Entra, Okta: string or array) and
+/// `permissions` (Auth0: array). All present sources are merged.
+pub fn scopes_of(claims: &Map<String, Value>) -> BTreeSet<String> {
+    ["scope", "scp", "permissions"].iter().filter_map(|k| claims.get(*k)).flat_map(strings_of).collect()
+}
+
+/// A claim path: `a.b.c` walks nested objects. A key that itself contains dots (Auth0's
+/// namespaced claims such as `https://example.com/roles`) is tried whole first.
+pub fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(v) = claims.get(path) {
+        return Some(v);
+    }
+    let mut parts = path.split('.');
+    let mut current = claims.get(parts.next()?)?;
+    for part in parts {
+        current = current.as_object()?.get(part)?;
+    }
+    Some(current)
+}
+
+/// A string is split on white space; an array contributes its string members.
+fn strings_of(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
+        Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}

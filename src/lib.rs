@@ -1,0 +1,18 @@
+//! Warden: an MCP-native identity and governance gateway for AI agents.
+//!
+//! One module per pipeline stage; `mcp` documents the order in which they run.
+
+pub mod audit;
+pub mod config;
+pub mod demo;
+pub mod devidp;
+pub mod edge;
+pub mod error;
+pub mod gateway;
+pub mod identity;
+pub mod mcp;
+pub mod policy;
+pub mod tools;
+pub mod upstream;
+
+pub use gateway::{Gateway, install_crypto, router, run};

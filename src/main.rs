@@ -1,0 +1,212 @@
+//! The `warden` command: parse the CLI, load and validate config without binding, bind, wire
+//! signals, run. Everything else lives in the library.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 usage error, 3 invalid configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use warden::config::{self, ProcessEnv};
+use warden::demo::{Demo, DemoOptions};
+use warden::devidp::{DevIdp, DevIdpConfig, UsersFile};
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "warden", version, about = "MCP-native identity and governance gateway for AI agents", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a config file.
+    Serve {
+        /// Path to warden.yaml.
+        #[arg(long, short, env = "WARDEN_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config file without serving: exit 0 when valid, 3 with the failing path when not.
+    Check {
+        #[arg(long, short, env = "WARDEN_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the development authorization server (demos and tests only; never production).
+    DevIdp {
+        /// Required: acknowledges that this server is for development only.
+        #[arg(long)]
+        insecure_dev_only: bool,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// Issuer URL. Default: http://{listen}.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Users file (YAML). Default: the demo users.
+        #[arg(long)]
+        users: Option<PathBuf>,
+        /// Approve every authorization as this user, without a consent page.
+        #[arg(long)]
+        auto_approve: Option<String>,
+        /// Access token lifetime, e.g. 1h.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        token_ttl: Duration,
+    },
+    /// Run the demo: gateway, development authorization server and a calendar backend. The default
+    /// when no command is given.
+    Demo {
+        /// Gateway port (MCP at http://127.0.0.1:PORT/mcp).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Development authorization server port.
+        #[arg(long, default_value_t = 9000)]
+        idp_port: u16,
+        /// Demo backend port.
+        #[arg(long, default_value_t = 9100)]
+        backend_port: u16,
+        /// Approve every sign-in as this demo user (alice, bob or carol) without a consent page.
+        #[arg(long)]
+        auto_approve: Option<String>,
+        /// Where audit events go: stdout, stderr, off, or a file path.
+        #[arg(long, default_value = "stdout")]
+        audit: String,
+    },
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    warden::install_crypto();
+    let cli = Cli::parse();
+    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
+        eprintln!("error: cannot start the async runtime");
+        return ExitCode::from(EXIT_RUNTIME);
+    };
+    let command =
+        cli.command.unwrap_or(Command::Demo { port: 8080, idp_port: 9000, backend_port: 9100, auto_approve: None, audit: "stdout".into() });
+    runtime.block_on(dispatch(command))
+}
+
+async fn dispatch(command: Command) -> ExitCode {
+    match command {
+        Command::Check { config } => match load(&config) {
+            Ok(_) => {
+                println!("{}: valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Serve { config } => {
+            let (config, gateway) = match load(&config) {
+                Ok(v) => v,
+                Err(code) => return code,
+            };
+            let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
+                Ok(l) => l,
+                Err(e) => return fail(format!("cannot listen on {}: {e}", config.server.listen)),
+            };
+            tracing::info!(listen = %config.server.listen, resource = %config.server.resource(), tools = config.tools.len(), "warden serving");
+            let shutdown = CancellationToken::new();
+            tokio::spawn(signal(shutdown.clone()));
+            match warden::run(gateway, listener, shutdown.cancelled_owned()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("server error: {e}")),
+            }
+        }
+        Command::DevIdp { insecure_dev_only, listen, issuer, users, auto_approve, token_ttl } => {
+            if !insecure_dev_only {
+                eprintln!(
+                    "error: the development authorization server is not a production identity provider.\n       Start it with --insecure-dev-only to acknowledge that, or use `warden demo`."
+                );
+                return ExitCode::from(2);
+            }
+            let users = match users.map_or_else(|| UsersFile::parse(warden::devidp::DEMO_USERS), |p| UsersFile::load(&p)) {
+                Ok(u) => u.users,
+                Err(e) => return config_error(e),
+            };
+            let issuer = issuer.unwrap_or_else(|| format!("http://{listen}")).trim_end_matches('/').to_owned();
+            let idp = match DevIdp::new(DevIdpConfig { issuer: issuer.clone(), users, auto_approve, access_token_ttl: token_ttl }) {
+                Ok(idp) => idp,
+                Err(e) => return config_error(e),
+            };
+            let listener = match tokio::net::TcpListener::bind(listen).await {
+                Ok(l) => l,
+                Err(e) => return fail(format!("cannot listen on {listen}: {e}")),
+            };
+            eprintln!("warden dev-idp: DEVELOPMENT ONLY authorization server at {issuer}");
+            let shutdown = CancellationToken::new();
+            tokio::spawn(signal(shutdown.clone()));
+            match axum::serve(listener, warden::devidp::router(Arc::clone(&idp))).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("server error: {e}")),
+            }
+        }
+        Command::Demo { port, idp_port, backend_port, auto_approve, audit } => {
+            let shutdown = CancellationToken::new();
+            let options = DemoOptions { gateway_port: port, idp_port, backend_port, auto_approve, audit, ..DemoOptions::default() };
+            let demo = match Demo::start(options, shutdown.clone()).await {
+                Ok(d) => d,
+                Err(e) => return fail(e.to_string()),
+            };
+            eprintln!("{}", demo.instructions());
+            tokio::spawn(signal(shutdown));
+            match demo.wait().await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("server error: {e}")),
+            }
+        }
+    }
+}
+
+/// Parse, validate and build every runtime type, binding nothing.
+fn load(path: &std::path::Path) -> Result<(config::Config, warden::Gateway), ExitCode> {
+    let config = config::load_file(path, &ProcessEnv).map_err(|e| config_error(e.to_string()))?;
+    let gateway = warden::Gateway::build(&config).map_err(|e| config_error(e.to_string()))?;
+    Ok((config, gateway))
+}
+
+fn config_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: invalid configuration: {message}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_RUNTIME)
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+async fn signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                token.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    token.cancel();
+}
+
+fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warden=info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

@@ -1,0 +1,134 @@
+//! The MCP server handler: runtime tool lists filtered by policy, and tool calls.
+//!
+//! Identity arrives through the HTTP request's extensions (put there by the gate); a request
+//! without a principal is refused, never served anonymously.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, ErrorCode, ErrorData, Implementation, InitializeResult, ListToolsResult,
+    PaginatedRequestParams, ProtocolVersion, ServerCapabilities,
+};
+use rmcp::service::RequestContext as McpContext;
+use rmcp::{RoleServer, ServerHandler};
+use serde_json::{Map, Value};
+
+use super::GateInfo;
+use super::gate::base_event;
+use crate::audit::AuditEvent;
+use crate::edge::RequestContext;
+use crate::gateway::Gateway;
+use crate::identity::Principal;
+use crate::policy;
+use crate::upstream::CallContext;
+
+/// The protocol revisions Warden serves, newest first.
+pub const PROTOCOL_VERSIONS: &[ProtocolVersion] =
+    &[ProtocolVersion::V_2026_07_28, ProtocolVersion::V_2025_11_25, ProtocolVersion::V_2025_06_18];
+
+/// JSON-RPC code for a call the policy refuses (server-defined range).
+pub const FORBIDDEN: ErrorCode = ErrorCode(-32003);
+
+#[derive(Clone)]
+pub struct McpHandler {
+    pub gateway: Arc<Gateway>,
+}
+
+/// What the gate attached to the HTTP request.
+struct Attached {
+    principal: Arc<Principal>,
+    ctx: RequestContext,
+    info: GateInfo,
+}
+
+fn attached(context: &McpContext<RoleServer>) -> Result<Attached, ErrorData> {
+    let parts = context.extensions.get::<http::request::Parts>().ok_or_else(missing_identity)?;
+    let principal = parts.extensions.get::<Arc<Principal>>().cloned().ok_or_else(missing_identity)?;
+    let ctx = parts.extensions.get::<RequestContext>().cloned().ok_or_else(missing_identity)?;
+    let info = parts.extensions.get::<GateInfo>().cloned().unwrap_or(GateInfo { jsonrpc_id: None, method: None });
+    Ok(Attached { principal, ctx, info })
+}
+
+fn missing_identity() -> ErrorData {
+    ErrorData::internal_error("request reached the handler without identity", None)
+}
+
+impl ServerHandler for McpHandler {
+    fn get_info(&self) -> InitializeResult {
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("warden", env!("CARGO_PKG_VERSION")).with_title("Warden MCP gateway"))
+            .with_instructions("Tools exposed by this gateway are filtered by your identity and scopes.")
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(PROTOCOL_VERSIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: McpContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let a = attached(&context)?;
+        let tools: Vec<rmcp::model::Tool> =
+            self.gateway.tools.iter().filter(|t| policy::visible(&a.principal, t)).map(|t| t.descriptor()).collect();
+        self.gateway.audit.emit(AuditEvent {
+            method: Some("tools/list".into()),
+            decision: "allow",
+            reason: "ok".into(),
+            status: 200,
+            ..base_event(&a.ctx, Some(&a.principal), a.info.jsonrpc_id)
+        });
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(&self, request: CallToolRequestParams, context: McpContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+        let a = attached(&context)?;
+        let gw = &self.gateway;
+        let event = AuditEvent {
+            method: Some("tools/call".into()),
+            tool: Some(request.name.to_string()),
+            ..base_event(&a.ctx, Some(&a.principal), a.info.jsonrpc_id.clone())
+        };
+        let deny = |reason: &str, rule: Option<String>, error: ErrorData| {
+            gw.audit.emit(AuditEvent {
+                decision: "deny",
+                reason: reason.into(),
+                rule,
+                status: 200,
+                latency_ms: a.ctx.elapsed_ms(),
+                ..event.clone()
+            });
+            Err(error)
+        };
+
+        // A tool the caller may not see is unknown to it: its existence is not confirmed.
+        let Some(tool) = gw.tools.get(&request.name).filter(|t| policy::visible(&a.principal, t)) else {
+            return deny("unknown_tool", None, ErrorData::invalid_params(format!("unknown tool: {}", request.name), None));
+        };
+        let decision = policy::decide(&a.principal, tool);
+        if decision.outcome.is_err() {
+            return deny("forbidden", Some(decision.rule), ErrorData::new(FORBIDDEN, "forbidden by policy", None));
+        }
+        let args = Value::Object(request.arguments.unwrap_or_default());
+        if let Err(reason) = tool.validate_arguments(&args) {
+            return deny("invalid_arguments", Some(decision.rule), ErrorData::invalid_params(format!("invalid arguments: {reason}"), None));
+        }
+        let args: &Map<String, Value> = args.as_object().unwrap_or(&EMPTY);
+        let call = CallContext { request_id: a.ctx.request_id.clone(), traceparent: a.ctx.traceparent.clone() };
+        let outcome = tool.http.call(&gw.upstream, &a.principal, &call, args).await;
+        gw.audit.emit(AuditEvent {
+            decision: if outcome.code == "ok" { "allow" } else { "error" },
+            reason: outcome.code.into(),
+            rule: Some(decision.rule),
+            status: 200,
+            upstream_status: outcome.upstream_status,
+            latency_ms: a.ctx.elapsed_ms(),
+            ..event
+        });
+        Ok(CallToolResponse::Complete(outcome.result))
+    }
+}
+
+static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);

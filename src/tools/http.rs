@@ -1,0 +1,207 @@
+//! HTTP endpoint tools: arguments mapped onto path, query, headers and a JSON body; the
+//! response mapped onto an MCP tool result. An upstream failure is a tool result with
+//! `isError: true`, reached within the tool's timeout.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use rmcp::model::{CallToolResult, ContentBlock as Content};
+use serde_json::{Map, Value};
+
+use super::template::UrlTemplate;
+use crate::config::validate::RESERVED_UPSTREAM_HEADERS;
+use crate::config::{HttpToolConfig, RestArgs};
+use crate::identity::Principal;
+use crate::upstream::{CallContext, IdentityHeaders, Upstream, UpstreamError};
+
+/// How much of an upstream error body is shown to the caller.
+const ERROR_BODY_PREVIEW: usize = 1024;
+
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+fn field_error(path: &str, message: impl Into<String>) -> FieldError {
+    FieldError { path: path.to_owned(), message: message.into() }
+}
+
+/// A compiled HTTP binding.
+#[derive(Debug)]
+pub struct HttpTool {
+    method: reqwest::Method,
+    url: UrlTemplate,
+    query: Vec<(String, String)>,
+    headers: Vec<(HeaderName, String)>,
+    rest: RestArgs,
+    pub timeout: Duration,
+}
+
+/// What a call produced: the MCP result and the facts audit records.
+#[derive(Debug)]
+pub struct ToolOutcome {
+    pub result: CallToolResult,
+    /// `ok`, `upstream_status`, `upstream_timeout`, `upstream_unreachable`,
+    /// `upstream_blocked`, `upstream_too_large` or `invalid_arguments`.
+    pub code: &'static str,
+    pub upstream_status: Option<u16>,
+}
+
+impl HttpTool {
+    pub fn compile(c: &HttpToolConfig, identity: &IdentityHeaders, default_timeout: Duration) -> Result<Self, FieldError> {
+        let method = reqwest::Method::from_bytes(c.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| field_error("method", "not an HTTP method"))?;
+        if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD") {
+            return Err(field_error("method", "must be GET, POST, PUT, PATCH, DELETE or HEAD"));
+        }
+        let url = UrlTemplate::parse(&c.url).map_err(|m| field_error("url", m))?;
+        let mut headers = Vec::new();
+        for (name, arg) in &c.headers {
+            let at = format!("headers.{name}");
+            let parsed = HeaderName::from_bytes(name.as_bytes()).map_err(|_| field_error(&at, "not a valid header name"))?;
+            if RESERVED_UPSTREAM_HEADERS.contains(&parsed.as_str()) || identity.contains(&parsed) {
+                return Err(field_error(&at, "reserved header: credentials, identity and framing headers are set by Warden only"));
+            }
+            headers.push((parsed, arg.clone()));
+        }
+        let query: Vec<(String, String)> = c.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        if query.iter().any(|(k, _)| k.is_empty()) {
+            return Err(field_error("query", "parameter names must not be empty"));
+        }
+        let rest = c.rest.unwrap_or(if matches!(method.as_str(), "GET" | "HEAD" | "DELETE") { RestArgs::Query } else { RestArgs::Json });
+        if rest == RestArgs::Json && matches!(method.as_str(), "GET" | "HEAD") {
+            return Err(field_error("rest", "GET and HEAD requests carry no body; use query or none"));
+        }
+        let timeout = c.timeout.unwrap_or(default_timeout);
+        if timeout.is_zero() {
+            return Err(field_error("timeout", "must be greater than 0"));
+        }
+        Ok(Self { method, url, query, headers, rest, timeout })
+    }
+
+    /// Arguments named by the path, `query` and `headers`.
+    pub fn argument_names(&self) -> impl Iterator<Item = &str> {
+        self.url.params().chain(self.query.iter().map(|(_, a)| a.as_str())).chain(self.headers.iter().map(|(_, a)| a.as_str()))
+    }
+
+    /// Calls the backend. Arguments have been validated against the schema already.
+    pub async fn call(&self, upstream: &Upstream, principal: &Principal, ctx: &CallContext, args: &Map<String, Value>) -> ToolOutcome {
+        let request = match self.build(upstream, args) {
+            Ok(r) => r,
+            Err(Built::Invalid(m)) => return outcome_error("invalid_arguments", None, m),
+            Err(Built::Upstream(e)) => return upstream_failure(e, self.timeout),
+        };
+        match upstream.send(request, principal, ctx, self.timeout).await {
+            Ok((status, headers, body)) => map_response(status, &headers, &body),
+            Err(e) => upstream_failure(e, self.timeout),
+        }
+    }
+
+    fn build(&self, upstream: &Upstream, args: &Map<String, Value>) -> Result<reqwest::RequestBuilder, Built> {
+        let mut url = self.url.expand(args).map_err(Built::Invalid)?;
+        let mut used: HashSet<&str> = self.url.params().collect();
+        let mut rest_query = Vec::new();
+        let mut body = Map::new();
+        for (param, arg) in &self.query {
+            used.insert(arg);
+            if let Some(v) = args.get(arg) {
+                push_query(&mut rest_query, param, v);
+            }
+        }
+        for (k, v) in args {
+            if used.contains(k.as_str()) || self.headers.iter().any(|(_, a)| a == k) {
+                continue;
+            }
+            match self.rest {
+                RestArgs::Query => push_query(&mut rest_query, k, v),
+                RestArgs::Json => {
+                    body.insert(k.clone(), v.clone());
+                }
+                RestArgs::None => {}
+            }
+        }
+        if !rest_query.is_empty() {
+            url.query_pairs_mut().extend_pairs(rest_query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
+        let mut request = upstream.request(self.method.clone(), url).map_err(Built::Upstream)?;
+        for (name, arg) in &self.headers {
+            let Some(v) = args.get(arg) else { continue };
+            let text = scalar_text(v)
+                .ok_or_else(|| Built::Invalid(format!("argument {arg:?} must be a string, number or boolean to go in a header")))?;
+            let value =
+                HeaderValue::from_str(&text).map_err(|_| Built::Invalid(format!("argument {arg:?} is not a valid header value")))?;
+            request = request.header(name.clone(), value);
+        }
+        if self.rest == RestArgs::Json {
+            request = request.json(&Value::Object(body));
+        }
+        Ok(request)
+    }
+}
+
+enum Built {
+    Invalid(String),
+    Upstream(UpstreamError),
+}
+
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Scalars as text, arrays as repeated parameters, objects as JSON text; nulls are omitted.
+fn push_query(out: &mut Vec<(String, String)>, name: &str, v: &Value) {
+    match v {
+        Value::Null => {}
+        Value::Array(items) => items.iter().for_each(|i| push_query(out, name, i)),
+        Value::Object(_) => out.push((name.to_owned(), v.to_string())),
+        _ => out.extend(scalar_text(v).map(|t| (name.to_owned(), t))),
+    }
+}
+
+/// 2xx JSON → `structuredContent` (a non-object is wrapped as `{"result": …}`, since MCP
+/// requires an object) plus the JSON as text; other 2xx → text; 4xx/5xx → `isError` with the
+/// status and the start of the body.
+fn map_response(status: http::StatusCode, headers: &http::HeaderMap, body: &[u8]) -> ToolOutcome {
+    let text = String::from_utf8_lossy(body);
+    if !status.is_success() {
+        let preview: String = text.chars().take(ERROR_BODY_PREVIEW).collect();
+        let message = if preview.trim().is_empty() {
+            format!("upstream returned HTTP {status}")
+        } else {
+            format!("upstream returned HTTP {status}: {preview}")
+        };
+        return outcome_error("upstream_status", Some(status.as_u16()), message);
+    }
+    let is_json = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.contains("json"));
+    let mut result = CallToolResult::success(vec![Content::text(text.to_string())]);
+    if is_json && let Ok(value) = serde_json::from_slice::<Value>(body) {
+        result.structured_content = Some(match value {
+            Value::Object(_) => value,
+            other => serde_json::json!({ "result": other }),
+        });
+    }
+    ToolOutcome { result, code: "ok", upstream_status: Some(status.as_u16()) }
+}
+
+fn upstream_failure(e: UpstreamError, timeout: Duration) -> ToolOutcome {
+    match e {
+        UpstreamError::Timeout => {
+            outcome_error("upstream_timeout", None, format!("upstream did not answer within {}", humantime::format_duration(timeout)))
+        }
+        UpstreamError::Unreachable => outcome_error("upstream_unreachable", None, "upstream unreachable".into()),
+        UpstreamError::Blocked => {
+            outcome_error("upstream_blocked", None, "upstream address not allowed by the gateway's SSRF guard".into())
+        }
+        UpstreamError::TooLarge => outcome_error("upstream_too_large", None, "upstream response too large".into()),
+    }
+}
+
+fn outcome_error(code: &'static str, upstream_status: Option<u16>, message: String) -> ToolOutcome {
+    ToolOutcome { result: CallToolResult::error(vec![Content::text(message)]), code, upstream_status }
+}

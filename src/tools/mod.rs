@@ -1,0 +1,147 @@
+//! Tools stage: the registry of tools this gateway exposes, compiled from config.
+//!
+//! In: `tools[]` from the config. Out: [`Tool`]s with a compiled argument validator and an
+//! HTTP binding. Arguments are validated against the tool's JSON Schema before any upstream
+//! call. Remote `$ref`s are never fetched (the validator is built without network or file
+//! resolution).
+
+mod http;
+mod template;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+pub use self::http::{HttpTool, ToolOutcome};
+pub use template::UrlTemplate;
+
+use crate::config::{ConfigError, ToolConfig};
+use crate::upstream::IdentityHeaders;
+
+/// A tool, ready to list and call.
+pub struct Tool {
+    pub name: String,
+    pub title: Option<String>,
+    pub description: String,
+    pub input_schema: Arc<Map<String, Value>>,
+    validator: jsonschema::Validator,
+    /// All required to see and call the tool.
+    pub scopes: Vec<String>,
+    pub http: HttpTool,
+}
+
+impl std::fmt::Debug for Tool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tool").field("name", &self.name).field("scopes", &self.scopes).finish_non_exhaustive()
+    }
+}
+
+impl Tool {
+    /// Checks arguments against the input schema; the error names the first failing location.
+    pub fn validate_arguments(&self, args: &Value) -> Result<(), String> {
+        match self.validator.iter_errors(args).next() {
+            None => Ok(()),
+            Some(e) => {
+                let at = e.instance_path().to_string();
+                let at = if at.is_empty() { "arguments".to_owned() } else { format!("arguments{at}") };
+                Err(format!("{at}: {e}"))
+            }
+        }
+    }
+
+    /// The MCP description of this tool.
+    pub fn descriptor(&self) -> rmcp::model::Tool {
+        let tool = rmcp::model::Tool::new(self.name.clone(), self.description.clone(), Arc::clone(&self.input_schema));
+        match &self.title {
+            Some(t) => tool.with_title(t.clone()),
+            None => tool,
+        }
+    }
+}
+
+/// All configured tools, by name.
+#[derive(Debug, Default)]
+pub struct ToolRegistry {
+    tools: Vec<Arc<Tool>>,
+    by_name: HashMap<String, Arc<Tool>>,
+}
+
+impl ToolRegistry {
+    pub fn build(configs: &[ToolConfig], identity_headers: &IdentityHeaders, default_timeout: Duration) -> Result<Self, ConfigError> {
+        let mut registry = Self::default();
+        for (i, c) in configs.iter().enumerate() {
+            let at = |field: &str| format!("tools[{i}].{field}");
+            if !valid_tool_name(&c.name) {
+                return Err(ConfigError::new(at("name"), "must be 1 to 128 characters of A-Z a-z 0-9 _ - ."));
+            }
+            if registry.by_name.contains_key(&c.name) {
+                return Err(ConfigError::new(at("name"), format!("duplicate tool name {:?}", c.name)));
+            }
+            if c.description.trim().is_empty() {
+                return Err(ConfigError::new(at("description"), "must not be empty"));
+            }
+            for (j, s) in c.scopes.iter().enumerate() {
+                if !valid_scope(s) {
+                    return Err(ConfigError::new(format!("tools[{i}].scopes[{j}]"), "not a valid OAuth scope token"));
+                }
+            }
+            let schema = match &c.input_schema {
+                Value::Object(m) if m.get("type").and_then(Value::as_str) == Some("object") => m.clone(),
+                _ => return Err(ConfigError::new(at("input_schema"), "must be a JSON Schema object with \"type\": \"object\"")),
+            };
+            let validator = jsonschema::validator_for(&c.input_schema)
+                .map_err(|e| ConfigError::new(at("input_schema"), format!("invalid JSON Schema: {e}")))?;
+            let http = HttpTool::compile(&c.http, identity_headers, default_timeout)
+                .map_err(|e| ConfigError::new(format!("tools[{i}].http.{}", e.path), e.message))?;
+            let properties = schema.get("properties").and_then(Value::as_object);
+            for name in http.argument_names() {
+                if !properties.is_some_and(|p| p.contains_key(name)) {
+                    return Err(ConfigError::new(
+                        at("http"),
+                        format!("maps argument {name:?}, which input_schema.properties does not declare"),
+                    ));
+                }
+            }
+            let tool = Arc::new(Tool {
+                name: c.name.clone(),
+                title: c.title.clone(),
+                description: c.description.clone(),
+                input_schema: Arc::new(schema),
+                validator,
+                scopes: c.scopes.clone(),
+                http,
+            });
+            registry.by_name.insert(c.name.clone(), Arc::clone(&tool));
+            registry.tools.push(tool);
+        }
+        Ok(registry)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Tool>> {
+        self.by_name.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Tool>> {
+        self.tools.iter()
+    }
+
+    /// Every scope some tool requires, sorted: `scopes_supported` in the metadata.
+    pub fn scopes(&self) -> Vec<String> {
+        let set: BTreeSet<&String> = self.tools.iter().flat_map(|t| t.scopes.iter()).collect();
+        set.into_iter().cloned().collect()
+    }
+}
+
+/// MCP tool names: 1 to 128 of ASCII letters, digits, `_`, `-` and `.`.
+pub fn valid_tool_name(name: &str) -> bool {
+    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// RFC 6749 §3.3 scope-token: printable ASCII without space, `"` and `\`.
+pub fn valid_scope(scope: &str) -> bool {
+    !scope.is_empty() && scope.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}

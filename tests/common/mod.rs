@@ -1,0 +1,285 @@
+//! Test harness: a real JWKS issuer over HTTP, a recording upstream, and the gateway running
+//! in-process, all on 127.0.0.1:0.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::StatusCode;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use warden::devidp::SigningKey;
+
+pub async fn listen() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    (l, url)
+}
+
+pub fn serve(listener: TcpListener, app: Router) {
+    tokio::spawn(async move { axum::serve(listener, app).await });
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A token issuer that serves its JWKS and metadata over HTTP.
+pub struct TestIssuer {
+    pub url: String,
+    served: Arc<ArcSwap<Vec<Arc<SigningKey>>>>,
+    pub signing: ArcSwap<SigningKey>,
+    pub jwks_hits: Arc<AtomicUsize>,
+    pub down: Arc<AtomicBool>,
+}
+
+#[derive(Clone)]
+struct IssuerState {
+    url: String,
+    served: Arc<ArcSwap<Vec<Arc<SigningKey>>>>,
+    hits: Arc<AtomicUsize>,
+    down: Arc<AtomicBool>,
+}
+
+impl TestIssuer {
+    pub async fn start() -> Self {
+        warden::install_crypto();
+        let (listener, url) = listen().await;
+        let key = Arc::new(SigningKey::generate().unwrap());
+        let served = Arc::new(ArcSwap::from_pointee(vec![Arc::clone(&key)]));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let down = Arc::new(AtomicBool::new(false));
+        let state = IssuerState { url: url.clone(), served: Arc::clone(&served), hits: Arc::clone(&hits), down: Arc::clone(&down) };
+        let app = Router::new().route("/jwks", get(jwks)).route("/.well-known/oauth-authorization-server", get(metadata)).with_state(state);
+        serve(listener, app);
+        let signing = ArcSwap::new(key);
+        Self { url, served, signing, jwks_hits: hits, down }
+    }
+
+    /// Switches signing to a new key; the JWKS then serves `also_old` ? both : only the new one.
+    pub fn rotate(&self, also_old: bool) -> Arc<SigningKey> {
+        let new = Arc::new(SigningKey::generate().unwrap());
+        let mut keys = vec![Arc::clone(&new)];
+        if also_old {
+            keys.push(self.signing.load_full());
+        }
+        self.served.store(Arc::new(keys));
+        self.signing.store(Arc::clone(&new));
+        new
+    }
+
+    /// A key that signs but is not (yet) published.
+    pub fn sign_unpublished(&self, claims: &Value) -> (String, Arc<SigningKey>) {
+        let key = Arc::new(SigningKey::generate().unwrap());
+        (key.sign(claims).unwrap(), key)
+    }
+
+    pub fn publish(&self, key: Arc<SigningKey>) {
+        let mut keys: Vec<Arc<SigningKey>> = self.served.load().iter().cloned().collect();
+        keys.push(key);
+        self.served.store(Arc::new(keys));
+    }
+
+    /// Standard valid claims for `sub` with `scope`, for `audience`.
+    pub fn claims(&self, sub: &str, scope: &str, audience: &str) -> Value {
+        let now = now();
+        json!({"iss": self.url, "sub": sub, "aud": audience, "exp": now + 600, "iat": now, "nbf": now - 1, "scope": scope, "client_id": "test-client"})
+    }
+
+    pub fn sign(&self, claims: &Value) -> String {
+        self.signing.load().sign(claims).unwrap()
+    }
+}
+
+async fn jwks(State(s): State<IssuerState>) -> Response {
+    s.hits.fetch_add(1, Ordering::SeqCst);
+    if s.down.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let keys = s.served.load();
+    let refs: Vec<&SigningKey> = keys.iter().map(|k| k.as_ref()).collect();
+    axum::Json(json!(SigningKey::jwks(&refs))).into_response()
+}
+
+async fn metadata(State(s): State<IssuerState>) -> Response {
+    axum::Json(json!({"issuer": s.url, "jwks_uri": format!("{}/jwks", s.url)})).into_response()
+}
+
+/// What the upstream received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// An upstream that records every request. Paths: `/status/{code}` answers that status,
+/// `/slow` sleeps 30 s, `/text` answers plain text, `/array` a JSON array, anything else echoes.
+pub struct Upstream {
+    pub url: String,
+    pub received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let (listener, url) = listen().await;
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new().fallback(upstream_handler).with_state(Arc::clone(&received));
+        serve(listener, app);
+        Self { url, received }
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Received {
+        self.requests().pop().expect("upstream received no request")
+    }
+}
+
+async fn upstream_handler(State(log): State<Arc<Mutex<Vec<Received>>>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap().to_vec();
+    let path = parts.uri.path().to_owned();
+    log.lock().unwrap().push(Received {
+        method: parts.method.to_string(),
+        path: path.clone(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+    if let Some(code) = path.strip_prefix("/status/") {
+        let status = StatusCode::from_u16(code.parse().unwrap()).unwrap();
+        return (status, format!("backend says {code}")).into_response();
+    }
+    match path.as_str() {
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "late".into_response()
+        }
+        "/text" => "plain words".into_response(),
+        "/array" => axum::Json(json!([1, 2, 3])).into_response(),
+        _ => axum::Json(json!({"path": path, "query": parts.uri.query(), "body": String::from_utf8_lossy(&body)})).into_response(),
+    }
+}
+
+/// A gateway running in-process.
+pub struct TestGateway {
+    pub url: String,
+    pub mcp: String,
+    pub audit_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    pub http: reqwest::Client,
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Builds a config from `tools_yaml` (the `tools:` list, indented by two) and `extra` top-level
+/// YAML, trusting `issuer`.
+pub async fn gateway(issuer: &TestIssuer, tools_yaml: &str, extra: &str) -> TestGateway {
+    gateway_with(issuer, tools_yaml, extra, "").await
+}
+
+/// As [`gateway`], with extra lines (indented by two) in the `server:` block.
+pub async fn gateway_with(issuer: &TestIssuer, tools_yaml: &str, extra: &str, server_extra: &str) -> TestGateway {
+    let (listener, url) = listen().await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.jsonl");
+    let yaml = format!(
+        "server:\n  listen: {addr}\n  public_url: {url}\n  max_body_bytes: 65536\n{server_extra}identity:\n  issuers:\n    - issuer: {iss}\n      jwks_min_refresh: 1s\n      jwks_ttl: 1s\n      tenant_claim: org_id\n{extra}\naudit:\n  output: {audit}\ntools:\n{tools_yaml}\n",
+        addr = listener.local_addr().unwrap(),
+        iss = issuer.url,
+        audit = audit_path.display(),
+    );
+    let config = warden::config::parse(&yaml, &HashMap::<String, String>::new()).unwrap_or_else(|e| panic!("config: {e}\n{yaml}"));
+    let gw = warden::Gateway::build(&config).unwrap_or_else(|e| panic!("build: {e}"));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(warden::run(gw, listener, shutdown.clone().cancelled_owned()));
+    TestGateway { mcp: format!("{url}/mcp"), url, audit_path, _dir: dir, shutdown, http: reqwest::Client::new() }
+}
+
+/// A JSON-RPC response as the test sees it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn challenge(&self) -> &str {
+        self.headers.get("www-authenticate").map(|v| v.to_str().unwrap()).unwrap_or("")
+    }
+    pub fn error_code(&self) -> Option<i64> {
+        self.body["error"]["code"].as_i64()
+    }
+    pub fn result(&self) -> &Value {
+        &self.body["result"]
+    }
+}
+
+impl TestGateway {
+    pub async fn post_raw(&self, token: Option<&str>, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self
+            .http
+            .post(&self.mcp)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("mcp-protocol-version")) {
+            req = req.header("mcp-protocol-version", "2025-11-25");
+        }
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply { status, headers, body }
+    }
+
+    pub async fn rpc(&self, token: &str, method: &str, params: Value) -> Reply {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        self.post_raw(Some(token), body.to_string(), &[]).await
+    }
+
+    pub async fn call(&self, token: &str, tool: &str, args: Value) -> Reply {
+        self.rpc(token, "tools/call", json!({"name": tool, "arguments": args})).await
+    }
+
+    pub async fn tool_names(&self, token: &str) -> Vec<String> {
+        let r = self.rpc(token, "tools/list", json!({})).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.result()["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+    }
+
+    pub fn metadata_url(&self) -> String {
+        format!("{}/.well-known/oauth-protected-resource/mcp", self.url)
+    }
+
+    /// Audit events written so far.
+    pub fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit_path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}

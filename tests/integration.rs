@@ -1,0 +1,20 @@
+//! Integration tests: the real gateway in-process on 127.0.0.1:0 against a real JWKS issuer
+//! over HTTP and real upstream HTTP servers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+#[path = "integration/tokens.rs"]
+mod tokens;
+
+#[path = "integration/discovery.rs"]
+mod discovery;
+
+#[path = "integration/tools.rs"]
+mod tools;
+
+#[path = "integration/jsonrpc.rs"]
+mod jsonrpc;
+
+#[path = "integration/demo.rs"]
+mod demo;

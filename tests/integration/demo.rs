@@ -1,0 +1,215 @@
+//! The demo wiring, end to end through the development authorization server's real OAuth flow
+//! (registration, authorize with PKCE, token), driven by hand over HTTP.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use warden::demo::{Demo, DemoOptions};
+
+async fn demo(auto_approve: Option<&str>) -> (Demo, CancellationToken) {
+    warden::install_crypto();
+    let shutdown = CancellationToken::new();
+    let options = DemoOptions {
+        gateway_port: 0,
+        idp_port: 0,
+        backend_port: 0,
+        auto_approve: auto_approve.map(str::to_owned),
+        audit: "off".into(),
+        ..DemoOptions::default()
+    };
+    (Demo::start(options, shutdown.clone()).await.unwrap(), shutdown)
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// Registration → authorize (auto-approved) → token, as an MCP client does.
+async fn sign_in(demo: &Demo, scope: &str) -> Value {
+    let http = no_redirects();
+    let reg: Value = http
+        .post(format!("{}/register", demo.issuer))
+        .json(&json!({"redirect_uris": ["http://127.0.0.1:33418/callback"], "token_endpoint_auth_method": "none", "client_name": "t"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = reg["client_id"].as_str().unwrap();
+    let verifier = "v".repeat(64);
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let resp = http
+        .get(format!("{}/authorize", demo.issuer))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", "http://127.0.0.1:33418/callback"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("state", "s1"),
+            ("scope", scope),
+            ("resource", &demo.resource),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303, "{:?}", resp.text().await);
+    let location = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+    let q: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!(q["state"], "s1");
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", q["code"].as_str()),
+        ("redirect_uri", "http://127.0.0.1:33418/callback"),
+        ("code_verifier", &verifier),
+        ("client_id", client_id),
+        ("resource", &demo.resource),
+    ];
+    let token: Value = http.post(format!("{}/token", demo.issuer)).form(&form).send().await.unwrap().json().await.unwrap();
+    // The code is single-use.
+    let again = http.post(format!("{}/token", demo.issuer)).form(&form).send().await.unwrap();
+    assert_eq!(again.status(), 400);
+    token
+}
+
+async fn call(demo: &Demo, token: &str, tool: &str, args: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(&demo.mcp_url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": args}}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn each_caller_sees_only_their_own_events() {
+    let (demo, shutdown) = demo(Some("alice")).await;
+    let token = sign_in(&demo, "calendar:read calendar:write").await;
+    assert_eq!(token["scope"], "calendar:read calendar:write");
+    let access = token["access_token"].as_str().unwrap();
+    let (status, body) = call(&demo, access, "list_events", json!({"limit": 10})).await;
+    assert_eq!(status, 200, "{body}");
+    let events = body["result"]["structuredContent"]["events"].as_array().unwrap();
+    assert!(!events.is_empty());
+    assert!(events.iter().all(|e| e["owner"] == "alice"), "{events:?}");
+    let seen = demo.calendar.seen();
+    assert_eq!(seen.last().unwrap().headers["x-user-id"], "alice");
+    assert!(!seen.last().unwrap().headers.contains_key("authorization"));
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate() {
+    let (demo, shutdown) = demo(Some("bob")).await;
+    let token = sign_in(&demo, "calendar:read").await;
+    let http = no_redirects();
+    let refresh = token["refresh_token"].as_str().unwrap();
+    let client_id = {
+        // The access token names its client.
+        let payload = token["access_token"].as_str().unwrap().split('.').nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert_eq!(claims["aud"], demo.resource.as_str());
+        assert_eq!(claims["sub"], "bob");
+        claims["client_id"].as_str().unwrap().to_owned()
+    };
+    let form = [("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", client_id.as_str())];
+    let first = http.post(format!("{}/token", demo.issuer)).form(&form).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    assert_ne!(first["refresh_token"], token["refresh_token"]);
+    let replay = http.post(format!("{}/token", demo.issuer)).form(&form).send().await.unwrap();
+    assert_eq!(replay.status(), 400, "a rotated refresh token was accepted twice");
+    let (status, _) = call(&demo, first["access_token"].as_str().unwrap(), "whoami", json!({})).await;
+    assert_eq!(status, 200);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn bob_is_stepped_up_for_writes() {
+    let (demo, shutdown) = demo(Some("bob")).await;
+    let token = sign_in(&demo, "calendar:read calendar:write").await;
+    // Bob may not hold calendar:write: the server grants what he has.
+    assert_eq!(token["scope"], "calendar:read");
+    let (status, _) =
+        call(&demo, token["access_token"].as_str().unwrap(), "create_event", json!({"title": "x", "start": "2026-12-24T10:00:00Z"})).await;
+    assert_eq!(status, 403);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn authorize_refuses_plain_pkce_and_unregistered_redirects() {
+    let (demo, shutdown) = demo(Some("alice")).await;
+    let http = no_redirects();
+    let reg: Value = http
+        .post(format!("{}/register", demo.issuer))
+        .json(&json!({"redirect_uris": ["http://127.0.0.1:1/cb"], "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = reg["client_id"].as_str().unwrap();
+    let challenge = "c".repeat(43);
+    let base = [("response_type", "code"), ("client_id", client_id), ("code_challenge", challenge.as_str()), ("state", "s")];
+    let resp = http
+        .get(format!("{}/authorize", demo.issuer))
+        .query(&base)
+        .query(&[("redirect_uri", "http://127.0.0.1:1/cb"), ("code_challenge_method", "plain")])
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers()["location"].to_str().unwrap().contains("error=invalid_request"));
+    let resp = http
+        .get(format!("{}/authorize", demo.issuer))
+        .query(&base)
+        .query(&[("redirect_uri", "http://evil.example/cb"), ("code_challenge_method", "S256")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400, "an unregistered redirect URI must not be redirected to");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn the_consent_page_lists_users_and_approves() {
+    let (demo, shutdown) = demo(None).await;
+    let http = no_redirects();
+    let reg: Value = http
+        .post(format!("{}/register", demo.issuer))
+        .json(&json!({"redirect_uris": ["http://127.0.0.1:1/cb"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(reg["client_secret"].is_string(), "confidential clients get a secret");
+    let client_id = reg["client_id"].as_str().unwrap();
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(b"verifier-verifier-verifier-verifier-verifier"));
+    let params = [
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", "http://127.0.0.1:1/cb"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+        ("state", "<script>"),
+    ];
+    let page = http.get(format!("{}/authorize", demo.issuer)).query(&params).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Alice (analyst)") && page.contains("Bob (read-only)"));
+    assert!(!page.contains("<script>"), "state must be escaped");
+    let mut form: Vec<(&str, &str)> = params.to_vec();
+    form.extend([("user", "carol"), ("action", "approve")]);
+    let resp = http.post(format!("{}/authorize/decide", demo.issuer)).form(&form).send().await.unwrap();
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("http://127.0.0.1:1/cb?code="), "{location}");
+    shutdown.cancel();
+}

@@ -1,0 +1,120 @@
+//! Malformed JSON-RPC of each kind gets the right code, and protocol revisions negotiate.
+
+use serde_json::{Value, json};
+
+use crate::common::{TestGateway, TestIssuer, gateway};
+
+async fn setup() -> (TestIssuer, TestGateway, String) {
+    let issuer = TestIssuer::start().await;
+    let gw = gateway(&issuer, "  []", "").await;
+    let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    (issuer, gw, token)
+}
+
+#[tokio::test]
+async fn malformed_messages_get_stable_json_rpc_errors() {
+    let (_issuer, gw, token) = setup().await;
+    let cases: Vec<(&str, String, u16, i64, Value)> = vec![
+        ("not JSON", "{nope".into(), 400, -32700, Value::Null),
+        ("empty body", String::new(), 400, -32700, Value::Null),
+        ("batch", json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"}]).to_string(), 400, -32600, Value::Null),
+        ("scalar", "42".into(), 400, -32600, Value::Null),
+        ("no jsonrpc", json!({"id": 1, "method": "ping"}).to_string(), 400, -32600, json!(1)),
+        ("wrong jsonrpc", json!({"jsonrpc": "1.0", "id": 1, "method": "ping"}).to_string(), 400, -32600, json!(1)),
+        ("object id", json!({"jsonrpc": "2.0", "id": {}, "method": "ping"}).to_string(), 400, -32600, Value::Null),
+        ("fractional id", json!({"jsonrpc": "2.0", "id": 1.5, "method": "ping"}).to_string(), 400, -32600, Value::Null),
+        ("method not a string", json!({"jsonrpc": "2.0", "id": 2, "method": 7}).to_string(), 400, -32600, json!(2)),
+        ("neither request nor response", json!({"jsonrpc": "2.0", "id": 3}).to_string(), 400, -32600, json!(3)),
+        ("array params", json!({"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": []}).to_string(), 400, -32602, json!(4)),
+        (
+            "tools/call without a name",
+            json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {}}).to_string(),
+            400,
+            -32602,
+            json!(5),
+        ),
+        ("unknown method", json!({"jsonrpc": "2.0", "id": "u", "method": "resources/list"}).to_string(), 200, -32601, json!("u")),
+    ];
+    for (what, body, status, code, id) in cases {
+        let r = gw.post_raw(Some(&token), body, &[]).await;
+        assert_eq!(r.status.as_u16(), status, "{what}: {:?}", r.body);
+        assert_eq!(r.error_code(), Some(code), "{what}: {:?}", r.body);
+        assert_eq!(r.body["id"], id, "{what}");
+        assert_eq!(r.body["jsonrpc"], "2.0", "{what}");
+        assert!(r.body["error"]["data"]["code"].is_string(), "{what}: no stable code");
+    }
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let (_issuer, gw, token) = setup().await;
+    let big = json!({"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"pad": "x".repeat(70_000)}}).to_string();
+    let r = gw.post_raw(Some(&token), big, &[]).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.body["error"]["data"]["code"], "body_too_large");
+    assert_eq!(gw.audit().pop().unwrap()["reason"], "body_too_large");
+}
+
+#[tokio::test]
+async fn hostile_bodies_never_crash_the_gateway() {
+    let (_issuer, gw, token) = setup().await;
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    for body in [deep, "\u{0}\u{1}".into(), "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"".into(), "null".into()] {
+        let r = gw.post_raw(Some(&token), body, &[]).await;
+        assert!(r.status.is_client_error(), "{:?}", r.body);
+    }
+    assert_eq!(gw.rpc(&token, "ping", json!({})).await.status, 200, "gateway unhealthy after hostile input");
+}
+
+#[tokio::test]
+async fn notifications_are_accepted_with_202() {
+    let (_issuer, gw, token) = setup().await;
+    let r = gw.post_raw(Some(&token), json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(), &[]).await;
+    assert_eq!(r.status, 202);
+}
+
+fn initialize(version: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn initialize_negotiates_supported_revisions() {
+    let (_issuer, gw, token) = setup().await;
+    for (asked, agreed) in [("2025-06-18", "2025-06-18"), ("2025-11-25", "2025-11-25"), ("2099-01-01", "2025-11-25")] {
+        // The first initialize of a session carries no MCP-Protocol-Version header.
+        let r = gw.post_raw(Some(&token), initialize(asked), &[("mcp-protocol-version", asked)]).await;
+        assert_eq!(r.status, 200, "{asked}: {:?}", r.body);
+        assert_eq!(r.result()["protocolVersion"], agreed, "{asked}");
+        assert_eq!(r.result()["serverInfo"]["name"], "warden");
+        assert!(r.result()["capabilities"]["tools"].is_object());
+    }
+}
+
+fn meta_2026() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    })
+}
+
+#[tokio::test]
+async fn revision_2026_07_28_discovers_without_initialize() {
+    let (_issuer, gw, token) = setup().await;
+    let headers = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "server/discover")];
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta_2026()}}).to_string();
+    let r = gw.post_raw(Some(&token), body, &headers).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.result()["supportedVersions"], json!(["2026-07-28", "2025-11-25", "2025-06-18"]));
+    assert!(r.result()["capabilities"]["tools"].is_object());
+
+    let headers = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list")];
+    let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": meta_2026()}}).to_string();
+    let r = gw.post_raw(Some(&token), body, &headers).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.result()["tools"], json!([]));
+    // Tool lists differ per caller: never cacheable across users.
+    assert_eq!(r.result()["cacheScope"], "private");
+}
