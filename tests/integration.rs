@@ -1,6 +1,6 @@
 //! Integration tests: the real gateway in-process on 127.0.0.1:0 against a real JWKS issuer
 //! over HTTP and real upstream HTTP servers.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod common;
 

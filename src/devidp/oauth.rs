@@ -71,6 +71,7 @@ async fn metadata(State(idp): State<Arc<DevIdp>>) -> Json<Value> {
         "scopes_supported": scopes,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
+        "authorization_response_iss_parameter_supported": true,
     }))
 }
 
@@ -244,7 +245,8 @@ fn issue_code(idp: &DevIdp, p: &AuthorizeParams, redirect_uri: &str, user_id: &s
         expires: tokio::time::Instant::now() + CODE_TTL,
     };
     lock(&idp.codes).insert(code.clone(), grant);
-    let mut pairs = vec![("code", code.as_str())];
+    // RFC 9207: name the issuer in the response so clients can detect mix-up attacks.
+    let mut pairs = vec![("code", code.as_str()), ("iss", idp.issuer())];
     if let Some(s) = &p.state {
         pairs.push(("state", s));
     }

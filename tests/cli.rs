@@ -1,0 +1,164 @@
+//! The real binary: exit codes, configuration errors naming their path, the dev server's
+//! refusal to start unasked, SIGTERM drain; and every shipped example config loads.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assert_cmd::Command;
+
+fn warden() -> Command {
+    Command::cargo_bin("warden").unwrap()
+}
+
+fn write(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("warden.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const VALID: &str = "
+server:
+  listen: 127.0.0.1:0
+identity:
+  issuers:
+    - issuer: http://127.0.0.1:1
+tools:
+  - name: t
+    description: d
+    http:
+      url: http://127.0.0.1:1/x
+";
+
+#[test]
+fn check_accepts_a_valid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), VALID);
+    let out = warden().args(["check", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+}
+
+#[test]
+fn check_names_the_failing_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (VALID.replace("http://127.0.0.1:1/x", "ftp://x/y"), "tools[0].http.url"),
+        (VALID.replace("url: http://127.0.0.1:1/x", "url: http://{host}/x"), "tools[0].http.url"),
+        (VALID.replace("    description: d\n", "    description: d\n    colour: blue\n"), "tools[0].colour"),
+        (VALID.replace("name: t", "name: \"bad name!\""), "tools[0].name"),
+        (
+            VALID.replace("    - issuer: http://127.0.0.1:1", "    - issuer: http://127.0.0.1:1\n      algorithms: [HS256]"),
+            "identity.issuers[0].algorithms[0]",
+        ),
+        (VALID.replace("listen: 127.0.0.1:0", "listen: nowhere"), "server.listen"),
+        (VALID.replace("http://127.0.0.1:1/x", "${UNSET_WARDEN_TEST_VAR}"), "tools[0].http.url"),
+        (format!("{VALID}  - name: t\n    description: again\n    http:\n      url: http://127.0.0.1:1/y\n"), "tools[1].name"),
+        (VALID.replace("    http:\n", "    scopes: [\"a b\"]\n    http:\n"), "tools[0].scopes[0]"),
+    ];
+    for (text, path) in cases {
+        let file = write(dir.path(), &text);
+        let out = warden().args(["check", "--config"]).arg(&file).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "expected exit 3 for {path}: {stderr}");
+        assert!(stderr.contains(&format!("{path}:")), "expected {path} in: {stderr}");
+    }
+}
+
+#[test]
+fn interpolation_errors_never_echo_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), &VALID.replace("http://127.0.0.1:1/x", "${WARDEN_TEST_SECRET}"));
+    let out = warden().args(["check", "--config"]).arg(&file).env("WARDEN_TEST_SECRET", "s3cr3t-value").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(!stderr.contains("s3cr3t-value"), "{stderr}");
+}
+
+#[test]
+fn missing_file_and_bad_yaml_are_config_errors() {
+    let out = warden().args(["check", "--config", "/nonexistent/warden.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "server: [unclosed");
+    assert_eq!(warden().args(["check", "--config"]).arg(&file).output().unwrap().status.code(), Some(3));
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_documents_each_command() {
+    assert_eq!(warden().arg("frobnicate").output().unwrap().status.code(), Some(2));
+    let help = String::from_utf8(warden().arg("--help").output().unwrap().stdout).unwrap();
+    for cmd in ["serve", "check", "dev-idp", "demo"] {
+        assert!(help.contains(cmd), "--help does not mention {cmd}");
+    }
+}
+
+#[test]
+fn dev_idp_refuses_to_start_without_the_flag() {
+    let out = warden().args(["dev-idp", "--listen", "127.0.0.1:0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a production identity provider"));
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_drains_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), VALID);
+    let bin = assert_cmd::cargo::cargo_bin("warden");
+    let mut child = std::process::Command::new(bin).args(["serve", "--config"]).arg(&path).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "serve exited early");
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Values for the `${...}` placeholders example configs use.
+fn example_env() -> HashMap<String, String> {
+    HashMap::from([
+        ("WARDEN_DEMO_GATEWAY".into(), "127.0.0.1:8080".into()),
+        ("WARDEN_DEMO_ISSUER".into(), "http://127.0.0.1:9000".into()),
+        ("WARDEN_DEMO_BACKEND".into(), "http://127.0.0.1:9100".into()),
+        ("ENTRA_TENANT_ID".into(), "00000000-0000-0000-0000-000000000000".into()),
+    ])
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_example_config_in_demos_and_docs_loads() {
+    warden::install_crypto();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    yaml_files(&root.join("demos"), &mut files);
+    yaml_files(&root.join("docs"), &mut files);
+    let mut configs = 0;
+    for file in &files {
+        if file.file_name().is_some_and(|n| n == "users.yaml") {
+            warden::devidp::UsersFile::load(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            continue;
+        }
+        let config = warden::config::load_file(file, &example_env()).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        warden::Gateway::build(&config).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        configs += 1;
+    }
+    assert!(configs >= 3, "expected the demo and docs example configs, found {configs}");
+}
