@@ -8,25 +8,12 @@
 use std::process::Command;
 
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
-use warden::demo::{Demo, DemoOptions};
+
+mod common;
+use common::demo;
 
 fn python() -> String {
     std::env::var("WARDEN_PYTHON").expect("WARDEN_PYTHON must name a Python with the mcp package: run scripts/test")
-}
-
-async fn demo_as(user: &str) -> (Demo, CancellationToken) {
-    warden::install_crypto();
-    let shutdown = CancellationToken::new();
-    let options = DemoOptions {
-        gateway_port: 0,
-        idp_port: 0,
-        backend_port: 0,
-        auto_approve: Some(user.into()),
-        audit: "off".into(),
-        ..DemoOptions::default()
-    };
-    (Demo::start(options, shutdown.clone()).await.unwrap(), shutdown)
 }
 
 /// Runs the Python client and returns its JSON report.
@@ -61,7 +48,7 @@ fn flow(report: &Value) -> Vec<String> {
 #[tokio::test]
 #[ignore = "needs the Python SDK virtualenv: run scripts/test"]
 async fn python_sdk_signs_in_and_calls_a_tool() {
-    let (demo, shutdown) = demo_as("alice").await;
+    let (demo, shutdown) = demo(Some("alice")).await;
     let report = run_client(python(), &demo.mcp_url, "list_events", json!({"limit": 5})).await;
     eprintln!("mcp SDK {}", report["sdk_version"]);
     assert_eq!(
@@ -90,7 +77,7 @@ async fn python_sdk_signs_in_and_calls_a_tool() {
 #[tokio::test]
 #[ignore = "needs the Python SDK virtualenv: run scripts/test"]
 async fn python_sdk_user_without_write_scope_sees_fewer_tools() {
-    let (demo, shutdown) = demo_as("bob").await;
+    let (demo, shutdown) = demo(Some("bob")).await;
     let report = run_client(python(), &demo.mcp_url, "whoami", json!({})).await;
     assert_eq!(report["tools"], json!(["whoami", "list_events"]));
     assert_eq!(report["result"]["structuredContent"]["user_id"], "bob");

@@ -16,6 +16,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use warden::demo::{Demo, DemoOptions};
 use warden::devidp::SigningKey;
 
 pub async fn listen() -> (TcpListener, String) {
@@ -193,18 +194,22 @@ impl Drop for TestGateway {
 /// Builds a config from `tools_yaml` (the `tools:` list, indented by two) and `extra` top-level
 /// YAML, trusting `issuer`.
 pub async fn gateway(issuer: &TestIssuer, tools_yaml: &str, extra: &str) -> TestGateway {
-    gateway_with(issuer, tools_yaml, extra, "").await
+    gateway_with(&[issuer], tools_yaml, extra, "").await
 }
 
-/// As [`gateway`], with extra lines (indented by two) in the `server:` block.
-pub async fn gateway_with(issuer: &TestIssuer, tools_yaml: &str, extra: &str, server_extra: &str) -> TestGateway {
+/// As [`gateway`], trusting every issuer given, with extra lines (indented by two) in the
+/// `server:` block.
+pub async fn gateway_with(issuers: &[&TestIssuer], tools_yaml: &str, extra: &str, server_extra: &str) -> TestGateway {
     let (listener, url) = listen().await;
     let dir = tempfile::tempdir().unwrap();
     let audit_path = dir.path().join("audit.jsonl");
     let yaml = format!(
-        "server:\n  listen: {addr}\n  public_url: {url}\n  max_body_bytes: 65536\n{server_extra}identity:\n  issuers:\n    - issuer: {iss}\n      jwks_min_refresh: 1s\n      jwks_ttl: 1s\n      tenant_claim: org_id\n{extra}\naudit:\n  output: {audit}\ntools:\n{tools_yaml}\n",
+        "server:\n  listen: {addr}\n  public_url: {url}\n  max_body_bytes: 65536\n{server_extra}identity:\n  issuers:\n{issuers}{extra}\naudit:\n  output: {audit}\ntools:\n{tools_yaml}\n",
         addr = listener.local_addr().unwrap(),
-        iss = issuer.url,
+        issuers = issuers
+            .iter()
+            .map(|i| format!("    - issuer: {}\n      jwks_min_refresh: 1s\n      jwks_ttl: 1s\n      tenant_claim: org_id\n", i.url))
+            .collect::<String>(),
         audit = audit_path.display(),
     );
     let config = warden::config::parse(&yaml, &HashMap::<String, String>::new()).unwrap_or_else(|e| panic!("config: {e}\n{yaml}"));
@@ -282,4 +287,20 @@ impl TestGateway {
     pub fn audit(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.audit_path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
+}
+
+/// The demo (dev authorization server, calendar backend, gateway) on free ports, auto-approving
+/// sign-ins as `auto_approve` when given. Cancel the token to stop it.
+pub async fn demo(auto_approve: Option<&str>) -> (Demo, CancellationToken) {
+    warden::install_crypto();
+    let shutdown = CancellationToken::new();
+    let options = DemoOptions {
+        gateway_port: 0,
+        idp_port: 0,
+        backend_port: 0,
+        auto_approve: auto_approve.map(str::to_owned),
+        audit: "off".into(),
+        ..DemoOptions::default()
+    };
+    (Demo::start(options, shutdown.clone()).await.unwrap(), shutdown)
 }

@@ -5,39 +5,28 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
-use warden::demo::{Demo, DemoOptions};
+use warden::demo::Demo;
 
-async fn demo(auto_approve: Option<&str>) -> (Demo, CancellationToken) {
-    warden::install_crypto();
-    let shutdown = CancellationToken::new();
-    let options = DemoOptions {
-        gateway_port: 0,
-        idp_port: 0,
-        backend_port: 0,
-        auto_approve: auto_approve.map(str::to_owned),
-        audit: "off".into(),
-        ..DemoOptions::default()
-    };
-    (Demo::start(options, shutdown.clone()).await.unwrap(), shutdown)
-}
+use crate::common::demo;
 
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
+/// Dynamic client registration; returns the registration response.
+async fn register(http: &reqwest::Client, demo: &Demo, metadata: Value) -> Value {
+    http.post(format!("{}/register", demo.issuer)).json(&metadata).send().await.unwrap().json().await.unwrap()
+}
+
 /// Registration → authorize (auto-approved) → token, as an MCP client does.
 async fn sign_in(demo: &Demo, scope: &str) -> Value {
     let http = no_redirects();
-    let reg: Value = http
-        .post(format!("{}/register", demo.issuer))
-        .json(&json!({"redirect_uris": ["http://127.0.0.1:33418/callback"], "token_endpoint_auth_method": "none", "client_name": "t"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reg = register(
+        &http,
+        demo,
+        json!({"redirect_uris": ["http://127.0.0.1:33418/callback"], "token_endpoint_auth_method": "none", "client_name": "t"}),
+    )
+    .await;
     let client_id = reg["client_id"].as_str().unwrap();
     let verifier = "v".repeat(64);
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
@@ -148,15 +137,7 @@ async fn bob_is_stepped_up_for_writes() {
 async fn authorize_refuses_plain_pkce_and_unregistered_redirects() {
     let (demo, shutdown) = demo(Some("alice")).await;
     let http = no_redirects();
-    let reg: Value = http
-        .post(format!("{}/register", demo.issuer))
-        .json(&json!({"redirect_uris": ["http://127.0.0.1:1/cb"], "token_endpoint_auth_method": "none"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reg = register(&http, &demo, json!({"redirect_uris": ["http://127.0.0.1:1/cb"], "token_endpoint_auth_method": "none"})).await;
     let client_id = reg["client_id"].as_str().unwrap();
     let challenge = "c".repeat(43);
     let base = [("response_type", "code"), ("client_id", client_id), ("code_challenge", challenge.as_str()), ("state", "s")];
@@ -183,15 +164,7 @@ async fn authorize_refuses_plain_pkce_and_unregistered_redirects() {
 async fn the_consent_page_lists_users_and_approves() {
     let (demo, shutdown) = demo(None).await;
     let http = no_redirects();
-    let reg: Value = http
-        .post(format!("{}/register", demo.issuer))
-        .json(&json!({"redirect_uris": ["http://127.0.0.1:1/cb"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reg = register(&http, &demo, json!({"redirect_uris": ["http://127.0.0.1:1/cb"]})).await;
     assert!(reg["client_secret"].is_string(), "confidential clients get a secret");
     let client_id = reg["client_id"].as_str().unwrap();
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(b"verifier-verifier-verifier-verifier-verifier"));

@@ -129,7 +129,7 @@ async fn foreign_host_and_origin_are_refused() {
 async fn a_public_hostname_can_be_allowed() {
     let issuer = TestIssuer::start().await;
     // allowed_hosts replaces the default list: the public name works, unlisted ones do not.
-    let gw = crate::common::gateway_with(&issuer, "  []", "", "  allowed_hosts: [mcp.example.com]\n").await;
+    let gw = crate::common::gateway_with(&[&issuer], "  []", "", "  allowed_hosts: [mcp.example.com]\n").await;
     let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
     let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
     assert_eq!(gw.post_raw(Some(&token), ping.clone(), &[("host", "mcp.example.com")]).await.status, 200);

@@ -216,3 +216,23 @@ async fn rejections_are_audited_without_the_token() {
     let text = std::fs::read_to_string(&gw.audit_path).unwrap();
     assert!(!text.contains(&token[..40]), "the audit log contains the token");
 }
+
+#[tokio::test]
+async fn several_issuers_are_trusted_each_with_its_own_keys() {
+    let (a, b) = (TestIssuer::start().await, TestIssuer::start().await);
+    let upstream = Upstream::start().await;
+    let gw =
+        crate::common::gateway_with(&[&a, &b], &TOOLS.replace("UPSTREAM", &upstream.url), "upstream:\n  allow_cidrs: [127.0.0.1/32]", "")
+            .await;
+    for issuer in [&a, &b] {
+        let r = gw.call(&issuer.sign(&issuer.claims("alice", "files:read", &gw.mcp)), "echo", json!({})).await;
+        assert_eq!(r.status, 200, "{}", issuer.url);
+    }
+    let doc: Value = gw.http.get(gw.metadata_url()).send().await.unwrap().json().await.unwrap();
+    let mut expected = vec![a.url.clone(), b.url.clone()];
+    expected.sort();
+    assert_eq!(doc["authorization_servers"], json!(expected));
+    // A token naming issuer A but signed with issuer B's key: A's keys do not verify it.
+    let forged = b.sign(&a.claims("alice", "files:read", &gw.mcp));
+    assert_rejected(&gw, &forged, "cross-issuer key").await;
+}

@@ -1,0 +1,243 @@
+//! Baseline benchmark: `tools/call` through Warden against the same backend called directly.
+//!
+//! Everything runs in this process on loopback: a JWKS issuer, a small JSON backend, the
+//! gateway, and the load generator (which shares the machine's cores with the servers, so the
+//! absolute numbers understate a dedicated deployment; the ratio is the figure to watch).
+//! `scripts/bench` runs it in release mode and writes `docs/performance.md`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use warden::devidp::SigningKey;
+
+const WARMUP: Duration = Duration::from_millis(500);
+const CONCURRENCY: &[usize] = &[1, 8, 32];
+
+struct Stats {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    requests: usize,
+}
+
+async fn listen() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    (l, url)
+}
+
+/// Runs `concurrency` workers issuing `request` until `duration` is up.
+async fn load<F, Fut>(concurrency: usize, duration: Duration, request: F) -> Stats
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let deadline = Instant::now() + WARMUP;
+    while Instant::now() < deadline {
+        request().await;
+    }
+    let start = Instant::now();
+    let end = start + duration;
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let request = request.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    request().await;
+                    latencies.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Stats { rps: all.len() as f64 / elapsed, p50_us: pct(0.50), p99_us: pct(0.99), requests: all.len() }
+}
+
+/// A request closure posting `body` to the MCP endpoint with the bearer token.
+fn mcp_request(
+    client: reqwest::Client,
+    mcp: String,
+    token: String,
+    body: String,
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Clone + Send + 'static {
+    move || {
+        let (cl, mcp, token, body) = (client.clone(), mcp.clone(), token.clone(), body.clone());
+        Box::pin(async move {
+            let r = cl
+                .post(&mcp)
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-11-25")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+            r.bytes().await.unwrap();
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let mut out_path = None;
+    let mut seconds = 3u64;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--write" => out_path = args.next(),
+            "--seconds" => seconds = args.next().and_then(|s| s.parse().ok()).unwrap_or(3),
+            _ => {}
+        }
+    }
+    let duration = Duration::from_secs(seconds);
+    warden::install_crypto();
+
+    // Backend.
+    let (backend_l, backend) = listen().await;
+    let app = Router::new().route(
+        "/echo",
+        get(|headers: axum::http::HeaderMap| async move {
+            axum::Json(json!({"user": headers.get("x-user-id").and_then(|v| v.to_str().ok()), "items": [1, 2, 3]}))
+        }),
+    );
+    tokio::spawn(async move { axum::serve(backend_l, app).await });
+
+    // Issuer.
+    let key = Arc::new(SigningKey::generate().unwrap());
+    let (issuer_l, issuer) = listen().await;
+    let jwks = json!(SigningKey::jwks(&[&key]));
+    let app = Router::new().route("/jwks", get(move || async move { axum::Json(jwks) }));
+    tokio::spawn(async move { axum::serve(issuer_l, app).await });
+
+    // Gateway.
+    let (gw_l, gw) = listen().await;
+    let yaml = format!(
+        "server:\n  listen: {addr}\n  public_url: {gw}\nidentity:\n  issuers:\n    - issuer: {issuer}\n      jwks_uri: {issuer}/jwks\nupstream:\n  allow_cidrs: [127.0.0.1/32]\naudit:\n  output: off\ntools:\n  - name: echo\n    description: Echo.\n    scopes: [bench]\n    http:\n      url: {backend}/echo\n",
+        addr = gw_l.local_addr().unwrap()
+    );
+    let config = warden::config::parse(&yaml, &HashMap::<String, String>::new()).unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(warden::run(warden::Gateway::build(&config).unwrap(), gw_l, shutdown.clone().cancelled_owned()));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let token =
+        key.sign(&json!({"iss": issuer, "sub": "bench-user", "aud": format!("{gw}/mcp"), "exp": now + 3600, "scope": "bench"})).unwrap();
+
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let mcp = format!("{gw}/mcp");
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {}}}).to_string();
+
+    // Sanity: both paths work before measuring.
+    let check = client
+        .post(&mcp)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    let check: serde_json::Value = check.json().await.unwrap();
+    assert_eq!(check["result"]["structuredContent"]["user"], "bench-user", "{check}");
+
+    let ping_body = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
+    let direct_url = format!("{backend}/echo");
+    let mut rows = Vec::new();
+    for &c in CONCURRENCY {
+        let cl = client.clone();
+        let url = direct_url.clone();
+        let direct = load(c, duration, move || {
+            let (cl, url) = (cl.clone(), url.clone());
+            async move {
+                let r = cl.get(&url).header("x-user-id", "bench-user").send().await.unwrap();
+                assert!(r.status().is_success());
+                r.bytes().await.unwrap();
+            }
+        })
+        .await;
+        let through = load(c, duration, mcp_request(client.clone(), mcp.clone(), token.clone(), body.clone())).await;
+        let ping = load(c, duration, mcp_request(client.clone(), mcp.clone(), token.clone(), ping_body.clone())).await;
+        eprintln!(
+            "c={c:>2}  direct {:>8.0} req/s p50 {:>6.0} µs p99 {:>6.0} µs | warden {:>8.0} req/s p50 {:>6.0} µs p99 {:>6.0} µs | ratio {:.2} | ping {:>8.0} req/s p50 {:>6.0} µs",
+            direct.rps,
+            direct.p50_us,
+            direct.p99_us,
+            through.rps,
+            through.p50_us,
+            through.p99_us,
+            through.rps / direct.rps,
+            ping.rps,
+            ping.p50_us
+        );
+        rows.push((c, direct, through, ping));
+    }
+    shutdown.cancel();
+
+    if let Some(path) = out_path {
+        let mut md = String::from(
+            "# Performance\n\nBaseline of `tools/call` through Warden against the same backend called directly, measured by \
+`scripts/bench` (`cargo bench --bench gateway`, release build). Everything runs in one process on loopback: a JWKS issuer, \
+a small JSON backend, the gateway, and the load generator, which shares the cores with the servers. Each path is \
+warmed up for 0.5 s, then driven for the stated time by N workers issuing requests back to back over pooled \
+HTTP/1.1 connections. A call through Warden includes JWT verification (RS256, cached JWKS), JSON-RPC parsing, policy, \
+JSON Schema validation, identity injection, the upstream call and response mapping, and the MCP framing of the \
+result; audit output is off (it is a single buffered line per call).\n\n",
+        );
+        md.push_str(&format!(
+            "Measured {} on a machine with {} cores, {seconds} s per run.\n\n",
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        ));
+        md.push_str("| concurrency | direct req/s | direct p50 | direct p99 | Warden req/s | Warden p50 | Warden p99 | throughput ratio | added p50 |\n");
+        md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for (c, d, w, _) in &rows {
+            md.push_str(&format!(
+                "| {c} | {:.0} | {:.0} µs | {:.0} µs | {:.0} | {:.0} µs | {:.0} µs | {:.2} | {:.0} µs |\n",
+                d.rps,
+                d.p50_us,
+                d.p99_us,
+                w.rps,
+                w.p50_us,
+                w.p99_us,
+                w.rps / d.rps,
+                w.p50_us - d.p50_us
+            ));
+        }
+        md.push_str("\nThe gateway's own path without a backend call, measured with MCP `ping` (authentication, JSON-RPC checks, rmcp dispatch):\n\n| concurrency | ping req/s | p50 | p99 |\n|---:|---:|---:|---:|\n");
+        for (c, _, _, p) in &rows {
+            md.push_str(&format!("| {c} | {:.0} | {:.0} µs | {:.0} µs |\n", p.rps, p.p50_us, p.p99_us));
+        }
+        let total: usize = rows.iter().map(|(_, d, w, p)| d.requests + w.requests + p.requests).sum();
+        md.push_str(&format!(
+            "\n{total} requests in all. The throughput ratio is Warden's requests/s over the direct path's; a call through \
+Warden makes the same backend request plus the gateway's own work, and here the load generator, the gateway and \
+the backend all share the same cores, so the ratio also carries the load generator's own cost for the extra hop.\n\n\
+## Where the time goes\n\n\
+A `perf` profile of this benchmark (release build, DWARF call graphs) shows no single hot spot in the gateway. The \
+CPU a call costs is spread over the two HTTP exchanges it makes instead of one (hyper server for the client's \
+request, reqwest/hyper client for the backend's), RS256 signature verification (about a tenth of all CPU in the \
+run, in aws-lc's RSA), rmcp's per-request dispatch in stateless mode, and JSON encoding and decoding. Known \
+improvements, not yet made: a cache of verified tokens keyed by their hash and bounded by `exp` (saves the RSA \
+verification on repeat calls), and a single JSON parse of the request body shared by the gate and rmcp.\n"
+        ));
+        std::fs::write(&path, md).unwrap();
+        eprintln!("wrote {path}");
+    }
+}
