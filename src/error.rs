@@ -48,6 +48,10 @@ pub enum GatewayError {
     InvalidParams(&'static str),
     #[error("method not found")]
     MethodNotFound,
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    #[error("the client must accept application/json and text/event-stream")]
+    NotAcceptable,
 }
 
 impl GatewayError {
@@ -60,7 +64,9 @@ impl GatewayError {
             | Self::Parse
             | Self::InvalidRequest(_)
             | Self::InvalidParams(_)
-            | Self::MethodNotFound => Class::Downstream,
+            | Self::MethodNotFound
+            | Self::UnsupportedMediaType
+            | Self::NotAcceptable => Class::Downstream,
         }
     }
 
@@ -73,6 +79,8 @@ impl GatewayError {
             // A well-formed request for a method this server does not offer is answered like
             // any JSON-RPC response, so clients surface the error instead of an HTTP failure.
             Self::MethodNotFound => StatusCode::OK,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
         }
     }
 
@@ -87,6 +95,8 @@ impl GatewayError {
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidParams(_) => "invalid_params",
             Self::MethodNotFound => "method_not_found",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::NotAcceptable => "not_acceptable",
         }
     }
 
@@ -113,6 +123,13 @@ impl GatewayError {
             Self::InvalidRequest(why) => (None, rpc_error(jsonrpc_id, rpc::INVALID_REQUEST, why, "invalid_request")),
             Self::InvalidParams(why) => (None, rpc_error(jsonrpc_id, rpc::INVALID_PARAMS, why, "invalid_params")),
             Self::MethodNotFound => (None, rpc_error(jsonrpc_id, rpc::METHOD_NOT_FOUND, "method not found", "method_not_found")),
+            Self::UnsupportedMediaType => {
+                (None, rpc_error(None, rpc::INVALID_REQUEST, "Content-Type must be application/json", "unsupported_media_type"))
+            }
+            Self::NotAcceptable => (
+                None,
+                rpc_error(None, rpc::INVALID_REQUEST, "Accept must include application/json and text/event-stream", "not_acceptable"),
+            ),
         };
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(challenge) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {

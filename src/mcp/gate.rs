@@ -44,6 +44,10 @@ pub async fn gate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) 
         return pass(&gw, ctx, principal, GateInfo { jsonrpc_id: None, method: None }, request, next).await;
     }
 
+    // Streamable HTTP framing, checked before the body is read.
+    if let Err(e) = check_framing(request.headers()) {
+        return refuse(&gw, &ctx, Some(&principal), None, e);
+    }
     let (parts, body) = request.into_parts();
     let bytes = match Limited::new(body, gw.max_body_bytes).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -122,6 +126,21 @@ fn refuse(
         ..base_event(ctx, principal, jsonrpc_id.clone())
     });
     error.into_response(&gw.metadata, &gw.metadata.scopes_supported, jsonrpc_id)
+}
+
+/// A POST must carry JSON and accept both JSON and SSE responses (Streamable HTTP).
+fn check_framing(headers: &http::HeaderMap) -> Result<(), GatewayError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return Err(GatewayError::UnsupportedMediaType);
+    }
+    let accept = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",").to_ascii_lowercase();
+    let accepts = |t: &str| accept.split(',').any(|a| a.split(';').next().is_some_and(|m| m.trim() == t || m.trim() == "*/*"));
+    if !(accepts("application/json") && accepts("text/event-stream")) {
+        return Err(GatewayError::NotAcceptable);
+    }
+    Ok(())
 }
 
 /// The audit fields every event about this request shares.

@@ -118,3 +118,20 @@ async fn revision_2026_07_28_discovers_without_initialize() {
     // Tool lists differ per caller: never cacheable across users.
     assert_eq!(r.result()["cacheScope"], "private");
 }
+
+#[tokio::test]
+async fn framing_errors_are_json_with_stable_codes() {
+    let (_issuer, gw, token) = setup().await;
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
+    let send = |content_type: &'static str, accept: &'static str| {
+        gw.http.post(&gw.mcp).bearer_auth(&token).header("content-type", content_type).header("accept", accept).body(ping.clone()).send()
+    };
+    let r = send("text/plain", "application/json, text/event-stream").await.unwrap();
+    assert_eq!(r.status(), 415);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["data"]["code"], "unsupported_media_type");
+    let r = send("application/json", "application/json").await.unwrap();
+    assert_eq!(r.status(), 406);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["data"]["code"], "not_acceptable");
+    assert_eq!(send("application/json; charset=utf-8", "application/json, text/event-stream").await.unwrap().status(), 200);
+    assert_eq!(gw.audit().iter().filter(|e| e["decision"] == "deny").count(), 2);
+}
