@@ -18,6 +18,8 @@ pub mod rpc {
     pub const METHOD_NOT_FOUND: i64 = -32601;
     pub const INVALID_PARAMS: i64 = -32602;
     pub const INTERNAL_ERROR: i64 = -32603;
+    /// A call the policy refuses (server-defined range).
+    pub const POLICY_DENIED: i64 = -32003;
 }
 
 /// Whose fault: the caller's (4xx), a backend's (502/504) or ours (500). Audit and metrics use
@@ -34,8 +36,8 @@ pub enum Class {
 pub enum GatewayError {
     #[error("unauthorized: {0}")]
     Unauthorized(AuthError),
-    #[error("forbidden")]
-    Forbidden(Denial),
+    #[error("forbidden by {rule}")]
+    Forbidden { denial: Denial, rule: String },
     #[error("request body too large")]
     BodyTooLarge,
     #[error("request body unreadable")]
@@ -58,7 +60,7 @@ impl GatewayError {
     pub fn class(&self) -> Class {
         match self {
             Self::Unauthorized(_)
-            | Self::Forbidden(_)
+            | Self::Forbidden { .. }
             | Self::BodyTooLarge
             | Self::BodyUnreadable
             | Self::Parse
@@ -73,7 +75,9 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(Denial::InsufficientScope { .. }) => StatusCode::FORBIDDEN,
+            Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => StatusCode::FORBIDDEN,
+            // A policy refusal of a well-formed call is a JSON-RPC error, like any other.
+            Self::Forbidden { denial: Denial::Forbidden { .. }, .. } => StatusCode::OK,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyUnreadable | Self::Parse | Self::InvalidRequest(_) | Self::InvalidParams(_) => StatusCode::BAD_REQUEST,
             // A well-formed request for a method this server does not offer is answered like
@@ -88,7 +92,8 @@ impl GatewayError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Unauthorized(e) => e.code(),
-            Self::Forbidden(Denial::InsufficientScope { .. }) => "insufficient_scope",
+            Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => "insufficient_scope",
+            Self::Forbidden { denial: Denial::Forbidden { .. }, .. } => "policy_denied",
             Self::BodyTooLarge => "body_too_large",
             Self::BodyUnreadable => "body_unreadable",
             Self::Parse => "parse_error",
@@ -113,9 +118,17 @@ impl GatewayError {
                 Some(meta.unauthorized(Some("invalid_token"), all_scopes)),
                 json!({"error": "invalid_token", "error_description": "the access token is invalid"}),
             ),
-            Self::Forbidden(Denial::InsufficientScope { needed, .. }) => (
+            Self::Forbidden { denial: Denial::InsufficientScope { needed, .. }, .. } => (
                 Some(meta.insufficient_scope(needed)),
                 json!({"error": "insufficient_scope", "error_description": "the access token lacks scopes this call needs", "scope": needed.join(" ")}),
+            ),
+            Self::Forbidden { denial: Denial::Forbidden { reason }, rule } => (
+                None,
+                json!({
+                    "jsonrpc": "2.0",
+                    "id": jsonrpc_id.clone().unwrap_or(Value::Null),
+                    "error": {"code": rpc::POLICY_DENIED, "message": format!("forbidden by policy: {reason}"), "data": {"code": "policy_denied", "rule": rule, "reason": reason}},
+                }),
             ),
             Self::BodyTooLarge => (None, rpc_error(jsonrpc_id, rpc::INVALID_REQUEST, "request body too large", "body_too_large")),
             Self::BodyUnreadable => (None, rpc_error(jsonrpc_id, rpc::INVALID_REQUEST, "request body unreadable", "body_unreadable")),

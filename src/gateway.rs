@@ -1,7 +1,10 @@
 //! The gateway: runtime state built from a validated config, the HTTP router, and `run`.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -13,11 +16,12 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::AuditSink;
+use crate::audit::{AuditEvent, AuditSink};
 use crate::config::{Config, ConfigError};
 use crate::identity::Authenticator;
 use crate::identity::metadata::ResourceMetadata;
 use crate::mcp::handler::McpHandler;
+use crate::policy::{Policy, PolicyError, PolicySet, SharedPolicy};
 use crate::tools::ToolRegistry;
 use crate::upstream::{Upstream, control_plane_client};
 
@@ -30,11 +34,85 @@ pub struct Gateway {
     pub audit: AuditSink,
     pub origin_guard: OriginGuard,
     pub max_body_bytes: usize,
+    /// The policy in force; replaced whole on reload.
+    pub policy: SharedPolicy,
+    policy_source: PolicySource,
+    policy_fingerprint: Mutex<Option<[u8; 32]>>,
+    pub policy_reload_interval: Duration,
+    /// Request headers exposed to policy conditions.
+    pub policy_headers: Vec<http::HeaderName>,
+}
+
+/// Where the policy comes from.
+#[derive(Debug, Clone)]
+pub enum PolicySource {
+    /// No policy files: tool scopes alone decide.
+    None,
+    /// Files and directories, relative to `base`; reloaded when they change.
+    Files { base: PathBuf, paths: Vec<String> },
+    /// Policies compiled into the binary (the demo).
+    Embedded(Vec<(String, &'static str)>),
+}
+
+/// Policy sources as read: `(policy name, text)` pairs and a fingerprint of them all.
+struct PolicyTexts {
+    texts: Vec<(String, String)>,
+    fingerprint: [u8; 32],
+}
+
+impl PolicySource {
+    /// The sources' names and texts, and a fingerprint of them.
+    fn read(&self) -> Result<PolicyTexts, PolicyError> {
+        use sha2::Digest;
+        let texts: Vec<(String, String)> = match self {
+            Self::None => Vec::new(),
+            Self::Embedded(list) => list.iter().map(|(n, t)| (n.clone(), (*t).to_owned())).collect(),
+            Self::Files { base, paths } => {
+                let files = crate::policy::expand_paths(base, paths)?;
+                let mut out = Vec::with_capacity(files.len());
+                for f in files {
+                    let text = std::fs::read_to_string(&f).map_err(|e| PolicyError {
+                        file: f.display().to_string(),
+                        at: "(file)".into(),
+                        message: e.to_string(),
+                    })?;
+                    out.push((crate::policy::policy_name(&f), text));
+                }
+                out
+            }
+        };
+        let mut hash = sha2::Sha256::new();
+        for (n, t) in &texts {
+            hash.update(n.as_bytes());
+            hash.update([0]);
+            hash.update(t.as_bytes());
+            hash.update([0]);
+        }
+        Ok(PolicyTexts { texts, fingerprint: hash.finalize().into() })
+    }
+
+    fn compile(&self, texts: &[(String, String)], tools: &ToolRegistry) -> Result<Policy, PolicyError> {
+        let set = match self {
+            Self::None => PolicySet::default(),
+            Self::Files { .. } | Self::Embedded(_) => PolicySet::from_sources(texts.iter().map(|(n, t)| (n.clone(), t.as_str())))?,
+        };
+        Ok(set.bind(tools.iter().map(|t| t.facts())))
+    }
 }
 
 impl Gateway {
     /// Builds every runtime type; fails on the first config problem without binding anything.
     pub fn build(config: &Config) -> Result<Self, ConfigError> {
+        let source = if config.policy.files.is_empty() {
+            PolicySource::None
+        } else {
+            PolicySource::Files { base: config.base_dir.clone(), paths: config.policy.files.clone() }
+        };
+        Self::build_with_policy(config, source)
+    }
+
+    /// As [`Gateway::build`], with the policy from `source` instead of `config.policy.files`.
+    pub fn build_with_policy(config: &Config, source: PolicySource) -> Result<Self, ConfigError> {
         let upstream = Upstream::new(&config.upstream, &config.identity_headers)?;
         let tools = ToolRegistry::build(&config.tools, upstream.identity_headers(), config.upstream.default_timeout)?;
         let resource = config.server.resource();
@@ -42,7 +120,69 @@ impl Gateway {
         let metadata = ResourceMetadata::new(&config.server.public_base(), resource, authenticator.issuer_ids(), tools.scopes());
         let audit = AuditSink::open(&config.audit.output).map_err(|e| ConfigError::new("audit.output", format!("cannot open: {e}")))?;
         let origin_guard = OriginGuard::from_config(config)?;
-        Ok(Self { authenticator, tools, upstream, metadata, audit, origin_guard, max_body_bytes: config.server.max_body_bytes })
+        let policy_error = |e: PolicyError| ConfigError::new("policy.files", e.to_string());
+        let PolicyTexts { texts, fingerprint } = source.read().map_err(policy_error)?;
+        let policy = source.compile(&texts, &tools).map_err(policy_error)?;
+        let policy_headers = config
+            .policy
+            .request_headers
+            .iter()
+            .filter_map(|h| http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok())
+            .collect();
+        Ok(Self {
+            authenticator,
+            tools,
+            upstream,
+            metadata,
+            audit,
+            origin_guard,
+            max_body_bytes: config.server.max_body_bytes,
+            policy: Arc::new(arc_swap::ArcSwap::from_pointee(policy)),
+            policy_source: source,
+            policy_fingerprint: Mutex::new(Some(fingerprint)),
+            policy_reload_interval: config.policy.reload_interval,
+            policy_headers,
+        })
+    }
+
+    /// Re-reads the policy sources; when they changed, compiles and swaps them in. A broken
+    /// source keeps the last good policy in force; the error is logged and audited. In-flight
+    /// requests finish with the policy they started with. Returns whether a new policy is in
+    /// force.
+    pub fn reload_policy(&self) -> Result<bool, PolicyError> {
+        let result = self.policy_source.read().and_then(|PolicyTexts { texts, fingerprint }| {
+            let mut last = self.policy_fingerprint.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *last == Some(fingerprint) {
+                return Ok(false);
+            }
+            let policy = self.policy_source.compile(&texts, &self.tools)?;
+            self.policy.store(Arc::new(policy));
+            *last = Some(fingerprint);
+            Ok(true)
+        });
+        let event = |decision, reason: &str| AuditEvent {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            method: Some("policy/reload".into()),
+            decision,
+            reason: reason.into(),
+            ..AuditEvent::default()
+        };
+        match &result {
+            Ok(true) => {
+                tracing::info!(rules = self.policy.load().set.rules.len(), "policy reloaded");
+                self.audit.emit(event("allow", "policy_reloaded"));
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "policy reload failed; the last good policy stays in force");
+                self.audit.emit(event("error", "policy_invalid"));
+            }
+        }
+        result
+    }
+
+    fn reloads(&self) -> bool {
+        matches!(self.policy_source, PolicySource::Files { .. })
     }
 }
 
@@ -118,16 +258,47 @@ async fn resource_metadata(State(gw): State<Arc<Gateway>>) -> Response {
     response
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests.
+/// Serves until `shutdown` resolves, then drains in-flight requests. Policy files are
+/// reloaded when they change (polled) and on SIGHUP.
 pub async fn run(gateway: Gateway, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     let cancel = CancellationToken::new();
-    let app = router(Arc::new(gateway), cancel.clone());
-    axum::serve(listener, app)
+    let gateway = Arc::new(gateway);
+    if gateway.reloads() {
+        tokio::spawn(watch_policy(Arc::clone(&gateway), cancel.clone()));
+    }
+    let app = router(gateway, cancel.clone());
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown.await;
             cancel.cancel();
         })
         .await
+}
+
+async fn watch_policy(gateway: Arc<Gateway>, cancel: CancellationToken) {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let interval = gateway.policy_reload_interval;
+    loop {
+        let tick = async { if interval.is_zero() { std::future::pending().await } else { tokio::time::sleep(interval).await } };
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick => {}
+            _ = hangup => tracing::info!("SIGHUP: reloading policy"),
+        }
+        let gw = Arc::clone(&gateway);
+        // File reads and compilation are blocking work.
+        let _ = tokio::task::spawn_blocking(move || gw.reload_policy()).await;
+    }
 }
 
 /// Installs process-wide crypto providers. Idempotent; call before verifying or signing.

@@ -36,9 +36,37 @@ pub struct Config {
     /// Audit event sink.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Policy files (deny-by-default rules over scopes, roles, claims and arguments).
+    #[serde(default)]
+    pub policy: PolicyConfig,
     /// The tools this gateway exposes.
     #[serde(default)]
     pub tools: Vec<ToolConfig>,
+    /// The directory relative paths in this config are resolved against (the config file's
+    /// directory; the working directory for config given as text).
+    #[serde(skip)]
+    pub base_dir: std::path::PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Policy files or directories (every `*.yaml` in them, fixtures excluded), relative to
+    /// the config file. With none, a tool's `scopes` alone decide. Default: none.
+    pub files: Vec<String>,
+    /// How often policy files are checked for changes; `0s` turns polling off (SIGHUP still
+    /// reloads). Default: 2s.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// Request headers exposed to conditions as `request.headers` (lower-case names).
+    /// `authorization` and `cookie` are never exposed. Default: `[user-agent]`.
+    pub request_headers: Vec<String>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self { files: Vec::new(), reload_interval: Duration::from_secs(2), request_headers: vec!["user-agent".into()] }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,10 +117,20 @@ pub struct IssuerConfig {
     /// Accepted signature algorithms (asymmetric only). Default: `[RS256]`.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
-    /// Claim path (dot-separated) holding the caller's roles. Default: `roles`.
-    #[serde(default = "default_roles_claim")]
-    pub roles_claim: String,
-    /// Claim path holding the caller's tenant. Default: none.
+    /// Claim layout of a known identity provider: `auth0`, `okta`, `entra`, `keycloak`,
+    /// `google` or `generic`. Sets the defaults of `roles_claims` and `tenant_claim`.
+    /// Default: `generic`.
+    #[serde(default)]
+    pub preset: crate::identity::Preset,
+    /// Claim path (dot-separated) holding the caller's roles. Shorthand for a one-element
+    /// `roles_claims`. Default: from the preset (`roles` for generic).
+    #[serde(default)]
+    pub roles_claim: Option<String>,
+    /// Claim paths whose roles are merged. `{client_id}` in a path stands for the token's
+    /// client (Keycloak's `resource_access.{client_id}.roles`). Default: from the preset.
+    #[serde(default)]
+    pub roles_claims: Option<Vec<String>>,
+    /// Claim path holding the caller's tenant. Default: from the preset (none for generic).
     #[serde(default)]
     pub tenant_claim: Option<String>,
     /// How long fetched keys are fresh. Default: 5m.
@@ -158,6 +196,12 @@ pub struct ToolConfig {
     /// Scopes a caller must hold, all of them, to see and call this tool. Default: none.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Labels policies can target (`tools: [tag:finance]`). Default: none.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Free-form facts conditions can read as `tool.metadata`. Default: none.
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
     pub http: HttpToolConfig,
 }
 
@@ -207,9 +251,6 @@ fn default_skew() -> Duration {
 }
 fn default_algorithms() -> Vec<String> {
     vec!["RS256".to_owned()]
-}
-fn default_roles_claim() -> String {
-    "roles".to_owned()
 }
 fn default_jwks_ttl() -> Duration {
     Duration::from_secs(300)

@@ -17,7 +17,8 @@ fn defaults_are_documented_values() {
     assert_eq!(c.identity.clock_skew, Duration::from_secs(60));
     let iss = &c.identity.issuers[0];
     assert_eq!(iss.algorithms, ["RS256"]);
-    assert_eq!(iss.roles_claim, "roles");
+    assert_eq!(iss.roles_claim, None);
+    assert_eq!(iss.preset, crate::identity::Preset::Generic);
     assert_eq!(iss.jwks_ttl, Duration::from_secs(300));
     assert_eq!(c.identity_headers.user_id, "X-User-Id");
     assert!(!c.upstream.dangerous_allow_private_upstreams);
@@ -46,7 +47,7 @@ fn escaped_dollar_brace_is_literal() {
 /// Interpolates `s` as an issuer's `roles_claim`, a free-form string.
 fn load_substitute(s: &str, pairs: &[(&str, &str)]) -> Result<String, String> {
     let text = format!("{MINIMAL}      roles_claim: \"{s}\"\n");
-    parse(&text, &env(pairs)).map(|c| c.identity.issuers[0].roles_claim.clone()).map_err(|e| e.to_string())
+    parse(&text, &env(pairs)).map(|c| c.identity.issuers[0].roles_claim.clone().unwrap_or_default()).map_err(|e| e.to_string())
 }
 
 #[test]

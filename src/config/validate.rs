@@ -80,8 +80,11 @@ impl Config {
                     ));
                 }
             }
-            if iss.roles_claim.is_empty() {
+            if iss.roles_claim.as_deref().is_some_and(str::is_empty) {
                 return Err(ConfigError::new(at("roles_claim"), "must not be empty"));
+            }
+            if iss.roles_claim.is_some() && iss.roles_claims.is_some() {
+                return Err(ConfigError::new(at("roles_claim"), "set roles_claim or roles_claims, not both"));
             }
             if iss.jwks_ttl.is_zero() {
                 return Err(ConfigError::new(at("jwks_ttl"), "must be greater than 0"));
@@ -114,6 +117,13 @@ impl Config {
         }
         if self.upstream.max_response_bytes == 0 {
             return Err(ConfigError::new("upstream.max_response_bytes", "must be greater than 0"));
+        }
+        for (i, h) in self.policy.request_headers.iter().enumerate() {
+            let name = http::HeaderName::from_bytes(h.as_bytes())
+                .map_err(|_| ConfigError::new(format!("policy.request_headers[{i}]"), "not a valid header name"))?;
+            if matches!(name.as_str(), "authorization" | "cookie" | "proxy-authorization") {
+                return Err(ConfigError::new(format!("policy.request_headers[{i}]"), "credentials are never exposed to policy conditions"));
+            }
         }
         if self.audit.output.is_empty() {
             return Err(ConfigError::new("audit.output", "must be stdout, stderr, off or a file path"));

@@ -8,6 +8,7 @@
 
 mod jwks;
 pub mod metadata;
+mod presets;
 mod principal;
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
 pub use jwks::{JwksCache, alg_name, metadata_urls};
+pub use presets::Preset;
 pub use principal::{ClaimMapping, Principal, Subject, lookup, scopes_of};
 
 use crate::config::{ConfigError, IdentityConfig};
@@ -110,7 +112,7 @@ impl Authenticator {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let jwks = JwksCache::new(c.issuer.clone(), c.jwks_uri.clone(), http.clone(), c.jwks_ttl, c.jwks_min_refresh);
-            let mapping = ClaimMapping { roles_claim: c.roles_claim.clone(), tenant_claim: c.tenant_claim.clone() };
+            let mapping = c.preset.mapping(c.roles_claim.as_deref(), c.roles_claims.as_deref(), c.tenant_claim.as_deref());
             issuers.insert(c.issuer.clone(), TrustedIssuer { algorithms, jwks, mapping });
         }
         Ok(Self { issuers, resource, skew: config.clock_skew })

@@ -53,7 +53,10 @@ impl Principal {
 /// How roles and tenant are located in one issuer's claims.
 #[derive(Debug, Clone)]
 pub struct ClaimMapping {
-    pub roles_claim: String,
+    /// Claim paths whose roles are merged; `{client_id}` stands for the token's client.
+    pub roles_claims: Vec<String>,
+    /// Also take roles from every top-level claim named `<namespace>/roles` (Auth0).
+    pub namespaced_roles: bool,
     pub tenant_claim: Option<String>,
 }
 
@@ -61,7 +64,32 @@ impl ClaimMapping {
     /// Builds the principal from verified claims. `sub` must be present: checked by the caller.
     pub fn principal(&self, subject: Subject, issuer: String, claims: Map<String, Value>) -> Principal {
         let scopes = scopes_of(&claims);
-        let roles = lookup(&claims, &self.roles_claim).map(strings_of).unwrap_or_default();
+        let client_id = ["client_id", "azp", "cid"].iter().find_map(|k| claims.get(*k).and_then(Value::as_str).map(str::to_owned));
+        let mut roles: Vec<String> = Vec::new();
+        let mut add = |v: &Value| {
+            for r in strings_of(v) {
+                if !roles.contains(&r) {
+                    roles.push(r);
+                }
+            }
+        };
+        for path in &self.roles_claims {
+            let path = match (&client_id, path.contains("{client_id}")) {
+                (Some(c), true) => path.replace("{client_id}", c),
+                (None, true) => continue,
+                (_, false) => path.clone(),
+            };
+            if let Some(v) = lookup(&claims, &path) {
+                add(v);
+            }
+        }
+        if self.namespaced_roles {
+            for (k, v) in &claims {
+                if k.contains("://") && k.ends_with("/roles") {
+                    add(v);
+                }
+            }
+        }
         let tenant = self.tenant_claim.as_deref().and_then(|p| lookup(&claims, p)).and_then(|v| match v {
             Value::String(s) if !s.is_empty() => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),

@@ -7,7 +7,7 @@ fn claims(v: Value) -> Map<String, Value> {
 }
 
 fn mapping(roles: &str, tenant: Option<&str>) -> ClaimMapping {
-    ClaimMapping { roles_claim: roles.into(), tenant_claim: tenant.map(str::to_owned) }
+    Preset::Generic.mapping(Some(roles), None, tenant)
 }
 
 fn principal(m: &ClaimMapping, c: Value) -> Principal {
@@ -63,4 +63,30 @@ fn metadata_urls_insert_the_well_known_segment() {
         ]
     );
     assert_eq!(metadata_urls("https://idp.example.com/")[0], "https://idp.example.com/.well-known/oauth-authorization-server");
+}
+
+#[test]
+fn presets_map_each_provider() {
+    let roles = |preset: Preset, c: Value| principal(&preset.mapping(None, None, None), c);
+    let p = roles(Preset::Auth0, json!({"https://acme.example/roles": ["doctor"], "permissions": ["medical:write"], "org_id": "org_1"}));
+    assert_eq!((p.roles.as_slice(), p.tenant.as_deref()), (&["doctor".to_owned()][..], Some("org_1")));
+    assert!(p.has_scope("medical:write"));
+    let p = roles(Preset::Okta, json!({"groups": ["Everyone", "analysts"], "scp": ["finance:read"]}));
+    assert_eq!(p.roles, ["Everyone", "analysts"]);
+    assert!(p.has_scope("finance:read"));
+    let p = roles(Preset::Entra, json!({"roles": ["Finance.Analyst"], "scp": "Files.Read", "tid": "72f9"}));
+    assert_eq!((p.roles.len(), p.tenant.as_deref()), (1, Some("72f9")));
+    let p = roles(
+        Preset::Keycloak,
+        json!({"azp": "warden", "realm_access": {"roles": ["user"]}, "resource_access": {"warden": {"roles": ["admin", "user"]}, "other": {"roles": ["x"]}}}),
+    );
+    assert_eq!(p.roles, ["user", "admin"], "realm and this client's roles, merged, not another client's");
+    let p = roles(Preset::Google, json!({"hd": "example.com"}));
+    assert_eq!((p.roles.len(), p.tenant.as_deref()), (0, Some("example.com")));
+    // Explicit settings win over the preset.
+    let p = principal(
+        &Preset::Entra.mapping(Some("groups"), None, Some("org")),
+        json!({"groups": ["g"], "roles": ["r"], "org": "o", "tid": "t"}),
+    );
+    assert_eq!((p.roles.as_slice(), p.tenant.as_deref()), (&["g".to_owned()][..], Some("o")));
 }

@@ -17,7 +17,7 @@ use crate::edge::RequestContext;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::identity::Principal;
-use crate::policy;
+use crate::policy::{RequestFacts, Stage};
 
 /// Methods whose audit event the MCP handler writes (it knows the outcome).
 const HANDLER_AUDITED: &[&str] = &["tools/list", "tools/call"];
@@ -65,25 +65,55 @@ pub async fn gate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) 
         return refuse(&gw, &ctx, Some(&principal), Some((id.clone(), Some(method.clone()))), GatewayError::MethodNotFound);
     }
 
+    let facts = request_facts(&gw, &parts);
+    let mut allowed_by = None;
     if message.method.as_deref() == Some("tools/call") {
-        let name = message.params.as_ref().and_then(|p| p.get("name")).and_then(Value::as_str);
+        let params = message.params.as_ref();
+        let name = params.and_then(|p| p.get("name")).and_then(Value::as_str);
         if let Some(tool) = name.and_then(|n| gw.tools.get(n)) {
-            let decision = policy::decide(&principal, tool);
-            if let Err(denial) = decision.outcome {
-                let event = AuditEvent {
-                    method: info.method.clone(),
-                    tool: Some(tool.name.clone()),
-                    rule: Some(decision.rule),
-                    ..base_event(&ctx, Some(&principal), info.jsonrpc_id.clone())
-                };
-                let error = GatewayError::Forbidden(denial);
-                gw.audit.emit(AuditEvent { decision: "deny", reason: error.reason().into(), status: error.status().as_u16(), ..event });
-                return error.into_response(&gw.metadata, &gw.metadata.scopes_supported, info.jsonrpc_id);
+            // The call-time decision, made once, here: a step-up must be an HTTP 403.
+            let empty = Value::Object(Map::new());
+            let args = params.and_then(|p| p.get("arguments")).filter(|a| a.is_object()).unwrap_or(&empty);
+            let decision = gw.policy.load().decide(&principal, &tool.facts(), Stage::Call(args), &facts, None);
+            match decision.outcome {
+                Ok(()) => allowed_by = Some(CallAllowed { rule: decision.rule }),
+                Err(denial) => {
+                    let event = AuditEvent {
+                        method: info.method.clone(),
+                        tool: Some(tool.name.clone()),
+                        rule: Some(decision.rule.clone()),
+                        ..base_event(&ctx, Some(&principal), info.jsonrpc_id.clone())
+                    };
+                    let error = GatewayError::Forbidden { denial, rule: decision.rule };
+                    gw.audit.emit(AuditEvent { decision: "deny", reason: error.reason().into(), status: error.status().as_u16(), ..event });
+                    return error.into_response(&gw.metadata, &gw.metadata.scopes_supported, info.jsonrpc_id);
+                }
             }
         }
     }
-    let request = Request::from_parts(parts, Body::from(bytes));
+    let mut request = Request::from_parts(parts, Body::from(bytes));
+    request.extensions_mut().insert(facts);
+    if let Some(allowed) = allowed_by {
+        request.extensions_mut().insert(allowed);
+    }
     pass(&gw, ctx, principal, info, request, next).await
+}
+
+/// The gate's call-time decision, handed to the handler: the rule that allowed the call.
+#[derive(Debug, Clone)]
+pub struct CallAllowed {
+    pub rule: String,
+}
+
+/// The request facts policy conditions may read.
+fn request_facts(gw: &Gateway, parts: &http::request::Parts) -> RequestFacts {
+    let client_ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let headers = gw
+        .policy_headers
+        .iter()
+        .filter_map(|h| parts.headers.get(h).and_then(|v| v.to_str().ok()).map(|v| (h.as_str().to_owned(), v.to_owned())))
+        .collect();
+    RequestFacts { time: std::time::SystemTime::now(), client_ip, headers }
 }
 
 async fn pass(gw: &Gateway, ctx: RequestContext, principal: Arc<Principal>, info: GateInfo, mut request: Request, next: Next) -> Response {

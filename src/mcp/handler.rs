@@ -7,8 +7,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ErrorCode, ErrorData, Implementation, InitializeResult, ListToolsResult,
-    PaginatedRequestParams, ProtocolVersion, ServerCapabilities,
+    CallToolRequestParams, CallToolResponse, ErrorData, Implementation, InitializeResult, ListToolsResult, PaginatedRequestParams,
+    ProtocolVersion, ServerCapabilities,
 };
 use rmcp::service::RequestContext as McpContext;
 use rmcp::{RoleServer, ServerHandler};
@@ -20,15 +20,14 @@ use crate::audit::AuditEvent;
 use crate::edge::RequestContext;
 use crate::gateway::Gateway;
 use crate::identity::Principal;
-use crate::policy;
+use crate::policy::RequestFacts;
 use crate::upstream::CallContext;
+
+use super::gate::CallAllowed;
 
 /// The protocol revisions Warden serves, newest first.
 pub const PROTOCOL_VERSIONS: &[ProtocolVersion] =
     &[ProtocolVersion::V_2026_07_28, ProtocolVersion::V_2025_11_25, ProtocolVersion::V_2025_06_18];
-
-/// JSON-RPC code for a call the policy refuses (server-defined range).
-pub const FORBIDDEN: ErrorCode = ErrorCode(-32003);
 
 #[derive(Clone)]
 pub struct McpHandler {
@@ -40,6 +39,8 @@ struct Attached {
     principal: Arc<Principal>,
     ctx: RequestContext,
     info: GateInfo,
+    facts: RequestFacts,
+    allowed: Option<CallAllowed>,
 }
 
 fn attached(context: &McpContext<RoleServer>) -> Result<Attached, ErrorData> {
@@ -47,7 +48,9 @@ fn attached(context: &McpContext<RoleServer>) -> Result<Attached, ErrorData> {
     let principal = parts.extensions.get::<Arc<Principal>>().cloned().ok_or_else(missing_identity)?;
     let ctx = parts.extensions.get::<RequestContext>().cloned().ok_or_else(missing_identity)?;
     let info = parts.extensions.get::<GateInfo>().cloned().unwrap_or(GateInfo { jsonrpc_id: None, method: None });
-    Ok(Attached { principal, ctx, info })
+    let facts = parts.extensions.get::<RequestFacts>().cloned().unwrap_or_default();
+    let allowed = parts.extensions.get::<CallAllowed>().cloned();
+    Ok(Attached { principal, ctx, info, facts, allowed })
 }
 
 fn missing_identity() -> ErrorData {
@@ -71,8 +74,9 @@ impl ServerHandler for McpHandler {
         context: McpContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let a = attached(&context)?;
+        let policy = self.gateway.policy.load();
         let tools: Vec<rmcp::model::Tool> =
-            self.gateway.tools.iter().filter(|t| policy::visible(&a.principal, t)).map(|t| t.descriptor()).collect();
+            self.gateway.tools.iter().filter(|t| policy.visible(&a.principal, &t.facts(), &a.facts)).map(|t| t.descriptor()).collect();
         self.gateway.audit.emit(AuditEvent {
             method: Some("tools/list".into()),
             decision: "allow",
@@ -103,14 +107,14 @@ impl ServerHandler for McpHandler {
             Err(error)
         };
 
-        // A tool the caller may not see is unknown to it: its existence is not confirmed.
-        let Some(tool) = gw.tools.get(&request.name).filter(|t| policy::visible(&a.principal, t)) else {
+        let Some(tool) = gw.tools.get(&request.name) else {
             return deny("unknown_tool", None, ErrorData::invalid_params(format!("unknown tool: {}", request.name), None));
         };
-        let decision = policy::decide(&a.principal, tool);
-        if decision.outcome.is_err() {
-            return deny("forbidden", Some(decision.rule), ErrorData::new(FORBIDDEN, "forbidden by policy", None));
-        }
+        // The gate decided with the call's arguments; a call it did not allow never gets here.
+        let Some(allowed) = a.allowed else {
+            return deny("no_decision", None, ErrorData::internal_error("tool call reached the handler without a policy decision", None));
+        };
+        let decision = allowed;
         let args = Value::Object(request.arguments.unwrap_or_default());
         if let Err(reason) = tool.validate_arguments(&args) {
             return deny("invalid_arguments", Some(decision.rule), ErrorData::invalid_params(format!("invalid arguments: {reason}"), None));

@@ -1,40 +1,363 @@
-//! Policy stage: may this principal see or call this tool?
+//! Policy stage: may this principal see or call this tool, with these arguments?
 //!
-//! Deny by default. Today a tool's rule is its required scopes (all of them); the full engine
-//! (roles, CEL conditions over claims and arguments, deny rules, policy files) grows here
-//! behind the same two entry points: [`visible`] at list time and [`decide`] at call time.
-//! Every decision names the rule that decided, for the audit record.
+//! Deny by default, in two layers. A tool's own `scopes` (config) are the floor: a caller
+//! missing one is refused with a step-up (HTTP 403 naming the scopes). Above it, when policy
+//! files are configured, a call needs an `allow` rule that applies (its scopes all held, one of
+//! its roles held, its CEL condition true), and any `deny` rule that applies overrides every
+//! allow. Conditions that fail to evaluate fail closed: an allow does not apply, a deny does.
+//!
+//! Two evaluation points share one function: list time (`args: None`; a condition reading
+//! `args` is assumed satisfiable for allows and not to hold for denies, so a tool is listed iff
+//! some arguments could be allowed) and call time (with arguments). Every decision names the
+//! rule that made it. Never logs argument values.
+
+mod cel;
+mod file;
+pub mod fixtures;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+pub use self::cel::{Condition, ROOTS};
+pub use file::{PolicyError, compile, expand_paths, is_policy_file, policy_name};
 
 use crate::identity::Principal;
-use crate::tools::Tool;
+
+/// The facts about a tool that policy sees.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolFacts<'a> {
+    pub name: &'a str,
+    pub tags: &'a [String],
+    pub metadata: &'a Map<String, Value>,
+    /// The tool's own required scopes (the floor).
+    pub scopes: &'a [String],
+}
+
+/// The facts about the request that policy sees.
+#[derive(Debug, Clone)]
+pub struct RequestFacts {
+    pub time: SystemTime,
+    pub client_ip: Option<IpAddr>,
+    /// Only the headers named in `policy.request_headers`, lower-case.
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for RequestFacts {
+    fn default() -> Self {
+        Self { time: SystemTime::now(), client_ip: None, headers: BTreeMap::new() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+/// How a rule names its tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Exact(String),
+    /// Anchored: `*` any run of characters, `?` one character.
+    Glob(String),
+    Tag(String),
+}
+
+impl Target {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(tag) = s.strip_prefix("tag:") {
+            return if tag.is_empty() { Err("empty tag".into()) } else { Ok(Self::Tag(tag.to_owned())) };
+        }
+        if s.is_empty() {
+            return Err("empty tool pattern".into());
+        }
+        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'*' | b'?')) {
+            return Err(format!("{s:?}: a pattern is a tool name with * and ? wildcards, or tag:<tag>"));
+        }
+        Ok(if s.contains(['*', '?']) { Self::Glob(s.to_owned()) } else { Self::Exact(s.to_owned()) })
+    }
+
+    pub fn matches(&self, tool: &ToolFacts<'_>) -> bool {
+        match self {
+            Self::Exact(n) => n == tool.name,
+            Self::Glob(g) => glob(g.as_bytes(), tool.name.as_bytes()),
+            Self::Tag(t) => tool.tags.iter().any(|x| x == t),
+        }
+    }
+}
+
+/// Anchored wildcard match: the whole name must match the whole pattern.
+pub fn glob(pattern: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while n < name.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == name[n]) {
+            p += 1;
+            n += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some(p);
+            mark = n;
+            p += 1;
+        } else if let Some(s) = star {
+            p = s + 1;
+            mark += 1;
+            n = mark;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// One compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// `<policy>/<rule>`.
+    pub id: String,
+    pub description: Option<String>,
+    pub effect: Effect,
+    pub targets: Vec<Target>,
+    pub scopes: Vec<String>,
+    pub roles: Vec<String>,
+    pub when: Option<Condition>,
+    pub reason: Option<String>,
+}
+
+/// All rules from all policy files. `enabled` is false when no policy files are configured:
+/// then tool scopes alone decide.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    pub enabled: bool,
+    pub rules: Vec<Rule>,
+    /// Which files (or embedded sources) the rules came from.
+    pub sources: Vec<String>,
+}
+
+impl PolicySet {
+    /// Compiles named sources (`(policy name, YAML text)`); the first error fails the set.
+    pub fn from_sources<'a>(sources: impl IntoIterator<Item = (String, &'a str)>) -> Result<Self, PolicyError> {
+        let mut set = Self { enabled: true, ..Self::default() };
+        for (name, text) in sources {
+            let rules = compile(&name, text)?;
+            if let Some(dup) = rules.iter().find(|r| set.rules.iter().any(|o| o.id == r.id)) {
+                return Err(PolicyError {
+                    file: name,
+                    at: dup.id.clone(),
+                    message: "rule id used by another file of the same name".into(),
+                });
+            }
+            set.rules.extend(rules);
+            set.sources.push(name);
+        }
+        Ok(set)
+    }
+
+    /// Reads and compiles files.
+    pub fn from_files(files: &[std::path::PathBuf]) -> Result<Self, PolicyError> {
+        let mut texts = Vec::with_capacity(files.len());
+        for f in files {
+            let text = std::fs::read_to_string(f).map_err(|e| PolicyError {
+                file: f.display().to_string(),
+                at: "(file)".into(),
+                message: e.to_string(),
+            })?;
+            texts.push((policy_name(f), text));
+        }
+        Self::from_sources(texts.iter().map(|(n, t)| (n.clone(), t.as_str())))
+    }
+
+    /// Binds the rules to a set of tools: each tool's applicable rules, looked up once here so
+    /// a decision never scans rules that cannot apply.
+    pub fn bind<'a>(self, tools: impl IntoIterator<Item = ToolFacts<'a>>) -> Policy {
+        let index = tools
+            .into_iter()
+            .map(|t| (t.name.to_owned(), (0..self.rules.len()).filter(|&i| self.rules[i].targets.iter().any(|x| x.matches(&t))).collect()))
+            .collect();
+        Policy { set: self, index }
+    }
+}
+
+/// A policy set bound to the tools it governs.
+#[derive(Debug, Default)]
+pub struct Policy {
+    pub set: PolicySet,
+    index: HashMap<String, Vec<usize>>,
+}
 
 /// Why a call is not allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
-    /// The caller lacks scopes; `needed` is every scope the tool requires (for step-up).
+    /// Only scopes are missing: `needed` is every scope this call needs (for step-up).
     InsufficientScope { needed: Vec<String>, missing: Vec<String> },
+    /// A deny rule applied, or no allow rule did.
+    Forbidden { reason: String },
 }
 
 /// A decision and the rule that made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub outcome: Result<(), Denial>,
-    /// e.g. `tool:list_events:scopes`.
+    /// `tool:<name>:scopes`, `<policy>/<rule>`, or `default-deny`.
     pub rule: String,
 }
 
-/// The call-time decision.
-pub fn decide(principal: &Principal, tool: &Tool) -> Decision {
-    let missing: Vec<String> = tool.scopes.iter().filter(|s| !principal.has_scope(s)).cloned().collect();
-    let rule = format!("tool:{}:scopes", tool.name);
-    if missing.is_empty() {
-        Decision { outcome: Ok(()), rule }
-    } else {
-        Decision { outcome: Err(Denial::InsufficientScope { needed: tool.scopes.clone(), missing }), rule }
+/// When a decision is made: what is known about the arguments.
+#[derive(Debug, Clone, Copy)]
+pub enum Stage<'a> {
+    List,
+    Call(&'a Value),
+}
+
+impl Policy {
+    /// The decision, with an optional human-readable trace of every step.
+    pub fn decide(
+        &self,
+        principal: &Principal,
+        tool: &ToolFacts<'_>,
+        stage: Stage<'_>,
+        request: &RequestFacts,
+        mut trace: Option<&mut Vec<String>>,
+    ) -> Decision {
+        let mut note = |line: String| {
+            if let Some(t) = trace.as_deref_mut() {
+                t.push(line);
+            }
+        };
+        let missing: Vec<String> = tool.scopes.iter().filter(|s| !principal.has_scope(s)).cloned().collect();
+        let floor = format!("tool:{}:scopes", tool.name);
+        if !missing.is_empty() {
+            note(format!("{floor}: missing {} → step-up", missing.join(" ")));
+            return Decision { outcome: Err(Denial::InsufficientScope { needed: tool.scopes.to_vec(), missing }), rule: floor };
+        }
+        note(format!("{floor}: held ({})", if tool.scopes.is_empty() { "none required".into() } else { tool.scopes.join(" ") }));
+        if !self.set.enabled {
+            note("no policy files configured: tool scopes decide → allow".into());
+            return Decision { outcome: Ok(()), rule: floor };
+        }
+        let rules: Vec<&Rule> = self.index.get(tool.name).map(|ix| ix.iter().map(|&i| &self.set.rules[i]).collect()).unwrap_or_default();
+        if rules.is_empty() {
+            note("no rule targets this tool → default deny".into());
+            return default_deny();
+        }
+        let args = match stage {
+            Stage::Call(a) => Some(a),
+            Stage::List => None,
+        };
+        let mut activation = None;
+        let mut condition = |rule: &Rule| -> Result<bool, String> {
+            let Some(c) = &rule.when else { return Ok(true) };
+            if args.is_none() && c.uses_args {
+                // List time: arguments are unknown.
+                return Ok(rule.effect == Effect::Allow);
+            }
+            let ctx = activation.get_or_insert_with(|| cel::activation(principal, tool, args, request));
+            c.eval(ctx)
+        };
+
+        // Denies first: one that applies overrides every allow.
+        for rule in rules.iter().filter(|r| r.effect == Effect::Deny) {
+            let gates = gates(rule, principal);
+            if let Err(why) = &gates {
+                note(format!("{} (deny): not applicable, {why}", rule.id));
+                continue;
+            }
+            match condition(rule) {
+                Ok(false) => note(format!("{} (deny): condition false", rule.id)),
+                Ok(true) => {
+                    note(format!("{} (deny): applies → deny", rule.id));
+                    return forbidden(rule, rule.reason.clone().unwrap_or_else(|| "denied by policy".into()));
+                }
+                Err(e) => {
+                    note(format!("{} (deny): condition error ({e}) → deny (fail closed)", rule.id));
+                    return forbidden(rule, "policy condition could not be evaluated".into());
+                }
+            }
+        }
+        let mut step_up: Option<(&Rule, Vec<String>)> = None;
+        let mut last_refusal: Option<&Rule> = None;
+        for rule in rules.iter().filter(|r| r.effect == Effect::Allow) {
+            let missing: Vec<String> = rule.scopes.iter().filter(|s| !principal.has_scope(s)).cloned().collect();
+            let role_ok = rule.roles.is_empty() || rule.roles.iter().any(|r| principal.roles.contains(r));
+            if !role_ok {
+                note(format!("{} (allow): not applicable, needs a role of {}", rule.id, rule.roles.join(", ")));
+                last_refusal = Some(rule);
+                continue;
+            }
+            match condition(rule) {
+                Ok(true) if missing.is_empty() => {
+                    note(format!("{} (allow): applies → allow", rule.id));
+                    return Decision { outcome: Ok(()), rule: rule.id.clone() };
+                }
+                Ok(true) => {
+                    note(format!("{} (allow): would apply, missing {}", rule.id, missing.join(" ")));
+                    if step_up.as_ref().is_none_or(|(_, m)| missing.len() < m.len()) {
+                        step_up = Some((rule, missing));
+                    }
+                }
+                Ok(false) => {
+                    note(format!("{} (allow): condition false", rule.id));
+                    last_refusal = Some(rule);
+                }
+                Err(e) => {
+                    note(format!("{} (allow): condition error ({e}) → not applicable (fail closed)", rule.id));
+                    last_refusal = Some(rule);
+                }
+            }
+        }
+        if let Some((rule, missing)) = step_up {
+            let mut needed: Vec<String> = tool.scopes.to_vec();
+            for s in &rule.scopes {
+                if !needed.contains(s) {
+                    needed.push(s.clone());
+                }
+            }
+            note(format!("→ step-up: {}", needed.join(" ")));
+            return Decision { outcome: Err(Denial::InsufficientScope { needed, missing }), rule: rule.id.clone() };
+        }
+        match last_refusal {
+            Some(rule) => {
+                note(format!("no allow rule applies → deny ({})", rule.id));
+                forbidden(rule, rule.reason.clone().unwrap_or_else(|| "not allowed by policy".into()))
+            }
+            None => {
+                note("no allow rule applies → default deny".into());
+                default_deny()
+            }
+        }
+    }
+
+    /// List time: shown iff some arguments could be allowed.
+    pub fn visible(&self, principal: &Principal, tool: &ToolFacts<'_>, request: &RequestFacts) -> bool {
+        self.decide(principal, tool, Stage::List, request, None).outcome.is_ok()
     }
 }
 
-/// The list-time decision: shown only if some call could be allowed.
-pub fn visible(principal: &Principal, tool: &Tool) -> bool {
-    decide(principal, tool).outcome.is_ok()
+/// Scopes and roles of a deny rule: it applies only to callers that hold them.
+fn gates(rule: &Rule, principal: &Principal) -> Result<(), String> {
+    if let Some(s) = rule.scopes.iter().find(|s| !principal.has_scope(s)) {
+        return Err(format!("caller lacks {s}"));
+    }
+    if !rule.roles.is_empty() && !rule.roles.iter().any(|r| principal.roles.contains(r)) {
+        return Err("caller has none of its roles".into());
+    }
+    Ok(())
 }
+
+fn forbidden(rule: &Rule, reason: String) -> Decision {
+    Decision { outcome: Err(Denial::Forbidden { reason }), rule: rule.id.clone() }
+}
+
+fn default_deny() -> Decision {
+    Decision { outcome: Err(Denial::Forbidden { reason: "no policy rule allows this call".into() }), rule: "default-deny".into() }
+}
+
+/// Shared, swappable policy (hot reload replaces it whole).
+pub type SharedPolicy = Arc<arc_swap::ArcSwap<Policy>>;

@@ -31,6 +31,8 @@ pub struct Tool {
     validator: jsonschema::Validator,
     /// All required to see and call the tool.
     pub scopes: Vec<String>,
+    pub tags: Vec<String>,
+    pub metadata: Map<String, Value>,
     pub http: HttpTool,
 }
 
@@ -51,6 +53,11 @@ impl Tool {
                 Err(format!("{at}: {e}"))
             }
         }
+    }
+
+    /// What policy sees of this tool.
+    pub fn facts(&self) -> crate::policy::ToolFacts<'_> {
+        crate::policy::ToolFacts { name: &self.name, tags: &self.tags, metadata: &self.metadata, scopes: &self.scopes }
     }
 
     /// The MCP description of this tool.
@@ -84,6 +91,11 @@ impl ToolRegistry {
             if c.description.trim().is_empty() {
                 return Err(ConfigError::new(at("description"), "must not be empty"));
             }
+            for (j, t) in c.tags.iter().enumerate() {
+                if t.is_empty() || !t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')) {
+                    return Err(ConfigError::new(format!("tools[{i}].tags[{j}]"), "tags are letters, digits, _ - . :"));
+                }
+            }
             for (j, s) in c.scopes.iter().enumerate() {
                 if !valid_scope(s) {
                     return Err(ConfigError::new(format!("tools[{i}].scopes[{j}]"), "not a valid OAuth scope token"));
@@ -113,6 +125,8 @@ impl ToolRegistry {
                 input_schema: Arc::new(schema),
                 validator,
                 scopes: c.scopes.clone(),
+                tags: c.tags.clone(),
+                metadata: c.metadata.clone(),
                 http,
             });
             registry.by_name.insert(c.name.clone(), Arc::clone(&tool));

@@ -1,0 +1,322 @@
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+
+use super::fixtures::FixturePrincipal;
+use super::*;
+
+fn principal(sub: &str, roles: &[&str], scopes: &[&str], tenant: Option<&str>) -> Principal {
+    FixturePrincipal {
+        sub: sub.into(),
+        issuer: "https://issuer.test".into(),
+        client_id: None,
+        tenant: tenant.map(str::to_owned),
+        roles: roles.iter().map(|s| (*s).to_owned()).collect(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        claims: Map::new(),
+    }
+    .principal()
+}
+
+struct T {
+    name: String,
+    tags: Vec<String>,
+    scopes: Vec<String>,
+    metadata: Map<String, Value>,
+}
+
+fn tool(name: &str, tags: &[&str], scopes: &[&str]) -> T {
+    T {
+        name: name.into(),
+        tags: tags.iter().map(|s| (*s).to_owned()).collect(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        metadata: Map::new(),
+    }
+}
+
+impl T {
+    fn facts(&self) -> ToolFacts<'_> {
+        ToolFacts { name: &self.name, tags: &self.tags, metadata: &self.metadata, scopes: &self.scopes }
+    }
+}
+
+fn policy(yaml: &str, tools: &[&T]) -> Policy {
+    PolicySet::from_sources([("p".to_owned(), yaml)]).unwrap_or_else(|e| panic!("{e}")).bind(tools.iter().map(|t| t.facts()))
+}
+
+fn call(p: &Policy, who: &Principal, t: &T, args: Value) -> Decision {
+    p.decide(who, &t.facts(), Stage::Call(&args), &RequestFacts::default(), None)
+}
+
+#[test]
+fn globs_are_anchored() {
+    assert!(glob(b"search*", b"search"));
+    assert!(glob(b"search*", b"search_docs"));
+    assert!(!glob(b"search*", b"unsafe-search-exec"));
+    assert!(!glob(b"*search", b"search-exec"));
+    assert!(glob(b"*search*", b"unsafe-search-exec"));
+    assert!(glob(b"crm.?et_*", b"crm.get_account"));
+    assert!(!glob(b"crm.?et_*", b"crm.gget_account"));
+    assert!(glob(b"*", b"anything"));
+    assert!(!glob(b"a", b"ab"));
+}
+
+#[test]
+fn no_matching_allow_is_a_default_deny() {
+    let t = tool("report", &[], &[]);
+    let p = policy("rules:\n  - {id: other, effect: allow, tools: [different]}\n", &[&t]);
+    let d = call(&p, &principal("a", &[], &[], None), &t, json!({}));
+    assert_eq!(d.rule, "default-deny");
+    assert!(matches!(d.outcome, Err(Denial::Forbidden { .. })));
+}
+
+#[test]
+fn deny_overrides_allow() {
+    let t = tool("send_email", &["comms"], &[]);
+    let yaml = r#"
+rules:
+  - {id: staff, effect: allow, tools: ["tag:comms"], roles: [staff, contractor]}
+  - id: no-pii-for-contractors
+    effect: deny
+    tools: [send_email]
+    roles: [contractor]
+    when: has(args.contains_pii) && args.contains_pii
+    reason: contractors may not send sensitive data
+"#;
+    let p = policy(yaml, &[&t]);
+    let contractor = principal("c", &["contractor"], &[], None);
+    let d = call(&p, &contractor, &t, json!({"contains_pii": true}));
+    assert_eq!(d.rule, "p/no-pii-for-contractors");
+    assert_eq!(d.outcome, Err(Denial::Forbidden { reason: "contractors may not send sensitive data".into() }));
+    assert_eq!(call(&p, &contractor, &t, json!({"contains_pii": false})).outcome, Ok(()));
+    let staff = principal("s", &["staff"], &[], None);
+    assert_eq!(call(&p, &staff, &t, json!({"contains_pii": true})).rule, "p/staff");
+    // At list time the deny on arguments does not hide the tool.
+    assert!(p.visible(&contractor, &t.facts(), &RequestFacts::default()));
+}
+
+#[test]
+fn role_gated_model_with_step_up() {
+    let t = tool("gpt-4-medical", &["medical"], &[]);
+    let p = policy(
+        "rules:\n  - {id: doctors, effect: allow, tools: [gpt-4-medical], roles: [doctor], scopes: [\"medical:write\"], reason: only licensed doctors}\n",
+        &[&t],
+    );
+    let doctor = principal("d", &["doctor"], &["medical:write"], None);
+    assert_eq!(call(&p, &doctor, &t, json!({})).outcome, Ok(()));
+    let nurse = principal("n", &["nurse"], &["medical:write"], None);
+    assert_eq!(call(&p, &nurse, &t, json!({})).outcome, Err(Denial::Forbidden { reason: "only licensed doctors".into() }));
+    assert!(!p.visible(&nurse, &t.facts(), &RequestFacts::default()));
+    let doctor_without = principal("d2", &["doctor"], &[], None);
+    let d = call(&p, &doctor_without, &t, json!({}));
+    assert_eq!(d.outcome, Err(Denial::InsufficientScope { needed: vec!["medical:write".into()], missing: vec!["medical:write".into()] }));
+    assert_eq!(d.rule, "p/doctors");
+}
+
+#[test]
+fn tool_scopes_are_the_floor() {
+    let t = tool("records", &[], &["records:read"]);
+    let p = policy("rules:\n  - {id: all, effect: allow, tools: [\"*\"]}\n", &[&t]);
+    let d = call(&p, &principal("a", &[], &[], None), &t, json!({}));
+    assert_eq!(d.rule, "tool:records:scopes");
+    assert!(matches!(d.outcome, Err(Denial::InsufficientScope { .. })));
+    // The step-up names the tool's scopes and the rule's.
+    let p = policy("rules:\n  - {id: w, effect: allow, tools: [records], scopes: [\"records:write\"]}\n", &[&t]);
+    let d = call(&p, &principal("a", &[], &["records:read"], None), &t, json!({}));
+    assert_eq!(
+        d.outcome,
+        Err(Denial::InsufficientScope {
+            needed: vec!["records:read".into(), "records:write".into()],
+            missing: vec!["records:write".into()]
+        })
+    );
+}
+
+#[test]
+fn conditions_see_principal_tool_args_and_request() {
+    let t = tool("get_record", &["records"], &[]);
+    let yaml = r#"
+rules:
+  - id: own-tenant
+    effect: allow
+    tools: ["tag:records"]
+    when: args.tenant == principal.tenant && tool.name == "get_record" && request.time > timestamp("2020-01-01T00:00:00Z")
+    reason: records of your own tenant only
+"#;
+    let p = policy(yaml, &[&t]);
+    let acme = principal("a", &[], &[], Some("acme"));
+    assert_eq!(call(&p, &acme, &t, json!({"tenant": "acme", "id": 1})).outcome, Ok(()));
+    let d = call(&p, &acme, &t, json!({"tenant": "globex", "id": 1}));
+    assert_eq!((d.rule.as_str(), d.outcome.is_err()), ("p/own-tenant", true));
+    // A condition that cannot be evaluated fails closed.
+    let d = call(&p, &acme, &t, json!({"id": 1}));
+    assert!(d.outcome.is_err());
+    // Listed: some arguments could be allowed.
+    assert!(p.visible(&acme, &t.facts(), &RequestFacts::default()));
+}
+
+#[test]
+fn a_failing_deny_condition_denies() {
+    let t = tool("x", &[], &[]);
+    let p =
+        policy("rules:\n  - {id: a, effect: allow, tools: [x]}\n  - {id: d, effect: deny, tools: [x], when: \"args.size > 10\"}\n", &[&t]);
+    let d = call(&p, &principal("a", &[], &[], None), &t, json!({}));
+    assert_eq!(d.rule, "p/d");
+}
+
+#[test]
+fn claims_are_available_to_conditions() {
+    let t = tool("x", &[], &[]);
+    let p = policy("rules:\n  - {id: a, effect: allow, tools: [x], when: \"principal.claims.license.state == 'active'\"}\n", &[&t]);
+    let mut who = principal("a", &[], &[], None);
+    who.claims.insert("license".into(), json!({"state": "active"}));
+    assert_eq!(call(&p, &who, &t, json!({})).outcome, Ok(()));
+    who.claims.insert("license".into(), json!({"state": "revoked"}));
+    assert!(call(&p, &who, &t, json!({})).outcome.is_err());
+}
+
+#[test]
+fn bad_policy_files_fail_with_file_and_rule() {
+    for (yaml, at) in [
+        ("rules:\n  - {id: a, effect: allow, tools: [x], when: \"args.x ==\"}\n", "rules[0] (a)"),
+        ("rules:\n  - {id: a, effect: allow, tools: [x], when: \"secrets.key == 1\"}\n", "rules[0] (a)"),
+        ("rules:\n  - {id: a, effect: allow, tools: []}\n", "rules[0] (a)"),
+        ("rules:\n  - {id: a, effect: maybe, tools: [x]}\n", "rules[0].effect"),
+        ("rules:\n  - {id: a, effect: allow, tools: [x], colour: red}\n", "rules[0]"),
+        ("rules:\n  - {id: a, effect: allow, tools: [x]}\n  - {id: a, effect: deny, tools: [x]}\n", "rules[1] (a)"),
+        ("rules:\n  - {id: a, effect: allow, tools: [\"bad pattern!\"]}\n", "rules[0] (a)"),
+    ] {
+        let e = PolicySet::from_sources([("f".to_owned(), yaml)]).map(|_| ()).unwrap_err();
+        assert_eq!(e.file, "f");
+        assert!(e.at.starts_with(at), "{yaml}: {e}");
+    }
+    let e = PolicySet::from_sources([("f".to_owned(), "rules:\n  - {id: a, effect: allow, tools: [x], when: \"secrets.key == 1\"}\n")])
+        .map(|_| ())
+        .unwrap_err();
+    assert!(e.message.contains("secrets"), "{e}");
+}
+
+#[test]
+fn comprehension_variables_are_not_free() {
+    assert!(Condition::compile("principal.roles.exists(r, r == 'doctor')").is_ok());
+    assert!(Condition::compile("args.items.all(i, i.qty < 10)").is_ok_and(|c| c.uses_args));
+    assert!(Condition::compile("r == 'doctor'").is_err());
+}
+
+#[test]
+fn without_policy_files_tool_scopes_decide() {
+    let t = tool("x", &[], &["s"]);
+    let p = PolicySet::default().bind([t.facts()]);
+    assert_eq!(call(&p, &principal("a", &[], &["s"], None), &t, json!({})).outcome, Ok(()));
+    assert!(call(&p, &principal("a", &[], &[], None), &t, json!({})).outcome.is_err());
+}
+
+#[test]
+fn the_trace_explains_each_step() {
+    let t = tool("x", &[], &[]);
+    let p = policy("rules:\n  - {id: a, effect: allow, tools: [x], roles: [admin]}\n", &[&t]);
+    let mut trace = Vec::new();
+    let args = json!({});
+    p.decide(&principal("a", &["user"], &[], None), &t.facts(), Stage::Call(&args), &RequestFacts::default(), Some(&mut trace));
+    assert!(trace.iter().any(|l| l.contains("p/a (allow): not applicable, needs a role of admin")), "{trace:?}");
+    assert!(trace.last().is_some_and(|l| l.contains("deny")), "{trace:?}");
+}
+
+/// Rules from a small grammar. Allow conditions on arguments read `tenant`; deny conditions
+/// on arguments read `flag`. With `contradicting`, denies may also read `tenant`, which can
+/// refuse exactly the arguments an allow needs.
+fn rule_strategy(contradicting: bool) -> impl Strategy<Value = String> {
+    let target = prop_oneof![Just("tool_a"), Just("tool_*"), Just("tag:t1"), Just("other")];
+    let scopes = prop::collection::vec(prop_oneof![Just("s1"), Just("s2")], 0..2);
+    let roles = prop::collection::vec(prop_oneof![Just("r1"), Just("r2")], 0..2);
+    let allow_when = prop_oneof![
+        Just(None),
+        Just(Some("args.tenant == principal.tenant")),
+        Just(Some("principal.sub == 'alice'")),
+        Just(Some("'r1' in principal.roles"))
+    ];
+    let deny_when = if contradicting {
+        prop_oneof![
+            Just(None),
+            Just(Some("has(args.flag) && args.flag")),
+            Just(Some("args.tenant == principal.tenant")),
+            Just(Some("principal.sub == 'bob'"))
+        ]
+        .boxed()
+    } else {
+        prop_oneof![Just(None), Just(Some("has(args.flag) && args.flag")), Just(Some("principal.sub == 'bob'"))].boxed()
+    };
+    let allow = (target.clone(), scopes.clone(), roles.clone(), allow_when).prop_map(|(t, s, r, w)| rule_yaml("allow", t, &s, &r, w));
+    let deny = (target, scopes, roles, deny_when).prop_map(|(t, s, r, w)| rule_yaml("deny", t, &s, &r, w));
+    prop_oneof![allow, deny]
+}
+
+fn rule_yaml(effect: &str, target: &str, scopes: &[&str], roles: &[&str], when: Option<&str>) -> String {
+    let when = when.map(|w| format!(", when: \"{w}\"")).unwrap_or_default();
+    format!("effect: {effect}, tools: [\"{target}\"], scopes: [{}], roles: [{}]{when}}}", scopes.join(", "), roles.join(", "))
+}
+
+/// The argument sets the properties try: the grammar's conditions only ever read these.
+fn candidate_args(tenant: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for t in [tenant, "someone-else"] {
+        for flag in [None, Some(true), Some(false)] {
+            let mut m = Map::new();
+            m.insert("tenant".into(), json!(t));
+            if let Some(f) = flag {
+                m.insert("flag".into(), json!(f));
+            }
+            out.push(Value::Object(m));
+        }
+    }
+    out
+}
+
+fn yaml_of(rules: &[String]) -> String {
+    let mut y = String::from("rules:\n");
+    if rules.is_empty() {
+        y = "rules: []\n".into();
+    }
+    for (i, r) in rules.iter().enumerate() {
+        y.push_str(&format!("  - {{id: r{i}, {r}\n"));
+    }
+    y
+}
+
+fn principal_strategy() -> impl Strategy<Value = (&'static str, Vec<&'static str>, Vec<&'static str>)> {
+    (
+        prop_oneof![Just("alice"), Just("bob")],
+        prop::collection::vec(prop_oneof![Just("r1"), Just("r2")], 0..2),
+        prop::collection::vec(prop_oneof![Just("s1"), Just("s2")], 0..2),
+    )
+}
+
+/// (shown in tools/list, callable with some candidate arguments)
+fn shown_and_callable(yaml: &str, sub: &str, roles: &[&str], scopes: &[&str]) -> (bool, bool) {
+    let t = tool("tool_a", &["t1"], &[]);
+    let p = policy(yaml, &[&t]);
+    let who = principal(sub, roles, scopes, Some("acme"));
+    let shown = p.visible(&who, &t.facts(), &RequestFacts::default());
+    let callable = candidate_args("acme").iter().any(|a| call(&p, &who, &t, a.clone()).outcome.is_ok());
+    (shown, callable)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// A tool hidden from a caller is never callable by it, whatever the rules.
+    #[test]
+    fn hidden_tools_are_never_callable(rules in prop::collection::vec(rule_strategy(true), 0..6), (sub, roles, scopes) in principal_strategy()) {
+        let yaml = yaml_of(&rules);
+        let (shown, callable) = shown_and_callable(&yaml, sub, &roles, &scopes);
+        prop_assert!(shown || !callable, "hidden but callable:\n{}", yaml);
+    }
+
+    /// A listed tool is callable with some arguments, when deny conditions on arguments do not
+    /// contradict allow conditions on the same argument.
+    #[test]
+    fn listed_tools_are_callable_with_some_arguments(rules in prop::collection::vec(rule_strategy(false), 0..6), (sub, roles, scopes) in principal_strategy()) {
+        let yaml = yaml_of(&rules);
+        let (shown, callable) = shown_and_callable(&yaml, sub, &roles, &scopes);
+        prop_assert_eq!(shown, callable, "rules:\n{}", yaml);
+    }
+}
