@@ -59,6 +59,9 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         token_ttl: Duration,
     },
+    /// Test and explain policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Run the demo: gateway, development authorization server and a calendar backend. The default
     /// when no command is given.
     Demo {
@@ -77,6 +80,31 @@ enum Command {
         /// Where audit events go: stdout, stderr, off, or a file path.
         #[arg(long, default_value = "stdout")]
         audit: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run the fixtures (*.test.yaml) in DIR against the policies in DIR; exit 1 on any mismatch.
+    Test {
+        /// Directory of policy files and their fixtures.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+    /// Print how the policy decides one call, step by step. The token is decoded, NOT verified.
+    Explain {
+        /// The gateway config whose tools and policies to use.
+        #[arg(long, short, env = "WARDEN_CONFIG")]
+        config: PathBuf,
+        /// An access token (JWT) whose claims describe the caller.
+        #[arg(long)]
+        token: String,
+        /// The tool called.
+        #[arg(long)]
+        tool: String,
+        /// The call's arguments as JSON; omit to explain the tools/list decision.
+        #[arg(long)]
+        args: Option<String>,
     },
 }
 
@@ -147,6 +175,8 @@ async fn dispatch(command: Command) -> ExitCode {
                 Err(e) => fail(format!("server error: {e}")),
             }
         }
+        Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir),
+        Command::Policy(PolicyCommand::Explain { config, token, tool, args }) => policy_explain(&config, &token, &tool, args.as_deref()),
         Command::Demo { port, idp_port, backend_port, auto_approve, audit } => {
             let shutdown = CancellationToken::new();
             let options = DemoOptions { gateway_port: port, idp_port, backend_port, auto_approve, audit, ..DemoOptions::default() };
@@ -162,6 +192,65 @@ async fn dispatch(command: Command) -> ExitCode {
             }
         }
     }
+}
+
+fn policy_test(dir: &std::path::Path) -> ExitCode {
+    let results = match warden::policy::fixtures::run_dir(dir) {
+        Ok(r) => r,
+        Err(e) => return config_error(e),
+    };
+    let failed = results.iter().filter(|r| !r.passed).count();
+    for r in &results {
+        println!("{} {}: {} — {}", if r.passed { "ok  " } else { "FAIL" }, r.file, r.name, r.detail);
+    }
+    println!("{} passed, {failed} failed", results.len() - failed);
+    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(EXIT_RUNTIME) }
+}
+
+fn policy_explain(config: &std::path::Path, token: &str, tool: &str, args: Option<&str>) -> ExitCode {
+    let (_, gateway) = match load(config) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let principal = match gateway.authenticator.principal_unverified(token) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("cannot read the token: {e}")),
+    };
+    let Some(tool) = gateway.tools.get(tool) else {
+        return fail(format!("no tool named {tool:?} in {}", config.display()));
+    };
+    let args: Option<serde_json::Value> = match args.map(serde_json::from_str).transpose() {
+        Ok(a) => a,
+        Err(e) => return fail(format!("--args is not JSON: {e}")),
+    };
+    let stage = match &args {
+        Some(a) => warden::policy::Stage::Call(a),
+        None => warden::policy::Stage::List,
+    };
+    println!("NOTE: the token is decoded, not verified.");
+    println!(
+        "caller: sub={} issuer={} tenant={} roles=[{}] scopes=[{}]",
+        principal.subject,
+        principal.issuer,
+        principal.tenant.as_deref().unwrap_or("-"),
+        principal.roles.join(", "),
+        principal.scopes.iter().cloned().collect::<Vec<_>>().join(" ")
+    );
+    println!("tool: {} at {}", tool.name, if args.is_some() { "call time" } else { "list time" });
+    let mut trace = Vec::new();
+    let decision =
+        gateway.policy.load().decide(&principal, &tool.facts(), stage, &warden::policy::RequestFacts::default(), Some(&mut trace));
+    for line in &trace {
+        println!("  {line}");
+    }
+    match decision.outcome {
+        Ok(()) => println!("decision: allow (by {})", decision.rule),
+        Err(warden::policy::Denial::InsufficientScope { needed, .. }) => {
+            println!("decision: step-up, needs {} (by {})", needed.join(" "), decision.rule)
+        }
+        Err(warden::policy::Denial::Forbidden { reason }) => println!("decision: deny: {reason} (by {})", decision.rule),
+    }
+    ExitCode::SUCCESS
 }
 
 /// Parse, validate and build every runtime type, binding nothing.

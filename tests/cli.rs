@@ -162,3 +162,81 @@ fn every_example_config_in_demos_and_docs_loads() {
     }
     assert!(configs >= 3, "expected the demo and docs example configs, found {configs}");
 }
+
+#[test]
+fn shipped_policies_pass_their_fixtures_and_each_has_some() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let out = warden().args(["policy", "test"]).arg(&root).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.lines().last().is_some_and(|l| l.ends_with(" passed, 0 failed")), "{stdout}");
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let path = entry.unwrap().path();
+        if warden::policy::is_policy_file(&path) {
+            let fixture = path.with_extension("test.yaml");
+            assert!(fixture.exists(), "{} has no fixtures ({})", path.display(), fixture.display());
+        }
+    }
+}
+
+#[test]
+fn policy_test_fails_on_a_mismatch_and_on_a_broken_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), "rules:\n  - {id: a, effect: allow, tools: [t], roles: [admin]}\n").unwrap();
+    std::fs::write(
+        dir.path().join("p.test.yaml"),
+        "tools: [{name: t}]\ncases:\n  - {name: admin, principal: {sub: a, roles: [admin]}, tool: t, expect: allow}\n  - {name: wrong, principal: {sub: b}, tool: t, expect: allow}\n",
+    )
+    .unwrap();
+    let out = warden().args(["policy", "test"]).arg(dir.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL") && stdout.contains("wrong") && stdout.contains("1 passed, 1 failed"), "{stdout}");
+
+    std::fs::write(dir.path().join("p.yaml"), "rules:\n  - {id: a, effect: allow, tools: [t], when: \"nope.x == 1\"}\n").unwrap();
+    let out = warden().args(["policy", "test"]).arg(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("p: rules[0] (a): when: unknown variable \"nope\""), "{stderr}");
+}
+
+#[test]
+fn check_names_the_policy_file_and_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "rules:\n  - {id: ok, effect: allow, tools: [t]}\n  - {id: broken, effect: deny, tools: [t], when: \"args.x >\"}\n",
+    )
+    .unwrap();
+    let path = write(dir.path(), &format!("{VALID}policy:\n  files: [bad.yaml]\n"));
+    let out = warden().args(["check", "--config"]).arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("policy.files: bad: rules[1] (broken): when: invalid CEL"), "{stderr}");
+}
+
+#[test]
+fn policy_explain_prints_the_trace() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), "rules:\n  - {id: admins, effect: allow, tools: [t], roles: [admin], reason: admins only}\n")
+        .unwrap();
+    let path = write(dir.path(), &format!("{VALID}policy:\n  files: [p.yaml]\n"));
+    let b64 = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let token = format!(
+        "{}.{}.sig",
+        b64(serde_json::json!({"alg": "RS256"})),
+        b64(serde_json::json!({"iss": "http://127.0.0.1:1", "sub": "u1", "roles": ["user"]}))
+    );
+    let out = warden()
+        .args(["policy", "explain", "--config"])
+        .arg(&path)
+        .args(["--token", &token, "--tool", "t", "--args", "{}"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("not verified"), "{stdout}");
+    assert!(stdout.contains("p/admins (allow): not applicable, needs a role of admin"), "{stdout}");
+    assert!(stdout.contains("decision: deny: admins only (by p/admins)"), "{stdout}");
+}

@@ -18,3 +18,6 @@ mod jsonrpc;
 
 #[path = "integration/demo.rs"]
 mod demo;
+
+#[path = "integration/policy.rs"]
+mod policy;

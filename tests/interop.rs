@@ -62,7 +62,7 @@ async fn python_sdk_signs_in_and_calls_a_tool() {
             "POST /mcp 200",
         ]
     );
-    assert_eq!(report["tools"], json!(["whoami", "list_events", "create_event"]));
+    assert_eq!(report["tools"], json!(["whoami", "list_events", "create_event", "get_record"]));
     let result = &report["result"];
     assert_eq!(result["isError"], false, "{result}");
     let events = result["structuredContent"]["events"].as_array().unwrap();

@@ -45,7 +45,9 @@ impl Env for HashMap<String, String> {
 /// Reads, interpolates, parses and validates a config file.
 pub fn load_file(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new(path.display().to_string(), format!("cannot read: {e}")))?;
-    parse(&text, env)
+    let mut config = parse(&text, env)?;
+    config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(config)
 }
 
 /// Parses and validates config text.

@@ -56,10 +56,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub fn router(cal: Arc<Calendar>) -> Router {
-    Router::new().route("/events", get(list).post(create)).route("/whoami", get(whoami)).with_state(cal)
+    Router::new()
+        .route("/events", get(list).post(create))
+        .route("/whoami", get(whoami))
+        .route("/models/{model}/chat", axum::routing::post(model_chat))
+        .route("/records/{tenant}/{id}", get(get_record))
+        .with_state(cal)
 }
 
-fn record(cal: &Calendar, path: &str, headers: &HeaderMap) -> Option<String> {
+fn note_request(cal: &Calendar, path: &str, headers: &HeaderMap) -> Option<String> {
     lock(&cal.seen).push(Seen { path: path.into(), headers: headers.clone() });
     headers.get("x-user-id").and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
@@ -74,7 +79,7 @@ struct ListParams {
 }
 
 async fn list(State(cal): State<Arc<Calendar>>, headers: HeaderMap, Query(p): Query<ListParams>) -> Response {
-    let Some(user) = record(&cal, "/events", &headers) else { return no_identity() };
+    let Some(user) = note_request(&cal, "/events", &headers) else { return no_identity() };
     let mut events = lock(&cal.events).get(&user).cloned().unwrap_or_default();
     events.sort_by(|a, b| a["start"].as_str().cmp(&b["start"].as_str()));
     events.truncate(p.limit.unwrap_or(50));
@@ -88,14 +93,43 @@ struct NewEvent {
 }
 
 async fn create(State(cal): State<Arc<Calendar>>, headers: HeaderMap, Json(e): Json<NewEvent>) -> Response {
-    let Some(user) = record(&cal, "/events (POST)", &headers) else { return no_identity() };
+    let Some(user) = note_request(&cal, "/events (POST)", &headers) else { return no_identity() };
     let event = json!({"title": e.title, "start": e.start, "owner": user});
     lock(&cal.events).entry(user).or_default().push(event.clone());
     (StatusCode::CREATED, Json(event)).into_response()
 }
 
+#[derive(Deserialize)]
+struct Prompt {
+    prompt: String,
+}
+
+/// A stand-in model: it answers with who asked and what, and never sees a token.
+async fn model_chat(
+    State(cal): State<Arc<Calendar>>,
+    headers: HeaderMap,
+    axum::extract::Path(model): axum::extract::Path<String>,
+    Json(p): Json<Prompt>,
+) -> Response {
+    let Some(user) = note_request(&cal, "/models/chat", &headers) else { return no_identity() };
+    Json(
+        json!({"model": model, "user": user, "reply": format!("[{model}] considered: {}", p.prompt.chars().take(200).collect::<String>())}),
+    )
+    .into_response()
+}
+
+/// A record store that trusts Warden to have checked the tenant.
+async fn get_record(
+    State(cal): State<Arc<Calendar>>,
+    headers: HeaderMap,
+    axum::extract::Path((tenant, id)): axum::extract::Path<(String, String)>,
+) -> Response {
+    let Some(user) = note_request(&cal, "/records", &headers) else { return no_identity() };
+    Json(json!({"tenant": tenant, "id": id, "title": format!("{tenant} record {id}"), "read_by": user})).into_response()
+}
+
 async fn whoami(State(cal): State<Arc<Calendar>>, headers: HeaderMap) -> Response {
-    let Some(_) = record(&cal, "/whoami", &headers) else { return no_identity() };
+    let Some(_) = note_request(&cal, "/whoami", &headers) else { return no_identity() };
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
     Json(json!({
         "user_id": h("x-user-id"),

@@ -12,10 +12,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::devidp::{DEMO_USERS, DevIdp, DevIdpConfig, UsersFile};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, PolicySource};
 
 /// The demo gateway config, shipped inside the binary.
-pub const DEMO_CONFIG: &str = include_str!("../../demos/calendar/warden.yaml");
+pub const DEMO_CONFIG: &str = include_str!("../../demos/warden.yaml");
+
+/// The demo's policies, shipped inside the binary (the same files `demos/warden.yaml` names).
+pub const DEMO_POLICIES: &[(&str, &str)] = &[
+    ("calendar", include_str!("../../policies/calendar.yaml")),
+    ("medical", include_str!("../../policies/medical.yaml")),
+    ("records", include_str!("../../policies/records.yaml")),
+];
 
 /// Where to listen. Port 0 picks a free port.
 #[derive(Debug, Clone)]
@@ -94,7 +101,8 @@ impl Demo {
         let mut config = crate::config::parse(DEMO_CONFIG, &env).map_err(|e| DemoError::Setup(format!("demo config: {e}")))?;
         config.audit.output = options.audit.clone();
         let resource = config.server.resource();
-        let gateway = Gateway::build(&config).map_err(|e| DemoError::Setup(format!("demo config: {e}")))?;
+        let policies = PolicySource::Embedded(DEMO_POLICIES.iter().map(|(n, t)| ((*n).to_owned(), *t)).collect());
+        let gateway = Gateway::build_with_policy(&config, policies).map_err(|e| DemoError::Setup(format!("demo config: {e}")))?;
 
         let calendar = backend::Calendar::seeded();
         let serve = |listener: TcpListener, app: axum::Router, token: CancellationToken| {
@@ -121,6 +129,10 @@ impl Demo {
         let alice =
             self.idp.mint("alice", "demo-cli", &["calendar:read".into(), "calendar:write".into()], &self.resource).unwrap_or_default();
         let bob = self.idp.mint("bob", "demo-cli", &["calendar:read".into()], &self.resource).unwrap_or_default();
+        let house =
+            self.idp.mint("dr-house", "demo-cli", &["calendar:read".into(), "medical:write".into()], &self.resource).unwrap_or_default();
+        let joy =
+            self.idp.mint("nurse-joy", "demo-cli", &["calendar:read".into(), "medical:write".into()], &self.resource).unwrap_or_default();
         let mcp = &self.mcp_url;
         let base = mcp.trim_end_matches("/mcp");
         let post = |token: &str, body: &str| {
@@ -129,18 +141,27 @@ impl Demo {
             )
         };
         format!(
-            "Warden demo is running.\n\n  gateway (MCP)         {mcp}\n  authorization server  {issuer}  (development only; users: alice, bob, carol)\n  calendar backend      {backend}\n\n\
+            "Warden demo is running.\n\n  gateway (MCP)         {mcp}\n  authorization server  {issuer}  (development only; users in demos/users.yaml)\n  calendar backend      {backend}\n\n\
 Try it:\n\n# 1. No token: 401 with a WWW-Authenticate challenge pointing at the metadata\ncurl -si {mcp} -X POST -H 'Content-Type: application/json' -d '{{}}' | head -5\n\n\
 # 2. Protected Resource Metadata (RFC 9728)\ncurl -s {base}/.well-known/oauth-protected-resource/mcp\n\n\
 # 3. Alice lists her tools and her own events (tokens below are valid for 1 hour)\nALICE={alice}\nBOB={bob}\n\
 {list_alice}\n{call_alice}\n\n\
 # 4. Bob may read but not write: create_event is hidden from him, and calling it is a 403 step-up\n{call_bob}\n\n\
-# 5. An MCP client with the full OAuth flow (sign in on the consent page that opens):\nnpx @modelcontextprotocol/inspector   # then connect to {mcp}\n\n\
+# 5. Policy: the medical model is for doctors (policies/medical.yaml); records are per tenant
+#    (policies/records.yaml). Dr House may ask the model; Nurse Joy gets -32003 naming the rule;
+#    Alice may read acme records but not globex ones.
+HOUSE={house}\nJOY={joy}\n\
+{call_house}\n{call_joy}\n{call_own}\n{call_other}\n\n\
+# 6. An MCP client with the full OAuth flow (sign in on the consent page that opens):\nnpx @modelcontextprotocol/inspector   # then connect to {mcp}\n\n\
 Audit events (one JSON line per decision) follow below. Ctrl-C stops the demo.\n",
             issuer = self.issuer,
             backend = self.backend_url,
             list_alice = post("$ALICE", r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
             call_alice = post("$ALICE", r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list_events","arguments":{"limit":5}}}"#),
+            call_house = post("$HOUSE", r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"gpt-4-medical","arguments":{"prompt":"fever and rash"}}}"#),
+            call_joy = post("$JOY", r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"gpt-4-medical","arguments":{"prompt":"fever and rash"}}}"#),
+            call_own = post("$ALICE", r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"get_record","arguments":{"tenant":"acme","id":"r-1"}}}"#),
+            call_other = post("$ALICE", r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_record","arguments":{"tenant":"globex","id":"r-9"}}}"#),
             call_bob = post("$BOB", r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"create_event","arguments":{"title":"x","start":"2026-12-24T10:00:00Z"}}}"#).replace("curl -s", "curl -si"),
         )
     }

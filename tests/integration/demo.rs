@@ -177,7 +177,7 @@ async fn the_consent_page_lists_users_and_approves() {
         ("state", "<script>"),
     ];
     let page = http.get(format!("{}/authorize", demo.issuer)).query(&params).send().await.unwrap().text().await.unwrap();
-    assert!(page.contains("Alice (analyst)") && page.contains("Bob (read-only)"));
+    assert!(page.contains("Alice (analyst, acme)") && page.contains("Nurse Joy (nurse)"));
     assert!(!page.contains("<script>"), "state must be escaped");
     let mut form: Vec<(&str, &str)> = params.to_vec();
     form.extend([("user", "carol"), ("action", "approve")]);
