@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
-use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
 
 use super::{RequestFacts, ToolFacts};
 use crate::identity::Principal;
@@ -15,12 +17,34 @@ pub const ROOTS: &[&str] = &["principal", "tool", "args", "request"];
 
 static ENV: LazyLock<Arc<cel::Env>> = LazyLock::new(|| Arc::new(cel::Env::stdlib()));
 
+/// Which of the [`ROOTS`] a set of conditions reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Roots {
+    pub principal: bool,
+    pub tool: bool,
+    pub args: bool,
+    pub request: bool,
+}
+
+impl Roots {
+    pub fn union(self, o: Self) -> Self {
+        Self {
+            principal: self.principal || o.principal,
+            tool: self.tool || o.tool,
+            args: self.args || o.args,
+            request: self.request || o.request,
+        }
+    }
+}
+
 /// A compiled `when` expression.
 pub struct Condition {
     pub source: String,
     program: cel::Program,
     /// Whether it reads the call's arguments (unknown at list time).
     pub uses_args: bool,
+    /// The variables it reads: only these are bound when it is evaluated.
+    pub roots: Roots,
 }
 
 impl std::fmt::Debug for Condition {
@@ -38,7 +62,13 @@ impl Condition {
         if let Some(unknown) = free.iter().find(|v| !ROOTS.contains(&v.as_str())) {
             return Err(format!("unknown variable {unknown:?}; conditions may use {}", ROOTS.join(", ")));
         }
-        Ok(Self { source: source.to_owned(), uses_args: free.contains("args"), program })
+        let roots = Roots {
+            principal: free.contains("principal"),
+            tool: free.contains("tool"),
+            args: free.contains("args"),
+            request: free.contains("request"),
+        };
+        Ok(Self { source: source.to_owned(), uses_args: roots.args, roots, program })
     }
 
     /// `Ok(true/false)`, or the evaluation error (a missing key, a type mismatch, a non-bool).
@@ -95,36 +125,95 @@ fn entry(e: &EntryExpr, bound: &mut Vec<String>, out: &mut BTreeSet<String>) {
     }
 }
 
-/// The activation for one decision. `args: None` (list time) binds `args` to an empty map.
-pub fn activation(
-    principal: &Principal,
-    tool: &ToolFacts<'_>,
-    args: Option<&Value>,
-    request: &RequestFacts,
-) -> cel::Context<'static, 'static> {
+/// A CEL value borrowing from the decision's inputs.
+type Val<'a> = Box<dyn cel::common::value::Val + 'a>;
+
+/// The activation for one decision, binding only the variables in `roots`. Values are built
+/// once, directly as CEL's value objects, borrowing strings from the principal, tool, arguments
+/// and request rather than copying them. `args: None` (list time) binds `args` to an empty map.
+pub fn activation<'a>(
+    roots: Roots,
+    principal: &'a Principal,
+    tool: &'a ToolFacts<'a>,
+    args: Option<&'a Value>,
+    request: &'a RequestFacts,
+) -> cel::Context<'a, 'a> {
     let mut ctx = cel::Context::with_env(Arc::clone(&ENV));
-    let p = json!({
-        "sub": principal.subject.as_str(),
-        "issuer": principal.issuer,
-        "tenant": principal.tenant,
-        "client_id": principal.client_id,
-        "roles": principal.roles,
-        "scopes": principal.scopes,
-        "claims": principal.claims,
-    });
-    let t = json!({"name": tool.name, "tags": tool.tags, "metadata": tool.metadata});
-    let empty = Value::Object(Map::new());
-    // Plain JSON values: conversion cannot fail; if it did, the variable would stay unbound and
-    // conditions using it would fail closed.
-    let _ = ctx.add_variable("principal", p);
-    let _ = ctx.add_variable("tool", t);
-    let _ = ctx.add_variable("args", args.unwrap_or(&empty));
-    let time: chrono::DateTime<chrono::FixedOffset> = chrono::DateTime::<chrono::Utc>::from(request.time).into();
-    let key = |k: &str| cel::objects::Key::String(Arc::new(k.to_owned()));
-    let mut req = std::collections::HashMap::new();
-    req.insert(key("time"), cel::Value::Timestamp(time));
-    req.insert(key("client_ip"), request.client_ip.map_or(cel::Value::Null, |ip| cel::Value::String(Arc::new(ip.to_string()))));
-    req.insert(key("headers"), cel::to_value(&request.headers).unwrap_or(cel::Value::Null));
-    ctx.add_variable_from_value("request", cel::Value::Map(cel::objects::Map { map: Arc::new(req) }));
+    if roots.principal {
+        let optional = |v: &'a Option<String>| v.as_deref().map_or_else(null, text);
+        let value = map([
+            ("sub", text(principal.subject.as_str())),
+            ("issuer", text(&principal.issuer)),
+            ("tenant", optional(&principal.tenant)),
+            ("client_id", optional(&principal.client_id)),
+            ("roles", list(principal.roles.iter().map(|s| text(s)))),
+            ("scopes", list(principal.scopes.iter().map(|s| text(s)))),
+            ("claims", object(&principal.claims)),
+        ]);
+        ctx.add_variable_as_val("principal", value);
+    }
+    if roots.tool {
+        let value =
+            map([("name", text(tool.name)), ("tags", list(tool.tags.iter().map(|s| text(s)))), ("metadata", object(tool.metadata))]);
+        ctx.add_variable_as_val("tool", value);
+    }
+    if roots.args {
+        ctx.add_variable_as_val("args", args.map_or_else(|| map([]), json));
+    }
+    if roots.request {
+        let time: chrono::DateTime<chrono::FixedOffset> = chrono::DateTime::<chrono::Utc>::from(request.time).into();
+        let value = map([
+            ("time", Box::new(cel::common::types::CelTimestamp::from(time)) as Val<'a>),
+            ("client_ip", request.client_ip.map_or_else(null, |ip| Box::new(cel::common::types::CelString::from(ip.to_string())))),
+            (
+                "headers",
+                Box::new(cel::common::types::CelMap::from(
+                    request.headers.iter().map(|(k, v)| (key(k), text(v))).collect::<HashMap<_, _>>(),
+                )),
+            ),
+        ]);
+        ctx.add_variable_as_val("request", value);
+    }
     ctx
+}
+
+fn null<'a>() -> Val<'a> {
+    Box::new(cel::common::types::CelNull)
+}
+
+fn text(s: &str) -> Val<'_> {
+    Box::new(cel::common::types::CelString::from(s))
+}
+
+fn key(s: &str) -> cel::common::types::CelMapKey<'_> {
+    cel::common::types::CelMapKey::String(cel::common::types::CelString::from(s))
+}
+
+fn list<'a>(items: impl Iterator<Item = Val<'a>>) -> Val<'a> {
+    Box::new(cel::common::types::CelList::from(items.collect::<Vec<_>>()))
+}
+
+fn map<'a, const N: usize>(entries: [(&'a str, Val<'a>); N]) -> Val<'a> {
+    Box::new(cel::common::types::CelMap::from(entries.into_iter().map(|(k, v)| (key(k), v)).collect::<HashMap<_, _>>()))
+}
+
+fn object(m: &Map<String, Value>) -> Val<'_> {
+    Box::new(cel::common::types::CelMap::from(m.iter().map(|(k, v)| (key(k), json(v))).collect::<HashMap<_, _>>()))
+}
+
+/// JSON to CEL: integers stay integers (unsigned beyond i64), other numbers become doubles.
+fn json(v: &Value) -> Val<'_> {
+    use cel::common::types::{CelBool, CelDouble, CelInt, CelUInt};
+    match v {
+        Value::Null => null(),
+        Value::Bool(b) => Box::new(CelBool::from(*b)),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Box::new(CelInt::from(i)),
+            (None, Some(u)) => Box::new(CelUInt::from(u)),
+            (None, None) => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
+        },
+        Value::String(s) => text(s),
+        Value::Array(items) => list(items.iter().map(json)),
+        Value::Object(m) => object(m),
+    }
 }

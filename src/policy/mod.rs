@@ -11,7 +11,7 @@
 //! some arguments could be allowed) and call time (with arguments). Every decision names the
 //! rule that made it. Never logs argument values.
 
-mod cel;
+pub mod cel;
 mod file;
 pub mod fixtures;
 #[cfg(test)]
@@ -25,7 +25,7 @@ use std::time::SystemTime;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-pub use self::cel::{Condition, ROOTS};
+pub use self::cel::{Condition, ROOTS, Roots};
 pub use file::{PolicyError, compile, expand_paths, is_policy_file, policy_name};
 
 use crate::identity::Principal;
@@ -179,7 +179,11 @@ impl PolicySet {
     pub fn bind<'a>(self, tools: impl IntoIterator<Item = ToolFacts<'a>>) -> Policy {
         let index = tools
             .into_iter()
-            .map(|t| (t.name.to_owned(), (0..self.rules.len()).filter(|&i| self.rules[i].targets.iter().any(|x| x.matches(&t))).collect()))
+            .map(|t| {
+                let rules: Vec<usize> = (0..self.rules.len()).filter(|&i| self.rules[i].targets.iter().any(|x| x.matches(&t))).collect();
+                let roots = rules.iter().filter_map(|&i| self.rules[i].when.as_ref()).fold(Roots::default(), |r, c| r.union(c.roots));
+                (t.name.to_owned(), Applicable { rules, roots })
+            })
             .collect();
         Policy { set: self, index }
     }
@@ -189,7 +193,14 @@ impl PolicySet {
 #[derive(Debug, Default)]
 pub struct Policy {
     pub set: PolicySet,
-    index: HashMap<String, Vec<usize>>,
+    index: HashMap<String, Applicable>,
+}
+
+/// The rules that can apply to one tool, and the variables their conditions read.
+#[derive(Debug, Default)]
+struct Applicable {
+    rules: Vec<usize>,
+    roots: Roots,
 }
 
 /// Why a call is not allowed.
@@ -242,7 +253,9 @@ impl Policy {
             note("no policy files configured: tool scopes decide → allow".into());
             return Decision { outcome: Ok(()), rule: floor };
         }
-        let rules: Vec<&Rule> = self.index.get(tool.name).map(|ix| ix.iter().map(|&i| &self.set.rules[i]).collect()).unwrap_or_default();
+        let applicable = self.index.get(tool.name);
+        let roots = applicable.map(|a| a.roots).unwrap_or_default();
+        let rules: Vec<&Rule> = applicable.map(|a| a.rules.iter().map(|&i| &self.set.rules[i]).collect()).unwrap_or_default();
         if rules.is_empty() {
             note("no rule targets this tool → default deny".into());
             return default_deny();
@@ -258,7 +271,7 @@ impl Policy {
                 // List time: arguments are unknown.
                 return Ok(rule.effect == Effect::Allow);
             }
-            let ctx = activation.get_or_insert_with(|| cel::activation(principal, tool, args, request));
+            let ctx = activation.get_or_insert_with(|| cel::activation(roots, principal, tool, args, request));
             c.eval(ctx)
         };
 
