@@ -304,3 +304,24 @@ pub async fn demo(auto_approve: Option<&str>) -> (Demo, CancellationToken) {
     };
     (Demo::start(options, shutdown.clone()).await.unwrap(), shutdown)
 }
+
+/// POSTs one JSON-RPC message to an MCP endpoint as a Streamable HTTP client does.
+pub async fn mcp_post(http: &reqwest::Client, url: &str, token: &str, message: &Value) -> (u16, http::HeaderMap, Value) {
+    let r = http
+        .post(url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(message)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A `tools/call` message.
+pub fn tool_call(id: i64, tool: &str, args: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}})
+}

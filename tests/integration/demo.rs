@@ -65,17 +65,9 @@ async fn sign_in(demo: &Demo, scope: &str) -> Value {
 }
 
 async fn call(demo: &Demo, token: &str, tool: &str, args: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(&demo.mcp_url)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": args}}))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    let (status, _, body) =
+        crate::common::mcp_post(&reqwest::Client::new(), &demo.mcp_url, token, &crate::common::tool_call(1, tool, args)).await;
+    (status, body)
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use warden::demo::Demo;
 
-use crate::common::{TestIssuer, Upstream, demo, gateway};
+use crate::common::{TestIssuer, Upstream, demo, gateway, mcp_post, tool_call};
 
 fn token(demo: &Demo, user: &str, scopes: &[&str]) -> String {
     let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
@@ -14,32 +14,12 @@ fn token(demo: &Demo, user: &str, scopes: &[&str]) -> String {
 }
 
 async fn call(demo: &Demo, token: &str, tool: &str, args: Value) -> (u16, http::HeaderMap, Value) {
-    let r = reqwest::Client::new()
-        .post(&demo.mcp_url)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .json(&json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": tool, "arguments": args}}))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    (status, headers, r.json().await.unwrap_or(Value::Null))
+    mcp_post(&reqwest::Client::new(), &demo.mcp_url, token, &tool_call(7, tool, args)).await
 }
 
 async fn tools(demo: &Demo, token: &str) -> Vec<String> {
-    let r: Value = reqwest::Client::new()
-        .post(&demo.mcp_url)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, _, r) =
+        mcp_post(&reqwest::Client::new(), &demo.mcp_url, token, &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).await;
     r["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
 }
 
@@ -150,17 +130,7 @@ async fn policy_files_reload_without_dropping_requests_and_broken_files_keep_the
             let http = reqwest::Client::new();
             let (mut ok, mut denied) = (0, 0);
             while running.load(std::sync::atomic::Ordering::SeqCst) {
-                let body: Value = http
-                    .post(&mcp)
-                    .bearer_auth(&token)
-                    .header("accept", "application/json, text/event-stream")
-                    .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "report"}}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let (_, _, body) = mcp_post(&http, &mcp, &token, &tool_call(1, "report", json!({}))).await;
                 if body["result"]["isError"] == false {
                     ok += 1;
                 } else {
