@@ -38,6 +38,9 @@ pub struct AuditEvent {
     /// The rule that decided, when policy decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// Why, in words, when a rule denied (its `reason`); never argument values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<String>,
     /// HTTP status returned to the client.
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]

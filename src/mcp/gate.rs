@@ -78,10 +78,15 @@ pub async fn gate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) 
             match decision.outcome {
                 Ok(()) => allowed_by = Some(CallAllowed { rule: decision.rule }),
                 Err(denial) => {
+                    let explanation = match &denial {
+                        crate::policy::Denial::Forbidden { reason } => reason.clone(),
+                        crate::policy::Denial::InsufficientScope { missing, .. } => format!("missing scopes: {}", missing.join(" ")),
+                    };
                     let event = AuditEvent {
                         method: info.method.clone(),
                         tool: Some(tool.name.clone()),
                         rule: Some(decision.rule.clone()),
+                        explanation: Some(explanation),
                         ..base_event(&ctx, Some(&principal), info.jsonrpc_id.clone())
                     };
                     let error = GatewayError::Forbidden { denial, rule: decision.rule };

@@ -175,3 +175,30 @@ async fn policy_files_reload_without_dropping_requests_and_broken_files_keep_the
     let (ok, denied) = load.await.unwrap();
     assert!(ok > 0 && denied > 0, "traffic saw both policies: {ok} allowed, {denied} denied");
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sighup_reloads_policy_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("reports.yaml");
+    write_policy(&policy, "rules:\n  - {id: everyone, effect: allow, tools: [report]}\n");
+    let issuer = TestIssuer::start().await;
+    let upstream = Upstream::start().await;
+    // Polling off: only SIGHUP reloads.
+    let extra = format!("upstream:\n  allow_cidrs: [127.0.0.1/32]\npolicy:\n  files: [{}]\n  reload_interval: 0s", policy.display());
+    let gw = gateway(&issuer, &TOOLS.replace("UPSTREAM", &upstream.url), &extra).await;
+    let token = issuer.sign(&issuer.claims("ann", "", &gw.mcp));
+    assert_eq!(gw.call(&token, "report", json!({})).await.result()["isError"], false);
+    write_policy(&policy, "rules:\n  - {id: nobody, effect: allow, tools: [report], roles: [none]}\n");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gw.call(&token, "report", json!({})).await.result()["isError"], false, "reloaded without a signal");
+    // The gateway's handler is installed at start-up; the signal goes to this test process.
+    std::process::Command::new("kill").args(["-HUP", &std::process::id().to_string()]).status().unwrap();
+    for _ in 0..50 {
+        if gw.call(&token, "report", json!({})).await.body["error"]["data"]["rule"] == "reports/nobody" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("SIGHUP did not reload the policy");
+}
