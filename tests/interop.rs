@@ -12,8 +12,12 @@ use serde_json::{Value, json};
 mod common;
 use common::demo;
 
-fn python() -> String {
-    std::env::var("WARDEN_PYTHON").expect("WARDEN_PYTHON must name a Python with the mcp package: run scripts/test")
+/// The SDK generations under test: the latest release and the last 1.x.
+fn pythons() -> Vec<(&'static str, String)> {
+    ["WARDEN_PYTHON", "WARDEN_PYTHON_1X"]
+        .into_iter()
+        .map(|var| (var, std::env::var(var).unwrap_or_else(|_| panic!("{var} must name a Python with the mcp package: run scripts/test"))))
+        .collect()
 }
 
 /// Runs the Python client and returns its JSON report.
@@ -48,9 +52,17 @@ fn flow(report: &Value) -> Vec<String> {
 #[tokio::test]
 #[ignore = "needs the Python SDK virtualenv: run scripts/test"]
 async fn python_sdk_signs_in_and_calls_a_tool() {
+    for (var, python) in pythons() {
+        python_sdk_flow(var, python).await;
+    }
+}
+
+async fn python_sdk_flow(var: &str, python: String) {
     let (demo, shutdown) = demo(Some("alice")).await;
-    let report = run_client(python(), &demo.mcp_url, "list_events", json!({"limit": 5})).await;
-    eprintln!("mcp SDK {}", report["sdk_version"]);
+    let report = run_client(python, &demo.mcp_url, "list_events", json!({"limit": 5})).await;
+    eprintln!("{var}: mcp SDK {}", report["sdk_version"]);
+    let major = report["sdk_version"].as_str().and_then(|v| v.split('.').next()).unwrap_or_default().to_owned();
+    assert_eq!(major == "1", var == "WARDEN_PYTHON_1X", "{var} runs SDK {}", report["sdk_version"]);
     assert_eq!(
         flow(&report)[..6],
         [
@@ -78,7 +90,8 @@ async fn python_sdk_signs_in_and_calls_a_tool() {
 #[ignore = "needs the Python SDK virtualenv: run scripts/test"]
 async fn python_sdk_user_without_write_scope_sees_fewer_tools() {
     let (demo, shutdown) = demo(Some("bob")).await;
-    let report = run_client(python(), &demo.mcp_url, "whoami", json!({})).await;
+    let (_, python) = pythons().remove(0);
+    let report = run_client(python, &demo.mcp_url, "whoami", json!({})).await;
     assert_eq!(report["tools"], json!(["whoami", "list_events"]));
     assert_eq!(report["result"]["structuredContent"]["user_id"], "bob");
     assert_eq!(demo.calendar.seen().last().unwrap().headers["x-user-id"], "bob");
