@@ -11,6 +11,8 @@ pub struct SigningKey {
     pub kid: String,
     encoding: EncodingKey,
     jwk: Jwk,
+    /// PKCS#8 PEM of the private key, for `to_pem`; never logged (`Debug` prints the kid only).
+    pem: String,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -41,11 +43,21 @@ impl SigningKey {
             pem.push('\n');
         }
         pem.push_str("-----END PRIVATE KEY-----\n");
+        Self::from_pem(kid, &pem)
+    }
+
+    /// A key from its PKCS#8 (or PKCS#1) PEM.
+    pub fn from_pem(kid: String, pem: &str) -> Result<Self, KeyError> {
         let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| KeyError(e.to_string()))?;
         let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256).map_err(|e| KeyError(e.to_string()))?;
         jwk.common.key_id = Some(kid.clone());
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-        Ok(Self { kid, encoding, jwk })
+        Ok(Self { kid, encoding, jwk, pem: pem.to_owned() })
+    }
+
+    /// The private key as PEM, to store it (the conformance suite keeps its issuer key on disk).
+    pub fn to_pem(&self) -> &str {
+        &self.pem
     }
 
     /// The public half.

@@ -1,0 +1,499 @@
+//! The checks. Each sends real requests to the Warden under test and records what came back as
+//! evidence; the verdict is computed from that evidence only. Tokens are described, never
+//! recorded.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
+use serde_json::{Value, json};
+use warden::devidp::SigningKey;
+
+use crate::fixtures::{READ_SCOPE, State, WRITE_SCOPE};
+
+/// One request and what came back.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exchange {
+    pub request: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub www_authenticate: Option<String>,
+    pub body: String,
+    #[serde(skip)]
+    pub json: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub id: String,
+    pub group: &'static str,
+    pub title: String,
+    pub passed: bool,
+    pub detail: String,
+    pub evidence: Vec<Exchange>,
+}
+
+pub struct Suite {
+    http: reqwest::Client,
+    /// The MCP endpoint under test.
+    pub url: String,
+    base: String,
+    key: Arc<SigningKey>,
+    issuer: String,
+    pub results: Vec<CheckResult>,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+impl Suite {
+    pub fn new(url: &str, state: &State, key: Arc<SigningKey>) -> Result<Self, String> {
+        let parsed = url::Url::parse(url).map_err(|e| format!("--url: {e}"))?;
+        let base = url.strip_suffix(parsed.path()).unwrap_or(url).to_owned();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(20))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self { http, url: url.to_owned(), base, key, issuer: state.issuer(), results: Vec::new() })
+    }
+
+    fn record(&mut self, id: &str, group: &'static str, title: &str, verdict: Result<String, String>, evidence: Vec<Exchange>) {
+        let (passed, detail) = match verdict {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        self.results.push(CheckResult { id: id.to_owned(), group, title: title.to_owned(), passed, detail, evidence });
+    }
+
+    // ----- tokens -----
+
+    fn claims(&self, sub: &str, scope: &str) -> Value {
+        let now = now();
+        json!({"iss": self.issuer, "sub": sub, "aud": self.url, "iat": now, "nbf": now - 5, "exp": now + 600, "scope": scope, "client_id": "conformance"})
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        self.key.sign(claims).unwrap_or_default()
+    }
+
+    fn token(&self, scope: &str) -> String {
+        self.sign(&self.claims("conformance-user", scope))
+    }
+
+    // ----- HTTP -----
+
+    async fn send(&self, request: reqwest::RequestBuilder, what: String) -> Exchange {
+        match request.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let www_authenticate = r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let text = r.text().await.unwrap_or_default();
+                let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+                Exchange { request: what, status, www_authenticate, body: text.chars().take(600).collect(), json }
+            }
+            Err(e) => {
+                Exchange { request: what, status: 0, www_authenticate: None, body: format!("transport error: {e}"), json: Value::Null }
+            }
+        }
+    }
+
+    async fn post(&self, what: &str, token: Option<&str>, body: String, headers: &[(&str, &str)]) -> Exchange {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("mcp-protocol-version")) {
+            req = req.header("mcp-protocol-version", "2025-11-25");
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req, format!("POST {} {what}", self.url)).await
+    }
+
+    async fn rpc(&self, what: &str, token: &str, method: &str, params: Value) -> Exchange {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+        self.post(what, Some(token), body, &[]).await
+    }
+
+    async fn get(&self, path: &str, auth: Option<&str>) -> Exchange {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        self.send(req, format!("GET {}{path}{}", self.base, if auth.is_some() { " (with a garbage bearer token)" } else { "" })).await
+    }
+
+    fn metadata_url(&self) -> String {
+        let path = url::Url::parse(&self.url).map(|u| u.path().to_owned()).unwrap_or_default();
+        format!("{}/.well-known/oauth-protected-resource{path}", self.base)
+    }
+
+    // ----- checks -----
+
+    pub async fn run(&mut self) {
+        self.discovery().await;
+        self.challenges().await;
+        self.token_matrix().await;
+        self.tools().await;
+        self.jsonrpc().await;
+        self.protocol().await;
+    }
+
+    async fn discovery(&mut self) {
+        let path = url::Url::parse(&self.url).map(|u| u.path().to_owned()).unwrap_or_default();
+        let suffixed = self.get(&format!("/.well-known/oauth-protected-resource{path}"), None).await;
+        let root = self.get("/.well-known/oauth-protected-resource", None).await;
+        let with_bad_token = self.get(&format!("/.well-known/oauth-protected-resource{path}"), Some("Bearer garbage")).await;
+        for (id, e) in [("discovery.path-suffixed", &suffixed), ("discovery.root", &root)] {
+            let verdict = if e.status != 200 {
+                Err(format!("HTTP {}", e.status))
+            } else if e.json["resource"] != self.url.as_str() {
+                Err(format!("resource is {}, not the MCP URL {}", e.json["resource"], self.url))
+            } else {
+                Ok(format!("resource = {}", self.url))
+            };
+            self.record(id, "discovery", "Protected Resource Metadata served, resource = the MCP URL (RFC 9728)", verdict, vec![e.clone()]);
+        }
+        let doc = &suffixed.json;
+        let servers = doc["authorization_servers"].as_array().cloned().unwrap_or_default();
+        let verdict = if !servers.iter().any(|s| s == self.issuer.as_str()) {
+            Err(format!("authorization_servers {servers:?} does not list the suite's issuer {}", self.issuer))
+        } else if !doc["bearer_methods_supported"].as_array().is_some_and(|m| m.iter().any(|x| x == "header")) {
+            Err("bearer_methods_supported does not contain \"header\"".into())
+        } else if !doc["scopes_supported"].as_array().is_some_and(|s| s.iter().any(|x| x == READ_SCOPE)) {
+            Err(format!("scopes_supported lacks {READ_SCOPE}, which a tool requires"))
+        } else {
+            Ok("authorization_servers, bearer_methods_supported and scopes_supported present".into())
+        };
+        self.record(
+            "discovery.fields",
+            "discovery",
+            "Metadata names the authorization server, header bearer method, scopes",
+            verdict,
+            vec![suffixed.clone()],
+        );
+        let verdict = if with_bad_token.status == 200 {
+            Ok("public: a bad token is ignored".into())
+        } else {
+            Err(format!("HTTP {}", with_bad_token.status))
+        };
+        self.record("discovery.public", "discovery", "Metadata is public even with a bad token", verdict, vec![with_bad_token]);
+        // The audience Warden accepts is exactly the advertised resource.
+        let resource = suffixed.json["resource"].as_str().unwrap_or_default().to_owned();
+        let mut claims = self.claims("conformance-user", READ_SCOPE);
+        claims["aud"] = json!(resource);
+        let e = self.rpc("ping, token aud = advertised resource", &self.sign(&claims), "ping", json!({})).await;
+        let verdict =
+            if e.status == 200 { Ok("a token for the advertised resource is accepted".into()) } else { Err(format!("HTTP {}", e.status)) };
+        self.record(
+            "discovery.resource-is-audience",
+            "discovery",
+            "The advertised resource is the audience Warden accepts",
+            verdict,
+            vec![e],
+        );
+    }
+
+    async fn challenges(&mut self) {
+        let meta = self.metadata_url();
+        let e = self.post("ping without a token", None, json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string(), &[]).await;
+        let c = e.www_authenticate.clone().unwrap_or_default();
+        let verdict = if e.status != 401 {
+            Err(format!("HTTP {}, expected 401", e.status))
+        } else if !c.starts_with("Bearer ") || !c.contains(&format!("resource_metadata=\"{meta}\"")) {
+            Err(format!("challenge {c:?} lacks resource_metadata=\"{meta}\""))
+        } else if c.contains("error=") {
+            Err("no token was presented, so the challenge must carry no error".into())
+        } else if !c.contains("scope=\"") {
+            Err("challenge carries no scope".into())
+        } else {
+            Ok(c.clone())
+        };
+        self.record(
+            "challenge.401-no-token",
+            "challenges",
+            "401 without a token: Bearer resource_metadata and scope, no error",
+            verdict,
+            vec![e],
+        );
+
+        let e = self
+            .post("ping with a garbage token", Some("garbage"), json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string(), &[])
+            .await;
+        let c = e.www_authenticate.clone().unwrap_or_default();
+        let verdict = if e.status == 401 && c.contains("error=\"invalid_token\"") && c.contains(&format!("resource_metadata=\"{meta}\"")) {
+            Ok(c.clone())
+        } else {
+            Err(format!("HTTP {}, challenge {c:?}", e.status))
+        };
+        self.record("challenge.401-invalid-token", "challenges", "401 with a bad token: error=\"invalid_token\"", verdict, vec![e]);
+
+        let e = self
+            .rpc(
+                &format!("tools/call conformance_write with a token holding only {READ_SCOPE}"),
+                &self.token(READ_SCOPE),
+                "tools/call",
+                json!({"name": "conformance_write", "arguments": {}}),
+            )
+            .await;
+        let c = e.www_authenticate.clone().unwrap_or_default();
+        let verdict = if e.status == 403
+            && c.contains("error=\"insufficient_scope\"")
+            && c.contains(WRITE_SCOPE)
+            && c.contains(&format!("resource_metadata=\"{meta}\""))
+        {
+            Ok(c.clone())
+        } else {
+            Err(format!("HTTP {}, challenge {c:?}", e.status))
+        };
+        self.record("challenge.403-step-up", "challenges", "403 insufficient_scope naming the scopes the call needs", verdict, vec![e]);
+    }
+
+    async fn token_matrix(&mut self) {
+        let good = self.claims("conformance-user", READ_SCOPE);
+        let with = |patch: Value| {
+            let mut c = good.clone();
+            for (k, v) in patch.as_object().cloned().unwrap_or_default() {
+                if v.is_null() {
+                    if let Some(o) = c.as_object_mut() {
+                        o.remove(&k);
+                    }
+                } else {
+                    c[&k] = v;
+                }
+            }
+            c
+        };
+        let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let valid = self.sign(&good);
+        let tampered = {
+            let mut parts: Vec<String> = valid.split('.').map(str::to_owned).collect();
+            if parts.len() == 3 {
+                parts[1] = b64(&with(json!({"sub": "someone-else"})));
+            }
+            parts.join(".")
+        };
+        let hs256 = {
+            let mut h = Header::new(Algorithm::HS256);
+            h.kid = Some(self.key.kid.clone());
+            let secret = serde_json::to_vec(self.key.jwk()).unwrap_or_default();
+            jsonwebtoken::encode(&h, &good, &EncodingKey::from_secret(&secret)).unwrap_or_default()
+        };
+        let unknown_kid = SigningKey::generate().ok().and_then(|k| k.sign(&good).ok()).unwrap_or_default();
+        let mut aud_array = good.clone();
+        aud_array["aud"] = json!(["https://other.example", self.url]);
+        let cases: Vec<(&str, &str, String, bool)> = vec![
+            ("token.valid", "a valid token", valid.clone(), true),
+            ("token.aud-array", "aud array containing this resource", self.sign(&aud_array), true),
+            ("token.expired", "expired beyond the clock skew", self.sign(&with(json!({"exp": now() - 600}))), false),
+            ("token.nbf-future", "nbf in the future", self.sign(&with(json!({"nbf": now() + 600}))), false),
+            ("token.wrong-iss", "another issuer", self.sign(&with(json!({"iss": "https://evil.example"}))), false),
+            ("token.wrong-aud", "another audience", self.sign(&with(json!({"aud": "https://other.example/mcp"}))), false),
+            ("token.no-sub", "no sub", self.sign(&with(json!({"sub": null}))), false),
+            ("token.no-exp", "no exp", self.sign(&with(json!({"exp": null}))), false),
+            ("token.alg-none", "alg none", format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&good)), false),
+            ("token.hs256-public-key", "HS256 keyed with the issuer's public key", hs256, false),
+            ("token.unknown-kid", "signed by a key the issuer never published", unknown_kid, false),
+            ("token.tampered", "payload changed after signing", tampered, false),
+            ("token.jwe", "an encrypted token (JWE)", format!("{}.a.b.c.d", b64(&json!({"alg": "RSA-OAEP", "enc": "A256GCM"}))), false),
+            ("token.garbage", "not a JWT", "not-a-token".to_owned(), false),
+        ];
+        for (id, what, token, accept) in cases {
+            let e = self.rpc(&format!("ping with {what}"), &token, "ping", json!({})).await;
+            let c = e.www_authenticate.clone().unwrap_or_default();
+            let verdict = match (accept, e.status) {
+                (true, 200) => Ok("accepted".into()),
+                (true, s) => Err(format!("HTTP {s}, expected acceptance")),
+                (false, 401) if c.contains("error=\"invalid_token\"") => Ok("401 invalid_token".into()),
+                (false, s) => Err(format!("HTTP {s}, challenge {c:?}; expected 401 with error=\"invalid_token\"")),
+            };
+            self.record(id, "tokens", what, verdict, vec![e]);
+        }
+    }
+
+    async fn tools(&mut self) {
+        let reader = self.token(READ_SCOPE);
+        let writer = self.token(&format!("{READ_SCOPE} {WRITE_SCOPE}"));
+        let list_reader = self.rpc(&format!("tools/list, token with {READ_SCOPE}"), &reader, "tools/list", json!({})).await;
+        let list_writer = self.rpc(&format!("tools/list, token with {READ_SCOPE} {WRITE_SCOPE}"), &writer, "tools/list", json!({})).await;
+        let names = |e: &Exchange| -> Vec<String> {
+            e.json["result"]["tools"]
+                .as_array()
+                .map(|t| t.iter().filter_map(|x| x["name"].as_str().map(str::to_owned)).collect())
+                .unwrap_or_default()
+        };
+        let (r, w) = (names(&list_reader), names(&list_writer));
+        let verdict = if r.contains(&"conformance_echo".to_owned())
+            && !r.contains(&"conformance_write".to_owned())
+            && w.contains(&"conformance_write".to_owned())
+        {
+            Ok(format!("reader sees {r:?}; writer sees {w:?}"))
+        } else {
+            Err(format!("reader sees {r:?}; writer sees {w:?}"))
+        };
+        self.record(
+            "tools.list-filtered",
+            "tools",
+            "tools/list shows a caller only the tools it may call",
+            verdict,
+            vec![list_reader, list_writer],
+        );
+
+        let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "conformance_echo", "arguments": {"message": "hello"}}}).to_string();
+        let headers = [("x-user-id", "forged-user"), ("x-request-id", "conformance-req-1")];
+        let e = self.post("tools/call conformance_echo, sending a forged X-User-Id and X-Request-Id", Some(&reader), body, &headers).await;
+        let s = &e.json["result"]["structuredContent"];
+        let verdict = if e.json["result"]["isError"] != false {
+            Err("the call did not succeed".into())
+        } else if s["body"]["message"] != "hello" {
+            Err("the arguments did not reach the backend".into())
+        } else {
+            Ok("the backend answered with the arguments".into())
+        };
+        self.record("tools.call", "tools", "tools/call reaches the backend with the arguments", verdict, vec![e.clone()]);
+        let verdict = if s["x_user_id"] != "conformance-user" || s["x_user_id_count"] != 1 {
+            Err(format!("backend saw X-User-Id {} ({} values); expected the token's sub only", s["x_user_id"], s["x_user_id_count"]))
+        } else if s["authorization_present"] != false {
+            Err("the client's Authorization header reached the backend".into())
+        } else if s["x_request_id"] != "conformance-req-1" {
+            Err(format!("backend saw X-Request-Id {}, not the client's", s["x_request_id"]))
+        } else if !s["traceparent"].as_str().is_some_and(|t| t.starts_with("00-")) {
+            Err("no traceparent upstream".into())
+        } else {
+            Ok("X-User-Id = sub (forged copy dropped), X-Request-Id kept, traceparent set, no Authorization".into())
+        };
+        self.record(
+            "tools.identity-injection",
+            "tools",
+            "Identity injected, client copies and the token never reach the backend",
+            verdict,
+            vec![e],
+        );
+
+        let e = self
+            .rpc(
+                "tools/call of a tool that does not exist",
+                &reader,
+                "tools/call",
+                json!({"name": "no_such_tool_conformance", "arguments": {}}),
+            )
+            .await;
+        let verdict = if e.json["error"]["code"] == -32602 { Ok("-32602".into()) } else { Err(format!("error {}", e.json["error"])) };
+        self.record("tools.unknown", "tools", "Unknown tool is -32602", verdict, vec![e]);
+        let e = self
+            .rpc(
+                "tools/call with arguments the schema forbids",
+                &reader,
+                "tools/call",
+                json!({"name": "conformance_echo", "arguments": {"message": 7}}),
+            )
+            .await;
+        let verdict = if e.json["error"]["code"] == -32602 {
+            Ok("-32602 before any upstream call".into())
+        } else {
+            Err(format!("error {} / result {}", e.json["error"], e.json["result"]))
+        };
+        self.record("tools.invalid-arguments", "tools", "Arguments are validated against the input schema (-32602)", verdict, vec![e]);
+    }
+
+    async fn jsonrpc(&mut self) {
+        let t = self.token(READ_SCOPE);
+        let cases: Vec<(&str, &str, String, i64)> = vec![
+            ("jsonrpc.parse-error", "a body that is not JSON", "{not json".into(), -32700),
+            (
+                "jsonrpc.batch",
+                "a batch (removed in 2025-06-18)",
+                json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"}]).to_string(),
+                -32600,
+            ),
+            ("jsonrpc.invalid-request", "jsonrpc is not \"2.0\"", json!({"jsonrpc": "1.0", "id": 1, "method": "ping"}).to_string(), -32600),
+            (
+                "jsonrpc.method-not-found",
+                "an unknown method",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "conformance/unknown"}).to_string(),
+                -32601,
+            ),
+            (
+                "jsonrpc.invalid-params",
+                "tools/call without a name",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {}}).to_string(),
+                -32602,
+            ),
+        ];
+        for (id, what, body, code) in cases {
+            let e = self.post(what, Some(&t), body, &[]).await;
+            let verdict = if e.json["error"]["code"] == code && e.json["jsonrpc"] == "2.0" {
+                Ok(format!("{code}, HTTP {}", e.status))
+            } else {
+                Err(format!("HTTP {}, body {}", e.status, e.body))
+            };
+            self.record(id, "jsonrpc", what, verdict, vec![e]);
+        }
+    }
+
+    async fn protocol(&mut self) {
+        let t = self.token(READ_SCOPE);
+        for v in ["2025-06-18", "2025-11-25"] {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": v, "capabilities": {}, "clientInfo": {"name": "warden-conformance", "version": "1"}}}).to_string();
+            let e = self.post(&format!("initialize with protocolVersion {v}"), Some(&t), body, &[("mcp-protocol-version", v)]).await;
+            let verdict =
+                if e.json["result"]["protocolVersion"] == v { Ok(format!("negotiated {v}")) } else { Err(format!("result {}", e.body)) };
+            self.record(&format!("protocol.initialize-{v}"), "protocol", &format!("initialize negotiates {v}"), verdict, vec![e]);
+        }
+        let meta = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "warden-conformance", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {},
+        });
+        let headers = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "server/discover")];
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta}}).to_string();
+        let e = self.post("server/discover as a 2026-07-28 client", Some(&t), body, &headers).await;
+        let versions = e.json["result"]["supportedVersions"].as_array().cloned().unwrap_or_default();
+        let verdict = if versions.iter().any(|v| v == "2026-07-28") {
+            Ok(format!("supportedVersions {}", Value::Array(versions)))
+        } else {
+            Err(format!("body {}", e.body))
+        };
+        self.record(
+            "protocol.discover-2026-07-28",
+            "protocol",
+            "server/discover lists 2026-07-28 (no initialize needed)",
+            verdict,
+            vec![e],
+        );
+        let headers = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list")];
+        let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": meta}}).to_string();
+        let e = self.post("tools/list as a 2026-07-28 client", Some(&t), body, &headers).await;
+        let verdict =
+            if e.json["result"]["tools"].is_array() { Ok("tools listed under 2026-07-28".into()) } else { Err(format!("body {}", e.body)) };
+        self.record("protocol.tools-2026-07-28", "protocol", "A 2026-07-28 client lists tools without initialize", verdict, vec![e]);
+        // A 2026-07-28 client that falls back to initialize is offered the newest revision that has it.
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2026-07-28", "capabilities": {}, "clientInfo": {"name": "warden-conformance", "version": "1"}}}).to_string();
+        let e = self
+            .post("initialize asking for 2026-07-28 (a client falling back)", Some(&t), body, &[("mcp-protocol-version", "2026-07-28")])
+            .await;
+        let got = e.json["result"]["protocolVersion"].as_str().unwrap_or_default().to_owned();
+        let verdict = if got == "2025-11-25" {
+            Ok("offered 2025-11-25, the newest revision with initialize".into())
+        } else {
+            Err(format!("protocolVersion {got:?}, body {}", e.body))
+        };
+        self.record(
+            "protocol.fallback-initialize",
+            "protocol",
+            "A 2026-07-28 client falling back to initialize gets 2025-11-25",
+            verdict,
+            vec![e],
+        );
+    }
+}
