@@ -191,6 +191,8 @@ impl Gateway {
 pub struct OriginGuard {
     hosts: Vec<String>,
     origins: Vec<String>,
+    /// Accept `http(s)://` loopback origins on any port.
+    loopback_origins: bool,
 }
 
 impl OriginGuard {
@@ -201,29 +203,40 @@ impl OriginGuard {
             Some(h) => h.iter().map(|h| h.to_ascii_lowercase()).collect(),
             None => vec![public_host, "localhost".into(), "127.0.0.1".into(), "::1".into()],
         };
-        let mut origins: Vec<String> = config.server.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect();
+        let configured = config.server.allowed_origins.as_ref();
+        let mut origins: Vec<String> = configured.into_iter().flatten().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect();
         origins.push(base.origin().ascii_serialization().to_ascii_lowercase());
-        Ok(Self { hosts, origins })
+        Ok(Self { hosts, origins, loopback_origins: configured.is_none() })
     }
 
     /// `Err(code)` when the request must be refused.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
         let host = headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).ok_or("host_not_allowed")?.to_ascii_lowercase();
-        let bare = match host.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or_default().to_owned(),
-            None => host.rsplit_once(':').map_or(host.clone(), |(h, _)| h.to_owned()),
-        };
-        if !self.hosts.iter().any(|h| *h == bare || *h == host) {
+        if !self.hosts.iter().any(|h| *h == host_only(&host) || *h == host) {
             return Err("host_not_allowed");
         }
         if let Some(origin) = headers.get(http::header::ORIGIN) {
             let origin = origin.to_str().map_err(|_| "origin_not_allowed")?.to_ascii_lowercase();
-            if !self.origins.contains(&origin) {
+            let loopback = self.loopback_origins && is_loopback_origin(&origin);
+            if !loopback && !self.origins.contains(&origin) {
                 return Err("origin_not_allowed");
             }
         }
         Ok(())
     }
+}
+
+/// `host[:port]` or `[v6][:port]` without the port.
+fn host_only(authority: &str) -> String {
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default().to_owned(),
+        None => authority.rsplit_once(':').map_or(authority.to_owned(), |(h, _)| h.to_owned()),
+    }
+}
+
+fn is_loopback_origin(origin: &str) -> bool {
+    let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else { return false };
+    matches!(host_only(rest).as_str(), "localhost" | "127.0.0.1" | "::1")
 }
 
 /// The HTTP application: metadata, health, and `/mcp` behind the gate.

@@ -10,6 +10,7 @@
 
 mod checks;
 mod fixtures;
+mod relay;
 mod report;
 
 use std::net::SocketAddr;
@@ -47,6 +48,20 @@ enum Command {
         /// Where report.json and report.md go. Default: --dir.
         #[arg(long)]
         report_dir: Option<PathBuf>,
+    },
+    /// Forward requests to --upstream adding a fresh bearer token from the suite's issuer (for
+    /// clients that cannot send one, such as the official MCP conformance suite).
+    Relay {
+        #[arg(long, default_value = "target/conformance")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// The MCP endpoint to forward to. Default: the one the generated config names.
+        #[arg(long)]
+        upstream: Option<String>,
+        /// Scopes the tokens carry.
+        #[arg(long, default_value = "conformance:read conformance:write")]
+        scope: String,
     },
 }
 
@@ -91,6 +106,14 @@ async fn dispatch(command: Command) -> Result<ExitCode, String> {
                 state.gateway_addr
             );
             println!("next: warden serve --config {}/warden.yaml   then: warden-conformance run --dir {}", dir.display(), dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Relay { dir, listen, upstream, scope } => {
+            let (state, key) = fixtures::load(&dir)?;
+            let key = Arc::new(key);
+            fixtures::serve(&state, Arc::clone(&key)).await?;
+            let upstream = upstream.unwrap_or_else(|| format!("http://{}/mcp", state.gateway_addr));
+            relay::serve(listen, upstream, state.issuer(), scope, key).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { dir, url, report_dir } => {

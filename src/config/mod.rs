@@ -85,11 +85,13 @@ pub struct ServerConfig {
     /// Default: the host of `public_url`, plus `localhost`, `127.0.0.1` and `::1`.
     #[serde(default)]
     pub allowed_hosts: Option<Vec<String>>,
-    /// Browser `Origin`s accepted on `/mcp`. A request carrying any other `Origin` is refused
-    /// with 403. Default: none (requests with an `Origin` header are refused; non-browser
-    /// clients send none).
+    /// Browser `Origin`s accepted on `/mcp`, besides `public_url`'s own origin, which is always
+    /// accepted. A request carrying any other `Origin` is refused with 403; requests without
+    /// one (non-browser clients) pass. Default: loopback origins on any port
+    /// (`http://localhost:*`, `http://127.0.0.1:*`, `http://[::1]:*` and their https forms),
+    /// which a DNS-rebinding page can never have. Setting the list replaces the default.
     #[serde(default)]
-    pub allowed_origins: Vec<String>,
+    pub allowed_origins: Option<Vec<String>>,
     /// Largest accepted request body. Default: 1 MiB.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,

@@ -41,7 +41,7 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             return Err(ConfigError::new("server.max_body_bytes", "must be greater than 0"));
         }
-        for (i, origin) in self.server.allowed_origins.iter().enumerate() {
+        for (i, origin) in self.server.allowed_origins.iter().flatten().enumerate() {
             if !(origin == "null" || origin.starts_with("http://") || origin.starts_with("https://")) {
                 return Err(ConfigError::new(format!("server.allowed_origins[{i}]"), "must start with http:// or https://"));
             }

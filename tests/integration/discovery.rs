@@ -119,9 +119,16 @@ async fn foreign_host_and_origin_are_refused() {
     assert_eq!((r.status.as_u16(), r.body["error"].as_str()), (403, Some("host_not_allowed")));
     let r = gw.post_raw(Some(&token), ping.clone(), &[("origin", "https://evil.example")]).await;
     assert_eq!((r.status.as_u16(), r.body["error"].as_str()), (403, Some("origin_not_allowed")));
-    // The gateway's own origin is fine, and so is no Origin at all.
+    // The gateway's own origin is fine, loopback origins are by default (a rebinding page never
+    // has one), and so is no Origin at all.
     let r = gw.post_raw(Some(&token), ping.clone(), &[("origin", gw.url.as_str())]).await;
     assert_eq!(r.status, 200);
+    for origin in ["http://localhost:6274", "http://127.0.0.1:3000", "https://[::1]:8443"] {
+        assert_eq!(gw.post_raw(Some(&token), ping.clone(), &[("origin", origin)]).await.status, 200, "{origin}");
+    }
+    for origin in ["http://localhost.evil.example", "http://127.0.0.1.evil.example:80", "null"] {
+        assert_eq!(gw.post_raw(Some(&token), ping.clone(), &[("origin", origin)]).await.status, 403, "{origin}");
+    }
     assert!(upstream.requests().is_empty());
 }
 
@@ -136,4 +143,15 @@ async fn a_public_hostname_can_be_allowed() {
     assert_eq!(gw.post_raw(Some(&token), ping.clone(), &[("host", "mcp.example.com:443")]).await.status, 200);
     assert_eq!(gw.post_raw(Some(&token), ping.clone(), &[("host", "other.example.com")]).await.status, 403);
     assert_eq!(gw.post_raw(Some(&token), ping, &[]).await.status, 403, "loopback host is not in the replaced list");
+}
+
+#[tokio::test]
+async fn configured_origins_replace_the_loopback_default() {
+    let issuer = TestIssuer::start().await;
+    let gw = crate::common::gateway_with(&[&issuer], "  []", "", "  allowed_origins: [\"https://app.example.com\"]\n").await;
+    let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
+    assert_eq!(gw.post_raw(Some(&token), ping.clone(), &[("origin", "https://app.example.com")]).await.status, 200);
+    assert_eq!(gw.post_raw(Some(&token), ping.clone(), &[("origin", gw.url.as_str())]).await.status, 200);
+    assert_eq!(gw.post_raw(Some(&token), ping, &[("origin", "http://localhost:6274")]).await.status, 403);
 }
