@@ -106,6 +106,36 @@ tools:
     http:
       method: POST
       url: {echo}/echo
+  # The tools the official MCP conformance suite's tool scenarios call.
+  - name: test_simple_text
+    description: Returns a simple text response.
+    scopes: [{READ_SCOPE}]
+    http:
+      url: {echo}/text
+  - name: test_error_handling
+    description: Always fails, with a message.
+    scopes: [{READ_SCOPE}]
+    http:
+      url: {echo}/error
+  - name: json_schema_2020_12_tool
+    description: Tool with JSON Schema 2020-12 features
+    scopes: [{READ_SCOPE}]
+    input_schema:
+      $schema: https://json-schema.org/draft/2020-12/schema
+      type: object
+      $defs:
+        address:
+          type: object
+          properties:
+            street: {{type: string}}
+            city: {{type: string}}
+      properties:
+        name: {{type: string}}
+        address: {{$ref: \"#/$defs/address\"}}
+      additionalProperties: false
+    http:
+      method: POST
+      url: {echo}/echo
 ",
         gw = state.gateway_addr,
         issuer = state.issuer(),
@@ -122,7 +152,13 @@ pub async fn serve(state: &State, key: Arc<SigningKey>) -> Result<(), String> {
     let issuer_app = Router::new()
         .route("/jwks", get(move || async move { axum::Json(jwks) }))
         .route("/.well-known/oauth-authorization-server", get(move || async move { axum::Json(metadata) }));
-    let echo_app = Router::new().route("/echo", axum::routing::post(echo));
+    let echo_app = Router::new()
+        .route("/echo", axum::routing::post(echo))
+        .route("/text", get(|| async { "This is a simple text response for testing." }))
+        .route(
+            "/error",
+            get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "This tool intentionally returns an error for testing") }),
+        );
     for (addr, app) in [(state.issuer_addr, issuer_app), (state.echo_addr, echo_app)] {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         tokio::spawn(async move { axum::serve(listener, app).await });
