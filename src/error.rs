@@ -105,17 +105,17 @@ impl GatewayError {
         }
     }
 
-    /// The response. `all_scopes` goes in a 401 challenge (what a fresh token should ask for);
-    /// `jsonrpc_id` echoes the request's id where one was read.
-    pub fn into_response(self, meta: &ResourceMetadata, all_scopes: &[String], jsonrpc_id: Option<Value>) -> Response {
+    /// The response. A 401 challenge names `meta.challenge_scopes` (what a fresh token should ask
+    /// for); `jsonrpc_id` echoes the request's id where one was read.
+    pub fn into_response(self, meta: &ResourceMetadata, jsonrpc_id: Option<Value>) -> Response {
         let status = self.status();
         let (challenge, body) = match &self {
             Self::Unauthorized(AuthError::Missing) => (
-                Some(meta.unauthorized(None, all_scopes)),
+                Some(meta.unauthorized(None, &meta.challenge_scopes)),
                 json!({"error": "unauthorized", "error_description": "a bearer token is required"}),
             ),
             Self::Unauthorized(_) => (
-                Some(meta.unauthorized(Some("invalid_token"), all_scopes)),
+                Some(meta.unauthorized(Some("invalid_token"), &meta.challenge_scopes)),
                 json!({"error": "invalid_token", "error_description": "the access token is invalid"}),
             ),
             Self::Forbidden { denial: Denial::InsufficientScope { needed, .. }, .. } => (

@@ -117,7 +117,10 @@ impl Gateway {
         let tools = ToolRegistry::build(&config.tools, upstream.identity_headers(), config.upstream.default_timeout)?;
         let resource = config.server.resource();
         let authenticator = Authenticator::new(&config.identity, resource.clone(), control_plane_client()?)?;
-        let metadata = ResourceMetadata::new(&config.server.public_base(), resource, authenticator.issuer_ids(), tools.scopes());
+        let mut metadata = ResourceMetadata::new(&config.server.public_base(), resource, authenticator.issuer_ids(), tools.scopes());
+        if let Some(scopes) = &config.identity.challenge_scopes {
+            metadata.challenge_scopes = scopes.clone();
+        }
         let audit = AuditSink::open(&config.audit.output).map_err(|e| ConfigError::new("audit.output", format!("cannot open: {e}")))?;
         let origin_guard = OriginGuard::from_config(config)?;
         let policy_error = |e: PolicyError| ConfigError::new("policy.files", e.to_string());

@@ -80,6 +80,10 @@ enum Command {
         /// Where audit events go: stdout, stderr, off, or a file path.
         #[arg(long, default_value = "stdout")]
         audit: String,
+        /// Scopes a 401 challenge asks for (space-separated), so clients start with less and step
+        /// up when a tool needs more. Default: every scope the tools require.
+        #[arg(long)]
+        challenge_scopes: Option<String>,
     },
 }
 
@@ -116,8 +120,14 @@ fn main() -> ExitCode {
         eprintln!("error: cannot start the async runtime");
         return ExitCode::from(EXIT_RUNTIME);
     };
-    let command =
-        cli.command.unwrap_or(Command::Demo { port: 8080, idp_port: 9000, backend_port: 9100, auto_approve: None, audit: "stdout".into() });
+    let command = cli.command.unwrap_or(Command::Demo {
+        port: 8080,
+        idp_port: 9000,
+        backend_port: 9100,
+        auto_approve: None,
+        audit: "stdout".into(),
+        challenge_scopes: None,
+    });
     runtime.block_on(dispatch(command))
 }
 
@@ -177,9 +187,11 @@ async fn dispatch(command: Command) -> ExitCode {
         }
         Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir),
         Command::Policy(PolicyCommand::Explain { config, token, tool, args }) => policy_explain(&config, &token, &tool, args.as_deref()),
-        Command::Demo { port, idp_port, backend_port, auto_approve, audit } => {
+        Command::Demo { port, idp_port, backend_port, auto_approve, audit, challenge_scopes } => {
             let shutdown = CancellationToken::new();
-            let options = DemoOptions { gateway_port: port, idp_port, backend_port, auto_approve, audit, ..DemoOptions::default() };
+            let challenge_scopes = challenge_scopes.map(|s| s.split_whitespace().map(str::to_owned).collect());
+            let options =
+                DemoOptions { gateway_port: port, idp_port, backend_port, auto_approve, audit, challenge_scopes, ..DemoOptions::default() };
             let demo = match Demo::start(options, shutdown.clone()).await {
                 Ok(d) => d,
                 Err(e) => return fail(e.to_string()),

@@ -1,8 +1,10 @@
-//! Interop with MCP clients nobody here wrote: the official Python SDK completes the whole
-//! OAuth flow against Warden and the development authorization server, headless.
+//! Interop with MCP clients nobody here wrote: the official Python SDK (latest and last 1.x)
+//! and the official TypeScript client (`@modelcontextprotocol/sdk` 1.x and
+//! `@modelcontextprotocol/client` 2.x) complete the whole OAuth flow against Warden and the
+//! development authorization server, headless, including the 403 step-up.
 //!
-//! Needs a Python with the `mcp` package: `scripts/test` creates the virtualenv and runs these
-//! with `WARDEN_PYTHON` pointing at it (they are `#[ignore]`d in a plain `cargo test`).
+//! Needs the SDKs: `scripts/test` installs them and runs these with `WARDEN_PYTHON`,
+//! `WARDEN_PYTHON_1X` and `WARDEN_NODE_BIN` set (they are `#[ignore]`d in a plain `cargo test`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::process::Command;
@@ -96,4 +98,73 @@ async fn python_sdk_user_without_write_scope_sees_fewer_tools() {
     assert_eq!(report["result"]["structuredContent"]["user_id"], "bob");
     assert_eq!(demo.calendar.seen().last().unwrap().headers["x-user-id"], "bob");
     shutdown.cancel();
+}
+
+/// Runs the TypeScript client against a demo whose 401 challenge asks for calendar:read only, so
+/// creating an event needs a step-up to calendar:write.
+async fn ts_step_up(package: &str, keep_refresh_tokens: bool) -> Value {
+    let bin = std::env::var("WARDEN_NODE_BIN").expect("WARDEN_NODE_BIN must name the directory holding node: run scripts/test");
+    let modules = std::path::Path::new(&bin).parent().unwrap().to_owned();
+    let (demo, shutdown) = common::demo_with(Some("alice"), Some(vec!["calendar:read".into()])).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/ts_client.mjs");
+    let args = [
+        script.to_owned(),
+        "--url".into(),
+        demo.mcp_url.clone(),
+        "--tool".into(),
+        "create_event".into(),
+        "--args".into(),
+        json!({"title": "Step-up", "start": "2026-12-24T10:00:00Z"}).to_string(),
+        "--package".into(),
+        package.into(),
+        "--keep-refresh-tokens".into(),
+        if keep_refresh_tokens { "yes" } else { "no" }.into(),
+    ];
+    let node = format!("{bin}/node");
+    let output = tokio::task::spawn_blocking(move || Command::new(node).args(&args).env("WARDEN_NODE_MODULES", modules).output())
+        .await
+        .unwrap()
+        .expect("cannot run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "TypeScript client ({package}) failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    let seen = demo.calendar.seen();
+    let created = seen.iter().find(|s| s.path == "/events (POST)").expect("the event was never created");
+    assert_eq!(created.headers["x-user-id"], "alice");
+    shutdown.cancel();
+    report
+}
+
+fn assert_stepped_up(report: &Value) {
+    assert_eq!(report["stepped_up"], true, "{report}");
+    assert_eq!(report["result"]["isError"], false, "{report}");
+    assert_eq!(report["result"]["structuredContent"]["owner"], "alice");
+    // Signed in with read only, so create_event was not listed; the call got the 403 challenge.
+    assert_eq!(report["tools"], json!(["whoami", "list_events"]));
+    let flow = flow(report);
+    let challenge = flow.iter().position(|e| e == "POST /mcp 403").expect("no 403 step-up challenge");
+    let reauthorized = flow.iter().rposition(|e| e == "POST /token 200").unwrap();
+    assert!(reauthorized > challenge, "no token after the challenge: {flow:?}");
+    assert_eq!(flow.last().map(String::as_str), Some("POST /mcp 200"), "{flow:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs the TypeScript SDK: run scripts/test"]
+async fn typescript_sdk_1x_signs_in_and_steps_up() {
+    // typescript-sdk#2255: 1.x refreshes (which cannot widen scope) instead of re-authorizing
+    // when it holds a refresh token; a client that keeps none steps up.
+    let report = ts_step_up("sdk", false).await;
+    assert!(report["sdk_version"].as_str().unwrap().starts_with("1."), "{report}");
+    assert_stepped_up(&report);
+    assert_eq!(report["granted_scope"], "calendar:write");
+}
+
+#[tokio::test]
+#[ignore = "needs the TypeScript SDK: run scripts/test"]
+async fn typescript_client_2x_steps_up_keeping_earlier_scopes() {
+    let report = ts_step_up("client", true).await;
+    assert!(report["sdk_version"].as_str().unwrap().starts_with("2."), "{report}");
+    assert_stepped_up(&report);
+    // SEP-2350: the client asks for the union of what it had and what the challenge names.
+    assert_eq!(report["granted_scope"], "calendar:read calendar:write");
 }

@@ -105,6 +105,10 @@ pub struct IdentityConfig {
     /// Allowed clock skew for `exp` and `nbf`. Default: 60s. At most 300s.
     #[serde(default = "default_skew", with = "humantime_serde")]
     pub clock_skew: Duration,
+    /// The scopes a 401 challenge asks a client to request: least privilege, with more asked
+    /// for by a 403 step-up when a tool needs it. Default: every scope some tool requires.
+    #[serde(default)]
+    pub challenge_scopes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -50,6 +50,11 @@ impl Config {
         if self.identity.issuers.is_empty() {
             return Err(ConfigError::new("identity.issuers", "at least one trusted issuer is required"));
         }
+        for (i, s) in self.identity.challenge_scopes.iter().flatten().enumerate() {
+            if !crate::tools::valid_scope(s) {
+                return Err(ConfigError::new(format!("identity.challenge_scopes[{i}]"), "not a valid OAuth scope token"));
+            }
+        }
         if self.identity.clock_skew > Duration::from_secs(300) {
             return Err(ConfigError::new("identity.clock_skew", "must be at most 300s"));
         }

@@ -34,6 +34,8 @@ pub struct DemoOptions {
     pub auto_approve: Option<String>,
     /// Audit output for the gateway: `stdout`, `stderr`, `off` or a path.
     pub audit: String,
+    /// Overrides `identity.challenge_scopes` (least-privilege first tokens, then step-up).
+    pub challenge_scopes: Option<Vec<String>>,
 }
 
 impl Default for DemoOptions {
@@ -45,6 +47,7 @@ impl Default for DemoOptions {
             backend_port: 9100,
             auto_approve: None,
             audit: "stdout".into(),
+            challenge_scopes: None,
         }
     }
 }
@@ -100,6 +103,9 @@ impl Demo {
         ]);
         let mut config = crate::config::parse(DEMO_CONFIG, &env).map_err(|e| DemoError::Setup(format!("demo config: {e}")))?;
         config.audit.output = options.audit.clone();
+        if options.challenge_scopes.is_some() {
+            config.identity.challenge_scopes = options.challenge_scopes.clone();
+        }
         let resource = config.server.resource();
         let policies = PolicySource::Embedded(DEMO_POLICIES.iter().map(|(n, t)| ((*n).to_owned(), *t)).collect());
         let gateway = Gateway::build_with_policy(&config, policies).map_err(|e| DemoError::Setup(format!("demo config: {e}")))?;

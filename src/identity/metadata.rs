@@ -12,12 +12,14 @@ pub struct ResourceMetadata {
     pub metadata_url: String,
     pub authorization_servers: Vec<String>,
     pub scopes_supported: Vec<String>,
+    /// What a 401 challenge asks for.
+    pub challenge_scopes: Vec<String>,
 }
 
 impl ResourceMetadata {
     pub fn new(public_base: &str, resource: String, authorization_servers: Vec<String>, scopes_supported: Vec<String>) -> Self {
         let metadata_url = format!("{public_base}/.well-known/oauth-protected-resource/mcp");
-        Self { resource, metadata_url, authorization_servers, scopes_supported }
+        Self { resource, metadata_url, authorization_servers, challenge_scopes: scopes_supported.clone(), scopes_supported }
     }
 
     pub fn document(&self) -> Value {

@@ -91,7 +91,7 @@ pub async fn gate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) 
                     };
                     let error = GatewayError::Forbidden { denial, rule: decision.rule };
                     gw.audit.emit(AuditEvent { decision: "deny", reason: error.reason().into(), status: error.status().as_u16(), ..event });
-                    return error.into_response(&gw.metadata, &gw.metadata.scopes_supported, info.jsonrpc_id);
+                    return error.into_response(&gw.metadata, info.jsonrpc_id);
                 }
             }
         }
@@ -160,7 +160,7 @@ fn refuse(
         status: error.status().as_u16(),
         ..base_event(ctx, principal, jsonrpc_id.clone())
     });
-    error.into_response(&gw.metadata, &gw.metadata.scopes_supported, jsonrpc_id)
+    error.into_response(&gw.metadata, jsonrpc_id)
 }
 
 /// A POST must carry JSON and accept both JSON and SSE responses (Streamable HTTP).

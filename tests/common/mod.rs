@@ -292,6 +292,11 @@ impl TestGateway {
 /// The demo (dev authorization server, calendar backend, gateway) on free ports, auto-approving
 /// sign-ins as `auto_approve` when given. Cancel the token to stop it.
 pub async fn demo(auto_approve: Option<&str>) -> (Demo, CancellationToken) {
+    demo_with(auto_approve, None).await
+}
+
+/// As [`demo`], with the gateway's 401 challenge asking for `challenge_scopes`.
+pub async fn demo_with(auto_approve: Option<&str>, challenge_scopes: Option<Vec<String>>) -> (Demo, CancellationToken) {
     warden::install_crypto();
     let shutdown = CancellationToken::new();
     let options = DemoOptions {
@@ -300,6 +305,7 @@ pub async fn demo(auto_approve: Option<&str>) -> (Demo, CancellationToken) {
         backend_port: 0,
         auto_approve: auto_approve.map(str::to_owned),
         audit: "off".into(),
+        challenge_scopes,
         ..DemoOptions::default()
     };
     (Demo::start(options, shutdown.clone()).await.unwrap(), shutdown)
