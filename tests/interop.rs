@@ -168,3 +168,52 @@ async fn typescript_client_2x_steps_up_keeping_earlier_scopes() {
     // SEP-2350: the client asks for the union of what it had and what the challenge names.
     assert_eq!(report["granted_scope"], "calendar:read calendar:write");
 }
+
+/// Runs the MCP Inspector CLI; returns (success, stdout).
+async fn inspector(args: Vec<String>) -> (bool, String) {
+    let bin = std::env::var("WARDEN_NODE_BIN").expect("WARDEN_NODE_BIN must name the directory holding node: run scripts/test");
+    let catalog = tempfile::tempdir().unwrap();
+    let catalog_path = catalog.path().join("mcp.json");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(format!("{bin}/node"))
+            .arg(format!("{bin}/mcp-inspector"))
+            .arg("--cli")
+            .args(&args)
+            .env("MCP_CATALOG_PATH", catalog_path)
+            .stdin(std::process::Stdio::null())
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("cannot run the MCP Inspector");
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[tokio::test]
+#[ignore = "needs the MCP Inspector: run scripts/test"]
+async fn inspector_cli_lists_and_calls_tools_with_a_bearer_header() {
+    let (demo, shutdown) = demo(None).await;
+    let token = demo.idp.mint("alice", "inspector", &["calendar:read".into()], &demo.resource).unwrap();
+    let base = |method: &str| vec![demo.mcp_url.clone(), "--transport".into(), "http".into(), "--method".into(), method.into()];
+    let bearer = vec!["--header".to_owned(), format!("Authorization: Bearer {token}")];
+
+    let (ok, out) = inspector([base("tools/list"), bearer.clone()].concat()).await;
+    assert!(ok, "{out}");
+    let listed: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let names: Vec<&str> = listed["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["whoami", "list_events"], "a read-only token sees the read tools");
+
+    let call =
+        [base("tools/call"), vec!["--tool-name".into(), "list_events".into(), "--tool-arg".into(), "limit=5".into()], bearer].concat();
+    let (ok, out) = inspector(call).await;
+    assert!(ok, "{out}");
+    let result: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let events = result["structuredContent"]["events"].as_array().unwrap();
+    assert!(!events.is_empty() && events.iter().all(|e| e["owner"] == "alice"), "{result}");
+    assert_eq!(demo.calendar.seen().last().unwrap().headers["x-user-id"], "alice");
+
+    // Without the header the Inspector meets the 401 and, headless, cannot sign in.
+    let (ok, out) = inspector(base("tools/list")).await;
+    assert!(!ok || out.contains("auth_required"), "listed tools without a token: {out}");
+    shutdown.cancel();
+}
