@@ -217,3 +217,64 @@ async fn inspector_cli_lists_and_calls_tools_with_a_bearer_header() {
     assert!(!ok || out.contains("auth_required"), "listed tools without a token: {out}");
     shutdown.cancel();
 }
+
+/// Starts node-oidc-provider for `resource`; returns its issuer and the child to kill.
+fn start_oidc_provider(resource: &str, scopes: &str, user: &str) -> (String, std::process::Child) {
+    use std::io::BufRead;
+    let bin = std::env::var("WARDEN_NODE_BIN").expect("WARDEN_NODE_BIN must name the directory holding node: run scripts/test");
+    let modules = std::path::Path::new(&bin).parent().unwrap().to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/oidc_provider.mjs");
+    let mut child = Command::new(format!("{bin}/node"))
+        .args([script, "--port", &port.to_string(), "--resource", resource, "--scopes", scopes, "--user", user, "--roles", "analyst"])
+        .env("WARDEN_NODE_MODULES", modules)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cannot start oidc-provider");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("ready "));
+    let issuer = ready.expect("oidc-provider did not start").trim_start_matches("ready ").to_owned();
+    // Keep reading: a closed pipe would kill the provider at its next write.
+    std::thread::spawn(move || lines.for_each(drop));
+    (issuer, child)
+}
+
+#[tokio::test]
+#[ignore = "needs the Python SDK and oidc-provider: run scripts/test"]
+async fn python_sdk_signs_in_through_oidc_provider() {
+    warden::install_crypto();
+    let calendar = warden::demo::backend::Calendar::seeded();
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_url = format!("http://{}", backend.local_addr().unwrap());
+    let app = warden::demo::backend::router(calendar.clone());
+    tokio::spawn(async move { axum::serve(backend, app).await });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = format!("http://{}", listener.local_addr().unwrap());
+    let resource = format!("{gateway}/mcp");
+    let (issuer, mut provider) = start_oidc_provider(&resource, "calendar:read calendar:write", "alice");
+
+    let yaml = format!(
+        "server:\n  listen: {addr}\n  public_url: {gateway}\nidentity:\n  issuers:\n    - issuer: {issuer}\n      roles_claim: roles\nupstream:\n  allow_cidrs: [127.0.0.1/32]\naudit:\n  output: off\ntools:\n  - name: list_events\n    description: The caller's events.\n    scopes: [\"calendar:read\"]\n    http:\n      url: {backend_url}/events\n",
+        addr = listener.local_addr().unwrap()
+    );
+    let config = warden::config::parse(&yaml, &std::collections::HashMap::<String, String>::new()).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(warden::run(warden::Gateway::build(&config).unwrap(), listener, shutdown.clone().cancelled_owned()));
+
+    let (_, python) = pythons().remove(0);
+    let report = run_client(python, &resource, "list_events", json!({})).await;
+    let _ = provider.kill();
+    let flow = flow(&report);
+    assert_eq!(flow[0], "POST /mcp 401", "{flow:?}");
+    assert!(flow.iter().any(|e| e.starts_with("POST /reg 20")), "no dynamic registration at oidc-provider: {flow:?}");
+    assert!(flow.iter().any(|e| e == "POST /token 200"), "no token from oidc-provider: {flow:?}");
+    assert_eq!(report["tools"], json!(["list_events"]));
+    let events = report["result"]["structuredContent"]["events"].as_array().unwrap();
+    assert!(!events.is_empty() && events.iter().all(|e| e["owner"] == "alice"), "{report}");
+    let seen = calendar.seen();
+    let last = seen.last().unwrap();
+    assert_eq!(last.headers["x-user-id"], "alice");
+    assert_eq!(last.headers["x-user-roles"], "analyst", "roles from oidc-provider's token");
+    shutdown.cancel();
+}

@@ -59,20 +59,30 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 class Browser:
-    """Stands in for the user's browser: opens the authorization URL and reads the redirect."""
+    """Stands in for the user's browser: opens the authorization URL and follows redirects, with
+    cookies, through the authorization server's own pages until it is sent to the callback."""
 
     def __init__(self):
         self.params = None
 
     async def redirect(self, authorization_url: str) -> None:
-        opener = urllib.request.build_opener(NoRedirect)
-        try:
-            opener.open(authorization_url)
-            raise RuntimeError("authorization endpoint did not redirect")
-        except urllib.error.HTTPError as e:
-            if e.code not in (302, 303):
-                raise RuntimeError(f"authorization failed: HTTP {e.code}") from e
-            location = e.headers["Location"]
+        import http.cookiejar
+
+        opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        url = authorization_url
+        for _ in range(10):
+            try:
+                opener.open(url)
+                raise RuntimeError(f"{url} answered without redirecting")
+            except urllib.error.HTTPError as e:
+                if e.code not in (302, 303, 307):
+                    raise RuntimeError(f"authorization failed: HTTP {e.code} at {url}") from e
+                url = urllib.parse.urljoin(url, e.headers["Location"])
+            if url.startswith(REDIRECT_URI):
+                break
+        else:
+            raise RuntimeError("too many redirects during authorization")
+        location = url
         query = urllib.parse.parse_qs(urllib.parse.urlparse(location).query)
         if "error" in query:
             raise RuntimeError(f"authorization error: {query['error'][0]}")
