@@ -157,7 +157,7 @@ fn check_authorize(idp: &DevIdp, p: &AuthorizeParams) -> Result<String, Checked>
     let client_id = p.client_id.as_deref().ok_or_else(|| bad_page("client_id is required"))?;
     let client = lock(&idp.clients).get(client_id).cloned().ok_or_else(|| bad_page("unknown client_id"))?;
     let redirect_uri = match &p.redirect_uri {
-        Some(uri) if client.redirect_uris.contains(uri) => uri.clone(),
+        Some(uri) if client.redirect_uris.iter().any(|r| redirect_matches(r, uri)) => uri.clone(),
         Some(_) => return Err(bad_page("redirect_uri is not registered for this client")),
         None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
         None => return Err(bad_page("redirect_uri is required")),
@@ -176,6 +176,22 @@ fn check_authorize(idp: &DevIdp, p: &AuthorizeParams) -> Result<String, Checked>
         }
     }
     Ok(redirect_uri)
+}
+
+/// Exact match, except that a loopback `http` redirect matches on any port (RFC 8252 §7.3):
+/// native clients such as VS Code register `http://127.0.0.1/` and use whatever port is free.
+fn redirect_matches(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    let (Ok(a), Ok(b)) = (url::Url::parse(registered), url::Url::parse(requested)) else { return false };
+    let loopback = matches!(a.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
+    loopback
+        && a.scheme() == "http"
+        && b.scheme() == "http"
+        && a.host_str() == b.host_str()
+        && a.path() == b.path()
+        && a.query() == b.query()
 }
 
 fn redirect_with(redirect_uri: &str, pairs: &[(&str, &str)]) -> Response {

@@ -178,3 +178,33 @@ async fn the_consent_page_lists_users_and_approves() {
     assert!(location.starts_with("http://127.0.0.1:1/cb?code="), "{location}");
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn loopback_redirects_match_on_any_port() {
+    let (demo, shutdown) = demo(Some("alice")).await;
+    let http = no_redirects();
+    let reg = register(
+        &http,
+        &demo,
+        json!({"redirect_uris": ["http://127.0.0.1/", "https://vscode.dev/redirect"], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    let client_id = reg["client_id"].as_str().unwrap();
+    let challenge = "c".repeat(43);
+    let authorize = |redirect: &'static str| {
+        http.get(format!("{}/authorize", demo.issuer))
+            .query(&[
+                ("response_type", "code"),
+                ("client_id", client_id),
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "S256"),
+                ("redirect_uri", redirect),
+            ])
+            .send()
+    };
+    let r = authorize("http://127.0.0.1:51234/").await.unwrap();
+    assert!(r.headers()["location"].to_str().unwrap().starts_with("http://127.0.0.1:51234/?code="), "RFC 8252: any loopback port");
+    assert_eq!(authorize("http://127.0.0.1:51234/other").await.unwrap().status(), 400, "the path must match");
+    assert_eq!(authorize("https://vscode.dev:8443/redirect").await.unwrap().status(), 400, "only loopback http ignores the port");
+    shutdown.cancel();
+}
