@@ -65,7 +65,7 @@ async fn fails_against_a_server_that_checks_nothing() {
     let failed: Vec<&str> =
         r["checks"].as_array().unwrap().iter().filter(|c| c["passed"] == false).map(|c| c["id"].as_str().unwrap()).collect();
     for id in [
-        "challenge.401-no-token",
+        "challenge.401-no-token.2025-11-25",
         "token.expired",
         "token.alg-none",
         "token.hs256-public-key",

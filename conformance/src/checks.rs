@@ -206,26 +206,26 @@ impl Suite {
 
     async fn challenges(&mut self) {
         let meta = self.metadata_url();
-        let e = self.post("ping without a token", None, json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string(), &[]).await;
-        let c = e.www_authenticate.clone().unwrap_or_default();
-        let verdict = if e.status != 401 {
-            Err(format!("HTTP {}, expected 401", e.status))
-        } else if !c.starts_with("Bearer ") || !c.contains(&format!("resource_metadata=\"{meta}\"")) {
-            Err(format!("challenge {c:?} lacks resource_metadata=\"{meta}\""))
-        } else if c.contains("error=") {
-            Err("no token was presented, so the challenge must carry no error".into())
-        } else if !c.contains("scope=\"") {
-            Err("challenge carries no scope".into())
-        } else {
-            Ok(c.clone())
-        };
-        self.record(
-            "challenge.401-no-token",
-            "challenges",
-            "401 without a token: Bearer resource_metadata and scope, no error",
-            verdict,
-            vec![e],
-        );
+        // Every revision Warden claims: the same challenge, whatever the client speaks.
+        for rev in ["2025-06-18", "2025-11-25", "2026-07-28"] {
+            let headers = [("mcp-protocol-version", rev), ("mcp-method", "ping")];
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
+            let e = self.post(&format!("ping without a token, MCP-Protocol-Version {rev}"), None, body, &headers).await;
+            let c = e.www_authenticate.clone().unwrap_or_default();
+            let verdict = if e.status != 401 {
+                Err(format!("HTTP {}, expected 401", e.status))
+            } else if !c.starts_with("Bearer ") || !c.contains(&format!("resource_metadata=\"{meta}\"")) {
+                Err(format!("challenge {c:?} lacks resource_metadata=\"{meta}\""))
+            } else if c.contains("error=") {
+                Err("no token was presented, so the challenge must carry no error".into())
+            } else if !c.contains("scope=\"") {
+                Err("challenge carries no scope".into())
+            } else {
+                Ok(c.clone())
+            };
+            let title = format!("401 without a token ({rev}): Bearer resource_metadata and scope, no error");
+            self.record(&format!("challenge.401-no-token.{rev}"), "challenges", &title, verdict, vec![e]);
+        }
 
         let e = self
             .post("ping with a garbage token", Some("garbage"), json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string(), &[])
