@@ -114,7 +114,8 @@ impl Gateway {
     /// As [`Gateway::build`], with the policy from `source` instead of `config.policy.files`.
     pub fn build_with_policy(config: &Config, source: PolicySource) -> Result<Self, ConfigError> {
         let upstream = Upstream::new(&config.upstream, &config.identity_headers)?;
-        let tools = ToolRegistry::build(&config.tools, upstream.identity_headers(), config.upstream.default_timeout)?;
+        let credentials = crate::credentials::Credentials::build(&config.credentials, &config.base_dir, upstream.identity_headers())?;
+        let tools = ToolRegistry::build(&config.tools, upstream.identity_headers(), config.upstream.default_timeout, &credentials)?;
         let resource = config.server.resource();
         let authenticator = Authenticator::new(&config.identity, resource.clone(), control_plane_client()?)?;
         let mut metadata = ResourceMetadata::new(&config.server.public_base(), resource, authenticator.issuer_ids(), tools.scopes());

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod devidp;
 pub mod edge;

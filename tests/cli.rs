@@ -129,6 +129,7 @@ fn example_env() -> HashMap<String, String> {
         ("WARDEN_DEMO_ISSUER".into(), "http://127.0.0.1:9000".into()),
         ("WARDEN_DEMO_BACKEND".into(), "http://127.0.0.1:9100".into()),
         ("ENTRA_TENANT_ID".into(), "00000000-0000-0000-0000-000000000000".into()),
+        ("CRM_API_TOKEN".into(), "example-token".into()),
     ])
 }
 

@@ -21,3 +21,6 @@ mod demo;
 
 #[path = "integration/policy.rs"]
 mod policy;
+
+#[path = "integration/credentials.rs"]
+mod credentials;

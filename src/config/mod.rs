@@ -36,6 +36,9 @@ pub struct Config {
     /// Audit event sink.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Upstream credentials tools can reference by name.
+    #[serde(default)]
+    pub credentials: Vec<crate::credentials::CredentialConfig>,
     /// Policy files (deny-by-default rules over scopes, roles, claims and arguments).
     #[serde(default)]
     pub policy: PolicyConfig,
@@ -208,6 +211,9 @@ pub struct ToolConfig {
     /// Free-form facts conditions can read as `tool.metadata`. Default: none.
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// The upstream credential (from `credentials[]`) put on every call. Default: none.
+    #[serde(default)]
+    pub credential: Option<String>,
     pub http: HttpToolConfig,
 }
 

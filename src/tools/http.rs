@@ -3,6 +3,7 @@
 //! `isError: true`, reached within the tool's timeout.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -12,6 +13,7 @@ use serde_json::{Map, Value};
 use super::template::UrlTemplate;
 use crate::config::validate::RESERVED_UPSTREAM_HEADERS;
 use crate::config::{HttpToolConfig, RestArgs};
+use crate::credentials::Credential;
 use crate::identity::Principal;
 use crate::upstream::{CallContext, IdentityHeaders, Upstream, UpstreamError};
 
@@ -36,6 +38,8 @@ pub struct HttpTool {
     headers: Vec<(HeaderName, String)>,
     rest: RestArgs,
     pub timeout: Duration,
+    /// The upstream credential put on every call.
+    credential: Option<Arc<Credential>>,
 }
 
 /// What a call produced: the MCP result and the facts audit records.
@@ -49,7 +53,12 @@ pub struct ToolOutcome {
 }
 
 impl HttpTool {
-    pub fn compile(c: &HttpToolConfig, identity: &IdentityHeaders, default_timeout: Duration) -> Result<Self, FieldError> {
+    pub fn compile(
+        c: &HttpToolConfig,
+        identity: &IdentityHeaders,
+        default_timeout: Duration,
+        credential: Option<Arc<Credential>>,
+    ) -> Result<Self, FieldError> {
         let method = reqwest::Method::from_bytes(c.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| field_error("method", "not an HTTP method"))?;
         if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD") {
@@ -63,11 +72,19 @@ impl HttpTool {
             if RESERVED_UPSTREAM_HEADERS.contains(&parsed.as_str()) || identity.contains(&parsed) {
                 return Err(field_error(&at, "reserved header: credentials, identity and framing headers are set by Warden only"));
             }
+            if credential.as_ref().and_then(|c| c.header()) == Some(&parsed) {
+                return Err(field_error(&at, "this header carries the tool's credential"));
+            }
             headers.push((parsed, arg.clone()));
         }
         let query: Vec<(String, String)> = c.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         if query.iter().any(|(k, _)| k.is_empty()) {
             return Err(field_error("query", "parameter names must not be empty"));
+        }
+        if let Some(param) = credential.as_ref().and_then(|c| c.query_param())
+            && query.iter().any(|(k, _)| k == param)
+        {
+            return Err(field_error(&format!("query.{param}"), "this parameter carries the tool's credential"));
         }
         let rest = c.rest.unwrap_or(if matches!(method.as_str(), "GET" | "HEAD" | "DELETE") { RestArgs::Query } else { RestArgs::Json });
         if rest == RestArgs::Json && matches!(method.as_str(), "GET" | "HEAD") {
@@ -77,7 +94,7 @@ impl HttpTool {
         if timeout.is_zero() {
             return Err(field_error("timeout", "must be greater than 0"));
         }
-        Ok(Self { method, url, query, headers, rest, timeout })
+        Ok(Self { method, url, query, headers, rest, timeout, credential })
     }
 
     /// Arguments named by the path, `query` and `headers`.
@@ -92,7 +109,7 @@ impl HttpTool {
             Err(Built::Invalid(m)) => return outcome_error("invalid_arguments", None, m),
             Err(Built::Upstream(e)) => return upstream_failure(e, self.timeout),
         };
-        match upstream.send(request, principal, ctx, self.timeout).await {
+        match upstream.send(request, principal, ctx, self.timeout, self.credential.as_deref()).await {
             Ok((status, headers, body)) => map_response(status, &headers, &body),
             Err(e) => upstream_failure(e, self.timeout),
         }

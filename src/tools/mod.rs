@@ -20,6 +20,7 @@ pub use self::http::{HttpTool, ToolOutcome};
 pub use template::UrlTemplate;
 
 use crate::config::{ConfigError, ToolConfig};
+use crate::credentials::Credentials;
 use crate::upstream::IdentityHeaders;
 
 /// A tool, ready to list and call.
@@ -78,7 +79,12 @@ pub struct ToolRegistry {
 }
 
 impl ToolRegistry {
-    pub fn build(configs: &[ToolConfig], identity_headers: &IdentityHeaders, default_timeout: Duration) -> Result<Self, ConfigError> {
+    pub fn build(
+        configs: &[ToolConfig],
+        identity_headers: &IdentityHeaders,
+        default_timeout: Duration,
+        credentials: &Credentials,
+    ) -> Result<Self, ConfigError> {
         let mut registry = Self::default();
         for (i, c) in configs.iter().enumerate() {
             let at = |field: &str| format!("tools[{i}].{field}");
@@ -107,7 +113,15 @@ impl ToolRegistry {
             };
             let validator = jsonschema::validator_for(&c.input_schema)
                 .map_err(|e| ConfigError::new(at("input_schema"), format!("invalid JSON Schema: {e}")))?;
-            let http = HttpTool::compile(&c.http, identity_headers, default_timeout)
+            let credential = match &c.credential {
+                None => None,
+                Some(name) => Some(Arc::clone(
+                    credentials
+                        .get(name)
+                        .ok_or_else(|| ConfigError::new(at("credential"), format!("no credential named {name:?} in credentials[]")))?,
+                )),
+            };
+            let http = HttpTool::compile(&c.http, identity_headers, default_timeout, credential)
                 .map_err(|e| ConfigError::new(format!("tools[{i}].http.{}", e.path), e.message))?;
             let properties = schema.get("properties").and_then(Value::as_object);
             for name in http.argument_names() {

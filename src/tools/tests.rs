@@ -68,7 +68,8 @@ fn registry(tools_yaml: &str) -> Result<ToolRegistry, crate::config::ConfigError
     let text = format!("server: {{}}\nidentity:\n  issuers:\n    - issuer: https://i.example\ntools:\n{tools_yaml}");
     let config = crate::config::parse(&text, &std::collections::HashMap::new())?;
     let headers = crate::upstream::IdentityHeaders::from_config(&config.identity_headers)?;
-    ToolRegistry::build(&config.tools, &headers, std::time::Duration::from_secs(1))
+    let credentials = crate::credentials::Credentials::build(&config.credentials, &config.base_dir, &headers)?;
+    ToolRegistry::build(&config.tools, &headers, std::time::Duration::from_secs(1), &credentials)
 }
 
 #[test]
@@ -112,4 +113,36 @@ fn arguments_are_validated_with_a_located_reason() {
 fn remote_schema_references_are_not_fetched() {
     let yaml = "  - name: t\n    description: d\n    input_schema: {type: object, properties: {a: {$ref: \"http://169.254.169.254/schema.json\"}}}\n    http:\n      url: https://a.example/x\n";
     assert_eq!(registry(yaml).map(|_| ()).map_err(|e| e.path), Err("tools[0].input_schema".to_owned()));
+}
+
+#[test]
+fn a_tool_mapping_cannot_overwrite_its_credential() {
+    let creds = "credentials:\n  - {name: h, secret: s, placement: header, header: X-Api-Key}\n  - {name: q, secret: s, placement: query, query_param: key}\n";
+    let with = |tool: &str| format!("{creds}tools:\n{tool}");
+    let registry = |text: &str| {
+        let text = format!("server: {{}}\nidentity:\n  issuers:\n    - issuer: https://i.example\n{text}");
+        let config = crate::config::parse(&text, &std::collections::HashMap::new())?;
+        let headers = crate::upstream::IdentityHeaders::from_config(&config.identity_headers)?;
+        let credentials = crate::credentials::Credentials::build(&config.credentials, &config.base_dir, &headers)?;
+        ToolRegistry::build(&config.tools, &headers, std::time::Duration::from_secs(1), &credentials)
+    };
+    let schema = "input_schema: {type: object, properties: {k: {type: string}}}";
+    for (tool, path) in [
+        (
+            format!(
+                "  - {{name: t, description: d, credential: h, {schema}, http: {{url: 'https://a.example/x', headers: {{X-Api-Key: k}}}}}}\n"
+            ),
+            "tools[0].http.headers.X-Api-Key",
+        ),
+        (
+            format!("  - {{name: t, description: d, credential: q, {schema}, http: {{url: 'https://a.example/x', query: {{key: k}}}}}}\n"),
+            "tools[0].http.query.key",
+        ),
+        ("  - {name: t, description: d, credential: missing, http: {url: 'https://a.example/x'}}\n".to_owned(), "tools[0].credential"),
+    ] {
+        match registry(&with(&tool)) {
+            Ok(_) => panic!("accepted: {tool}"),
+            Err(e) => assert_eq!(e.path, path, "{e}"),
+        }
+    }
 }

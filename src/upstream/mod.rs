@@ -22,6 +22,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 pub use ssrf::{AddressPolicy, Blocked, is_internal};
 
 use crate::config::{ConfigError, IdentityHeadersConfig, UpstreamConfig};
+use crate::credentials::Credential;
 use crate::identity::Principal;
 
 const USER_AGENT: &str = concat!("warden/", env!("CARGO_PKG_VERSION"));
@@ -128,16 +129,23 @@ impl Upstream {
         Ok(self.client.request(method, url))
     }
 
-    /// Puts identity on the request and sends it: the only way a tool reaches a backend.
+    /// Puts identity and the tool's credential on the request and sends it: the only way a tool
+    /// reaches a backend.
     pub async fn send(
         &self,
         request: reqwest::RequestBuilder,
         principal: &Principal,
         ctx: &CallContext,
         timeout: Duration,
+        credential: Option<&Credential>,
     ) -> Result<(http::StatusCode, HeaderMap, Bytes), UpstreamError> {
         let mut request = request.timeout(timeout).build().map_err(|_| UpstreamError::Unreachable)?;
         inject_identity(request.headers_mut(), &self.headers, principal, ctx);
+        // The credential goes on last, after the client's `Authorization` is gone, so nothing
+        // of the client's can replace it or travel beside it.
+        if let Some(credential) = credential {
+            credential.apply(&mut request);
+        }
         let response =
             tokio::time::timeout(timeout, self.client.execute(request)).await.map_err(|_| UpstreamError::Timeout)?.map_err(classify)?;
         let status = response.status();
