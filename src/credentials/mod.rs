@@ -7,9 +7,11 @@
 //! [`Credential::apply`], called only from `upstream::Upstream::send`. Never logs, audits or
 //! returns a secret; header values are marked sensitive.
 //!
-//! OAuth connections (shared and per user), encrypted storage, refresh and key rotation belong
-//! to the vault and are not built yet.
+//! `envelope` is the encryption at rest the vault's storage will use (AES-256-GCM, key ring,
+//! rotation). OAuth connections (shared and per user), their storage and refresh are not built
+//! yet.
 
+pub mod envelope;
 mod secret;
 #[cfg(test)]
 mod tests;

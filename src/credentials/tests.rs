@@ -96,3 +96,91 @@ fn each_placement_puts_the_secret_in_its_place() {
     let pairs: Vec<(String, String)> = r.url().query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     assert_eq!(pairs, [("q".to_owned(), "1".to_owned()), ("api_key".to_owned(), "s3cr3t".to_owned())]);
 }
+
+mod envelope {
+    use proptest::prelude::*;
+
+    use crate::credentials::Secret;
+    use crate::credentials::envelope::{EnvelopeError, KeyRing};
+
+    fn ring(spec: &str) -> KeyRing {
+        KeyRing::parse(&Secret::new(spec)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn key() -> String {
+        KeyRing::generate_key().expose().to_owned()
+    }
+
+    #[test]
+    fn round_trip_binds_to_associated_data() {
+        let r = ring(&format!("k1:{}", key()));
+        let env = r.encrypt(b"gho_secret_token", b"connection:1:access_token").unwrap_or_else(|e| panic!("{e}"));
+        assert!(!env.contains("gho_secret_token"), "plaintext in the envelope");
+        let parsed: serde_json::Value = serde_json::from_str(&env).unwrap_or_default();
+        assert_eq!(parsed["kid"], "k1");
+        assert_eq!(r.decrypt(&env, b"connection:1:access_token"), Ok(b"gho_secret_token".to_vec()));
+        // Copied onto another record, it does not decrypt.
+        assert_eq!(r.decrypt(&env, b"connection:2:access_token"), Err(EnvelopeError::Undecryptable));
+        // Two encryptions of the same value differ (fresh nonces).
+        assert_ne!(env, r.encrypt(b"gho_secret_token", b"connection:1:access_token").unwrap_or_default());
+    }
+
+    #[test]
+    fn altered_envelopes_and_wrong_keys_fail() {
+        use base64::Engine;
+        let r = ring(&format!("k1:{}", key()));
+        let env = r.encrypt(b"value", b"aad").unwrap_or_default();
+        let mut parsed: serde_json::Value = serde_json::from_str(&env).unwrap_or_default();
+        let mut bytes = base64::engine::general_purpose::STANDARD.decode(parsed["d"].as_str().unwrap_or_default()).unwrap_or_default();
+        for i in [0, 12, bytes.len() - 1] {
+            bytes[i] ^= 1;
+            parsed["d"] = base64::engine::general_purpose::STANDARD.encode(&bytes).into();
+            assert_eq!(r.decrypt(&parsed.to_string(), b"aad"), Err(EnvelopeError::Undecryptable), "byte {i}");
+            bytes[i] ^= 1;
+        }
+        let other = ring(&format!("k1:{}", key()));
+        assert_eq!(other.decrypt(&env, b"aad"), Err(EnvelopeError::Undecryptable), "same kid, other key");
+        let unknown = ring(&format!("k9:{}", key()));
+        assert_eq!(unknown.decrypt(&env, b"aad"), Err(EnvelopeError::UnknownKey("k1".into())));
+        for bad in ["", "{}", "{\"kid\":\"k1\",\"d\":\"!!\"}", "{\"kid\":\"k1\",\"d\":\"AAAA\"}"] {
+            assert!(matches!(r.decrypt(bad, b"aad"), Err(EnvelopeError::Malformed | EnvelopeError::UnknownKey(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rotation_re_encrypts_and_old_keys_decrypt_until_removed() {
+        let (k1, k2) = (key(), key());
+        let old = ring(&format!("k1:{k1}"));
+        let env = old.encrypt(b"refresh-token", b"c:7").unwrap_or_default();
+        let rotated = ring(&format!("k2:{k2},k1:{k1}"));
+        assert_eq!(rotated.active_kid(), "k2");
+        assert_eq!(rotated.needs_rotation(&env), Ok(true));
+        assert_eq!(rotated.decrypt(&env, b"c:7"), Ok(b"refresh-token".to_vec()), "old keys still decrypt");
+        let renewed = rotated.reencrypt(&env, b"c:7").unwrap_or_default();
+        assert_eq!(rotated.needs_rotation(&renewed), Ok(false));
+        assert_eq!(rotated.reencrypt(&renewed, b"c:7").as_deref(), Ok(renewed.as_str()), "nothing to do twice");
+        let retired = ring(&format!("k2:{k2}"));
+        assert_eq!(retired.decrypt(&renewed, b"c:7"), Ok(b"refresh-token".to_vec()));
+        assert_eq!(retired.decrypt(&env, b"c:7"), Err(EnvelopeError::UnknownKey("k1".into())));
+    }
+
+    #[test]
+    fn bad_key_rings_are_refused_without_echoing_material() {
+        let k = key();
+        for spec in ["", "k1", "k1:not-base64!", "k1:AAAA", &format!("k1:{k},k1:{k}"), &format!("bad id:{k}")] {
+            let e = KeyRing::parse(&Secret::new(spec)).map(|_| ()).unwrap_err();
+            assert!(matches!(e, EnvelopeError::KeyRing(_)), "{spec}: {e}");
+            assert!(!e.to_string().contains(&k), "key material in an error");
+        }
+        assert!(!format!("{:?}", ring(&format!("k1:{k}"))).contains(&k), "key material in Debug");
+    }
+
+    proptest! {
+        #[test]
+        fn any_value_round_trips(value in prop::collection::vec(any::<u8>(), 0..512), aad in prop::collection::vec(any::<u8>(), 0..64)) {
+            let r = ring("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
+            let env = r.encrypt(&value, &aad).unwrap_or_default();
+            prop_assert_eq!(r.decrypt(&env, &aad), Ok(value));
+        }
+    }
+}
