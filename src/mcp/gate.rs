@@ -227,11 +227,10 @@ pub fn check_message(bytes: &[u8]) -> Result<Message, (Option<Value>, GatewayErr
         Some(Value::String(m)) if !m.is_empty() => Some(m.clone()),
         Some(_) => return fail(GatewayError::InvalidRequest("method must be a non-empty string")),
     };
-    let params = match obj.get("params") {
-        None => None,
-        Some(Value::Object(p)) => Some(p.clone()),
-        Some(_) => return fail(GatewayError::InvalidParams("params must be an object")),
-    };
+    if obj.get("params").is_some_and(|p| !p.is_object()) {
+        return fail(GatewayError::InvalidParams("params must be an object"));
+    }
+    let params = obj.get("params").and_then(Value::as_object);
     if method.is_none() {
         let is_response = id.is_some() && (obj.contains_key("result") ^ obj.contains_key("error"));
         if !is_response {
@@ -249,8 +248,16 @@ pub fn check_message(bytes: &[u8]) -> Result<Message, (Option<Value>, GatewayErr
             return fail(GatewayError::InvalidParams("tools/call arguments must be an object"));
         }
     }
-    if serde_json::from_value::<rmcp::model::ClientJsonRpcMessage>(value.clone()).is_err() {
+    // Checked by reference: the body is parsed once more here, but never copied.
+    if <rmcp::model::ClientJsonRpcMessage as serde::Deserialize>::deserialize(&value).is_err() {
         return fail(GatewayError::InvalidParams("params do not match the method"));
     }
+    let params = match value {
+        Value::Object(mut o) => match o.remove("params") {
+            Some(Value::Object(p)) => Some(p),
+            _ => None,
+        },
+        _ => None,
+    };
     Ok(Message { id, method, params })
 }
