@@ -114,6 +114,12 @@ impl Gateway {
     /// As [`Gateway::build`], with the policy from `source` instead of `config.policy.files`.
     pub fn build_with_policy(config: &Config, source: PolicySource) -> Result<Self, ConfigError> {
         let upstream = Upstream::new(&config.upstream, &config.identity_headers)?;
+        if let Some(vault) = &config.vault {
+            crate::credentials::envelope::KeyRing::parse(&vault.keys).map_err(|e| ConfigError::new("vault.keys", e.to_string()))?;
+            if !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| vault.database.starts_with(p)) {
+                return Err(ConfigError::new("vault.database", "use sqlite://PATH or postgres://…"));
+            }
+        }
         let credentials = crate::credentials::Credentials::build(&config.credentials, &config.base_dir, upstream.identity_headers())?;
         let tools = ToolRegistry::build(&config.tools, upstream.identity_headers(), config.upstream.default_timeout, &credentials)?;
         let resource = config.server.resource();

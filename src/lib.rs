@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod identity;
 pub mod mcp;
 pub mod policy;
+pub mod store;
 pub mod tools;
 pub mod upstream;
 

@@ -62,6 +62,9 @@ enum Command {
     /// Test and explain policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Manage the vault's encryption keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Run the demo: gateway, development authorization server and a calendar backend. The default
     /// when no command is given.
     Demo {
@@ -84,6 +87,22 @@ enum Command {
         /// up when a tool needs more. Default: every scope the tools require.
         #[arg(long)]
         challenge_scopes: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a new random key, to add to the key ring as `kid:KEY`.
+    Generate,
+    /// Re-encrypt every stored secret under the active key (the first in `vault.keys`), in
+    /// batches, while gateways keep serving. Run it after making a new key active; remove the old
+    /// key from the ring afterwards.
+    Rotate {
+        #[arg(long, short, env = "WARDEN_CONFIG")]
+        config: PathBuf,
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
     },
 }
 
@@ -185,6 +204,11 @@ async fn dispatch(command: Command) -> ExitCode {
                 Err(e) => fail(format!("server error: {e}")),
             }
         }
+        Command::Keys(KeysCommand::Generate) => {
+            println!("{}", warden::credentials::envelope::KeyRing::generate_key().expose());
+            ExitCode::SUCCESS
+        }
+        Command::Keys(KeysCommand::Rotate { config, batch }) => keys_rotate(&config, batch).await,
         Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir),
         Command::Policy(PolicyCommand::Explain { config, token, tool, args }) => policy_explain(&config, &token, &tool, args.as_deref()),
         Command::Demo { port, idp_port, backend_port, auto_approve, audit, challenge_scopes } => {
@@ -203,6 +227,32 @@ async fn dispatch(command: Command) -> ExitCode {
                 Err(e) => fail(format!("server error: {e}")),
             }
         }
+    }
+}
+
+async fn keys_rotate(path: &std::path::Path, batch: usize) -> ExitCode {
+    let config = match config::load_file(path, &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    let Some(vault) = config.vault else {
+        return config_error(format!("{}: no vault section", path.display()));
+    };
+    let keys = match warden::credentials::envelope::KeyRing::parse(&vault.keys) {
+        Ok(k) => Arc::new(k),
+        Err(e) => return config_error(format!("vault.keys: {e}")),
+    };
+    let active = keys.active_kid().to_owned();
+    let store = match warden::store::Store::open(&vault.database, keys).await {
+        Ok(s) => s,
+        Err(e) => return fail(format!("vault.database: {e}")),
+    };
+    match store.rotate_keys(batch).await {
+        Ok(r) => {
+            println!("{} rows, {} secrets re-encrypted under key {active}", r.rows, r.reencrypted);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("rotation stopped: {e}")),
     }
 }
 

@@ -241,3 +241,41 @@ fn policy_explain_prints_the_trace() {
     assert!(stdout.contains("p/admins (allow): not applicable, needs a role of admin"), "{stdout}");
     assert!(stdout.contains("decision: deny: admins only (by p/admins)"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_rotate_reencrypts_a_vault_under_the_new_key() {
+    use std::sync::Arc;
+    use warden::credentials::Secret;
+    use warden::credentials::envelope::KeyRing;
+    use warden::store::{ConnectionKey, Store, Tokens};
+
+    let out = warden().args(["keys", "generate"]).output().unwrap();
+    let k2 = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &k2).map(|b| b.len()).ok(), Some(32));
+    let k1 = KeyRing::generate_key().expose().to_owned();
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("vault.db").display());
+    let old = Store::open(&db, Arc::new(KeyRing::parse(&Secret::new(format!("k1:{k1}"))).unwrap())).await.unwrap();
+    let who = ConnectionKey { credential: "github".into(), issuer: String::new(), subject: String::new() };
+    let tokens = Tokens { access_token: Secret::new("gho_before_rotation"), refresh_token: None, expires_at: None, scope: None };
+    old.put_tokens(&who, &tokens).await.unwrap();
+
+    let path = write(dir.path(), &format!("{VALID}vault:\n  database: {db}\n  keys: ${{WARDEN_TEST_VAULT_KEYS}}\n"));
+    let rotate = |keys: String| {
+        let path = path.clone();
+        move || warden().args(["keys", "rotate", "--config"]).arg(&path).env("WARDEN_TEST_VAULT_KEYS", keys).output().unwrap()
+    };
+    let out = tokio::task::spawn_blocking(rotate(format!("k2:{k2},k1:{k1}"))).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.trim(), "1 rows, 1 secrets re-encrypted under key k2");
+    let new_only = Store::open(&db, Arc::new(KeyRing::parse(&Secret::new(format!("k2:{k2}"))).unwrap())).await.unwrap();
+    assert_eq!(new_only.get_tokens(&who).await.unwrap(), Some(tokens));
+
+    // A bad key ring is a configuration error naming vault.keys, never echoing the material.
+    let out = tokio::task::spawn_blocking(rotate("k2:not-a-key".into())).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("vault.keys") && !stderr.contains("not-a-key"), "{stderr}");
+}

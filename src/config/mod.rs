@@ -36,6 +36,9 @@ pub struct Config {
     /// Audit event sink.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Where the vault keeps connections and the keys that encrypt them.
+    #[serde(default)]
+    pub vault: Option<VaultConfig>,
     /// Upstream credentials tools can reference by name.
     #[serde(default)]
     pub credentials: Vec<crate::credentials::CredentialConfig>,
@@ -49,6 +52,17 @@ pub struct Config {
     /// directory; the working directory for config given as text).
     #[serde(skip)]
     pub base_dir: std::path::PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// `sqlite://PATH` (created if missing; relative to the working directory) or
+    /// `postgres://…` for several replicas.
+    pub database: String,
+    /// The key ring: `kid:base64key,…`, the first one active; usually `${WARDEN_VAULT_KEYS}`.
+    /// Generate a key with `warden keys generate`.
+    pub keys: crate::credentials::Secret,
 }
 
 #[derive(Debug, Clone, Deserialize)]

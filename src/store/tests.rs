@@ -1,0 +1,150 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::credentials::envelope::KeyRing;
+
+fn ring(spec: &str) -> Arc<KeyRing> {
+    Arc::new(KeyRing::parse(&Secret::new(spec)).unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn key(credential: &str, subject: &str) -> ConnectionKey {
+    ConnectionKey {
+        credential: credential.into(),
+        issuer: if subject.is_empty() { String::new() } else { "https://issuer.test".into() },
+        subject: subject.into(),
+    }
+}
+
+fn tokens(access: &str, refresh: Option<&str>) -> Tokens {
+    Tokens {
+        access_token: Secret::new(access),
+        refresh_token: refresh.map(Secret::new),
+        expires_at: Some(4_000_000_000),
+        scope: Some("repo".into()),
+    }
+}
+
+/// Everything the vault's storage promises, against one database. `raw` returns every byte the
+/// database holds (a file dump for SQLite, a text dump of the table for PostgreSQL).
+async fn exercise(url: &str, raw: impl Fn() -> String) {
+    let (k1, k2) = (KeyRing::generate_key(), KeyRing::generate_key());
+    let old = ring(&format!("k1:{}", k1.expose()));
+    let store = Store::open(url, Arc::clone(&old)).await.unwrap_or_else(|e| panic!("{e}"));
+
+    // Shared and per-user connections are separate rows; a put replaces.
+    store
+        .put_tokens(&key("github", ""), &tokens("gho_shared_token_111", Some("ghr_shared_refresh_111")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .put_tokens(&key("google", "alice"), &tokens("ya29_alice_token_222", Some("1//alice_refresh_222")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store.put_tokens(&key("google", "bob"), &tokens("ya29_bob_token_333", None)).await.unwrap_or_else(|e| panic!("{e}"));
+    store
+        .put_tokens(&key("google", "alice"), &tokens("ya29_alice_token_444", Some("1//alice_refresh_444")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store.get_tokens(&key("google", "alice")).await.ok().flatten(),
+        Some(tokens("ya29_alice_token_444", Some("1//alice_refresh_444")))
+    );
+    assert_eq!(store.get_tokens(&key("google", "bob")).await.ok().flatten(), Some(tokens("ya29_bob_token_333", None)));
+    assert_eq!(store.get_tokens(&key("google", "carol")).await.ok().flatten(), None);
+
+    // No plaintext token anywhere in the database.
+    let dump = raw();
+    for secret in [
+        "gho_shared_token_111",
+        "ghr_shared_refresh_111",
+        "ya29_alice_token_444",
+        "1//alice_refresh_444",
+        "ya29_bob_token_333",
+        "ya29_alice_token_222",
+    ] {
+        assert!(!dump.contains(secret), "{secret} is stored in plaintext");
+    }
+    assert!(dump.contains("\"kid\":\"k1\""), "envelopes are stored");
+
+    // An envelope copied onto another row does not decrypt there.
+    let alice: String = sqlx::query("SELECT access_token FROM connections WHERE subject = 'alice'")
+        .fetch_one(store.pool())
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or_default();
+    sqlx::query("UPDATE connections SET access_token = $1 WHERE subject = 'bob'")
+        .bind(&alice)
+        .execute(store.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(store.get_tokens(&key("google", "bob")).await, Err(StoreError::Envelope(EnvelopeError::Undecryptable))));
+    store.put_tokens(&key("google", "bob"), &tokens("ya29_bob_token_333", None)).await.unwrap_or_else(|e| panic!("{e}"));
+
+    // Rotation: a new active key, re-encryption in small batches while reads go on, then the
+    // old key can be removed.
+    for i in 0..7 {
+        store
+            .put_tokens(&key("slack", &format!("user{i}")), &tokens(&format!("xoxp_{i}"), Some(&format!("xoxe_{i}"))))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let both = ring(&format!("k2:{},k1:{}", k2.expose(), k1.expose()));
+    let rotating = Arc::new(Store::open(url, Arc::clone(&both)).await.unwrap_or_else(|e| panic!("{e}")));
+    let reader = {
+        let store = Arc::clone(&rotating);
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                for i in 0..7 {
+                    let t =
+                        store.get_tokens(&key("slack", &format!("user{i}"))).await.unwrap_or_else(|e| panic!("read during rotation: {e}"));
+                    assert_eq!(t.map(|t| t.access_token), Some(Secret::new(format!("xoxp_{i}"))));
+                }
+            }
+        })
+    };
+    let report = rotating.rotate_keys(3).await.unwrap_or_else(|e| panic!("{e}"));
+    reader.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.rows, 10);
+    assert_eq!(report.reencrypted, 19, "10 access tokens and 9 refresh tokens (github, alice, 7 slack users)");
+    assert_eq!(rotating.rotate_keys(3).await.map(|r| r.reencrypted).ok(), Some(0), "nothing left to do");
+    let new_only = Store::open(url, ring(&format!("k2:{}", k2.expose()))).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        new_only.get_tokens(&key("slack", "user3")).await.ok().flatten().map(|t| t.refresh_token),
+        Some(Some(Secret::new("xoxe_3")))
+    );
+    assert!(!raw().contains("\"kid\":\"k1\""), "an envelope under the old key survived rotation");
+}
+
+#[tokio::test]
+async fn sqlite_file_keeps_only_envelopes_and_rotates() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("vault.db");
+    let url = format!("sqlite://{}", path.display());
+    let dir_path = dir.path().to_owned();
+    exercise(&url, move || {
+        // Every file SQLite keeps (the database and its journal), as bytes.
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(&dir_path).into_iter().flatten().flatten() {
+            all.extend(std::fs::read(entry.path()).unwrap_or_default());
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: scripts/test starts one and sets WARDEN_POSTGRES_URL"]
+async fn postgres_keeps_only_envelopes_and_rotates() {
+    let url = std::env::var("WARDEN_POSTGRES_URL")
+        .unwrap_or_else(|_| panic!("WARDEN_POSTGRES_URL must name a PostgreSQL database: run scripts/test"));
+    let dump_url = url.clone();
+    exercise(&url, move || {
+        let out = std::process::Command::new("pg_dump")
+            .args(["--data-only", "--table=connections", &dump_url])
+            .output()
+            .unwrap_or_else(|e| panic!("pg_dump: {e}"));
+        assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await;
+}
