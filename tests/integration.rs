@@ -24,3 +24,6 @@ mod policy;
 
 #[path = "integration/credentials.rs"]
 mod credentials;
+
+#[path = "integration/oauth_client.rs"]
+mod oauth_client;

@@ -12,6 +12,7 @@
 //! yet.
 
 pub mod envelope;
+pub mod oauth;
 mod secret;
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,7 @@ use base64::Engine;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
+pub use oauth::{OAuthClientConfig, TokenError};
 pub use secret::Secret;
 
 use crate::config::ConfigError;
@@ -56,6 +58,10 @@ pub struct CredentialConfig {
     /// A file holding the secret (trailing newline removed), relative to the config file.
     #[serde(default)]
     pub secret_file: Option<String>,
+    /// Instead of a fixed secret, a token Warden obtains from an OAuth provider (shared
+    /// connection, client-credentials grant), placed as a bearer token.
+    #[serde(default)]
+    pub oauth: Option<OAuthClientConfig>,
     pub placement: PlacementKind,
     /// The header, with `placement: header`.
     #[serde(default)]
@@ -79,11 +85,18 @@ enum Placement {
     Basic { username: String },
 }
 
+/// Where the secret comes from.
+#[derive(Debug)]
+enum Source {
+    Static(Secret),
+    ClientCredentials(oauth::ClientCredentials),
+}
+
 /// A usable credential.
 #[derive(Debug)]
 pub struct Credential {
     pub name: String,
-    secret: Secret,
+    source: Source,
     placement: Placement,
 }
 
@@ -105,8 +118,23 @@ impl Credential {
         }
     }
 
-    /// Puts the secret on the request, replacing anything already there under the same name.
-    pub fn apply(&self, request: &mut reqwest::Request) {
+    /// Whether the secret is a token that can be refreshed (so an upstream 401 is worth one
+    /// forced refresh and one replay).
+    pub fn refreshable(&self) -> bool {
+        matches!(self.source, Source::ClientCredentials(_))
+    }
+
+    /// The secret to put on a request now, and for refreshable tokens their generation. With
+    /// `rejected`, the token of that generation was refused upstream: get a new one.
+    pub async fn resolve(&self, upstream: &crate::upstream::Upstream, rejected: Option<u64>) -> Result<(Secret, Option<u64>), TokenError> {
+        match &self.source {
+            Source::Static(s) => Ok((s.clone(), None)),
+            Source::ClientCredentials(c) => c.token(upstream, rejected).await.map(|(t, g)| (t, Some(g))),
+        }
+    }
+
+    /// Puts `secret` on the request, replacing anything already there under the same name.
+    pub fn apply(&self, request: &mut reqwest::Request, secret: &Secret) {
         let sensitive = |v: String| {
             let mut value = HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""));
             value.set_sensitive(true);
@@ -114,20 +142,20 @@ impl Credential {
         };
         match &self.placement {
             Placement::Bearer => {
-                request.headers_mut().insert(http::header::AUTHORIZATION, sensitive(format!("Bearer {}", self.secret.expose())));
+                request.headers_mut().insert(http::header::AUTHORIZATION, sensitive(format!("Bearer {}", secret.expose())));
             }
             Placement::Basic { username } => {
-                let pair = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", self.secret.expose()));
+                let pair = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", secret.expose()));
                 request.headers_mut().insert(http::header::AUTHORIZATION, sensitive(format!("Basic {pair}")));
             }
             Placement::Header { name, prefix } => {
-                request.headers_mut().insert(name.clone(), sensitive(format!("{prefix}{}", self.secret.expose())));
+                request.headers_mut().insert(name.clone(), sensitive(format!("{prefix}{}", secret.expose())));
             }
             Placement::Query { param } => {
                 let url = request.url_mut();
                 let kept: Vec<(String, String)> =
                     url.query_pairs().filter(|(k, _)| k != param).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-                url.query_pairs_mut().clear().extend_pairs(kept).append_pair(param, self.secret.expose());
+                url.query_pairs_mut().clear().extend_pairs(kept).append_pair(param, secret.expose());
             }
         }
     }
@@ -150,15 +178,28 @@ impl Credentials {
             if by_name.contains_key(&c.name) {
                 return Err(ConfigError::new(at("name"), format!("duplicate credential {:?}", c.name)));
             }
-            let secret = match (&c.secret, &c.secret_file) {
-                (Some(s), None) => s.clone(),
-                (None, Some(file)) => {
+            let secret = match (&c.secret, &c.secret_file, &c.oauth) {
+                (Some(s), None, None) => s.clone(),
+                (None, Some(file), None) => {
                     let path = base_dir.join(file);
                     let text = std::fs::read_to_string(&path)
                         .map_err(|e| ConfigError::new(at("secret_file"), format!("cannot read {}: {}", path.display(), e.kind())))?;
                     Secret::new(text.trim_end_matches(['\n', '\r']))
                 }
-                _ => return Err(ConfigError::new(at("secret"), "set exactly one of secret and secret_file")),
+                (None, None, Some(o)) => {
+                    if c.placement != PlacementKind::Bearer {
+                        return Err(ConfigError::new(at("placement"), "an oauth token is placed as bearer"));
+                    }
+                    if o.client_secret.expose().is_empty() {
+                        return Err(ConfigError::new(at("oauth.client_secret"), "is empty"));
+                    }
+                    let source = oauth::ClientCredentials::new(o.clone()).map_err(|m| ConfigError::new(at("oauth.token_url"), m))?;
+                    let credential =
+                        Credential { name: c.name.clone(), source: Source::ClientCredentials(source), placement: Placement::Bearer };
+                    by_name.insert(c.name.clone(), Arc::new(credential));
+                    continue;
+                }
+                _ => return Err(ConfigError::new(at("secret"), "set exactly one of secret, secret_file and oauth")),
             };
             if secret.expose().is_empty() {
                 return Err(ConfigError::new(at("secret"), "is empty"));
@@ -221,7 +262,7 @@ impl Credentials {
             if !value_ok {
                 return Err(ConfigError::new(at("secret"), "contains characters a header cannot carry"));
             }
-            by_name.insert(c.name.clone(), Arc::new(Credential { name: c.name.clone(), secret, placement }));
+            by_name.insert(c.name.clone(), Arc::new(Credential { name: c.name.clone(), source: Source::Static(secret), placement }));
         }
         Ok(Self { by_name })
     }

@@ -69,7 +69,7 @@ fn secret_files_are_read_without_the_trailing_newline() {
         .unwrap_or_else(|e| panic!("{e}"));
     let mut req =
         reqwest::Request::new(reqwest::Method::GET, url::Url::parse("https://api.example.com/x").unwrap_or_else(|e| panic!("{e}")));
-    creds.get("k").unwrap_or_else(|| unreachable!()).apply(&mut req);
+    creds.get("k").unwrap_or_else(|| unreachable!()).apply(&mut req, &Secret::new("s3cr3t"));
     assert_eq!(req.headers()["authorization"], "Bearer s3cr3t");
 }
 
@@ -77,7 +77,8 @@ fn applied(placement_yaml: &str, url: &str) -> reqwest::Request {
     let creds = build(&format!("credentials:\n  - {{name: k, secret: 's3cr3t', {placement_yaml}}}\n")).unwrap_or_else(|e| panic!("{e}"));
     let mut req = reqwest::Request::new(reqwest::Method::GET, url::Url::parse(url).unwrap_or_else(|e| panic!("{e}")));
     req.headers_mut().insert("authorization", HeaderValue::from_static("Bearer client-token"));
-    creds.get("k").unwrap_or_else(|| unreachable!()).apply(&mut req);
+    let credential = creds.get("k").unwrap_or_else(|| unreachable!());
+    credential.apply(&mut req, &Secret::new("s3cr3t"));
     req
 }
 

@@ -216,6 +216,9 @@ fn upstream_failure(e: UpstreamError, timeout: Duration) -> ToolOutcome {
             outcome_error("upstream_blocked", None, "upstream address not allowed by the gateway's SSRF guard".into())
         }
         UpstreamError::TooLarge => outcome_error("upstream_too_large", None, "upstream response too large".into()),
+        UpstreamError::Credential(e) => {
+            outcome_error(e.code(), None, format!("the gateway could not obtain its credential for this backend: {e}"))
+        }
     }
 }
 

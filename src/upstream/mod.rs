@@ -38,6 +38,8 @@ pub enum UpstreamError {
     Unreachable,
     #[error("response too large")]
     TooLarge,
+    #[error("upstream credential: {0}")]
+    Credential(crate::credentials::TokenError),
 }
 
 /// The shared upstream client, with the SSRF guard built in.
@@ -143,11 +145,24 @@ impl Upstream {
         inject_identity(request.headers_mut(), &self.headers, principal, ctx);
         // The credential goes on last, after the client's `Authorization` is gone, so nothing
         // of the client's can replace it or travel beside it.
+        let mut generation = None;
         if let Some(credential) = credential {
-            credential.apply(&mut request);
+            let (secret, g) = credential.resolve(self, None).await.map_err(UpstreamError::Credential)?;
+            credential.apply(&mut request, &secret);
+            generation = g;
         }
-        let response =
+        let replay = credential.filter(|c| c.refreshable()).and_then(|_| request.try_clone());
+        let mut response =
             tokio::time::timeout(timeout, self.client.execute(request)).await.map_err(|_| UpstreamError::Timeout)?.map_err(classify)?;
+        // A refreshable token the backend rejects: one forced refresh and one replay, never more.
+        if response.status() == http::StatusCode::UNAUTHORIZED
+            && let (Some(credential), Some(mut again)) = (credential, replay)
+        {
+            let (secret, _) = credential.resolve(self, generation).await.map_err(UpstreamError::Credential)?;
+            credential.apply(&mut again, &secret);
+            response =
+                tokio::time::timeout(timeout, self.client.execute(again)).await.map_err(|_| UpstreamError::Timeout)?.map_err(classify)?;
+        }
         let status = response.status();
         let headers = response.headers().clone();
         let body = tokio::time::timeout(timeout, read_limited(response, self.max_response_bytes))
