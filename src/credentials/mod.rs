@@ -1,15 +1,16 @@
 //! Credentials stage: the upstream credentials Warden holds and injects, so that neither the
 //! agent nor its token ever carries them.
 //!
-//! In: `credentials[]` from the config (a static secret from the environment or a file, and
-//! where it goes: bearer, a header with optional prefix, a query parameter, or basic auth).
+//! In: `credentials[]` from the config (a static secret from the environment or a file, or an
+//! OAuth client, and where it goes: bearer, a header with optional prefix, a query parameter,
+//! or basic auth).
 //! Out: [`Credential`]s that tools reference by name, applied to a request by
 //! [`Credential::apply`], called only from `upstream::Upstream::send`. Never logs, audits or
 //! returns a secret; header values are marked sensitive.
 //!
-//! `envelope` is the encryption at rest the vault's storage will use (AES-256-GCM, key ring,
-//! rotation). OAuth connections (shared and per user), their storage and refresh are not built
-//! yet.
+//! `oauth` obtains tokens for shared connections (client-credentials grant) with single-flight
+//! refresh; `envelope` is the encryption at rest of the vault's storage (`store`). Per-user
+//! connections (authorization code) are not built yet.
 
 pub mod envelope;
 pub mod oauth;
