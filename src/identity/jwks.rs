@@ -87,6 +87,11 @@ impl JwksCache {
         })
     }
 
+    /// Which fetch of the key set is in force; changes whenever a new set is stored.
+    pub fn generation(&self) -> u64 {
+        self.keys.load().generation
+    }
+
     /// The key for a token header, fetching or refreshing the set as needed.
     pub async fn key(self: &Arc<Self>, kid: Option<&str>, alg: Algorithm) -> Result<Arc<Key>, JwksError> {
         let set = self.keys.load_full();

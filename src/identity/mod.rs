@@ -22,6 +22,7 @@ use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
+use sha2::Digest;
 
 pub use jwks::{JwksCache, alg_name, metadata_urls};
 pub use presets::Preset;
@@ -90,11 +91,27 @@ struct TrustedIssuer {
     mapping: ClaimMapping,
 }
 
+/// How long a verified token is remembered at most (never past its `exp`).
+const CACHE_TTL: Duration = Duration::from_secs(30);
+/// Remembered tokens at most; the cache is emptied when full.
+const CACHE_ENTRIES: usize = 10_000;
+
 /// Verifies bearer tokens against the trusted issuers.
 pub struct Authenticator {
     issuers: HashMap<String, TrustedIssuer>,
     resource: String,
     skew: Duration,
+    /// Verified tokens by SHA-256 of the token (never the token itself): repeat calls skip the
+    /// signature check. Only successes are kept, for at most `CACHE_TTL`, never past `exp`, and
+    /// only while the issuer's key set is the one that verified them (a refetch that retires a
+    /// key retires the tokens it signed at once).
+    verified: std::sync::Mutex<HashMap<[u8; 32], Verified>>,
+}
+
+struct Verified {
+    principal: std::sync::Arc<Principal>,
+    until: tokio::time::Instant,
+    key_generation: u64,
 }
 
 impl Authenticator {
@@ -115,7 +132,7 @@ impl Authenticator {
             let mapping = c.preset.mapping(c.roles_claim.as_deref(), c.roles_claims.as_deref(), c.tenant_claim.as_deref());
             issuers.insert(c.issuer.clone(), TrustedIssuer { algorithms, jwks, mapping });
         }
-        Ok(Self { issuers, resource, skew: config.clock_skew })
+        Ok(Self { issuers, resource, skew: config.clock_skew, verified: std::sync::Mutex::default() })
     }
 
     /// The issuers' identifiers, for the Protected Resource Metadata.
@@ -126,14 +143,41 @@ impl Authenticator {
     }
 
     /// The `Authorization` header value to a principal.
-    pub async fn authenticate_header(&self, header: Option<&http::HeaderValue>) -> Result<Principal, AuthError> {
+    pub async fn authenticate_header(&self, header: Option<&http::HeaderValue>) -> Result<std::sync::Arc<Principal>, AuthError> {
         let header = header.ok_or(AuthError::Missing)?;
         let value = header.to_str().map_err(|_| AuthError::Malformed)?;
         let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AuthError::Missing);
         }
-        self.authenticate(token.trim()).await
+        let token = token.trim();
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = tokio::time::Instant::now();
+        let generation = |issuer: &str| self.issuers.get(issuer).map(|i| i.jwks.generation());
+        if let Some(hit) = self.cache().get(&digest)
+            && now < hit.until
+            && generation(&hit.principal.issuer) == Some(hit.key_generation)
+        {
+            return Ok(std::sync::Arc::clone(&hit.principal));
+        }
+        let principal = std::sync::Arc::new(self.authenticate(token).await?);
+        let exp = principal.claims.get("exp").and_then(Value::as_u64).unwrap_or_default();
+        let left = Duration::from_secs(exp.saturating_sub(unix_now()));
+        if let (false, Some(key_generation)) = (left.is_zero(), generation(&principal.issuer)) {
+            let mut cache = self.cache();
+            if cache.len() >= CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(
+                digest,
+                Verified { principal: std::sync::Arc::clone(&principal), until: now + left.min(CACHE_TTL), key_generation },
+            );
+        }
+        Ok(principal)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Verified>> {
+        self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Verifies one token.
@@ -203,6 +247,10 @@ impl Authenticator {
         let mapping = self.issuers.get(&issuer).map(|i| i.mapping.clone()).unwrap_or_else(|| Preset::Generic.mapping(None, None, None));
         Ok(mapping.principal(subject, issuer, claims))
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
 /// The `iss` of a token before verification: used only to choose which issuer's keys and

@@ -37,7 +37,7 @@ pub async fn gate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) 
         return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
     }
     let principal = match gw.authenticator.authenticate_header(request.headers().get(header::AUTHORIZATION)).await {
-        Ok(p) => Arc::new(p),
+        Ok(p) => p,
         Err(e) => return refuse(&gw, &ctx, None, None, GatewayError::Unauthorized(e)),
     };
     if request.method() != Method::POST {

@@ -174,14 +174,20 @@ async fn cached_keys_keep_working_while_the_issuer_is_down() {
     let issuer = TestIssuer::start().await;
     let upstream = Upstream::start().await;
     let gw = gateway(&issuer, &TOOLS.replace("UPSTREAM", &upstream.url), "upstream:\n  allow_cidrs: [127.0.0.1/32]").await;
-    let token = issuer.sign(&issuer.claims("alice", "files:read", &gw.mcp));
-    assert_eq!(gw.call(&token, "echo", json!({})).await.status, 200);
+    // Each call presents a new token (its own jti), so each is verified against the key set
+    // rather than answered from the verified-token cache.
+    let fresh = |n: u32| {
+        let mut c = issuer.claims("alice", "files:read", &gw.mcp);
+        c["jti"] = json!(format!("t{n}"));
+        issuer.sign(&c)
+    };
+    assert_eq!(gw.call(&fresh(0), "echo", json!({})).await.status, 200);
     issuer.down.store(true, Ordering::SeqCst);
     let hits = issuer.jwks_hits.load(Ordering::SeqCst);
     // Past the 1 s TTL of this config, a refresh is attempted and fails; the cached key serves.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    for _ in 0..3 {
-        assert_eq!(gw.call(&token, "echo", json!({})).await.status, 200);
+    for n in 1..4 {
+        assert_eq!(gw.call(&fresh(n), "echo", json!({})).await.status, 200);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(issuer.jwks_hits.load(Ordering::SeqCst) > hits, "no refresh was attempted after the TTL");
