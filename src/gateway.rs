@@ -286,9 +286,9 @@ async fn resource_metadata(State(gw): State<Arc<Gateway>>) -> Response {
 pub async fn run(gateway: Gateway, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     let cancel = CancellationToken::new();
     let gateway = Arc::new(gateway);
-    if gateway.reloads() {
-        tokio::spawn(watch_policy(Arc::clone(&gateway), cancel.clone()));
-    }
+    // Always: SIGHUP means "reload" to operators, and must never terminate the gateway, even when
+    // there is nothing to reload.
+    tokio::spawn(watch_policy(Arc::clone(&gateway), cancel.clone()));
     let app = router(gateway, cancel.clone());
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
@@ -316,7 +316,10 @@ async fn watch_policy(gateway: Arc<Gateway>, cancel: CancellationToken) {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick => {}
-            _ = hangup => tracing::info!("SIGHUP: reloading policy"),
+            _ = hangup => tracing::info!(policy_files = gateway.reloads(), "SIGHUP: reloading policy"),
+        }
+        if !gateway.reloads() {
+            continue;
         }
         let gw = Arc::clone(&gateway);
         // File reads and compilation are blocking work.

@@ -103,13 +103,17 @@ fn dev_idp_refuses_to_start_without_the_flag() {
 
 #[cfg(unix)]
 #[test]
-fn serve_drains_and_exits_0_on_sigterm() {
+fn serve_survives_sighup_and_exits_0_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), VALID);
     let bin = assert_cmd::cargo::cargo_bin("warden");
     let mut child = std::process::Command::new(bin).args(["serve", "--config"]).arg(&path).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert!(child.try_wait().unwrap().is_none(), "serve exited early");
+    // SIGHUP means reload, even with nothing to reload: never a shutdown.
+    std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP terminated serve");
     std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
