@@ -18,3 +18,8 @@ pub mod tools;
 pub mod upstream;
 
 pub use gateway::{Gateway, install_crypto, router, run};
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}

@@ -45,9 +45,7 @@ pub struct Suite {
     pub results: Vec<CheckResult>,
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
-}
+use warden::unix_now as now;
 
 impl Suite {
     pub fn new(url: &str, state: &State, key: Arc<SigningKey>) -> Result<Self, String> {

@@ -54,7 +54,6 @@ impl Default for DemoOptions {
 
 /// A running demo.
 pub struct Demo {
-    pub gateway_addr: SocketAddr,
     pub mcp_url: String,
     pub issuer: String,
     pub backend_url: String,
@@ -119,7 +118,7 @@ impl Demo {
             serve(backend_listener, backend::router(Arc::clone(&calendar)), shutdown.clone()),
             tokio::spawn(crate::gateway::run(gateway, gateway_listener, shutdown.cancelled_owned())),
         ];
-        Ok(Self { gateway_addr, mcp_url: resource.clone(), issuer, backend_url, idp, calendar, resource, tasks })
+        Ok(Self { mcp_url: resource.clone(), issuer, backend_url, idp, calendar, resource, tasks })
     }
 
     /// Waits for all servers to stop.

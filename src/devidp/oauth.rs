@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -38,10 +38,6 @@ pub fn router(idp: Arc<DevIdp>) -> Router {
 
 fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
 fn ct_eq(a: &str, b: &str) -> bool {
@@ -119,7 +115,7 @@ async fn register(State(idp): State<Arc<DevIdp>>, Json(body): Json<Value>) -> Re
     );
     let mut response = body.as_object().cloned().unwrap_or_default();
     response.insert("client_id".into(), json!(client_id));
-    response.insert("client_id_issued_at".into(), json!(now_secs()));
+    response.insert("client_id_issued_at".into(), json!(crate::unix_now()));
     response.insert("redirect_uris".into(), json!(redirect_uris));
     response.insert("token_endpoint_auth_method".into(), json!(auth_method));
     response.insert("grant_types".into(), json!(["authorization_code", "refresh_token"]));
@@ -401,7 +397,7 @@ impl DevIdp {
         scope: &[String],
         resource: Option<&str>,
     ) -> Result<String, super::KeyError> {
-        let now = now_secs();
+        let now = crate::unix_now();
         let mut claims = json!({
             "iss": self.config.issuer,
             "sub": user.id,

@@ -162,7 +162,7 @@ impl Authenticator {
         }
         let principal = std::sync::Arc::new(self.authenticate(token).await?);
         let exp = principal.claims.get("exp").and_then(Value::as_u64).unwrap_or_default();
-        let left = Duration::from_secs(exp.saturating_sub(unix_now()));
+        let left = Duration::from_secs(exp.saturating_sub(crate::unix_now()));
         if let (false, Some(key_generation)) = (left.is_zero(), generation(&principal.issuer)) {
             let mut cache = self.cache();
             if cache.len() >= CACHE_ENTRIES {
@@ -247,10 +247,6 @@ impl Authenticator {
         let mapping = self.issuers.get(&issuer).map(|i| i.mapping.clone()).unwrap_or_else(|| Preset::Generic.mapping(None, None, None));
         Ok(mapping.principal(subject, issuer, claims))
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
 /// The `iss` of a token before verification: used only to choose which issuer's keys and

@@ -117,7 +117,8 @@ pub struct CaseResult {
 /// Runs every fixture in `dir` against the policies in `dir`. Errors are load failures.
 pub fn run_dir(dir: &Path) -> Result<Vec<CaseResult>, String> {
     let files = expand_paths(Path::new(""), &[dir.display().to_string()]).map_err(|e| e.to_string())?;
-    let set = PolicySet::from_files(&files).map_err(|e| e.to_string())?;
+    // Loaded once up front so a broken policy fails the run before any case.
+    PolicySet::from_files(&files).map_err(|e| e.to_string())?;
     let mut fixtures: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -127,39 +128,19 @@ pub fn run_dir(dir: &Path) -> Result<Vec<CaseResult>, String> {
     if fixtures.is_empty() {
         return Err(format!("{}: no *.test.yaml fixtures", dir.display()));
     }
-    let rules = set.rules;
     let mut results = Vec::new();
     for path in fixtures {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{name}: {e}"))?;
         let doc: serde_norway::Value = serde_norway::from_str(&text).map_err(|e| format!("{name}: invalid YAML: {e}"))?;
         let file: FixtureFile = serde_path_to_error::deserialize(doc).map_err(|e| format!("{name}: {}: {}", e.path(), e.inner()))?;
-        // Each fixture file gets the same rules bound to its own tools.
-        let set = PolicySet { enabled: true, rules: Vec::new(), sources: Vec::new() };
-        let policy = bind_shared(set, &rules, &file.tools);
+        // Each fixture file gets the same policies, bound to its own tools.
+        let policy = PolicySet::from_files(&files).map_err(|e| e.to_string())?.bind(file.tools.iter().map(facts));
         for case in &file.cases {
             results.push(run_case(&name, &policy, &file.tools, case));
         }
     }
     Ok(results)
-}
-
-/// Binds `rules` (shared across fixture files) to the fixture's tools.
-fn bind_shared(mut set: PolicySet, rules: &[super::Rule], tools: &[FixtureTool]) -> Policy {
-    set.rules = rules
-        .iter()
-        .map(|r| super::Rule {
-            id: r.id.clone(),
-            description: r.description.clone(),
-            effect: r.effect,
-            targets: r.targets.clone(),
-            scopes: r.scopes.clone(),
-            roles: r.roles.clone(),
-            when: r.when.as_ref().and_then(|c| super::Condition::compile(&c.source).ok()),
-            reason: r.reason.clone(),
-        })
-        .collect();
-    set.bind(tools.iter().map(facts))
 }
 
 fn facts(t: &FixtureTool) -> ToolFacts<'_> {

@@ -137,8 +137,6 @@ pub struct Rule {
 pub struct PolicySet {
     pub enabled: bool,
     pub rules: Vec<Rule>,
-    /// Which files (or embedded sources) the rules came from.
-    pub sources: Vec<String>,
 }
 
 impl PolicySet {
@@ -155,7 +153,6 @@ impl PolicySet {
                 });
             }
             set.rules.extend(rules);
-            set.sources.push(name);
         }
         Ok(set)
     }
@@ -255,8 +252,9 @@ impl Policy {
         }
         let applicable = self.index.get(tool.name);
         let roots = applicable.map(|a| a.roots).unwrap_or_default();
-        let rules: Vec<&Rule> = applicable.map(|a| a.rules.iter().map(|&i| &self.set.rules[i]).collect()).unwrap_or_default();
-        if rules.is_empty() {
+        let indices: &[usize] = applicable.map_or(&[], |a| a.rules.as_slice());
+        let rules = || indices.iter().map(|&i| &self.set.rules[i]);
+        if indices.is_empty() {
             note("no rule targets this tool → default deny".into());
             return default_deny();
         }
@@ -276,7 +274,7 @@ impl Policy {
         };
 
         // Denies first: one that applies overrides every allow.
-        for rule in rules.iter().filter(|r| r.effect == Effect::Deny) {
+        for rule in rules().filter(|r| r.effect == Effect::Deny) {
             let gates = gates(rule, principal);
             if let Err(why) = &gates {
                 note(format!("{} (deny): not applicable, {why}", rule.id));
@@ -296,7 +294,7 @@ impl Policy {
         }
         let mut step_up: Option<(&Rule, Vec<String>)> = None;
         let mut last_refusal: Option<&Rule> = None;
-        for rule in rules.iter().filter(|r| r.effect == Effect::Allow) {
+        for rule in rules().filter(|r| r.effect == Effect::Allow) {
             let missing: Vec<String> = rule.scopes.iter().filter(|s| !principal.has_scope(s)).cloned().collect();
             let role_ok = rule.roles.is_empty() || rule.roles.iter().any(|r| principal.roles.contains(r));
             if !role_ok {

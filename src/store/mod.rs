@@ -69,10 +69,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
-}
-
 /// Associated data: an envelope only decrypts on the row and field it was written for.
 fn aad(id: &str, field: &str) -> Vec<u8> {
     format!("connection:{id}:{field}").into_bytes()
@@ -122,7 +118,7 @@ impl Store {
         .bind(refresh)
         .bind(tokens.expires_at)
         .bind(tokens.scope.clone())
-        .bind(now())
+        .bind(i64::try_from(crate::unix_now()).unwrap_or(i64::MAX))
         .execute(&self.pool)
         .await?;
         Ok(id)

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -29,9 +29,7 @@ pub fn serve(listener: TcpListener, app: Router) {
     tokio::spawn(async move { axum::serve(listener, app).await });
 }
 
-pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
+pub use warden::unix_now as now;
 
 /// A token issuer that serves its JWKS and metadata over HTTP.
 pub struct TestIssuer {
