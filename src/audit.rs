@@ -31,6 +31,9 @@ pub struct AuditEvent {
     pub method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
+    /// The upstream credential (connection) concerned, by name: never its secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
     /// `allow`, `deny` or `error`.
     pub decision: &'static str,
     /// A stable code: `ok`, `token_expired`, `insufficient_scope`, `upstream_timeout`, ...

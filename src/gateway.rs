@@ -31,7 +31,13 @@ pub struct Gateway {
     pub tools: ToolRegistry,
     pub upstream: Upstream,
     pub metadata: ResourceMetadata,
-    pub audit: AuditSink,
+    pub audit: Arc<AuditSink>,
+    /// Upstream credentials, by name.
+    pub credentials: Arc<crate::credentials::Credentials>,
+    /// The vault, when configured.
+    pub vault: Option<Arc<crate::credentials::Vault>>,
+    /// The admin API's credential; no admin API without one.
+    pub admin_token: Option<crate::credentials::Secret>,
     pub origin_guard: OriginGuard,
     pub max_body_bytes: usize,
     /// The policy in force; replaced whole on reload.
@@ -114,13 +120,33 @@ impl Gateway {
     /// As [`Gateway::build`], with the policy from `source` instead of `config.policy.files`.
     pub fn build_with_policy(config: &Config, source: PolicySource) -> Result<Self, ConfigError> {
         let upstream = Upstream::new(&config.upstream, &config.identity_headers)?;
-        if let Some(vault) = &config.vault {
-            crate::credentials::envelope::KeyRing::parse(&vault.keys).map_err(|e| ConfigError::new("vault.keys", e.to_string()))?;
-            if !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| vault.database.starts_with(p)) {
-                return Err(ConfigError::new("vault.database", "use sqlite://PATH or postgres://…"));
+        let audit =
+            Arc::new(AuditSink::open(&config.audit.output).map_err(|e| ConfigError::new("audit.output", format!("cannot open: {e}")))?);
+        let vault = match &config.vault {
+            Some(v) => {
+                let keys =
+                    crate::credentials::envelope::KeyRing::parse(&v.keys).map_err(|e| ConfigError::new("vault.keys", e.to_string()))?;
+                if !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| v.database.starts_with(p)) {
+                    return Err(ConfigError::new("vault.database", "use sqlite://PATH or postgres://…"));
+                }
+                let public_base = config.server.public_base();
+                Some(Arc::new(crate::credentials::Vault::new(v.database.clone(), Arc::new(keys), public_base, Arc::clone(&audit))))
             }
-        }
-        let credentials = crate::credentials::Credentials::build(&config.credentials, &config.base_dir, upstream.identity_headers())?;
+            None => None,
+        };
+        let admin_token = match &config.admin {
+            Some(a) if a.token.expose().len() < 32 => {
+                return Err(ConfigError::new("admin.token", "must be at least 32 characters (e.g. from `warden keys generate`)"));
+            }
+            Some(a) => Some(a.token.clone()),
+            None => None,
+        };
+        let credentials = Arc::new(crate::credentials::Credentials::build(
+            &config.credentials,
+            &config.base_dir,
+            upstream.identity_headers(),
+            vault.as_ref(),
+        )?);
         let tools = ToolRegistry::build(&config.tools, upstream.identity_headers(), config.upstream.default_timeout, &credentials)?;
         let resource = config.server.resource();
         let authenticator = Authenticator::new(&config.identity, resource.clone(), control_plane_client()?)?;
@@ -128,7 +154,6 @@ impl Gateway {
         if let Some(scopes) = &config.identity.challenge_scopes {
             metadata.challenge_scopes = scopes.clone();
         }
-        let audit = AuditSink::open(&config.audit.output).map_err(|e| ConfigError::new("audit.output", format!("cannot open: {e}")))?;
         let origin_guard = OriginGuard::from_config(config)?;
         let policy_error = |e: PolicyError| ConfigError::new("policy.files", e.to_string());
         let PolicyTexts { texts, fingerprint } = source.read().map_err(policy_error)?;
@@ -145,6 +170,9 @@ impl Gateway {
             upstream,
             metadata,
             audit,
+            credentials,
+            vault,
+            admin_token,
             origin_guard,
             max_body_bytes: config.server.max_body_bytes,
             policy: Arc::new(arc_swap::ArcSwap::from_pointee(policy)),
@@ -269,7 +297,10 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         .route("/.well-known/oauth-protected-resource/mcp", get(resource_metadata))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
-        .with_state(gateway)
+        .route("/oauth/connect/{link}", get(crate::credentials::connect::start))
+        .route("/oauth/callback", get(crate::credentials::connect::callback))
+        .with_state(Arc::clone(&gateway))
+        .merge(crate::admin::routes(gateway))
         .merge(mcp)
         .fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "not_found"}))) })
         .layer(axum::middleware::from_fn(crate::edge::layer))

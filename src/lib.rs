@@ -2,6 +2,7 @@
 //!
 //! One module per pipeline stage; `mcp` documents the order in which they run.
 
+pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod credentials;

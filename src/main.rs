@@ -65,6 +65,15 @@ enum Command {
     /// Manage the vault's encryption keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Upstream OAuth connections, through a running gateway's admin API. The admin token is
+    /// read from WARDEN_ADMIN_TOKEN (never from the command line, where other users could see it).
+    Connections {
+        /// The gateway's base URL.
+        #[arg(long, env = "WARDEN_GATEWAY_URL", default_value = "http://127.0.0.1:8080", global = true)]
+        gateway: String,
+        #[command(subcommand)]
+        command: ConnectionsCommand,
+    },
     /// Run the demo: gateway, development authorization server and a calendar backend. The default
     /// when no command is given.
     Demo {
@@ -104,6 +113,26 @@ enum KeysCommand {
         #[arg(long, default_value_t = 500)]
         batch: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum ConnectionsCommand {
+    /// Status of every connection (never a token).
+    List {
+        /// Only this credential's connections.
+        #[arg(long)]
+        credential: Option<String>,
+    },
+    /// Delete a connection: a shared one, or with --issuer and --subject one user's.
+    Disconnect {
+        credential: String,
+        #[arg(long, requires = "subject")]
+        issuer: Option<String>,
+        #[arg(long, requires = "issuer")]
+        subject: Option<String>,
+    },
+    /// Print a single-use link (valid 10 minutes) that makes or renews a shared connection.
+    ConnectLink { credential: String },
 }
 
 #[derive(Subcommand)]
@@ -164,6 +193,11 @@ async fn dispatch(command: Command) -> ExitCode {
                 Ok(v) => v,
                 Err(code) => return code,
             };
+            if let Some(vault) = &gateway.vault
+                && let Err(e) = vault.store().await
+            {
+                return fail(format!("vault.database: {e}"));
+            }
             let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
                 Ok(l) => l,
                 Err(e) => return fail(format!("cannot listen on {}: {e}", config.server.listen)),
@@ -209,6 +243,7 @@ async fn dispatch(command: Command) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Keys(KeysCommand::Rotate { config, batch }) => keys_rotate(&config, batch).await,
+        Command::Connections { gateway, command } => connections(&gateway, command).await,
         Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir),
         Command::Policy(PolicyCommand::Explain { config, token, tool, args }) => policy_explain(&config, &token, &tool, args.as_deref()),
         Command::Demo { port, idp_port, backend_port, auto_approve, audit, challenge_scopes } => {
@@ -254,6 +289,72 @@ async fn keys_rotate(path: &std::path::Path, batch: usize) -> ExitCode {
         }
         Err(e) => fail(format!("rotation stopped: {e}")),
     }
+}
+
+/// `warden connections`: one admin API call, its result printed.
+async fn connections(gateway: &str, command: ConnectionsCommand) -> ExitCode {
+    let Ok(token) = std::env::var("WARDEN_ADMIN_TOKEN") else {
+        eprintln!("error: set WARDEN_ADMIN_TOKEN to the gateway's admin.token");
+        return ExitCode::from(2);
+    };
+    let client = match warden::upstream::control_plane_client() {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let base = gateway.trim_end_matches('/');
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let request = match &command {
+        ConnectionsCommand::List { credential } => {
+            let query = credential.as_deref().map(|c| format!("?credential={}", enc(c))).unwrap_or_default();
+            client.get(format!("{base}/admin/v1/connections{query}"))
+        }
+        ConnectionsCommand::Disconnect { credential, issuer, subject } => {
+            let query = match (issuer, subject) {
+                (Some(i), Some(s)) => format!("?issuer={}&subject={}", enc(i), enc(s)),
+                _ => String::new(),
+            };
+            client.delete(format!("{base}/admin/v1/connections/{}{query}", enc(credential)))
+        }
+        ConnectionsCommand::ConnectLink { credential } => {
+            client.post(format!("{base}/admin/v1/connections/{}/connect-link", enc(credential)))
+        }
+    };
+    let response = match request.bearer_auth(token).send().await {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot reach the gateway at {base}: {e}")),
+    };
+    let status = response.status();
+    let body: serde_json::Value = match warden::upstream::read_limited(response, 4 * 1024 * 1024).await {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or(serde_json::Value::Null),
+        Err(e) => return fail(format!("reading the gateway's answer: {e}")),
+    };
+    if !status.is_success() {
+        return fail(format!("{status}: {}", body.get("message").and_then(|m| m.as_str()).unwrap_or("request failed")));
+    }
+    match command {
+        ConnectionsCommand::List { .. } => {
+            let rows = body.get("connections").and_then(|c| c.as_array()).cloned().unwrap_or_default();
+            println!("{:<20} {:<40} {:<10} {:<32} EXPIRES", "CREDENTIAL", "OWNER", "STATUS", "REASON");
+            for r in &rows {
+                let text = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+                let owner =
+                    if text("subject").is_empty() { "(shared)".to_owned() } else { format!("{} @ {}", text("subject"), text("issuer")) };
+                let expires = r
+                    .get("expires_at")
+                    .and_then(serde_json::Value::as_u64)
+                    .map(|t| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t)).to_string())
+                    .unwrap_or_else(|| "-".into());
+                println!("{:<20} {:<40} {:<10} {:<32} {expires}", text("credential"), owner, text("status"), text("status_reason"));
+            }
+            println!("{} connection(s)", rows.len());
+        }
+        ConnectionsCommand::Disconnect { credential, .. } => println!("disconnected {credential}"),
+        ConnectionsCommand::ConnectLink { .. } => {
+            println!("{}", body.get("url").and_then(|u| u.as_str()).unwrap_or_default());
+            eprintln!("single use, valid for 10 minutes: open it in a browser and sign in to the provider");
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn policy_test(dir: &std::path::Path) -> ExitCode {

@@ -27,3 +27,6 @@ mod credentials;
 
 #[path = "integration/oauth_client.rs"]
 mod oauth_client;
+
+#[path = "integration/vault.rs"]
+mod vault;

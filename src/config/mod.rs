@@ -39,6 +39,9 @@ pub struct Config {
     /// Where the vault keeps connections and the keys that encrypt them.
     #[serde(default)]
     pub vault: Option<VaultConfig>,
+    /// The admin API (connections: status, disconnect, shared connect links). Off without it.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
     /// Upstream credentials tools can reference by name.
     #[serde(default)]
     pub credentials: Vec<crate::credentials::CredentialConfig>,
@@ -63,6 +66,15 @@ pub struct VaultConfig {
     /// The key ring: `kid:base64key,…`, the first one active; usually `${WARDEN_VAULT_KEYS}`.
     /// Generate a key with `warden keys generate`.
     pub keys: crate::credentials::Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The bearer token the admin API and `warden connections` require: at least 32
+    /// characters, usually `${WARDEN_ADMIN_TOKEN}`. It is the admin API's own credential, never
+    /// an identity-provider token.
+    pub token: crate::credentials::Secret,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -8,15 +8,20 @@
 //! [`Credential::apply`], called only from `upstream::Upstream::send`. Never logs, audits or
 //! returns a secret; header values are marked sensitive.
 //!
-//! `oauth` obtains tokens for shared connections (client-credentials grant) with single-flight
-//! refresh; `envelope` is the encryption at rest of the vault's storage (`store`). Per-user
-//! connections (authorization code) are not built yet.
+//! `oauth` talks to token endpoints and obtains client-credentials tokens; `connection` holds
+//! authorization-code connections (shared or per user) in the vault and refreshes them;
+//! `connect` is the browser flow that makes them; `provider` has the presets; `envelope` is the
+//! encryption at rest of the vault's storage (`store`).
 
+pub mod connect;
+pub mod connection;
 pub mod envelope;
 pub mod oauth;
+pub mod provider;
 mod secret;
 #[cfg(test)]
 mod tests;
+pub mod vault;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,8 +31,10 @@ use base64::Engine;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
+pub use connection::{CredentialError, OAuthConnection};
 pub use oauth::{OAuthClientConfig, TokenError};
 pub use secret::Secret;
+pub use vault::Vault;
 
 use crate::config::ConfigError;
 use crate::config::validate::RESERVED_UPSTREAM_HEADERS;
@@ -59,8 +66,9 @@ pub struct CredentialConfig {
     /// A file holding the secret (trailing newline removed), relative to the config file.
     #[serde(default)]
     pub secret_file: Option<String>,
-    /// Instead of a fixed secret, a token Warden obtains from an OAuth provider (shared
-    /// connection, client-credentials grant), placed as a bearer token.
+    /// Instead of a fixed secret, an OAuth connection: a token Warden obtains itself
+    /// (client-credentials grant) or one a person grants (authorization code with PKCE, shared
+    /// or per user), placed as a bearer token.
     #[serde(default)]
     pub oauth: Option<OAuthClientConfig>,
     pub placement: PlacementKind,
@@ -91,6 +99,7 @@ enum Placement {
 enum Source {
     Static(Secret),
     ClientCredentials(oauth::ClientCredentials),
+    Connection(Arc<OAuthConnection>),
 }
 
 /// A usable credential.
@@ -122,15 +131,31 @@ impl Credential {
     /// Whether the secret is a token that can be refreshed (so an upstream 401 is worth one
     /// forced refresh and one replay).
     pub fn refreshable(&self) -> bool {
-        matches!(self.source, Source::ClientCredentials(_))
+        matches!(self.source, Source::ClientCredentials(_) | Source::Connection(_))
     }
 
-    /// The secret to put on a request now, and for refreshable tokens their generation. With
-    /// `rejected`, the token of that generation was refused upstream: get a new one.
-    pub async fn resolve(&self, upstream: &crate::upstream::Upstream, rejected: Option<u64>) -> Result<(Secret, Option<u64>), TokenError> {
+    /// The authorization-code connection behind this credential, if it is one.
+    pub fn connection(&self) -> Option<&Arc<OAuthConnection>> {
+        match &self.source {
+            Source::Connection(c) => Some(c),
+            Source::Static(_) | Source::ClientCredentials(_) => None,
+        }
+    }
+
+    /// The secret to put on `principal`'s request now, and for refreshable tokens their
+    /// generation. With `rejected`, the token of that generation was refused upstream: get a
+    /// new one.
+    pub async fn resolve(
+        &self,
+        upstream: &crate::upstream::Upstream,
+        principal: &crate::identity::Principal,
+        ctx: &crate::upstream::CallContext,
+        rejected: Option<u64>,
+    ) -> Result<(Secret, Option<u64>), CredentialError> {
         match &self.source {
             Source::Static(s) => Ok((s.clone(), None)),
-            Source::ClientCredentials(c) => c.token(upstream, rejected).await.map(|(t, g)| (t, Some(g))),
+            Source::ClientCredentials(c) => Ok(c.token(upstream, rejected).await.map(|(t, g)| (t, Some(g)))?),
+            Source::Connection(c) => c.token(upstream, principal, ctx, rejected).await.map(|(t, v)| (t, Some(v))),
         }
     }
 
@@ -169,7 +194,13 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    pub fn build(configs: &[CredentialConfig], base_dir: &Path, identity: &IdentityHeaders) -> Result<Self, ConfigError> {
+    /// Builds every credential; authorization-code connections need the `vault`.
+    pub fn build(
+        configs: &[CredentialConfig],
+        base_dir: &Path,
+        identity: &IdentityHeaders,
+        vault: Option<&Arc<Vault>>,
+    ) -> Result<Self, ConfigError> {
         let mut by_name = HashMap::new();
         for (i, c) in configs.iter().enumerate() {
             let at = |f: &str| format!("credentials[{i}].{f}");
@@ -191,12 +222,18 @@ impl Credentials {
                     if c.placement != PlacementKind::Bearer {
                         return Err(ConfigError::new(at("placement"), "an oauth token is placed as bearer"));
                     }
-                    if o.client_secret.expose().is_empty() {
-                        return Err(ConfigError::new(at("oauth.client_secret"), "is empty"));
+                    for (field, set) in [
+                        ("header", c.header.is_some()),
+                        ("prefix", c.prefix.is_some()),
+                        ("query_param", c.query_param.is_some()),
+                        ("username", c.username.is_some()),
+                    ] {
+                        if set {
+                            return Err(ConfigError::new(at(field), "an oauth token is placed as bearer"));
+                        }
                     }
-                    let source = oauth::ClientCredentials::new(o.clone()).map_err(|m| ConfigError::new(at("oauth.token_url"), m))?;
-                    let credential =
-                        Credential { name: c.name.clone(), source: Source::ClientCredentials(source), placement: Placement::Bearer };
+                    let source = oauth_source(&c.name, o, vault, &at)?;
+                    let credential = Credential { name: c.name.clone(), source, placement: Placement::Bearer };
                     by_name.insert(c.name.clone(), Arc::new(credential));
                     continue;
                 }
@@ -270,5 +307,143 @@ impl Credentials {
 
     pub fn get(&self, name: &str) -> Option<&Arc<Credential>> {
         self.by_name.get(name)
+    }
+
+    /// The authorization-code connection named `name`.
+    pub fn connection(&self, name: &str) -> Option<&Arc<OAuthConnection>> {
+        self.by_name.get(name).and_then(|c| c.connection())
+    }
+
+    /// Every authorization-code connection.
+    pub fn connections(&self) -> impl Iterator<Item = &Arc<OAuthConnection>> {
+        self.by_name.values().filter_map(|c| c.connection())
+    }
+}
+
+/// Parameters of the authorization request that Warden sets itself.
+const RESERVED_AUTHORIZE_PARAMS: &[&str] =
+    &["response_type", "client_id", "redirect_uri", "state", "code_challenge", "code_challenge_method", "scope"];
+
+/// The token source of an `oauth` block: presets applied, overrides taken, impossible
+/// combinations refused with their path.
+fn oauth_source(name: &str, o: &OAuthClientConfig, vault: Option<&Arc<Vault>>, at: &dyn Fn(&str) -> String) -> Result<Source, ConfigError> {
+    use connection::{ConnectionSettings, EndpointSource, Endpoints};
+    use oauth::{ClientIdentity, ConnectionMode, GrantKind};
+    use provider::Provider;
+
+    let err = |field: &str, message: &str| ConfigError::new(at(&format!("oauth.{field}")), message);
+    if o.client_id.is_empty() {
+        return Err(err("client_id", "is empty"));
+    }
+    if o.client_secret.expose().is_empty() {
+        return Err(err("client_secret", "is empty"));
+    }
+    if o.pkce.as_deref().is_some_and(|m| m != "S256") {
+        return Err(err("pkce", "only S256 is accepted: plain offers no protection against an intercepted code"));
+    }
+    if let Some(tenant) = &o.tenant {
+        if o.provider != Some(Provider::Microsoft) {
+            return Err(err("tenant", "is only used with provider: microsoft"));
+        }
+        if tenant.is_empty() || !tenant.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.')) {
+            return Err(err("tenant", "must be a tenant ID or domain (letters, digits, - .)"));
+        }
+    }
+    if o.provider.is_some() && o.issuer.is_some() {
+        return Err(err("issuer", "set provider or issuer, not both"));
+    }
+    let url = |field: &str, value: &str| -> Result<url::Url, ConfigError> {
+        let parsed = url::Url::parse(value).map_err(|_| err(field, "must be an absolute URL"))?;
+        if !matches!(parsed.scheme(), "https" | "http") || parsed.host().is_none() {
+            return Err(err(field, "must be an http(s) URL"));
+        }
+        Ok(parsed)
+    };
+    let preset = o.provider.map(|p| p.preset(o.tenant.as_deref()));
+    let authorize = match (&o.authorize_url, &preset) {
+        (Some(u), _) => Some(url("authorize_url", u)?),
+        (None, Some(p)) => Some(url("provider", &p.authorize_url)?),
+        (None, None) => None,
+    };
+    let token = match (&o.token_url, &preset) {
+        (Some(u), _) => Some(url("token_url", u)?),
+        (None, Some(p)) => Some(url("provider", &p.token_url)?),
+        (None, None) => None,
+    };
+    let issuer = o.issuer.as_deref().map(|i| url("issuer", i)).transpose()?;
+    let label = match (&o.provider, &issuer) {
+        (Some(p), _) => format!("{p:?}").to_lowercase(),
+        (None, Some(i)) => i.host_str().unwrap_or("provider").to_owned(),
+        (None, None) => token.as_ref().and_then(|t| t.host_str()).unwrap_or("provider").to_owned(),
+    };
+    let has_authorize = authorize.is_some();
+    let endpoints = match (issuer, token) {
+        (Some(issuer), token) => EndpointSource::Discover { issuer, authorize, token, found: tokio::sync::OnceCell::new() },
+        (None, Some(token)) => EndpointSource::Fixed(Endpoints { authorize, token }),
+        (None, None) => return Err(err("token_url", "needs a provider, an issuer or a token_url")),
+    };
+    let client = ClientIdentity {
+        client_id: o.client_id.clone(),
+        client_secret: o.client_secret.clone(),
+        auth: o.client_auth.or(preset.as_ref().map(|p| p.client_auth)).unwrap_or_default(),
+    };
+    let scopes =
+        o.scopes.clone().unwrap_or_else(|| preset.as_ref().map(|p| p.scopes.iter().map(|s| (*s).to_owned()).collect()).unwrap_or_default());
+    match o.grant {
+        GrantKind::ClientCredentials => {
+            if o.mode == Some(ConnectionMode::PerUser) {
+                return Err(err("mode", "client_credentials connections are shared: the gateway authenticates as itself"));
+            }
+            for (field, set) in [
+                ("authorize_url", o.authorize_url.is_some()),
+                ("authorize_params", !o.authorize_params.is_empty()),
+                ("pkce", o.pkce.is_some()),
+            ] {
+                if set {
+                    return Err(err(field, "is only used with grant: authorization_code"));
+                }
+            }
+            Ok(Source::ClientCredentials(oauth::ClientCredentials::new(client, scopes, endpoints, o.refresh_before)))
+        }
+        GrantKind::AuthorizationCode => {
+            let Some(vault) = vault else {
+                return Err(ConfigError::new(
+                    at("oauth.grant"),
+                    "authorization_code connections are stored in the vault: add a vault section",
+                ));
+            };
+            if !has_authorize && matches!(endpoints, EndpointSource::Fixed(_)) {
+                return Err(err(
+                    "authorize_url",
+                    "authorization_code needs an authorization endpoint: a provider, an issuer or authorize_url",
+                ));
+            }
+            if let Some(k) = o.authorize_params.keys().find(|k| RESERVED_AUTHORIZE_PARAMS.contains(&k.as_str())) {
+                return Err(err(&format!("authorize_params.{k}"), "is set by Warden"));
+            }
+            let mut authorize_params: Vec<(String, String)> = preset
+                .as_ref()
+                .map(|p| {
+                    p.authorize_params
+                        .iter()
+                        .filter(|(k, _)| !o.authorize_params.contains_key(*k))
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            authorize_params.extend(o.authorize_params.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let settings = ConnectionSettings {
+                name: name.to_owned(),
+                mode: o.mode.unwrap_or(ConnectionMode::PerUser),
+                label,
+                client,
+                scopes,
+                scope_separator: preset.as_ref().map_or(" ", |p| p.scope_separator),
+                authorize_params,
+                endpoints,
+                refresh_before: o.refresh_before,
+            };
+            Ok(Source::Connection(Arc::new(OAuthConnection::new(settings, Arc::clone(vault)))))
+        }
     }
 }

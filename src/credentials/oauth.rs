@@ -1,11 +1,15 @@
-//! OAuth tokens Warden obtains itself, for a shared connection: the client-credentials grant.
+//! OAuth clients of upstream providers: the `oauth` block of a credential, the one function that
+//! talks to a token endpoint ([`post_token`]), and the client-credentials grant for shared
+//! connections.
 //!
-//! The token is cached in memory and fetched again `refresh_before` its expiry. One fetch at a
-//! time (single flight): concurrent calls that find the token missing or expiring wait for the
-//! same fetch. Network errors and 5xx are retried with backoff; any other failure (4xx such as
-//! `invalid_client`, a malformed response) is permanent and reported, never retried in a loop.
-//! The token endpoint is reached through the upstream client, so the SSRF guard applies.
+//! Client credentials: the token is cached in memory and fetched again `refresh_before` its
+//! expiry. One fetch at a time (single flight): concurrent calls that find the token missing or
+//! expiring wait for the same fetch. Network errors and 5xx are retried with backoff; any other
+//! failure (4xx such as `invalid_client`, an OAuth `error` in a 200 as GitHub and Slack send, a
+//! malformed response) is permanent and reported, never retried in a loop. Token endpoints are
+//! reached through the upstream client, so the SSRF guard applies.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +18,8 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::Secret;
+use super::connection::EndpointSource;
+use super::provider::Provider;
 use crate::upstream::{Upstream, read_limited};
 
 const ATTEMPTS: u32 = 3;
@@ -24,20 +30,48 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthClientConfig {
-    /// Only `client_credentials` for now.
+    /// `authorization_code` (a person connects an account, with PKCE) or `client_credentials`
+    /// (the gateway authenticates as itself).
     pub grant: GrantKind,
-    /// The provider's token endpoint.
-    pub token_url: String,
+    /// With `authorization_code`: `shared` (an operator connects once, every permitted caller
+    /// uses it) or `per_user` (each caller connects their own account). Default: `per_user`.
+    /// `client_credentials` is always shared.
+    #[serde(default)]
+    pub mode: Option<ConnectionMode>,
+    /// A preset that fills the URLs, default scopes and client authentication.
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    /// The Entra ID tenant, with `provider: microsoft`. Default: `common`.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Any other provider: its issuer, whose endpoints are discovered (RFC 8414, then OpenID
+    /// Connect discovery) on first use.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// The provider's authorization endpoint (overrides the preset or discovery).
+    #[serde(default)]
+    pub authorize_url: Option<String>,
+    /// The provider's token endpoint (overrides the preset or discovery).
+    #[serde(default)]
+    pub token_url: Option<String>,
     pub client_id: String,
     /// Usually `${ENV_VAR}`.
     pub client_secret: Secret,
-    /// Scopes to request. Default: none (the provider's default).
+    /// Scopes to request. Default: the preset's, else none (the provider's default).
     #[serde(default)]
-    pub scopes: Vec<String>,
-    /// `basic` (HTTP Basic, the default) or `post` (client_id and client_secret in the form).
+    pub scopes: Option<Vec<String>>,
+    /// Extra authorization request parameters, e.g. `{prompt: consent}` (merged over the
+    /// preset's).
     #[serde(default)]
-    pub client_auth: ClientAuth,
-    /// Fetch a new token this long before the current one expires. Default: 60s.
+    pub authorize_params: BTreeMap<String, String>,
+    /// The PKCE method. Only `S256` is accepted (`plain` offers no protection). Default: `S256`.
+    #[serde(default)]
+    pub pkce: Option<String>,
+    /// `basic` (HTTP Basic) or `post` (client_id and client_secret in the form).
+    /// Default: the preset's, else `basic`.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+    /// Refresh a token this long before it expires. Default: 60s.
     #[serde(default = "default_refresh_before", with = "humantime_serde")]
     pub refresh_before: Duration,
 }
@@ -49,7 +83,15 @@ fn default_refresh_before() -> Duration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantKind {
+    AuthorizationCode,
     ClientCredentials,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionMode {
+    Shared,
+    PerUser,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -63,7 +105,8 @@ pub enum ClientAuth {
 /// Why no token could be had. The variant is the audit reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    /// The provider refused (4xx, e.g. `invalid_client`): retrying will not help.
+    /// The provider refused (4xx, or an OAuth `error` such as `invalid_grant` or
+    /// `invalid_client`): retrying will not help.
     #[error("the provider refused the token request")]
     Refused,
     /// No usable response after retries (network errors, 5xx, timeouts).
@@ -84,6 +127,104 @@ impl TokenError {
     }
 }
 
+/// A successful token response. `Debug` is redacted by [`Secret`].
+#[derive(Debug)]
+pub struct TokenResponse {
+    pub access_token: Secret,
+    pub refresh_token: Option<Secret>,
+    pub expires_in: Option<u64>,
+    pub scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawTokenResponse {
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// How the client authenticates to the token endpoint.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub auth: ClientAuth,
+}
+
+/// POSTs `form` to a token endpoint with client authentication; retries network errors and 5xx
+/// with backoff, nothing else. The one place Warden talks to token endpoints.
+pub async fn post_token(
+    upstream: &Upstream,
+    token_url: &url::Url,
+    client: &ClientIdentity,
+    form: &[(&str, &str)],
+) -> Result<TokenResponse, TokenError> {
+    let mut form: Vec<(&str, &str)> = form.to_vec();
+    if client.auth == ClientAuth::Post {
+        form.push(("client_id", &client.client_id));
+        form.push(("client_secret", client.client_secret.expose()));
+    }
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(BACKOFF * 2u32.pow(attempt - 1)).await;
+        }
+        let Ok(mut request) = upstream.request(reqwest::Method::POST, token_url.clone()) else {
+            return Err(TokenError::Refused);
+        };
+        request = request.form(&form).header(http::header::ACCEPT, "application/json").timeout(FETCH_TIMEOUT);
+        if client.auth == ClientAuth::Basic {
+            request = request.basic_auth(&client.client_id, Some(client.client_secret.expose()));
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(_) => continue,
+        };
+        let status = response.status();
+        if status.is_server_error() {
+            continue;
+        }
+        if !status.is_success() {
+            return Err(TokenError::Refused);
+        }
+        let body = read_limited(response, 64 * 1024).await.map_err(|_| TokenError::Malformed)?;
+        return parse_token_response(&body);
+    }
+    Err(TokenError::Unavailable)
+}
+
+/// A 2xx body: a token, or an OAuth `error` (GitHub and Slack answer errors with 200).
+fn parse_token_response(body: &[u8]) -> Result<TokenResponse, TokenError> {
+    let raw: RawTokenResponse = serde_json::from_slice(body).map_err(|_| TokenError::Malformed)?;
+    if raw.error.is_some() {
+        return Err(TokenError::Refused);
+    }
+    let access = raw.access_token.filter(|t| !t.is_empty()).ok_or(TokenError::Malformed)?;
+    let header_safe = |t: &str| http::HeaderValue::from_str(&format!("Bearer {t}")).is_ok();
+    if !header_safe(&access) {
+        return Err(TokenError::Malformed);
+    }
+    // Some providers send `expires_in` as a string.
+    let expires_in = match raw.expires_in {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => Some(n.as_u64().ok_or(TokenError::Malformed)?),
+        Some(serde_json::Value::String(s)) => Some(s.parse().map_err(|_| TokenError::Malformed)?),
+        Some(_) => return Err(TokenError::Malformed),
+    };
+    Ok(TokenResponse {
+        access_token: Secret::new(access),
+        refresh_token: raw.refresh_token.filter(|t| !t.is_empty()).map(Secret::new),
+        expires_in,
+        scope: raw.scope,
+    })
+}
+
 struct Cached {
     token: Secret,
     /// When to fetch again (expiry minus `refresh_before`); `None`: no expiry given.
@@ -92,37 +233,25 @@ struct Cached {
     generation: u64,
 }
 
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    #[serde(default)]
-    expires_in: Option<u64>,
-}
-
 /// A shared client-credentials connection.
 pub struct ClientCredentials {
-    config: OAuthClientConfig,
-    token_url: url::Url,
+    client: ClientIdentity,
+    scopes: Vec<String>,
+    endpoints: EndpointSource,
+    refresh_before: Duration,
     cached: ArcSwapOption<Cached>,
     refresh: tokio::sync::Mutex<u64>,
 }
 
 impl std::fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientCredentials")
-            .field("token_url", &self.token_url.as_str())
-            .field("client_id", &self.config.client_id)
-            .finish_non_exhaustive()
+        f.debug_struct("ClientCredentials").field("client_id", &self.client.client_id).finish_non_exhaustive()
     }
 }
 
 impl ClientCredentials {
-    pub fn new(config: OAuthClientConfig) -> Result<Self, String> {
-        let token_url = url::Url::parse(&config.token_url).map_err(|_| "token_url must be an absolute URL".to_owned())?;
-        if !matches!(token_url.scheme(), "https" | "http") {
-            return Err("token_url must be http(s)".into());
-        }
-        Ok(Self { config, token_url, cached: ArcSwapOption::empty(), refresh: tokio::sync::Mutex::new(0) })
+    pub fn new(client: ClientIdentity, scopes: Vec<String>, endpoints: EndpointSource, refresh_before: Duration) -> Self {
+        Self { client, scopes, endpoints, refresh_before, cached: ArcSwapOption::empty(), refresh: tokio::sync::Mutex::new(0) }
     }
 
     /// A token that is not about to expire, fetching one (once, for all callers) if needed.
@@ -138,7 +267,7 @@ impl ClientCredentials {
         }
         let (token, expires_in) = self.fetch(upstream).await?;
         *generation += 1;
-        let renew_at = expires_in.map(|s| Instant::now() + Duration::from_secs(s).saturating_sub(self.config.refresh_before));
+        let renew_at = expires_in.map(|s| Instant::now() + Duration::from_secs(s).saturating_sub(self.refresh_before));
         self.cached.store(Some(Arc::new(Cached { token: token.clone(), renew_at, generation: *generation })));
         Ok((token, *generation))
     }
@@ -151,44 +280,13 @@ impl ClientCredentials {
     }
 
     async fn fetch(&self, upstream: &Upstream) -> Result<(Secret, Option<u64>), TokenError> {
+        let scope = self.scopes.join(" ");
         let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
-        let scope = self.config.scopes.join(" ");
         if !scope.is_empty() {
             form.push(("scope", &scope));
         }
-        if self.config.client_auth == ClientAuth::Post {
-            form.push(("client_id", &self.config.client_id));
-            form.push(("client_secret", self.config.client_secret.expose()));
-        }
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(BACKOFF * 2u32.pow(attempt - 1)).await;
-            }
-            let Ok(mut request) = upstream.request(reqwest::Method::POST, self.token_url.clone()) else {
-                return Err(TokenError::Refused);
-            };
-            request = request.form(&form).header(http::header::ACCEPT, "application/json").timeout(FETCH_TIMEOUT);
-            if self.config.client_auth == ClientAuth::Basic {
-                request = request.basic_auth(&self.config.client_id, Some(self.config.client_secret.expose()));
-            }
-            let response = match request.send().await {
-                Ok(r) => r,
-                Err(_) => continue,
-            };
-            let status = response.status();
-            if status.is_server_error() {
-                continue;
-            }
-            if !status.is_success() {
-                return Err(TokenError::Refused);
-            }
-            let body = read_limited(response, 64 * 1024).await.map_err(|_| TokenError::Malformed)?;
-            let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| TokenError::Malformed)?;
-            if parsed.access_token.is_empty() || http::HeaderValue::from_str(&format!("Bearer {}", parsed.access_token)).is_err() {
-                return Err(TokenError::Malformed);
-            }
-            return Ok((Secret::new(parsed.access_token), parsed.expires_in));
-        }
-        Err(TokenError::Unavailable)
+        let token_url = &self.endpoints.get(upstream).await?.token;
+        let response = post_token(upstream, token_url, &self.client, &form).await?;
+        Ok((response.access_token, response.expires_in))
     }
 }

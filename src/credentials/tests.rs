@@ -15,7 +15,7 @@ fn parse(yaml: &str) -> Vec<CredentialConfig> {
 }
 
 fn build(yaml: &str) -> Result<Credentials, ConfigError> {
-    Credentials::build(&parse(yaml), Path::new("."), &identity())
+    Credentials::build(&parse(yaml), Path::new("."), &identity(), None)
 }
 
 #[test]
@@ -65,8 +65,9 @@ fn impossible_combinations_are_refused_with_their_path() {
 fn secret_files_are_read_without_the_trailing_newline() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(dir.path().join("token"), "s3cr3t\n").unwrap_or_else(|e| panic!("{e}"));
-    let creds = Credentials::build(&parse("credentials:\n  - {name: k, secret_file: token, placement: bearer}\n"), dir.path(), &identity())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let creds =
+        Credentials::build(&parse("credentials:\n  - {name: k, secret_file: token, placement: bearer}\n"), dir.path(), &identity(), None)
+            .unwrap_or_else(|e| panic!("{e}"));
     let mut req =
         reqwest::Request::new(reqwest::Method::GET, url::Url::parse("https://api.example.com/x").unwrap_or_else(|e| panic!("{e}")));
     creds.get("k").unwrap_or_else(|| unreachable!()).apply(&mut req, &Secret::new("s3cr3t"));

@@ -122,17 +122,63 @@ impl ServerHandler for McpHandler {
         let args: &Map<String, Value> = args.as_object().unwrap_or(&EMPTY);
         let call = CallContext { request_id: a.ctx.request_id.clone(), traceparent: a.ctx.traceparent.clone() };
         let outcome = tool.http.call(&gw.upstream, &a.principal, &call, args).await;
+        if let Some(connect) = &outcome.connect {
+            // The caller must connect an account first: never a token that is not theirs.
+            gw.audit.emit(AuditEvent {
+                decision: "deny",
+                reason: outcome.code.into(),
+                rule: Some(decision.rule),
+                credential: tool.credential_name().map(str::to_owned),
+                status: 200,
+                latency_ms: a.ctx.elapsed_ms(),
+                ..event
+            });
+            if supports_url_elicitation(&context) {
+                return Err(url_elicitation_required(connect));
+            }
+            return Ok(CallToolResponse::Complete(outcome.result));
+        }
         gw.audit.emit(AuditEvent {
             decision: if outcome.code == "ok" { "allow" } else { "error" },
             reason: outcome.code.into(),
             rule: Some(decision.rule),
             status: 200,
             upstream_status: outcome.upstream_status,
+            credential: tool.credential_name().map(str::to_owned),
             latency_ms: a.ctx.elapsed_ms(),
             ..event
         });
         Ok(CallToolResponse::Complete(outcome.result))
     }
+}
+
+/// JSON-RPC error code of `URLElicitationRequiredError` (MCP 2025-11-25).
+pub const URL_ELICITATION_REQUIRED: i32 = -32042;
+
+/// Whether the client can be sent a URL-mode elicitation. Capabilities sent with the request
+/// (`_meta`, 2026-07-28) decide; otherwise, since stateless serving keeps no `initialize`, the
+/// revision does: 2025-11-25 introduced URL elicitation. Older clients get the link as readable
+/// `isError` text instead.
+fn supports_url_elicitation(context: &McpContext<RoleServer>) -> bool {
+    if let Some(capabilities) = context.meta.client_capabilities() {
+        return capabilities.elicitation.is_some_and(|e| e.url.is_some());
+    }
+    let parts = context.extensions.get::<http::request::Parts>();
+    let version = parts.and_then(|p| p.headers.get("mcp-protocol-version")).and_then(|v| v.to_str().ok()).unwrap_or("2025-03-26");
+    // Revisions are ISO dates: they order as strings.
+    version >= ProtocolVersion::V_2025_11_25.as_str()
+}
+
+fn url_elicitation_required(connect: &crate::tools::ConnectRequired) -> ErrorData {
+    let data = serde_json::json!({
+        "elicitations": [{
+            "mode": "url",
+            "elicitationId": uuid::Uuid::now_v7().to_string(),
+            "url": connect.url,
+            "message": connect.message,
+        }]
+    });
+    ErrorData::new(rmcp::model::ErrorCode(URL_ELICITATION_REQUIRED), connect.message.clone(), Some(data))
 }
 
 static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);

@@ -28,6 +28,8 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    #[error("no entropy source for random tokens")]
+    NoEntropy,
     #[error("unsupported database URL (use sqlite://PATH or postgres://…)")]
     UnsupportedUrl,
 }
@@ -49,6 +51,46 @@ pub struct Tokens {
     /// Unix seconds.
     pub expires_at: Option<i64>,
     pub scope: Option<String>,
+}
+
+/// A stored connection: its tokens and the bookkeeping refresh needs.
+#[derive(Debug, Clone)]
+pub struct StoredConnection {
+    pub id: String,
+    pub tokens: Tokens,
+    pub healthy: bool,
+    /// Bumped on every token write.
+    pub version: i64,
+}
+
+/// A connection as the admin API shows it: never a token.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConnectionStatus {
+    pub credential: String,
+    /// Empty for a shared connection.
+    pub issuer: String,
+    pub subject: String,
+    /// `healthy` or `unhealthy`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    /// Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    pub has_refresh_token: bool,
+    pub updated_at: i64,
+}
+
+/// A started connect flow, taken (and deleted) at the callback.
+#[derive(Debug)]
+pub struct Flow {
+    pub key: ConnectionKey,
+    pub verifier: Secret,
+    pub browser_hash: String,
+    /// Unix seconds.
+    pub started_at: i64,
 }
 
 /// What a key rotation did.
@@ -74,6 +116,14 @@ fn aad(id: &str, field: &str) -> Vec<u8> {
     format!("connection:{id}:{field}").into_bytes()
 }
 
+fn flow_aad(link_hash: &str) -> Vec<u8> {
+    format!("connect_flow:{link_hash}:verifier").into_bytes()
+}
+
+fn now() -> i64 {
+    i64::try_from(crate::unix_now()).unwrap_or(i64::MAX)
+}
+
 impl Store {
     /// Opens (creating a SQLite file if needed) and migrates.
     pub async fn open(url: &str, keys: Arc<KeyRing>) -> Result<Self, StoreError> {
@@ -85,7 +135,21 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl);
         };
-        let pool = AnyPoolOptions::new().max_connections(8).connect(&url).await?;
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    // Overwrite deleted and replaced content with zeros, so an envelope under a
+                    // retired key does not linger in free pages after rotation.
+                    if sqlite {
+                        sqlx::Executor::execute(conn, "PRAGMA secure_delete = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool, keys })
     }
@@ -108,7 +172,8 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'healthy', $9)
              ON CONFLICT (credential, issuer, subject) DO UPDATE SET
                access_token = excluded.access_token, refresh_token = excluded.refresh_token, expires_at = excluded.expires_at,
-               scope = excluded.scope, status = 'healthy', updated_at = excluded.updated_at",
+               scope = excluded.scope, status = 'healthy', status_reason = NULL, lease_until = 0,
+               version = connections.version + 1, updated_at = excluded.updated_at",
         )
         .bind(&id)
         .bind(&key.credential)
@@ -118,7 +183,7 @@ impl Store {
         .bind(refresh)
         .bind(tokens.expires_at)
         .bind(tokens.scope.clone())
-        .bind(i64::try_from(crate::unix_now()).unwrap_or(i64::MAX))
+        .bind(now())
         .execute(&self.pool)
         .await?;
         Ok(id)
@@ -126,22 +191,209 @@ impl Store {
 
     /// A connection's tokens, decrypted, if it exists.
     pub async fn get_tokens(&self, key: &ConnectionKey) -> Result<Option<Tokens>, StoreError> {
-        let row = sqlx::query("SELECT id, access_token, refresh_token, expires_at, scope FROM connections WHERE credential = $1 AND issuer = $2 AND subject = $3")
-            .bind(&key.credential)
-            .bind(&key.issuer)
-            .bind(&key.subject)
-            .fetch_optional(&self.pool)
-            .await?;
+        Ok(self.get_connection(key).await?.map(|c| c.tokens))
+    }
+
+    /// A connection with its tokens decrypted, if it exists.
+    pub async fn get_connection(&self, key: &ConnectionKey) -> Result<Option<StoredConnection>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, access_token, refresh_token, expires_at, scope, status, version FROM connections
+             WHERE credential = $1 AND issuer = $2 AND subject = $3",
+        )
+        .bind(&key.credential)
+        .bind(&key.issuer)
+        .bind(&key.subject)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let id: String = row.get(0);
         let access: Option<String> = row.get(1);
         let Some(access) = access else { return Ok(None) };
         let refresh: Option<String> = row.get(2);
-        Ok(Some(Tokens {
+        let status: String = row.get(5);
+        let tokens = Tokens {
             access_token: self.keys.decrypt_secret(&access, &aad(&id, "access_token"))?,
             refresh_token: refresh.map(|r| self.keys.decrypt_secret(&r, &aad(&id, "refresh_token"))).transpose()?,
             expires_at: row.get(3),
             scope: row.get(4),
+        };
+        Ok(Some(StoredConnection { id, tokens, healthy: status == "healthy", version: row.get(6) }))
+    }
+
+    /// Replaces the tokens of connection `id` after a refresh, if no one else wrote it since
+    /// `version`; releases the refresh lease. Returns whether it was written.
+    pub async fn put_refreshed(&self, id: &str, version: i64, tokens: &Tokens) -> Result<bool, StoreError> {
+        let access = self.keys.encrypt(tokens.access_token.expose().as_bytes(), &aad(id, "access_token"))?;
+        let refresh =
+            tokens.refresh_token.as_ref().map(|r| self.keys.encrypt(r.expose().as_bytes(), &aad(id, "refresh_token"))).transpose()?;
+        let done = sqlx::query(
+            "UPDATE connections SET access_token = $1, refresh_token = $2, expires_at = $3, scope = $4, version = version + 1,
+               lease_until = 0, status = 'healthy', status_reason = NULL, updated_at = $5
+             WHERE id = $6 AND version = $7",
+        )
+        .bind(access)
+        .bind(refresh)
+        .bind(tokens.expires_at)
+        .bind(tokens.scope.clone())
+        .bind(now())
+        .bind(id)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Takes the refresh lease of connection `id` at `version` until `until_ms` (Unix ms), unless
+    /// another holder's lease is still running. One conditional UPDATE: atomic on SQLite and
+    /// PostgreSQL alike, across processes and replicas.
+    pub async fn try_lease(&self, id: &str, version: i64, now_ms: i64, until_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET lease_until = $1 WHERE id = $2 AND version = $3 AND status = 'healthy' AND lease_until < $4",
+        )
+        .bind(until_ms)
+        .bind(id)
+        .bind(version)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives the lease back without writing tokens (the provider could not be reached).
+    pub async fn release_lease(&self, id: &str, version: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE connections SET lease_until = 0 WHERE id = $1 AND version = $2")
+            .bind(id)
+            .bind(version)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks connection `id` unhealthy with a reason code. Returns true only for the call that
+    /// changed it, so the event is reported once.
+    pub async fn mark_unhealthy(&self, id: &str, version: i64, reason: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET status = 'unhealthy', status_reason = $1, lease_until = 0, updated_at = $2
+             WHERE id = $3 AND version = $4 AND status = 'healthy'",
+        )
+        .bind(reason)
+        .bind(now())
+        .bind(id)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Connections (optionally of one credential), without tokens.
+    pub async fn list_connections(&self, credential: Option<&str>) -> Result<Vec<ConnectionStatus>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT credential, issuer, subject, status, status_reason, expires_at, scope, refresh_token, updated_at FROM connections
+             WHERE ($1 = '' OR credential = $1) ORDER BY credential, issuer, subject",
+        )
+        .bind(credential.unwrap_or_default())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ConnectionStatus {
+                credential: r.get(0),
+                issuer: r.get(1),
+                subject: r.get(2),
+                status: r.get(3),
+                status_reason: r.get(4),
+                expires_at: r.get(5),
+                scope: r.get(6),
+                has_refresh_token: r.get::<Option<String>, _>(7).is_some(),
+                updated_at: r.get(8),
+            })
+            .collect())
+    }
+
+    /// Deletes a connection. Returns whether one existed.
+    pub async fn delete_connection(&self, key: &ConnectionKey) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM connections WHERE credential = $1 AND issuer = $2 AND subject = $3")
+            .bind(&key.credential)
+            .bind(&key.issuer)
+            .bind(&key.subject)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records a connect link (by its hash) for `key`, and forgets flows older than an hour.
+    pub async fn create_link(&self, link_hash: &str, key: &ConnectionKey) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM connect_flows WHERE created_at < $1").bind(now() - 3600).execute(&self.pool).await?;
+        sqlx::query("INSERT INTO connect_flows (link_hash, credential, issuer, subject, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(link_hash)
+            .bind(&key.credential)
+            .bind(&key.issuer)
+            .bind(&key.subject)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Uses a connect link: once, if created after `not_before` (Unix seconds). Attaches the
+    /// OAuth state, the PKCE verifier (encrypted) and the browser binding; returns who the flow
+    /// connects.
+    pub async fn start_flow(
+        &self,
+        link_hash: &str,
+        state_hash: &str,
+        verifier: &Secret,
+        browser_hash: &str,
+        not_before: i64,
+    ) -> Result<Option<ConnectionKey>, StoreError> {
+        let sealed = self.keys.encrypt(verifier.expose().as_bytes(), &flow_aad(link_hash))?;
+        let done = sqlx::query(
+            "UPDATE connect_flows SET state_hash = $1, verifier = $2, browser_hash = $3, started_at = $4
+             WHERE link_hash = $5 AND started_at IS NULL AND created_at >= $6",
+        )
+        .bind(state_hash)
+        .bind(sealed)
+        .bind(browser_hash)
+        .bind(now())
+        .bind(link_hash)
+        .bind(not_before)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT credential, issuer, subject FROM connect_flows WHERE link_hash = $1")
+            .bind(link_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| ConnectionKey { credential: r.get(0), issuer: r.get(1), subject: r.get(2) }))
+    }
+
+    /// Takes the flow of an OAuth state: returns it once and deletes it, so a replayed state
+    /// finds nothing.
+    pub async fn take_flow(&self, state_hash: &str) -> Result<Option<Flow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT link_hash, credential, issuer, subject, verifier, browser_hash, started_at FROM connect_flows WHERE state_hash = $1",
+        )
+        .bind(state_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let link_hash: String = row.get(0);
+        let taken = sqlx::query("DELETE FROM connect_flows WHERE link_hash = $1").bind(&link_hash).execute(&self.pool).await?;
+        if taken.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let (Some(verifier), Some(browser_hash), Some(started_at)) =
+            (row.get::<Option<String>, _>(4), row.get::<Option<String>, _>(5), row.get::<Option<i64>, _>(6))
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Flow {
+            key: ConnectionKey { credential: row.get(1), issuer: row.get(2), subject: row.get(3) },
+            verifier: self.keys.decrypt_secret(&verifier, &flow_aad(&link_hash))?,
+            browser_hash,
+            started_at,
         }))
     }
 

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::template::UrlTemplate;
 use crate::config::validate::RESERVED_UPSTREAM_HEADERS;
 use crate::config::{HttpToolConfig, RestArgs};
-use crate::credentials::Credential;
+use crate::credentials::{Credential, CredentialError};
 use crate::identity::Principal;
 use crate::upstream::{CallContext, IdentityHeaders, Upstream, UpstreamError};
 
@@ -50,6 +50,16 @@ pub struct ToolOutcome {
     /// `upstream_blocked`, `upstream_too_large` or `invalid_arguments`.
     pub code: &'static str,
     pub upstream_status: Option<u16>,
+    /// A per-user connection the caller must make first: the MCP handler turns this into a
+    /// URL-mode elicitation when the client supports it.
+    pub connect: Option<ConnectRequired>,
+}
+
+/// A link the caller must open before the call can succeed.
+#[derive(Debug, Clone)]
+pub struct ConnectRequired {
+    pub url: String,
+    pub message: String,
 }
 
 impl HttpTool {
@@ -95,6 +105,10 @@ impl HttpTool {
             return Err(field_error("timeout", "must be greater than 0"));
         }
         Ok(Self { method, url, query, headers, rest, timeout, credential })
+    }
+
+    pub fn credential_name(&self) -> Option<&str> {
+        self.credential.as_deref().map(|c| c.name.as_str())
     }
 
     /// Arguments named by the path, `query` and `headers`.
@@ -203,7 +217,7 @@ fn map_response(status: http::StatusCode, headers: &http::HeaderMap, body: &[u8]
             other => serde_json::json!({ "result": other }),
         });
     }
-    ToolOutcome { result, code: "ok", upstream_status: Some(status.as_u16()) }
+    ToolOutcome { result, code: "ok", upstream_status: Some(status.as_u16()), connect: None }
 }
 
 fn upstream_failure(e: UpstreamError, timeout: Duration) -> ToolOutcome {
@@ -216,6 +230,10 @@ fn upstream_failure(e: UpstreamError, timeout: Duration) -> ToolOutcome {
             outcome_error("upstream_blocked", None, "upstream address not allowed by the gateway's SSRF guard".into())
         }
         UpstreamError::TooLarge => outcome_error("upstream_too_large", None, "upstream response too large".into()),
+        UpstreamError::Credential(CredentialError::ConnectionRequired { url, message }) => ToolOutcome {
+            connect: Some(ConnectRequired { url, message: message.clone() }),
+            ..outcome_error("connection_required", None, message)
+        },
         UpstreamError::Credential(e) => {
             outcome_error(e.code(), None, format!("the gateway could not obtain its credential for this backend: {e}"))
         }
@@ -223,5 +241,5 @@ fn upstream_failure(e: UpstreamError, timeout: Duration) -> ToolOutcome {
 }
 
 fn outcome_error(code: &'static str, upstream_status: Option<u16>, message: String) -> ToolOutcome {
-    ToolOutcome { result: CallToolResult::error(vec![Content::text(message)]), code, upstream_status }
+    ToolOutcome { result: CallToolResult::error(vec![Content::text(message)]), code, upstream_status, connect: None }
 }

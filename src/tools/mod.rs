@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-pub use self::http::{HttpTool, ToolOutcome};
+pub use self::http::{ConnectRequired, HttpTool, ToolOutcome};
 pub use template::UrlTemplate;
 
 use crate::config::{ConfigError, ToolConfig};
@@ -44,6 +44,11 @@ impl std::fmt::Debug for Tool {
 }
 
 impl Tool {
+    /// The upstream credential this tool's calls carry, by name.
+    pub fn credential_name(&self) -> Option<&str> {
+        self.http.credential_name()
+    }
+
     /// Checks arguments against the input schema; the error names the first failing location.
     pub fn validate_arguments(&self, args: &Value) -> Result<(), String> {
         match self.validator.iter_errors(args).next() {

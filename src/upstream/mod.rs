@@ -39,7 +39,7 @@ pub enum UpstreamError {
     #[error("response too large")]
     TooLarge,
     #[error("upstream credential: {0}")]
-    Credential(crate::credentials::TokenError),
+    Credential(crate::credentials::CredentialError),
 }
 
 /// The shared upstream client, with the SSRF guard built in.
@@ -147,7 +147,7 @@ impl Upstream {
         // of the client's can replace it or travel beside it.
         let mut generation = None;
         if let Some(credential) = credential {
-            let (secret, g) = credential.resolve(self, None).await.map_err(UpstreamError::Credential)?;
+            let (secret, g) = credential.resolve(self, principal, ctx, None).await.map_err(UpstreamError::Credential)?;
             credential.apply(&mut request, &secret);
             generation = g;
         }
@@ -158,7 +158,7 @@ impl Upstream {
         if response.status() == http::StatusCode::UNAUTHORIZED
             && let (Some(credential), Some(mut again)) = (credential, replay)
         {
-            let (secret, _) = credential.resolve(self, generation).await.map_err(UpstreamError::Credential)?;
+            let (secret, _) = credential.resolve(self, principal, ctx, generation).await.map_err(UpstreamError::Credential)?;
             credential.apply(&mut again, &secret);
             response =
                 tokio::time::timeout(timeout, self.client.execute(again)).await.map_err(|_| UpstreamError::Timeout)?.map_err(classify)?;

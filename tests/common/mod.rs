@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use warden::demo::{Demo, DemoOptions};
 use warden::devidp::SigningKey;
 
+pub mod provider;
+
 pub async fn listen() -> (TcpListener, String) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());

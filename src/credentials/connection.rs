@@ -1,0 +1,398 @@
+//! OAuth connections a person makes (authorization code with PKCE): shared (an operator
+//! connects once) or per user (keyed by the caller's issuer and subject), stored encrypted in
+//! the vault and refreshed there.
+//!
+//! Refresh happens `refresh_before` expiry, one at a time per connection: a mutex within the
+//! process and a lease in the database row across processes and replicas (a conditional
+//! UPDATE, the same on SQLite and PostgreSQL, holding no database connection while the
+//! provider answers). Waiters re-read the row and use what the holder wrote. Rotated refresh
+//! tokens are stored; a provider that sends none keeps the old one. `invalid_grant`,
+//! `invalid_client` (any refusal) or a malformed response marks the connection unhealthy once,
+//! audited; network errors and 5xx are retried by [`post_token`] and leave it healthy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+
+use super::Secret;
+use super::oauth::{ClientIdentity, ConnectionMode, TokenError, TokenResponse, post_token};
+use super::vault::Vault;
+use crate::audit::AuditEvent;
+use crate::identity::Principal;
+use crate::store::{ConnectionKey, Tokens};
+use crate::upstream::{CallContext, Upstream, read_limited};
+
+/// How long one replica may hold the refresh lease: enough for every retry of a token request.
+const LEASE: Duration = Duration::from_secs(45);
+/// How long a caller waits for another replica's refresh before giving up.
+const LEASE_WAIT: Duration = Duration::from_secs(15);
+const LEASE_POLL: Duration = Duration::from_millis(50);
+
+/// Why a connection gave no token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CredentialError {
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    /// A per-user connection the caller has not made (or must renew): a single-use link for
+    /// them.
+    #[error("{message}")]
+    ConnectionRequired { url: String, message: String },
+    /// A shared connection no operator has made yet.
+    #[error("the gateway's connection for this backend has not been made; an operator must connect it")]
+    NotConnected,
+    /// A shared connection the provider refused to refresh; an operator must reconnect it.
+    #[error("the gateway's connection for this backend needs to be reconnected by an operator")]
+    Unhealthy,
+    /// The vault's database failed.
+    #[error("the gateway's credential store is unavailable")]
+    Vault,
+}
+
+impl CredentialError {
+    /// The stable code callers and audit see.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Token(e) => e.code(),
+            Self::ConnectionRequired { .. } => "connection_required",
+            Self::NotConnected => "upstream_credential_not_connected",
+            Self::Unhealthy => "upstream_credential_unhealthy",
+            Self::Vault => "upstream_credential_unavailable",
+        }
+    }
+}
+
+/// The provider's endpoints.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub authorize: Option<url::Url>,
+    pub token: url::Url,
+}
+
+/// Endpoints from a preset or the config, or discovered from an issuer on first use.
+#[derive(Debug)]
+pub enum EndpointSource {
+    Fixed(Endpoints),
+    Discover { issuer: url::Url, authorize: Option<url::Url>, token: Option<url::Url>, found: OnceCell<Endpoints> },
+}
+
+#[derive(Deserialize)]
+struct ServerMetadata {
+    issuer: String,
+    #[serde(default)]
+    authorization_endpoint: Option<String>,
+    token_endpoint: String,
+    #[serde(default)]
+    code_challenge_methods_supported: Option<Vec<String>>,
+}
+
+/// Why discovery failed: it is reported like an unreachable provider.
+fn discovery_failed(issuer: &url::Url, why: &str) -> TokenError {
+    tracing::error!(issuer = %issuer, why, "OAuth provider discovery failed");
+    TokenError::Unavailable
+}
+
+impl EndpointSource {
+    pub async fn get(&self, upstream: &Upstream) -> Result<&Endpoints, TokenError> {
+        match self {
+            Self::Fixed(e) => Ok(e),
+            Self::Discover { issuer, authorize, token, found } => {
+                found.get_or_try_init(|| Self::discover(upstream, issuer, authorize.clone(), token.clone())).await
+            }
+        }
+    }
+
+    /// RFC 8414 metadata at `/.well-known/oauth-authorization-server{path}`, then OpenID
+    /// Connect discovery at `{issuer}/.well-known/openid-configuration`. The document's issuer
+    /// must equal the configured one; a provider that lists PKCE methods must list S256.
+    async fn discover(
+        upstream: &Upstream,
+        issuer: &url::Url,
+        authorize: Option<url::Url>,
+        token: Option<url::Url>,
+    ) -> Result<Endpoints, TokenError> {
+        let path = issuer.path().trim_end_matches('/');
+        let mut rfc8414 = issuer.clone();
+        rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
+        let oidc = url::Url::parse(&format!("{}/.well-known/openid-configuration", issuer.as_str().trim_end_matches('/')))
+            .map_err(|_| discovery_failed(issuer, "bad issuer URL"))?;
+        let mut metadata = None;
+        for url in [rfc8414, oidc] {
+            let Ok(request) = upstream.request(reqwest::Method::GET, url) else { continue };
+            let Ok(response) = request.timeout(Duration::from_secs(10)).send().await else { continue };
+            if !response.status().is_success() {
+                continue;
+            }
+            let Ok(body) = read_limited(response, 256 * 1024).await else { continue };
+            if let Ok(m) = serde_json::from_slice::<ServerMetadata>(&body) {
+                metadata = Some(m);
+                break;
+            }
+        }
+        let m = metadata.ok_or_else(|| discovery_failed(issuer, "no authorization server metadata"))?;
+        if m.issuer.trim_end_matches('/') != issuer.as_str().trim_end_matches('/') {
+            return Err(discovery_failed(issuer, "the metadata names another issuer"));
+        }
+        if m.code_challenge_methods_supported.as_ref().is_some_and(|methods| !methods.iter().any(|x| x == "S256")) {
+            return Err(discovery_failed(issuer, "the provider does not support PKCE S256"));
+        }
+        let parse = |u: &str| url::Url::parse(u).map_err(|_| discovery_failed(issuer, "an endpoint is not a URL"));
+        let discovered_authorize = m.authorization_endpoint.as_deref().map(parse).transpose()?;
+        Ok(Endpoints { authorize: authorize.or(discovered_authorize), token: token.map_or_else(|| parse(&m.token_endpoint), Ok)? })
+    }
+}
+
+/// A connection made through the authorization-code grant.
+pub struct OAuthConnection {
+    pub name: String,
+    pub mode: ConnectionMode,
+    /// How the provider is named to people ("github", or the issuer's host).
+    pub label: String,
+    pub client: ClientIdentity,
+    pub scopes: Vec<String>,
+    pub scope_separator: &'static str,
+    pub authorize_params: Vec<(String, String)>,
+    pub endpoints: EndpointSource,
+    pub refresh_before: Duration,
+    pub vault: Arc<Vault>,
+    locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl std::fmt::Debug for OAuthConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthConnection").field("name", &self.name).field("mode", &self.mode).finish_non_exhaustive()
+    }
+}
+
+/// The parts of an [`OAuthConnection`] that come from config.
+pub struct ConnectionSettings {
+    pub name: String,
+    pub mode: ConnectionMode,
+    pub label: String,
+    pub client: ClientIdentity,
+    pub scopes: Vec<String>,
+    pub scope_separator: &'static str,
+    pub authorize_params: Vec<(String, String)>,
+    pub endpoints: EndpointSource,
+    pub refresh_before: Duration,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn now_secs() -> i64 {
+    i64::try_from(crate::unix_now()).unwrap_or(i64::MAX)
+}
+
+fn vault_error(e: crate::store::StoreError) -> CredentialError {
+    tracing::error!(error = %e, "vault storage failed");
+    CredentialError::Vault
+}
+
+impl OAuthConnection {
+    pub fn new(s: ConnectionSettings, vault: Arc<Vault>) -> Self {
+        Self {
+            name: s.name,
+            mode: s.mode,
+            label: s.label,
+            client: s.client,
+            scopes: s.scopes,
+            scope_separator: s.scope_separator,
+            authorize_params: s.authorize_params,
+            endpoints: s.endpoints,
+            refresh_before: s.refresh_before,
+            vault,
+            locks: DashMap::new(),
+        }
+    }
+
+    /// Whose connection a call uses.
+    pub fn key(&self, principal: &Principal) -> ConnectionKey {
+        match self.mode {
+            ConnectionMode::Shared => ConnectionKey { credential: self.name.clone(), issuer: String::new(), subject: String::new() },
+            ConnectionMode::PerUser => {
+                ConnectionKey { credential: self.name.clone(), issuer: principal.issuer.clone(), subject: principal.subject.to_string() }
+            }
+        }
+    }
+
+    /// The access token for `principal`'s call, refreshed if it is about to expire or if the
+    /// token of version `rejected` was refused upstream. Returns the token and its version.
+    pub async fn token(
+        &self,
+        upstream: &Upstream,
+        principal: &Principal,
+        ctx: &CallContext,
+        rejected: Option<u64>,
+    ) -> Result<(Secret, u64), CredentialError> {
+        let key = self.key(principal);
+        let store = self.vault.store().await.map_err(vault_error)?;
+        let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+        let mut first_seen = None;
+        loop {
+            let Some(conn) = store.get_connection(&key).await.map_err(vault_error)? else {
+                return Err(self.missing(&key, false).await);
+            };
+            if !conn.healthy {
+                return Err(self.missing(&key, true).await);
+            }
+            let version = u64::try_from(conn.version).unwrap_or_default();
+            let rejected_now = rejected == Some(version);
+            let now = now_secs();
+            let window = i64::try_from(self.refresh_before.as_secs()).unwrap_or(i64::MAX);
+            let expires = conn.tokens.expires_at;
+            // A token someone else refreshed while this call waited is used while unexpired, even
+            // inside the window (a provider may issue tokens shorter-lived than the window).
+            let refreshed_meanwhile = *first_seen.get_or_insert(conn.version) != conn.version;
+            let margin = if refreshed_meanwhile { 0 } else { window };
+            if !rejected_now && expires.is_none_or(|e| now.saturating_add(margin) < e) {
+                return Ok((conn.tokens.access_token, version));
+            }
+            let Some(refresh_token) = conn.tokens.refresh_token.clone() else {
+                // Nothing to refresh with: usable until it really expires, then reconnect.
+                if !rejected_now && expires.is_none_or(|e| now < e) {
+                    return Ok((conn.tokens.access_token, version));
+                }
+                if store.mark_unhealthy(&conn.id, conn.version, "upstream_credential_expired").await.map_err(vault_error)? {
+                    self.audit(principal, ctx, "error", "upstream_credential_expired");
+                }
+                return Err(self.missing(&key, true).await);
+            };
+            // One refresh at a time: a mutex in this process, the row's lease across replicas.
+            let lock = Arc::clone(self.locks.entry(conn.id.clone()).or_default().value());
+            let guard = lock.lock().await;
+            let current = store.get_connection(&key).await.map_err(vault_error)?;
+            if current.as_ref().is_none_or(|c| c.version != conn.version || !c.healthy) {
+                continue; // someone refreshed, reconnected or gave up meanwhile: look again
+            }
+            let now_ms = now_ms();
+            let until = now_ms.saturating_add(i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX));
+            if !store.try_lease(&conn.id, conn.version, now_ms, until).await.map_err(vault_error)? {
+                drop(guard);
+                if tokio::time::Instant::now() > deadline {
+                    return Err(CredentialError::Token(TokenError::Unavailable));
+                }
+                tokio::time::sleep(LEASE_POLL).await;
+                continue;
+            }
+            let result = self.refresh(upstream, &refresh_token).await;
+            match result {
+                Ok(response) => {
+                    let tokens = Tokens {
+                        access_token: response.access_token,
+                        // Rotation: a new refresh token replaces the old; none sent keeps it.
+                        refresh_token: response.refresh_token.or(Some(refresh_token)),
+                        expires_at: response.expires_in.and_then(|s| i64::try_from(s).ok()).map(|s| now_secs().saturating_add(s)),
+                        scope: response.scope.or(conn.tokens.scope),
+                    };
+                    if store.put_refreshed(&conn.id, conn.version, &tokens).await.map_err(vault_error)? {
+                        self.audit(principal, ctx, "allow", "credential_refreshed");
+                        return Ok((tokens.access_token, version + 1));
+                    }
+                }
+                Err(TokenError::Unavailable) => {
+                    store.release_lease(&conn.id, conn.version).await.map_err(vault_error)?;
+                    self.audit(principal, ctx, "error", TokenError::Unavailable.code());
+                    return Err(CredentialError::Token(TokenError::Unavailable));
+                }
+                Err(e) => {
+                    if store.mark_unhealthy(&conn.id, conn.version, e.code()).await.map_err(vault_error)? {
+                        self.audit(principal, ctx, "error", e.code());
+                    }
+                    return Err(CredentialError::Token(e));
+                }
+            }
+        }
+    }
+
+    async fn refresh(&self, upstream: &Upstream, refresh_token: &Secret) -> Result<TokenResponse, TokenError> {
+        let endpoints = self.endpoints.get(upstream).await?;
+        let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token.expose())];
+        post_token(upstream, &endpoints.token, &self.client, &form).await
+    }
+
+    /// Exchanges an authorization code (with its PKCE verifier) for tokens.
+    pub async fn exchange(&self, upstream: &Upstream, code: &str, verifier: &Secret) -> Result<Tokens, TokenError> {
+        let endpoints = self.endpoints.get(upstream).await?;
+        let redirect_uri = self.vault.redirect_uri();
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri.as_str()),
+            ("code_verifier", verifier.expose()),
+        ];
+        // The client authenticates (RFC 6749 §4.1.3); post_token adds its credentials.
+        let r = post_token(upstream, &endpoints.token, &self.client, &form).await?;
+        Ok(Tokens {
+            access_token: r.access_token,
+            refresh_token: r.refresh_token,
+            expires_at: r.expires_in.and_then(|s| i64::try_from(s).ok()).map(|s| now_secs().saturating_add(s)),
+            scope: r.scope,
+        })
+    }
+
+    /// The provider's authorization URL for one flow.
+    pub async fn authorization_url(&self, upstream: &Upstream, state: &str, challenge: &str) -> Result<url::Url, TokenError> {
+        let endpoints = self.endpoints.get(upstream).await?;
+        let mut url = endpoints.authorize.clone().ok_or(TokenError::Malformed)?;
+        let scope = self.scopes.join(self.scope_separator);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code")
+                .append_pair("client_id", &self.client.client_id)
+                .append_pair("redirect_uri", &self.vault.redirect_uri())
+                .append_pair("state", state)
+                .append_pair("code_challenge", challenge)
+                .append_pair("code_challenge_method", "S256");
+            if !scope.is_empty() {
+                q.append_pair("scope", &scope);
+            }
+            for (k, v) in &self.authorize_params {
+                q.append_pair(k, v);
+            }
+        }
+        Ok(url)
+    }
+
+    /// The error for a caller without a usable connection: for per-user connections a
+    /// single-use link bound to them.
+    async fn missing(&self, key: &ConnectionKey, renew: bool) -> CredentialError {
+        match self.mode {
+            ConnectionMode::Shared if renew => CredentialError::Unhealthy,
+            ConnectionMode::Shared => CredentialError::NotConnected,
+            ConnectionMode::PerUser => match self.vault.connect_link(key).await {
+                Ok(url) => {
+                    let message = if renew {
+                        format!("Your {} connection has expired or was revoked. Reconnect it to use this tool: {url}", self.label)
+                    } else {
+                        format!("Connect your {} account to use this tool: {url}", self.label)
+                    };
+                    CredentialError::ConnectionRequired {
+                        message: format!("{message} (single-use link, valid for 10 minutes; then call the tool again)"),
+                        url,
+                    }
+                }
+                Err(e) => vault_error(e),
+            },
+        }
+    }
+
+    fn audit(&self, principal: &Principal, ctx: &CallContext, decision: &'static str, reason: &str) {
+        self.vault.audit.emit(AuditEvent {
+            request_id: ctx.request_id.clone(),
+            trace_id: ctx.traceparent.split('-').nth(1).unwrap_or_default().to_owned(),
+            subject: Some(principal.subject.to_string()),
+            issuer: Some(principal.issuer.clone()),
+            client_id: principal.client_id.clone(),
+            tenant: principal.tenant.clone(),
+            method: Some("credential/refresh".into()),
+            credential: Some(self.name.clone()),
+            decision,
+            reason: reason.into(),
+            ..AuditEvent::default()
+        });
+    }
+}
