@@ -99,6 +99,94 @@ fn each_placement_puts_the_secret_in_its_place() {
     assert_eq!(pairs, [("q".to_owned(), "1".to_owned()), ("api_key".to_owned(), "s3cr3t".to_owned())]);
 }
 
+fn test_vault() -> Arc<Vault> {
+    let keys = crate::credentials::envelope::KeyRing::parse(&Secret::new("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let audit = crate::audit::AuditSink::open("off").unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(Vault::new("sqlite::memory:".into(), Arc::new(keys), "https://gw.example".into(), Arc::new(audit)))
+}
+
+fn build_oauth(oauth: &str) -> Result<Credentials, ConfigError> {
+    let yaml = format!("credentials:\n  - name: c\n    placement: bearer\n    oauth: {{client_id: id, client_secret: s, {oauth}}}\n");
+    Credentials::build(&parse(&yaml), Path::new("."), &identity(), Some(&test_vault()))
+}
+
+#[test]
+fn oauth_configs_that_cannot_work_are_refused_with_their_path() {
+    for (oauth, path) in [
+        ("grant: authorization_code, provider: github, pkce: plain", "credentials[0].oauth.pkce"),
+        ("grant: client_credentials, token_url: 'https://t.example/token', mode: per_user", "credentials[0].oauth.mode"),
+        ("grant: client_credentials, token_url: 'https://t.example/token', pkce: S256", "credentials[0].oauth.pkce"),
+        (
+            "grant: client_credentials, token_url: 'https://t.example/token', authorize_url: 'https://t.example/a'",
+            "credentials[0].oauth.authorize_url",
+        ),
+        ("grant: authorization_code, token_url: 'https://t.example/token'", "credentials[0].oauth.authorize_url"),
+        ("grant: authorization_code", "credentials[0].oauth.token_url"),
+        ("grant: authorization_code, provider: github, tenant: contoso", "credentials[0].oauth.tenant"),
+        ("grant: authorization_code, provider: microsoft, tenant: 'a/../b'", "credentials[0].oauth.tenant"),
+        ("grant: authorization_code, provider: github, issuer: 'https://i.example'", "credentials[0].oauth.issuer"),
+        ("grant: authorization_code, issuer: 'ftp://i.example'", "credentials[0].oauth.issuer"),
+        ("grant: authorization_code, provider: google, authorize_params: {state: x}", "credentials[0].oauth.authorize_params.state"),
+    ] {
+        match build_oauth(oauth) {
+            Ok(_) => panic!("accepted: {oauth}"),
+            Err(e) => assert_eq!(e.path, path, "{oauth}: {e}"),
+        }
+    }
+    let yaml = "credentials:\n  - name: c\n    placement: bearer\n    oauth: {grant: authorization_code, provider: github, client_id: '', client_secret: s}\n";
+    let e = Credentials::build(&parse(yaml), Path::new("."), &identity(), Some(&test_vault())).map(|_| ()).unwrap_err();
+    assert_eq!(e.path, "credentials[0].oauth.client_id");
+    // Authorization-code connections live in the vault.
+    let yaml = "credentials:\n  - name: c\n    placement: bearer\n    oauth: {grant: authorization_code, provider: github, client_id: i, client_secret: s}\n";
+    let e = Credentials::build(&parse(yaml), Path::new("."), &identity(), None).map(|_| ()).unwrap_err();
+    assert_eq!(e.path, "credentials[0].oauth.grant");
+    // An oauth token is a bearer token.
+    let yaml = "credentials:\n  - name: c\n    placement: header\n    header: X-Key\n    oauth: {grant: client_credentials, token_url: 'https://t.example/t', client_id: i, client_secret: s}\n";
+    let e = Credentials::build(&parse(yaml), Path::new("."), &identity(), None).map(|_| ()).unwrap_err();
+    assert_eq!(e.path, "credentials[0].placement");
+}
+
+#[tokio::test]
+async fn presets_fill_endpoints_scopes_and_parameters_and_config_overrides_them() {
+    let upstream = crate::upstream::Upstream::new(&Default::default(), &crate::config::IdentityHeadersConfig::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url_for = |oauth: &str| {
+        let creds = build_oauth(oauth).unwrap_or_else(|e| panic!("{oauth}: {e}"));
+        let connection = Arc::clone(creds.connection("c").unwrap_or_else(|| panic!("no connection")));
+        let upstream = upstream.clone();
+        async move { connection.authorization_url(&upstream, "st", "ch").await.unwrap_or_else(|e| panic!("{e}")) }
+    };
+    let query = |u: &url::Url| u.query_pairs().into_owned().collect::<std::collections::HashMap<String, String>>();
+
+    let github = url_for("grant: authorization_code, provider: github").await;
+    assert_eq!(github.as_str().split('?').next(), Some("https://github.com/login/oauth/authorize"));
+    let q = query(&github);
+    assert_eq!(q["scope"], "read:user");
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["redirect_uri"], "https://gw.example/oauth/callback");
+    assert_eq!((q["state"].as_str(), q["code_challenge"].as_str(), q["response_type"].as_str()), ("st", "ch", "code"));
+
+    let google =
+        query(&url_for("grant: authorization_code, provider: google, scopes: ['https://www.googleapis.com/auth/calendar.readonly']").await);
+    assert_eq!(google["access_type"], "offline", "Google issues refresh tokens only when asked");
+    assert_eq!(google["scope"], "https://www.googleapis.com/auth/calendar.readonly", "config overrides the preset's scopes");
+    let google = query(&url_for("grant: authorization_code, provider: google, authorize_params: {prompt: select_account}").await);
+    assert_eq!(google["prompt"], "select_account", "config overrides a preset parameter");
+
+    let slack = query(&url_for("grant: authorization_code, provider: slack, scopes: [channels:read, chat:write]").await);
+    assert_eq!(slack["scope"], "channels:read,chat:write", "Slack separates scopes with commas");
+    let ms = url_for("grant: authorization_code, provider: microsoft, tenant: contoso.onmicrosoft.com").await;
+    assert!(ms.as_str().starts_with("https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/authorize?"));
+    assert!(query(&ms)["scope"].contains("offline_access"));
+    for provider in ["notion", "linear", "stripe"] {
+        let u = url_for(&format!("grant: authorization_code, provider: {provider}")).await;
+        assert_eq!(u.scheme(), "https", "{provider}");
+    }
+    let custom = url_for("grant: authorization_code, provider: github, authorize_url: 'https://ghe.example/login/oauth/authorize'").await;
+    assert_eq!(custom.host_str(), Some("ghe.example"), "config overrides the preset's URL");
+}
+
 mod envelope {
     use proptest::prelude::*;
 

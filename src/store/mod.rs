@@ -412,6 +412,7 @@ impl Store {
                 .await?;
             if rows.is_empty() {
                 tx.commit().await?;
+                report.reencrypted += self.rotate_flow_keys().await?;
                 return Ok(report);
             }
             for row in &rows {
@@ -434,6 +435,28 @@ impl Store {
             }
             tx.commit().await?;
         }
+    }
+
+    /// Re-encrypts the PKCE verifiers of connect flows in progress (few, and gone within the
+    /// hour), so removing an old key never breaks a sign-in under way.
+    async fn rotate_flow_keys(&self) -> Result<u64, StoreError> {
+        let rows = sqlx::query("SELECT link_hash, verifier FROM connect_flows WHERE verifier IS NOT NULL").fetch_all(&self.pool).await?;
+        let mut done = 0;
+        for row in &rows {
+            let (link_hash, verifier): (String, String) = (row.get(0), row.get(1));
+            if !self.keys.needs_rotation(&verifier)? {
+                continue;
+            }
+            let renewed = self.keys.reencrypt(&verifier, &flow_aad(&link_hash))?;
+            sqlx::query("UPDATE connect_flows SET verifier = $1 WHERE link_hash = $2 AND verifier = $3")
+                .bind(renewed)
+                .bind(&link_hash)
+                .bind(&verifier)
+                .execute(&self.pool)
+                .await?;
+            done += 1;
+        }
+        Ok(done)
     }
 
     pub fn pool(&self) -> &AnyPool {

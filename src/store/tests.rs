@@ -80,6 +80,16 @@ async fn exercise(url: &str, raw: impl Fn() -> String) {
     assert!(matches!(store.get_tokens(&key("google", "bob")).await, Err(StoreError::Envelope(EnvelopeError::Undecryptable))));
     store.put_tokens(&key("google", "bob"), &tokens("ya29_bob_token_333", None)).await.unwrap_or_else(|e| panic!("{e}"));
 
+    // Connect flows: a link starts one flow; its state is taken once.
+    store.create_link("link-hash-1", &key("github", "alice")).await.unwrap_or_else(|e| panic!("{e}"));
+    let verifier = Secret::new("pkce-verifier-kept-secret-0123456789abcdefghij");
+    let started = store.start_flow("link-hash-1", "state-hash-1", &verifier, "browser-1", 0).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(started, Some(key("github", "alice")));
+    assert_eq!(store.start_flow("link-hash-1", "state-hash-2", &verifier, "browser-2", 0).await.ok(), Some(None), "links are single use");
+    store.create_link("link-hash-old", &key("github", "bob")).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.start_flow("link-hash-old", "state-hash-3", &verifier, "b", i64::MAX).await.ok(), Some(None), "too old");
+    assert!(!raw().contains(verifier.expose()), "the PKCE verifier is encrypted");
+
     // Rotation: a new active key, re-encryption in small batches while reads go on, then the
     // old key can be removed.
     for i in 0..7 {
@@ -105,13 +115,17 @@ async fn exercise(url: &str, raw: impl Fn() -> String) {
     let report = rotating.rotate_keys(3).await.unwrap_or_else(|e| panic!("{e}"));
     reader.await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.rows, 10);
-    assert_eq!(report.reencrypted, 19, "10 access tokens and 9 refresh tokens (github, alice, 7 slack users)");
+    assert_eq!(report.reencrypted, 20, "10 access tokens, 9 refresh tokens (github, alice, 7 slack users), 1 PKCE verifier");
     assert_eq!(rotating.rotate_keys(3).await.map(|r| r.reencrypted).ok(), Some(0), "nothing left to do");
     let new_only = Store::open(url, ring(&format!("k2:{}", k2.expose()))).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         new_only.get_tokens(&key("slack", "user3")).await.ok().flatten().map(|t| t.refresh_token),
         Some(Some(Secret::new("xoxe_3")))
     );
+    // A flow started before rotation completes after the old key is gone, once.
+    let flow = new_only.take_flow("state-hash-1").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("flow lost"));
+    assert_eq!((flow.key, flow.verifier, flow.browser_hash.as_str()), (key("github", "alice"), verifier, "browser-1"));
+    assert!(new_only.take_flow("state-hash-1").await.unwrap_or_else(|e| panic!("{e}")).is_none(), "a state is taken once");
     assert!(!raw().contains("\"kid\":\"k1\""), "an envelope under the old key survived rotation");
 }
 
