@@ -134,6 +134,13 @@ fn example_env() -> HashMap<String, String> {
         ("WARDEN_DEMO_BACKEND".into(), "http://127.0.0.1:9100".into()),
         ("ENTRA_TENANT_ID".into(), "00000000-0000-0000-0000-000000000000".into()),
         ("CRM_API_TOKEN".into(), "example-token".into()),
+        ("WARDEN_VAULT_KEYS".into(), "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()),
+        ("WARDEN_VAULT_DATABASE".into(), "postgres://warden@db.internal/warden".into()),
+        ("WARDEN_ADMIN_TOKEN".into(), "example-admin-token-0123456789abcdef".into()),
+        ("GITHUB_CLIENT_ID".into(), "Iv23liExample".into()),
+        ("GITHUB_CLIENT_SECRET".into(), "example-secret".into()),
+        ("GOOGLE_CLIENT_ID".into(), "1234.apps.googleusercontent.com".into()),
+        ("GOOGLE_CLIENT_SECRET".into(), "example-secret".into()),
     ])
 }
 
@@ -165,7 +172,7 @@ fn every_example_config_in_demos_and_docs_loads() {
         warden::Gateway::build(&config).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         configs += 1;
     }
-    assert!(configs >= 3, "expected the demo and docs example configs, found {configs}");
+    assert!(configs >= 5, "expected the demo and docs example configs, found {configs}");
 }
 
 #[test]
