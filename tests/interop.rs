@@ -1,7 +1,8 @@
 //! Interop with MCP clients nobody here wrote: the official Python SDK (latest and last 1.x)
 //! and the official TypeScript client (`@modelcontextprotocol/sdk` 1.x and
 //! `@modelcontextprotocol/client` 2.x) complete the whole OAuth flow against Warden and the
-//! development authorization server, headless, including the 403 step-up.
+//! development authorization server, headless, including the 403 step-up; and the Python SDK
+//! handles a per-user upstream connection's URL elicitation (-32042), then succeeds.
 //!
 //! Needs the SDKs: `scripts/test` installs them and runs these with `WARDEN_PYTHON`,
 //! `WARDEN_PYTHON_1X` and `WARDEN_NODE_BIN` set (they are `#[ignore]`d in a plain `cargo test`).
@@ -277,4 +278,43 @@ async fn python_sdk_signs_in_through_oidc_provider() {
     assert_eq!(last.headers["x-user-id"], "alice");
     assert_eq!(last.headers["x-user-roles"], "analyst", "roles from oidc-provider's token");
     shutdown.cancel();
+}
+
+/// The official Python SDK meets a per-user upstream connection it has not made: it receives the
+/// URL elicitation (-32042) with a connect link, the user completes the flow in a "browser", and
+/// the SDK's retry succeeds with the user's own provider account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python SDK virtualenv: run scripts/test"]
+async fn python_sdk_receives_url_elicitation_and_succeeds_after_connecting() {
+    use crate::common::provider::{FakeProvider, connection_config, keyring};
+    for (var, python) in pythons() {
+        let issuer = crate::common::TestIssuer::start().await;
+        let provider = FakeProvider::start(3600).await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("vault.db").display());
+        let (tools, extra) =
+            connection_config(&provider.url, &db, &keyring(), "gh", "per_user", false, "admin-token-0123456789abcdef0123456789");
+        let gw = crate::common::gateway(&issuer, &tools, &extra).await;
+        let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/python_elicitation.py");
+        let url = gw.mcp.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(python).args([script, "--url", &url, "--token", &token, "--tool", "me", "--account", "gh-alice"]).output()
+        })
+        .await
+        .unwrap()
+        .expect("cannot run the Python client");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{var}: python client failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+        eprintln!("{var}: mcp SDK {} speaking {}: first answer {}", report["sdk_version"], report["protocol_version"], report["first"]);
+        if report["protocol_version"].as_str().is_some_and(|v| v >= "2025-11-25") {
+            assert_eq!(report["first"]["error_code"], -32042, "{report}");
+        } else {
+            assert_eq!(report["first"]["isError"], true, "{report}");
+        }
+        assert_eq!(report["connect_status"], 200, "{report}");
+        assert_eq!(report["second"]["structuredContent"]["account"], "gh-alice", "{report}");
+        assert_eq!(provider.state.code_requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 }

@@ -90,6 +90,38 @@ impl FakeProvider {
     }
 }
 
+/// Gateway config for tools `me` and `status` at this provider's API, carrying the OAuth
+/// connection `name` (`mode`: `per_user` or `shared`) stored in the vault at `database`, with the
+/// admin API on `admin_token`. Returns the `tools:` list and the extra top-level YAML for
+/// [`super::gateway`]. With `discover`, the provider is found through `issuer:` discovery.
+pub fn connection_config(
+    provider: &str,
+    database: &str,
+    keys: &str,
+    name: &str,
+    mode: &str,
+    discover: bool,
+    admin_token: &str,
+) -> (String, String) {
+    let endpoints = if discover {
+        format!("issuer: {provider}")
+    } else {
+        format!("authorize_url: {provider}/authorize\n      token_url: {provider}/token")
+    };
+    let extra = format!(
+        "upstream:\n  allow_cidrs: [127.0.0.1/32]\nvault:\n  database: \"{database}\"\n  keys: \"{keys}\"\nadmin:\n  token: {admin_token}\ncredentials:\n  - name: {name}\n    placement: bearer\n    oauth:\n      grant: authorization_code\n      mode: {mode}\n      {endpoints}\n      client_id: {CLIENT_ID}\n      client_secret: {CLIENT_SECRET}\n      scopes: [read]\n      refresh_before: 60s",
+    );
+    let tools = format!(
+        "  - {{name: me, description: d, credential: {name}, http: {{url: \"{provider}/api/me\"}}}}\n  - {{name: status, description: d, credential: {name}, input_schema: {{type: object, properties: {{code: {{type: integer}}}}, required: [code]}}, http: {{url: \"{provider}/api/status/{{code}}\"}}}}\n",
+    );
+    (tools, extra)
+}
+
+/// A new vault key ring with one key, `k1`.
+pub fn keyring() -> String {
+    format!("k1:{}", warden::credentials::envelope::KeyRing::generate_key().expose())
+}
+
 type S = State<(Arc<ProviderState>, String)>;
 
 async fn metadata(State((_, url)): S) -> Response {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::provider::{CLIENT_ID, CLIENT_SECRET, FakeProvider};
+use crate::common::provider::{FakeProvider, connection_config, keyring};
 use crate::common::{Reply, TestGateway, TestIssuer, gateway};
 
 const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
@@ -71,32 +71,12 @@ struct Options<'a> {
     discover: bool,
 }
 
-fn keyring() -> String {
-    format!("k1:{}", warden::credentials::envelope::KeyRing::generate_key().expose())
-}
-
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
 }
 
 async fn start(issuer: &TestIssuer, provider: &FakeProvider, db: &Db, o: &Options<'_>) -> TestGateway {
-    let endpoints = if o.discover {
-        format!("issuer: {}", provider.url)
-    } else {
-        format!("authorize_url: {p}/authorize\n      token_url: {p}/token", p = provider.url)
-    };
-    let extra = format!(
-        "upstream:\n  allow_cidrs: [127.0.0.1/32]\nvault:\n  database: \"{db}\"\n  keys: \"{keys}\"\nadmin:\n  token: {ADMIN}\ncredentials:\n  - name: {name}\n    placement: bearer\n    oauth:\n      grant: authorization_code\n      mode: {mode}\n      {endpoints}\n      client_id: {CLIENT_ID}\n      client_secret: {CLIENT_SECRET}\n      scopes: [read]\n      refresh_before: 60s",
-        db = db.url,
-        keys = o.keys,
-        name = o.name,
-        mode = o.mode,
-    );
-    let tools = format!(
-        "  - {{name: me, description: d, credential: {name}, http: {{url: \"{p}/api/me\"}}}}\n  - {{name: status, description: d, credential: {name}, input_schema: {{type: object, properties: {{code: {{type: integer}}}}, required: [code]}}, http: {{url: \"{p}/api/status/{{code}}\"}}}}\n",
-        name = o.name,
-        p = provider.url
-    );
+    let (tools, extra) = connection_config(&provider.url, &db.url, &o.keys, &o.name, o.mode, o.discover, ADMIN);
     gateway(issuer, &tools, &extra).await
 }
 
