@@ -147,6 +147,12 @@ impl Gateway {
             upstream.identity_headers(),
             vault.as_ref(),
         )?);
+        if credentials.connections().next().is_some() && config.server.public_url.is_none() {
+            return Err(ConfigError::new(
+                "server.public_url",
+                "authorization_code credentials need the public URL providers send browsers back to ({public_url}/oauth/callback)",
+            ));
+        }
         let tools = ToolRegistry::build(&config.tools, upstream.identity_headers(), config.upstream.default_timeout, &credentials)?;
         let resource = config.server.resource();
         let authenticator = Authenticator::new(&config.identity, resource.clone(), control_plane_client()?)?;

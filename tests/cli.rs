@@ -31,6 +31,19 @@ tools:
       url: http://127.0.0.1:1/x
 ";
 
+/// An authorization-code connection, prepended to [`VALID`].
+const CONNECTION: &str = "
+vault:
+  database: sqlite://v.db
+  keys: \"k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"
+admin:
+  token: admin-token-0123456789abcdef0123456789
+credentials:
+  - name: gh
+    placement: bearer
+    oauth: {grant: authorization_code, provider: github, client_id: i, client_secret: s, pkce: S256}
+";
+
 #[test]
 fn check_accepts_a_valid_config() {
     let dir = tempfile::tempdir().unwrap();
@@ -56,6 +69,19 @@ fn check_names_the_failing_path() {
         (VALID.replace("http://127.0.0.1:1/x", "${UNSET_WARDEN_TEST_VAR}"), "tools[0].http.url"),
         (format!("{VALID}  - name: t\n    description: again\n    http:\n      url: http://127.0.0.1:1/y\n"), "tools[1].name"),
         (VALID.replace("    http:\n", "    scopes: [\"a b\"]\n    http:\n"), "tools[0].scopes[0]"),
+        (format!("{CONNECTION}{VALID}").replace("pkce: S256", "pkce: plain"), "credentials[0].oauth.pkce"),
+        (format!("{CONNECTION}{VALID}"), "server.public_url"),
+        (
+            format!("{CONNECTION}{VALID}")
+                .replace("vault:\n  database: sqlite://v.db\n  keys: \"k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n", ""),
+            "credentials[0].oauth.grant",
+        ),
+        (
+            format!("{CONNECTION}{VALID}")
+                .replace("server:\n", "server:\n  public_url: https://mcp.example.com\n")
+                .replace("token: admin-token-0123456789abcdef0123456789", "token: short"),
+            "admin.token",
+        ),
     ];
     for (text, path) in cases {
         let file = write(dir.path(), &text);
