@@ -124,8 +124,7 @@ impl Gateway {
             Arc::new(AuditSink::open(&config.audit.output).map_err(|e| ConfigError::new("audit.output", format!("cannot open: {e}")))?);
         let vault = match &config.vault {
             Some(v) => {
-                let keys =
-                    crate::credentials::envelope::KeyRing::parse(&v.keys).map_err(|e| ConfigError::new("vault.keys", e.to_string()))?;
+                let keys = v.key_ring(&config.base_dir)?;
                 if !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| v.database.starts_with(p)) {
                     return Err(ConfigError::new("vault.database", "use sqlite://PATH or postgres://…"));
                 }

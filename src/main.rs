@@ -103,7 +103,7 @@ enum Command {
 enum KeysCommand {
     /// Print a new random key, to add to the key ring as `kid:KEY`.
     Generate,
-    /// Re-encrypt every stored secret under the active key (the first in `vault.keys`), in
+    /// Re-encrypt every stored secret under the active key (the first in the vault's key ring), in
     /// batches, while gateways keep serving. Run it after making a new key active; remove the old
     /// key from the ring afterwards.
     Rotate {
@@ -273,9 +273,9 @@ async fn keys_rotate(path: &std::path::Path, batch: usize) -> ExitCode {
     let Some(vault) = config.vault else {
         return config_error(format!("{}: no vault section", path.display()));
     };
-    let keys = match warden::credentials::envelope::KeyRing::parse(&vault.keys) {
+    let keys = match vault.key_ring(&config.base_dir) {
         Ok(k) => Arc::new(k),
-        Err(e) => return config_error(format!("vault.keys: {e}")),
+        Err(e) => return config_error(e),
     };
     let active = keys.active_kid().to_owned();
     let store = match warden::store::Store::open(&vault.database, keys).await {

@@ -315,4 +315,23 @@ async fn keys_rotate_reencrypts_a_vault_under_the_new_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("vault.keys") && !stderr.contains("not-a-key"), "{stderr}");
+
+    // The ring can come from a file (one key per line, as a mounted secret would hold it).
+    std::fs::write(dir.path().join("vault-keys"), format!("k3:{k2}\nk2:{k2}\n")).unwrap();
+    let path = write(dir.path(), &format!("{VALID}vault:\n  database: {db}\n  keys_file: vault-keys\n"));
+    let out =
+        tokio::task::spawn_blocking(move || warden().args(["keys", "rotate", "--config"]).arg(&path).output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.trim(), "1 rows, 1 secrets re-encrypted under key k3");
+    for (vault, field) in [
+        ("  keys_file: missing-file\n".to_owned(), "vault.keys_file"),
+        (format!("  keys_file: vault-keys\n  keys: \"k1:{k1}\"\n"), "vault.keys"),
+    ] {
+        let path = write(dir.path(), &format!("{VALID}vault:\n  database: {db}\n{vault}"));
+        let out = warden().args(["check", "--config"]).arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains(&format!("{field}:")) && !stderr.contains(&k1), "{stderr}");
+    }
 }

@@ -64,8 +64,32 @@ pub struct VaultConfig {
     /// `postgres://…` for several replicas.
     pub database: String,
     /// The key ring: `kid:base64key,…`, the first one active; usually `${WARDEN_VAULT_KEYS}`.
-    /// Generate a key with `warden keys generate`.
-    pub keys: crate::credentials::Secret,
+    /// Generate a key with `warden keys generate`. Exactly one of `keys` and `keys_file`.
+    #[serde(default)]
+    pub keys: Option<crate::credentials::Secret>,
+    /// A file holding the key ring (e.g. a mounted secret), relative to the config file; the
+    /// same format, commas or newlines between keys.
+    #[serde(default)]
+    pub keys_file: Option<String>,
+}
+
+impl VaultConfig {
+    /// The key ring, from `keys` or `keys_file`.
+    pub fn key_ring(&self, base_dir: &std::path::Path) -> Result<crate::credentials::envelope::KeyRing, ConfigError> {
+        let spec = match (&self.keys, &self.keys_file) {
+            (Some(keys), None) => keys.clone(),
+            (None, Some(file)) => {
+                let path = base_dir.join(file);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| ConfigError::new("vault.keys_file", format!("cannot read {}: {}", path.display(), e.kind())))?;
+                let joined: Vec<&str> = text.split([',', '\n', '\r']).map(str::trim).filter(|k| !k.is_empty()).collect();
+                crate::credentials::Secret::new(joined.join(","))
+            }
+            _ => return Err(ConfigError::new("vault.keys", "set exactly one of keys and keys_file")),
+        };
+        let field = if self.keys.is_some() { "vault.keys" } else { "vault.keys_file" };
+        crate::credentials::envelope::KeyRing::parse(&spec).map_err(|e| ConfigError::new(field, e.to_string()))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
