@@ -77,7 +77,7 @@ async fn python_sdk_flow(var: &str, python: String) {
             "POST /mcp 200",
         ]
     );
-    assert_eq!(report["tools"], json!(["whoami", "list_events", "create_event", "get_record"]));
+    assert_eq!(report["tools"], json!(["whoami", "list_events", "create_event", "get_record", "my_notes"]));
     let result = &report["result"];
     assert_eq!(result["isError"], false, "{result}");
     let events = result["structuredContent"]["events"].as_array().unwrap();

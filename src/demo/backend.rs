@@ -1,6 +1,8 @@
-//! The demo calendar backend. It trusts the identity headers Warden injects and never sees a
-//! token: each caller gets only their own events. It records what it received so tests and
-//! the demo can show it.
+//! The demo backends. The calendar trusts the identity headers Warden injects and never sees a
+//! token: each caller gets only their own events. The notes service stands for a third-party API
+//! with its own OAuth (like GitHub or Google): it accepts only a bearer token its provider (the
+//! development authorization server) issued for it, and serves that token's owner, whoever calls.
+//! Both record what they received so tests and the demo can show it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +26,8 @@ pub struct Seen {
 pub struct Calendar {
     events: Mutex<HashMap<String, Vec<Value>>>,
     seen: Mutex<Vec<Seen>>,
+    /// The notes service's provider and the audience its tokens carry.
+    notes_provider: Mutex<Option<(Arc<crate::devidp::DevIdp>, String)>>,
 }
 
 impl Calendar {
@@ -45,6 +49,11 @@ impl Calendar {
         Arc::new(cal)
     }
 
+    /// Lets the notes service accept tokens `idp` issued to `audience`.
+    pub fn trust_notes_tokens(&self, idp: Arc<crate::devidp::DevIdp>, audience: &str) {
+        *lock(&self.notes_provider) = Some((idp, audience.to_owned()));
+    }
+
     /// Every request received so far.
     pub fn seen(&self) -> Vec<Seen> {
         lock(&self.seen).clone()
@@ -61,6 +70,7 @@ pub fn router(cal: Arc<Calendar>) -> Router {
         .route("/whoami", get(whoami))
         .route("/models/{model}/chat", axum::routing::post(model_chat))
         .route("/records/{tenant}/{id}", get(get_record))
+        .route("/notes", get(notes))
         .with_state(cal)
 }
 
@@ -142,4 +152,24 @@ async fn whoami(State(cal): State<Arc<Calendar>>, headers: HeaderMap) -> Respons
         "received_authorization_header": headers.contains_key("authorization"),
     }))
     .into_response()
+}
+
+/// The notes service: a bearer token from its own provider, with `notes:read`, or 401.
+async fn notes(State(cal): State<Arc<Calendar>>, headers: HeaderMap) -> Response {
+    lock(&cal.seen).push(Seen { path: "/notes".into(), headers: headers.clone() });
+    let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let provider = lock(&cal.notes_provider).clone();
+    let owner = match (token, provider) {
+        (Some(token), Some((idp, audience))) => idp.verify(token, &audience),
+        _ => None,
+    };
+    let Some((owner, _)) = owner.filter(|(_, scopes)| scopes.iter().any(|s| s == "notes:read")) else {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_token"}))).into_response();
+    };
+    let notes: Vec<&str> = match owner.as_str() {
+        "alice" => vec!["Draft the Q1 plan", "Book flights to Lisbon"],
+        "carol" => vec!["Globex board deck"],
+        _ => vec![],
+    };
+    Json(json!({"owner": owner, "notes": notes})).into_response()
 }

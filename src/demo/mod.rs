@@ -1,5 +1,6 @@
-//! `warden demo`: the development authorization server, the demo calendar backend and the
-//! gateway, wired together on loopback with `demos/calendar/warden.yaml`. No files needed.
+//! `warden demo`: the development authorization server, the demo backends (calendar, model,
+//! records, notes) and the gateway, wired together on loopback with `demos/warden.yaml`. No
+//! files needed: the vault is a temporary SQLite file under a fresh key.
 
 pub mod backend;
 
@@ -22,7 +23,11 @@ pub const DEMO_POLICIES: &[(&str, &str)] = &[
     ("calendar", include_str!("../../policies/calendar.yaml")),
     ("medical", include_str!("../../policies/medical.yaml")),
     ("records", include_str!("../../policies/records.yaml")),
+    ("notes", include_str!("../../policies/notes.yaml")),
 ];
+
+/// The OAuth client the notes service's provider knows Warden by.
+pub const NOTES_CLIENT_ID: &str = "warden-demo-notes";
 
 /// Where to listen. Port 0 picks a free port.
 #[derive(Debug, Clone)]
@@ -61,6 +66,16 @@ pub struct Demo {
     pub calendar: Arc<backend::Calendar>,
     pub resource: String,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _vault: VaultFile,
+}
+
+/// The demo's vault: a temporary SQLite file, removed when the demo ends.
+struct VaultFile(std::path::PathBuf);
+
+impl Drop for VaultFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,10 +110,18 @@ impl Demo {
         })
         .map_err(DemoError::Setup)?;
 
+        // The notes service's provider registers Warden as a client, as an operator would at
+        // GitHub; each user's connection goes into a vault under a fresh key.
+        let notes_secret = crate::credentials::vault::random_token().ok_or_else(|| DemoError::Setup("no entropy".into()))?;
+        idp.register_client(NOTES_CLIENT_ID, notes_secret.expose(), vec![format!("http://{gateway_addr}/oauth/callback")]);
+        let vault = VaultFile(std::env::temp_dir().join(format!("warden-demo-vault-{}.db", uuid::Uuid::now_v7().simple())));
         let env: HashMap<String, String> = HashMap::from([
             ("WARDEN_DEMO_GATEWAY".into(), gateway_addr.to_string()),
             ("WARDEN_DEMO_ISSUER".into(), issuer.clone()),
             ("WARDEN_DEMO_BACKEND".into(), backend_url.clone()),
+            ("WARDEN_DEMO_VAULT".into(), format!("sqlite://{}", vault.0.display())),
+            ("WARDEN_DEMO_VAULT_KEYS".into(), format!("demo:{}", crate::credentials::envelope::KeyRing::generate_key().expose())),
+            ("WARDEN_DEMO_NOTES_SECRET".into(), notes_secret.expose().to_owned()),
         ]);
         let mut config = crate::config::parse(DEMO_CONFIG, &env).map_err(|e| DemoError::Setup(format!("demo config: {e}")))?;
         config.audit.output = options.audit.clone();
@@ -109,7 +132,11 @@ impl Demo {
         let policies = PolicySource::Embedded(DEMO_POLICIES.iter().map(|(n, t)| ((*n).to_owned(), *t)).collect());
         let gateway = Gateway::build_with_policy(&config, policies).map_err(|e| DemoError::Setup(format!("demo config: {e}")))?;
 
+        if let Some(vault) = &gateway.vault {
+            vault.store().await.map_err(|e| DemoError::Setup(format!("demo vault: {e}")))?;
+        }
         let calendar = backend::Calendar::seeded();
+        calendar.trust_notes_tokens(Arc::clone(&idp), NOTES_CLIENT_ID);
         let serve = |listener: TcpListener, app: axum::Router, token: CancellationToken| {
             tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned()).await })
         };
@@ -118,7 +145,7 @@ impl Demo {
             serve(backend_listener, backend::router(Arc::clone(&calendar)), shutdown.clone()),
             tokio::spawn(crate::gateway::run(gateway, gateway_listener, shutdown.cancelled_owned())),
         ];
-        Ok(Self { mcp_url: resource.clone(), issuer, backend_url, idp, calendar, resource, tasks })
+        Ok(Self { mcp_url: resource.clone(), issuer, backend_url, idp, calendar, resource, tasks, _vault: vault })
     }
 
     /// Waits for all servers to stop.
@@ -131,8 +158,10 @@ impl Demo {
 
     /// What to try next, printed by `warden demo`.
     pub fn instructions(&self) -> String {
-        let alice =
-            self.idp.mint("alice", "demo-cli", &["calendar:read".into(), "calendar:write".into()], &self.resource).unwrap_or_default();
+        let alice = self
+            .idp
+            .mint("alice", "demo-cli", &["calendar:read".into(), "calendar:write".into(), "notes:read".into()], &self.resource)
+            .unwrap_or_default();
         let bob = self.idp.mint("bob", "demo-cli", &["calendar:read".into()], &self.resource).unwrap_or_default();
         let house =
             self.idp.mint("dr-house", "demo-cli", &["calendar:read".into(), "medical:write".into()], &self.resource).unwrap_or_default();
@@ -157,7 +186,11 @@ Try it:\n\n# 1. No token: 401 with a WWW-Authenticate challenge pointing at the 
 #    Alice may read acme records but not globex ones.
 HOUSE={house}\nJOY={joy}\n\
 {call_house}\n{call_joy}\n{call_own}\n{call_other}\n\n\
-# 6. An MCP client with the full OAuth flow (sign in on the consent page that opens):\nnpx @modelcontextprotocol/inspector   # then connect to {mcp}\n\n\
+# 6. Per-user upstream OAuth: the notes service has its own accounts. Alice's first call returns
+#    a URL elicitation (-32042) with a single-use link; open it in a browser, sign in as alice,
+#    then call again: the notes service sees her own token, never her MCP token.
+{call_notes}\n\n\
+# 7. An MCP client with the full OAuth flow (sign in on the consent page that opens):\nnpx @modelcontextprotocol/inspector   # then connect to {mcp}\n\n\
 Audit events (one JSON line per decision) follow below. Ctrl-C stops the demo.\n",
             issuer = self.issuer,
             backend = self.backend_url,
@@ -167,6 +200,7 @@ Audit events (one JSON line per decision) follow below. Ctrl-C stops the demo.\n
             call_joy = post("$JOY", r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"gpt-4-medical","arguments":{"prompt":"fever and rash"}}}"#),
             call_own = post("$ALICE", r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"get_record","arguments":{"tenant":"acme","id":"r-1"}}}"#),
             call_other = post("$ALICE", r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"get_record","arguments":{"tenant":"globex","id":"r-9"}}}"#),
+            call_notes = post("$ALICE", r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"my_notes","arguments":{}}}"#),
             call_bob = post("$BOB", r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"create_event","arguments":{"title":"x","start":"2026-12-24T10:00:00Z"}}}"#).replace("curl -s", "curl -si"),
         )
     }

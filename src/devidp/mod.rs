@@ -118,6 +118,31 @@ impl DevIdp {
         &self.config.issuer
     }
 
+    /// Registers a confidential client directly (the demo's notes service registers Warden
+    /// this way, as an operator would at GitHub or Google).
+    pub fn register_client(&self, client_id: &str, secret: &str, redirect_uris: Vec<String>) {
+        let client = Client { redirect_uris, secret: Some(secret.to_owned()), auth_method: "client_secret_basic".into() };
+        self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(client_id.to_owned(), client);
+    }
+
+    /// Verifies an access token this server issued for `audience` (signature, issuer, audience,
+    /// expiry) and returns its subject and scopes: how a resource server of this provider (the
+    /// demo's notes service) checks the bearer it receives.
+    pub fn verify(&self, token: &str, audience: &str) -> Option<(String, Vec<String>)> {
+        #[derive(serde::Deserialize)]
+        struct Claims {
+            sub: String,
+            #[serde(default)]
+            scope: String,
+        }
+        let key = jsonwebtoken::DecodingKey::from_jwk(self.key.jwk()).ok()?;
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[audience]);
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).ok()?;
+        Some((data.claims.sub, data.claims.scope.split_whitespace().map(str::to_owned).collect()))
+    }
+
     /// Mints an access token for a user directly (for the demo's printed curl lines and for
     /// tests), exactly as the token endpoint would.
     pub fn mint(&self, user: &str, client_id: &str, scope: &[String], resource: &str) -> Option<String> {

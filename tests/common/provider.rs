@@ -122,6 +122,41 @@ pub fn keyring() -> String {
     format!("k1:{}", warden::credentials::envelope::KeyRing::generate_key().expose())
 }
 
+/// A browser: no automatic redirects, cookies carried by hand.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+pub fn location(r: &reqwest::Response) -> String {
+    r.headers().get("location").unwrap_or_else(|| panic!("no redirect: {}", r.status())).to_str().unwrap().to_owned()
+}
+
+/// Opens the connect link and signs in at the provider as `account` (the fake provider reads
+/// `x-account`; an auto-approving development server ignores it); returns the callback URL and
+/// the browser-binding cookie, without visiting the callback yet.
+pub async fn sign_in(link: &str, account: &str, deny: bool) -> (String, String) {
+    let b = browser();
+    let start = b.get(link).send().await.unwrap();
+    assert_eq!(start.status(), 302, "connect link refused");
+    let cookie = start.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_owned();
+    let mut at_provider = b.get(location(&start)).header("x-account", account);
+    if deny {
+        at_provider = at_provider.header("x-deny", "1");
+    }
+    let back = at_provider.send().await.unwrap();
+    assert!(back.status().is_redirection(), "the provider did not redirect back: {}", back.status());
+    (location(&back), cookie)
+}
+
+pub async fn visit(url: &str, cookie: Option<&str>) -> (u16, String) {
+    let mut r = browser().get(url);
+    if let Some(c) = cookie {
+        r = r.header("cookie", c);
+    }
+    let r = r.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
 type S = State<(Arc<ProviderState>, String)>;
 
 async fn metadata(State((_, url)): S) -> Response {

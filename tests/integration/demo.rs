@@ -208,3 +208,33 @@ async fn loopback_redirects_match_on_any_port() {
     assert_eq!(authorize("https://vscode.dev:8443/redirect").await.unwrap().status(), 400, "only loopback http ignores the port");
     shutdown.cancel();
 }
+
+/// The demo's notes service has its own accounts: each user connects theirs through the link
+/// Warden returns, and the service then sees that user's own token, never the MCP token.
+#[tokio::test]
+async fn notes_need_each_users_own_connection() {
+    let (demo, shutdown) = demo(Some("alice")).await;
+    let alice = demo.idp.mint("alice", "t", &["notes:read".into()], &demo.resource).unwrap();
+    let carol = demo.idp.mint("carol", "t", &["notes:read".into()], &demo.resource).unwrap();
+
+    let (_, first) = call(&demo, &alice, "my_notes", json!({})).await;
+    assert_eq!(first["error"]["code"], -32042, "{first}");
+    let link = first["error"]["data"]["elicitations"][0]["url"].as_str().unwrap();
+    let (callback, cookie) = crate::common::provider::sign_in(link, "alice", false).await;
+    let (status, page) = crate::common::provider::visit(&callback, Some(&cookie)).await;
+    assert_eq!(status, 200, "{page}");
+
+    let (_, second) = call(&demo, &alice, "my_notes", json!({})).await;
+    let result = &second["result"]["structuredContent"];
+    assert_eq!(result["owner"], "alice", "{second}");
+    assert_eq!(result["notes"][0], "Draft the Q1 plan");
+    let seen = demo.calendar.seen().into_iter().rfind(|s| s.path == "/notes").unwrap();
+    let upstream = seen.headers["authorization"].to_str().unwrap();
+    assert_ne!(upstream, format!("Bearer {alice}"), "the MCP token went upstream");
+    assert_eq!(seen.headers["x-user-id"], "alice");
+
+    // Carol has not connected: she is asked to, and never gets Alice's notes.
+    let (_, other) = call(&demo, &carol, "my_notes", json!({})).await;
+    assert_eq!(other["error"]["code"], -32042, "{other}");
+    shutdown.cancel();
+}

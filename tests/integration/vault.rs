@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::provider::{FakeProvider, connection_config, keyring};
+use crate::common::provider::{FakeProvider, connection_config, keyring, sign_in, visit};
 use crate::common::{Reply, TestGateway, TestIssuer, gateway};
 
 const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
@@ -95,40 +95,6 @@ fn link_of(reply: &Reply) -> String {
     }
     let text = reply.result()["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no link in {:?}", reply.body));
     text.split_whitespace().find(|w| w.contains("/oauth/connect/")).unwrap().trim_end_matches(['.', ')']).to_owned()
-}
-
-/// A browser: no automatic redirects, cookies carried by hand.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers().get("location").unwrap_or_else(|| panic!("no redirect: {}", r.status())).to_str().unwrap().to_owned()
-}
-
-/// Opens the connect link and signs in at the provider as `account`; returns the callback URL
-/// and the browser-binding cookie, without visiting the callback yet.
-async fn sign_in(link: &str, account: &str, deny: bool) -> (String, String) {
-    let b = browser();
-    let start = b.get(link).send().await.unwrap();
-    assert_eq!(start.status(), 302, "connect link refused");
-    let cookie = start.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_owned();
-    let mut at_provider = b.get(location(&start)).header("x-account", account);
-    if deny {
-        at_provider = at_provider.header("x-deny", "1");
-    }
-    let back = at_provider.send().await.unwrap();
-    assert_eq!(back.status(), 302);
-    (location(&back), cookie)
-}
-
-async fn visit(url: &str, cookie: Option<&str>) -> (u16, String) {
-    let mut r = browser().get(url);
-    if let Some(c) = cookie {
-        r = r.header("cookie", c);
-    }
-    let r = r.send().await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
 }
 
 /// The whole flow: link → provider → callback.
