@@ -127,18 +127,46 @@ async fn main() {
     let app = Router::new().route("/jwks", get(move || async move { axum::Json(jwks) }));
     tokio::spawn(async move { axum::serve(issuer_l, app).await });
 
-    // Gateway.
-    let (gw_l, gw) = listen().await;
-    let yaml = format!(
-        "server:\n  listen: {addr}\n  public_url: {gw}\nidentity:\n  issuers:\n    - issuer: {issuer}\n      jwks_uri: {issuer}/jwks\nupstream:\n  allow_cidrs: [127.0.0.1/32]\naudit:\n  output: off\ntools:\n  - name: echo\n    description: Echo.\n    scopes: [bench]\n    http:\n      url: {backend}/echo\n",
-        addr = gw_l.local_addr().unwrap()
-    );
-    let config = warden::config::parse(&yaml, &HashMap::<String, String>::new()).unwrap();
+    // Gateways. A per-user OAuth connection's token is already in the vault (a SQLite file), so a
+    // call through `echo_connected` takes the caller's token from the vault: cached for 5 s (the
+    // default) on the first gateway, read and decrypted on every call on the second.
+    let vault_path = std::env::temp_dir().join(format!("warden-bench-vault-{}.db", uuid::Uuid::now_v7().simple()));
+    let vault_db = format!("sqlite://{}", vault_path.display());
+    let keys = format!("k1:{}", warden::credentials::envelope::KeyRing::generate_key().expose());
     let shutdown = CancellationToken::new();
-    tokio::spawn(warden::run(warden::Gateway::build(&config).unwrap(), gw_l, shutdown.clone().cancelled_owned()));
+    let start = |token_cache: &'static str| {
+        let (issuer, backend, vault_db, keys, shutdown) =
+            (issuer.clone(), backend.clone(), vault_db.clone(), keys.clone(), shutdown.clone());
+        async move {
+            let (gw_l, gw) = listen().await;
+            let yaml = format!(
+                "server:\n  listen: {addr}\n  public_url: {gw}\nidentity:\n  issuers:\n    - issuer: {issuer}\n      jwks_uri: {issuer}/jwks\nupstream:\n  allow_cidrs: [127.0.0.1/32]\naudit:\n  output: off\nvault:\n  database: \"{vault_db}\"\n  keys: \"{keys}\"\n  token_cache: {token_cache}\ncredentials:\n  - name: conn\n    placement: bearer\n    oauth: {{grant: authorization_code, mode: per_user, authorize_url: \"{backend}/authorize\", token_url: \"{backend}/token\", client_id: c, client_secret: s}}\ntools:\n  - name: echo\n    description: Echo.\n    scopes: [bench]\n    http:\n      url: {backend}/echo\n  - name: echo_connected\n    description: Echo, with the caller's own upstream token.\n    scopes: [bench]\n    credential: conn\n    http:\n      url: {backend}/echo\n",
+                addr = gw_l.local_addr().unwrap()
+            );
+            let config = warden::config::parse(&yaml, &HashMap::<String, String>::new()).unwrap();
+            tokio::spawn(warden::run(warden::Gateway::build(&config).unwrap(), gw_l, shutdown.cancelled_owned()));
+            gw
+        }
+    };
+    let gw = start("5s").await;
+    let gw_uncached = start("0s").await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let token =
-        key.sign(&json!({"iss": issuer, "sub": "bench-user", "aud": format!("{gw}/mcp"), "exp": now + 3600, "scope": "bench"})).unwrap();
+    let sign = |gw: &str| {
+        key.sign(&json!({"iss": issuer, "sub": "bench-user", "aud": format!("{gw}/mcp"), "exp": now + 3600, "scope": "bench"})).unwrap()
+    };
+    let token = sign(&gw);
+    let token_uncached = sign(&gw_uncached);
+
+    let ring = Arc::new(warden::credentials::envelope::KeyRing::parse(&warden::credentials::Secret::new(keys.clone())).unwrap());
+    let store = warden::store::Store::open(&vault_db, ring).await.unwrap();
+    let who = warden::store::ConnectionKey { credential: "conn".into(), issuer: issuer.clone(), subject: "bench-user".into() };
+    let stored = warden::store::Tokens {
+        access_token: warden::credentials::Secret::new("upstream-token-of-bench-user"),
+        refresh_token: None,
+        expires_at: None,
+        scope: None,
+    };
+    store.put_tokens(&who, &stored).await.unwrap();
 
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
     let mcp = format!("{gw}/mcp");
@@ -157,6 +185,21 @@ async fn main() {
     let check: serde_json::Value = check.json().await.unwrap();
     assert_eq!(check["result"]["structuredContent"]["user"], "bench-user", "{check}");
 
+    let connected_body =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo_connected", "arguments": {}}}).to_string();
+    let check: serde_json::Value = client
+        .post(&mcp)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(connected_body.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(check["result"]["structuredContent"]["user"], "bench-user", "{check}");
     let ping_body = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
     let direct_url = format!("{backend}/echo");
     let mut rows = Vec::new();
@@ -174,8 +217,12 @@ async fn main() {
         .await;
         let through = load(c, duration, mcp_request(client.clone(), mcp.clone(), token.clone(), body.clone())).await;
         let ping = load(c, duration, mcp_request(client.clone(), mcp.clone(), token.clone(), ping_body.clone())).await;
+        let connected = load(c, duration, mcp_request(client.clone(), mcp.clone(), token.clone(), connected_body.clone())).await;
+        let uncached =
+            load(c, duration, mcp_request(client.clone(), format!("{gw_uncached}/mcp"), token_uncached.clone(), connected_body.clone()))
+                .await;
         eprintln!(
-            "c={c:>2}  direct {:>8.0} req/s p50 {:>6.0} µs p99 {:>6.0} µs | warden {:>8.0} req/s p50 {:>6.0} µs p99 {:>6.0} µs | ratio {:.2} | ping {:>8.0} req/s p50 {:>6.0} µs",
+            "c={c:>2}  direct {:>8.0} req/s p50 {:>6.0} µs p99 {:>6.0} µs | warden {:>8.0} req/s p50 {:>6.0} µs p99 {:>6.0} µs | ratio {:.2} | ping {:>8.0} req/s p50 {:>6.0} µs | per-user connection {:>8.0} req/s p50 {:>6.0} µs (uncached {:>8.0} req/s p50 {:>6.0} µs)",
             direct.rps,
             direct.p50_us,
             direct.p99_us,
@@ -184,11 +231,16 @@ async fn main() {
             through.p99_us,
             through.rps / direct.rps,
             ping.rps,
-            ping.p50_us
+            ping.p50_us,
+            connected.rps,
+            connected.p50_us,
+            uncached.rps,
+            uncached.p50_us
         );
-        rows.push((c, direct, through, ping));
+        rows.push((c, direct, through, ping, connected, uncached));
     }
     shutdown.cancel();
+    let _ = std::fs::remove_file(&vault_path);
 
     if let Some(path) = out_path {
         let mut md = String::from(
@@ -207,7 +259,7 @@ result; audit output is off (it is a single buffered line per call).\n\n",
         ));
         md.push_str("| concurrency | direct req/s | direct p50 | direct p99 | Warden req/s | Warden p50 | Warden p99 | throughput ratio | added p50 |\n");
         md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-        for (c, d, w, _) in &rows {
+        for (c, d, w, _, _, _) in &rows {
             md.push_str(&format!(
                 "| {c} | {:.0} | {:.0} µs | {:.0} µs | {:.0} | {:.0} µs | {:.0} µs | {:.2} | {:.0} µs |\n",
                 d.rps,
@@ -221,10 +273,23 @@ result; audit output is off (it is a single buffered line per call).\n\n",
             ));
         }
         md.push_str("\nThe gateway's own path without a backend call, measured with MCP `ping` (authentication, JSON-RPC checks, rmcp dispatch):\n\n| concurrency | ping req/s | p50 | p99 |\n|---:|---:|---:|---:|\n");
-        for (c, _, _, p) in &rows {
+        for (c, _, _, p, _, _) in &rows {
             md.push_str(&format!("| {c} | {:.0} | {:.0} µs | {:.0} µs |\n", p.rps, p.p50_us, p.p99_us));
         }
-        let total: usize = rows.iter().map(|(_, d, w, p)| d.requests + w.requests + p.requests).sum();
+        md.push_str("\nThe same call with a per-user OAuth connection (`credentials[].oauth`, `mode: per_user`): the caller's upstream token comes from the vault (a SQLite file, AES-256-GCM envelopes). With the default `vault.token_cache: 5s` a fresh token is read and decrypted once per 5 s per caller; with `0s`, on every call:\n\n| concurrency | cached req/s | cached p50 | cached p99 | throughput against the call without a credential | uncached req/s | uncached p50 | uncached throughput against the call without a credential |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for (c, _, w, _, v, u) in &rows {
+            md.push_str(&format!(
+                "| {c} | {:.0} | {:.0} µs | {:.0} µs | {:.2} | {:.0} | {:.0} µs | {:.2} |\n",
+                v.rps,
+                v.p50_us,
+                v.p99_us,
+                v.rps / w.rps,
+                u.rps,
+                u.p50_us,
+                u.rps / w.rps
+            ));
+        }
+        let total: usize = rows.iter().map(|(_, d, w, p, v, u)| d.requests + w.requests + p.requests + v.requests + u.requests).sum();
         md.push_str(&format!(
             "\n{total} requests in all. The throughput ratio is Warden's requests/s over the direct path's; a call through \
 Warden makes the same backend request plus the gateway's own work, and here the load generator, the gateway and \

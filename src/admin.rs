@@ -136,6 +136,9 @@ async fn disconnect(
     };
     match store.delete_connection(&key).await {
         Ok(true) => {
+            if let Some(connection) = gw.credentials.connection(&credential) {
+                connection.forget(&key);
+            }
             let mut e = admin_event(&ctx, "admin/connections.delete", Some(&credential), "allow", "connection_deleted", 200);
             e.explanation = (!key.subject.is_empty()).then(|| format!("connection of {} at {}", key.subject, key.issuer));
             gw.audit.emit(e);

@@ -128,8 +128,13 @@ impl Gateway {
                 if !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| v.database.starts_with(p)) {
                     return Err(ConfigError::new("vault.database", "use sqlite://PATH or postgres://…"));
                 }
+                if v.token_cache > Duration::from_secs(60) {
+                    return Err(ConfigError::new("vault.token_cache", "at most 60s: a disconnect must reach every replica quickly"));
+                }
                 let public_base = config.server.public_base();
-                Some(Arc::new(crate::credentials::Vault::new(v.database.clone(), Arc::new(keys), public_base, Arc::clone(&audit))))
+                let mut vault = crate::credentials::Vault::new(v.database.clone(), Arc::new(keys), public_base, Arc::clone(&audit));
+                vault.token_cache = v.token_cache;
+                Some(Arc::new(vault))
             }
             None => None,
         };

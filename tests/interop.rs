@@ -286,14 +286,23 @@ async fn python_sdk_signs_in_through_oidc_provider() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the Python SDK virtualenv: run scripts/test"]
 async fn python_sdk_receives_url_elicitation_and_succeeds_after_connecting() {
-    use crate::common::provider::{FakeProvider, connection_config, keyring};
+    use crate::common::provider::{ConnectionOptions, FakeProvider, connection_config, keyring};
     for (var, python) in pythons() {
         let issuer = crate::common::TestIssuer::start().await;
         let provider = FakeProvider::start(3600).await;
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}", dir.path().join("vault.db").display());
-        let (tools, extra) =
-            connection_config(&provider.url, &db, &keyring(), "gh", "per_user", false, "admin-token-0123456789abcdef0123456789");
+        let keys = keyring();
+        let options = ConnectionOptions {
+            database: &db,
+            keys: &keys,
+            name: "gh",
+            mode: "per_user",
+            discover: false,
+            admin_token: "admin-token-0123456789abcdef0123456789",
+            token_cache: "5s",
+        };
+        let (tools, extra) = connection_config(&provider.url, &options);
         let gw = crate::common::gateway(&issuer, &tools, &extra).await;
         let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/python_elicitation.py");

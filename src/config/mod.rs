@@ -71,6 +71,15 @@ pub struct VaultConfig {
     /// same format, commas or newlines between keys.
     #[serde(default)]
     pub keys_file: Option<String>,
+    /// How long a replica may reuse a fresh upstream token it read from the database before
+    /// reading it again; `0s` reads on every call. A disconnect or refresh on this replica takes
+    /// effect at once; on other replicas within this time. At most 60s. Default: 5s.
+    #[serde(default = "default_token_cache", with = "humantime_serde")]
+    pub token_cache: Duration,
+}
+
+fn default_token_cache() -> Duration {
+    Duration::from_secs(5)
 }
 
 impl VaultConfig {

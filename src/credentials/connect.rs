@@ -249,6 +249,7 @@ pub async fn callback(
         tracing::error!(error = %e, "vault storage failed");
         return unavailable();
     }
+    connection.forget(&key);
     gw.audit.emit(event(&ctx, "oauth/callback", Some(&key), "allow", "connection_created", 200));
     let mut response = page(
         StatusCode::OK,

@@ -9,6 +9,11 @@
 //! tokens are stored; a provider that sends none keeps the old one. `invalid_grant`,
 //! `invalid_client` (any refusal) or a malformed response marks the connection unhealthy once,
 //! audited; network errors and 5xx are retried by [`post_token`] and leave it healthy.
+//!
+//! A fresh token read from the database is reused for up to `vault.token_cache` (default 5 s,
+//! never past its refresh time), so a busy caller costs one database read per interval, not one
+//! per call. This replica forgets it at once on a refresh, a rejection, an unhealthy mark, a
+//! reconnect or a disconnect; other replicas within the interval.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +35,15 @@ const LEASE: Duration = Duration::from_secs(45);
 /// How long a caller waits for another replica's refresh before giving up.
 const LEASE_WAIT: Duration = Duration::from_secs(15);
 const LEASE_POLL: Duration = Duration::from_millis(50);
+/// Cached tokens kept at most; the cache is emptied when full.
+const CACHE_MAX: usize = 100_000;
+
+/// A fresh token read from the database, reusable until `until`.
+struct CachedToken {
+    token: Secret,
+    version: u64,
+    until: tokio::time::Instant,
+}
 
 /// Why a connection gave no token.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -158,6 +172,8 @@ pub struct OAuthConnection {
     pub refresh_before: Duration,
     pub vault: Arc<Vault>,
     locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// By (issuer, subject); shared connections use ("", "").
+    cache: DashMap<(String, String), CachedToken>,
 }
 
 impl std::fmt::Debug for OAuthConnection {
@@ -206,7 +222,43 @@ impl OAuthConnection {
             refresh_before: s.refresh_before,
             vault,
             locks: DashMap::new(),
+            cache: DashMap::new(),
         }
+    }
+
+    /// Drops the cached token of `key` (after a disconnect or reconnect).
+    pub fn forget(&self, key: &ConnectionKey) {
+        self.cache.remove(&(key.issuer.clone(), key.subject.clone()));
+    }
+
+    /// Caches a token read from the database, until `usable_until` (Unix seconds) at the latest.
+    fn remember(&self, key: &ConnectionKey, token: &Secret, version: u64, usable_until: Option<i64>) {
+        let mut ttl = self.vault.token_cache;
+        if let Some(t) = usable_until {
+            ttl = ttl.min(Duration::from_secs(u64::try_from(t.saturating_sub(now_secs())).unwrap_or(0)));
+        }
+        if ttl.is_zero() {
+            return;
+        }
+        if self.cache.len() >= CACHE_MAX {
+            self.cache.clear();
+        }
+        let until = tokio::time::Instant::now() + ttl;
+        self.cache.insert((key.issuer.clone(), key.subject.clone()), CachedToken { token: token.clone(), version, until });
+    }
+
+    /// A cached token that is still usable and not the rejected one.
+    fn cached(&self, key: &ConnectionKey, rejected: Option<u64>) -> Option<(Secret, u64)> {
+        let cache_key = (key.issuer.clone(), key.subject.clone());
+        let hit = self
+            .cache
+            .get(&cache_key)
+            .filter(|c| tokio::time::Instant::now() < c.until && rejected != Some(c.version))
+            .map(|c| (c.token.clone(), c.version));
+        if hit.is_none() {
+            self.cache.remove(&cache_key);
+        }
+        hit
     }
 
     /// Whose connection a call uses.
@@ -229,6 +281,9 @@ impl OAuthConnection {
         rejected: Option<u64>,
     ) -> Result<(Secret, u64), CredentialError> {
         let key = self.key(principal);
+        if let Some(hit) = self.cached(&key, rejected) {
+            return Ok(hit);
+        }
         let store = self.vault.store().await.map_err(vault_error)?;
         let deadline = tokio::time::Instant::now() + LEASE_WAIT;
         let mut first_seen = None;
@@ -249,6 +304,7 @@ impl OAuthConnection {
             let refreshed_meanwhile = *first_seen.get_or_insert(conn.version) != conn.version;
             let margin = if refreshed_meanwhile { 0 } else { window };
             if !rejected_now && expires.is_none_or(|e| now.saturating_add(margin) < e) {
+                self.remember(&key, &conn.tokens.access_token, version, expires.map(|e| e.saturating_sub(margin)));
                 return Ok((conn.tokens.access_token, version));
             }
             let Some(refresh_token) = conn.tokens.refresh_token.clone() else {
@@ -290,6 +346,8 @@ impl OAuthConnection {
                     };
                     if store.put_refreshed(&conn.id, conn.version, &tokens).await.map_err(vault_error)? {
                         self.audit(principal, ctx, "allow", "credential_refreshed");
+                        let usable_until = tokens.expires_at.map(|e| e.saturating_sub(window));
+                        self.remember(&key, &tokens.access_token, version + 1, usable_until);
                         return Ok((tokens.access_token, version + 1));
                     }
                 }

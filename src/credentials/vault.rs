@@ -21,6 +21,8 @@ pub struct Vault {
     store: tokio::sync::OnceCell<Store>,
     public_base: String,
     pub audit: Arc<AuditSink>,
+    /// How long a fresh token read from the database may be reused without reading again.
+    pub token_cache: std::time::Duration,
 }
 
 impl std::fmt::Debug for Vault {
@@ -31,7 +33,7 @@ impl std::fmt::Debug for Vault {
 
 impl Vault {
     pub fn new(database: String, keys: Arc<KeyRing>, public_base: String, audit: Arc<AuditSink>) -> Self {
-        Self { database, keys, store: tokio::sync::OnceCell::new(), public_base, audit }
+        Self { database, keys, store: tokio::sync::OnceCell::new(), public_base, audit, token_cache: std::time::Duration::ZERO }
     }
 
     /// The store, opened and migrated on first use.

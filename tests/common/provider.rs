@@ -90,26 +90,33 @@ impl FakeProvider {
     }
 }
 
+/// How a test gateway's connection is set up.
+pub struct ConnectionOptions<'a> {
+    pub database: &'a str,
+    pub keys: &'a str,
+    pub name: &'a str,
+    /// `per_user` or `shared`.
+    pub mode: &'a str,
+    /// Find the provider through `issuer:` discovery instead of explicit URLs.
+    pub discover: bool,
+    pub admin_token: &'a str,
+    /// `vault.token_cache`; `0s` when a test changes the database behind the gateway's back.
+    pub token_cache: &'a str,
+}
+
 /// Gateway config for tools `me` and `status` at this provider's API, carrying the OAuth
-/// connection `name` (`mode`: `per_user` or `shared`) stored in the vault at `database`, with the
-/// admin API on `admin_token`. Returns the `tools:` list and the extra top-level YAML for
-/// [`super::gateway`]. With `discover`, the provider is found through `issuer:` discovery.
-pub fn connection_config(
-    provider: &str,
-    database: &str,
-    keys: &str,
-    name: &str,
-    mode: &str,
-    discover: bool,
-    admin_token: &str,
-) -> (String, String) {
-    let endpoints = if discover {
+/// connection `o.name` stored in the vault at `o.database`, with the admin API on
+/// `o.admin_token`. Returns the `tools:` list and the extra top-level YAML for
+/// [`super::gateway`].
+pub fn connection_config(provider: &str, o: &ConnectionOptions<'_>) -> (String, String) {
+    let ConnectionOptions { database, keys, name, mode, discover, admin_token, token_cache } = o;
+    let endpoints = if *discover {
         format!("issuer: {provider}")
     } else {
         format!("authorize_url: {provider}/authorize\n      token_url: {provider}/token")
     };
     let extra = format!(
-        "upstream:\n  allow_cidrs: [127.0.0.1/32]\nvault:\n  database: \"{database}\"\n  keys: \"{keys}\"\nadmin:\n  token: {admin_token}\ncredentials:\n  - name: {name}\n    placement: bearer\n    oauth:\n      grant: authorization_code\n      mode: {mode}\n      {endpoints}\n      client_id: {CLIENT_ID}\n      client_secret: {CLIENT_SECRET}\n      scopes: [read]\n      refresh_before: 60s",
+        "upstream:\n  allow_cidrs: [127.0.0.1/32]\nvault:\n  database: \"{database}\"\n  keys: \"{keys}\"\n  token_cache: {token_cache}\nadmin:\n  token: {admin_token}\ncredentials:\n  - name: {name}\n    placement: bearer\n    oauth:\n      grant: authorization_code\n      mode: {mode}\n      {endpoints}\n      client_id: {CLIENT_ID}\n      client_secret: {CLIENT_SECRET}\n      scopes: [read]\n      refresh_before: 60s",
     );
     let tools = format!(
         "  - {{name: me, description: d, credential: {name}, http: {{url: \"{provider}/api/me\"}}}}\n  - {{name: status, description: d, credential: {name}, input_schema: {{type: object, properties: {{code: {{type: integer}}}}, required: [code]}}, http: {{url: \"{provider}/api/status/{{code}}\"}}}}\n",

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::provider::{FakeProvider, connection_config, keyring, sign_in, visit};
+use crate::common::provider::{ConnectionOptions, FakeProvider, connection_config, keyring, sign_in, visit};
 use crate::common::{Reply, TestGateway, TestIssuer, gateway};
 
 const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
@@ -69,6 +69,8 @@ struct Options<'a> {
     keys: String,
     /// Replaces the provider URLs with `issuer:` discovery.
     discover: bool,
+    /// `vault.token_cache`: `0s` for tests that change the database behind the gateway's back.
+    cache: &'a str,
 }
 
 fn unique(prefix: &str) -> String {
@@ -76,12 +78,21 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn start(issuer: &TestIssuer, provider: &FakeProvider, db: &Db, o: &Options<'_>) -> TestGateway {
-    let (tools, extra) = connection_config(&provider.url, &db.url, &o.keys, &o.name, o.mode, o.discover, ADMIN);
+    let options = ConnectionOptions {
+        database: &db.url,
+        keys: &o.keys,
+        name: &o.name,
+        mode: o.mode,
+        discover: o.discover,
+        admin_token: ADMIN,
+        token_cache: o.cache,
+    };
+    let (tools, extra) = connection_config(&provider.url, &options);
     gateway(issuer, &tools, &extra).await
 }
 
 fn per_user(keys: &str) -> Options<'static> {
-    Options { mode: "per_user", name: "gh".into(), keys: keys.into(), discover: false }
+    Options { mode: "per_user", name: "gh".into(), keys: keys.into(), discover: false, cache: "0s" }
 }
 
 /// The link a call asked the caller to open: from a URL elicitation (-32042) or from the
@@ -444,7 +455,8 @@ async fn shared_connection_through_admin_api_and_cli() {
     let provider = FakeProvider::start(3600).await;
     let db = Db::sqlite();
     let name = unique("shared");
-    let gw = start(&issuer, &provider, &db, &Options { mode: "shared", name: name.clone(), keys: keyring(), discover: false }).await;
+    let gw = start(&issuer, &provider, &db, &Options { mode: "shared", name: name.clone(), keys: keyring(), discover: false, cache: "5s" })
+        .await;
     let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
     let bob = issuer.sign(&issuer.claims("bob", "", &gw.mcp));
 
@@ -515,7 +527,9 @@ async fn provider_endpoints_by_discovery() {
     let issuer = TestIssuer::start().await;
     let provider = FakeProvider::start(3600).await;
     let db = Db::sqlite();
-    let gw = start(&issuer, &provider, &db, &Options { mode: "per_user", name: "disc".into(), keys: keyring(), discover: true }).await;
+    let gw =
+        start(&issuer, &provider, &db, &Options { mode: "per_user", name: "disc".into(), keys: keyring(), discover: true, cache: "0s" })
+            .await;
     let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
     let link = link_of(&gw.call(&alice, "me", json!({})).await);
     connect(&link, "gh-alice").await;
@@ -568,4 +582,40 @@ async fn key_rotation_under_load() {
     let gw = start(&issuer, &provider, &db, &per_user(&format!("k2:{}", new_key.expose()))).await;
     let t = issuer.sign(&issuer.claims("user3", "", &gw.mcp));
     assert_eq!(account_of(&gw.call(&t, "me", json!({})).await), "gh-user3");
+}
+
+/// The token cache: a busy caller's token is read from the database once per interval; a
+/// disconnect on the same gateway takes effect at once, and on another replica within the
+/// interval; a refresh is still done before expiry.
+#[tokio::test]
+async fn token_cache_is_bounded_and_forgets_on_disconnect() {
+    sqlx::any::install_default_drivers();
+    let issuer = TestIssuer::start().await;
+    let provider = FakeProvider::start(3600).await;
+    let db = Db::sqlite();
+    let cached = Options { cache: "1s", ..per_user(&keyring()) };
+    let one = start(&issuer, &provider, &db, &cached).await;
+    let two = start(&issuer, &provider, &db, &cached).await;
+    let alice = connected(&issuer, &one, "alice", "gh-alice").await;
+    let alice_two = issuer.sign(&issuer.claims("alice", "", &two.mcp));
+    assert_eq!(account_of(&two.call(&alice_two, "me", json!({})).await), "gh-alice");
+
+    // Within the interval the cached token is used even though the row changed underneath...
+    age_tokens(&db).await;
+    account_of(&one.call(&alice, "me", json!({})).await);
+    assert_eq!(provider.refreshes(), 0, "served from the cache");
+    // ...and after it the row is read again and the expiring token refreshed.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    account_of(&one.call(&alice, "me", json!({})).await);
+    assert_eq!(provider.refreshes(), 1);
+
+    // A disconnect through gateway one takes effect there at once...
+    account_of(&two.call(&alice_two, "me", json!({})).await);
+    let (status, _) =
+        admin(&one, reqwest::Method::DELETE, &format!("/admin/v1/connections/gh?issuer={}&subject=alice", issuer.url), Some(ADMIN)).await;
+    assert_eq!(status, 200);
+    assert_eq!(one.call(&alice, "me", json!({})).await.error_code(), Some(-32042));
+    // ...and on the other replica within the interval.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(two.call(&alice_two, "me", json!({})).await.error_code(), Some(-32042));
 }
