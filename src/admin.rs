@@ -158,7 +158,7 @@ async fn connect_link(
     let Some(connection) = gw.credentials.connection(&credential) else {
         return error(StatusCode::NOT_FOUND, "unknown_credential", "no authorization_code credential by that name");
     };
-    if connection.mode != ConnectionMode::Shared {
+    if connection.settings.mode != ConnectionMode::Shared {
         return error(
             StatusCode::BAD_REQUEST,
             "not_shared",

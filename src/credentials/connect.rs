@@ -254,7 +254,7 @@ pub async fn callback(
     let mut response = page(
         StatusCode::OK,
         "Connected",
-        &format!("Your {} account is connected. Return to your assistant and try again.", connection.label),
+        &format!("Your {} account is connected. Return to your assistant and try again.", connection.settings.label),
         "connection_created",
     );
     response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("warden_connect=; Path=/oauth/callback; Max-Age=0"));

@@ -158,8 +158,8 @@ impl EndpointSource {
     }
 }
 
-/// A connection made through the authorization-code grant.
-pub struct OAuthConnection {
+/// The parts of an [`OAuthConnection`] that come from config.
+pub struct ConnectionSettings {
     pub name: String,
     pub mode: ConnectionMode,
     /// How the provider is named to people ("github", or the issuer's host).
@@ -170,6 +170,11 @@ pub struct OAuthConnection {
     pub authorize_params: Vec<(String, String)>,
     pub endpoints: EndpointSource,
     pub refresh_before: Duration,
+}
+
+/// A connection made through the authorization-code grant.
+pub struct OAuthConnection {
+    pub settings: ConnectionSettings,
     pub vault: Arc<Vault>,
     locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// By (issuer, subject); shared connections use ("", "").
@@ -178,21 +183,8 @@ pub struct OAuthConnection {
 
 impl std::fmt::Debug for OAuthConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OAuthConnection").field("name", &self.name).field("mode", &self.mode).finish_non_exhaustive()
+        f.debug_struct("OAuthConnection").field("name", &self.settings.name).field("mode", &self.settings.mode).finish_non_exhaustive()
     }
-}
-
-/// The parts of an [`OAuthConnection`] that come from config.
-pub struct ConnectionSettings {
-    pub name: String,
-    pub mode: ConnectionMode,
-    pub label: String,
-    pub client: ClientIdentity,
-    pub scopes: Vec<String>,
-    pub scope_separator: &'static str,
-    pub authorize_params: Vec<(String, String)>,
-    pub endpoints: EndpointSource,
-    pub refresh_before: Duration,
 }
 
 fn now_ms() -> i64 {
@@ -209,21 +201,8 @@ fn vault_error(e: crate::store::StoreError) -> CredentialError {
 }
 
 impl OAuthConnection {
-    pub fn new(s: ConnectionSettings, vault: Arc<Vault>) -> Self {
-        Self {
-            name: s.name,
-            mode: s.mode,
-            label: s.label,
-            client: s.client,
-            scopes: s.scopes,
-            scope_separator: s.scope_separator,
-            authorize_params: s.authorize_params,
-            endpoints: s.endpoints,
-            refresh_before: s.refresh_before,
-            vault,
-            locks: DashMap::new(),
-            cache: DashMap::new(),
-        }
+    pub fn new(settings: ConnectionSettings, vault: Arc<Vault>) -> Self {
+        Self { settings, vault, locks: DashMap::new(), cache: DashMap::new() }
     }
 
     /// Drops the cached token of `key` (after a disconnect or reconnect).
@@ -263,11 +242,15 @@ impl OAuthConnection {
 
     /// Whose connection a call uses.
     pub fn key(&self, principal: &Principal) -> ConnectionKey {
-        match self.mode {
-            ConnectionMode::Shared => ConnectionKey { credential: self.name.clone(), issuer: String::new(), subject: String::new() },
-            ConnectionMode::PerUser => {
-                ConnectionKey { credential: self.name.clone(), issuer: principal.issuer.clone(), subject: principal.subject.to_string() }
+        match self.settings.mode {
+            ConnectionMode::Shared => {
+                ConnectionKey { credential: self.settings.name.clone(), issuer: String::new(), subject: String::new() }
             }
+            ConnectionMode::PerUser => ConnectionKey {
+                credential: self.settings.name.clone(),
+                issuer: principal.issuer.clone(),
+                subject: principal.subject.to_string(),
+            },
         }
     }
 
@@ -297,7 +280,7 @@ impl OAuthConnection {
             let version = u64::try_from(conn.version).unwrap_or_default();
             let rejected_now = rejected == Some(version);
             let now = now_secs();
-            let window = i64::try_from(self.refresh_before.as_secs()).unwrap_or(i64::MAX);
+            let window = i64::try_from(self.settings.refresh_before.as_secs()).unwrap_or(i64::MAX);
             let expires = conn.tokens.expires_at;
             // A token someone else refreshed while this call waited is used while unexpired, even
             // inside the window (a provider may issue tokens shorter-lived than the window).
@@ -367,14 +350,14 @@ impl OAuthConnection {
     }
 
     async fn refresh(&self, upstream: &Upstream, refresh_token: &Secret) -> Result<TokenResponse, TokenError> {
-        let endpoints = self.endpoints.get(upstream).await?;
+        let endpoints = self.settings.endpoints.get(upstream).await?;
         let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token.expose())];
-        post_token(upstream, &endpoints.token, &self.client, &form).await
+        post_token(upstream, &endpoints.token, &self.settings.client, &form).await
     }
 
     /// Exchanges an authorization code (with its PKCE verifier) for tokens.
     pub async fn exchange(&self, upstream: &Upstream, code: &str, verifier: &Secret) -> Result<Tokens, TokenError> {
-        let endpoints = self.endpoints.get(upstream).await?;
+        let endpoints = self.settings.endpoints.get(upstream).await?;
         let redirect_uri = self.vault.redirect_uri();
         let form = [
             ("grant_type", "authorization_code"),
@@ -383,7 +366,7 @@ impl OAuthConnection {
             ("code_verifier", verifier.expose()),
         ];
         // The client authenticates (RFC 6749 §4.1.3); post_token adds its credentials.
-        let r = post_token(upstream, &endpoints.token, &self.client, &form).await?;
+        let r = post_token(upstream, &endpoints.token, &self.settings.client, &form).await?;
         Ok(Tokens {
             access_token: r.access_token,
             refresh_token: r.refresh_token,
@@ -394,13 +377,13 @@ impl OAuthConnection {
 
     /// The provider's authorization URL for one flow.
     pub async fn authorization_url(&self, upstream: &Upstream, state: &str, challenge: &str) -> Result<url::Url, TokenError> {
-        let endpoints = self.endpoints.get(upstream).await?;
+        let endpoints = self.settings.endpoints.get(upstream).await?;
         let mut url = endpoints.authorize.clone().ok_or(TokenError::Malformed)?;
-        let scope = self.scopes.join(self.scope_separator);
+        let scope = self.settings.scopes.join(self.settings.scope_separator);
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("response_type", "code")
-                .append_pair("client_id", &self.client.client_id)
+                .append_pair("client_id", &self.settings.client.client_id)
                 .append_pair("redirect_uri", &self.vault.redirect_uri())
                 .append_pair("state", state)
                 .append_pair("code_challenge", challenge)
@@ -408,7 +391,7 @@ impl OAuthConnection {
             if !scope.is_empty() {
                 q.append_pair("scope", &scope);
             }
-            for (k, v) in &self.authorize_params {
+            for (k, v) in &self.settings.authorize_params {
                 q.append_pair(k, v);
             }
         }
@@ -418,15 +401,15 @@ impl OAuthConnection {
     /// The error for a caller without a usable connection: for per-user connections a
     /// single-use link bound to them.
     async fn missing(&self, key: &ConnectionKey, renew: bool) -> CredentialError {
-        match self.mode {
+        match self.settings.mode {
             ConnectionMode::Shared if renew => CredentialError::Unhealthy,
             ConnectionMode::Shared => CredentialError::NotConnected,
             ConnectionMode::PerUser => match self.vault.connect_link(key).await {
                 Ok(url) => {
                     let message = if renew {
-                        format!("Your {} connection has expired or was revoked. Reconnect it to use this tool: {url}", self.label)
+                        format!("Your {} connection has expired or was revoked. Reconnect it to use this tool: {url}", self.settings.label)
                     } else {
-                        format!("Connect your {} account to use this tool: {url}", self.label)
+                        format!("Connect your {} account to use this tool: {url}", self.settings.label)
                     };
                     CredentialError::ConnectionRequired {
                         message: format!("{message} (single-use link, valid for 10 minutes; then call the tool again)"),
@@ -447,7 +430,7 @@ impl OAuthConnection {
             client_id: principal.client_id.clone(),
             tenant: principal.tenant.clone(),
             method: Some("credential/refresh".into()),
-            credential: Some(self.name.clone()),
+            credential: Some(self.settings.name.clone()),
             decision,
             reason: reason.into(),
             ..AuditEvent::default()

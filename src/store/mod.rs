@@ -164,9 +164,7 @@ impl Store {
             .await?
             .map(|r| r.get(0));
         let id = existing.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let access = self.keys.encrypt(tokens.access_token.expose().as_bytes(), &aad(&id, "access_token"))?;
-        let refresh =
-            tokens.refresh_token.as_ref().map(|r| self.keys.encrypt(r.expose().as_bytes(), &aad(&id, "refresh_token"))).transpose()?;
+        let (access, refresh) = self.seal(&id, tokens)?;
         sqlx::query(
             "INSERT INTO connections (id, credential, issuer, subject, access_token, refresh_token, expires_at, scope, status, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'healthy', $9)
@@ -187,6 +185,14 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(id)
+    }
+
+    /// The envelopes of a connection's access and refresh tokens, bound to row `id`.
+    fn seal(&self, id: &str, tokens: &Tokens) -> Result<(String, Option<String>), StoreError> {
+        let access = self.keys.encrypt(tokens.access_token.expose().as_bytes(), &aad(id, "access_token"))?;
+        let refresh =
+            tokens.refresh_token.as_ref().map(|r| self.keys.encrypt(r.expose().as_bytes(), &aad(id, "refresh_token"))).transpose()?;
+        Ok((access, refresh))
     }
 
     /// A connection's tokens, decrypted, if it exists.
@@ -223,9 +229,7 @@ impl Store {
     /// Replaces the tokens of connection `id` after a refresh, if no one else wrote it since
     /// `version`; releases the refresh lease. Returns whether it was written.
     pub async fn put_refreshed(&self, id: &str, version: i64, tokens: &Tokens) -> Result<bool, StoreError> {
-        let access = self.keys.encrypt(tokens.access_token.expose().as_bytes(), &aad(id, "access_token"))?;
-        let refresh =
-            tokens.refresh_token.as_ref().map(|r| self.keys.encrypt(r.expose().as_bytes(), &aad(id, "refresh_token"))).transpose()?;
+        let (access, refresh) = self.seal(id, tokens)?;
         let done = sqlx::query(
             "UPDATE connections SET access_token = $1, refresh_token = $2, expires_at = $3, scope = $4, version = version + 1,
                lease_until = 0, status = 'healthy', status_reason = NULL, updated_at = $5

@@ -91,6 +91,33 @@ async fn start(issuer: &TestIssuer, provider: &FakeProvider, db: &Db, o: &Option
     gateway(issuer, &tools, &extra).await
 }
 
+/// A provider, an issuer, a vault database and a gateway using them.
+struct Scene {
+    issuer: TestIssuer,
+    provider: FakeProvider,
+    db: Db,
+    gw: TestGateway,
+}
+
+impl Scene {
+    async fn new(db: Db, options: &Options<'_>) -> Self {
+        let issuer = TestIssuer::start().await;
+        let provider = FakeProvider::start(3600).await;
+        let gw = start(&issuer, &provider, &db, options).await;
+        Self { issuer, provider, db, gw }
+    }
+
+    /// A per-user connection without the token cache, on a fresh key ring.
+    async fn per_user(db: Db) -> Self {
+        Self::new(db, &per_user(&keyring())).await
+    }
+
+    /// Another gateway (a replica) on the same provider, issuer and database.
+    async fn replica(&self, options: &Options<'_>) -> TestGateway {
+        start(&self.issuer, &self.provider, &self.db, options).await
+    }
+}
+
 fn per_user(keys: &str) -> Options<'static> {
     Options { mode: "per_user", name: "gh".into(), keys: keys.into(), discover: false, cache: "0s" }
 }
@@ -140,9 +167,7 @@ async fn connected(issuer: &TestIssuer, gw: &TestGateway, sub: &str, account: &s
 }
 
 async fn elicitation_isolation_and_encryption(db: Db) {
-    let issuer = TestIssuer::start().await;
-    let provider = FakeProvider::start(3600).await;
-    let gw = start(&issuer, &provider, &db, &per_user(&keyring())).await;
+    let Scene { issuer, provider, db, gw } = Scene::per_user(db).await;
     let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
     let bob = issuer.sign(&issuer.claims("bob", "", &gw.mcp));
 
@@ -216,10 +241,7 @@ async fn postgres_per_user_elicitation_then_success_isolation_and_encryption() {
 
 #[tokio::test]
 async fn connect_flow_links_states_and_browsers_are_single_use_and_bound() {
-    let issuer = TestIssuer::start().await;
-    let provider = FakeProvider::start(3600).await;
-    let db = Db::sqlite();
-    let gw = start(&issuer, &provider, &db, &per_user(&keyring())).await;
+    let Scene { issuer, provider, db: _db, gw } = Scene::per_user(Db::sqlite()).await;
     let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
 
     // A link works once.
@@ -272,10 +294,7 @@ async fn connect_flow_links_states_and_browsers_are_single_use_and_bound() {
 
 #[tokio::test]
 async fn link_older_than_ten_minutes_is_refused() {
-    let issuer = TestIssuer::start().await;
-    let provider = FakeProvider::start(3600).await;
-    let db = Db::sqlite();
-    let gw = start(&issuer, &provider, &db, &per_user(&keyring())).await;
+    let Scene { issuer, provider: _provider, db, gw } = Scene::per_user(Db::sqlite()).await;
     let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
     let link = link_of(&gw.call(&alice, "me", json!({})).await);
     // Age the link in the database itself.
@@ -303,9 +322,7 @@ async fn age_tokens(db: &Db) {
 
 async fn refresh_matrix(db: Db) {
     sqlx::any::install_default_drivers();
-    let issuer = TestIssuer::start().await;
-    let provider = FakeProvider::start(3600).await;
-    let gw = start(&issuer, &provider, &db, &per_user(&keyring())).await;
+    let Scene { issuer, provider, db, gw } = Scene::per_user(db).await;
     let alice = connected(&issuer, &gw, "alice", "gh-alice").await;
 
     // Fresh: no refresh.
@@ -406,11 +423,10 @@ async fn postgres_refresh_once_rotation_retries_invalid_grant_and_replay() {
 /// token is expiring cause exactly one refresh.
 async fn replicas_refresh_once(db: Db) {
     sqlx::any::install_default_drivers();
-    let issuer = TestIssuer::start().await;
-    let provider = FakeProvider::start(3600).await;
     let options = per_user(&keyring());
-    let one = start(&issuer, &provider, &db, &options).await;
-    let two = start(&issuer, &provider, &db, &options).await;
+    let scene = Scene::new(db, &options).await;
+    let two = scene.replica(&options).await;
+    let Scene { issuer, provider, db, gw: one } = scene;
     let token = connected(&issuer, &one, "alice", "gh-alice").await;
     let token_two = issuer.sign(&issuer.claims("alice", "", &two.mcp));
     assert_eq!(account_of(&two.call(&token_two, "me", json!({})).await), "gh-alice", "the replica reads the same connection");
@@ -451,12 +467,9 @@ async fn admin(gw: &TestGateway, method: reqwest::Method, path: &str, token: Opt
 // Multi-threaded: the CLI runs as a child process while this runtime serves the gateway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_connection_through_admin_api_and_cli() {
-    let issuer = TestIssuer::start().await;
-    let provider = FakeProvider::start(3600).await;
-    let db = Db::sqlite();
     let name = unique("shared");
-    let gw = start(&issuer, &provider, &db, &Options { mode: "shared", name: name.clone(), keys: keyring(), discover: false, cache: "5s" })
-        .await;
+    let options = Options { mode: "shared", name: name.clone(), keys: keyring(), discover: false, cache: "5s" };
+    let Scene { issuer, provider, gw, db: _db } = Scene::new(Db::sqlite(), &options).await;
     let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
     let bob = issuer.sign(&issuer.claims("bob", "", &gw.mcp));
 
@@ -511,10 +524,7 @@ async fn shared_connection_through_admin_api_and_cli() {
 
 #[tokio::test]
 async fn admin_api_is_off_without_a_token_and_per_user_links_are_not_issued_to_operators() {
-    let issuer = TestIssuer::start().await;
-    let provider = FakeProvider::start(3600).await;
-    let db = Db::sqlite();
-    let gw = start(&issuer, &provider, &db, &per_user(&keyring())).await;
+    let Scene { issuer, gw, provider: _provider, db: _db } = Scene::per_user(Db::sqlite()).await;
     let (status, body) = admin(&gw, reqwest::Method::POST, "/admin/v1/connections/gh/connect-link", Some(ADMIN)).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("not_shared")));
     let off = crate::common::gateway(&issuer, "  - {name: t, description: d, http: {url: \"http://127.0.0.1:9/x\"}}\n", "").await;
@@ -524,12 +534,8 @@ async fn admin_api_is_off_without_a_token_and_per_user_links_are_not_issued_to_o
 
 #[tokio::test]
 async fn provider_endpoints_by_discovery() {
-    let issuer = TestIssuer::start().await;
-    let provider = FakeProvider::start(3600).await;
-    let db = Db::sqlite();
-    let gw =
-        start(&issuer, &provider, &db, &Options { mode: "per_user", name: "disc".into(), keys: keyring(), discover: true, cache: "0s" })
-            .await;
+    let options = Options { mode: "per_user", name: "disc".into(), keys: keyring(), discover: true, cache: "0s" };
+    let Scene { issuer, gw, provider: _provider, db: _db } = Scene::new(Db::sqlite(), &options).await;
     let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
     let link = link_of(&gw.call(&alice, "me", json!({})).await);
     connect(&link, "gh-alice").await;
@@ -590,12 +596,10 @@ async fn key_rotation_under_load() {
 #[tokio::test]
 async fn token_cache_is_bounded_and_forgets_on_disconnect() {
     sqlx::any::install_default_drivers();
-    let issuer = TestIssuer::start().await;
-    let provider = FakeProvider::start(3600).await;
-    let db = Db::sqlite();
     let cached = Options { cache: "1s", ..per_user(&keyring()) };
-    let one = start(&issuer, &provider, &db, &cached).await;
-    let two = start(&issuer, &provider, &db, &cached).await;
+    let scene = Scene::new(Db::sqlite(), &cached).await;
+    let two = scene.replica(&cached).await;
+    let Scene { issuer, provider, db, gw: one } = scene;
     let alice = connected(&issuer, &one, "alice", "gh-alice").await;
     let alice_two = issuer.sign(&issuer.claims("alice", "", &two.mcp));
     assert_eq!(account_of(&two.call(&alice_two, "me", json!({})).await), "gh-alice");
