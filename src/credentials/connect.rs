@@ -156,6 +156,9 @@ pub struct CallbackQuery {
     state: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    /// RFC 9207.
+    #[serde(default)]
+    iss: Option<String>,
 }
 
 fn browser_cookie(headers: &HeaderMap) -> Option<String> {
@@ -215,6 +218,17 @@ pub async fn callback(
             "This sign-in was started in another browser. Open the connect link again in this one.",
         );
     }
+    let Some(connection) = gw.credentials.connection(&key.credential) else {
+        return refuse(Some(&key), "unknown_credential", "Not connected", "This connection is no longer configured.");
+    };
+    if connection.check_response_issuer(&gw.upstream, query.iss.as_deref()).await.is_err() {
+        return refuse(
+            Some(&key),
+            "oauth_issuer_mismatch",
+            "Sign-in not valid",
+            "The answer did not come from this connection's provider. Nothing was stored.",
+        );
+    }
     if let Some(error) = &query.error {
         let code = error_code(error);
         let mut e = event(&ctx, "oauth/callback", Some(&key), "deny", "oauth_provider_error", 400);
@@ -229,9 +243,6 @@ pub async fn callback(
     }
     let Some(code) = query.code.as_deref().filter(|c| !c.is_empty()) else {
         return refuse(Some(&key), "oauth_code_missing", "Sign-in not valid", "The provider sent no authorization code.");
-    };
-    let Some(connection) = gw.credentials.connection(&key.credential) else {
-        return refuse(Some(&key), "unknown_credential", "Not connected", "This connection is no longer configured.");
     };
     let tokens = match connection.exchange(&gw.upstream, code, &flow.verifier).await {
         Ok(t) => t,

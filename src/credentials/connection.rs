@@ -83,6 +83,12 @@ impl CredentialError {
 pub struct Endpoints {
     pub authorize: Option<url::Url>,
     pub token: url::Url,
+    /// The issuer, when discovered: authorization responses that name another are refused
+    /// (RFC 9207).
+    pub issuer: Option<String>,
+    /// The provider promises `iss` on every authorization response
+    /// (`authorization_response_iss_parameter_supported`), so one without it is refused.
+    pub iss_required: bool,
 }
 
 /// Endpoints from a preset or the config, or discovered from an issuer on first use.
@@ -100,6 +106,8 @@ struct ServerMetadata {
     token_endpoint: String,
     #[serde(default)]
     code_challenge_methods_supported: Option<Vec<String>>,
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
 }
 
 /// Why discovery failed: it is reported like an unreachable provider.
@@ -154,7 +162,12 @@ impl EndpointSource {
         }
         let parse = |u: &str| url::Url::parse(u).map_err(|_| discovery_failed(issuer, "an endpoint is not a URL"));
         let discovered_authorize = m.authorization_endpoint.as_deref().map(parse).transpose()?;
-        Ok(Endpoints { authorize: authorize.or(discovered_authorize), token: token.map_or_else(|| parse(&m.token_endpoint), Ok)? })
+        Ok(Endpoints {
+            authorize: authorize.or(discovered_authorize),
+            token: token.map_or_else(|| parse(&m.token_endpoint), Ok)?,
+            iss_required: m.authorization_response_iss_parameter_supported,
+            issuer: Some(m.issuer),
+        })
     }
 }
 
@@ -396,6 +409,20 @@ impl OAuthConnection {
             }
         }
         Ok(url)
+    }
+
+    /// RFC 9207: the `iss` of an authorization response must name the discovered issuer, and
+    /// must be present when the provider promises it. Providers configured by URL are not
+    /// checked (their issuer is not known).
+    pub async fn check_response_issuer(&self, upstream: &Upstream, iss: Option<&str>) -> Result<(), TokenError> {
+        let endpoints = self.settings.endpoints.get(upstream).await?;
+        let Some(expected) = &endpoints.issuer else { return Ok(()) };
+        match iss {
+            Some(iss) if iss.trim_end_matches('/') == expected.trim_end_matches('/') => Ok(()),
+            Some(_) => Err(TokenError::Refused),
+            None if endpoints.iss_required => Err(TokenError::Refused),
+            None => Ok(()),
+        }
     }
 
     /// The error for a caller without a usable connection: for per-user connections a

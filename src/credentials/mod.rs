@@ -379,7 +379,7 @@ fn oauth_source(name: &str, o: &OAuthClientConfig, vault: Option<&Arc<Vault>>, a
     let has_authorize = authorize.is_some();
     let endpoints = match (issuer, token) {
         (Some(issuer), token) => EndpointSource::Discover { issuer, authorize, token, found: tokio::sync::OnceCell::new() },
-        (None, Some(token)) => EndpointSource::Fixed(Endpoints { authorize, token }),
+        (None, Some(token)) => EndpointSource::Fixed(Endpoints { authorize, token, issuer: None, iss_required: false }),
         (None, None) => return Err(err("token_url", "needs a provider, an issuer or a token_url")),
     };
     let client = ClientIdentity {

@@ -20,6 +20,9 @@ use crate::credentials::envelope::{EnvelopeError, KeyRing};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Unused connect links kept per caller and connection; older ones stop working.
+pub const OPEN_LINKS: i64 = 5;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
@@ -325,7 +328,9 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Records a connect link (by its hash) for `key`, and forgets flows older than an hour.
+    /// Records a connect link (by its hash) for `key`, keeps only the [`OPEN_LINKS`] newest
+    /// unused links of `key` (a caller retrying an unconnected tool cannot pile up rows), and
+    /// forgets flows older than an hour.
     pub async fn create_link(&self, link_hash: &str, key: &ConnectionKey) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM connect_flows WHERE created_at < $1").bind(now() - 3600).execute(&self.pool).await?;
         sqlx::query("INSERT INTO connect_flows (link_hash, credential, issuer, subject, created_at) VALUES ($1, $2, $3, $4, $5)")
@@ -336,6 +341,18 @@ impl Store {
             .bind(now())
             .execute(&self.pool)
             .await?;
+        sqlx::query(
+            "DELETE FROM connect_flows WHERE link_hash IN (
+               SELECT link_hash FROM connect_flows
+               WHERE credential = $1 AND issuer = $2 AND subject = $3 AND started_at IS NULL
+               ORDER BY created_at DESC, link_hash DESC LIMIT 1000000 OFFSET $4)",
+        )
+        .bind(&key.credential)
+        .bind(&key.issuer)
+        .bind(&key.subject)
+        .bind(OPEN_LINKS)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

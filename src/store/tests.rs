@@ -89,6 +89,16 @@ async fn exercise(url: &str, raw: impl Fn() -> String) {
     store.create_link("link-hash-old", &key("github", "bob")).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(store.start_flow("link-hash-old", "state-hash-3", &verifier, "b", i64::MAX).await.ok(), Some(None), "too old");
     assert!(!raw().contains(verifier.expose()), "the PKCE verifier is encrypted");
+    // A caller retrying an unconnected tool keeps at most OPEN_LINKS unused links.
+    for i in 0..(OPEN_LINKS + 3) {
+        store.create_link(&format!("carol-link-{i}"), &key("github", "carol")).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let open: i64 = sqlx::query("SELECT COUNT(*) FROM connect_flows WHERE subject = 'carol'")
+        .fetch_one(store.pool())
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(open, OPEN_LINKS);
 
     // Rotation: a new active key, re-encryption in small batches while reads go on, then the
     // old key can be removed.

@@ -174,6 +174,7 @@ async fn metadata(State((_, url)): S) -> Response {
         "response_types_supported": ["code"],
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
     }))
     .into_response()
 }
@@ -183,7 +184,7 @@ fn redirect(to: String) -> Response {
 }
 
 /// The browser says who is signing in with `x-account`, and can refuse with `x-deny`.
-async fn authorize(State((p, _)): S, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn authorize(State((p, url)): S, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
     let get = |k: &str| q.get(k).cloned().unwrap_or_default();
     let redirect_uri = get("redirect_uri");
     *p.redirect_uri.lock().unwrap() = Some(redirect_uri.clone());
@@ -195,8 +196,10 @@ async fn authorize(State((p, _)): S, headers: HeaderMap, Query(q): Query<HashMap
     }
     let state = get("state");
     let sep = if redirect_uri.contains('?') { '&' } else { '?' };
+    // RFC 9207: name the issuer in every authorization response.
+    let iss: String = url::form_urlencoded::byte_serialize(url.as_bytes()).collect();
     if headers.contains_key("x-deny") {
-        return redirect(format!("{redirect_uri}{sep}error=access_denied&state={state}"));
+        return redirect(format!("{redirect_uri}{sep}error=access_denied&state={state}&iss={iss}"));
     }
     let account = headers.get("x-account").and_then(|v| v.to_str().ok()).unwrap_or("nobody").to_owned();
     let code = {
@@ -206,7 +209,7 @@ async fn authorize(State((p, _)): S, headers: HeaderMap, Query(q): Query<HashMap
         inner.codes.insert(code.clone(), (account, get("code_challenge"), redirect_uri.clone()));
         code
     };
-    redirect(format!("{redirect_uri}{sep}code={code}&state={state}"))
+    redirect(format!("{redirect_uri}{sep}code={code}&state={state}&iss={iss}"))
 }
 
 fn oauth_error(code: &str) -> Response {

@@ -535,11 +535,27 @@ async fn admin_api_is_off_without_a_token_and_per_user_links_are_not_issued_to_o
 #[tokio::test]
 async fn provider_endpoints_by_discovery() {
     let options = Options { mode: "per_user", name: "disc".into(), keys: keyring(), discover: true, cache: "0s" };
-    let Scene { issuer, gw, provider: _provider, db: _db } = Scene::new(Db::sqlite(), &options).await;
+    let Scene { issuer, gw, provider, db: _db } = Scene::new(Db::sqlite(), &options).await;
     let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
     let link = link_of(&gw.call(&alice, "me", json!({})).await);
     connect(&link, "gh-alice").await;
     assert_eq!(account_of(&gw.call(&alice, "me", json!({})).await), "gh-alice");
+
+    // RFC 9207: the discovered provider promises `iss`, so an answer naming another issuer, or
+    // none, is refused and stores nothing.
+    let bob = issuer.sign(&issuer.claims("bob", "", &gw.mcp));
+    let iss: String = url::form_urlencoded::byte_serialize(provider.url.as_bytes()).collect();
+    for tamper in ["iss=https%3A%2F%2Fevil.example", ""] {
+        let link = link_of(&gw.call(&bob, "me", json!({})).await);
+        let (callback, cookie) = sign_in(&link, "gh-bob", false).await;
+        assert!(callback.contains(&format!("&iss={iss}")), "{callback}");
+        let forged = callback.replace(&format!("&iss={iss}"), if tamper.is_empty() { "" } else { "&iss=https%3A%2F%2Fevil.example" });
+        let (status, page) = visit(&forged, Some(&cookie)).await;
+        assert_eq!(status, 400, "{page}");
+        assert!(page.contains("oauth_issuer_mismatch"), "{page}");
+        assert_eq!(gw.call(&bob, "me", json!({})).await.error_code(), Some(-32042), "nothing stored");
+    }
+    assert_eq!(provider.state.code_requests.load(Ordering::SeqCst), 1, "only alice's code was exchanged");
 }
 
 /// `warden keys rotate` runs against the database while a gateway holding both keys serves
