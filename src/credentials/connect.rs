@@ -12,7 +12,7 @@
 //! the connection the link was made for.
 //!
 //! Pages are static text with every value HTML-escaped, `no-store`, `no-referrer` (the URL holds
-//! the code) and a CSP that allows nothing.
+//! the code) and a CSP that allows no scripts, loads or framing (inline styles only).
 
 use std::sync::Arc;
 
