@@ -27,6 +27,21 @@ struct Stats {
     requests: usize,
 }
 
+/// One concurrency level's measurements.
+struct Row {
+    c: usize,
+    /// The backend called directly.
+    direct: Stats,
+    /// `tools/call` through Warden, no credential.
+    through: Stats,
+    /// MCP `ping`.
+    ping: Stats,
+    /// `tools/call` with a per-user connection, token cache on.
+    connected: Stats,
+    /// The same with the token cache off.
+    uncached: Stats,
+}
+
 async fn listen() -> (TcpListener, String) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
@@ -237,7 +252,7 @@ async fn main() {
             uncached.rps,
             uncached.p50_us
         );
-        rows.push((c, direct, through, ping, connected, uncached));
+        rows.push(Row { c, direct, through, ping, connected, uncached });
     }
     shutdown.cancel();
     let _ = std::fs::remove_file(&vault_path);
@@ -259,7 +274,7 @@ result; audit output is off (it is a single buffered line per call).\n\n",
         ));
         md.push_str("| concurrency | direct req/s | direct p50 | direct p99 | Warden req/s | Warden p50 | Warden p99 | throughput ratio | added p50 |\n");
         md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-        for (c, d, w, _, _, _) in &rows {
+        for Row { c, direct: d, through: w, .. } in &rows {
             md.push_str(&format!(
                 "| {c} | {:.0} | {:.0} µs | {:.0} µs | {:.0} | {:.0} µs | {:.0} µs | {:.2} | {:.0} µs |\n",
                 d.rps,
@@ -273,11 +288,11 @@ result; audit output is off (it is a single buffered line per call).\n\n",
             ));
         }
         md.push_str("\nThe gateway's own path without a backend call, measured with MCP `ping` (authentication, JSON-RPC checks, rmcp dispatch):\n\n| concurrency | ping req/s | p50 | p99 |\n|---:|---:|---:|---:|\n");
-        for (c, _, _, p, _, _) in &rows {
+        for Row { c, ping: p, .. } in &rows {
             md.push_str(&format!("| {c} | {:.0} | {:.0} µs | {:.0} µs |\n", p.rps, p.p50_us, p.p99_us));
         }
         md.push_str("\nThe same call with a per-user OAuth connection (`credentials[].oauth`, `mode: per_user`): the caller's upstream token comes from the vault (a SQLite file, AES-256-GCM envelopes). With the default `vault.token_cache: 5s` a fresh token is read and decrypted once per 5 s per caller; with `0s`, on every call:\n\n| concurrency | cached req/s | cached p50 | cached p99 | throughput against the call without a credential | uncached req/s | uncached p50 | uncached throughput against the call without a credential |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-        for (c, _, w, _, v, u) in &rows {
+        for Row { c, through: w, connected: v, uncached: u, .. } in &rows {
             md.push_str(&format!(
                 "| {c} | {:.0} | {:.0} µs | {:.0} µs | {:.2} | {:.0} | {:.0} µs | {:.2} |\n",
                 v.rps,
@@ -289,7 +304,7 @@ result; audit output is off (it is a single buffered line per call).\n\n",
                 u.rps / w.rps
             ));
         }
-        let total: usize = rows.iter().map(|(_, d, w, p, v, u)| d.requests + w.requests + p.requests + v.requests + u.requests).sum();
+        let total: usize = rows.iter().flat_map(|r| [&r.direct, &r.through, &r.ping, &r.connected, &r.uncached]).map(|s| s.requests).sum();
         md.push_str(&format!(
             "\n{total} requests in all. The throughput ratio is Warden's requests/s over the direct path's; a call through \
 Warden makes the same backend request plus the gateway's own work, and here the load generator, the gateway and \

@@ -74,16 +74,13 @@ fn admin_event(
     status: u16,
 ) -> AuditEvent {
     AuditEvent {
-        request_id: ctx.request_id.clone(),
-        trace_id: ctx.trace_id().to_owned(),
         subject: Some("admin".into()),
         method: Some(method.into()),
         credential: credential.map(str::to_owned),
         decision,
         reason: reason.into(),
         status,
-        latency_ms: ctx.elapsed_ms(),
-        ..AuditEvent::default()
+        ..AuditEvent::for_request(ctx, None, None)
     }
 }
 

@@ -51,6 +51,35 @@ pub struct AuditEvent {
     pub latency_ms: f64,
 }
 
+impl AuditEvent {
+    /// The fields every event about this HTTP request shares: ids, the caller when known, and
+    /// the latency so far.
+    pub fn for_request(
+        ctx: &crate::edge::RequestContext,
+        principal: Option<&crate::identity::Principal>,
+        jsonrpc_id: Option<serde_json::Value>,
+    ) -> Self {
+        Self {
+            request_id: ctx.request_id.clone(),
+            trace_id: ctx.trace_id().to_owned(),
+            jsonrpc_id,
+            latency_ms: ctx.elapsed_ms(),
+            ..principal.map(Self::for_caller).unwrap_or_default()
+        }
+    }
+
+    /// The caller's fields: subject, issuer, client and tenant.
+    pub fn for_caller(principal: &crate::identity::Principal) -> Self {
+        Self {
+            subject: Some(principal.subject.to_string()),
+            issuer: Some(principal.issuer.clone()),
+            client_id: principal.client_id.clone(),
+            tenant: principal.tenant.clone(),
+            ..Self::default()
+        }
+    }
+}
+
 enum Output {
     Off,
     Stdout,

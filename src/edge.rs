@@ -12,6 +12,11 @@ use tokio::time::Instant;
 pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
+/// The trace id part of a W3C `traceparent` (`version-traceid-parentid-flags`).
+pub fn trace_id(traceparent: &str) -> &str {
+    traceparent.split('-').nth(1).unwrap_or_default()
+}
+
 /// Request-scoped facts, placed in the request's extensions.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -23,7 +28,7 @@ pub struct RequestContext {
 impl RequestContext {
     /// The trace id part of the traceparent.
     pub fn trace_id(&self) -> &str {
-        self.traceparent.split('-').nth(1).unwrap_or_default()
+        trace_id(&self.traceparent)
     }
 
     pub fn elapsed_ms(&self) -> f64 {

@@ -76,8 +76,6 @@ fn page(status: StatusCode, title: &str, message: &str, code: &str) -> Response 
 fn event(ctx: &RequestContext, method: &str, key: Option<&ConnectionKey>, decision: &'static str, reason: &str, status: u16) -> AuditEvent {
     let person = key.filter(|k| !k.subject.is_empty());
     AuditEvent {
-        request_id: ctx.request_id.clone(),
-        trace_id: ctx.trace_id().to_owned(),
         subject: person.map(|k| k.subject.clone()),
         issuer: person.map(|k| k.issuer.clone()),
         method: Some(method.into()),
@@ -85,8 +83,7 @@ fn event(ctx: &RequestContext, method: &str, key: Option<&ConnectionKey>, decisi
         decision,
         reason: reason.into(),
         status,
-        latency_ms: ctx.elapsed_ms(),
-        ..AuditEvent::default()
+        ..AuditEvent::for_request(ctx, None, None)
     }
 }
 

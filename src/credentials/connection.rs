@@ -451,16 +451,12 @@ impl OAuthConnection {
     fn audit(&self, principal: &Principal, ctx: &CallContext, decision: &'static str, reason: &str) {
         self.vault.audit.emit(AuditEvent {
             request_id: ctx.request_id.clone(),
-            trace_id: ctx.traceparent.split('-').nth(1).unwrap_or_default().to_owned(),
-            subject: Some(principal.subject.to_string()),
-            issuer: Some(principal.issuer.clone()),
-            client_id: principal.client_id.clone(),
-            tenant: principal.tenant.clone(),
+            trace_id: crate::edge::trace_id(&ctx.traceparent).to_owned(),
             method: Some("credential/refresh".into()),
             credential: Some(self.settings.name.clone()),
             decision,
             reason: reason.into(),
-            ..AuditEvent::default()
+            ..AuditEvent::for_caller(principal)
         });
     }
 }

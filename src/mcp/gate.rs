@@ -32,7 +32,7 @@ pub async fn gate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) 
         None => RequestContext::from_headers(request.headers()),
     };
     if let Err(code) = gw.origin_guard.check(request.headers()) {
-        gw.audit.emit(AuditEvent { decision: "deny", reason: code.into(), status: 403, ..base_event(&ctx, None, None) });
+        gw.audit.emit(AuditEvent { decision: "deny", reason: code.into(), status: 403, ..AuditEvent::for_request(&ctx, None, None) });
         let body = serde_json::json!({"error": code, "error_description": "request origin or host not allowed"});
         return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
     }
@@ -87,7 +87,7 @@ pub async fn gate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) 
                         tool: Some(tool.name.clone()),
                         rule: Some(decision.rule.clone()),
                         explanation: Some(explanation),
-                        ..base_event(&ctx, Some(&principal), info.jsonrpc_id.clone())
+                        ..AuditEvent::for_request(&ctx, Some(&principal), info.jsonrpc_id.clone())
                     };
                     let error = GatewayError::Forbidden { denial, rule: decision.rule };
                     gw.audit.emit(AuditEvent { decision: "deny", reason: error.reason().into(), status: error.status().as_u16(), ..event });
@@ -135,7 +135,7 @@ async fn pass(gw: &Gateway, ctx: RequestContext, principal: Arc<Principal>, info
             decision,
             reason,
             status: status.as_u16(),
-            ..base_event(&ctx, Some(&principal), info.jsonrpc_id)
+            ..AuditEvent::for_request(&ctx, Some(&principal), info.jsonrpc_id)
         });
     }
     response
@@ -158,7 +158,7 @@ fn refuse(
         decision,
         reason: error.reason().into(),
         status: error.status().as_u16(),
-        ..base_event(ctx, principal, jsonrpc_id.clone())
+        ..AuditEvent::for_request(ctx, principal, jsonrpc_id.clone())
     });
     error.into_response(&gw.metadata, jsonrpc_id)
 }
@@ -176,21 +176,6 @@ fn check_framing(headers: &http::HeaderMap) -> Result<(), GatewayError> {
         return Err(GatewayError::NotAcceptable);
     }
     Ok(())
-}
-
-/// The audit fields every event about this request shares.
-pub fn base_event(ctx: &RequestContext, principal: Option<&Principal>, jsonrpc_id: Option<Value>) -> AuditEvent {
-    AuditEvent {
-        request_id: ctx.request_id.clone(),
-        trace_id: ctx.trace_id().to_owned(),
-        jsonrpc_id,
-        subject: principal.map(|p| p.subject.to_string()),
-        issuer: principal.map(|p| p.issuer.clone()),
-        client_id: principal.and_then(|p| p.client_id.clone()),
-        tenant: principal.and_then(|p| p.tenant.clone()),
-        latency_ms: ctx.elapsed_ms(),
-        ..AuditEvent::default()
-    }
 }
 
 /// The parts of a JSON-RPC message the gate needs.

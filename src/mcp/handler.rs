@@ -15,7 +15,6 @@ use rmcp::{RoleServer, ServerHandler};
 use serde_json::{Map, Value};
 
 use super::GateInfo;
-use super::gate::base_event;
 use crate::audit::AuditEvent;
 use crate::edge::RequestContext;
 use crate::gateway::Gateway;
@@ -82,7 +81,7 @@ impl ServerHandler for McpHandler {
             decision: "allow",
             reason: "ok".into(),
             status: 200,
-            ..base_event(&a.ctx, Some(&a.principal), a.info.jsonrpc_id)
+            ..AuditEvent::for_request(&a.ctx, Some(&a.principal), a.info.jsonrpc_id)
         });
         Ok(ListToolsResult::with_all_items(tools))
     }
@@ -93,7 +92,7 @@ impl ServerHandler for McpHandler {
         let event = AuditEvent {
             method: Some("tools/call".into()),
             tool: Some(request.name.to_string()),
-            ..base_event(&a.ctx, Some(&a.principal), a.info.jsonrpc_id.clone())
+            ..AuditEvent::for_request(&a.ctx, Some(&a.principal), a.info.jsonrpc_id.clone())
         };
         let deny = |reason: &str, rule: Option<String>, error: ErrorData| {
             gw.audit.emit(AuditEvent {
