@@ -30,3 +30,6 @@ mod oauth_client;
 
 #[path = "integration/vault.rs"]
 mod vault;
+
+#[path = "integration/hardening.rs"]
+mod hardening;

@@ -1,5 +1,15 @@
 //! The bridge to CEL: compiling conditions with a load-time check of the variables they use,
 //! and the per-decision activation (`principal`, `tool`, `args`, `request`).
+//!
+//! Comparisons are strict. CEL's own `==`, `!=` and `in` answer `false` when the operands are
+//! of different kinds (`["x"] == "x"`, `1001 == "1001"`), which would let a caller slip past a
+//! deny rule by sending the forbidden value with another JSON type. Every `==`, `!=` and `in` is
+//! rewritten at compile time into [`strict`]'s functions, which raise an error for operands of
+//! different kinds (numbers compare by value across int, uint and double; `null` equals only
+//! `null`), recursively inside lists and maps. An error fails closed: a deny rule applies, an
+//! allow rule does not.
+
+mod strict;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
@@ -15,7 +25,7 @@ use crate::identity::Principal;
 /// The variables a condition may use.
 pub const ROOTS: &[&str] = &["principal", "tool", "args", "request"];
 
-static ENV: LazyLock<Arc<cel::Env>> = LazyLock::new(|| Arc::new(cel::Env::stdlib()));
+static ENV: LazyLock<Arc<cel::Env>> = LazyLock::new(|| Arc::new(strict::env()));
 
 /// Which of the [`ROOTS`] a set of conditions reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -40,7 +50,8 @@ impl Roots {
 /// A compiled `when` expression.
 pub struct Condition {
     pub source: String,
-    program: cel::Program,
+    /// The parsed expression, its comparisons made strict.
+    expression: IdedExpr,
     /// Whether it reads the call's arguments (unknown at list time).
     pub uses_args: bool,
     /// The variables it reads: only these are bound when it is evaluated.
@@ -56,9 +67,10 @@ impl std::fmt::Debug for Condition {
 impl Condition {
     /// Compiles and checks that every free variable is one of [`ROOTS`].
     pub fn compile(source: &str) -> Result<Self, String> {
-        let program = ENV.compile(source).map_err(|e| format!("invalid CEL: {e}"))?;
+        let mut expression = ENV.parser().parse(source).map_err(|e| format!("invalid CEL: {e}"))?;
+        strict::rewrite(&mut expression);
         let mut free = BTreeSet::new();
-        free_variables(program.expression(), &mut Vec::new(), &mut free);
+        free_variables(&expression, &mut Vec::new(), &mut free);
         if let Some(unknown) = free.iter().find(|v| !ROOTS.contains(&v.as_str())) {
             return Err(format!("unknown variable {unknown:?}; conditions may use {}", ROOTS.join(", ")));
         }
@@ -68,12 +80,12 @@ impl Condition {
             args: free.contains("args"),
             request: free.contains("request"),
         };
-        Ok(Self { source: source.to_owned(), uses_args: roots.args, roots, program })
+        Ok(Self { source: source.to_owned(), uses_args: roots.args, roots, expression })
     }
 
     /// `Ok(true/false)`, or the evaluation error (a missing key, a type mismatch, a non-bool).
     pub fn eval(&self, activation: &cel::Context<'_, '_>) -> Result<bool, String> {
-        match self.program.execute(activation) {
+        match cel::Value::resolve(&self.expression, activation) {
             Ok(cel::Value::Bool(b)) => Ok(b),
             Ok(other) => Err(format!("condition returned {:?}, not a bool", other.type_of())),
             Err(e) => Err(e.to_string()),

@@ -320,3 +320,63 @@ proptest! {
         prop_assert_eq!(shown, callable, "rules:\n{}", yaml);
     }
 }
+
+/// The black-box run's findings: a deny rule must not stop applying because the forbidden
+/// value arrives as another JSON type (a list, a number), and an allow rule must not start
+/// applying for the same reason.
+#[test]
+fn comparisons_of_different_kinds_fail_closed() {
+    let t = tool("search", &[], &[]);
+    let who = principal("a", &[], &[], Some("acme"));
+    let deny = |when: &str| {
+        let yaml = format!(
+            "rules:\n  - {{id: all, effect: allow, tools: [search]}}\n  - {{id: no, effect: deny, tools: [search], when: '{when}'}}\n"
+        );
+        policy(&yaml, &[&t])
+    };
+    let cases = [
+        ("has(args.q) && args.q == \"forbidden\"", json!({"q": ["forbidden"]})),
+        ("has(args.q) && args.q == \"forbidden\"", json!({"q": [["forbidden"]]})),
+        ("has(args.q) && args.q == \"forbidden\"", json!({"q": {"x": "forbidden"}})),
+        ("args.account == \"1001\"", json!({"account": 1001})),
+        ("args.account == 1001", json!({"account": "1001"})),
+        ("args.classification in [\"confidential\", \"restricted\"]", json!({"classification": ["confidential"]})),
+        ("args.tags == [\"a\"]", json!({"tags": [["a"]]})),
+        ("args.q.startsWith(\"forb\")", json!({"q": ["forbidden"]})),
+        ("args.q.matches(\"^forb\")", json!({"q": ["forbidden"]})),
+    ];
+    for (when, args) in cases {
+        let d = call(&deny(when), &who, &t, args.clone());
+        assert_eq!(d.rule, "p/no", "deny {when} with {args}: {d:?}");
+    }
+    // Same kinds still compare as CEL does: numbers by value, null only with null.
+    for (when, args, applies) in [
+        ("args.n == 1001", json!({"n": 1001.0}), true),
+        ("args.n == 1001", json!({"n": 1002}), false),
+        ("args.q == \"forbidden\"", json!({"q": "fine"}), false),
+        ("args.q == null", json!({"q": null}), true),
+        ("args.q == null", json!({"q": ["x"]}), false),
+        ("args.q != \"forbidden\"", json!({"q": null}), true),
+        ("args.c in [\"a\", 1]", json!({"c": "b"}), false),
+        ("args.c in [\"a\", 1]", json!({"c": 1.0}), true),
+        ("\"k\" in args", json!({"k": 1}), true),
+        ("args.m == {\"a\": [1, \"x\"]}", json!({"m": {"a": [1, "x"]}}), true),
+        ("args.m == {\"a\": [1, \"x\"]}", json!({"m": {"a": [1, "y"]}}), false),
+    ] {
+        let d = call(&deny(when), &who, &t, args.clone());
+        assert_eq!(d.rule == "p/no", applies, "deny {when} with {args}: {d:?}");
+    }
+    let allow = |when: &str| {
+        let yaml = format!("rules:\n  - {{id: only, effect: allow, tools: [search], when: '{when}'}}\n");
+        policy(&yaml, &[&t])
+    };
+    for (when, args) in [
+        ("args.t == principal.tenant", json!({"t": ["acme"]})),
+        ("args.region != \"us\"", json!({"region": ["us"]})),
+        ("args.region != \"us\"", json!({"region": 7})),
+        ("args.c in [\"public\"]", json!({"c": ["public"]})),
+    ] {
+        let d = call(&allow(when), &who, &t, args.clone());
+        assert!(d.outcome.is_err(), "allow {when} with {args}: {d:?}");
+    }
+}

@@ -85,14 +85,22 @@ impl HttpTool {
             if credential.as_ref().and_then(|c| c.header()) == Some(&parsed) {
                 return Err(field_error(&at, "this header carries the tool's credential"));
             }
+            if headers.iter().any(|(h, _): &(HeaderName, String)| *h == parsed) {
+                return Err(field_error(&at, "the same header is mapped twice (header names ignore case)"));
+            }
             headers.push((parsed, arg.clone()));
         }
         let query: Vec<(String, String)> = c.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         if query.iter().any(|(k, _)| k.is_empty()) {
             return Err(field_error("query", "parameter names must not be empty"));
         }
+        for (i, (k, _)) in query.iter().enumerate() {
+            if query[..i].iter().any(|(o, _)| o.eq_ignore_ascii_case(k)) {
+                return Err(field_error(&format!("query.{k}"), "the same parameter is mapped twice (names are compared ignoring case)"));
+            }
+        }
         if let Some(param) = credential.as_ref().and_then(|c| c.query_param())
-            && query.iter().any(|(k, _)| k == param)
+            && query.iter().any(|(k, _)| k.eq_ignore_ascii_case(param))
         {
             return Err(field_error(&format!("query.{param}"), "this parameter carries the tool's credential"));
         }
@@ -130,45 +138,91 @@ impl HttpTool {
     }
 
     fn build(&self, upstream: &Upstream, args: &Map<String, Value>) -> Result<reqwest::RequestBuilder, Built> {
-        let mut url = self.url.expand(args).map_err(Built::Invalid)?;
+        let wire = self.encode(args).map_err(Built::Invalid)?;
+        let mut request = upstream.request(self.method.clone(), wire.url).map_err(Built::Upstream)?;
+        for (name, value) in wire.headers {
+            request = request.header(name, value);
+        }
+        if let Some(body) = wire.body {
+            request = request.json(&body);
+        }
+        Ok(request)
+    }
+
+    /// What a call with these arguments puts on the wire, before identity and the credential
+    /// are added. Refuses, with a message the caller can act on, any arguments whose encoding
+    /// would be ambiguous: an unmapped argument that would add a second query parameter (or a
+    /// parameter or header a mapping or the credential sets), or a value the mapping would
+    /// flatten into something a policy never saw (a nested list, a `null` or an object inside a
+    /// list sent as query parameters).
+    pub fn encode(&self, args: &Map<String, Value>) -> Result<Wire, String> {
+        let mut url = self.url.expand(args)?;
         let mut used: HashSet<&str> = self.url.params().collect();
-        let mut rest_query = Vec::new();
-        let mut body = Map::new();
+        let mut query = Vec::new();
         for (param, arg) in &self.query {
             used.insert(arg);
             if let Some(v) = args.get(arg) {
-                push_query(&mut rest_query, param, v);
+                push_query(&mut query, param, arg, v)?;
             }
         }
+        for (_, arg) in &self.headers {
+            used.insert(arg);
+        }
+        let mut body = Map::new();
         for (k, v) in args {
-            if used.contains(k.as_str()) || self.headers.iter().any(|(_, a)| a == k) {
+            if used.contains(k.as_str()) || self.rest == RestArgs::None {
                 continue;
             }
+            if let Some(taken) = self.mapped_name(k) {
+                return Err(format!(
+                    "argument {k:?} is not mapped by this tool and would duplicate the {taken} the gateway sets; leave it out"
+                ));
+            }
             match self.rest {
-                RestArgs::Query => push_query(&mut rest_query, k, v),
+                RestArgs::Query => push_query(&mut query, k, k, v)?,
                 RestArgs::Json => {
                     body.insert(k.clone(), v.clone());
                 }
                 RestArgs::None => {}
             }
         }
-        if !rest_query.is_empty() {
-            url.query_pairs_mut().extend_pairs(rest_query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         }
-        let mut request = upstream.request(self.method.clone(), url).map_err(Built::Upstream)?;
+        let mut headers = Vec::with_capacity(self.headers.len());
         for (name, arg) in &self.headers {
             let Some(v) = args.get(arg) else { continue };
-            let text = scalar_text(v)
-                .ok_or_else(|| Built::Invalid(format!("argument {arg:?} must be a string, number or boolean to go in a header")))?;
-            let value =
-                HeaderValue::from_str(&text).map_err(|_| Built::Invalid(format!("argument {arg:?} is not a valid header value")))?;
-            request = request.header(name.clone(), value);
+            let text = scalar_text(v).ok_or_else(|| format!("argument {arg:?} must be a string, number or boolean to go in a header"))?;
+            let value = HeaderValue::from_str(&text).map_err(|_| format!("argument {arg:?} is not a valid header value"))?;
+            headers.push((name.clone(), value));
         }
-        if self.rest == RestArgs::Json {
-            request = request.json(&Value::Object(body));
-        }
-        Ok(request)
+        let body = (self.rest == RestArgs::Json).then_some(Value::Object(body));
+        Ok(Wire { url, headers, body })
     }
+
+    /// The query parameter or header of this name (ASCII case ignored, as many frameworks do)
+    /// that a mapping or the credential sets, described for an error message.
+    fn mapped_name(&self, name: &str) -> Option<String> {
+        let same = |other: &str| other.eq_ignore_ascii_case(name);
+        if let Some((param, _)) = self.query.iter().find(|(p, _)| same(p)) {
+            return Some(format!("query parameter {param:?}"));
+        }
+        if let Some(param) = self.credential.as_ref().and_then(|c| c.query_param()).filter(|p| same(p)) {
+            return Some(format!("query parameter {param:?}"));
+        }
+        if let Some((header, _)) = self.headers.iter().find(|(h, _)| same(h.as_str())) {
+            return Some(format!("header {:?}", header.as_str()));
+        }
+        None
+    }
+}
+
+/// A tool call as it will be sent: URL with query, argument headers, JSON body.
+#[derive(Debug)]
+pub struct Wire {
+    pub url: url::Url,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Option<Value>,
 }
 
 enum Built {
@@ -185,14 +239,24 @@ fn scalar_text(v: &Value) -> Option<String> {
     }
 }
 
-/// Scalars as text, arrays as repeated parameters, objects as JSON text; nulls are omitted.
-fn push_query(out: &mut Vec<(String, String)>, name: &str, v: &Value) {
+/// Scalars as text, a list of scalars as repeated parameters, an object as JSON text; `null` is
+/// omitted. Anything else inside a list (a list, an object, `null`) is refused: flattened, it
+/// would reach the backend as values the caller never sent as such.
+fn push_query(out: &mut Vec<(String, String)>, name: &str, arg: &str, v: &Value) -> Result<(), String> {
     match v {
         Value::Null => {}
-        Value::Array(items) => items.iter().for_each(|i| push_query(out, name, i)),
+        Value::Array(items) => {
+            for item in items {
+                let text = scalar_text(item).ok_or_else(|| {
+                    format!("argument {arg:?}: a list sent as query parameters may hold only strings, numbers and booleans")
+                })?;
+                out.push((name.to_owned(), text));
+            }
+        }
         Value::Object(_) => out.push((name.to_owned(), v.to_string())),
-        _ => out.extend(scalar_text(v).map(|t| (name.to_owned(), t))),
+        Value::String(_) | Value::Number(_) | Value::Bool(_) => out.extend(scalar_text(v).map(|t| (name.to_owned(), t))),
     }
+    Ok(())
 }
 
 /// 2xx JSON → `structuredContent` (a non-object is wrapped as `{"result": …}`, since MCP

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-pub use self::http::{ConnectRequired, HttpTool, ToolOutcome};
+pub use self::http::{ConnectRequired, HttpTool, ToolOutcome, Wire};
 pub use template::UrlTemplate;
 
 use crate::config::{ConfigError, ToolConfig};

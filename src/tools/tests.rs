@@ -146,3 +146,186 @@ fn a_tool_mapping_cannot_overwrite_its_credential() {
         }
     }
 }
+
+/// A tool compiled from one `tools[]` entry (no credential).
+fn http_tool(yaml: &str) -> std::sync::Arc<Tool> {
+    let r = registry(yaml).unwrap_or_else(|e| panic!("{e}"));
+    let t = r.iter().next().cloned();
+    t.unwrap_or_else(|| unreachable!())
+}
+
+#[test]
+fn unmapped_arguments_never_duplicate_a_mapped_parameter() {
+    let schema = "input_schema: {type: object, properties: {t: {type: string}, h: {type: string}}}";
+    let get = http_tool(&format!(
+        "  - {{name: t, description: d, {schema}, http: {{url: 'https://a.example/x', query: {{tenant: t}}, headers: {{X-Tenant: h}}}}}}\n"
+    ));
+    // The black-box case: the policy checked `t`, and `tenant` came along as a rest argument.
+    for polluted in [json!({"t": "acme", "tenant": "globex"}), json!({"t": "acme", "Tenant": "globex"}), json!({"x-tenant": "globex"})] {
+        let e = get.http.encode(&args(polluted.clone())).map(|w| w.url.to_string()).unwrap_err();
+        assert!(e.contains("would duplicate"), "{polluted}: {e}");
+    }
+    let wire = get.http.encode(&args(json!({"t": "acme", "h": "x", "other": "y"}))).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(wire.url.query(), Some("tenant=acme&other=y"));
+    assert_eq!(wire.headers.len(), 1);
+    // The same for a JSON body: a member named like a mapped parameter is refused too.
+    let post = http_tool(&format!(
+        "  - {{name: t, description: d, {schema}, http: {{method: POST, url: 'https://a.example/x', query: {{tenant: t}}}}}}\n"
+    ));
+    assert!(post.http.encode(&args(json!({"t": "acme", "tenant": "globex"}))).is_err());
+    let wire = post.http.encode(&args(json!({"t": "acme", "note": "n"}))).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(wire.body, Some(json!({"note": "n"})));
+}
+
+#[test]
+fn mappings_cannot_set_one_name_twice() {
+    let schema = "input_schema: {type: object, properties: {a: {type: string}, b: {type: string}}}";
+    for (http, path) in [
+        ("{url: 'https://a.example/x', headers: {X-A: a, x-a: b}}", "tools[0].http.headers.x-a"),
+        ("{url: 'https://a.example/x', query: {Tenant: a, tenant: b}}", "tools[0].http.query.tenant"),
+    ] {
+        match registry(&format!("  - {{name: t, description: d, {schema}, http: {http}}}\n")) {
+            Ok(_) => panic!("accepted {http}"),
+            Err(e) => assert_eq!(e.path, path, "{e}"),
+        }
+    }
+}
+
+#[test]
+fn lists_sent_as_query_parameters_hold_only_scalars() {
+    let t = http_tool("  - {name: t, description: d, http: {url: 'https://a.example/x'}}\n");
+    let wire = t.http.encode(&args(json!({"q": ["a", 1, true], "o": {"k": 1}, "n": null}))).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(wire.url.query(), Some("o=%7B%22k%22%3A1%7D&q=a&q=1&q=true"));
+    for bad in [json!({"q": [["forbidden"]]}), json!({"q": [null, "x"]}), json!({"q": [{"k": "v"}]})] {
+        assert!(t.http.encode(&args(bad.clone())).is_err(), "{bad}");
+    }
+}
+
+mod shapes {
+    //! Policy decides on what will be sent: for any JSON shape of an argument, a call that a
+    //! rule allows puts on the wire only values that rule would allow.
+    use super::*;
+    use crate::policy::fixtures::FixturePrincipal;
+    use crate::policy::{PolicySet, RequestFacts, Stage};
+
+    /// A JSON value built from the probe string `v` (and a number), in every shape.
+    fn shape(v: &'static str) -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(json!(v)),
+            Just(json!(format!("{v}-suffix"))),
+            Just(json!("other")),
+            Just(json!(1001)),
+            Just(json!(1001.0)),
+            Just(json!(true)),
+            Just(Value::Null),
+        ];
+        leaf.prop_recursive(3, 12, 4, |inner| {
+            prop_oneof![prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array), inner.prop_map(|x| json!({"k": x})),]
+        })
+    }
+
+    /// The texts the backend receives for argument `q`: repeated query parameters, or every
+    /// leaf of the JSON body member.
+    fn sent(wire: &Wire) -> Vec<String> {
+        if let Some(body) = &wire.body {
+            let mut out = Vec::new();
+            leaves(body.get("q").unwrap_or(&Value::Null), &mut out);
+            return out;
+        }
+        wire.url.query_pairs().filter(|(k, _)| k == "q").map(|(_, v)| v.into_owned()).collect()
+    }
+
+    fn leaves(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Null => {}
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(items) => items.iter().for_each(|i| leaves(i, out)),
+            Value::Object(m) => m.values().for_each(|i| leaves(i, out)),
+            other => out.push(other.to_string()),
+        }
+    }
+
+    /// What a condition says of one sent text.
+    type Holds = fn(&str) -> bool;
+
+    /// `(condition, what it says of one sent text)`.
+    fn conditions() -> Vec<(&'static str, Holds)> {
+        vec![
+            ("args.q == 'forbidden'", |w| w == "forbidden"),
+            ("'forbidden' == args.q", |w| w == "forbidden"),
+            ("args.q != 'forbidden'", |w| w != "forbidden"),
+            ("args.q in ['forbidden', 'restricted']", |w| w == "forbidden" || w == "restricted"),
+            ("args.q.startsWith('forb')", |w| w.starts_with("forb")),
+            ("args.q.matches('^forb')", |w| w.starts_with("forb")),
+            ("args.q == '1001'", |w| w == "1001"),
+            // A number rule is about the number: 1001.0 is sent as written, and is 1001.
+            ("args.q == 1001", |w| w.parse::<f64>() == Ok(1001.0)),
+        ]
+    }
+
+    fn decide(rules: &str, tool: &Tool, args: &Value) -> bool {
+        let set = PolicySet::from_sources([("p".to_owned(), rules)]).unwrap_or_else(|e| panic!("{e}"));
+        let policy = set.bind([tool.facts()]);
+        let who = FixturePrincipal {
+            sub: "alice".into(),
+            issuer: "https://i.example".into(),
+            client_id: None,
+            tenant: None,
+            roles: vec![],
+            scopes: vec![],
+            claims: Map::new(),
+        }
+        .principal();
+        policy.decide(&who, &tool.facts(), Stage::Call(args), &RequestFacts::default(), None).outcome.is_ok()
+    }
+
+    fn tools() -> Vec<std::sync::Arc<Tool>> {
+        vec![
+            http_tool("  - {name: search, description: d, http: {url: 'https://a.example/s'}}\n"),
+            http_tool("  - {name: search, description: d, http: {method: POST, url: 'https://a.example/s'}}\n"),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// A deny rule's condition never holds for a value that reaches the backend.
+        #[test]
+        fn deny_rules_hold_for_every_shape(q in shape("forbidden"), number in shape("1001")) {
+            for tool in tools() {
+                for (when, holds) in conditions() {
+                    let rules = format!("rules:\n  - {{id: all, effect: allow, tools: [search]}}\n  - {{id: no, effect: deny, tools: [search], when: \"has(args.q) && {when}\"}}\n");
+                    for value in [&q, &number] {
+                        let args_value = json!({"q": value});
+                        if !decide(&rules, &tool, &args_value) {
+                            continue;
+                        }
+                        let Ok(wire) = tool.http.encode(&args(args_value.clone())) else { continue };
+                        let texts = sent(&wire);
+                        prop_assert!(!texts.iter().any(|w| holds(w)), "deny {} bypassed by {}: sent {:?}", when, args_value, texts);
+                    }
+                }
+            }
+        }
+
+        /// An allow rule's condition holds for every value that reaches the backend, and an
+        /// allowed call sends at most one value for the argument.
+        #[test]
+        fn allow_rules_hold_for_every_shape(q in shape("forbidden"), number in shape("1001")) {
+            for tool in tools() {
+                for (when, holds) in conditions() {
+                    let rules = format!("rules:\n  - {{id: only, effect: allow, tools: [search], when: \"{when}\"}}\n");
+                    for value in [&q, &number] {
+                        let args_value = json!({"q": value});
+                        if !decide(&rules, &tool, &args_value) {
+                            continue;
+                        }
+                        let Ok(wire) = tool.http.encode(&args(args_value.clone())) else { continue };
+                        let texts = sent(&wire);
+                        prop_assert!(texts.len() <= 1 && texts.iter().all(|w| holds(w)), "allow {} satisfied by {}: sent {:?}", when, args_value, texts);
+                    }
+                }
+            }
+        }
+    }
+}
