@@ -6,6 +6,7 @@
 
 use std::io::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -80,6 +81,83 @@ impl AuditEvent {
     }
 }
 
+/// The one audit event of one request. Whichever stage decides writes it; a second write is a
+/// bug, dropped and logged, so no request is ever recorded twice. The gate writes a fallback
+/// event from the response when no stage did, so none is recorded zero times.
+#[derive(Debug, Default)]
+pub struct AuditOnce {
+    written: AtomicBool,
+}
+
+impl AuditOnce {
+    /// Writes `event` unless this request's event was written already; returns whether it wrote.
+    pub fn emit(&self, sink: &AuditSink, event: AuditEvent) -> bool {
+        if self.written.swap(true, Ordering::AcqRel) {
+            tracing::error!(request_id = %event.request_id, reason = %event.reason, "a second audit event for one request was dropped");
+            return false;
+        }
+        sink.emit(event);
+        true
+    }
+
+    pub fn written(&self) -> bool {
+        self.written.load(Ordering::Acquire)
+    }
+}
+
+/// Longest text kept whole in an audit field. Longer values (a 900 KB tool name or JSON-RPC id
+/// is something a client can send) keep their start, a marker, their length and a SHA-256 of
+/// the whole value, so an event stays small and a value can still be matched.
+pub const FIELD_LIMIT: usize = 256;
+/// How much of a longer value is kept.
+const KEPT: usize = 64;
+
+/// `value`, or its start, length and digest when it is longer than [`FIELD_LIMIT`] bytes.
+pub fn bounded(value: &str) -> std::borrow::Cow<'_, str> {
+    use sha2::Digest;
+    if value.len() <= FIELD_LIMIT {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut cut = KEPT;
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let digest = sha2::Sha256::digest(value.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    std::borrow::Cow::Owned(format!("{}…[truncated: {} bytes, sha256:{hex}]", &value[..cut], value.len()))
+}
+
+impl AuditEvent {
+    /// Bounds every text field a client can influence (see [`bounded`]).
+    fn bound_fields(&mut self) {
+        let bound = |s: &mut String| {
+            if let std::borrow::Cow::Owned(b) = bounded(s) {
+                *s = b;
+            }
+        };
+        bound(&mut self.request_id);
+        bound(&mut self.reason);
+        for field in [
+            &mut self.subject,
+            &mut self.issuer,
+            &mut self.client_id,
+            &mut self.tenant,
+            &mut self.method,
+            &mut self.tool,
+            &mut self.credential,
+            &mut self.rule,
+            &mut self.explanation,
+        ] {
+            if let Some(s) = field.as_mut() {
+                bound(s);
+            }
+        }
+        if let Some(serde_json::Value::String(id)) = self.jsonrpc_id.as_mut() {
+            bound(id);
+        }
+    }
+}
+
 enum Output {
     Off,
     Stdout,
@@ -106,6 +184,7 @@ impl AuditSink {
 
     pub fn emit(&self, mut event: AuditEvent) {
         event.ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        event.bound_fields();
         let Ok(mut line) = serde_json::to_vec(&event) else { return };
         line.push(b'\n');
         // A line is written with one call so concurrent events never interleave.

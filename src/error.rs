@@ -20,6 +20,14 @@ pub mod rpc {
     pub const INTERNAL_ERROR: i64 = -32603;
     /// A call the policy refuses (server-defined range).
     pub const POLICY_DENIED: i64 = -32003;
+    /// MCP 2026-07-28: a header disagrees with the body (`Mcp-Method`, `MCP-Protocol-Version`).
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// MCP 2026-07-28: the request needs a client capability it did not declare.
+    pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
+    /// MCP 2026-07-28: a protocol revision the server does not support.
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+    /// MCP 2025-11-25: the user must complete a URL elicitation first.
+    pub const URL_ELICITATION_REQUIRED: i64 = -32042;
 }
 
 /// Whose fault: the caller's (4xx), a backend's (502/504) or ours (500). Audit and metrics use
@@ -42,6 +50,10 @@ pub enum GatewayError {
     BodyTooLarge,
     #[error("request body unreadable")]
     BodyUnreadable,
+    #[error("request body not received in time")]
+    BodyTimeout,
+    #[error("unsupported MCP protocol revision")]
+    UnsupportedProtocolVersion,
     #[error("parse error")]
     Parse,
     #[error("invalid request: {0}")]
@@ -63,6 +75,8 @@ impl GatewayError {
             | Self::Forbidden { .. }
             | Self::BodyTooLarge
             | Self::BodyUnreadable
+            | Self::BodyTimeout
+            | Self::UnsupportedProtocolVersion
             | Self::Parse
             | Self::InvalidRequest(_)
             | Self::InvalidParams(_)
@@ -74,12 +88,16 @@ impl GatewayError {
 
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::Unauthorized(AuthError::MultipleCredentials | AuthError::TokenInQuery) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => StatusCode::FORBIDDEN,
             // A policy refusal of a well-formed call is a JSON-RPC error, like any other.
             Self::Forbidden { denial: Denial::Forbidden { .. }, .. } => StatusCode::OK,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyUnreadable | Self::Parse | Self::InvalidRequest(_) | Self::InvalidParams(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyUnreadable | Self::Parse | Self::InvalidRequest(_) | Self::InvalidParams(_) | Self::UnsupportedProtocolVersion => {
+                StatusCode::BAD_REQUEST
+            }
             // A well-formed request for a method this server does not offer is answered like
             // any JSON-RPC response, so clients surface the error instead of an HTTP failure.
             Self::MethodNotFound => StatusCode::OK,
@@ -96,6 +114,8 @@ impl GatewayError {
             Self::Forbidden { denial: Denial::Forbidden { .. }, .. } => "policy_denied",
             Self::BodyTooLarge => "body_too_large",
             Self::BodyUnreadable => "body_unreadable",
+            Self::BodyTimeout => "body_timeout",
+            Self::UnsupportedProtocolVersion => "unsupported_protocol_version",
             Self::Parse => "parse_error",
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidParams(_) => "invalid_params",
@@ -113,6 +133,14 @@ impl GatewayError {
             Self::Unauthorized(AuthError::Missing) => (
                 Some(meta.unauthorized(None, &meta.challenge_scopes)),
                 json!({"error": "unauthorized", "error_description": "a bearer token is required"}),
+            ),
+            Self::Unauthorized(AuthError::MultipleCredentials) => (
+                Some(meta.unauthorized(Some("invalid_request"), &[])),
+                json!({"error": "invalid_request", "error_description": "send exactly one Authorization header"}),
+            ),
+            Self::Unauthorized(AuthError::TokenInQuery) => (
+                Some(meta.unauthorized(Some("invalid_request"), &[])),
+                json!({"error": "invalid_request", "error_description": "access tokens are accepted in the Authorization header only"}),
             ),
             Self::Unauthorized(_) => (
                 Some(meta.unauthorized(Some("invalid_token"), &meta.challenge_scopes)),
@@ -132,6 +160,14 @@ impl GatewayError {
             ),
             Self::BodyTooLarge => (None, rpc_error(jsonrpc_id, rpc::INVALID_REQUEST, "request body too large", "body_too_large")),
             Self::BodyUnreadable => (None, rpc_error(jsonrpc_id, rpc::INVALID_REQUEST, "request body unreadable", "body_unreadable")),
+            Self::BodyTimeout => (None, rpc_error(None, rpc::INVALID_REQUEST, "request body not received in time", "body_timeout")),
+            Self::UnsupportedProtocolVersion => {
+                let mut body =
+                    rpc_error(jsonrpc_id, rpc::INVALID_REQUEST, "unsupported MCP-Protocol-Version", "unsupported_protocol_version");
+                let supported: Vec<&str> = rmcp::model::ProtocolVersion::KNOWN_VERSIONS.iter().map(|v| v.as_str()).collect();
+                body["error"]["data"]["supported"] = json!(supported);
+                (None, body)
+            }
             Self::Parse => (None, rpc_error(None, rpc::PARSE_ERROR, "parse error: the body is not valid JSON", "parse_error")),
             Self::InvalidRequest(why) => (None, rpc_error(jsonrpc_id, rpc::INVALID_REQUEST, why, "invalid_request")),
             Self::InvalidParams(why) => (None, rpc_error(jsonrpc_id, rpc::INVALID_PARAMS, why, "invalid_params")),

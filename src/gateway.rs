@@ -40,6 +40,8 @@ pub struct Gateway {
     pub admin_token: Option<crate::credentials::Secret>,
     pub origin_guard: OriginGuard,
     pub max_body_bytes: usize,
+    /// Time allowed to receive a request body.
+    pub body_read_timeout: Duration,
     /// The policy in force; replaced whole on reload.
     pub policy: SharedPolicy,
     policy_source: PolicySource,
@@ -185,6 +187,7 @@ impl Gateway {
             admin_token,
             origin_guard,
             max_body_bytes: config.server.max_body_bytes,
+            body_read_timeout: config.server.body_read_timeout,
             policy: Arc::new(arc_swap::ArcSwap::from_pointee(policy)),
             policy_source: source,
             policy_fingerprint: Mutex::new(Some(fingerprint)),

@@ -157,6 +157,19 @@ pub struct ServerConfig {
     /// Largest accepted request body. Default: 1 MiB.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Time a client has to send a request's headers, from the connection (or the previous
+    /// response) on; past it the connection is closed. Default: 10s.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's body once its headers arrived; past it the request
+    /// gets 408. Default: 30s.
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Open connections accepted from one client IP at a time; more are closed at once.
+    /// `0` means no limit (for example behind a load balancer whose address every connection
+    /// has). Default: 256.
+    #[serde(default = "default_connections_per_ip")]
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -316,6 +329,15 @@ fn default_listen() -> SocketAddr {
 }
 fn default_max_body() -> usize {
     1024 * 1024
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_connections_per_ip() -> usize {
+    256
 }
 fn default_skew() -> Duration {
     Duration::from_secs(60)

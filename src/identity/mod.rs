@@ -62,6 +62,13 @@ pub enum AuthError {
     MissingClaim,
     #[error("token claims invalid")]
     InvalidClaims,
+    /// More than one `Authorization` header: which one is meant is ambiguous (RFC 6750 §3.1
+    /// `invalid_request`).
+    #[error("more than one credential")]
+    MultipleCredentials,
+    /// An `access_token` in the query string: MCP forbids tokens in URIs (they end up in logs).
+    #[error("access token in the URI")]
+    TokenInQuery,
 }
 
 impl AuthError {
@@ -81,6 +88,8 @@ impl AuthError {
             Self::MissingSubject => "subject_missing",
             Self::MissingClaim => "claim_missing",
             Self::InvalidClaims => "claims_invalid",
+            Self::MultipleCredentials => "credentials_multiple",
+            Self::TokenInQuery => "token_in_query",
         }
     }
 }
@@ -140,6 +149,24 @@ impl Authenticator {
         let mut ids: Vec<String> = self.issuers.keys().cloned().collect();
         ids.sort();
         ids
+    }
+
+    /// A request's credentials to a principal: exactly one `Authorization` header, and no
+    /// `access_token` in the query string.
+    pub async fn authenticate_request(
+        &self,
+        headers: &http::HeaderMap,
+        query: Option<&str>,
+    ) -> Result<std::sync::Arc<Principal>, AuthError> {
+        let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(AuthError::MultipleCredentials);
+        }
+        if query.is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")) {
+            return Err(AuthError::TokenInQuery);
+        }
+        self.authenticate_header(first).await
     }
 
     /// The `Authorization` header value to a principal.

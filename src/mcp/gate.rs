@@ -1,5 +1,13 @@
-//! The gate in front of rmcp: host/origin, authentication, body limit, JSON-RPC shape and the
-//! step-up scope check. See the module docs of `mcp` for why each stands where it does.
+//! The gate in front of rmcp: host/origin, authentication, body limit and time limit, JSON-RPC
+//! shape and the step-up scope check. See the module docs of `mcp` for why each stands where it
+//! does.
+//!
+//! Every request to `/mcp` is recorded by exactly one audit event: each refusal here writes its
+//! own, the handler writes the event of a `tools/list` or `tools/call` it served, and when
+//! neither did (rmcp answered by itself: `initialize`, `ping`, a notification, or a refusal of
+//! its own) [`settle`] writes one from the response. [`AuditOnce`] makes a second write
+//! impossible. [`settle`] also turns any plain-text answer of rmcp's into a JSON-RPC error with
+//! a stable code, so no library text reaches a client.
 
 use std::sync::Arc;
 
@@ -7,107 +15,151 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{Method, StatusCode, header};
+use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Map, Value};
 
 use super::GateInfo;
-use crate::audit::AuditEvent;
+use super::message::{Message, check_message};
+use crate::audit::{AuditEvent, AuditOnce};
 use crate::edge::RequestContext;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, rpc};
 use crate::gateway::Gateway;
 use crate::identity::Principal;
 use crate::policy::{RequestFacts, Stage};
 
-/// Methods whose audit event the MCP handler writes (it knows the outcome).
-const HANDLER_AUDITED: &[&str] = &["tools/list", "tools/call"];
-
 /// The requests Warden serves (it advertises the tools capability only). Notifications and
 /// responses pass to rmcp; any other request gets -32601 here, audited as such.
 const SERVED_METHODS: &[&str] = &["initialize", "ping", "tools/list", "tools/call", "server/discover"];
+
+/// The largest rmcp response the gate reads to record its outcome (rmcp's own answers are a
+/// few hundred bytes; the handler's results are never read here).
+const SETTLE_READ_LIMIT: usize = 1 << 20;
 
 pub async fn gate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
     let ctx = match request.extensions().get::<RequestContext>() {
         Some(ctx) => ctx.clone(),
         None => RequestContext::from_headers(request.headers()),
     };
+    let once = Arc::new(AuditOnce::default());
     if let Err(code) = gw.origin_guard.check(request.headers()) {
-        gw.audit.emit(AuditEvent { decision: "deny", reason: code.into(), status: 403, ..AuditEvent::for_request(&ctx, None, None) });
+        once.emit(
+            &gw.audit,
+            AuditEvent { decision: "deny", reason: code.into(), status: 403, ..AuditEvent::for_request(&ctx, None, None) },
+        );
         let body = serde_json::json!({"error": code, "error_description": "request origin or host not allowed"});
         return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
     }
-    let principal = match gw.authenticator.authenticate_header(request.headers().get(header::AUTHORIZATION)).await {
+    let refuse = |principal: Option<&Principal>, id: Option<(Value, Option<String>)>, error: GatewayError| {
+        refuse(&gw, &once, &ctx, principal, id, error)
+    };
+    let principal = match gw.authenticator.authenticate_request(request.headers(), request.uri().query()).await {
         Ok(p) => p,
-        Err(e) => return refuse(&gw, &ctx, None, None, GatewayError::Unauthorized(e)),
+        Err(e) => return refuse(None, None, GatewayError::Unauthorized(e)),
     };
     if request.method() != Method::POST {
-        return pass(&gw, ctx, principal, GateInfo { jsonrpc_id: None, method: None }, request, next).await;
+        return pass(&gw, &once, ctx.clone(), principal, GateInfo { jsonrpc_id: None, method: None }, request, next).await;
     }
 
-    // Streamable HTTP framing, checked before the body is read.
+    // Streamable HTTP framing and the protocol revision, checked before the body is read.
     if let Err(e) = check_framing(request.headers()) {
-        return refuse(&gw, &ctx, Some(&principal), None, e);
+        return refuse(Some(&principal), None, e);
     }
-    let (parts, body) = request.into_parts();
-    let bytes = match Limited::new(body, gw.max_body_bytes).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return refuse(&gw, &ctx, Some(&principal), None, GatewayError::BodyTooLarge),
-        Err(_) => return refuse(&gw, &ctx, Some(&principal), None, GatewayError::BodyUnreadable),
+    let (mut parts, body) = request.into_parts();
+    let read = tokio::time::timeout(gw.body_read_timeout, Limited::new(body, gw.max_body_bytes).collect());
+    let bytes = match read.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return refuse(Some(&principal), None, GatewayError::BodyTooLarge),
+        Ok(Err(_)) => return refuse(Some(&principal), None, GatewayError::BodyUnreadable),
+        Err(_) => return refuse(Some(&principal), None, GatewayError::BodyTimeout),
     };
-    let message = match check_message(&bytes) {
+    let mut message = match check_message(&bytes) {
         Ok(m) => m,
-        Err((id, e)) => return refuse(&gw, &ctx, Some(&principal), id.map(|id| (id, None)), e),
+        Err((id, e)) => return refuse(Some(&principal), id.map(|id| (id, None)), e),
     };
     let info = GateInfo { jsonrpc_id: message.id.clone(), method: message.method.clone() };
-    if let (Some(method), Some(id)) = (&message.method, &message.id)
+    let id_and_method = || info.jsonrpc_id.clone().map(|id| (id, info.method.clone()));
+    if let Err(e) = check_protocol_version(&parts.headers, &message) {
+        return refuse(Some(&principal), id_and_method(), e);
+    }
+    if let (Some(method), Some(_)) = (&message.method, &message.id)
         && !SERVED_METHODS.contains(&method.as_str())
     {
-        return refuse(&gw, &ctx, Some(&principal), Some((id.clone(), Some(method.clone()))), GatewayError::MethodNotFound);
+        return refuse(Some(&principal), id_and_method(), GatewayError::MethodNotFound);
     }
+    // The framing check accepted `*/*`; rmcp wants the two types named.
+    parts.headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
 
     let facts = request_facts(&gw, &parts);
-    let mut allowed_by = None;
+    let mut allowed = None;
     if message.method.as_deref() == Some("tools/call") {
-        let params = message.params.as_ref();
-        let name = params.and_then(|p| p.get("name")).and_then(Value::as_str);
-        if let Some(tool) = name.and_then(|n| gw.tools.get(n)) {
-            // The call-time decision, made once, here: a step-up must be an HTTP 403.
-            let empty = Value::Object(Map::new());
-            let args = params.and_then(|p| p.get("arguments")).filter(|a| a.is_object()).unwrap_or(&empty);
-            let decision = gw.policy.load().decide(&principal, &tool.facts(), Stage::Call(args), &facts, None);
-            match decision.outcome {
-                Ok(()) => allowed_by = Some(CallAllowed { rule: decision.rule }),
-                Err(denial) => {
-                    let explanation = match &denial {
-                        crate::policy::Denial::Forbidden { reason } => reason.clone(),
-                        crate::policy::Denial::InsufficientScope { missing, .. } => format!("missing scopes: {}", missing.join(" ")),
-                    };
-                    let event = AuditEvent {
+        match decide_call(&gw, &principal, &facts, &mut message) {
+            Ok(Some(a)) => allowed = Some(a),
+            Ok(None) => {}
+            Err((denial, rule, tool)) => {
+                let explanation = match &denial {
+                    crate::policy::Denial::Forbidden { reason } => reason.clone(),
+                    crate::policy::Denial::InsufficientScope { missing, .. } => format!("missing scopes: {}", missing.join(" ")),
+                };
+                let error = GatewayError::Forbidden { denial, rule: rule.clone() };
+                once.emit(
+                    &gw.audit,
+                    AuditEvent {
                         method: info.method.clone(),
-                        tool: Some(tool.name.clone()),
-                        rule: Some(decision.rule.clone()),
+                        tool: Some(tool),
+                        rule: Some(rule),
                         explanation: Some(explanation),
+                        decision: "deny",
+                        reason: error.reason().into(),
+                        status: error.status().as_u16(),
                         ..AuditEvent::for_request(&ctx, Some(&principal), info.jsonrpc_id.clone())
-                    };
-                    let error = GatewayError::Forbidden { denial, rule: decision.rule };
-                    gw.audit.emit(AuditEvent { decision: "deny", reason: error.reason().into(), status: error.status().as_u16(), ..event });
-                    return error.into_response(&gw.metadata, info.jsonrpc_id);
-                }
+                    },
+                );
+                return error.into_response(&gw.metadata, info.jsonrpc_id);
             }
         }
     }
     let mut request = Request::from_parts(parts, Body::from(bytes));
     request.extensions_mut().insert(facts);
-    if let Some(allowed) = allowed_by {
+    if let Some(allowed) = allowed {
         request.extensions_mut().insert(allowed);
     }
-    pass(&gw, ctx, principal, info, request, next).await
+    pass(&gw, &once, ctx.clone(), principal, info, request, next).await
 }
 
-/// The gate's call-time decision, handed to the handler: the rule that allowed the call.
+/// The gate's call-time decision, handed to the handler: the rule that allowed the call and
+/// the arguments it was decided on, which are the arguments the call uses.
 #[derive(Debug, Clone)]
 pub struct CallAllowed {
     pub rule: String,
+    pub arguments: Map<String, Value>,
+}
+
+/// The call-time decision, made once, here (a step-up must be an HTTP 403). `Ok(None)` for an
+/// unknown tool, which the handler refuses; `Err((denial, rule, tool))` for a refusal.
+fn decide_call(
+    gw: &Gateway,
+    principal: &Principal,
+    facts: &RequestFacts,
+    message: &mut Message,
+) -> Result<Option<CallAllowed>, (crate::policy::Denial, String, String)> {
+    let params = message.params.as_mut();
+    let Some(tool) = params.as_ref().and_then(|p| p.get("name")).and_then(Value::as_str).and_then(|n| gw.tools.get(n)) else {
+        return Ok(None);
+    };
+    let arguments = match params.and_then(|p| p.remove("arguments")) {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let args = Value::Object(arguments);
+    let decision = gw.policy.load().decide(principal, &tool.facts(), Stage::Call(&args), facts, None);
+    match decision.outcome {
+        Ok(()) => {
+            let Value::Object(arguments) = args else { return Ok(None) };
+            Ok(Some(CallAllowed { rule: decision.rule, arguments }))
+        }
+        Err(denial) => Err((denial, decision.rule, tool.name.clone())),
+    }
 }
 
 /// The request facts policy conditions may read.
@@ -121,28 +173,166 @@ fn request_facts(gw: &Gateway, parts: &http::request::Parts) -> RequestFacts {
     RequestFacts { time: std::time::SystemTime::now(), client_ip, headers }
 }
 
-async fn pass(gw: &Gateway, ctx: RequestContext, principal: Arc<Principal>, info: GateInfo, mut request: Request, next: Next) -> Response {
+async fn pass(
+    gw: &Gateway,
+    once: &Arc<AuditOnce>,
+    ctx: RequestContext,
+    principal: Arc<Principal>,
+    info: GateInfo,
+    mut request: Request,
+    next: Next,
+) -> Response {
     request.extensions_mut().insert(Arc::clone(&principal));
     request.extensions_mut().insert(info.clone());
     request.extensions_mut().insert(ctx.clone());
+    request.extensions_mut().insert(Arc::clone(once));
     let response = next.run(request).await;
-    if !info.method.as_deref().is_some_and(|m| HANDLER_AUDITED.contains(&m)) {
-        let status = response.status();
-        let decision = if status.is_success() { "allow" } else { "error" };
-        let reason = if status.is_success() { "ok".to_owned() } else { format!("http_{}", status.as_u16()) };
-        gw.audit.emit(AuditEvent {
-            method: info.method,
-            decision,
-            reason,
-            status: status.as_u16(),
-            ..AuditEvent::for_request(&ctx, Some(&principal), info.jsonrpc_id)
-        });
+    if once.written() {
+        return response;
     }
+    let (response, outcome) = settle(response).await;
+    once.emit(
+        &gw.audit,
+        AuditEvent {
+            method: info.method,
+            decision: outcome.decision,
+            reason: outcome.reason.into(),
+            status: response.status().as_u16(),
+            ..AuditEvent::for_request(&ctx, Some(&principal), info.jsonrpc_id)
+        },
+    );
     response
+}
+
+/// What a response rmcp produced by itself says, for the audit event.
+struct Outcome {
+    decision: &'static str,
+    reason: &'static str,
+}
+
+/// Reads the outcome of a response no stage recorded, and makes sure it is JSON with a stable
+/// code: a plain-text refusal becomes a JSON-RPC error, and a JSON-RPC error without
+/// `data.code` gets one.
+async fn settle(response: Response) -> (Response, Outcome) {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.split(';').next().is_some_and(|e| e.trim().eq_ignore_ascii_case("application/json")));
+    let ok = Outcome { decision: "allow", reason: "ok" };
+    if status.is_success() && !is_json {
+        // 202 for a notification or a response; a stream is never read here.
+        return (response, ok);
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, SETTLE_READ_LIMIT).await else {
+        let error = rpc_body(rpc::INTERNAL_ERROR, "internal error", "internal_error");
+        return (json_response(parts, StatusCode::INTERNAL_SERVER_ERROR, error), Outcome { decision: "error", reason: "internal_error" });
+    };
+    if !is_json {
+        let (code, stable) = http_code(status);
+        let error = rpc_body(code, message_for(stable), stable);
+        return (json_response(parts, status, error), outcome_for(status, code, stable));
+    }
+    let mut message: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => {
+            let error = rpc_body(rpc::INTERNAL_ERROR, "internal error", "internal_error");
+            return (
+                json_response(parts, StatusCode::INTERNAL_SERVER_ERROR, error),
+                Outcome { decision: "error", reason: "internal_error" },
+            );
+        }
+    };
+    let Some(error) = message.get_mut("error").and_then(Value::as_object_mut) else {
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return (Response::from_parts(parts, Body::from(bytes)), ok);
+    };
+    let code = error.get("code").and_then(Value::as_i64).unwrap_or(rpc::INTERNAL_ERROR);
+    let stable = rpc_code(code);
+    let data = error.entry("data").or_insert(Value::Null);
+    match data {
+        Value::Object(d) => {
+            d.entry("code").or_insert_with(|| Value::String(stable.into()));
+        }
+        Value::Null => *data = serde_json::json!({"code": stable}),
+        _ => {}
+    }
+    (json_response(parts, status, message), outcome_for(status, code, stable))
+}
+
+fn outcome_for(status: StatusCode, code: i64, stable: &'static str) -> Outcome {
+    let decision = if status.is_server_error() || code == rpc::INTERNAL_ERROR { "error" } else { "deny" };
+    Outcome { decision, reason: stable }
+}
+
+fn json_response(mut parts: http::response::Parts, status: StatusCode, body: Value) -> Response {
+    parts.status = status;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, Body::from(body.to_string()))
+}
+
+fn rpc_body(code: i64, message: &str, stable: &str) -> Value {
+    crate::error::rpc_error(None, code, message, stable)
+}
+
+/// The stable code of a JSON-RPC error code.
+fn rpc_code(code: i64) -> &'static str {
+    match code {
+        rpc::PARSE_ERROR => "parse_error",
+        rpc::INVALID_REQUEST => "invalid_request",
+        rpc::METHOD_NOT_FOUND => "method_not_found",
+        rpc::INVALID_PARAMS => "invalid_params",
+        rpc::INTERNAL_ERROR => "internal_error",
+        rpc::POLICY_DENIED => "policy_denied",
+        rpc::HEADER_MISMATCH => "header_mismatch",
+        rpc::MISSING_CLIENT_CAPABILITY => "missing_client_capability",
+        rpc::UNSUPPORTED_PROTOCOL_VERSION => "unsupported_protocol_version",
+        rpc::URL_ELICITATION_REQUIRED => "connection_required",
+        _ => "jsonrpc_error",
+    }
+}
+
+/// The JSON-RPC code and stable code for an HTTP refusal that came without a JSON body.
+fn http_code(status: StatusCode) -> (i64, &'static str) {
+    let stable = match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        406 => "not_acceptable",
+        408 => "request_timeout",
+        409 => "conflict",
+        413 => "body_too_large",
+        415 => "unsupported_media_type",
+        429 => "rate_limited",
+        502 => "bad_gateway",
+        503 => "unavailable",
+        504 => "gateway_timeout",
+        _ if status.is_server_error() => "internal_error",
+        _ => "bad_request",
+    };
+    (if status.is_server_error() { rpc::INTERNAL_ERROR } else { rpc::INVALID_REQUEST }, stable)
+}
+
+fn message_for(stable: &str) -> &'static str {
+    match stable {
+        "method_not_allowed" => "this endpoint accepts POST only (stateless Streamable HTTP)",
+        "not_acceptable" => "Accept must include application/json and text/event-stream",
+        "unsupported_media_type" => "Content-Type must be application/json",
+        "not_found" => "not found",
+        "body_too_large" => "request body too large",
+        "internal_error" | "bad_gateway" | "unavailable" | "gateway_timeout" => "internal error",
+        _ => "the request was refused",
+    }
 }
 
 fn refuse(
     gw: &Gateway,
+    once: &AuditOnce,
     ctx: &RequestContext,
     principal: Option<&Principal>,
     id: Option<(Value, Option<String>)>,
@@ -153,13 +343,16 @@ fn refuse(
         crate::error::Class::Downstream => "deny",
         crate::error::Class::Upstream | crate::error::Class::Internal => "error",
     };
-    gw.audit.emit(AuditEvent {
-        method,
-        decision,
-        reason: error.reason().into(),
-        status: error.status().as_u16(),
-        ..AuditEvent::for_request(ctx, principal, jsonrpc_id.clone())
-    });
+    once.emit(
+        &gw.audit,
+        AuditEvent {
+            method,
+            decision,
+            reason: error.reason().into(),
+            status: error.status().as_u16(),
+            ..AuditEvent::for_request(ctx, principal, jsonrpc_id.clone())
+        },
+    );
     error.into_response(&gw.metadata, jsonrpc_id)
 }
 
@@ -178,71 +371,19 @@ fn check_framing(headers: &http::HeaderMap) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// The parts of a JSON-RPC message the gate needs.
-#[derive(Debug)]
-pub struct Message {
-    pub id: Option<Value>,
-    pub method: Option<String>,
-    pub params: Option<Map<String, Value>>,
-}
-
-/// JSON-RPC 2.0 as MCP uses it: one object (batches were removed in 2025-06-18), `jsonrpc`
-/// exactly "2.0", an id that is a string or an integer, a string method, object params. The
-/// result must also be a message rmcp can read, so that no malformed body reaches it and
-/// comes back as a plain-text 415.
-pub fn check_message(bytes: &[u8]) -> Result<Message, (Option<Value>, GatewayError)> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|_| (None, GatewayError::Parse))?;
-    let obj = match &value {
-        Value::Object(o) => o,
-        Value::Array(_) => return Err((None, GatewayError::InvalidRequest("JSON-RPC batches are not supported"))),
-        _ => return Err((None, GatewayError::InvalidRequest("a JSON-RPC message must be an object"))),
-    };
-    let id = match obj.get("id") {
-        None => None,
-        Some(id @ Value::String(_)) => Some(id.clone()),
-        Some(id @ Value::Number(n)) if n.is_i64() || n.is_u64() => Some(id.clone()),
-        Some(_) => return Err((None, GatewayError::InvalidRequest("id must be a string or an integer"))),
-    };
-    let fail = |e| Err((id.clone(), e));
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return fail(GatewayError::InvalidRequest("jsonrpc must be \"2.0\""));
+/// `MCP-Protocol-Version`: at most one, and a revision this gateway knows. `initialize`
+/// negotiates the revision in its body (rmcp checks that a header agrees with it), and a
+/// request whose `_meta` names its own revision (2026-07-28) is left to rmcp, which checks that
+/// the two agree.
+fn check_protocol_version(headers: &http::HeaderMap, message: &Message) -> Result<(), GatewayError> {
+    let mut values = headers.get_all("mcp-protocol-version").iter();
+    let Some(value) = values.next() else { return Ok(()) };
+    if values.next().is_some() {
+        return Err(GatewayError::InvalidRequest("send one MCP-Protocol-Version header"));
     }
-    let method = match obj.get("method") {
-        None => None,
-        Some(Value::String(m)) if !m.is_empty() => Some(m.clone()),
-        Some(_) => return fail(GatewayError::InvalidRequest("method must be a non-empty string")),
-    };
-    if obj.get("params").is_some_and(|p| !p.is_object()) {
-        return fail(GatewayError::InvalidParams("params must be an object"));
+    let known = value.to_str().is_ok_and(|v| rmcp::model::ProtocolVersion::KNOWN_VERSIONS.iter().any(|k| k.as_str() == v));
+    if known || message.meta_protocol_version || message.method.as_deref() == Some("initialize") {
+        return Ok(());
     }
-    let params = obj.get("params").and_then(Value::as_object);
-    if method.is_none() {
-        let is_response = id.is_some() && (obj.contains_key("result") ^ obj.contains_key("error"));
-        if !is_response {
-            return fail(GatewayError::InvalidRequest("a message needs a method, or an id with result or error"));
-        }
-    }
-    // rmcp reads a known method with unusable params as a custom request (-32601); the params
-    // of the methods Warden serves are checked here so they get -32602.
-    if method.as_deref() == Some("tools/call") {
-        let p = params.as_ref();
-        if !p.and_then(|p| p.get("name")).is_some_and(Value::is_string) {
-            return fail(GatewayError::InvalidParams("tools/call needs params.name as a string"));
-        }
-        if p.and_then(|p| p.get("arguments")).is_some_and(|a| !a.is_object() && !a.is_null()) {
-            return fail(GatewayError::InvalidParams("tools/call arguments must be an object"));
-        }
-    }
-    // Checked by reference: the body is parsed once more here, but never copied.
-    if <rmcp::model::ClientJsonRpcMessage as serde::Deserialize>::deserialize(&value).is_err() {
-        return fail(GatewayError::InvalidParams("params do not match the method"));
-    }
-    let params = match value {
-        Value::Object(mut o) => match o.remove("params") {
-            Some(Value::Object(p)) => Some(p),
-            _ => None,
-        },
-        _ => None,
-    };
-    Ok(Message { id, method, params })
+    Err(GatewayError::UnsupportedProtocolVersion)
 }

@@ -15,7 +15,7 @@ use rmcp::{RoleServer, ServerHandler};
 use serde_json::{Map, Value};
 
 use super::GateInfo;
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, AuditOnce};
 use crate::edge::RequestContext;
 use crate::gateway::Gateway;
 use crate::identity::Principal;
@@ -40,6 +40,8 @@ struct Attached {
     info: GateInfo,
     facts: RequestFacts,
     allowed: Option<CallAllowed>,
+    /// This request's one audit event.
+    once: Arc<AuditOnce>,
 }
 
 fn attached(context: &McpContext<RoleServer>) -> Result<Attached, ErrorData> {
@@ -49,7 +51,8 @@ fn attached(context: &McpContext<RoleServer>) -> Result<Attached, ErrorData> {
     let info = parts.extensions.get::<GateInfo>().cloned().unwrap_or(GateInfo { jsonrpc_id: None, method: None });
     let facts = parts.extensions.get::<RequestFacts>().cloned().unwrap_or_default();
     let allowed = parts.extensions.get::<CallAllowed>().cloned();
-    Ok(Attached { principal, ctx, info, facts, allowed })
+    let once = parts.extensions.get::<Arc<AuditOnce>>().cloned().ok_or_else(missing_identity)?;
+    Ok(Attached { principal, ctx, info, facts, allowed, once })
 }
 
 fn missing_identity() -> ErrorData {
@@ -76,13 +79,16 @@ impl ServerHandler for McpHandler {
         let policy = self.gateway.policy.load();
         let tools: Vec<rmcp::model::Tool> =
             self.gateway.tools.iter().filter(|t| policy.visible(&a.principal, &t.facts(), &a.facts)).map(|t| t.descriptor()).collect();
-        self.gateway.audit.emit(AuditEvent {
-            method: Some("tools/list".into()),
-            decision: "allow",
-            reason: "ok".into(),
-            status: 200,
-            ..AuditEvent::for_request(&a.ctx, Some(&a.principal), a.info.jsonrpc_id)
-        });
+        a.once.emit(
+            &self.gateway.audit,
+            AuditEvent {
+                method: Some("tools/list".into()),
+                decision: "allow",
+                reason: "ok".into(),
+                status: 200,
+                ..AuditEvent::for_request(&a.ctx, Some(&a.principal), a.info.jsonrpc_id)
+            },
+        );
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -94,65 +100,77 @@ impl ServerHandler for McpHandler {
             tool: Some(request.name.to_string()),
             ..AuditEvent::for_request(&a.ctx, Some(&a.principal), a.info.jsonrpc_id.clone())
         };
+        let once = &a.once;
         let deny = |reason: &str, rule: Option<String>, error: ErrorData| {
-            gw.audit.emit(AuditEvent {
-                decision: "deny",
-                reason: reason.into(),
-                rule,
-                status: 200,
-                latency_ms: a.ctx.elapsed_ms(),
-                ..event.clone()
-            });
+            once.emit(
+                &gw.audit,
+                AuditEvent { decision: "deny", reason: reason.into(), rule, status: 200, latency_ms: a.ctx.elapsed_ms(), ..event.clone() },
+            );
             Err(error)
         };
 
         let Some(tool) = gw.tools.get(&request.name) else {
-            return deny("unknown_tool", None, ErrorData::invalid_params(format!("unknown tool: {}", request.name), None));
+            let name = crate::audit::bounded(&request.name);
+            return deny("unknown_tool", None, ErrorData::invalid_params(format!("unknown tool: {name}"), Some(stable("unknown_tool"))));
         };
-        // The gate decided with the call's arguments; a call it did not allow never gets here.
-        let Some(allowed) = a.allowed else {
-            return deny("no_decision", None, ErrorData::internal_error("tool call reached the handler without a policy decision", None));
+        // The gate decided with the call's arguments, and hands them on: the call uses the very
+        // value policy saw. A call it did not allow never gets here.
+        let Some(decision) = a.allowed else {
+            let error =
+                ErrorData::internal_error("tool call reached the handler without a policy decision", Some(stable("internal_error")));
+            return deny("no_decision", None, error);
         };
-        let decision = allowed;
-        let args = Value::Object(request.arguments.unwrap_or_default());
+        let args = Value::Object(decision.arguments);
         if let Err(reason) = tool.validate_arguments(&args) {
-            return deny("invalid_arguments", Some(decision.rule), ErrorData::invalid_params(format!("invalid arguments: {reason}"), None));
+            let error = ErrorData::invalid_params(format!("invalid arguments: {reason}"), Some(stable("invalid_arguments")));
+            return deny("invalid_arguments", Some(decision.rule), error);
         }
         let args: &Map<String, Value> = args.as_object().unwrap_or(&EMPTY);
         let call = CallContext { request_id: a.ctx.request_id.clone(), traceparent: a.ctx.traceparent.clone() };
         let outcome = tool.http.call(&gw.upstream, &a.principal, &call, args).await;
         if let Some(connect) = &outcome.connect {
             // The caller must connect an account first: never a token that is not theirs.
-            gw.audit.emit(AuditEvent {
-                decision: "deny",
-                reason: outcome.code.into(),
-                rule: Some(decision.rule),
-                credential: tool.credential_name().map(str::to_owned),
-                status: 200,
-                latency_ms: a.ctx.elapsed_ms(),
-                ..event
-            });
+            a.once.emit(
+                &gw.audit,
+                AuditEvent {
+                    decision: "deny",
+                    reason: outcome.code.into(),
+                    rule: Some(decision.rule),
+                    credential: tool.credential_name().map(str::to_owned),
+                    status: 200,
+                    latency_ms: a.ctx.elapsed_ms(),
+                    ..event
+                },
+            );
             if supports_url_elicitation(&context) {
                 return Err(url_elicitation_required(connect));
             }
             return Ok(CallToolResponse::Complete(outcome.result));
         }
-        gw.audit.emit(AuditEvent {
-            decision: if outcome.code == "ok" { "allow" } else { "error" },
-            reason: outcome.code.into(),
-            rule: Some(decision.rule),
-            status: 200,
-            upstream_status: outcome.upstream_status,
-            credential: tool.credential_name().map(str::to_owned),
-            latency_ms: a.ctx.elapsed_ms(),
-            ..event
-        });
+        a.once.emit(
+            &gw.audit,
+            AuditEvent {
+                decision: if outcome.code == "ok" { "allow" } else { "error" },
+                reason: outcome.code.into(),
+                rule: Some(decision.rule),
+                status: 200,
+                upstream_status: outcome.upstream_status,
+                credential: tool.credential_name().map(str::to_owned),
+                latency_ms: a.ctx.elapsed_ms(),
+                ..event
+            },
+        );
         Ok(CallToolResponse::Complete(outcome.result))
     }
 }
 
 /// JSON-RPC error code of `URLElicitationRequiredError` (MCP 2025-11-25).
-pub const URL_ELICITATION_REQUIRED: i32 = -32042;
+pub const URL_ELICITATION_REQUIRED: i32 = crate::error::rpc::URL_ELICITATION_REQUIRED as i32;
+
+/// `error.data` carrying Warden's stable code.
+fn stable(code: &str) -> Value {
+    serde_json::json!({ "code": code })
+}
 
 /// Whether the client can be sent a URL-mode elicitation. Capabilities sent with the request
 /// (`_meta`, 2026-07-28) decide; otherwise, since stateless serving keeps no `initialize`, the

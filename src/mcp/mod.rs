@@ -15,6 +15,7 @@
 
 pub mod gate;
 pub mod handler;
+pub mod message;
 
 /// Facts the gate learned about a request, handed to the handler through extensions.
 #[derive(Debug, Clone)]

@@ -18,30 +18,75 @@ pub struct AddressPolicy {
 }
 
 impl AddressPolicy {
+    /// Whether a call may go to `ip`. An IPv6 address that carries IPv4 addresses (see
+    /// [`embedded_v4`]) is judged by every address it carries: all must be allowed.
     pub fn permits(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        self.allow_private || !is_internal(ip) || self.allow_cidrs.iter().any(|n| n.contains(&ip))
+        if self.allow_private {
+            return true;
+        }
+        let listed = |ip: IpAddr| self.allow_cidrs.iter().any(|n| n.contains(&ip));
+        match ip {
+            IpAddr::V4(v4) => !is_internal_v4(v4) || listed(ip),
+            IpAddr::V6(v6) => match embedded_v4(v6) {
+                Embedded::Carries(list) => listed(ip) || list.iter().all(|&v4| !is_internal_v4(v4) || listed(IpAddr::V4(v4))),
+                Embedded::Unknown => listed(ip),
+                Embedded::None => !is_internal_v6(v6) || listed(ip),
+            },
+        }
     }
 }
 
-/// IPv4-mapped and -compatible IPv6 addresses are judged as the IPv4 address they carry.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
+/// What IPv4 addresses an IPv6 address carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Embedded {
+    /// None: a plain IPv6 address.
+    None,
+    /// These (one, or two for Teredo's server and client).
+    Carries(Vec<Ipv4Addr>),
+    /// Some, at a place the address alone does not tell (NAT64 local-use prefixes): never
+    /// allowed unless allow-listed.
+    Unknown,
+}
+
+/// The IPv4 addresses an IPv6 address carries: IPv4-mapped (`::ffff:a.b.c.d`),
+/// IPv4-compatible (`::a.b.c.d`, deprecated), IPv4-translated (`::ffff:0:a.b.c.d`), NAT64
+/// (`64:ff9b::a.b.c.d`, RFC 6052; the local-use `64:ff9b:1::/48` of RFC 8215 at an unknown
+/// place), 6to4 (`2002:AABB:CCDD::/48`, RFC 3056) and Teredo (`2001:0::/32`, RFC 4380: the
+/// server at bits 32-63, the client inverted in the last 32 bits).
+pub fn embedded_v4(ip: Ipv6Addr) -> Embedded {
+    let s = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Embedded::Carries(vec![v4]);
     }
+    if s[..6] == [0, 0, 0, 0, 0, 0] && !(s[6] == 0 && s[7] <= 1) {
+        return Embedded::Carries(vec![v4(s[6], s[7])]);
+    }
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return Embedded::Carries(vec![v4(s[6], s[7])]);
+    }
+    if s[0] == 0x0064 && s[1] == 0xff9b {
+        if s[2..6] == [0, 0, 0, 0] {
+            return Embedded::Carries(vec![v4(s[6], s[7])]);
+        }
+        if s[2] == 0x0001 {
+            return Embedded::Unknown;
+        }
+    }
+    if s[0] == 0x2002 {
+        return Embedded::Carries(vec![v4(s[1], s[2])]);
+    }
+    if s[0] == 0x2001 && s[1] == 0 {
+        return Embedded::Carries(vec![v4(s[2], s[3]), v4(!s[6], !s[7])]);
+    }
+    Embedded::None
 }
 
 /// Loopback, private, link-local (cloud metadata lives at 169.254.169.254), shared address
-/// space, unspecified, broadcast, multicast, benchmarking and reserved ranges.
+/// space, unspecified, broadcast, multicast, benchmarking and reserved ranges; for IPv6, the
+/// same judged of every IPv4 address it carries.
 pub fn is_internal(ip: IpAddr) -> bool {
-    match canonical(ip) {
-        IpAddr::V4(v4) => is_internal_v4(v4),
-        IpAddr::V6(v6) => is_internal_v6(v6),
-    }
+    !AddressPolicy::default().permits(ip)
 }
 
 fn is_internal_v4(ip: Ipv4Addr) -> bool {
@@ -69,8 +114,6 @@ fn is_internal_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfe80 // fe80::/10 link local
         || (s[0] & 0xffc0) == 0xfec0 // fec0::/10 site local (deprecated)
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-        || (s[0] == 0x0064 && s[1] == 0xff9b) // 64:ff9b::/96 NAT64 can reach internal IPv4
-        || s[0] == 0x2002 // 6to4 embeds an IPv4 address
 }
 
 /// A resolver that drops every answer the policy forbids; an empty result fails the call.

@@ -34,8 +34,14 @@ async fn setup() -> (TestIssuer, Upstream, TestGateway, String) {
 #[tokio::test]
 async fn each_placement_reaches_the_backend_and_the_client_token_does_not() {
     let (_i, upstream, gw, token) = setup().await;
+    // An argument named like the credential's query parameter is refused, never sent beside it.
+    let seen = upstream.requests().len();
+    let r = gw.call(&token, "query", json!({"api_key": "from-arguments"})).await;
+    assert_eq!(r.result()["isError"], true, "{:?}", r.body);
+    assert_eq!(upstream.requests().len(), seen, "the refused call reached the backend");
     for tool in ["bearer", "header", "query", "basic"] {
-        let r = gw.call(&token, tool, json!({"api_key": "from-arguments"})).await;
+        let args = if tool == "query" { json!({}) } else { json!({"api_key": "from-arguments"}) };
+        let r = gw.call(&token, tool, args).await;
         assert_eq!(r.result()["isError"], false, "{tool}: {:?}", r.body);
         let got = upstream.last();
         assert_eq!(got.headers["x-user-id"], "alice", "{tool}: identity still injected");
@@ -48,7 +54,6 @@ async fn each_placement_reaches_the_backend_and_the_client_token_does_not() {
                 assert!(auth.is_none());
             }
             "query" => {
-                // The credential replaces the same-named argument.
                 assert_eq!(got.query.as_deref(), Some(format!("api_key={SECRET}").as_str()));
                 assert!(auth.is_none());
             }

@@ -1,7 +1,7 @@
 //! Regressions for the defects a black-box run found (issue 9): each test sends what the
 //! attacker sent, against the real gateway and a recording backend.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::{TestGateway, TestIssuer, Upstream, gateway};
 
@@ -85,4 +85,151 @@ async fn an_unmapped_argument_cannot_pollute_a_mapped_parameter() {
     let r = gw.call(&token, "records", json!({"t": "acme", "other": "x"})).await;
     assert_eq!(r.result()["isError"], false, "{:?}", r.body);
     assert_eq!(upstream.last().query.as_deref(), Some("tenant=acme&other=x"));
+}
+
+/// `(name, method, body, extra headers, expected status, expected stable code when refused)`.
+type Case<'a> = (&'a str, &'a str, String, Vec<(&'a str, String)>, u16, Option<&'a str>);
+
+/// Every answered request to `/mcp`: one JSON body with a stable code when refused, and exactly
+/// one audit event. The black-box run found eight of 601 answered by the MCP library with no
+/// event, some in plain text.
+#[tokio::test]
+async fn every_request_is_answered_in_json_and_audited_exactly_once() {
+    let issuer = TestIssuer::start().await;
+    let upstream = Upstream::start().await;
+    let tools = format!("  - {{name: echo, description: Echo., http: {{url: {}/echo}}}}\n", upstream.url);
+    let gw = gateway(&issuer, &tools, "upstream:\n  allow_cidrs: [127.0.0.1/32]").await;
+    let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    let bearer = format!("Bearer {token}");
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let rpc = |id: Value, method: &str, params: Value| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
+    let long = "n".repeat(30_000);
+    let cases: Vec<Case> = vec![
+        (
+            "unsupported revision",
+            "POST",
+            rpc(json!(1), "tools/list", json!({})),
+            vec![("mcp-protocol-version", "1999-01-01".into())],
+            400,
+            Some("unsupported_protocol_version"),
+        ),
+        (
+            "tools/call without id",
+            "POST",
+            json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "echo"}}).to_string(),
+            vec![],
+            400,
+            Some("invalid_request"),
+        ),
+        (
+            "duplicate keys",
+            "POST",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"other"}}"#.into(),
+            vec![],
+            400,
+            Some("invalid_request"),
+        ),
+        (
+            "2026-07-28 without Mcp-Method",
+            "POST",
+            rpc(json!(2), "tools/list", json!({"_meta": meta})),
+            vec![("mcp-protocol-version", "2026-07-28".into())],
+            400,
+            Some("header_mismatch"),
+        ),
+        (
+            "2026-07-28 without _meta",
+            "POST",
+            rpc(json!(3), "tools/list", json!({})),
+            vec![("mcp-protocol-version", "2026-07-28".into()), ("mcp-method", "tools/list".into())],
+            400,
+            Some("invalid_params"),
+        ),
+        ("Accept */*", "POST", rpc(json!(4), "ping", json!({})), vec![("accept", "*/*".into())], 200, None),
+        ("GET", "GET", String::new(), vec![], 405, Some("method_not_allowed")),
+        ("DELETE", "DELETE", String::new(), vec![], 405, Some("method_not_allowed")),
+        (
+            "two Authorization headers",
+            "POST",
+            rpc(json!(5), "ping", json!({})),
+            vec![("authorization", "Bearer garbage".into())],
+            400,
+            Some("invalid_request"),
+        ),
+        ("token in the query", "POST?access_token=x", rpc(json!(6), "ping", json!({})), vec![], 400, Some("invalid_request")),
+        ("notification", "POST", json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(), vec![], 202, None),
+        // A stateless server sends no requests, so it takes no responses (rmcp's refusal).
+        ("response", "POST", json!({"jsonrpc": "2.0", "id": 9, "result": {}}).to_string(), vec![], 400, Some("invalid_request")),
+        ("ping", "POST", rpc(json!(7), "ping", json!({})), vec![], 200, None),
+        ("unknown method", "POST", rpc(json!(8), "resources/list", json!({})), vec![], 200, Some("method_not_found")),
+        ("unknown tool", "POST", rpc(json!(10), "tools/call", json!({"name": "nope"})), vec![], 200, Some("unknown_tool")),
+        ("huge tool name", "POST", rpc(json!(long.clone()), "tools/call", json!({"name": long})), vec![], 200, Some("unknown_tool")),
+        ("call", "POST", rpc(json!(11), "tools/call", json!({"name": "echo", "arguments": {}})), vec![], 200, None),
+        ("not JSON", "POST", "{nope".into(), vec![], 400, Some("parse_error")),
+    ];
+    let mut ids = Vec::new();
+    for (i, (what, method, body, headers, status, code)) in cases.into_iter().enumerate() {
+        let request_id = format!("hardening-{i}");
+        let (verb, query) = method.split_once('?').map_or((method, ""), |(v, q)| (v, q));
+        let url = if query.is_empty() { gw.mcp.clone() } else { format!("{}?{query}", gw.mcp) };
+        let mut req = gw.http.request(verb.parse().unwrap(), &url).header("authorization", &bearer).header("x-request-id", &request_id);
+        if verb == "POST" {
+            req = req.header("content-type", "application/json").body(body);
+            if !headers.iter().any(|(k, _)| *k == "accept") {
+                req = req.header("accept", "application/json, text/event-stream");
+            }
+        }
+        for (k, v) in &headers {
+            req = req.header(*k, v);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{what}");
+        let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+        let text = resp.text().await.unwrap();
+        if status != 202 {
+            assert_eq!(content_type.as_deref(), Some("application/json"), "{what}: {text}");
+            let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: not JSON: {text}"));
+            let stable = body["error"]["data"]["code"].as_str().or(body["error"].as_str());
+            assert_eq!(stable, code, "{what}: {body}");
+        }
+        ids.push((what, request_id));
+    }
+    let audit = gw.audit();
+    for (what, id) in ids {
+        let events: Vec<&Value> = audit.iter().filter(|e| e["request_id"] == id.as_str()).collect();
+        assert_eq!(events.len(), 1, "{what}: {events:?}");
+    }
+    // Client-controlled values are bounded in the audit trail, with a digest of the whole.
+    let huge = audit.iter().find(|e| e["request_id"] == "hardening-15").unwrap();
+    for field in ["tool", "jsonrpc_id"] {
+        let v = huge[field].as_str().unwrap_or_default();
+        assert!(v.len() < 400 && v.contains("truncated: 30000 bytes, sha256:"), "{field}: {v}");
+    }
+    assert!(audit.iter().all(|e| e.to_string().len() < 4096), "an audit line is unbounded");
+}
+
+/// The SSRF guard judges an IPv6 literal that carries an IPv4 address by that address.
+#[tokio::test]
+async fn ipv6_literals_carrying_loopback_are_blocked() {
+    let issuer = TestIssuer::start().await;
+    let upstream = Upstream::start().await;
+    let port = upstream.url.rsplit(':').next().unwrap().to_owned();
+    let hosts = ["[::127.0.0.1]", "[::ffff:0:127.0.0.1]", "[64:ff9b::127.0.0.1]", "[2002:7f00:1::1]", "[::ffff:127.0.0.1]"];
+    let tools: String = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| format!("  - {{name: t{i}, description: d, http: {{url: 'http://{h}:{port}/x'}}}}\n"))
+        .collect();
+    let gw = gateway(&issuer, &tools, "").await;
+    let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    for (i, host) in hosts.iter().enumerate() {
+        let r = gw.call(&token, &format!("t{i}"), json!({})).await;
+        assert_eq!(r.result()["isError"], true, "{host}: {:?}", r.body);
+        assert_eq!(gw.audit().pop().unwrap()["reason"], "upstream_blocked", "{host}");
+    }
+    assert!(upstream.requests().is_empty());
 }
