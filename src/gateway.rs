@@ -1,7 +1,6 @@
 //! The gateway: runtime state built from a validated config, the HTTP router, and `run`.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,6 +41,8 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     /// Time allowed to receive a request body.
     pub body_read_timeout: Duration,
+    /// What one client may hold open (the accept loop's limits).
+    pub connection_limits: crate::server::ConnectionLimits,
     /// The policy in force; replaced whole on reload.
     pub policy: SharedPolicy,
     policy_source: PolicySource,
@@ -188,6 +189,10 @@ impl Gateway {
             origin_guard,
             max_body_bytes: config.server.max_body_bytes,
             body_read_timeout: config.server.body_read_timeout,
+            connection_limits: crate::server::ConnectionLimits {
+                header_read_timeout: config.server.header_read_timeout,
+                max_per_ip: config.server.max_connections_per_ip,
+            },
             policy: Arc::new(arc_swap::ArcSwap::from_pointee(policy)),
             policy_source: source,
             policy_fingerprint: Mutex::new(Some(fingerprint)),
@@ -302,18 +307,27 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         .with_max_request_body_bytes(gateway.max_body_bytes)
         .with_cancellation_token(shutdown);
     let service = StreamableHttpService::new(move || Ok(handler.clone()), Arc::new(NeverSessionManager::default()), mcp_config);
+    // CORS runs before the gate: a browser's preflight carries no token.
     let mcp = Router::new()
         .route_service("/mcp", service)
-        .layer(axum::middleware::from_fn_with_state(Arc::clone(&gateway), crate::mcp::gate::gate));
-    Router::new()
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&gateway), crate::mcp::gate::gate))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&gateway), crate::cors::mcp));
+    let metadata = Router::new()
         .route("/.well-known/oauth-protected-resource", get(resource_metadata))
         .route("/.well-known/oauth-protected-resource/mcp", get(resource_metadata))
+        .layer(axum::middleware::from_fn(crate::cors::public))
+        .with_state(Arc::clone(&gateway));
+    let body_timeout = gateway.body_read_timeout;
+    Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .route("/oauth/connect/{link}", get(crate::credentials::connect::start))
         .route("/oauth/callback", get(crate::credentials::connect::callback))
         .with_state(Arc::clone(&gateway))
         .merge(crate::admin::routes(gateway))
+        // These routes' bodies in bounded time; the gate bounds /mcp's itself, with a 408.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
+        .merge(metadata)
         .merge(mcp)
         .fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "not_found"}))) })
         .layer(axum::middleware::from_fn(crate::edge::layer))
@@ -333,13 +347,13 @@ pub async fn run(gateway: Gateway, listener: TcpListener, shutdown: impl Future<
     // Always: SIGHUP means "reload" to operators, and must never terminate the gateway, even when
     // there is nothing to reload.
     tokio::spawn(watch_policy(Arc::clone(&gateway), cancel.clone()));
+    let limits = gateway.connection_limits;
     let app = router(gateway, cancel.clone());
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            cancel.cancel();
-        })
-        .await
+    crate::server::serve(listener, app, limits, async move {
+        shutdown.await;
+        cancel.cancel();
+    })
+    .await
 }
 
 async fn watch_policy(gateway: Arc<Gateway>, cancel: CancellationToken) {

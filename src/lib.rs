@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod audit;
 pub mod config;
+pub mod cors;
 pub mod credentials;
 pub mod demo;
 pub mod devidp;
@@ -14,6 +15,7 @@ pub mod gateway;
 pub mod identity;
 pub mod mcp;
 pub mod policy;
+pub mod server;
 pub mod store;
 pub mod tools;
 pub mod upstream;

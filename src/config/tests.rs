@@ -14,6 +14,9 @@ fn defaults_are_documented_values() {
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(c.server.resource(), "http://127.0.0.1:8080/mcp");
     assert_eq!(c.server.max_body_bytes, 1024 * 1024);
+    assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.body_read_timeout, Duration::from_secs(30));
+    assert_eq!(c.server.max_connections_per_ip, 256);
     assert_eq!(c.identity.clock_skew, Duration::from_secs(60));
     let iss = &c.identity.issuers[0];
     assert_eq!(iss.algorithms, ["RS256"]);
@@ -91,6 +94,8 @@ fn cross_field_rules() {
         ("    - issuer: https://idp.example.com\n", "    - issuer: not-a-url\n", "identity.issuers[0].issuer"),
         ("server: {}", "server:\n  public_url: ftp://x", "server.public_url"),
         ("server: {}", "server:\n  max_body_bytes: 0", "server.max_body_bytes"),
+        ("server: {}", "server:\n  header_read_timeout: 0s", "server.header_read_timeout"),
+        ("server: {}", "server:\n  body_read_timeout: 1h", "server.body_read_timeout"),
         ("server: {}", "server: {}\nidentity_headers:\n  user_id: Authorization", "identity_headers.user_id"),
         ("server: {}", "server: {}\nidentity_headers:\n  roles: X-User-Id", "identity_headers.roles"),
     ] {

@@ -41,6 +41,11 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             return Err(ConfigError::new("server.max_body_bytes", "must be greater than 0"));
         }
+        for (field, d) in [("header_read_timeout", self.server.header_read_timeout), ("body_read_timeout", self.server.body_read_timeout)] {
+            if d.is_zero() || d > Duration::from_secs(600) {
+                return Err(ConfigError::new(format!("server.{field}"), "must be between 1ms and 600s"));
+            }
+        }
         for (i, origin) in self.server.allowed_origins.iter().flatten().enumerate() {
             if !(origin == "null" || origin.starts_with("http://") || origin.starts_with("https://")) {
                 return Err(ConfigError::new(format!("server.allowed_origins[{i}]"), "must start with http:// or https://"));

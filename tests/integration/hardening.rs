@@ -233,3 +233,163 @@ async fn ipv6_literals_carrying_loopback_are_blocked() {
     }
     assert!(upstream.requests().is_empty());
 }
+
+mod connections {
+    //! Slow and greedy clients: headers and bodies in bounded time, connections per IP bounded.
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use crate::common::{TestIssuer, gateway_with};
+
+    fn addr(url: &str) -> String {
+        url.trim_start_matches("http://").to_owned()
+    }
+
+    /// Whether the server closed the connection (EOF or reset) before `limit`; `limit` only stops
+    /// the test, it measures nothing.
+    async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+                Err(_) => return None,
+                Ok(Ok(0) | Err(_)) => return Some(seen),
+                Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_trickling_headers_is_disconnected() {
+        let issuer = TestIssuer::start().await;
+        let gw = gateway_with(&[&issuer], "  []", "", "  header_read_timeout: 1s\n").await;
+        let mut stream = TcpStream::connect(addr(&gw.url)).await.unwrap();
+        // One header byte every 200 ms: a slowloris client that would hold the connection for
+        // as long as it liked.
+        let trickle = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let mut closed = false;
+        for byte in trickle {
+            if stream.write_all(&[*byte]).await.is_err() {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        closed = closed || closed_within(&mut stream, Duration::from_secs(5)).await.is_some();
+        assert!(closed, "the trickling client was never disconnected");
+        // The gateway still serves others.
+        assert_eq!(reqwest::get(format!("{}/healthz", gw.url)).await.unwrap().status(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_never_arrives_gets_408_and_an_audit_event() {
+        let issuer = TestIssuer::start().await;
+        let gw = gateway_with(&[&issuer], "  []", "", "  body_read_timeout: 1s\n").await;
+        let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+        let mut stream = TcpStream::connect(addr(&gw.url)).await.unwrap();
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nX-Request-Id: slow-body\r\nContent-Length: 100\r\n\r\n{{\"jsonrpc\""
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let answer = closed_within(&mut stream, Duration::from_secs(10)).await.expect("no answer to a body that never came");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("\"body_timeout\""), "{text}");
+        let events: Vec<_> = gw.audit().into_iter().filter(|e| e["request_id"] == "slow-body").collect();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0]["reason"], "body_timeout");
+    }
+
+    #[tokio::test]
+    async fn connections_per_ip_are_bounded() {
+        let issuer = TestIssuer::start().await;
+        let gw = gateway_with(&[&issuer], "  []", "", "  max_connections_per_ip: 3\n  header_read_timeout: 30s\n").await;
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(TcpStream::connect(addr(&gw.url)).await.unwrap());
+        }
+        // The fourth is closed at once, without an answer.
+        let mut extra = TcpStream::connect(addr(&gw.url)).await.unwrap();
+        let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+        let answer = closed_within(&mut extra, Duration::from_secs(10)).await.expect("the fourth connection was kept open");
+        assert!(answer.is_empty(), "the fourth connection was served: {}", String::from_utf8_lossy(&answer));
+        // Closing one frees a place.
+        drop(held.pop());
+        let mut served = false;
+        for _ in 0..50 {
+            let mut s = TcpStream::connect(addr(&gw.url)).await.unwrap();
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await;
+            let answer = closed_within(&mut s, Duration::from_secs(10)).await.unwrap_or_default();
+            if String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200") {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(served, "a freed place was never reused");
+    }
+}
+
+mod cors {
+    //! Browser-based MCP clients: preflights before authentication for allowed origins only.
+    use crate::common::{TestIssuer, gateway, gateway_with};
+
+    async fn preflight(http: &reqwest::Client, url: &str, origin: &str, headers: &str) -> reqwest::Response {
+        http.request(reqwest::Method::OPTIONS, url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", headers)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn allowed_origins_get_preflights_and_readable_challenges() {
+        let issuer = TestIssuer::start().await;
+        let gw = gateway(&issuer, "  []", "").await;
+        let origin = "http://localhost:6274";
+        let r = preflight(&gw.http, &gw.mcp, origin, "authorization, content-type, mcp-protocol-version").await;
+        assert_eq!(r.status(), 204);
+        let h = r.headers();
+        assert_eq!(h["access-control-allow-origin"], origin);
+        assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+        assert!(h["access-control-allow-headers"].to_str().unwrap().contains("mcp-protocol-version"));
+        // The unauthenticated call that follows: the browser may read the challenge.
+        let r = gw.http.post(&gw.mcp).header("origin", origin).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()["access-control-allow-origin"], origin);
+        let exposed = r.headers()["access-control-expose-headers"].to_str().unwrap().to_ascii_lowercase();
+        for name in ["www-authenticate", "mcp-session-id", "mcp-protocol-version"] {
+            assert!(exposed.contains(name), "{name} not exposed: {exposed}");
+        }
+        // The metadata document is public.
+        let r = gw.http.get(gw.metadata_url()).header("origin", "https://any.example").send().await.unwrap();
+        assert_eq!(r.headers()["access-control-allow-origin"], "*");
+        let audit = gw.audit();
+        assert_eq!(audit.iter().filter(|e| e["reason"] == "cors_preflight").count(), 1, "{audit:?}");
+    }
+
+    #[tokio::test]
+    async fn other_origins_are_refused_without_cors_headers() {
+        let issuer = TestIssuer::start().await;
+        let gw = gateway_with(&[&issuer], "  []", "", "  allowed_origins: [https://app.example]\n").await;
+        for (origin, headers) in
+            [("https://evil.example", "authorization"), ("http://localhost:6274", "authorization"), ("https://app.example", "x-custom")]
+        {
+            let r = preflight(&gw.http, &gw.mcp, origin, headers).await;
+            assert_eq!(r.status(), 403, "{origin} {headers}");
+            assert!(r.headers().get("access-control-allow-origin").is_none(), "{origin}");
+        }
+        let r = preflight(&gw.http, &gw.mcp, "https://app.example", "authorization, mcp-param-region").await;
+        assert_eq!(r.status(), 204);
+        let r = gw.http.post(&gw.mcp).header("origin", "https://evil.example").send().await.unwrap();
+        assert_eq!(r.status(), 403);
+        assert!(r.headers().get("access-control-allow-origin").is_none());
+        let audit = gw.audit();
+        assert_eq!(audit.len(), 5, "one event per request: {audit:?}");
+    }
+}
