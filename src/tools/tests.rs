@@ -263,9 +263,21 @@ mod shapes {
         ]
     }
 
+    /// A policy from `rules`, compiled once per test run (the tools are both named `search`).
+    fn compiled(rules: String) -> &'static crate::policy::Policy {
+        static CACHE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, &'static crate::policy::Policy>>> =
+            std::sync::LazyLock::new(Default::default);
+        let mut cache = CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.entry(rules).or_insert_with_key(|rules| {
+            let set = PolicySet::from_sources([("p".to_owned(), rules.as_str())]).unwrap_or_else(|e| panic!("{e}"));
+            let name = "search".to_owned();
+            let facts = crate::policy::ToolFacts { name: &name, tags: &[], metadata: &Map::new(), scopes: &[] };
+            Box::leak(Box::new(set.bind([facts])))
+        })
+    }
+
     fn decide(rules: &str, tool: &Tool, args: &Value) -> bool {
-        let set = PolicySet::from_sources([("p".to_owned(), rules)]).unwrap_or_else(|e| panic!("{e}"));
-        let policy = set.bind([tool.facts()]);
+        let policy = compiled(rules.to_owned());
         let who = FixturePrincipal {
             sub: "alice".into(),
             issuer: "https://i.example".into(),
@@ -279,11 +291,24 @@ mod shapes {
         policy.decide(&who, &tool.facts(), Stage::Call(args), &RequestFacts::default(), None).outcome.is_ok()
     }
 
+    /// What the backend receives for `q`, when policy allows `{"q": value}` and the mapping
+    /// can send it; `None` when the call never goes out.
+    fn sent_if_allowed(rules: &str, tool: &Tool, value: &Value) -> Option<Vec<String>> {
+        let arguments = json!({ "q": value });
+        if !decide(rules, tool, &arguments) {
+            return None;
+        }
+        tool.http.encode(&args(arguments)).ok().map(|wire| sent(&wire))
+    }
+
     fn tools() -> Vec<std::sync::Arc<Tool>> {
-        vec![
-            http_tool("  - {name: search, description: d, http: {url: 'https://a.example/s'}}\n"),
-            http_tool("  - {name: search, description: d, http: {method: POST, url: 'https://a.example/s'}}\n"),
-        ]
+        static TOOLS: std::sync::LazyLock<Vec<std::sync::Arc<Tool>>> = std::sync::LazyLock::new(|| {
+            vec![
+                http_tool("  - {name: search, description: d, http: {url: 'https://a.example/s'}}\n"),
+                http_tool("  - {name: search, description: d, http: {method: POST, url: 'https://a.example/s'}}\n"),
+            ]
+        });
+        TOOLS.clone()
     }
 
     proptest! {
@@ -296,13 +321,8 @@ mod shapes {
                 for (when, holds) in conditions() {
                     let rules = format!("rules:\n  - {{id: all, effect: allow, tools: [search]}}\n  - {{id: no, effect: deny, tools: [search], when: \"has(args.q) && {when}\"}}\n");
                     for value in [&q, &number] {
-                        let args_value = json!({"q": value});
-                        if !decide(&rules, &tool, &args_value) {
-                            continue;
-                        }
-                        let Ok(wire) = tool.http.encode(&args(args_value.clone())) else { continue };
-                        let texts = sent(&wire);
-                        prop_assert!(!texts.iter().any(|w| holds(w)), "deny {} bypassed by {}: sent {:?}", when, args_value, texts);
+                        let Some(texts) = sent_if_allowed(&rules, &tool, value) else { continue };
+                        prop_assert!(!texts.iter().any(|w| holds(w)), "deny {} bypassed by {}: sent {:?}", when, value, texts);
                     }
                 }
             }
@@ -316,13 +336,8 @@ mod shapes {
                 for (when, holds) in conditions() {
                     let rules = format!("rules:\n  - {{id: only, effect: allow, tools: [search], when: \"{when}\"}}\n");
                     for value in [&q, &number] {
-                        let args_value = json!({"q": value});
-                        if !decide(&rules, &tool, &args_value) {
-                            continue;
-                        }
-                        let Ok(wire) = tool.http.encode(&args(args_value.clone())) else { continue };
-                        let texts = sent(&wire);
-                        prop_assert!(texts.len() <= 1 && texts.iter().all(|w| holds(w)), "allow {} satisfied by {}: sent {:?}", when, args_value, texts);
+                        let Some(texts) = sent_if_allowed(&rules, &tool, value) else { continue };
+                        prop_assert!(texts.len() <= 1 && texts.iter().all(|w| holds(w)), "allow {} satisfied by {}: sent {:?}", when, value, texts);
                     }
                 }
             }
