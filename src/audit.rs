@@ -11,6 +11,9 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+#[cfg(test)]
+mod tests;
+
 /// One decision about one request.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct AuditEvent {

@@ -131,6 +131,8 @@ pub async fn gate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) 
 /// the arguments it was decided on, which are the arguments the call uses.
 #[derive(Debug, Clone)]
 pub struct CallAllowed {
+    /// The tool decided on (the handler calls this one, not a second lookup).
+    pub tool: Arc<crate::tools::Tool>,
     pub rule: String,
     pub arguments: Map<String, Value>,
 }
@@ -156,7 +158,7 @@ fn decide_call(
     match decision.outcome {
         Ok(()) => {
             let Value::Object(arguments) = args else { return Ok(None) };
-            Ok(Some(CallAllowed { rule: decision.rule, arguments }))
+            Ok(Some(CallAllowed { tool: Arc::clone(tool), rule: decision.rule, arguments }))
         }
         Err(denial) => Err((denial, decision.rule, tool.name.clone())),
     }

@@ -109,17 +109,18 @@ impl ServerHandler for McpHandler {
             Err(error)
         };
 
-        let Some(tool) = gw.tools.get(&request.name) else {
+        if gw.tools.get(&request.name).is_none() {
             let name = crate::audit::bounded(&request.name);
             return deny("unknown_tool", None, ErrorData::invalid_params(format!("unknown tool: {name}"), Some(stable("unknown_tool"))));
-        };
-        // The gate decided with the call's arguments, and hands them on: the call uses the very
-        // value policy saw. A call it did not allow never gets here.
-        let Some(decision) = a.allowed else {
+        }
+        // The gate decided on the tool and the call's arguments, and hands both on: the call
+        // uses the very values policy saw. A call it did not allow never gets here.
+        let Some(decision) = a.allowed.filter(|d| d.tool.name == *request.name) else {
             let error =
                 ErrorData::internal_error("tool call reached the handler without a policy decision", Some(stable("internal_error")));
             return deny("no_decision", None, error);
         };
+        let tool = Arc::clone(&decision.tool);
         let args = Value::Object(decision.arguments);
         if let Err(reason) = tool.validate_arguments(&args) {
             let error = ErrorData::invalid_params(format!("invalid arguments: {reason}"), Some(stable("invalid_arguments")));

@@ -23,6 +23,8 @@
 pub mod gate;
 pub mod handler;
 pub mod message;
+#[cfg(test)]
+mod tests;
 
 /// Facts the gate learned about a request, handed to the handler through extensions.
 #[derive(Debug, Clone)]

@@ -1,0 +1,49 @@
+use serde_json::json;
+
+use super::message::check_message;
+
+fn reason(body: &str) -> Result<(), &'static str> {
+    check_message(body.as_bytes()).map(|_| ()).map_err(|(_, e)| e.reason())
+}
+
+#[test]
+fn repeated_member_names_are_refused_at_any_depth() {
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"q":"x","q":"forbidden"}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"l":[{"k":1,"k":2}]}}}"#,
+    ] {
+        assert_eq!(reason(body), Err("invalid_request"), "{body}");
+    }
+    // Not JSON stays a parse error; the same names in different objects are fine.
+    assert_eq!(reason(r#"{"jsonrpc":"2.0","id":1,"#), Err("parse_error"));
+    assert_eq!(
+        reason(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"a":{"k":1},"b":{"k":1}}}}"#),
+        Ok(())
+    );
+}
+
+#[test]
+fn the_strict_reader_reads_what_serde_json_reads() {
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "t", "arguments": {
+        "i": -3, "u": u64::MAX, "f": 1.5, "s": "é\u{0}\"", "b": true, "n": null, "l": [1, [2, {}]], "o": {"x": []}
+    }}});
+    let m = check_message(body.to_string().as_bytes()).unwrap_or_else(|(_, e)| panic!("{e}"));
+    assert_eq!(m.params.map(serde_json::Value::Object), body.get("params").cloned());
+    assert_eq!(m.id, Some(json!(7)));
+}
+
+#[test]
+fn requests_need_an_id_and_notifications_do_not() {
+    assert_eq!(reason(r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"a"}}"#), Err("invalid_request"));
+    assert_eq!(reason(r#"{"jsonrpc":"2.0","method":"ping"}"#), Err("invalid_request"));
+    assert_eq!(reason(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#), Ok(()));
+}
+
+#[test]
+fn per_request_revision_metadata_is_noticed() {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
+    assert!(check_message(body.to_string().as_bytes()).is_ok_and(|m| m.meta_protocol_version));
+    let plain = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    assert!(check_message(plain.to_string().as_bytes()).is_ok_and(|m| !m.meta_protocol_version));
+}
