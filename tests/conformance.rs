@@ -71,6 +71,9 @@ async fn fails_against_a_server_that_checks_nothing() {
         "token.hs256-public-key",
         "discovery.path-suffixed",
         "tools.identity-injection",
+        "hardening.two-credentials",
+        "hardening.request-without-id",
+        "hardening.cors",
     ] {
         assert!(failed.contains(&id), "{id} did not fail against an impostor: failed = {failed:?}");
     }

@@ -20,6 +20,10 @@ pub struct Exchange {
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub www_authenticate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_control_allow_origin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
     pub body: String,
     #[serde(skip)]
     pub json: Value,
@@ -88,14 +92,30 @@ impl Suite {
         match request.send().await {
             Ok(r) => {
                 let status = r.status().as_u16();
-                let www_authenticate = r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let (www_authenticate, access_control_allow_origin, content_type) =
+                    (header("www-authenticate"), header("access-control-allow-origin"), header("content-type"));
                 let text = r.text().await.unwrap_or_default();
                 let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-                Exchange { request: what, status, www_authenticate, body: text.chars().take(600).collect(), json }
+                Exchange {
+                    request: what,
+                    status,
+                    www_authenticate,
+                    access_control_allow_origin,
+                    content_type,
+                    body: text.chars().take(600).collect(),
+                    json,
+                }
             }
-            Err(e) => {
-                Exchange { request: what, status: 0, www_authenticate: None, body: format!("transport error: {e}"), json: Value::Null }
-            }
+            Err(e) => Exchange {
+                request: what,
+                status: 0,
+                www_authenticate: None,
+                access_control_allow_origin: None,
+                content_type: None,
+                body: format!("transport error: {e}"),
+                json: Value::Null,
+            },
         }
     }
 
@@ -145,6 +165,7 @@ impl Suite {
         self.tools().await;
         self.jsonrpc().await;
         self.protocol().await;
+        self.hardening().await;
     }
 
     async fn discovery(&mut self) {
@@ -492,6 +513,126 @@ impl Suite {
             "A 2026-07-28 client falling back to initialize gets 2025-11-25",
             verdict,
             vec![e],
+        );
+    }
+
+    /// What a black-box run found missing once (issue 9): each answer JSON with a stable code,
+    /// ambiguous requests refused, CORS for allowed origins only.
+    async fn hardening(&mut self) {
+        let t = self.token(READ_SCOPE);
+        let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
+        let stable = |e: &Exchange| e.json["error"]["data"]["code"].as_str().map(str::to_owned);
+
+        let e = self
+            .post("two Authorization headers (a valid bearer and garbage)", Some(&t), ping.clone(), &[("authorization", "Bearer garbage")])
+            .await;
+        let challenge = e.www_authenticate.clone().unwrap_or_default();
+        let verdict = if e.status == 400 && challenge.contains("error=\"invalid_request\"") {
+            Ok("400 invalid_request".into())
+        } else {
+            Err(format!("HTTP {}, challenge {challenge:?}", e.status))
+        };
+        self.record(
+            "hardening.two-credentials",
+            "hardening",
+            "A request with two credentials is refused (400 invalid_request)",
+            verdict,
+            vec![e],
+        );
+
+        // (id, what, body, headers, status, stable code)
+        type Case<'a> = (&'a str, &'a str, String, Vec<(&'a str, &'a str)>, u16, &'a str);
+        let cases: Vec<Case> = vec![
+            (
+                "hardening.request-without-id",
+                "tools/call sent without an id",
+                json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "list_events"}}).to_string(),
+                vec![],
+                400,
+                "invalid_request",
+            ),
+            (
+                "hardening.repeated-member",
+                "a body with a repeated member name",
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_events","name":"x"}}"#.into(),
+                vec![],
+                400,
+                "invalid_request",
+            ),
+            (
+                "hardening.unsupported-revision",
+                "MCP-Protocol-Version 1999-01-01",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string(),
+                vec![("mcp-protocol-version", "1999-01-01")],
+                400,
+                "unsupported_protocol_version",
+            ),
+        ];
+        for (id, what, body, headers, status, code) in cases {
+            let e = self.post(what, Some(&t), body, &headers).await;
+            let verdict = if e.status == status && stable(&e).as_deref() == Some(code) {
+                Ok(format!("HTTP {status}, JSON with data.code {code}"))
+            } else {
+                Err(format!("HTTP {}, body {}", e.status, e.body))
+            };
+            self.record(id, "hardening", what, verdict, vec![e]);
+        }
+
+        let e = self.post("Accept: */*", Some(&t), ping, &[("accept", "*/*")]).await;
+        let verdict = if e.status == 200 && e.json["result"].is_object() {
+            Ok("served".into())
+        } else {
+            Err(format!("HTTP {}, body {}", e.status, e.body))
+        };
+        self.record("hardening.accept-any", "hardening", "Accept: */* accepts JSON (no plain-text 406)", verdict, vec![e]);
+
+        let req = self.http.get(&self.url).bearer_auth(&t).header("accept", "text/event-stream");
+        let e = self.send(req, format!("GET {} (stateless: no stream)", self.url)).await;
+        let json = e.content_type.as_deref().is_some_and(|c| c.starts_with("application/json"));
+        let verdict = if e.status >= 400 && json && stable(&e).is_some() {
+            Ok(format!("HTTP {}, JSON with data.code {}", e.status, stable(&e).unwrap_or_default()))
+        } else {
+            Err(format!("HTTP {}, content type {:?}, body {}", e.status, e.content_type, e.body))
+        };
+        self.record(
+            "hardening.refusals-are-json",
+            "hardening",
+            "A refusal of the MCP library's own is JSON with a stable code",
+            verdict,
+            vec![e],
+        );
+
+        // CORS: the gateway's own origin is always allowed; another is refused.
+        let own = url::Url::parse(&self.url).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
+        let preflight = |origin: &str| {
+            self.http
+                .request(reqwest::Method::OPTIONS, &self.url)
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "authorization, content-type, mcp-protocol-version")
+        };
+        let allowed = self.send(preflight(&own), format!("OPTIONS {} preflight from {own}", self.url)).await;
+        let other = self
+            .send(preflight("https://elsewhere.invalid"), format!("OPTIONS {} preflight from https://elsewhere.invalid", self.url))
+            .await;
+        let verdict = if (200..300).contains(&allowed.status)
+            && allowed.access_control_allow_origin.as_deref() == Some(own.as_str())
+            && other.status == 403
+            && other.access_control_allow_origin.is_none()
+        {
+            Ok("allowed origin preflighted before authentication; another refused without CORS headers".into())
+        } else {
+            Err(format!(
+                "own origin: HTTP {} ACAO {:?}; other: HTTP {} ACAO {:?}",
+                allowed.status, allowed.access_control_allow_origin, other.status, other.access_control_allow_origin
+            ))
+        };
+        self.record(
+            "hardening.cors",
+            "hardening",
+            "CORS preflights: allowed origins only, before authentication",
+            verdict,
+            vec![allowed, other],
         );
     }
 }
