@@ -66,8 +66,14 @@ pub async fn gate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) 
         return refuse(Some(&principal), None, e);
     }
     let (mut parts, body) = request.into_parts();
-    let read = tokio::time::timeout(gw.body_read_timeout, Limited::new(body, gw.max_body_bytes).collect());
-    let bytes = match read.await {
+    // A body that came with its headers is read without arming a timer (a timer costs a lock on
+    // the runtime's timer wheel); one still on its way must arrive within the time limit.
+    let mut read = std::pin::pin!(Limited::new(body, gw.max_body_bytes).collect());
+    let read = match futures::poll!(read.as_mut()) {
+        std::task::Poll::Ready(r) => Ok(r),
+        std::task::Poll::Pending => tokio::time::timeout(gw.body_read_timeout, read).await,
+    };
+    let bytes = match read {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<LengthLimitError>() => return refuse(Some(&principal), None, GatewayError::BodyTooLarge),
         Ok(Err(_)) => return refuse(Some(&principal), None, GatewayError::BodyUnreadable),
