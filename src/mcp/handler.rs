@@ -39,7 +39,6 @@ struct Attached {
     ctx: RequestContext,
     info: GateInfo,
     facts: RequestFacts,
-    allowed: Option<CallAllowed>,
     /// This request's one audit event.
     once: Arc<AuditOnce>,
 }
@@ -50,9 +49,8 @@ fn attached(context: &McpContext<RoleServer>) -> Result<Attached, ErrorData> {
     let ctx = parts.extensions.get::<RequestContext>().cloned().ok_or_else(missing_identity)?;
     let info = parts.extensions.get::<GateInfo>().cloned().unwrap_or(GateInfo { jsonrpc_id: None, method: None });
     let facts = parts.extensions.get::<RequestFacts>().cloned().unwrap_or_default();
-    let allowed = parts.extensions.get::<CallAllowed>().cloned();
     let once = parts.extensions.get::<Arc<AuditOnce>>().cloned().ok_or_else(missing_identity)?;
-    Ok(Attached { principal, ctx, info, facts, allowed, once })
+    Ok(Attached { principal, ctx, info, facts, once })
 }
 
 fn missing_identity() -> ErrorData {
@@ -92,7 +90,9 @@ impl ServerHandler for McpHandler {
         Ok(ListToolsResult::with_all_items(tools))
     }
 
-    async fn call_tool(&self, request: CallToolRequestParams, context: McpContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+    async fn call_tool(&self, request: CallToolRequestParams, mut context: McpContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+        // Taken, not copied: the arguments are used once, by this call.
+        let allowed = context.extensions.get_mut::<http::request::Parts>().and_then(|p| p.extensions.remove::<CallAllowed>());
         let a = attached(&context)?;
         let gw = &self.gateway;
         let event = AuditEvent {
@@ -115,7 +115,7 @@ impl ServerHandler for McpHandler {
         }
         // The gate decided on the tool and the call's arguments, and hands both on: the call
         // uses the very values policy saw. A call it did not allow never gets here.
-        let Some(decision) = a.allowed.filter(|d| d.tool.name == *request.name) else {
+        let Some(decision) = allowed.filter(|d| d.tool.name == *request.name) else {
             let error =
                 ErrorData::internal_error("tool call reached the handler without a policy decision", Some(stable("internal_error")));
             return deny("no_decision", None, error);
