@@ -50,12 +50,13 @@ pub async fn gate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) 
         let body = serde_json::json!({"error": code, "error_description": "request origin or host not allowed"});
         return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
     }
-    let refuse = |principal: Option<&Principal>, id: Option<(Value, Option<String>)>, error: GatewayError| {
+    // Every refusal below: recorded once, rendered by `GatewayError`.
+    let deny = |principal: Option<&Principal>, id: Option<(Value, Option<String>)>, error: GatewayError| {
         refuse(&gw, &once, &ctx, principal, id, error)
     };
     let principal = match gw.authenticator.authenticate_request(request.headers(), request.uri().query()).await {
         Ok(p) => p,
-        Err(e) => return refuse(None, None, GatewayError::Unauthorized(e)),
+        Err(e) => return deny(None, None, GatewayError::Unauthorized(e)),
     };
     if request.method() != Method::POST {
         return pass(&gw, &once, ctx.clone(), principal, GateInfo { jsonrpc_id: None, method: None }, request, next).await;
@@ -63,7 +64,7 @@ pub async fn gate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) 
 
     // Streamable HTTP framing and the protocol revision, checked before the body is read.
     if let Err(e) = check_framing(request.headers()) {
-        return refuse(Some(&principal), None, e);
+        return deny(Some(&principal), None, e);
     }
     let (mut parts, body) = request.into_parts();
     // A body that came with its headers is read without arming a timer (a timer costs a lock on
@@ -75,23 +76,23 @@ pub async fn gate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) 
     };
     let bytes = match read {
         Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => return refuse(Some(&principal), None, GatewayError::BodyTooLarge),
-        Ok(Err(_)) => return refuse(Some(&principal), None, GatewayError::BodyUnreadable),
-        Err(_) => return refuse(Some(&principal), None, GatewayError::BodyTimeout),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return deny(Some(&principal), None, GatewayError::BodyTooLarge),
+        Ok(Err(_)) => return deny(Some(&principal), None, GatewayError::BodyUnreadable),
+        Err(_) => return deny(Some(&principal), None, GatewayError::BodyTimeout),
     };
     let mut message = match check_message(&bytes) {
         Ok(m) => m,
-        Err((id, e)) => return refuse(Some(&principal), id.map(|id| (id, None)), e),
+        Err((id, e)) => return deny(Some(&principal), id.map(|id| (id, None)), e),
     };
     let info = GateInfo { jsonrpc_id: message.id.clone(), method: message.method.clone() };
     let id_and_method = || info.jsonrpc_id.clone().map(|id| (id, info.method.clone()));
     if let Err(e) = check_protocol_version(&parts.headers, &message) {
-        return refuse(Some(&principal), id_and_method(), e);
+        return deny(Some(&principal), id_and_method(), e);
     }
     if let (Some(method), Some(_)) = (&message.method, &message.id)
         && !SERVED_METHODS.contains(&method.as_str())
     {
-        return refuse(Some(&principal), id_and_method(), GatewayError::MethodNotFound);
+        return deny(Some(&principal), id_and_method(), GatewayError::MethodNotFound);
     }
     // The framing check accepted `*/*`; rmcp wants the two types named.
     parts.headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
