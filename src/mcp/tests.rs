@@ -47,3 +47,35 @@ fn per_request_revision_metadata_is_noticed() {
     let plain = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
     assert!(check_message(plain.to_string().as_bytes()).is_ok_and(|m| !m.meta_protocol_version));
 }
+
+mod hostile {
+    use proptest::prelude::*;
+
+    use super::super::message::check_message;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Any bytes get a verdict: a message or a refusal, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = check_message(&bytes);
+        }
+
+        /// Near-misses of a real message (JSON-ish text built from its own pieces) get a verdict
+        /// too, and a message accepted has the id and method it was sent with.
+        #[test]
+        fn json_like_text_never_panics(pieces in prop::collection::vec(prop_oneof![
+            Just("{"), Just("}"), Just("["), Just("]"), Just(","), Just(":"), Just("\"jsonrpc\""), Just("\"2.0\""),
+            Just("\"id\""), Just("1"), Just("-0"), Just("1e999"), Just("\"method\""), Just("\"tools/call\""),
+            Just("\"params\""), Just("\"name\""), Just("\"arguments\""), Just("null"), Just("\"\\u0000\""), Just("\"\\ud800\""),
+        ], 0..40)) {
+            let text: String = pieces.concat();
+            if let Ok(m) = check_message(text.as_bytes()) {
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                prop_assert_eq!(m.id, v.get("id").cloned());
+                prop_assert_eq!(m.method.as_deref(), v.get("method").and_then(|m| m.as_str()));
+            }
+        }
+    }
+}
