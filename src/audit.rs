@@ -117,7 +117,6 @@ const KEPT: usize = 64;
 
 /// `value`, or its start, length and digest when it is longer than [`FIELD_LIMIT`] bytes.
 pub fn bounded(value: &str) -> std::borrow::Cow<'_, str> {
-    use sha2::Digest;
     if value.len() <= FIELD_LIMIT {
         return std::borrow::Cow::Borrowed(value);
     }
@@ -125,9 +124,7 @@ pub fn bounded(value: &str) -> std::borrow::Cow<'_, str> {
     while !value.is_char_boundary(cut) {
         cut -= 1;
     }
-    let digest = sha2::Sha256::digest(value.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    std::borrow::Cow::Owned(format!("{}…[truncated: {} bytes, sha256:{hex}]", &value[..cut], value.len()))
+    std::borrow::Cow::Owned(format!("{}…[truncated: {} bytes, sha256:{}]", &value[..cut], value.len(), crate::sha256_hex(value)))
 }
 
 impl AuditEvent {

@@ -22,6 +22,12 @@ pub mod upstream;
 
 pub use gateway::{Gateway, install_crypto, router, run};
 
+/// Hex SHA-256 of a text: how secrets and long values are stored and matched without keeping them.
+pub fn sha256_hex(value: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(value.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()

@@ -83,7 +83,6 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(limits.header_read_timeout);
-    let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {

@@ -9,14 +9,9 @@ fn long_values_keep_their_start_length_and_digest() {
     let b = bounded(&long);
     assert!(b.len() < 200, "{b}");
     assert!(b.starts_with(&"é".repeat(32)), "cut on a character boundary: {b}");
-    assert!(b.ends_with(&format!("…[truncated: {} bytes, sha256:{}]", long.len(), hex_sha256(&long))), "{b}");
+    assert!(b.ends_with(&format!("…[truncated: {} bytes, sha256:{}]", long.len(), crate::sha256_hex(&long))), "{b}");
     // Two long values that share their start stay distinguishable.
     assert_ne!(bounded(&format!("{long}a")), bounded(&format!("{long}b")));
-}
-
-fn hex_sha256(s: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]

@@ -69,7 +69,7 @@ pub fn random_token() -> Option<Secret> {
 
 /// Hex SHA-256: how links, states and browser bindings are stored and looked up.
 pub fn digest(value: &str) -> String {
-    sha2::Sha256::digest(value.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    crate::sha256_hex(value)
 }
 
 /// The PKCE S256 challenge of a verifier (RFC 7636 §4.2).

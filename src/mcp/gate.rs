@@ -141,7 +141,8 @@ pub struct CallAllowed {
     /// The tool decided on (the handler calls this one, not a second lookup).
     pub tool: Arc<crate::tools::Tool>,
     pub rule: String,
-    pub arguments: Map<String, Value>,
+    /// A JSON object.
+    pub arguments: Value,
 }
 
 /// The call-time decision, made once, here (a step-up must be an HTTP 403). `Ok(None)` for an
@@ -157,16 +158,12 @@ fn decide_call(
         return Ok(None);
     };
     let arguments = match params.and_then(|p| p.remove("arguments")) {
-        Some(Value::Object(m)) => m,
-        _ => Map::new(),
+        Some(a @ Value::Object(_)) => a,
+        _ => Value::Object(Map::new()),
     };
-    let args = Value::Object(arguments);
-    let decision = gw.policy.load().decide(principal, &tool.facts(), Stage::Call(&args), facts, None);
+    let decision = gw.policy.load().decide(principal, &tool.facts(), Stage::Call(&arguments), facts, None);
     match decision.outcome {
-        Ok(()) => {
-            let Value::Object(arguments) = args else { return Ok(None) };
-            Ok(Some(CallAllowed { tool: Arc::clone(tool), rule: decision.rule, arguments }))
-        }
+        Ok(()) => Ok(Some(CallAllowed { tool: Arc::clone(tool), rule: decision.rule, arguments })),
         Err(denial) => Err((denial, decision.rule, tool.name.clone())),
     }
 }
@@ -214,10 +211,13 @@ async fn pass(
 }
 
 /// What a response rmcp produced by itself says, for the audit event.
+#[derive(Clone, Copy)]
 struct Outcome {
     decision: &'static str,
     reason: &'static str,
 }
+
+const SERVED: Outcome = Outcome { decision: "allow", reason: "ok" };
 
 /// Reads the outcome of a response no stage recorded, and makes sure it is JSON with a stable
 /// code: a plain-text refusal becomes a JSON-RPC error, and a JSON-RPC error without
@@ -229,15 +229,17 @@ async fn settle(response: Response) -> (Response, Outcome) {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.split(';').next().is_some_and(|e| e.trim().eq_ignore_ascii_case("application/json")));
-    let ok = Outcome { decision: "allow", reason: "ok" };
     if status.is_success() && !is_json {
         // 202 for a notification or a response; a stream is never read here.
-        return (response, ok);
+        return (response, SERVED);
     }
-    let (mut parts, body) = response.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, SETTLE_READ_LIMIT).await else {
+    let (parts, body) = response.into_parts();
+    let internal = |parts| {
         let error = rpc_body(rpc::INTERNAL_ERROR, "internal error", "internal_error");
-        return (json_response(parts, StatusCode::INTERNAL_SERVER_ERROR, error), Outcome { decision: "error", reason: "internal_error" });
+        (json_response(parts, StatusCode::INTERNAL_SERVER_ERROR, error), Outcome { decision: "error", reason: "internal_error" })
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, SETTLE_READ_LIMIT).await else {
+        return internal(parts);
     };
     if !is_json {
         let (code, stable) = http_code(status);
@@ -245,24 +247,15 @@ async fn settle(response: Response) -> (Response, Outcome) {
         return (json_response(parts, status, error), outcome_for(status, code, stable));
     }
     // A result (the usual case) is passed on as it came; only an error is read.
+    let pass_on = |mut parts: http::response::Parts, bytes| {
+        parts.headers.remove(header::CONTENT_LENGTH);
+        (Response::from_parts(parts, Body::from(bytes)), SERVED)
+    };
     if status.is_success() && !bytes.windows(7).any(|w| w == b"\"error\"") {
-        parts.headers.remove(header::CONTENT_LENGTH);
-        return (Response::from_parts(parts, Body::from(bytes)), ok);
+        return pass_on(parts, bytes);
     }
-    let mut message: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(_) => {
-            let error = rpc_body(rpc::INTERNAL_ERROR, "internal error", "internal_error");
-            return (
-                json_response(parts, StatusCode::INTERNAL_SERVER_ERROR, error),
-                Outcome { decision: "error", reason: "internal_error" },
-            );
-        }
-    };
-    let Some(error) = message.get_mut("error").and_then(Value::as_object_mut) else {
-        parts.headers.remove(header::CONTENT_LENGTH);
-        return (Response::from_parts(parts, Body::from(bytes)), ok);
-    };
+    let Ok(mut message) = serde_json::from_slice::<Value>(&bytes) else { return internal(parts) };
+    let Some(error) = message.get_mut("error").and_then(Value::as_object_mut) else { return pass_on(parts, bytes) };
     let code = error.get("code").and_then(Value::as_i64).unwrap_or(rpc::INTERNAL_ERROR);
     let stable = rpc_code(code);
     let data = error.entry("data").or_insert(Value::Null);

@@ -121,7 +121,7 @@ impl ServerHandler for McpHandler {
             return deny("no_decision", None, error);
         };
         let tool = Arc::clone(&decision.tool);
-        let args = Value::Object(decision.arguments);
+        let args = decision.arguments;
         if let Err(reason) = tool.validate_arguments(&args) {
             let error = ErrorData::invalid_params(format!("invalid arguments: {reason}"), Some(stable("invalid_arguments")));
             return deny("invalid_arguments", Some(decision.rule), error);
