@@ -1,11 +1,12 @@
 //! Audit stage: one JSON event per decision, written as a line to stdout, stderr or a file.
 //!
-//! In: [`AuditEvent`]s from the edge, gate and MCP handler. Out: JSON lines. Events carry
-//! identifiers, decisions and reason codes only: never a token, a credential or an argument
-//! value.
+//! In: [`AuditEvent`]s from the edge, gate, MCP handler, vault and admin API. Out: JSON lines,
+//! written by one writer thread fed through a bounded queue ([`AuditSink`]), so no request
+//! thread writes or waits on a lock; a full queue makes the emitter wait, never drops. Events
+//! carry identifiers, decisions and reason codes only: never a token, a credential or an
+//! argument value.
 
 use std::io::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
@@ -158,47 +159,132 @@ impl AuditEvent {
     }
 }
 
-enum Output {
-    Off,
-    Stdout,
-    Stderr,
-    File(Mutex<std::fs::File>),
+/// Where encoded events go: one batch of JSON lines at a time, on the writer thread only. A
+/// new destination (a database, a webhook, a SIEM) is a new `Sink`; the stages never see it.
+pub trait Sink: Send + 'static {
+    /// Writes whole lines; a batch is never split between two calls.
+    fn write(&mut self, lines: &[u8]) -> std::io::Result<()>;
+    /// Makes what was written durable as far as this sink can.
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
-/// Where events go.
+struct Stdout;
+struct Stderr;
+
+impl Sink for Stdout {
+    fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
+        std::io::stdout().lock().write_all(lines)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().lock().flush()
+    }
+}
+
+impl Sink for Stderr {
+    fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
+        std::io::stderr().lock().write_all(lines)
+    }
+}
+
+impl Sink for std::fs::File {
+    fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
+        self.write_all(lines)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sync_data()
+    }
+}
+
+/// Events waiting for the writer, at most. When the queue is full the emitting request waits
+/// for room (back-pressure from a slow sink onto the request rate): an event is never dropped.
+pub const QUEUE: usize = 8192;
+
+enum Message {
+    Event(SystemTime, Box<AuditEvent>),
+    /// Write everything queued before this, flush the sink, then answer.
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// The audit stage's handle: events go through a bounded channel to one writer thread, which
+/// encodes them and writes them in batches. Cheap to share; every stage emits through it.
 pub struct AuditSink {
-    output: Output,
+    queue: Option<std::sync::mpsc::SyncSender<Message>>,
 }
 
 impl AuditSink {
     /// `stdout`, `stderr`, `off`, or a file path opened for appending.
     pub fn open(spec: &str) -> std::io::Result<Self> {
-        let output = match spec {
-            "off" => Output::Off,
-            "stdout" | "-" => Output::Stdout,
-            "stderr" => Output::Stderr,
-            path => Output::File(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)),
+        let sink: Box<dyn Sink> = match spec {
+            "off" => return Ok(Self { queue: None }),
+            "stdout" | "-" => Box::new(Stdout),
+            "stderr" => Box::new(Stderr),
+            path => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
         };
-        Ok(Self { output })
+        Self::start(sink)
     }
 
-    pub fn emit(&self, mut event: AuditEvent) {
-        event.ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        event.bound_fields();
-        let Ok(mut line) = serde_json::to_vec(&event) else { return };
-        line.push(b'\n');
-        // A line is written with one call so concurrent events never interleave.
-        let written = match &self.output {
-            Output::Off => Ok(()),
-            Output::Stdout => std::io::stdout().lock().write_all(&line),
-            Output::Stderr => std::io::stderr().lock().write_all(&line),
-            Output::File(f) => match f.lock() {
-                Ok(mut f) => f.write_all(&line),
-                Err(_) => Ok(()),
-            },
-        };
-        if let Err(e) = written {
-            tracing::error!(error = %e, "audit event could not be written");
+    /// Starts the writer thread for `sink`.
+    pub fn start(sink: Box<dyn Sink>) -> std::io::Result<Self> {
+        let (queue, events) = std::sync::mpsc::sync_channel(QUEUE);
+        // A thread, not a task: file and pipe writes block, and must not hold up the runtime.
+        std::thread::Builder::new().name("warden-audit".into()).spawn(move || write_events(sink, events))?;
+        Ok(Self { queue: Some(queue) })
+    }
+
+    /// Queues `event`, stamped with the time of the decision.
+    pub fn emit(&self, event: AuditEvent) {
+        let Some(queue) = &self.queue else { return };
+        if queue.send(Message::Event(SystemTime::now(), Box::new(event))).is_err() {
+            tracing::error!("the audit writer has stopped; an event could not be recorded");
+        }
+    }
+
+    /// Waits (at most `timeout`) until every event emitted before this call is written and the
+    /// sink flushed. Shutdown calls this after the last request has been answered.
+    pub fn flush(&self, timeout: std::time::Duration) -> bool {
+        let Some(queue) = &self.queue else { return true };
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        queue.send(Message::Flush(done)).is_ok() && wait.recv_timeout(timeout).is_ok()
+    }
+}
+
+/// The writer thread: takes what is queued, encodes it, writes it in one call per batch.
+fn write_events(mut sink: Box<dyn Sink>, events: std::sync::mpsc::Receiver<Message>) {
+    let mut batch = Vec::with_capacity(64 * 1024);
+    let mut acks = Vec::new();
+    while let Ok(first) = events.recv() {
+        let mut next = Some(first);
+        // Drain what is already queued (bounded, so a flood still gets written in pieces).
+        while let Some(message) = next.take() {
+            match message {
+                Message::Event(at, mut event) => {
+                    event.ts = humantime::format_rfc3339_millis(at).to_string();
+                    event.bound_fields();
+                    if serde_json::to_writer(&mut batch, &event).is_ok() {
+                        batch.push(b'\n');
+                    }
+                }
+                Message::Flush(done) => acks.push(done),
+            }
+            if batch.len() < 1 << 20 {
+                next = events.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = sink.write(&batch) {
+                tracing::error!(error = %e, "audit events could not be written");
+            }
+            batch.clear();
+        }
+        if !acks.is_empty() {
+            if let Err(e) = sink.flush() {
+                tracing::error!(error = %e, "the audit sink could not be flushed");
+            }
+            for done in acks.drain(..) {
+                let _ = done.send(());
+            }
         }
     }
 }

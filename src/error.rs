@@ -40,12 +40,21 @@ pub enum Class {
 }
 
 /// A refusal before the MCP handler runs.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
+    /// `Host` or `Origin` not allowed (DNS-rebinding protection); the code says which.
+    #[error("request origin or host not allowed")]
+    OriginRefused(&'static str),
     #[error("unauthorized: {0}")]
     Unauthorized(AuthError),
     #[error("forbidden by {rule}")]
-    Forbidden { denial: Denial, rule: String },
+    Forbidden { denial: Denial, rule: String, tool: std::sync::Arc<crate::tools::Tool> },
+    /// An HTTP method other than POST on the stateless MCP endpoint.
+    #[error("HTTP method not allowed")]
+    HttpMethodNotAllowed,
+    /// A `tools/call` of a tool this gateway does not have (the name, bounded for audit).
+    #[error("unknown tool")]
+    UnknownTool(String),
     #[error("request body too large")]
     BodyTooLarge,
     #[error("request body unreadable")]
@@ -71,8 +80,11 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn class(&self) -> Class {
         match self {
-            Self::Unauthorized(_)
+            Self::OriginRefused(_)
+            | Self::Unauthorized(_)
             | Self::Forbidden { .. }
+            | Self::HttpMethodNotAllowed
+            | Self::UnknownTool(_)
             | Self::BodyTooLarge
             | Self::BodyUnreadable
             | Self::BodyTimeout
@@ -88,6 +100,9 @@ impl GatewayError {
 
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::OriginRefused(_) => StatusCode::FORBIDDEN,
+            Self::HttpMethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnknownTool(_) => StatusCode::OK,
             Self::Unauthorized(AuthError::MultipleCredentials | AuthError::TokenInQuery) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => StatusCode::FORBIDDEN,
@@ -109,6 +124,9 @@ impl GatewayError {
     /// The stable reason code, for audit.
     pub fn reason(&self) -> &'static str {
         match self {
+            Self::OriginRefused(code) => code,
+            Self::HttpMethodNotAllowed => "method_not_allowed",
+            Self::UnknownTool(_) => "unknown_tool",
             Self::Unauthorized(e) => e.code(),
             Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => "insufficient_scope",
             Self::Forbidden { denial: Denial::Forbidden { .. }, .. } => "policy_denied",
@@ -130,6 +148,12 @@ impl GatewayError {
     pub fn into_response(self, meta: &ResourceMetadata, jsonrpc_id: Option<Value>) -> Response {
         let status = self.status();
         let (challenge, body) = match &self {
+            Self::OriginRefused(code) => (None, json!({"error": code, "error_description": "request origin or host not allowed"})),
+            Self::HttpMethodNotAllowed => (
+                None,
+                rpc_error(None, rpc::INVALID_REQUEST, "this endpoint accepts POST only (stateless Streamable HTTP)", "method_not_allowed"),
+            ),
+            Self::UnknownTool(name) => (None, rpc_error(jsonrpc_id, rpc::INVALID_PARAMS, &format!("unknown tool: {name}"), "unknown_tool")),
             Self::Unauthorized(AuthError::Missing) => (
                 Some(meta.unauthorized(None, &meta.challenge_scopes)),
                 json!({"error": "unauthorized", "error_description": "a bearer token is required"}),
@@ -150,7 +174,7 @@ impl GatewayError {
                 Some(meta.insufficient_scope(needed)),
                 json!({"error": "insufficient_scope", "error_description": "the access token lacks scopes this call needs", "scope": needed.join(" ")}),
             ),
-            Self::Forbidden { denial: Denial::Forbidden { reason }, rule } => (
+            Self::Forbidden { denial: Denial::Forbidden { reason }, rule, .. } => (
                 None,
                 json!({
                     "jsonrpc": "2.0",
@@ -184,7 +208,38 @@ impl GatewayError {
         if let Some(challenge) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
         }
+        if matches!(self, Self::HttpMethodNotAllowed) {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
         response
+    }
+
+    /// What the audit event records beside the reason: the tool, the rule that decided, and why
+    /// in words (a rule's `reason`; never argument values).
+    pub fn audit_details(&self) -> (Option<String>, Option<String>, Option<String>) {
+        match self {
+            Self::Forbidden { denial, rule, tool } => {
+                let explanation = match denial {
+                    Denial::Forbidden { reason } => reason.clone(),
+                    Denial::InsufficientScope { missing, .. } => format!("missing scopes: {}", missing.join(" ")),
+                };
+                (Some(tool.name.clone()), Some(rule.clone()), Some(explanation))
+            }
+            Self::UnknownTool(name) => (Some(name.clone()), None, None),
+            Self::OriginRefused(_)
+            | Self::Unauthorized(_)
+            | Self::HttpMethodNotAllowed
+            | Self::BodyTooLarge
+            | Self::BodyUnreadable
+            | Self::BodyTimeout
+            | Self::UnsupportedProtocolVersion
+            | Self::Parse
+            | Self::InvalidRequest(_)
+            | Self::InvalidParams(_)
+            | Self::MethodNotFound
+            | Self::UnsupportedMediaType
+            | Self::NotAcceptable => (None, None, None),
+        }
     }
 }
 

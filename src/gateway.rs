@@ -26,10 +26,10 @@ use crate::upstream::{Upstream, control_plane_client};
 
 /// Everything a request needs, built once from config.
 pub struct Gateway {
-    pub authenticator: Authenticator,
-    pub tools: ToolRegistry,
-    pub upstream: Upstream,
-    pub metadata: ResourceMetadata,
+    pub authenticator: Arc<Authenticator>,
+    pub tools: Arc<ToolRegistry>,
+    pub upstream: Arc<Upstream>,
+    pub metadata: Arc<ResourceMetadata>,
     pub audit: Arc<AuditSink>,
     /// Upstream credentials, by name.
     pub credentials: Arc<crate::credentials::Credentials>,
@@ -37,7 +37,7 @@ pub struct Gateway {
     pub vault: Option<Arc<crate::credentials::Vault>>,
     /// The admin API's credential; no admin API without one.
     pub admin_token: Option<crate::credentials::Secret>,
-    pub origin_guard: OriginGuard,
+    pub origin_guard: Arc<OriginGuard>,
     pub max_body_bytes: usize,
     /// Time allowed to receive a request body.
     pub body_read_timeout: Duration,
@@ -49,7 +49,7 @@ pub struct Gateway {
     policy_fingerprint: Mutex<Option<[u8; 32]>>,
     pub policy_reload_interval: Duration,
     /// Request headers exposed to policy conditions.
-    pub policy_headers: Vec<http::HeaderName>,
+    pub policy_headers: Arc<[http::HeaderName]>,
 }
 
 /// Where the policy comes from.
@@ -171,22 +171,22 @@ impl Gateway {
         let policy_error = |e: PolicyError| ConfigError::new("policy.files", e.to_string());
         let PolicyTexts { texts, fingerprint } = source.read().map_err(policy_error)?;
         let policy = source.compile(&texts, &tools).map_err(policy_error)?;
-        let policy_headers = config
+        let policy_headers: Arc<[http::HeaderName]> = config
             .policy
             .request_headers
             .iter()
             .filter_map(|h| http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok())
             .collect();
         Ok(Self {
-            authenticator,
-            tools,
-            upstream,
-            metadata,
+            authenticator: Arc::new(authenticator),
+            tools: Arc::new(tools),
+            upstream: Arc::new(upstream),
+            metadata: Arc::new(metadata),
             audit,
             credentials,
             vault,
             admin_token,
-            origin_guard,
+            origin_guard: Arc::new(origin_guard),
             max_body_bytes: config.server.max_body_bytes,
             body_read_timeout: config.server.body_read_timeout,
             connection_limits: crate::server::ConnectionLimits {
@@ -235,6 +235,22 @@ impl Gateway {
             }
         }
         result
+    }
+
+    /// The MCP endpoint's share of the gateway.
+    pub fn mcp(&self) -> crate::mcp::Mcp {
+        crate::mcp::Mcp {
+            authenticator: Arc::clone(&self.authenticator),
+            tools: Arc::clone(&self.tools),
+            policy: Arc::clone(&self.policy),
+            upstream: Arc::clone(&self.upstream),
+            metadata: Arc::clone(&self.metadata),
+            audit: Arc::clone(&self.audit),
+            origin_guard: Arc::clone(&self.origin_guard),
+            max_body_bytes: self.max_body_bytes,
+            body_read_timeout: self.body_read_timeout,
+            policy_headers: Arc::clone(&self.policy_headers),
+        }
     }
 
     fn reloads(&self) -> bool {
@@ -297,7 +313,8 @@ fn is_loopback_origin(origin: &str) -> bool {
 
 /// The HTTP application: metadata, health, and `/mcp` behind the gate.
 pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
-    let handler = McpHandler { gateway: Arc::clone(&gateway) };
+    let mcp = Arc::new(gateway.mcp());
+    let handler = McpHandler { mcp: Arc::clone(&mcp) };
     let mcp_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
@@ -306,11 +323,12 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         .disable_allowed_origins()
         .with_max_request_body_bytes(gateway.max_body_bytes)
         .with_cancellation_token(shutdown);
-    let service = StreamableHttpService::new(move || Ok(handler.clone()), Arc::new(NeverSessionManager::default()), mcp_config);
+    let rmcp = StreamableHttpService::new(move || Ok(handler.clone()), Arc::new(NeverSessionManager::default()), mcp_config);
+    let endpoint = Arc::new(crate::mcp::gate::Endpoint { mcp, rmcp });
     // CORS runs before the gate: a browser's preflight carries no token.
     let mcp = Router::new()
-        .route_service("/mcp", service)
-        .layer(axum::middleware::from_fn_with_state(Arc::clone(&gateway), crate::mcp::gate::gate))
+        .route("/mcp", axum::routing::any(crate::mcp::gate::endpoint))
+        .with_state(endpoint)
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&gateway), crate::cors::mcp));
     let metadata = Router::new()
         .route("/.well-known/oauth-protected-resource", get(resource_metadata))
@@ -348,13 +366,23 @@ pub async fn run(gateway: Gateway, listener: TcpListener, shutdown: impl Future<
     // there is nothing to reload.
     tokio::spawn(watch_policy(Arc::clone(&gateway), cancel.clone()));
     let limits = gateway.connection_limits;
+    let audit = Arc::clone(&gateway.audit);
     let app = router(gateway, cancel.clone());
-    crate::server::serve(listener, app, limits, async move {
+    let served = crate::server::serve(listener, app, limits, async move {
         shutdown.await;
         cancel.cancel();
     })
-    .await
+    .await;
+    // Every request has been answered: now every event it left must be written before exit.
+    let flushed = tokio::task::spawn_blocking(move || audit.flush(AUDIT_DRAIN)).await.unwrap_or(false);
+    if !flushed {
+        tracing::error!("audit events were still queued when shutdown gave up waiting for them");
+    }
+    served
 }
+
+/// How long shutdown waits for queued audit events to be written.
+const AUDIT_DRAIN: Duration = Duration::from_secs(30);
 
 async fn watch_policy(gateway: Arc<Gateway>, cancel: CancellationToken) {
     #[cfg(unix)]

@@ -152,6 +152,87 @@ fn serve_survives_sighup_and_exits_0_on_sigterm() {
     }
 }
 
+/// SIGTERM while 32 clients keep calling: in-flight requests are answered, and every answered
+/// request's audit event is written before the process exits (the writer's queue is drained,
+/// not dropped). The audit "file" is a pipe this test does not read until after the SIGTERM,
+/// so the writer is stuck, its queue full and the requests waiting on it when the signal comes.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_writes_every_audit_event_before_exit() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let audit = dir.path().join("audit.pipe");
+    assert!(std::process::Command::new("mkfifo").arg(&audit).status().unwrap().success());
+    let go = Arc::new(std::sync::Barrier::new(2));
+    let reader = {
+        let (audit, go) = (audit.clone(), Arc::clone(&go));
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut pipe = std::fs::File::open(audit).unwrap();
+            go.wait();
+            let mut text = String::new();
+            pipe.read_to_string(&mut text).unwrap();
+            text
+        })
+    };
+    let config = VALID.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")) + &format!("audit:\n  output: {}\n", audit.display());
+    let path = write(dir.path(), &config);
+    let bin = assert_cmd::cargo::cargo_bin("warden");
+    let mut child =
+        std::process::Command::new(bin).args(["serve", "--config"]).arg(&path).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while http.get(format!("{url}/healthz")).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "serve did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for i in 0..32 {
+        let (http, url, answered) = (http.clone(), url.clone(), Arc::clone(&answered));
+        clients.push(tokio::spawn(async move {
+            loop {
+                // Each is refused (no token) and each refusal is one audit event.
+                let sent = http
+                    .post(format!("{url}/mcp"))
+                    .header("content-type", "application/json")
+                    .header("accept", "application/json, text/event-stream")
+                    .body(format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"ping"}}"#))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(response) if response.status() == 401 => answered.fetch_add(1, Ordering::SeqCst),
+                    _ => break,
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    go.wait();
+    for c in clients {
+        tokio::time::timeout(Duration::from_secs(20), c).await.expect("a client hung after SIGTERM").unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+    let answered = answered.load(Ordering::SeqCst);
+    let text = reader.join().unwrap();
+    let lines = text.lines().filter(|l| l.contains("\"token_missing\"")).count();
+    assert!(answered > 100, "too little load to test the drain: {answered}");
+    assert_eq!(lines, answered, "audit events against answered requests");
+}
+
 /// Values for the `${...}` placeholders example configs use.
 fn example_env() -> HashMap<String, String> {
     HashMap::from([

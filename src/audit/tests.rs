@@ -24,6 +24,7 @@ fn a_request_is_recorded_once() {
     assert!(once.emit(&sink, AuditEvent { request_id: "r".into(), reason: "ok".into(), ..AuditEvent::default() }));
     assert!(!once.emit(&sink, AuditEvent { request_id: "r".into(), reason: "again".into(), ..AuditEvent::default() }));
     assert!(once.written());
+    assert!(sink.flush(std::time::Duration::from_secs(5)));
     let lines = std::fs::read_to_string(&path).unwrap_or_default();
     assert_eq!(lines.lines().count(), 1, "{lines}");
     assert!(lines.contains("\"reason\":\"ok\""));

@@ -1,30 +1,30 @@
-//! The gate in front of rmcp: host/origin, authentication, body limit and time limit, JSON-RPC
-//! shape and the step-up scope check. See the module docs of `mcp` for why each stands where it
-//! does.
+//! The gate: host/origin, authentication, body limit and time limit, the one parse, JSON-RPC
+//! shape and the call-time policy decision (an HTTP 403 step-up). See the module docs of `mcp`
+//! for why each stands where it does. What passes is an [`Admitted`], handed to dispatch.
 //!
 //! Every request to `/mcp` is recorded by exactly one audit event: each refusal here writes its
-//! own, the handler writes the event of a `tools/list` or `tools/call` it served, and when
-//! neither did (rmcp answered by itself: `initialize`, `ping`, a notification, or a refusal of
-//! its own) [`settle`] writes one from the response. [`AuditOnce`] makes a second write
-//! impossible. [`settle`] also turns any plain-text answer of rmcp's into a JSON-RPC error with
-//! a stable code, so no library text reaches a client.
+//! own, dispatch and the handler write the event of what they served, and when a request went
+//! to rmcp and rmcp answered by itself (a refusal of its own) [`settle`] writes one from the
+//! response. [`AuditOnce`] makes a second write impossible. [`settle`] also turns any
+//! plain-text answer of rmcp's into a JSON-RPC error with a stable code, so no library text
+//! reaches a client.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::GateInfo;
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, GetMeta};
+
 use super::message::{Message, check_message};
+use super::{Admitted, CallAllowed, Mcp};
 use crate::audit::{AuditEvent, AuditOnce};
 use crate::edge::RequestContext;
 use crate::error::{GatewayError, rpc};
-use crate::gateway::Gateway;
 use crate::identity::Principal;
 use crate::policy::{RequestFacts, Stage};
 
@@ -36,30 +36,34 @@ const SERVED_METHODS: &[&str] = &["initialize", "ping", "tools/list", "tools/cal
 /// few hundred bytes; the handler's results are never read here).
 const SETTLE_READ_LIMIT: usize = 1 << 20;
 
-pub async fn gate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+/// The MCP endpoint's state: the stage's own state and rmcp's service, for the requests it
+/// serves (see [`super::dispatch`]).
+pub struct Endpoint {
+    pub mcp: Arc<Mcp>,
+    pub rmcp: super::dispatch::RmcpService,
+}
+
+/// `/mcp`, every HTTP method: the gate, then dispatch.
+pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Response {
+    let mcp = &*endpoint.mcp;
     let ctx = match request.extensions().get::<RequestContext>() {
         Some(ctx) => ctx.clone(),
         None => RequestContext::from_headers(request.headers()),
     };
     let once = Arc::new(AuditOnce::default());
-    if let Err(code) = gw.origin_guard.check(request.headers()) {
-        once.emit(
-            &gw.audit,
-            AuditEvent { decision: "deny", reason: code.into(), status: 403, ..AuditEvent::for_request(&ctx, None, None) },
-        );
-        let body = serde_json::json!({"error": code, "error_description": "request origin or host not allowed"});
-        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
-    }
     // Every refusal below: recorded once, rendered by `GatewayError`.
     let deny = |principal: Option<&Principal>, id: Option<(Value, Option<String>)>, error: GatewayError| {
-        refuse(&gw, &once, &ctx, principal, id, error)
+        refuse(mcp, &once, &ctx, principal, id, error)
     };
-    let principal = match gw.authenticator.authenticate_request(request.headers(), request.uri().query()).await {
+    if let Err(code) = mcp.origin_guard.check(request.headers()) {
+        return deny(None, None, GatewayError::OriginRefused(code));
+    }
+    let principal = match mcp.authenticator.authenticate_request(request.headers(), request.uri().query()).await {
         Ok(p) => p,
         Err(e) => return deny(None, None, GatewayError::Unauthorized(e)),
     };
     if request.method() != Method::POST {
-        return pass(&gw, &once, ctx.clone(), principal, GateInfo { jsonrpc_id: None, method: None }, request, next).await;
+        return deny(Some(&principal), None, GatewayError::HttpMethodNotAllowed);
     }
 
     // Streamable HTTP framing and the protocol revision, checked before the body is read.
@@ -69,10 +73,10 @@ pub async fn gate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) 
     let (mut parts, body) = request.into_parts();
     // A body that came with its headers is read without arming a timer (a timer costs a lock on
     // the runtime's timer wheel); one still on its way must arrive within the time limit.
-    let mut read = std::pin::pin!(Limited::new(body, gw.max_body_bytes).collect());
+    let mut read = std::pin::pin!(Limited::new(body, mcp.max_body_bytes).collect());
     let read = match futures::poll!(read.as_mut()) {
         std::task::Poll::Ready(r) => Ok(r),
-        std::task::Poll::Pending => tokio::time::timeout(gw.body_read_timeout, read).await,
+        std::task::Poll::Pending => tokio::time::timeout(mcp.body_read_timeout, read).await,
     };
     let bytes = match read {
         Ok(Ok(collected)) => collected.to_bytes(),
@@ -84,130 +88,95 @@ pub async fn gate(State(gw): State<Arc<Gateway>>, request: Request, next: Next) 
         Ok(m) => m,
         Err((id, e)) => return deny(Some(&principal), id.map(|id| (id, None)), e),
     };
-    let info = GateInfo { jsonrpc_id: message.id.clone(), method: message.method.clone() };
-    let id_and_method = || info.jsonrpc_id.clone().map(|id| (id, info.method.clone()));
+    let id_and_method = |m: &Message| m.id.clone().map(|id| (id, m.method.clone()));
     if let Err(e) = check_protocol_version(&parts.headers, &message) {
-        return deny(Some(&principal), id_and_method(), e);
+        return deny(Some(&principal), id_and_method(&message), e);
     }
     if let (Some(method), Some(_)) = (&message.method, &message.id)
         && !SERVED_METHODS.contains(&method.as_str())
     {
-        return deny(Some(&principal), id_and_method(), GatewayError::MethodNotFound);
+        return deny(Some(&principal), id_and_method(&message), GatewayError::MethodNotFound);
+    }
+
+    let facts = request_facts(mcp, &parts);
+    let call = match decide_call(mcp, &principal, &facts, &mut message) {
+        Ok(call) => call,
+        Err(e) => return deny(Some(&principal), id_and_method(&message), e),
+    };
+    let url_elicitation = supports_url_elicitation(&parts.headers, &message.typed);
+    let to_rmcp = super::dispatch::needs_rmcp(&parts.headers, &message);
+    let admitted =
+        Admitted { principal, ctx, facts, jsonrpc_id: message.id, method: message.method, url_elicitation, call, once: Arc::clone(&once) };
+    if !to_rmcp {
+        return super::dispatch::serve(mcp, admitted, message.typed, &parts.headers).await;
     }
     // The framing check accepted `*/*`; rmcp wants the two types named.
     parts.headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
-
-    let facts = request_facts(&gw, &parts);
-    let mut allowed = None;
-    if message.method.as_deref() == Some("tools/call") {
-        match decide_call(&gw, &principal, &facts, &mut message) {
-            Ok(Some(a)) => allowed = Some(a),
-            Ok(None) => {}
-            Err((denial, rule, tool)) => {
-                let explanation = match &denial {
-                    crate::policy::Denial::Forbidden { reason } => reason.clone(),
-                    crate::policy::Denial::InsufficientScope { missing, .. } => format!("missing scopes: {}", missing.join(" ")),
-                };
-                let error = GatewayError::Forbidden { denial, rule: rule.clone() };
-                once.emit(
-                    &gw.audit,
-                    AuditEvent {
-                        method: info.method.clone(),
-                        tool: Some(tool),
-                        rule: Some(rule),
-                        explanation: Some(explanation),
-                        decision: "deny",
-                        reason: error.reason().into(),
-                        status: error.status().as_u16(),
-                        ..AuditEvent::for_request(&ctx, Some(&principal), info.jsonrpc_id.clone())
-                    },
-                );
-                return error.into_response(&gw.metadata, info.jsonrpc_id);
-            }
-        }
-    }
+    let principal = Arc::clone(&admitted.principal);
+    let ctx = admitted.ctx.clone();
+    let (jsonrpc_id, method) = (admitted.jsonrpc_id.clone(), admitted.method.clone());
     let mut request = Request::from_parts(parts, Body::from(bytes));
-    request.extensions_mut().insert(facts);
-    if let Some(allowed) = allowed {
-        request.extensions_mut().insert(allowed);
+    request.extensions_mut().insert(super::Handoff::new(admitted));
+    let response = endpoint.rmcp.handle(request).await.map(Body::new);
+    if once.written() {
+        return response;
     }
-    pass(&gw, &once, ctx.clone(), principal, info, request, next).await
+    // rmcp answered by itself (a notification, a refusal of its own): recorded from the answer.
+    let (response, outcome) = settle(response).await;
+    once.emit(
+        &mcp.audit,
+        AuditEvent {
+            method,
+            decision: outcome.decision,
+            reason: outcome.reason.into(),
+            status: response.status().as_u16(),
+            ..AuditEvent::for_request(&ctx, Some(&principal), jsonrpc_id)
+        },
+    );
+    response
 }
 
-/// The gate's call-time decision, handed to the handler: the rule that allowed the call and
-/// the arguments it was decided on, which are the arguments the call uses.
-#[derive(Debug, Clone)]
-pub struct CallAllowed {
-    /// The tool decided on (the handler calls this one, not a second lookup).
-    pub tool: Arc<crate::tools::Tool>,
-    pub rule: String,
-    /// A JSON object.
-    pub arguments: Value,
-}
-
-/// The call-time decision, made once, here (a step-up must be an HTTP 403). `Ok(None)` for an
-/// unknown tool, which the handler refuses; `Err((denial, rule, tool))` for a refusal.
-fn decide_call(
-    gw: &Gateway,
-    principal: &Principal,
-    facts: &RequestFacts,
-    message: &mut Message,
-) -> Result<Option<CallAllowed>, (crate::policy::Denial, String, String)> {
-    let params = message.params.as_mut();
-    let Some(tool) = params.as_ref().and_then(|p| p.get("name")).and_then(Value::as_str).and_then(|n| gw.tools.get(n)) else {
-        return Ok(None);
+/// The call-time decision, made once, here (a step-up must be an HTTP 403): `Ok(None)` for
+/// any other method.
+fn decide_call(mcp: &Mcp, principal: &Principal, facts: &RequestFacts, message: &mut Message) -> Result<Option<CallAllowed>, GatewayError> {
+    let ClientJsonRpcMessage::Request(request) = &mut message.typed else { return Ok(None) };
+    let ClientRequest::CallToolRequest(call) = &mut request.request else { return Ok(None) };
+    let Some(tool) = mcp.tools.get(&call.params.name) else {
+        return Err(GatewayError::UnknownTool(crate::audit::bounded(&call.params.name).into_owned()));
     };
-    let arguments = match params.and_then(|p| p.remove("arguments")) {
-        Some(a @ Value::Object(_)) => a,
-        _ => Value::Object(Map::new()),
-    };
-    let decision = gw.policy.load().decide(principal, &tool.facts(), Stage::Call(&arguments), facts, None);
+    // Taken from the message: the arguments live in one place, the decision.
+    let arguments = Value::Object(call.params.arguments.take().unwrap_or_default());
+    let decision = mcp.policy.load().decide(principal, &tool.facts(), Stage::Call(&arguments), facts, None);
     match decision.outcome {
         Ok(()) => Ok(Some(CallAllowed { tool: Arc::clone(tool), rule: decision.rule, arguments })),
-        Err(denial) => Err((denial, decision.rule, tool.name.clone())),
+        Err(denial) => Err(GatewayError::Forbidden { denial, rule: decision.rule, tool: Arc::clone(tool) }),
     }
+}
+
+/// Whether the client can be sent a URL-mode elicitation. Capabilities sent with the request
+/// (`_meta`, 2026-07-28) decide; otherwise, since stateless serving keeps no `initialize`, the
+/// revision does: 2025-11-25 introduced URL elicitation. Older clients get the link as readable
+/// `isError` text instead.
+fn supports_url_elicitation(headers: &http::HeaderMap, message: &ClientJsonRpcMessage) -> bool {
+    if let ClientJsonRpcMessage::Request(request) = message
+        && let Some(capabilities) = request.request.get_meta().client_capabilities()
+    {
+        return capabilities.elicitation.is_some_and(|e| e.url.is_some());
+    }
+    let version = headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok()).unwrap_or("2025-03-26");
+    // Revisions are ISO dates: they order as strings.
+    version >= rmcp::model::ProtocolVersion::V_2025_11_25.as_str()
 }
 
 /// The request facts policy conditions may read.
-fn request_facts(gw: &Gateway, parts: &http::request::Parts) -> RequestFacts {
+fn request_facts(mcp: &Mcp, parts: &http::request::Parts) -> RequestFacts {
     let client_ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-    let headers = gw
+    let headers = mcp
         .policy_headers
         .iter()
         .filter_map(|h| parts.headers.get(h).and_then(|v| v.to_str().ok()).map(|v| (h.as_str().to_owned(), v.to_owned())))
         .collect();
     RequestFacts { time: std::time::SystemTime::now(), client_ip, headers }
-}
-
-async fn pass(
-    gw: &Gateway,
-    once: &Arc<AuditOnce>,
-    ctx: RequestContext,
-    principal: Arc<Principal>,
-    info: GateInfo,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    request.extensions_mut().insert(Arc::clone(&principal));
-    request.extensions_mut().insert(info.clone());
-    request.extensions_mut().insert(ctx.clone());
-    request.extensions_mut().insert(Arc::clone(once));
-    let response = next.run(request).await;
-    if once.written() {
-        return response;
-    }
-    let (response, outcome) = settle(response).await;
-    once.emit(
-        &gw.audit,
-        AuditEvent {
-            method: info.method,
-            decision: outcome.decision,
-            reason: outcome.reason.into(),
-            status: response.status().as_u16(),
-            ..AuditEvent::for_request(&ctx, Some(&principal), info.jsonrpc_id)
-        },
-    );
-    response
 }
 
 /// What a response rmcp produced by itself says, for the audit event.
@@ -337,8 +306,8 @@ fn message_for(stable: &str) -> &'static str {
     }
 }
 
-fn refuse(
-    gw: &Gateway,
+pub(super) fn refuse(
+    mcp: &Mcp,
     once: &AuditOnce,
     ctx: &RequestContext,
     principal: Option<&Principal>,
@@ -350,17 +319,21 @@ fn refuse(
         crate::error::Class::Downstream => "deny",
         crate::error::Class::Upstream | crate::error::Class::Internal => "error",
     };
+    let (tool, rule, explanation) = error.audit_details();
     once.emit(
-        &gw.audit,
+        &mcp.audit,
         AuditEvent {
             method,
             decision,
             reason: error.reason().into(),
             status: error.status().as_u16(),
+            tool,
+            rule,
+            explanation,
             ..AuditEvent::for_request(ctx, principal, jsonrpc_id.clone())
         },
     );
-    error.into_response(&gw.metadata, jsonrpc_id)
+    error.into_response(&mcp.metadata, jsonrpc_id)
 }
 
 /// A POST must carry JSON and accept both JSON and SSE responses (Streamable HTTP).

@@ -1,7 +1,9 @@
 //! The MCP server handler: runtime tool lists filtered by policy, and tool calls.
 //!
-//! Identity arrives through the HTTP request's extensions (put there by the gate); a request
-//! without a principal is refused, never served anonymously.
+//! Served from an [`Admitted`]: the principal, the request's facts and, for a call, the tool
+//! and the arguments the gate's policy decision was made on. Dispatch calls these functions
+//! directly; for requests it hands to rmcp, [`McpHandler`] takes the `Admitted` from the HTTP
+//! request's extensions, and a request without one is refused, never served anonymously.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -14,54 +16,58 @@ use rmcp::service::RequestContext as McpContext;
 use rmcp::{RoleServer, ServerHandler};
 use serde_json::{Map, Value};
 
-use super::GateInfo;
-use crate::audit::{AuditEvent, AuditOnce};
-use crate::edge::RequestContext;
-use crate::gateway::Gateway;
-use crate::identity::Principal;
-use crate::policy::RequestFacts;
+use super::{Admitted, CallAllowed, Mcp};
+use crate::audit::AuditEvent;
 use crate::upstream::CallContext;
-
-use super::gate::CallAllowed;
 
 /// The protocol revisions Warden serves, newest first.
 pub const PROTOCOL_VERSIONS: &[ProtocolVersion] =
     &[ProtocolVersion::V_2026_07_28, ProtocolVersion::V_2025_11_25, ProtocolVersion::V_2025_06_18];
 
+/// rmcp's view of the handler, for the requests dispatch hands to rmcp's service.
 #[derive(Clone)]
 pub struct McpHandler {
-    pub gateway: Arc<Gateway>,
+    pub mcp: Arc<Mcp>,
 }
 
-/// What the gate attached to the HTTP request.
-struct Attached {
-    principal: Arc<Principal>,
-    ctx: RequestContext,
-    info: GateInfo,
-    facts: RequestFacts,
-    /// This request's one audit event.
-    once: Arc<AuditOnce>,
+impl McpHandler {
+    /// `initialize`'s answer: the client's revision when Warden serves it and it still has an
+    /// `initialize` handshake, else the newest that does (the client decides whether to go on).
+    pub fn initialize(requested: &ProtocolVersion) -> InitializeResult {
+        let mut info = Self::info();
+        info.protocol_version = if requested.has_initialize() && PROTOCOL_VERSIONS.contains(requested) {
+            requested.clone()
+        } else {
+            PROTOCOL_VERSIONS.iter().find(|v| v.has_initialize()).cloned().unwrap_or(ProtocolVersion::V_2025_06_18)
+        };
+        info
+    }
+
+    /// What `initialize` answers (before the revision is negotiated).
+    pub fn info() -> InitializeResult {
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("warden", env!("CARGO_PKG_VERSION")).with_title("Warden MCP gateway"))
+            .with_instructions("Tools exposed by this gateway are filtered by your identity and scopes.")
+    }
 }
 
-fn attached(context: &McpContext<RoleServer>) -> Result<Attached, ErrorData> {
-    let parts = context.extensions.get::<http::request::Parts>().ok_or_else(missing_identity)?;
-    let principal = parts.extensions.get::<Arc<Principal>>().cloned().ok_or_else(missing_identity)?;
-    let ctx = parts.extensions.get::<RequestContext>().cloned().ok_or_else(missing_identity)?;
-    let info = parts.extensions.get::<GateInfo>().cloned().unwrap_or(GateInfo { jsonrpc_id: None, method: None });
-    let facts = parts.extensions.get::<RequestFacts>().cloned().unwrap_or_default();
-    let once = parts.extensions.get::<Arc<AuditOnce>>().cloned().ok_or_else(missing_identity)?;
-    Ok(Attached { principal, ctx, info, facts, once })
-}
-
-fn missing_identity() -> ErrorData {
-    ErrorData::internal_error("request reached the handler without identity", None)
+/// The gate's [`Admitted`], taken from the request rmcp hands on: the handler serves nothing
+/// the gate did not admit.
+fn admitted(context: &McpContext<RoleServer>) -> Result<Admitted, ErrorData> {
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<super::Handoff>())
+        .and_then(super::Handoff::take)
+        .ok_or_else(|| {
+            tracing::error!("a request reached the MCP handler without the gate's admission");
+            ErrorData::internal_error("internal error", Some(stable("internal_error")))
+        })
 }
 
 impl ServerHandler for McpHandler {
     fn get_info(&self) -> InitializeResult {
-        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("warden", env!("CARGO_PKG_VERSION")).with_title("Warden MCP gateway"))
-            .with_instructions("Tools exposed by this gateway are filtered by your identity and scopes.")
+        Self::info()
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
@@ -73,96 +79,83 @@ impl ServerHandler for McpHandler {
         _request: Option<PaginatedRequestParams>,
         context: McpContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let a = attached(&context)?;
-        let policy = self.gateway.policy.load();
-        let tools: Vec<rmcp::model::Tool> =
-            self.gateway.tools.iter().filter(|t| policy.visible(&a.principal, &t.facts(), &a.facts)).map(|t| t.descriptor()).collect();
-        a.once.emit(
-            &self.gateway.audit,
-            AuditEvent {
-                method: Some("tools/list".into()),
-                decision: "allow",
-                reason: "ok".into(),
-                status: 200,
-                ..AuditEvent::for_request(&a.ctx, Some(&a.principal), a.info.jsonrpc_id)
-            },
-        );
-        Ok(ListToolsResult::with_all_items(tools))
+        let a = admitted(&context)?;
+        Ok(list_tools(&self.mcp, &a))
     }
 
-    async fn call_tool(&self, request: CallToolRequestParams, mut context: McpContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
-        // Taken, not copied: the arguments are used once, by this call.
-        let allowed = context.extensions.get_mut::<http::request::Parts>().and_then(|p| p.extensions.remove::<CallAllowed>());
-        let a = attached(&context)?;
-        let gw = &self.gateway;
-        let event = AuditEvent {
-            method: Some("tools/call".into()),
-            tool: Some(request.name.to_string()),
-            ..AuditEvent::for_request(&a.ctx, Some(&a.principal), a.info.jsonrpc_id.clone())
-        };
-        let once = &a.once;
-        let deny = |reason: &str, rule: Option<String>, error: ErrorData| {
-            once.emit(
-                &gw.audit,
-                AuditEvent { decision: "deny", reason: reason.into(), rule, status: 200, latency_ms: a.ctx.elapsed_ms(), ..event.clone() },
-            );
-            Err(error)
-        };
-
-        if gw.tools.get(&request.name).is_none() {
-            let name = crate::audit::bounded(&request.name);
-            return deny("unknown_tool", None, ErrorData::invalid_params(format!("unknown tool: {name}"), Some(stable("unknown_tool"))));
-        }
-        // The gate decided on the tool and the call's arguments, and hands both on: the call
-        // uses the very values policy saw. A call it did not allow never gets here.
-        let Some(decision) = allowed.filter(|d| d.tool.name == *request.name) else {
-            let error =
-                ErrorData::internal_error("tool call reached the handler without a policy decision", Some(stable("internal_error")));
-            return deny("no_decision", None, error);
-        };
-        let tool = Arc::clone(&decision.tool);
-        let args = decision.arguments;
-        if let Err(reason) = tool.validate_arguments(&args) {
-            let error = ErrorData::invalid_params(format!("invalid arguments: {reason}"), Some(stable("invalid_arguments")));
-            return deny("invalid_arguments", Some(decision.rule), error);
-        }
-        let args: &Map<String, Value> = args.as_object().unwrap_or(&EMPTY);
-        let call = CallContext { request_id: a.ctx.request_id.clone(), traceparent: a.ctx.traceparent.clone() };
-        let outcome = tool.http.call(&gw.upstream, &a.principal, &call, args).await;
-        if let Some(connect) = &outcome.connect {
-            // The caller must connect an account first: never a token that is not theirs.
-            a.once.emit(
-                &gw.audit,
-                AuditEvent {
-                    decision: "deny",
-                    reason: outcome.code.into(),
-                    rule: Some(decision.rule),
-                    credential: tool.credential_name().map(str::to_owned),
-                    status: 200,
-                    latency_ms: a.ctx.elapsed_ms(),
-                    ..event
-                },
-            );
-            if supports_url_elicitation(&context) {
-                return Err(url_elicitation_required(connect));
-            }
-            return Ok(CallToolResponse::Complete(outcome.result));
-        }
-        a.once.emit(
-            &gw.audit,
-            AuditEvent {
-                decision: if outcome.code == "ok" { "allow" } else { "error" },
-                reason: outcome.code.into(),
-                rule: Some(decision.rule),
-                status: 200,
-                upstream_status: outcome.upstream_status,
-                credential: tool.credential_name().map(str::to_owned),
-                latency_ms: a.ctx.elapsed_ms(),
-                ..event
-            },
-        );
-        Ok(CallToolResponse::Complete(outcome.result))
+    async fn call_tool(&self, _request: CallToolRequestParams, context: McpContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+        // The request's arguments were taken by the gate's decision; the call uses those.
+        let a = admitted(&context)?;
+        call_tool(&self.mcp, a).await
     }
+}
+
+/// `tools/list`: the tools this caller may call.
+pub fn list_tools(mcp: &Mcp, a: &Admitted) -> ListToolsResult {
+    let policy = mcp.policy.load();
+    let tools: Vec<rmcp::model::Tool> =
+        mcp.tools.iter().filter(|t| policy.visible(&a.principal, &t.facts(), &a.facts)).map(|t| t.descriptor()).collect();
+    a.once.emit(
+        &mcp.audit,
+        AuditEvent {
+            method: Some("tools/list".into()),
+            decision: "allow",
+            reason: "ok".into(),
+            status: 200,
+            ..AuditEvent::for_request(&a.ctx, Some(&a.principal), a.jsonrpc_id.clone())
+        },
+    );
+    ListToolsResult::with_all_items(tools)
+}
+
+/// `tools/call` of a call the gate allowed: argument validation, then the tool's upstream call
+/// with the arguments policy decided on.
+pub async fn call_tool(mcp: &Mcp, a: Admitted) -> Result<CallToolResponse, ErrorData> {
+    let Admitted { principal, ctx, jsonrpc_id, call, once, url_elicitation, .. } = a;
+    let event = AuditEvent { method: Some("tools/call".into()), ..AuditEvent::for_request(&ctx, Some(&principal), jsonrpc_id) };
+    let Some(CallAllowed { tool, rule, arguments }) = call else {
+        // The gate decides every call it admits; a call without a decision is never served.
+        let error = ErrorData::internal_error("internal error", Some(stable("internal_error")));
+        once.emit(&mcp.audit, AuditEvent { decision: "error", reason: "no_decision".into(), status: 200, ..event });
+        return Err(error);
+    };
+    let event = AuditEvent { tool: Some(tool.name.clone()), rule: Some(rule), ..event };
+    if let Err(reason) = tool.validate_arguments(&arguments) {
+        let error = ErrorData::invalid_params(format!("invalid arguments: {reason}"), Some(stable("invalid_arguments")));
+        once.emit(
+            &mcp.audit,
+            AuditEvent { decision: "deny", reason: "invalid_arguments".into(), status: 200, latency_ms: ctx.elapsed_ms(), ..event },
+        );
+        return Err(error);
+    }
+    let args: &Map<String, Value> = arguments.as_object().unwrap_or(&EMPTY);
+    let call = CallContext { request_id: ctx.request_id.clone(), traceparent: ctx.traceparent.clone() };
+    let outcome = tool.http.call(&mcp.upstream, &principal, &call, args).await;
+    let credential = tool.credential_name().map(str::to_owned);
+    if let Some(connect) = &outcome.connect {
+        // The caller must connect an account first: never a token that is not theirs.
+        once.emit(
+            &mcp.audit,
+            AuditEvent { decision: "deny", reason: outcome.code.into(), credential, status: 200, latency_ms: ctx.elapsed_ms(), ..event },
+        );
+        if url_elicitation {
+            return Err(url_elicitation_required(connect));
+        }
+        return Ok(CallToolResponse::Complete(outcome.result));
+    }
+    once.emit(
+        &mcp.audit,
+        AuditEvent {
+            decision: if outcome.code == "ok" { "allow" } else { "error" },
+            reason: outcome.code.into(),
+            status: 200,
+            upstream_status: outcome.upstream_status,
+            credential,
+            latency_ms: ctx.elapsed_ms(),
+            ..event
+        },
+    );
+    Ok(CallToolResponse::Complete(outcome.result))
 }
 
 /// JSON-RPC error code of `URLElicitationRequiredError` (MCP 2025-11-25).
@@ -173,20 +166,6 @@ fn stable(code: &str) -> Value {
     serde_json::json!({ "code": code })
 }
 
-/// Whether the client can be sent a URL-mode elicitation. Capabilities sent with the request
-/// (`_meta`, 2026-07-28) decide; otherwise, since stateless serving keeps no `initialize`, the
-/// revision does: 2025-11-25 introduced URL elicitation. Older clients get the link as readable
-/// `isError` text instead.
-fn supports_url_elicitation(context: &McpContext<RoleServer>) -> bool {
-    if let Some(capabilities) = context.meta.client_capabilities() {
-        return capabilities.elicitation.is_some_and(|e| e.url.is_some());
-    }
-    let parts = context.extensions.get::<http::request::Parts>();
-    let version = parts.and_then(|p| p.headers.get("mcp-protocol-version")).and_then(|v| v.to_str().ok()).unwrap_or("2025-03-26");
-    // Revisions are ISO dates: they order as strings.
-    version >= ProtocolVersion::V_2025_11_25.as_str()
-}
-
 fn url_elicitation_required(connect: &crate::tools::ConnectRequired) -> ErrorData {
     let data = serde_json::json!({
         "elicitations": [{
@@ -194,7 +173,8 @@ fn url_elicitation_required(connect: &crate::tools::ConnectRequired) -> ErrorDat
             "elicitationId": uuid::Uuid::now_v7().to_string(),
             "url": connect.url,
             "message": connect.message,
-        }]
+        }],
+        "code": "connection_required",
     });
     ErrorData::new(rmcp::model::ErrorCode(URL_ELICITATION_REQUIRED), connect.message.clone(), Some(data))
 }

@@ -1,19 +1,26 @@
 //! One JSON-RPC message, read once: a strict parse (duplicate member names refused, so no two
-//! readers can see different values) and the shape checks MCP needs before anything acts on it.
+//! readers can see different values), the shape checks MCP needs before anything acts on it,
+//! and one typed message (rmcp's model types) that every later stage reads. The body's bytes
+//! are parsed once; the typed message is built by moving the parsed values, not by reading the
+//! bytes again.
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+use rmcp::model::ClientJsonRpcMessage;
+
 use crate::error::GatewayError;
 
-/// The parts of a JSON-RPC message the gate needs.
+/// One checked JSON-RPC message.
 #[derive(Debug)]
 pub struct Message {
+    /// The id as sent (for refusals and audit, which echo it as JSON).
     pub id: Option<Value>,
     pub method: Option<String>,
-    pub params: Option<Map<String, Value>>,
     /// Whether `params._meta` names a protocol revision (2026-07-28 per-request metadata).
     pub meta_protocol_version: bool,
+    /// The message, typed.
+    pub typed: ClientJsonRpcMessage,
 }
 
 const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
@@ -79,20 +86,14 @@ pub fn check_message(bytes: &[u8]) -> Result<Message, (Option<Value>, GatewayErr
             return fail(GatewayError::InvalidParams("tools/call arguments must be an object"));
         }
     }
-    // Checked by reference: the body is parsed once more here, but never copied.
-    if <rmcp::model::ClientJsonRpcMessage as serde::Deserialize>::deserialize(&value).is_err() {
-        return fail(GatewayError::InvalidParams("params do not match the method"));
-    }
     let meta_protocol_version =
         params.and_then(|p| p.get("_meta")).and_then(Value::as_object).is_some_and(|m| m.contains_key(META_PROTOCOL_VERSION));
-    let params = match value {
-        Value::Object(mut o) => match o.remove("params") {
-            Some(Value::Object(p)) => Some(p),
-            _ => None,
-        },
-        _ => None,
+    // The parsed values move into the typed message: no second read of the bytes, no copy.
+    let typed = match <ClientJsonRpcMessage as serde::Deserialize>::deserialize(value) {
+        Ok(typed) => typed,
+        Err(_) => return fail(GatewayError::InvalidParams("params do not match the method")),
     };
-    Ok(Message { id, method, params, meta_protocol_version })
+    Ok(Message { id, method, meta_protocol_version, typed })
 }
 
 /// A JSON value read by a parser that refuses an object with a repeated member name (RFC 8259

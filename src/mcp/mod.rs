@@ -1,4 +1,4 @@
-//! MCP stage: Streamable HTTP at `/mcp` on rmcp, behind Warden's gate.
+//! MCP stage: Streamable HTTP at `/mcp`, behind Warden's gate.
 //!
 //! The order in which a request meets the stages is written here, once:
 //! 0. `server::serve` (every connection): the header-read timeout and the per-IP connection
@@ -9,26 +9,96 @@
 //!    token), for allowed origins only.
 //! 3. [`gate`]: `Host`/`Origin` (DNS rebinding) before anything costly; then identity (401;
 //!    400 for two credentials) before the body is read, so anonymous callers cannot make us
-//!    buffer; then the bounded body read (in size and time) and the strict JSON-RPC checks
-//!    ([`message`]) that rmcp would otherwise answer with plain-text errors; then the
-//!    call-time policy decision, which must be able to answer HTTP 403 (step-up) and so cannot
-//!    wait for the JSON-RPC handler.
-//! 4. rmcp's `StreamableHttpService` (stateless, JSON responses), which negotiates protocol
-//!    revisions and dispatches to [`handler::McpHandler`].
-//! 5. The handler: policy at list time; for a call, argument validation and the tool's
+//!    buffer; then the bounded body read (in size and time), the one parse into a typed message
+//!    and the strict JSON-RPC checks ([`message`]); then the call-time policy decision, which
+//!    must be able to answer HTTP 403 (step-up) and so cannot wait for the JSON-RPC handler.
+//!    What the gate admits is one typed value, [`Admitted`].
+//! 4. [`dispatch`]: the admitted message is served directly (stateless, JSON responses) for
+//!    revisions up to 2025-11-25; a request on the 2026-07-28 per-request lifecycle
+//!    (`server/discover`, `_meta` protocol version, or that revision's header) goes to rmcp's
+//!    `StreamableHttpService`, which implements that revision's header and metadata rules. See
+//!    docs/architecture.md for the profile behind this split.
+//! 5. [`handler`]: policy at list time; for a call, argument validation and the tool's
 //!    upstream call with the arguments the gate decided on.
 //!
 //! Every request gets exactly one audit event: see [`gate`].
 
+pub mod dispatch;
 pub mod gate;
 pub mod handler;
 pub mod message;
 #[cfg(test)]
 mod tests;
 
-/// Facts the gate learned about a request, handed to the handler through extensions.
-#[derive(Debug, Clone)]
-pub struct GateInfo {
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audit::{AuditOnce, AuditSink};
+use crate::edge::RequestContext;
+use crate::gateway::OriginGuard;
+use crate::identity::metadata::ResourceMetadata;
+use crate::identity::{Authenticator, Principal};
+use crate::policy::{RequestFacts, SharedPolicy};
+use crate::tools::{Tool, ToolRegistry};
+use crate::upstream::Upstream;
+
+/// What the MCP endpoint uses, and nothing else of the gateway.
+pub struct Mcp {
+    pub authenticator: Arc<Authenticator>,
+    pub tools: Arc<ToolRegistry>,
+    pub policy: SharedPolicy,
+    pub upstream: Arc<Upstream>,
+    pub metadata: Arc<ResourceMetadata>,
+    pub audit: Arc<AuditSink>,
+    pub origin_guard: Arc<OriginGuard>,
+    pub max_body_bytes: usize,
+    /// Time allowed to receive a request body.
+    pub body_read_timeout: Duration,
+    /// Request headers exposed to policy conditions.
+    pub policy_headers: Arc<[http::HeaderName]>,
+}
+
+/// A request the gate let through: who sent it, its context, its one typed message, and for a
+/// `tools/call` the tool and the decision. The handler serves only what comes as an
+/// `Admitted`; there are no defaults to fall back on.
+#[derive(Debug)]
+pub struct Admitted {
+    pub principal: Arc<Principal>,
+    pub ctx: RequestContext,
+    pub facts: RequestFacts,
+    /// The JSON-RPC id as sent, for audit.
     pub jsonrpc_id: Option<serde_json::Value>,
     pub method: Option<String>,
+    /// Whether the client can be sent a URL-mode elicitation (see [`gate`]).
+    pub url_elicitation: bool,
+    /// The call-time decision of a `tools/call`.
+    pub call: Option<CallAllowed>,
+    /// This request's one audit event.
+    pub once: Arc<AuditOnce>,
+}
+
+/// An [`Admitted`] on its way through rmcp's service, which wants request extensions to be
+/// `Clone`: whichever copy is taken from first gets it, once.
+#[derive(Debug, Clone)]
+pub struct Handoff(Arc<std::sync::Mutex<Option<Admitted>>>);
+
+impl Handoff {
+    pub fn new(admitted: Admitted) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(admitted))))
+    }
+
+    pub fn take(&self) -> Option<Admitted> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+}
+
+/// The gate's call-time decision: the tool decided on (the handler calls this one, not a
+/// second lookup), the rule that allowed the call and the arguments it was decided on, which
+/// are the arguments the call uses.
+#[derive(Debug)]
+pub struct CallAllowed {
+    pub tool: Arc<Tool>,
+    pub rule: String,
+    /// A JSON object.
+    pub arguments: serde_json::Value,
 }

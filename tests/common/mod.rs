@@ -183,6 +183,8 @@ pub struct TestGateway {
     _dir: tempfile::TempDir,
     shutdown: CancellationToken,
     pub http: reqwest::Client,
+    /// The gateway's audit queue, flushed before the file is read.
+    pub audit_sink: std::sync::Arc<warden::audit::AuditSink>,
 }
 
 impl Drop for TestGateway {
@@ -214,9 +216,10 @@ pub async fn gateway_with(issuers: &[&TestIssuer], tools_yaml: &str, extra: &str
     );
     let config = warden::config::parse(&yaml, &HashMap::<String, String>::new()).unwrap_or_else(|e| panic!("config: {e}\n{yaml}"));
     let gw = warden::Gateway::build(&config).unwrap_or_else(|e| panic!("build: {e}"));
+    let audit_sink = std::sync::Arc::clone(&gw.audit);
     let shutdown = CancellationToken::new();
     tokio::spawn(warden::run(gw, listener, shutdown.clone().cancelled_owned()));
-    TestGateway { mcp: format!("{url}/mcp"), url, audit_path, _dir: dir, shutdown, http: reqwest::Client::new() }
+    TestGateway { mcp: format!("{url}/mcp"), url, audit_path, _dir: dir, shutdown, http: reqwest::Client::new(), audit_sink }
 }
 
 /// A JSON-RPC response as the test sees it.
@@ -283,9 +286,15 @@ impl TestGateway {
         format!("{}/.well-known/oauth-protected-resource/mcp", self.url)
     }
 
-    /// Audit events written so far.
+    /// Audit events emitted so far (the queue is flushed first).
     pub fn audit(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.audit_path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        self.audit_text().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// The audit file as text, once every event emitted so far is written.
+    pub fn audit_text(&self) -> String {
+        assert!(self.audit_sink.flush(Duration::from_secs(10)), "the audit writer did not flush");
+        std::fs::read_to_string(&self.audit_path).unwrap_or_default()
     }
 }
 

@@ -223,7 +223,7 @@ async fn elicitation_isolation_and_encryption(db: Db) {
     }
     assert!(dump.contains("\"kid\":\"k1\""), "envelopes are stored");
     // Audit: never a token.
-    let audit = std::fs::read_to_string(&gw.audit_path).unwrap();
+    let audit = gw.audit_text();
     assert!(!secrets.iter().any(|s| audit.contains(s.as_str())));
     assert!(reasons(&gw, "oauth/callback").iter().filter(|r| *r == "connection_created").count() == 2);
 }

@@ -1,0 +1,120 @@
+//! Dispatch of an admitted message: served directly for the revisions that negotiate with
+//! `initialize` (up to 2025-11-25), or handed to rmcp's `StreamableHttpService` for the
+//! 2026-07-28 per-request lifecycle.
+//!
+//! Why: in stateless JSON mode rmcp's service parses the body again, builds a one-shot
+//! transport, spawns a task per request and copies the response back through a channel; the
+//! profile in docs/architecture.md showed that machinery as the largest part of a `ping`. What
+//! it checks for the older revisions (the header against `initialize`'s body) is done here. For
+//! 2026-07-28 it implements header and `_meta` rules (SEP-2243, per-request versions, result
+//! shaping) that Warden does not duplicate; those requests pay its cost.
+//!
+//! In: an [`Admitted`] and its typed message. Out: the JSON-RPC response, and the request's
+//! audit event where the handler did not write it.
+
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, ErrorData, JsonRpcRequest, ServerJsonRpcMessage, ServerResult};
+use rmcp::transport::streamable_http_server::StreamableHttpService;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+
+use super::handler::McpHandler;
+use super::message::Message;
+use super::{Admitted, Mcp};
+use crate::audit::AuditEvent;
+use crate::error::GatewayError;
+
+/// rmcp's service, for the requests it serves.
+pub type RmcpService = StreamableHttpService<McpHandler, NeverSessionManager>;
+
+/// The first revision whose per-request lifecycle rmcp's service implements for Warden.
+const PER_REQUEST_REVISION: &str = "2026-07-28";
+
+/// Whether a message is on the 2026-07-28 per-request lifecycle: `server/discover`, a
+/// protocol revision in `_meta`, or that revision (or a later one) in the header.
+pub fn needs_rmcp(headers: &HeaderMap, message: &Message) -> bool {
+    message.meta_protocol_version
+        || message.method.as_deref() == Some("server/discover")
+        || headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok()).is_some_and(|v| v >= PER_REQUEST_REVISION)
+}
+
+/// Serves a message directly: one typed message in, one JSON-RPC response out.
+pub async fn serve(mcp: &Mcp, admitted: Admitted, message: ClientJsonRpcMessage, headers: &HeaderMap) -> Response {
+    let JsonRpcRequest { id, request, .. } = match message {
+        ClientJsonRpcMessage::Request(request) => request,
+        ClientJsonRpcMessage::Notification(_) => {
+            // Stateless: nothing to remember; the notification is recorded and acknowledged.
+            served(mcp, &admitted, StatusCode::ACCEPTED);
+            return status_only(StatusCode::ACCEPTED);
+        }
+        ClientJsonRpcMessage::Response(_) | ClientJsonRpcMessage::Error(_) => {
+            let error = GatewayError::InvalidRequest("a stateless server has sent no request to answer");
+            return super::gate::refuse(mcp, &admitted.once, &admitted.ctx, Some(&admitted.principal), None, error);
+        }
+    };
+    let answer: Result<ServerResult, ErrorData> = match request {
+        ClientRequest::InitializeRequest(initialize) => {
+            let header = headers.get("mcp-protocol-version");
+            if header.is_some_and(|h| h.as_bytes() != initialize.params.protocol_version.as_str().as_bytes()) {
+                let error = GatewayError::InvalidRequest("the MCP-Protocol-Version header does not match params.protocolVersion");
+                return refuse_with_id(mcp, admitted, error);
+            }
+            served(mcp, &admitted, StatusCode::OK);
+            Ok(ServerResult::InitializeResult(McpHandler::initialize(&initialize.params.protocol_version)))
+        }
+        ClientRequest::PingRequest(_) => {
+            served(mcp, &admitted, StatusCode::OK);
+            Ok(ServerResult::empty(()))
+        }
+        ClientRequest::ListToolsRequest(_) => Ok(ServerResult::ListToolsResult(super::handler::list_tools(mcp, &admitted))),
+        ClientRequest::CallToolRequest(_) => super::handler::call_tool(mcp, admitted).await.map(ServerResult::from),
+        // The gate lets through only the methods it serves (and `server/discover` goes to rmcp).
+        _ => return refuse_with_id(mcp, admitted, GatewayError::MethodNotFound),
+    };
+    let message = match answer {
+        Ok(mut result) => {
+            // The revisions served here predate `resultType`.
+            result.strip_result_type_for_legacy_peer();
+            ServerJsonRpcMessage::response(result, id)
+        }
+        Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
+    };
+    match serde_json::to_vec(&message) {
+        Ok(body) => {
+            let mut response = Response::new(Body::from(body));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a JSON-RPC response could not be serialized");
+            status_only(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}
+
+fn refuse_with_id(mcp: &Mcp, admitted: Admitted, error: GatewayError) -> Response {
+    let id = admitted.jsonrpc_id.map(|id| (id, admitted.method));
+    super::gate::refuse(mcp, &admitted.once, &admitted.ctx, Some(&admitted.principal), id, error)
+}
+
+/// The event of a message served without a decision of its own (`initialize`, `ping`, a
+/// notification).
+fn served(mcp: &Mcp, admitted: &Admitted, status: StatusCode) {
+    admitted.once.emit(
+        &mcp.audit,
+        AuditEvent {
+            method: admitted.method.clone(),
+            decision: "allow",
+            reason: "ok".into(),
+            status: status.as_u16(),
+            ..AuditEvent::for_request(&admitted.ctx, Some(&admitted.principal), admitted.jsonrpc_id.clone())
+        },
+    );
+}
+
+fn status_only(status: StatusCode) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    response
+}
