@@ -4,7 +4,9 @@
 
 pub mod admin;
 pub mod audit;
+pub mod body;
 pub mod config;
+pub mod config_error;
 pub mod cors;
 pub mod credentials;
 pub mod demo;
@@ -15,6 +17,7 @@ pub mod gateway;
 pub mod identity;
 pub mod mcp;
 pub mod policy;
+pub mod secret;
 pub mod server;
 pub mod store;
 pub mod tools;

@@ -7,20 +7,7 @@ use std::path::Path;
 use serde_norway::Value;
 
 use super::Config;
-
-/// A configuration problem, located by its path in the document (`tools[2].http.url`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
-    }
-}
+pub use crate::config_error::ConfigError;
 
 /// Where `${VAR}` values come from. Injected so tests never touch the process environment.
 pub trait Env {

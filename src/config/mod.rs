@@ -11,13 +11,16 @@ mod load;
 mod tests;
 pub(crate) mod validate;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 pub use load::{ConfigError, Env, ProcessEnv, load_file, parse};
+// Each stage owns its configuration; the whole file is composed of them here.
+pub use crate::identity::config::{IdentityConfig, IssuerConfig};
+pub use crate::tools::config::{HttpToolConfig, RestArgs, ToolConfig};
+pub use crate::upstream::config::{IdentityHeadersConfig, UpstreamConfig};
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -173,155 +176,10 @@ pub struct ServerConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdentityConfig {
-    /// Trusted issuers; a token from any other issuer is rejected.
-    pub issuers: Vec<IssuerConfig>,
-    /// Allowed clock skew for `exp` and `nbf`. Default: 60s. At most 300s.
-    #[serde(default = "default_skew", with = "humantime_serde")]
-    pub clock_skew: Duration,
-    /// The scopes a 401 challenge asks a client to request: least privilege, with more asked
-    /// for by a 403 step-up when a tool needs it. Default: every scope some tool requires.
-    #[serde(default)]
-    pub challenge_scopes: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssuerConfig {
-    /// The exact `iss` value.
-    pub issuer: String,
-    /// Where the issuer's JWKS lives. Default: discovered from the issuer's authorization
-    /// server metadata (RFC 8414), then OpenID Connect discovery.
-    #[serde(default)]
-    pub jwks_uri: Option<String>,
-    /// Accepted signature algorithms (asymmetric only). Default: `[RS256]`.
-    #[serde(default = "default_algorithms")]
-    pub algorithms: Vec<String>,
-    /// Claim layout of a known identity provider: `auth0`, `okta`, `entra`, `keycloak`,
-    /// `google` or `generic`. Sets the defaults of `roles_claims` and `tenant_claim`.
-    /// Default: `generic`.
-    #[serde(default)]
-    pub preset: crate::identity::Preset,
-    /// Claim path (dot-separated) holding the caller's roles. Shorthand for a one-element
-    /// `roles_claims`. Default: from the preset (`roles` for generic).
-    #[serde(default)]
-    pub roles_claim: Option<String>,
-    /// Claim paths whose roles are merged. `{client_id}` in a path stands for the token's
-    /// client (Keycloak's `resource_access.{client_id}.roles`). Default: from the preset.
-    #[serde(default)]
-    pub roles_claims: Option<Vec<String>>,
-    /// Claim path holding the caller's tenant. Default: from the preset (none for generic).
-    #[serde(default)]
-    pub tenant_claim: Option<String>,
-    /// How long fetched keys are fresh. Default: 5m.
-    #[serde(default = "default_jwks_ttl", with = "humantime_serde")]
-    pub jwks_ttl: Duration,
-    /// Least time between two fetches triggered by an unknown `kid`. Default: 10s.
-    #[serde(default = "default_jwks_min_refresh", with = "humantime_serde")]
-    pub jwks_min_refresh: Duration,
-}
-
-/// Header names for the identity Warden injects upstream. Defaults as named.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IdentityHeadersConfig {
-    /// Default: `X-User-Id` (the token's `sub`).
-    pub user_id: String,
-    /// Default: `X-User-Scopes` (space-separated).
-    pub scopes: String,
-    /// Default: `X-User-Roles` (comma-separated).
-    pub roles: String,
-    /// Default: `X-Tenant-Id` (sent only when the tenant is known).
-    pub tenant: String,
-    /// Default: `X-Client-Id` (the OAuth client the token was issued to, when known).
-    pub client_id: String,
-    /// Default: `X-Request-Id`.
-    pub request_id: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct UpstreamConfig {
-    /// Let tools reach loopback, private, link-local and other internal addresses. Off by
-    /// default: prefer `allow_cidrs`. Default: false.
-    pub dangerous_allow_private_upstreams: bool,
-    /// Internal ranges tools may reach despite the SSRF guard, e.g. `127.0.0.1/32`.
-    pub allow_cidrs: Vec<ipnet::IpNet>,
-    /// Per-call timeout when a tool sets none. Default: 30s.
-    #[serde(with = "humantime_serde")]
-    pub default_timeout: Duration,
-    /// Largest upstream response body read. Default: 4 MiB.
-    pub max_response_bytes: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// `stdout`, `stderr`, `off`, or a file path (appended to). Default: `stdout`.
     pub output: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ToolConfig {
-    /// MCP tool name: 1 to 128 of `A-Z a-z 0-9 _ - .`, unique.
-    pub name: String,
-    /// Human-readable title.
-    #[serde(default)]
-    pub title: Option<String>,
-    pub description: String,
-    /// JSON Schema of the arguments. Default: `{"type": "object"}`.
-    #[serde(default = "default_input_schema")]
-    pub input_schema: serde_json::Value,
-    /// Scopes a caller must hold, all of them, to see and call this tool. Default: none.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Labels policies can target (`tools: [tag:finance]`). Default: none.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Free-form facts conditions can read as `tool.metadata`. Default: none.
-    #[serde(default)]
-    pub metadata: serde_json::Map<String, serde_json::Value>,
-    /// The upstream credential (from `credentials[]`) put on every call. Default: none.
-    #[serde(default)]
-    pub credential: Option<String>,
-    pub http: HttpToolConfig,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpToolConfig {
-    /// Default: `GET`.
-    #[serde(default = "default_method")]
-    pub method: String,
-    /// Absolute http(s) URL; `{arg}` placeholders are allowed in the path only and are
-    /// replaced by the percent-encoded argument.
-    pub url: String,
-    /// Query parameter name → argument name.
-    #[serde(default)]
-    pub query: BTreeMap<String, String>,
-    /// Request header name → argument name.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Where arguments not used by the path, `query` or `headers` go. Default: `query` for
-    /// GET, HEAD and DELETE, `json` otherwise.
-    #[serde(default)]
-    pub rest: Option<RestArgs>,
-    /// Call timeout. Default: `upstream.default_timeout`.
-    #[serde(default, with = "humantime_serde")]
-    pub timeout: Option<Duration>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RestArgs {
-    /// As query parameters.
-    Query,
-    /// As the members of a JSON object body.
-    Json,
-    /// Dropped.
-    None,
 }
 
 fn default_listen() -> SocketAddr {
@@ -338,48 +196,6 @@ fn default_body_timeout() -> Duration {
 }
 fn default_connections_per_ip() -> usize {
     256
-}
-fn default_skew() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_algorithms() -> Vec<String> {
-    vec!["RS256".to_owned()]
-}
-fn default_jwks_ttl() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_jwks_min_refresh() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_input_schema() -> serde_json::Value {
-    serde_json::json!({"type": "object"})
-}
-fn default_method() -> String {
-    "GET".to_owned()
-}
-
-impl Default for IdentityHeadersConfig {
-    fn default() -> Self {
-        Self {
-            user_id: "X-User-Id".into(),
-            scopes: "X-User-Scopes".into(),
-            roles: "X-User-Roles".into(),
-            tenant: "X-Tenant-Id".into(),
-            client_id: "X-Client-Id".into(),
-            request_id: "X-Request-Id".into(),
-        }
-    }
-}
-
-impl Default for UpstreamConfig {
-    fn default() -> Self {
-        Self {
-            dangerous_allow_private_upstreams: false,
-            allow_cidrs: Vec::new(),
-            default_timeout: Duration::from_secs(30),
-            max_response_bytes: 4 * 1024 * 1024,
-        }
-    }
 }
 
 impl Default for AuditConfig {

@@ -10,25 +10,7 @@ use super::{Config, ConfigError};
 /// accepted: a gateway holds no shared secret with an identity provider.
 pub const ASYMMETRIC_ALGORITHMS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
 
-/// Headers that neither configuration nor arguments may set upstream: the client's
-/// credentials, hop-by-hop headers and framing.
-pub const RESERVED_UPSTREAM_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "host",
-    "content-length",
-    "content-type",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-connection",
-    "traceparent",
-    "tracestate",
-];
+pub use crate::upstream::config::RESERVED_UPSTREAM_HEADERS;
 
 impl Config {
     /// Checks the rules that span fields. Called by [`super::parse`].

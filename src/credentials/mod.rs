@@ -15,10 +15,8 @@
 
 pub mod connect;
 pub mod connection;
-pub mod envelope;
 pub mod oauth;
 pub mod provider;
-mod secret;
 #[cfg(test)]
 mod tests;
 pub mod vault;
@@ -31,14 +29,16 @@ use base64::Engine;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
+pub use crate::secret::Secret;
+/// Envelope encryption lives with the store that keeps the envelopes.
+pub use crate::store::envelope;
 pub use connection::{CredentialError, OAuthConnection};
 pub use oauth::{OAuthClientConfig, TokenError};
-pub use secret::Secret;
 pub use vault::Vault;
 
-use crate::config::ConfigError;
-use crate::config::validate::RESERVED_UPSTREAM_HEADERS;
-use crate::upstream::IdentityHeaders;
+use crate::config_error::ConfigError;
+use crate::upstream::config::RESERVED_UPSTREAM_HEADERS;
+use crate::upstream::{IdentityHeaders, Upstream, UpstreamError};
 
 /// Where a static secret goes on the upstream request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -52,6 +52,15 @@ pub enum PlacementKind {
     Query,
     /// `Authorization: Basic base64(<username>:<secret>)`.
     Basic,
+}
+
+/// Why a call with a credential produced no response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("upstream credential: {0}")]
+    Credential(#[from] CredentialError),
 }
 
 /// A credential as written in the config.
@@ -157,6 +166,33 @@ impl Credential {
             Source::ClientCredentials(c) => Ok(c.token(upstream, rejected).await.map(|(t, g)| (t, Some(g)))?),
             Source::Connection(c) => c.token(upstream, principal, ctx, rejected).await.map(|(t, v)| (t, Some(v))),
         }
+    }
+
+    /// Sends a request to the backend with identity on it and this credential applied last,
+    /// after the client's `Authorization` is gone, so nothing of the client's can replace it or
+    /// travel beside it: the only way a secret reaches a backend. A refreshable token the
+    /// backend rejects gets one forced refresh and one replay, never more.
+    pub async fn send(
+        &self,
+        upstream: &Upstream,
+        request: reqwest::RequestBuilder,
+        principal: &crate::identity::Principal,
+        ctx: &crate::upstream::CallContext,
+        timeout: std::time::Duration,
+    ) -> Result<(http::StatusCode, http::HeaderMap, bytes::Bytes), SendError> {
+        let mut request = upstream.prepare(request, principal, ctx, timeout)?;
+        let (secret, generation) = self.resolve(upstream, principal, ctx, None).await?;
+        self.apply(&mut request, &secret);
+        let replay = if self.refreshable() { request.try_clone() } else { None };
+        let mut response = upstream.execute(request, timeout).await?;
+        if response.status() == http::StatusCode::UNAUTHORIZED
+            && let Some(mut again) = replay
+        {
+            let (secret, _) = self.resolve(upstream, principal, ctx, generation).await?;
+            self.apply(&mut again, &secret);
+            response = upstream.execute(again, timeout).await?;
+        }
+        Ok(upstream.read(response, timeout).await?)
     }
 
     /// Puts `secret` on the request, replacing anything already there under the same name.

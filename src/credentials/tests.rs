@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::IdentityHeadersConfig;
+use crate::upstream::config::IdentityHeadersConfig;
 
 fn identity() -> IdentityHeaders {
     IdentityHeaders::from_config(&IdentityHeadersConfig::default()).unwrap_or_else(|e| panic!("{e}"))
@@ -149,8 +149,7 @@ fn oauth_configs_that_cannot_work_are_refused_with_their_path() {
 
 #[tokio::test]
 async fn presets_fill_endpoints_scopes_and_parameters_and_config_overrides_them() {
-    let upstream = crate::upstream::Upstream::new(&Default::default(), &crate::config::IdentityHeadersConfig::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let upstream = crate::upstream::Upstream::new(&Default::default(), &IdentityHeadersConfig::default()).unwrap_or_else(|e| panic!("{e}"));
     let url_for = |oauth: &str| {
         let creds = build_oauth(oauth).unwrap_or_else(|e| panic!("{oauth}: {e}"));
         let connection = Arc::clone(creds.connection("c").unwrap_or_else(|| panic!("no connection")));

@@ -8,8 +8,8 @@ use base64::Engine;
 use sha2::Digest;
 
 use super::Secret;
-use super::envelope::KeyRing;
 use crate::audit::AuditSink;
+use crate::store::envelope::KeyRing;
 use crate::store::{ConnectionKey, Store, StoreError};
 
 /// How long a connect link, and then the OAuth state it starts, can be used.

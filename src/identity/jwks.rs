@@ -16,7 +16,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::upstream::read_limited;
+use crate::body::read_limited;
 
 const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);

@@ -6,6 +6,7 @@
 //! skew. JWEs, `alg: none` and HMAC tokens never verify. Never logs a token; the reasons in
 //! [`AuthError`] go to audit and logs, while clients only ever see `invalid_token`.
 
+pub mod config;
 mod jwks;
 pub mod metadata;
 mod presets;
@@ -28,7 +29,8 @@ pub use jwks::{JwksCache, alg_name, metadata_urls};
 pub use presets::Preset;
 pub use principal::{ClaimMapping, Principal, Subject, lookup, scopes_of};
 
-use crate::config::{ConfigError, IdentityConfig};
+use crate::config_error::ConfigError;
+use config::IdentityConfig;
 
 /// Longest token considered; anything longer is refused before parsing.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;

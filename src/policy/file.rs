@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::cel::Condition;
+use super::valid_scope;
 use super::{Effect, Rule, Target};
-use crate::tools::valid_scope;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -372,3 +372,8 @@ fn default_deny() -> Decision {
 
 /// Shared, swappable policy (hot reload replaces it whole).
 pub type SharedPolicy = Arc<arc_swap::ArcSwap<Policy>>;
+
+/// RFC 6749 §3.3 scope-token: printable ASCII without space, `"` and `\`.
+pub fn valid_scope(scope: &str) -> bool {
+    !scope.is_empty() && scope.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}

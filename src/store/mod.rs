@@ -6,6 +6,7 @@
 //! row and field by associated data; a dump of the database holds no plaintext token. Never
 //! logs a token.
 
+pub mod envelope;
 #[cfg(test)]
 mod tests;
 
@@ -15,8 +16,8 @@ use sqlx::AnyPool;
 use sqlx::Row;
 use sqlx::any::AnyPoolOptions;
 
-use crate::credentials::Secret;
-use crate::credentials::envelope::{EnvelopeError, KeyRing};
+use crate::secret::Secret;
+use envelope::{EnvelopeError, KeyRing};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

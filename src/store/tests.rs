@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
+use super::envelope::KeyRing;
 use super::*;
-use crate::credentials::envelope::KeyRing;
 
 fn ring(spec: &str) -> Arc<KeyRing> {
     Arc::new(KeyRing::parse(&Secret::new(spec)).unwrap_or_else(|e| panic!("{e}")))

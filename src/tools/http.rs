@@ -10,11 +10,11 @@ use http::{HeaderName, HeaderValue};
 use rmcp::model::{CallToolResult, ContentBlock as Content};
 use serde_json::{Map, Value};
 
+use super::config::{HttpToolConfig, RestArgs};
 use super::template::UrlTemplate;
-use crate::config::validate::RESERVED_UPSTREAM_HEADERS;
-use crate::config::{HttpToolConfig, RestArgs};
-use crate::credentials::{Credential, CredentialError};
+use crate::credentials::{Credential, CredentialError, SendError};
 use crate::identity::Principal;
+use crate::upstream::config::RESERVED_UPSTREAM_HEADERS;
 use crate::upstream::{CallContext, IdentityHeaders, Upstream, UpstreamError};
 
 /// How much of an upstream error body is shown to the caller.
@@ -129,9 +129,13 @@ impl HttpTool {
         let request = match self.build(upstream, args) {
             Ok(r) => r,
             Err(Built::Invalid(m)) => return outcome_error("invalid_arguments", None, m),
-            Err(Built::Upstream(e)) => return upstream_failure(e, self.timeout),
+            Err(Built::Upstream(e)) => return upstream_failure(SendError::Upstream(e), self.timeout),
         };
-        match upstream.send(request, principal, ctx, self.timeout, self.credential.as_deref()).await {
+        let sent = match &self.credential {
+            Some(credential) => credential.send(upstream, request, principal, ctx, self.timeout).await,
+            None => upstream.send(request, principal, ctx, self.timeout).await.map_err(SendError::Upstream),
+        };
+        match sent {
             Ok((status, headers, body)) => map_response(status, &headers, &body),
             Err(e) => upstream_failure(e, self.timeout),
         }
@@ -284,21 +288,21 @@ fn map_response(status: http::StatusCode, headers: &http::HeaderMap, body: &[u8]
     ToolOutcome { result, code: "ok", upstream_status: Some(status.as_u16()), connect: None }
 }
 
-fn upstream_failure(e: UpstreamError, timeout: Duration) -> ToolOutcome {
+fn upstream_failure(e: SendError, timeout: Duration) -> ToolOutcome {
     match e {
-        UpstreamError::Timeout => {
+        SendError::Upstream(UpstreamError::Timeout) => {
             outcome_error("upstream_timeout", None, format!("upstream did not answer within {}", humantime::format_duration(timeout)))
         }
-        UpstreamError::Unreachable => outcome_error("upstream_unreachable", None, "upstream unreachable".into()),
-        UpstreamError::Blocked => {
+        SendError::Upstream(UpstreamError::Unreachable) => outcome_error("upstream_unreachable", None, "upstream unreachable".into()),
+        SendError::Upstream(UpstreamError::Blocked) => {
             outcome_error("upstream_blocked", None, "upstream address not allowed by the gateway's SSRF guard".into())
         }
-        UpstreamError::TooLarge => outcome_error("upstream_too_large", None, "upstream response too large".into()),
-        UpstreamError::Credential(CredentialError::ConnectionRequired { url, message }) => ToolOutcome {
+        SendError::Upstream(UpstreamError::TooLarge) => outcome_error("upstream_too_large", None, "upstream response too large".into()),
+        SendError::Credential(CredentialError::ConnectionRequired { url, message }) => ToolOutcome {
             connect: Some(ConnectRequired { url, message: message.clone() }),
             ..outcome_error("connection_required", None, message)
         },
-        UpstreamError::Credential(e) => {
+        SendError::Credential(e) => {
             outcome_error(e.code(), None, format!("the gateway could not obtain its credential for this backend: {e}"))
         }
     }

@@ -5,6 +5,7 @@
 //! call. Remote `$ref`s are never fetched (the validator is built without network or file
 //! resolution).
 
+pub mod config;
 mod http;
 mod template;
 #[cfg(test)]
@@ -19,9 +20,11 @@ use serde_json::{Map, Value};
 pub use self::http::{ConnectRequired, HttpTool, ToolOutcome, Wire};
 pub use template::UrlTemplate;
 
-use crate::config::{ConfigError, ToolConfig};
+use crate::config_error::ConfigError;
 use crate::credentials::Credentials;
+pub use crate::policy::valid_scope;
 use crate::upstream::IdentityHeaders;
+use config::ToolConfig;
 
 /// A tool, ready to list and call.
 pub struct Tool {
@@ -172,9 +175,4 @@ impl ToolRegistry {
 /// MCP tool names: 1 to 128 of ASCII letters, digits, `_`, `-` and `.`.
 pub fn valid_tool_name(name: &str) -> bool {
     (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
-/// RFC 6749 §3.3 scope-token: printable ASCII without space, `"` and `\`.
-pub fn valid_scope(scope: &str) -> bool {
-    !scope.is_empty() && scope.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }

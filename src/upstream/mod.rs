@@ -8,6 +8,7 @@
 //! destination passes the SSRF guard; redirects are not followed; no proxy from the
 //! environment is used.
 
+pub mod config;
 mod ssrf;
 #[cfg(test)]
 mod tests;
@@ -15,15 +16,15 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 pub use ssrf::{AddressPolicy, Blocked, is_internal};
 
-use crate::config::{ConfigError, IdentityHeadersConfig, UpstreamConfig};
-use crate::credentials::Credential;
+use crate::config_error::ConfigError;
 use crate::identity::Principal;
+use config::{IdentityHeadersConfig, UpstreamConfig};
 
 const USER_AGENT: &str = concat!("warden/", env!("CARGO_PKG_VERSION"));
 
@@ -38,8 +39,6 @@ pub enum UpstreamError {
     Unreachable,
     #[error("response too large")]
     TooLarge,
-    #[error("upstream credential: {0}")]
-    Credential(crate::credentials::CredentialError),
 }
 
 /// The shared upstream client, with the SSRF guard built in.
@@ -131,38 +130,45 @@ impl Upstream {
         Ok(self.client.request(method, url))
     }
 
-    /// Puts identity and the tool's credential on the request and sends it: the only way a tool
-    /// reaches a backend.
+    /// Sends a request with identity on it and nothing of the client's: the way a tool without
+    /// a credential reaches its backend (one with a credential goes through
+    /// `credentials::Credential::send`, which uses the same steps).
     pub async fn send(
         &self,
         request: reqwest::RequestBuilder,
         principal: &Principal,
         ctx: &CallContext,
         timeout: Duration,
-        credential: Option<&Credential>,
     ) -> Result<(http::StatusCode, HeaderMap, Bytes), UpstreamError> {
+        let request = self.prepare(request, principal, ctx, timeout)?;
+        let response = self.execute(request, timeout).await?;
+        self.read(response, timeout).await
+    }
+
+    /// Builds the request and puts identity on it; the client's `Authorization` is removed.
+    pub fn prepare(
+        &self,
+        request: reqwest::RequestBuilder,
+        principal: &Principal,
+        ctx: &CallContext,
+        timeout: Duration,
+    ) -> Result<reqwest::Request, UpstreamError> {
         let mut request = request.timeout(timeout).build().map_err(|_| UpstreamError::Unreachable)?;
         inject_identity(request.headers_mut(), &self.headers, principal, ctx);
-        // The credential goes on last, after the client's `Authorization` is gone, so nothing
-        // of the client's can replace it or travel beside it.
-        let mut generation = None;
-        if let Some(credential) = credential {
-            let (secret, g) = credential.resolve(self, principal, ctx, None).await.map_err(UpstreamError::Credential)?;
-            credential.apply(&mut request, &secret);
-            generation = g;
-        }
-        let replay = credential.filter(|c| c.refreshable()).and_then(|_| request.try_clone());
-        let mut response =
-            tokio::time::timeout(timeout, self.client.execute(request)).await.map_err(|_| UpstreamError::Timeout)?.map_err(classify)?;
-        // A refreshable token the backend rejects: one forced refresh and one replay, never more.
-        if response.status() == http::StatusCode::UNAUTHORIZED
-            && let (Some(credential), Some(mut again)) = (credential, replay)
-        {
-            let (secret, _) = credential.resolve(self, principal, ctx, generation).await.map_err(UpstreamError::Credential)?;
-            credential.apply(&mut again, &secret);
-            response =
-                tokio::time::timeout(timeout, self.client.execute(again)).await.map_err(|_| UpstreamError::Timeout)?.map_err(classify)?;
-        }
+        Ok(request)
+    }
+
+    /// Sends a prepared request through the guarded client, within `timeout`.
+    pub async fn execute(&self, request: reqwest::Request, timeout: Duration) -> Result<reqwest::Response, UpstreamError> {
+        tokio::time::timeout(timeout, self.client.execute(request)).await.map_err(|_| UpstreamError::Timeout)?.map_err(classify)
+    }
+
+    /// Reads a response within `timeout` and the size limit.
+    pub async fn read(
+        &self,
+        response: reqwest::Response,
+        timeout: Duration,
+    ) -> Result<(http::StatusCode, HeaderMap, Bytes), UpstreamError> {
         let status = response.status();
         let headers = response.headers().clone();
         let body = tokio::time::timeout(timeout, read_limited(response, self.max_response_bytes))
@@ -218,29 +224,7 @@ pub fn inject_identity(headers: &mut HeaderMap, names: &IdentityHeaders, princip
     headers.remove(http::header::AUTHORIZATION);
 }
 
-/// Why a bounded body read stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("body exceeds the limit")]
-    TooLarge,
-    #[error(transparent)]
-    Http(#[from] reqwest::Error),
-}
-
-/// Reads a response body, refusing more than `limit` bytes.
-pub async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Bytes, ReadError> {
-    if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(ReadError::TooLarge);
-    }
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = response.chunk().await? {
-        if buf.len() + chunk.len() > limit {
-            return Err(ReadError::TooLarge);
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
-}
+pub use crate::body::{ReadError, read_limited};
 
 /// A client for the control plane: fetching issuer metadata and JWKS from operator-configured
 /// URLs. No redirects, no environment proxy, short timeouts.

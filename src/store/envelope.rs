@@ -15,7 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use super::Secret;
+use crate::secret::Secret;
 
 const KEY_LEN: usize = 32;
 
