@@ -26,10 +26,18 @@ use subtle::ConstantTimeEq;
 use crate::audit::AuditEvent;
 use crate::credentials::oauth::ConnectionMode;
 use crate::edge::RequestContext;
-use crate::gateway::Gateway;
 use crate::store::ConnectionKey;
 
-pub fn routes(gateway: Arc<Gateway>) -> Router {
+/// What the admin API uses: its credential, the vault, the credentials and the audit sink.
+pub struct AdminState {
+    /// No admin API without one.
+    pub admin_token: Option<crate::credentials::Secret>,
+    pub vault: Option<Arc<crate::credentials::Vault>>,
+    pub credentials: Arc<crate::credentials::Credentials>,
+    pub audit: Arc<crate::audit::AuditSink>,
+}
+
+pub fn routes(gateway: Arc<AdminState>) -> Router {
     Router::new()
         .route("/admin/v1/connections", get(list))
         .route("/admin/v1/connections/{credential}", delete(disconnect))
@@ -44,7 +52,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 
 /// Requires `Authorization: Bearer <admin.token>`; digests are compared so neither the length
 /// nor a prefix of the token leaks through timing.
-async fn authorize(State(gw): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+async fn authorize(State(gw): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
     let Some(expected) = &gw.admin_token else { return error(StatusCode::NOT_FOUND, "not_found", "the admin API is not enabled") };
     let presented = request
         .headers()
@@ -95,7 +103,7 @@ struct ListQuery {
     credential: Option<String>,
 }
 
-async fn list(State(gw): State<Arc<Gateway>>, Extension(ctx): Extension<RequestContext>, Query(q): Query<ListQuery>) -> Response {
+async fn list(State(gw): State<Arc<AdminState>>, Extension(ctx): Extension<RequestContext>, Query(q): Query<ListQuery>) -> Response {
     let Some(vault) = &gw.vault else { return error(StatusCode::NOT_FOUND, "no_vault", "no vault is configured") };
     let store = match vault.store().await {
         Ok(s) => s,
@@ -119,7 +127,7 @@ struct Who {
 }
 
 async fn disconnect(
-    State(gw): State<Arc<Gateway>>,
+    State(gw): State<Arc<AdminState>>,
     Extension(ctx): Extension<RequestContext>,
     Path(credential): Path<String>,
     Query(who): Query<Who>,
@@ -147,7 +155,7 @@ async fn disconnect(
 }
 
 async fn connect_link(
-    State(gw): State<Arc<Gateway>>,
+    State(gw): State<Arc<AdminState>>,
     Extension(ctx): Extension<RequestContext>,
     Path(credential): Path<String>,
 ) -> Response {

@@ -21,7 +21,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use crate::audit::AuditEvent;
 use crate::edge::RequestContext;
-use crate::gateway::Gateway;
+use crate::mcp::Mcp;
 
 /// Methods a browser may use on `/mcp`.
 const METHODS: &str = "GET, POST, DELETE";
@@ -52,13 +52,13 @@ fn is_preflight(request: &Request) -> bool {
 
 /// CORS for `/mcp`: preflights answered (and audited) here, allowed origins marked on every
 /// response.
-pub async fn mcp(State(gw): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+pub async fn mcp(State(mcp): State<Arc<Mcp>>, request: Request, next: Next) -> Response {
     let Some(origin) = request.headers().get(header::ORIGIN).cloned() else {
         return next.run(request).await;
     };
     if is_preflight(&request) {
         let ctx = request.extensions().get::<RequestContext>().cloned().unwrap_or_else(|| RequestContext::from_headers(request.headers()));
-        let verdict = gw.origin_guard.check(request.headers()).and_then(|()| check_preflight(request.headers()));
+        let verdict = mcp.origin_guard.check(request.headers()).and_then(|()| check_preflight(request.headers()));
         let (decision, reason, response) = match verdict {
             Ok(()) => ("allow", "cors_preflight", preflight_response(&origin, request.headers())),
             Err(code) => {
@@ -66,7 +66,7 @@ pub async fn mcp(State(gw): State<Arc<Gateway>>, request: Request, next: Next) -
                 ("deny", code, (StatusCode::FORBIDDEN, axum::Json(body)).into_response())
             }
         };
-        gw.audit.emit(AuditEvent {
+        mcp.audit.emit(AuditEvent {
             decision,
             reason: reason.into(),
             status: response.status().as_u16(),
@@ -74,7 +74,7 @@ pub async fn mcp(State(gw): State<Arc<Gateway>>, request: Request, next: Next) -
         });
         return response;
     }
-    let allowed = gw.origin_guard.check(request.headers()).is_ok();
+    let allowed = mcp.origin_guard.check(request.headers()).is_ok();
     let mut response = next.run(request).await;
     if allowed {
         allow(response.headers_mut(), origin);

@@ -84,3 +84,61 @@ pub async fn layer(mut request: Request, next: Next) -> Response {
     }
     response
 }
+
+/// `Host` and `Origin` checks on `/mcp` (DNS-rebinding protection).
+#[derive(Debug)]
+pub struct OriginGuard {
+    hosts: Vec<String>,
+    origins: Vec<String>,
+    /// Accept `http(s)://` loopback origins on any port.
+    loopback_origins: bool,
+}
+
+impl OriginGuard {
+    /// From `server.public_url` (as a base), `server.allowed_hosts` and `server.allowed_origins`.
+    pub fn new(
+        public_base: &str,
+        allowed_hosts: Option<&[String]>,
+        allowed_origins: Option<&Vec<String>>,
+    ) -> Result<Self, crate::config_error::ConfigError> {
+        let base = url::Url::parse(public_base).map_err(|_| crate::config_error::ConfigError::new("server.public_url", "invalid URL"))?;
+        let public_host = base.host_str().unwrap_or_default().trim_matches(['[', ']']).to_ascii_lowercase();
+        let hosts = match allowed_hosts {
+            Some(h) => h.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            None => vec![public_host, "localhost".into(), "127.0.0.1".into(), "::1".into()],
+        };
+        let configured = allowed_origins;
+        let mut origins: Vec<String> = configured.into_iter().flatten().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect();
+        origins.push(base.origin().ascii_serialization().to_ascii_lowercase());
+        Ok(Self { hosts, origins, loopback_origins: configured.is_none() })
+    }
+
+    /// `Err(code)` when the request must be refused.
+    pub fn check(&self, headers: &http::HeaderMap) -> Result<(), &'static str> {
+        let host = headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).ok_or("host_not_allowed")?.to_ascii_lowercase();
+        if !self.hosts.iter().any(|h| *h == host_only(&host) || *h == host) {
+            return Err("host_not_allowed");
+        }
+        if let Some(origin) = headers.get(http::header::ORIGIN) {
+            let origin = origin.to_str().map_err(|_| "origin_not_allowed")?.to_ascii_lowercase();
+            let loopback = self.loopback_origins && is_loopback_origin(&origin);
+            if !loopback && !self.origins.contains(&origin) {
+                return Err("origin_not_allowed");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `host[:port]` or `[v6][:port]` without the port.
+fn host_only(authority: &str) -> String {
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default().to_owned(),
+        None => authority.rsplit_once(':').map_or(authority.to_owned(), |(h, _)| h.to_owned()),
+    }
+}
+
+fn is_loopback_origin(origin: &str) -> bool {
+    let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else { return false };
+    matches!(host_only(rest).as_str(), "localhost" | "127.0.0.1" | "::1")
+}

@@ -1,26 +1,26 @@
 //! The gateway: runtime state built from a validated config, the HTTP router, and `run`.
 
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{AuditEvent, AuditSink};
+use crate::audit::AuditSink;
 use crate::config::{Config, ConfigError};
 use crate::identity::Authenticator;
 use crate::identity::metadata::ResourceMetadata;
 use crate::mcp::handler::McpHandler;
-use crate::policy::{Policy, PolicyError, PolicySet, SharedPolicy};
+use crate::policy::reload::{Binder, PolicySource, Reloader};
+use crate::policy::{PolicyError, PolicySet, SharedPolicy};
 use crate::tools::ToolRegistry;
 use crate::upstream::{Upstream, control_plane_client};
 
@@ -37,7 +37,7 @@ pub struct Gateway {
     pub vault: Option<Arc<crate::credentials::Vault>>,
     /// The admin API's credential; no admin API without one.
     pub admin_token: Option<crate::credentials::Secret>,
-    pub origin_guard: Arc<OriginGuard>,
+    pub origin_guard: Arc<crate::edge::OriginGuard>,
     pub max_body_bytes: usize,
     /// Time allowed to receive a request body.
     pub body_read_timeout: Duration,
@@ -45,68 +45,10 @@ pub struct Gateway {
     pub connection_limits: crate::server::ConnectionLimits,
     /// The policy in force; replaced whole on reload.
     pub policy: SharedPolicy,
-    policy_source: PolicySource,
-    policy_fingerprint: Mutex<Option<[u8; 32]>>,
-    pub policy_reload_interval: Duration,
+    /// Renews `policy` when its sources change.
+    pub policy_reloader: Arc<Reloader>,
     /// Request headers exposed to policy conditions.
     pub policy_headers: Arc<[http::HeaderName]>,
-}
-
-/// Where the policy comes from.
-#[derive(Debug, Clone)]
-pub enum PolicySource {
-    /// No policy files: tool scopes alone decide.
-    None,
-    /// Files and directories, relative to `base`; reloaded when they change.
-    Files { base: PathBuf, paths: Vec<String> },
-    /// Policies compiled into the binary (the demo).
-    Embedded(Vec<(String, &'static str)>),
-}
-
-/// Policy sources as read: `(policy name, text)` pairs and a fingerprint of them all.
-struct PolicyTexts {
-    texts: Vec<(String, String)>,
-    fingerprint: [u8; 32],
-}
-
-impl PolicySource {
-    /// The sources' names and texts, and a fingerprint of them.
-    fn read(&self) -> Result<PolicyTexts, PolicyError> {
-        use sha2::Digest;
-        let texts: Vec<(String, String)> = match self {
-            Self::None => Vec::new(),
-            Self::Embedded(list) => list.iter().map(|(n, t)| (n.clone(), (*t).to_owned())).collect(),
-            Self::Files { base, paths } => {
-                let files = crate::policy::expand_paths(base, paths)?;
-                let mut out = Vec::with_capacity(files.len());
-                for f in files {
-                    let text = std::fs::read_to_string(&f).map_err(|e| PolicyError {
-                        file: f.display().to_string(),
-                        at: "(file)".into(),
-                        message: e.to_string(),
-                    })?;
-                    out.push((crate::policy::policy_name(&f), text));
-                }
-                out
-            }
-        };
-        let mut hash = sha2::Sha256::new();
-        for (n, t) in &texts {
-            hash.update(n.as_bytes());
-            hash.update([0]);
-            hash.update(t.as_bytes());
-            hash.update([0]);
-        }
-        Ok(PolicyTexts { texts, fingerprint: hash.finalize().into() })
-    }
-
-    fn compile(&self, texts: &[(String, String)], tools: &ToolRegistry) -> Result<Policy, PolicyError> {
-        let set = match self {
-            Self::None => PolicySet::default(),
-            Self::Files { .. } | Self::Embedded(_) => PolicySet::from_sources(texts.iter().map(|(n, t)| (n.clone(), t.as_str())))?,
-        };
-        Ok(set.bind(tools.iter().map(|t| t.facts())))
-    }
 }
 
 impl Gateway {
@@ -167,10 +109,16 @@ impl Gateway {
         if let Some(scopes) = &config.identity.challenge_scopes {
             metadata.challenge_scopes = scopes.clone();
         }
-        let origin_guard = OriginGuard::from_config(config)?;
+        let origin_guard = crate::edge::OriginGuard::new(
+            &config.server.public_base(),
+            config.server.allowed_hosts.as_deref(),
+            config.server.allowed_origins.as_ref(),
+        )?;
         let policy_error = |e: PolicyError| ConfigError::new("policy.files", e.to_string());
-        let PolicyTexts { texts, fingerprint } = source.read().map_err(policy_error)?;
-        let policy = source.compile(&texts, &tools).map_err(policy_error)?;
+        let tools = Arc::new(tools);
+        let catalog = Arc::clone(&tools);
+        let bind: Binder = Box::new(move |set: PolicySet| set.bind(catalog.iter().map(|t| t.facts())));
+        let reloader = Reloader::new(source, bind, Arc::clone(&audit), config.policy.reload_interval).map_err(policy_error)?;
         let policy_headers: Arc<[http::HeaderName]> = config
             .policy
             .request_headers
@@ -179,7 +127,7 @@ impl Gateway {
             .collect();
         Ok(Self {
             authenticator: Arc::new(authenticator),
-            tools: Arc::new(tools),
+            tools,
             upstream: Arc::new(upstream),
             metadata: Arc::new(metadata),
             audit,
@@ -193,48 +141,10 @@ impl Gateway {
                 header_read_timeout: config.server.header_read_timeout,
                 max_per_ip: config.server.max_connections_per_ip,
             },
-            policy: Arc::new(arc_swap::ArcSwap::from_pointee(policy)),
-            policy_source: source,
-            policy_fingerprint: Mutex::new(Some(fingerprint)),
-            policy_reload_interval: config.policy.reload_interval,
+            policy: reloader.policy(),
+            policy_reloader: Arc::new(reloader),
             policy_headers,
         })
-    }
-
-    /// Re-reads the policy sources; when they changed, compiles and swaps them in. A broken
-    /// source keeps the last good policy in force; the error is logged and audited. In-flight
-    /// requests finish with the policy they started with. Returns whether a new policy is in
-    /// force.
-    pub fn reload_policy(&self) -> Result<bool, PolicyError> {
-        let result = self.policy_source.read().and_then(|PolicyTexts { texts, fingerprint }| {
-            let mut last = self.policy_fingerprint.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if *last == Some(fingerprint) {
-                return Ok(false);
-            }
-            let policy = self.policy_source.compile(&texts, &self.tools)?;
-            self.policy.store(Arc::new(policy));
-            *last = Some(fingerprint);
-            Ok(true)
-        });
-        let event = |decision, reason: &str| AuditEvent {
-            request_id: uuid::Uuid::now_v7().to_string(),
-            method: Some("policy/reload".into()),
-            decision,
-            reason: reason.into(),
-            ..AuditEvent::default()
-        };
-        match &result {
-            Ok(true) => {
-                tracing::info!(rules = self.policy.load().set.rules.len(), "policy reloaded");
-                self.audit.emit(event("allow", "policy_reloaded"));
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "policy reload failed; the last good policy stays in force");
-                self.audit.emit(event("error", "policy_invalid"));
-            }
-        }
-        result
     }
 
     /// The MCP endpoint's share of the gateway.
@@ -252,63 +162,6 @@ impl Gateway {
             policy_headers: Arc::clone(&self.policy_headers),
         }
     }
-
-    fn reloads(&self) -> bool {
-        matches!(self.policy_source, PolicySource::Files { .. })
-    }
-}
-
-/// `Host` and `Origin` checks on `/mcp` (DNS-rebinding protection).
-#[derive(Debug)]
-pub struct OriginGuard {
-    hosts: Vec<String>,
-    origins: Vec<String>,
-    /// Accept `http(s)://` loopback origins on any port.
-    loopback_origins: bool,
-}
-
-impl OriginGuard {
-    fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        let base = url::Url::parse(&config.server.public_base()).map_err(|_| ConfigError::new("server.public_url", "invalid URL"))?;
-        let public_host = base.host_str().unwrap_or_default().trim_matches(['[', ']']).to_ascii_lowercase();
-        let hosts = match &config.server.allowed_hosts {
-            Some(h) => h.iter().map(|h| h.to_ascii_lowercase()).collect(),
-            None => vec![public_host, "localhost".into(), "127.0.0.1".into(), "::1".into()],
-        };
-        let configured = config.server.allowed_origins.as_ref();
-        let mut origins: Vec<String> = configured.into_iter().flatten().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect();
-        origins.push(base.origin().ascii_serialization().to_ascii_lowercase());
-        Ok(Self { hosts, origins, loopback_origins: configured.is_none() })
-    }
-
-    /// `Err(code)` when the request must be refused.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
-        let host = headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).ok_or("host_not_allowed")?.to_ascii_lowercase();
-        if !self.hosts.iter().any(|h| *h == host_only(&host) || *h == host) {
-            return Err("host_not_allowed");
-        }
-        if let Some(origin) = headers.get(http::header::ORIGIN) {
-            let origin = origin.to_str().map_err(|_| "origin_not_allowed")?.to_ascii_lowercase();
-            let loopback = self.loopback_origins && is_loopback_origin(&origin);
-            if !loopback && !self.origins.contains(&origin) {
-                return Err("origin_not_allowed");
-            }
-        }
-        Ok(())
-    }
-}
-
-/// `host[:port]` or `[v6][:port]` without the port.
-fn host_only(authority: &str) -> String {
-    match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default().to_owned(),
-        None => authority.rsplit_once(':').map_or(authority.to_owned(), |(h, _)| h.to_owned()),
-    }
-}
-
-fn is_loopback_origin(origin: &str) -> bool {
-    let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else { return false };
-    matches!(host_only(rest).as_str(), "localhost" | "127.0.0.1" | "::1")
 }
 
 /// The HTTP application: metadata, health, and `/mcp` behind the gate.
@@ -324,25 +177,35 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         .with_max_request_body_bytes(gateway.max_body_bytes)
         .with_cancellation_token(shutdown);
     let rmcp = StreamableHttpService::new(move || Ok(handler.clone()), Arc::new(NeverSessionManager::default()), mcp_config);
-    let endpoint = Arc::new(crate::mcp::gate::Endpoint { mcp, rmcp });
+    let endpoint = Arc::new(crate::mcp::gate::Endpoint { mcp: Arc::clone(&mcp), rmcp });
     // CORS runs before the gate: a browser's preflight carries no token.
     let mcp = Router::new()
         .route("/mcp", axum::routing::any(crate::mcp::gate::endpoint))
         .with_state(endpoint)
-        .layer(axum::middleware::from_fn_with_state(Arc::clone(&gateway), crate::cors::mcp));
+        .layer(axum::middleware::from_fn_with_state(mcp, crate::cors::mcp));
     let metadata = Router::new()
         .route("/.well-known/oauth-protected-resource", get(resource_metadata))
         .route("/.well-known/oauth-protected-resource/mcp", get(resource_metadata))
         .layer(axum::middleware::from_fn(crate::cors::public))
-        .with_state(Arc::clone(&gateway));
+        .with_state(Arc::clone(&gateway.metadata));
     let body_timeout = gateway.body_read_timeout;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .route("/oauth/connect/{link}", get(crate::credentials::connect::start))
         .route("/oauth/callback", get(crate::credentials::connect::callback))
-        .with_state(Arc::clone(&gateway))
-        .merge(crate::admin::routes(gateway))
+        .with_state(Arc::new(crate::credentials::connect::ConnectState {
+            vault: gateway.vault.clone(),
+            credentials: Arc::clone(&gateway.credentials),
+            audit: Arc::clone(&gateway.audit),
+            upstream: Arc::clone(&gateway.upstream),
+        }))
+        .merge(crate::admin::routes(Arc::new(crate::admin::AdminState {
+            admin_token: gateway.admin_token.clone(),
+            vault: gateway.vault.clone(),
+            credentials: Arc::clone(&gateway.credentials),
+            audit: Arc::clone(&gateway.audit),
+        })))
         // These routes' bodies in bounded time; the gate bounds /mcp's itself, with a 408.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
         .merge(metadata)
@@ -351,8 +214,8 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         .layer(axum::middleware::from_fn(crate::edge::layer))
 }
 
-async fn resource_metadata(State(gw): State<Arc<Gateway>>) -> Response {
-    let mut response = axum::Json(gw.metadata.document()).into_response();
+async fn resource_metadata(State(metadata): State<Arc<ResourceMetadata>>) -> Response {
+    let mut response = axum::Json(metadata.document()).into_response();
     response.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("max-age=300"));
     response
 }
@@ -364,7 +227,7 @@ pub async fn run(gateway: Gateway, listener: TcpListener, shutdown: impl Future<
     let gateway = Arc::new(gateway);
     // Always: SIGHUP means "reload" to operators, and must never terminate the gateway, even when
     // there is nothing to reload.
-    tokio::spawn(watch_policy(Arc::clone(&gateway), cancel.clone()));
+    tokio::spawn(Arc::clone(&gateway.policy_reloader).watch(cancel.clone()));
     let limits = gateway.connection_limits;
     let audit = Arc::clone(&gateway.audit);
     let app = router(gateway, cancel.clone());
@@ -383,35 +246,6 @@ pub async fn run(gateway: Gateway, listener: TcpListener, shutdown: impl Future<
 
 /// How long shutdown waits for queued audit events to be written.
 const AUDIT_DRAIN: Duration = Duration::from_secs(30);
-
-async fn watch_policy(gateway: Arc<Gateway>, cancel: CancellationToken) {
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let interval = gateway.policy_reload_interval;
-    loop {
-        let tick = async { if interval.is_zero() { std::future::pending().await } else { tokio::time::sleep(interval).await } };
-        #[cfg(unix)]
-        let hangup = async {
-            match hup.as_mut() {
-                Some(s) => s.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hangup = std::future::pending::<Option<()>>();
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick => {}
-            _ = hangup => tracing::info!(policy_files = gateway.reloads(), "SIGHUP: reloading policy"),
-        }
-        if !gateway.reloads() {
-            continue;
-        }
-        let gw = Arc::clone(&gateway);
-        // File reads and compilation are blocking work.
-        let _ = tokio::task::spawn_blocking(move || gw.reload_policy()).await;
-    }
-}
 
 /// Installs process-wide crypto providers. Idempotent; call before verifying or signing.
 pub fn install_crypto() {

@@ -26,7 +26,6 @@ use subtle::ConstantTimeEq;
 use super::vault::{FLOW_LIFETIME_SECS, digest, pkce_challenge, random_token};
 use crate::audit::AuditEvent;
 use crate::edge::RequestContext;
-use crate::gateway::Gateway;
 use crate::store::ConnectionKey;
 
 const COOKIE: &str = "warden_connect";
@@ -96,8 +95,17 @@ fn unavailable() -> Response {
     )
 }
 
+/// What the connect pages use: the vault, the credentials, the audit sink and the upstream
+/// client (for the provider's endpoints).
+pub struct ConnectState {
+    pub vault: Option<Arc<super::Vault>>,
+    pub credentials: Arc<super::Credentials>,
+    pub audit: Arc<crate::audit::AuditSink>,
+    pub upstream: Arc<crate::upstream::Upstream>,
+}
+
 /// `GET /oauth/connect/{link}`.
-pub async fn start(State(gw): State<Arc<Gateway>>, Extension(ctx): Extension<RequestContext>, Path(link): Path<String>) -> Response {
+pub async fn start(State(gw): State<Arc<ConnectState>>, Extension(ctx): Extension<RequestContext>, Path(link): Path<String>) -> Response {
     let Some(vault) = &gw.vault else { return StatusCode::NOT_FOUND.into_response() };
     let Ok(store) = vault.store().await else { return unavailable() };
     let (Some(state), Some(verifier), Some(browser)) = (random_token(), random_token(), random_token()) else {
@@ -177,7 +185,7 @@ fn error_code(raw: &str) -> String {
 
 /// `GET /oauth/callback`.
 pub async fn callback(
-    State(gw): State<Arc<Gateway>>,
+    State(gw): State<Arc<ConnectState>>,
     Extension(ctx): Extension<RequestContext>,
     headers: HeaderMap,
     Query(query): Query<CallbackQuery>,

@@ -13,7 +13,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::devidp::{DEMO_USERS, DevIdp, DevIdpConfig, UsersFile};
-use crate::gateway::{Gateway, PolicySource};
+use crate::gateway::Gateway;
+use crate::policy::reload::PolicySource;
 
 /// The demo gateway config, shipped inside the binary.
 pub const DEMO_CONFIG: &str = include_str!("../../demos/warden.yaml");

@@ -34,8 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::{AuditOnce, AuditSink};
+use crate::edge::OriginGuard;
 use crate::edge::RequestContext;
-use crate::gateway::OriginGuard;
 use crate::identity::metadata::ResourceMetadata;
 use crate::identity::{Authenticator, Principal};
 use crate::policy::{RequestFacts, SharedPolicy};

@@ -14,6 +14,7 @@
 pub mod cel;
 mod file;
 pub mod fixtures;
+pub mod reload;
 #[cfg(test)]
 mod tests;
 
