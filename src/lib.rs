@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod audit;
 pub mod body;
+pub mod cli;
 pub mod config;
 pub mod config_error;
 pub mod cors;

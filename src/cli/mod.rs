@@ -1,0 +1,304 @@
+//! The `warden` command's subcommands: `main.rs` parses the command line and calls
+//! [`dispatch`]. Each subcommand loads and validates what it needs before binding anything.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 usage error, 3 invalid configuration.
+
+mod connections;
+mod keys;
+mod policy;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, ProcessEnv};
+use crate::demo::{Demo, DemoOptions};
+use crate::devidp::{DevIdp, DevIdpConfig, UsersFile};
+
+/// A runtime failure.
+pub const EXIT_RUNTIME: u8 = 1;
+/// Invalid configuration.
+pub const EXIT_CONFIG: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "warden", version, about = "MCP-native identity and governance gateway for AI agents", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the gateway with a config file.
+    Serve {
+        /// Path to warden.yaml.
+        #[arg(long, short, env = "WARDEN_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config file without serving: exit 0 when valid, 3 with the failing path when not.
+    Check {
+        #[arg(long, short, env = "WARDEN_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the development authorization server (demos and tests only; never production).
+    DevIdp {
+        /// Required: acknowledges that this server is for development only.
+        #[arg(long)]
+        insecure_dev_only: bool,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// Issuer URL. Default: http://{listen}.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Users file (YAML). Default: the demo users.
+        #[arg(long)]
+        users: Option<PathBuf>,
+        /// Approve every authorization as this user, without a consent page.
+        #[arg(long)]
+        auto_approve: Option<String>,
+        /// Access token lifetime, e.g. 1h.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        token_ttl: Duration,
+    },
+    /// Test and explain policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Manage the vault's encryption keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Upstream OAuth connections, through a running gateway's admin API. The admin token is
+    /// read from WARDEN_ADMIN_TOKEN (never from the command line, where other users could see it).
+    Connections {
+        /// The gateway's base URL.
+        #[arg(long, env = "WARDEN_GATEWAY_URL", default_value = "http://127.0.0.1:8080", global = true)]
+        gateway: String,
+        #[command(subcommand)]
+        command: ConnectionsCommand,
+    },
+    /// Run the demo: gateway, development authorization server and a calendar backend. The default
+    /// when no command is given.
+    Demo {
+        /// Gateway port (MCP at http://127.0.0.1:PORT/mcp).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Development authorization server port.
+        #[arg(long, default_value_t = 9000)]
+        idp_port: u16,
+        /// Demo backend port.
+        #[arg(long, default_value_t = 9100)]
+        backend_port: u16,
+        /// Approve every sign-in as this demo user (alice, bob or carol) without a consent page.
+        #[arg(long)]
+        auto_approve: Option<String>,
+        /// Where audit events go: stdout, stderr, off, or a file path.
+        #[arg(long, default_value = "stdout")]
+        audit: String,
+        /// Scopes a 401 challenge asks for (space-separated), so clients start with less and step
+        /// up when a tool needs more. Default: every scope the tools require.
+        #[arg(long)]
+        challenge_scopes: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Print a new random key, to add to the key ring as `kid:KEY`.
+    Generate,
+    /// Re-encrypt every stored secret under the active key (the first in the vault's key ring), in
+    /// batches, while gateways keep serving. Run it after making a new key active; remove the old
+    /// key from the ring afterwards.
+    Rotate {
+        #[arg(long, short, env = "WARDEN_CONFIG")]
+        config: PathBuf,
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConnectionsCommand {
+    /// Status of every connection (never a token).
+    List {
+        /// Only this credential's connections.
+        #[arg(long)]
+        credential: Option<String>,
+    },
+    /// Delete a connection: a shared one, or with --issuer and --subject one user's.
+    Disconnect {
+        credential: String,
+        #[arg(long, requires = "subject")]
+        issuer: Option<String>,
+        #[arg(long, requires = "issuer")]
+        subject: Option<String>,
+    },
+    /// Print a single-use link (valid 10 minutes) that makes or renews a shared connection.
+    ConnectLink { credential: String },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Run the fixtures (*.test.yaml) in DIR against the policies in DIR; exit 1 on any mismatch.
+    Test {
+        /// Directory of policy files and their fixtures.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+    /// Print how the policy decides one call, step by step. The token is decoded, NOT verified.
+    Explain {
+        /// The gateway config whose tools and policies to use.
+        #[arg(long, short, env = "WARDEN_CONFIG")]
+        config: PathBuf,
+        /// An access token (JWT) whose claims describe the caller.
+        #[arg(long)]
+        token: String,
+        /// The tool called.
+        #[arg(long)]
+        tool: String,
+        /// The call's arguments as JSON; omit to explain the tools/list decision.
+        #[arg(long)]
+        args: Option<String>,
+    },
+}
+
+/// Runs a subcommand; `None` is the demo.
+pub async fn dispatch(command: Option<Command>) -> ExitCode {
+    let command = command.unwrap_or(Command::Demo {
+        port: 8080,
+        idp_port: 9000,
+        backend_port: 9100,
+        auto_approve: None,
+        audit: "stdout".into(),
+        challenge_scopes: None,
+    });
+    match command {
+        Command::Check { config } => match load(&config) {
+            Ok(_) => {
+                println!("{}: valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Serve { config } => {
+            let (config, gateway) = match load(&config) {
+                Ok(v) => v,
+                Err(code) => return code,
+            };
+            if let Some(vault) = &gateway.vault
+                && let Err(e) = vault.store().await
+            {
+                return fail(format!("vault.database: {e}"));
+            }
+            let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
+                Ok(l) => l,
+                Err(e) => return fail(format!("cannot listen on {}: {e}", config.server.listen)),
+            };
+            tracing::info!(listen = %config.server.listen, resource = %config.server.resource(), tools = config.tools.len(), "warden serving");
+            let shutdown = CancellationToken::new();
+            tokio::spawn(signal(shutdown.clone()));
+            match crate::run(gateway, listener, shutdown.cancelled_owned()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("server error: {e}")),
+            }
+        }
+        Command::DevIdp { insecure_dev_only, listen, issuer, users, auto_approve, token_ttl } => {
+            if !insecure_dev_only {
+                eprintln!(
+                    "error: the development authorization server is not a production identity provider.\n       Start it with --insecure-dev-only to acknowledge that, or use `warden demo`."
+                );
+                return ExitCode::from(2);
+            }
+            let users = match users.map_or_else(|| UsersFile::parse(crate::devidp::DEMO_USERS), |p| UsersFile::load(&p)) {
+                Ok(u) => u.users,
+                Err(e) => return config_error(e),
+            };
+            let issuer = issuer.unwrap_or_else(|| format!("http://{listen}")).trim_end_matches('/').to_owned();
+            let idp = match DevIdp::new(DevIdpConfig { issuer: issuer.clone(), users, auto_approve, access_token_ttl: token_ttl }) {
+                Ok(idp) => idp,
+                Err(e) => return config_error(e),
+            };
+            let listener = match tokio::net::TcpListener::bind(listen).await {
+                Ok(l) => l,
+                Err(e) => return fail(format!("cannot listen on {listen}: {e}")),
+            };
+            eprintln!("warden dev-idp: DEVELOPMENT ONLY authorization server at {issuer}");
+            let shutdown = CancellationToken::new();
+            tokio::spawn(signal(shutdown.clone()));
+            match axum::serve(listener, crate::devidp::router(Arc::clone(&idp))).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("server error: {e}")),
+            }
+        }
+        Command::Keys(KeysCommand::Generate) => {
+            println!("{}", crate::credentials::envelope::KeyRing::generate_key().expose());
+            ExitCode::SUCCESS
+        }
+        Command::Keys(KeysCommand::Rotate { config, batch }) => keys::rotate(&config, batch).await,
+        Command::Connections { gateway, command } => connections::run(&gateway, command).await,
+        Command::Policy(PolicyCommand::Test { dir }) => policy::test(&dir),
+        Command::Policy(PolicyCommand::Explain { config, token, tool, args }) => policy::explain(&config, &token, &tool, args.as_deref()),
+        Command::Demo { port, idp_port, backend_port, auto_approve, audit, challenge_scopes } => {
+            let shutdown = CancellationToken::new();
+            let challenge_scopes = challenge_scopes.map(|s| s.split_whitespace().map(str::to_owned).collect());
+            let options =
+                DemoOptions { gateway_port: port, idp_port, backend_port, auto_approve, audit, challenge_scopes, ..DemoOptions::default() };
+            let demo = match Demo::start(options, shutdown.clone()).await {
+                Ok(d) => d,
+                Err(e) => return fail(e.to_string()),
+            };
+            eprintln!("{}", demo.instructions());
+            tokio::spawn(signal(shutdown));
+            match demo.wait().await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("server error: {e}")),
+            }
+        }
+    }
+}
+
+/// Parse, validate and build every runtime type, binding nothing.
+pub(crate) fn load(path: &std::path::Path) -> Result<(config::Config, crate::Gateway), ExitCode> {
+    let config = config::load_file(path, &ProcessEnv).map_err(|e| config_error(e.to_string()))?;
+    let gateway = crate::Gateway::build(&config).map_err(|e| config_error(e.to_string()))?;
+    Ok((config, gateway))
+}
+
+pub(crate) fn config_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: invalid configuration: {message}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+pub(crate) fn fail(message: String) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_RUNTIME)
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+async fn signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                token.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    token.cancel();
+}
