@@ -256,8 +256,10 @@ fn write_events(mut sink: Box<dyn Sink>, events: std::sync::mpsc::Receiver<Messa
     let mut acks = Vec::new();
     while let Ok(first) = events.recv() {
         let mut next = Some(first);
+        let mut count = 0usize;
         // Drain what is already queued (bounded, so a flood still gets written in pieces).
         while let Some(message) = next.take() {
+            count += 1;
             match message {
                 Message::Event(at, mut event) => {
                     event.ts = humantime::format_rfc3339_millis(at).to_string();
@@ -286,5 +288,14 @@ fn write_events(mut sink: Box<dyn Sink>, events: std::sync::mpsc::Receiver<Messa
                 let _ = done.send(());
             }
         }
+        // Busy: let events gather for a moment, so that one wake-up and one `write` serve many
+        // requests (waking this thread for every event cost more CPU than writing the event).
+        // Quiet: the thread sleeps in `recv` and costs nothing.
+        if count > 1 {
+            std::thread::sleep(GATHER);
+        }
     }
 }
+
+/// How long the writer lets events gather while busy; an event waits at most about this long.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);

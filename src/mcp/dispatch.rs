@@ -15,12 +15,12 @@
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use rmcp::model::{ClientJsonRpcMessage, ClientRequest, ErrorData, JsonRpcRequest, ServerJsonRpcMessage, ServerResult};
+use rmcp::model::{ClientJsonRpcMessage, ErrorData, RequestId, ServerJsonRpcMessage, ServerResult};
 use rmcp::transport::streamable_http_server::StreamableHttpService;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 
 use super::handler::McpHandler;
-use super::message::Message;
+use super::message::{Kind, Message};
 use super::{Admitted, Mcp};
 use crate::audit::AuditEvent;
 use crate::error::GatewayError;
@@ -40,37 +40,44 @@ pub fn needs_rmcp(headers: &HeaderMap, message: &Message) -> bool {
 }
 
 /// Serves a message directly: one typed message in, one JSON-RPC response out.
-pub async fn serve(mcp: &Mcp, admitted: Admitted, message: ClientJsonRpcMessage, headers: &HeaderMap) -> Response {
-    let JsonRpcRequest { id, request, .. } = match message {
-        ClientJsonRpcMessage::Request(request) => request,
-        ClientJsonRpcMessage::Notification(_) => {
-            // Stateless: nothing to remember; the notification is recorded and acknowledged.
-            served(mcp, &admitted, StatusCode::ACCEPTED);
-            return status_only(StatusCode::ACCEPTED);
-        }
-        ClientJsonRpcMessage::Response(_) | ClientJsonRpcMessage::Error(_) => {
-            let error = GatewayError::InvalidRequest("a stateless server has sent no request to answer");
-            return super::gate::refuse(mcp, &admitted.once, &admitted.ctx, Some(&admitted.principal), None, error);
-        }
+pub async fn serve(mcp: &Mcp, admitted: Admitted, kind: Kind, headers: &HeaderMap) -> Response {
+    let request = match kind {
+        Kind::Other(message) => match *message {
+            ClientJsonRpcMessage::Notification(_) => {
+                // Stateless: nothing to remember; the notification is recorded and acknowledged.
+                served(mcp, &admitted, StatusCode::ACCEPTED);
+                return status_only(StatusCode::ACCEPTED);
+            }
+            ClientJsonRpcMessage::Response(_) | ClientJsonRpcMessage::Error(_) => {
+                let error = GatewayError::InvalidRequest("a stateless server has sent no request to answer");
+                return super::gate::refuse(mcp, &admitted.once, &admitted.ctx, Some(&admitted.principal), None, error);
+            }
+            // The gate lets through only the methods it serves (and `server/discover` goes to rmcp).
+            ClientJsonRpcMessage::Request(_) => return refuse_with_id(mcp, admitted, GatewayError::MethodNotFound),
+        },
+        request => request,
+    };
+    let Some(id) = admitted.jsonrpc_id.clone().and_then(|id| serde_json::from_value::<RequestId>(id).ok()) else {
+        // The reader admits no request without a string or integer id.
+        return refuse_with_id(mcp, admitted, GatewayError::InvalidRequest("a request needs an id"));
     };
     let answer: Result<ServerResult, ErrorData> = match request {
-        ClientRequest::InitializeRequest(initialize) => {
+        Kind::Initialize(initialize) => {
             let header = headers.get("mcp-protocol-version");
-            if header.is_some_and(|h| h.as_bytes() != initialize.params.protocol_version.as_str().as_bytes()) {
+            if header.is_some_and(|h| h.as_bytes() != initialize.protocol_version.as_str().as_bytes()) {
                 let error = GatewayError::InvalidRequest("the MCP-Protocol-Version header does not match params.protocolVersion");
                 return refuse_with_id(mcp, admitted, error);
             }
             served(mcp, &admitted, StatusCode::OK);
-            Ok(ServerResult::InitializeResult(McpHandler::initialize(&initialize.params.protocol_version)))
+            Ok(ServerResult::InitializeResult(McpHandler::initialize(&initialize.protocol_version)))
         }
-        ClientRequest::PingRequest(_) => {
+        Kind::Ping => {
             served(mcp, &admitted, StatusCode::OK);
             Ok(ServerResult::empty(()))
         }
-        ClientRequest::ListToolsRequest(_) => Ok(ServerResult::ListToolsResult(super::handler::list_tools(mcp, &admitted))),
-        ClientRequest::CallToolRequest(_) => super::handler::call_tool(mcp, admitted).await.map(ServerResult::from),
-        // The gate lets through only the methods it serves (and `server/discover` goes to rmcp).
-        _ => return refuse_with_id(mcp, admitted, GatewayError::MethodNotFound),
+        Kind::ListTools => Ok(ServerResult::ListToolsResult(super::handler::list_tools(mcp, &admitted))),
+        Kind::CallTool(_) => super::handler::call_tool(mcp, admitted).await.map(ServerResult::from),
+        Kind::Other(_) => return refuse_with_id(mcp, admitted, GatewayError::MethodNotFound),
     };
     let message = match answer {
         Ok(mut result) => {

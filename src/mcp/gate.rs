@@ -18,9 +18,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 
-use rmcp::model::{ClientJsonRpcMessage, ClientRequest, GetMeta};
-
-use super::message::{Message, check_message};
+use super::message::{Kind, Message, check_message};
 use super::{Admitted, CallAllowed, Mcp};
 use crate::audit::{AuditEvent, AuditOnce};
 use crate::edge::RequestContext;
@@ -103,12 +101,12 @@ pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -
         Ok(call) => call,
         Err(e) => return deny(Some(&principal), id_and_method(&message), e),
     };
-    let url_elicitation = supports_url_elicitation(&parts.headers, &message.typed);
+    let url_elicitation = supports_url_elicitation(&parts.headers, &message.kind);
     let to_rmcp = super::dispatch::needs_rmcp(&parts.headers, &message);
     let admitted =
         Admitted { principal, ctx, facts, jsonrpc_id: message.id, method: message.method, url_elicitation, call, once: Arc::clone(&once) };
     if !to_rmcp {
-        return super::dispatch::serve(mcp, admitted, message.typed, &parts.headers).await;
+        return super::dispatch::serve(mcp, admitted, message.kind, &parts.headers).await;
     }
     // The framing check accepted `*/*`; rmcp wants the two types named.
     parts.headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
@@ -139,13 +137,12 @@ pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -
 /// The call-time decision, made once, here (a step-up must be an HTTP 403): `Ok(None)` for
 /// any other method.
 fn decide_call(mcp: &Mcp, principal: &Principal, facts: &RequestFacts, message: &mut Message) -> Result<Option<CallAllowed>, GatewayError> {
-    let ClientJsonRpcMessage::Request(request) = &mut message.typed else { return Ok(None) };
-    let ClientRequest::CallToolRequest(call) = &mut request.request else { return Ok(None) };
-    let Some(tool) = mcp.tools.get(&call.params.name) else {
-        return Err(GatewayError::UnknownTool(crate::audit::bounded(&call.params.name).into_owned()));
+    let Kind::CallTool(call) = &mut message.kind else { return Ok(None) };
+    let Some(tool) = mcp.tools.get(&call.name) else {
+        return Err(GatewayError::UnknownTool(crate::audit::bounded(&call.name).into_owned()));
     };
     // Taken from the message: the arguments live in one place, the decision.
-    let arguments = Value::Object(call.params.arguments.take().unwrap_or_default());
+    let arguments = Value::Object(call.arguments.take().unwrap_or_default());
     let decision = mcp.policy.load().decide(principal, &tool.facts(), Stage::Call(&arguments), facts, None);
     match decision.outcome {
         Ok(()) => Ok(Some(CallAllowed { tool: Arc::clone(tool), rule: decision.rule, arguments })),
@@ -157,9 +154,9 @@ fn decide_call(mcp: &Mcp, principal: &Principal, facts: &RequestFacts, message: 
 /// (`_meta`, 2026-07-28) decide; otherwise, since stateless serving keeps no `initialize`, the
 /// revision does: 2025-11-25 introduced URL elicitation. Older clients get the link as readable
 /// `isError` text instead.
-fn supports_url_elicitation(headers: &http::HeaderMap, message: &ClientJsonRpcMessage) -> bool {
-    if let ClientJsonRpcMessage::Request(request) = message
-        && let Some(capabilities) = request.request.get_meta().client_capabilities()
+fn supports_url_elicitation(headers: &http::HeaderMap, kind: &Kind) -> bool {
+    if let Kind::CallTool(call) = kind
+        && let Some(capabilities) = call.meta.as_ref().and_then(|m| m.client_capabilities())
     {
         return capabilities.elicitation.is_some_and(|e| e.url.is_some());
     }

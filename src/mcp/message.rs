@@ -4,10 +4,11 @@
 //! are parsed once; the typed message is built by moving the parsed values, not by reading the
 //! bytes again.
 
+use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use rmcp::model::ClientJsonRpcMessage;
+use rmcp::model::{CallToolRequestParams, ClientJsonRpcMessage, InitializeRequestParams};
 
 use crate::error::GatewayError;
 
@@ -20,7 +21,20 @@ pub struct Message {
     /// Whether `params._meta` names a protocol revision (2026-07-28 per-request metadata).
     pub meta_protocol_version: bool,
     /// The message, typed.
-    pub typed: ClientJsonRpcMessage,
+    pub kind: Kind,
+}
+
+/// A message by what it asks, with its params in rmcp's types. The four requests Warden serves
+/// are read straight into their params type; everything else is read as rmcp's whole
+/// `ClientJsonRpcMessage` (whose untagged enums buffer and retry, several times the cost).
+#[derive(Debug)]
+pub enum Kind {
+    Initialize(Box<InitializeRequestParams>),
+    Ping,
+    ListTools,
+    CallTool(Box<CallToolRequestParams>),
+    /// A notification, a response, or a request only rmcp's service serves (`server/discover`).
+    Other(Box<ClientJsonRpcMessage>),
 }
 
 const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
@@ -88,12 +102,33 @@ pub fn check_message(bytes: &[u8]) -> Result<Message, (Option<Value>, GatewayErr
     }
     let meta_protocol_version =
         params.and_then(|p| p.get("_meta")).and_then(Value::as_object).is_some_and(|m| m.contains_key(META_PROTOCOL_VERSION));
+    let mismatch = || (id.clone(), GatewayError::InvalidParams("params do not match the method"));
     // The parsed values move into the typed message: no second read of the bytes, no copy.
-    let typed = match <ClientJsonRpcMessage as serde::Deserialize>::deserialize(value) {
-        Ok(typed) => typed,
-        Err(_) => return fail(GatewayError::InvalidParams("params do not match the method")),
+    let kind = match (method.as_deref(), id.is_some()) {
+        (Some("initialize"), true) => Kind::Initialize(Box::new(params_of(value).map_err(|_| mismatch())?)),
+        (Some("ping"), true) => Kind::Ping,
+        (Some("tools/list"), true) => {
+            // Cursor and `_meta` are the only params; checked, then not needed.
+            if let Some(p) = params
+                && rmcp::model::PaginatedRequestParams::deserialize(p).is_err()
+            {
+                return Err(mismatch());
+            }
+            Kind::ListTools
+        }
+        (Some("tools/call"), true) => Kind::CallTool(Box::new(params_of(value).map_err(|_| mismatch())?)),
+        _ => Kind::Other(Box::new(ClientJsonRpcMessage::deserialize(value).map_err(|_| mismatch())?)),
     };
-    Ok(Message { id, method, meta_protocol_version, typed })
+    Ok(Message { id, method, meta_protocol_version, kind })
+}
+
+/// The `params` member of a message object, as `T`.
+fn params_of<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, serde_json::Error> {
+    let params = match value {
+        Value::Object(mut o) => o.remove("params").unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    T::deserialize(params)
 }
 
 /// A JSON value read by a parser that refuses an object with a repeated member name (RFC 8259

@@ -29,9 +29,8 @@ fn the_strict_reader_reads_what_serde_json_reads() {
         "i": -3, "u": u64::MAX, "f": 1.5, "s": "é\u{0}\"", "b": true, "n": null, "l": [1, [2, {}]], "o": {"x": []}
     }}});
     let m = check_message(body.to_string().as_bytes()).unwrap_or_else(|(_, e)| panic!("{e}"));
-    let rmcp::model::ClientJsonRpcMessage::Request(request) = m.typed else { panic!("not a request") };
-    let rmcp::model::ClientRequest::CallToolRequest(call) = request.request else { panic!("not a call") };
-    assert_eq!(call.params.arguments.map(serde_json::Value::Object), body["params"].get("arguments").cloned());
+    let super::message::Kind::CallTool(call) = m.kind else { panic!("not a call") };
+    assert_eq!(call.arguments.map(serde_json::Value::Object), body["params"].get("arguments").cloned());
     assert_eq!(m.id, Some(json!(7)));
 }
 
