@@ -21,6 +21,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use crate::audit::AuditEvent;
 use crate::edge::RequestContext;
+use crate::error::GatewayError;
 use crate::mcp::Mcp;
 
 /// Methods a browser may use on `/mcp`.
@@ -62,8 +63,8 @@ pub async fn mcp(State(mcp): State<Arc<Mcp>>, request: Request, next: Next) -> R
         let (decision, reason, response) = match verdict {
             Ok(()) => ("allow", "cors_preflight", preflight_response(&origin, request.headers())),
             Err(code) => {
-                let body = serde_json::json!({"error": code, "error_description": "cross-origin request not allowed"});
-                ("deny", code, (StatusCode::FORBIDDEN, axum::Json(body)).into_response())
+                let error = GatewayError::CorsRefused(code);
+                (error.decision(), code, error.into_response(&mcp.metadata, None))
             }
         };
         mcp.audit.emit(AuditEvent {

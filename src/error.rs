@@ -55,6 +55,20 @@ pub enum GatewayError {
     /// A `tools/call` of a tool this gateway does not have (the name, bounded for audit).
     #[error("unknown tool")]
     UnknownTool(String),
+    /// A browser's preflight from an origin, or for a method or header, Warden does not allow.
+    #[error("cross-origin request not allowed")]
+    CorsRefused(&'static str),
+    /// Arguments that do not match the tool's input schema (the validator's words, which name
+    /// the argument and the rule, never its value).
+    #[error("invalid arguments")]
+    InvalidArguments(String),
+    /// The caller must connect an account of theirs first (a per-user credential): the link
+    /// is for them alone, sent as a URL-mode elicitation (MCP 2025-11-25).
+    #[error("connection required")]
+    ConnectionRequired { url: String, message: String },
+    /// A call reached the handler without the gate's decision: a bug, never served.
+    #[error("no policy decision")]
+    NoDecision,
     #[error("request body too large")]
     BodyTooLarge,
     #[error("request body unreadable")]
@@ -80,7 +94,11 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn class(&self) -> Class {
         match self {
+            Self::NoDecision => Class::Internal,
             Self::OriginRefused(_)
+            | Self::CorsRefused(_)
+            | Self::InvalidArguments(_)
+            | Self::ConnectionRequired { .. }
             | Self::Unauthorized(_)
             | Self::Forbidden { .. }
             | Self::HttpMethodNotAllowed
@@ -100,7 +118,9 @@ impl GatewayError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::OriginRefused(_) => StatusCode::FORBIDDEN,
+            Self::OriginRefused(_) | Self::CorsRefused(_) => StatusCode::FORBIDDEN,
+            // Errors inside a served JSON-RPC exchange are JSON-RPC errors on HTTP 200.
+            Self::InvalidArguments(_) | Self::ConnectionRequired { .. } | Self::NoDecision => StatusCode::OK,
             Self::HttpMethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnknownTool(_) => StatusCode::OK,
             Self::Unauthorized(AuthError::MultipleCredentials | AuthError::TokenInQuery) => StatusCode::BAD_REQUEST,
@@ -124,7 +144,10 @@ impl GatewayError {
     /// The stable reason code, for audit.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::OriginRefused(code) => code,
+            Self::OriginRefused(code) | Self::CorsRefused(code) => code,
+            Self::InvalidArguments(_) => "invalid_arguments",
+            Self::ConnectionRequired { .. } => "connection_required",
+            Self::NoDecision => "no_decision",
             Self::HttpMethodNotAllowed => "method_not_allowed",
             Self::UnknownTool(_) => "unknown_tool",
             Self::Unauthorized(e) => e.code(),
@@ -149,6 +172,11 @@ impl GatewayError {
         let status = self.status();
         let (challenge, body) = match &self {
             Self::OriginRefused(code) => (None, json!({"error": code, "error_description": "request origin or host not allowed"})),
+            Self::CorsRefused(code) => (None, json!({"error": code, "error_description": "cross-origin request not allowed"})),
+            Self::InvalidArguments(_) | Self::ConnectionRequired { .. } | Self::NoDecision => {
+                let error = self.clone().into_error_data();
+                (None, json!({"jsonrpc": "2.0", "id": jsonrpc_id.clone().unwrap_or(Value::Null), "error": error}))
+            }
             Self::HttpMethodNotAllowed => (
                 None,
                 rpc_error(None, rpc::INVALID_REQUEST, "this endpoint accepts POST only (stateless Streamable HTTP)", "method_not_allowed"),
@@ -214,6 +242,55 @@ impl GatewayError {
         response
     }
 
+    /// The audit decision: `deny` for the caller's fault, `error` for a backend's or ours.
+    pub fn decision(&self) -> &'static str {
+        match self.class() {
+            Class::Downstream => "deny",
+            Class::Upstream | Class::Internal => "error",
+        }
+    }
+
+    /// The JSON-RPC error object, for a refusal inside a served exchange (the handler's). Only
+    /// the variants a handler produces have a message of their own; the message never carries
+    /// library text.
+    pub fn into_error_data(self) -> rmcp::model::ErrorData {
+        use rmcp::model::{ErrorCode, ErrorData};
+        let code = self.reason();
+        let data = Some(json!({"code": code}));
+        match self {
+            Self::InvalidArguments(why) => ErrorData::invalid_params(format!("invalid arguments: {why}"), data),
+            Self::UnknownTool(name) => ErrorData::invalid_params(format!("unknown tool: {name}"), data),
+            Self::MethodNotFound => ErrorData::new(ErrorCode::METHOD_NOT_FOUND, "method not found", data),
+            Self::ConnectionRequired { url, message } => {
+                let data = json!({
+                    "elicitations": [{
+                        "mode": "url",
+                        "elicitationId": uuid::Uuid::now_v7().to_string(),
+                        "url": url,
+                        "message": message,
+                    }],
+                    "code": code,
+                });
+                ErrorData::new(ErrorCode(rpc::URL_ELICITATION_REQUIRED as i32), message, Some(data))
+            }
+            Self::NoDecision => ErrorData::internal_error("internal error", Some(json!({"code": "internal_error"}))),
+            Self::OriginRefused(_)
+            | Self::CorsRefused(_)
+            | Self::Unauthorized(_)
+            | Self::Forbidden { .. }
+            | Self::HttpMethodNotAllowed
+            | Self::BodyTooLarge
+            | Self::BodyUnreadable
+            | Self::BodyTimeout
+            | Self::UnsupportedProtocolVersion
+            | Self::Parse
+            | Self::InvalidRequest(_)
+            | Self::InvalidParams(_)
+            | Self::UnsupportedMediaType
+            | Self::NotAcceptable => ErrorData::invalid_request("the request was refused", data),
+        }
+    }
+
     /// What the audit event records beside the reason: the tool, the rule that decided, and why
     /// in words (a rule's `reason`; never argument values).
     pub fn audit_details(&self) -> (Option<String>, Option<String>, Option<String>) {
@@ -226,7 +303,11 @@ impl GatewayError {
                 (Some(tool.name.clone()), Some(rule.clone()), Some(explanation))
             }
             Self::UnknownTool(name) => (Some(name.clone()), None, None),
-            Self::OriginRefused(_)
+            Self::ConnectionRequired { .. }
+            | Self::OriginRefused(_)
+            | Self::CorsRefused(_)
+            | Self::InvalidArguments(_)
+            | Self::NoDecision
             | Self::Unauthorized(_)
             | Self::HttpMethodNotAllowed
             | Self::BodyTooLarge

@@ -312,10 +312,7 @@ pub(super) fn refuse(
     error: GatewayError,
 ) -> Response {
     let (jsonrpc_id, method) = id.map_or((None, None), |(id, m)| (Some(id), m));
-    let decision = match error.class() {
-        crate::error::Class::Downstream => "deny",
-        crate::error::Class::Upstream | crate::error::Class::Internal => "error",
-    };
+    let decision = error.decision();
     let (tool, rule, explanation) = error.audit_details();
     once.emit(
         &mcp.audit,

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 
 use super::{Admitted, CallAllowed, Mcp};
 use crate::audit::AuditEvent;
+use crate::error::GatewayError;
 use crate::upstream::CallContext;
 
 /// The protocol revisions Warden serves, newest first.
@@ -61,7 +62,7 @@ fn admitted(context: &McpContext<RoleServer>) -> Result<Admitted, ErrorData> {
         .and_then(super::Handoff::take)
         .ok_or_else(|| {
             tracing::error!("a request reached the MCP handler without the gate's admission");
-            ErrorData::internal_error("internal error", Some(stable("internal_error")))
+            GatewayError::NoDecision.into_error_data()
         })
 }
 
@@ -113,20 +114,26 @@ pub fn list_tools(mcp: &Mcp, a: &Admitted) -> ListToolsResult {
 pub async fn call_tool(mcp: &Mcp, a: Admitted) -> Result<CallToolResponse, ErrorData> {
     let Admitted { principal, ctx, jsonrpc_id, call, once, url_elicitation, .. } = a;
     let event = AuditEvent { method: Some("tools/call".into()), ..AuditEvent::for_request(&ctx, Some(&principal), jsonrpc_id) };
+    let refuse = |error: GatewayError, event: AuditEvent| {
+        once.emit(
+            &mcp.audit,
+            AuditEvent {
+                decision: error.decision(),
+                reason: error.reason().into(),
+                status: error.status().as_u16(),
+                latency_ms: ctx.elapsed_ms(),
+                ..event
+            },
+        );
+        Err(error.into_error_data())
+    };
     let Some(CallAllowed { tool, rule, arguments }) = call else {
         // The gate decides every call it admits; a call without a decision is never served.
-        let error = ErrorData::internal_error("internal error", Some(stable("internal_error")));
-        once.emit(&mcp.audit, AuditEvent { decision: "error", reason: "no_decision".into(), status: 200, ..event });
-        return Err(error);
+        return refuse(GatewayError::NoDecision, event);
     };
     let event = AuditEvent { tool: Some(tool.name.clone()), rule: Some(rule), ..event };
     if let Err(reason) = tool.validate_arguments(&arguments) {
-        let error = ErrorData::invalid_params(format!("invalid arguments: {reason}"), Some(stable("invalid_arguments")));
-        once.emit(
-            &mcp.audit,
-            AuditEvent { decision: "deny", reason: "invalid_arguments".into(), status: 200, latency_ms: ctx.elapsed_ms(), ..event },
-        );
-        return Err(error);
+        return refuse(GatewayError::InvalidArguments(reason), event);
     }
     let args: &Map<String, Value> = arguments.as_object().unwrap_or(&EMPTY);
     let call = CallContext { request_id: ctx.request_id.clone(), traceparent: ctx.traceparent.clone() };
@@ -139,7 +146,7 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted) -> Result<CallToolResponse, Error
             AuditEvent { decision: "deny", reason: outcome.code.into(), credential, status: 200, latency_ms: ctx.elapsed_ms(), ..event },
         );
         if url_elicitation {
-            return Err(url_elicitation_required(connect));
+            return Err(GatewayError::ConnectionRequired { url: connect.url.clone(), message: connect.message.clone() }.into_error_data());
         }
         return Ok(CallToolResponse::Complete(outcome.result));
     }
@@ -156,27 +163,6 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted) -> Result<CallToolResponse, Error
         },
     );
     Ok(CallToolResponse::Complete(outcome.result))
-}
-
-/// JSON-RPC error code of `URLElicitationRequiredError` (MCP 2025-11-25).
-pub const URL_ELICITATION_REQUIRED: i32 = crate::error::rpc::URL_ELICITATION_REQUIRED as i32;
-
-/// `error.data` carrying Warden's stable code.
-fn stable(code: &str) -> Value {
-    serde_json::json!({ "code": code })
-}
-
-fn url_elicitation_required(connect: &crate::tools::ConnectRequired) -> ErrorData {
-    let data = serde_json::json!({
-        "elicitations": [{
-            "mode": "url",
-            "elicitationId": uuid::Uuid::now_v7().to_string(),
-            "url": connect.url,
-            "message": connect.message,
-        }],
-        "code": "connection_required",
-    });
-    ErrorData::new(rmcp::model::ErrorCode(URL_ELICITATION_REQUIRED), connect.message.clone(), Some(data))
 }
 
 static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
