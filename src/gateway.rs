@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::AuditSink;
+use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError};
 use crate::identity::Authenticator;
 use crate::identity::metadata::ResourceMetadata;
@@ -47,6 +48,8 @@ pub struct Gateway {
     pub policy: SharedPolicy,
     /// Renews `policy` when its sources change.
     pub policy_reloader: Arc<Reloader>,
+    /// Where stages read the time.
+    pub clock: SharedClock,
     /// Request headers exposed to policy conditions.
     pub policy_headers: Arc<[http::HeaderName]>,
 }
@@ -54,16 +57,25 @@ pub struct Gateway {
 impl Gateway {
     /// Builds every runtime type; fails on the first config problem without binding anything.
     pub fn build(config: &Config) -> Result<Self, ConfigError> {
+        Self::build_with_clock(config, crate::clock::system())
+    }
+
+    /// As [`Gateway::build`], with the policy from `source` instead of `config.policy.files`.
+    pub fn build_with_policy(config: &Config, source: PolicySource) -> Result<Self, ConfigError> {
+        Self::build_with(config, source, crate::clock::system())
+    }
+
+    /// As [`Gateway::build`], reading the time from `clock` (tests move a manual one).
+    pub fn build_with_clock(config: &Config, clock: SharedClock) -> Result<Self, ConfigError> {
         let source = if config.policy.files.is_empty() {
             PolicySource::None
         } else {
             PolicySource::Files { base: config.base_dir.clone(), paths: config.policy.files.clone() }
         };
-        Self::build_with_policy(config, source)
+        Self::build_with(config, source, clock)
     }
 
-    /// As [`Gateway::build`], with the policy from `source` instead of `config.policy.files`.
-    pub fn build_with_policy(config: &Config, source: PolicySource) -> Result<Self, ConfigError> {
+    fn build_with(config: &Config, source: PolicySource, clock: SharedClock) -> Result<Self, ConfigError> {
         let upstream = Upstream::new(&config.upstream, &config.identity_headers)?;
         let audit =
             Arc::new(AuditSink::open(&config.audit.output).map_err(|e| ConfigError::new("audit.output", format!("cannot open: {e}")))?);
@@ -104,7 +116,7 @@ impl Gateway {
         }
         let tools = ToolRegistry::build(&config.tools, upstream.identity_headers(), config.upstream.default_timeout, &credentials)?;
         let resource = config.server.resource();
-        let authenticator = Authenticator::new(&config.identity, resource.clone(), control_plane_client()?)?;
+        let authenticator = Authenticator::new(&config.identity, resource.clone(), control_plane_client()?, Arc::clone(&clock))?;
         let mut metadata = ResourceMetadata::new(&config.server.public_base(), resource, authenticator.issuer_ids(), tools.scopes());
         if let Some(scopes) = &config.identity.challenge_scopes {
             metadata.challenge_scopes = scopes.clone();
@@ -143,6 +155,7 @@ impl Gateway {
             },
             policy: reloader.policy(),
             policy_reloader: Arc::new(reloader),
+            clock,
             policy_headers,
         })
     }

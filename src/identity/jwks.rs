@@ -14,7 +14,9 @@ use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
-use tokio::time::Instant;
+use std::time::Instant;
+
+use crate::clock::SharedClock;
 
 use crate::body::read_limited;
 
@@ -72,12 +74,21 @@ pub struct JwksCache {
     min_refresh: Duration,
     keys: ArcSwap<KeySet>,
     refresh: tokio::sync::Mutex<RefreshState>,
+    clock: SharedClock,
 }
 
 impl JwksCache {
     /// `jwks_uri: None` discovers it from the issuer's metadata on first use.
-    pub fn new(issuer: String, jwks_uri: Option<String>, http: reqwest::Client, ttl: Duration, min_refresh: Duration) -> Arc<Self> {
+    pub fn new(
+        issuer: String,
+        jwks_uri: Option<String>,
+        http: reqwest::Client,
+        ttl: Duration,
+        min_refresh: Duration,
+        clock: SharedClock,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            clock,
             issuer,
             http,
             ttl,
@@ -96,7 +107,8 @@ impl JwksCache {
     pub async fn key(self: &Arc<Self>, kid: Option<&str>, alg: Algorithm) -> Result<Arc<Key>, JwksError> {
         let set = self.keys.load_full();
         if let Some(key) = set.select(kid, alg) {
-            let stale = set.fetched.is_none_or(|t| t.elapsed() >= self.ttl);
+            let now = self.clock.now();
+            let stale = set.fetched.is_none_or(|t| now.saturating_duration_since(t) >= self.ttl);
             if stale {
                 let this = Arc::clone(self);
                 let generation = set.generation;
@@ -121,10 +133,11 @@ impl JwksCache {
         if self.keys.load().generation != seen_generation {
             return Ok(());
         }
-        if state.last_attempt.is_some_and(|t| t.elapsed() < self.min_refresh) {
+        let now = self.clock.now();
+        if state.last_attempt.is_some_and(|t| now.saturating_duration_since(t) < self.min_refresh) {
             return Ok(());
         }
-        state.last_attempt = Some(Instant::now());
+        state.last_attempt = Some(now);
         let uri = match &state.jwks_uri {
             Some(uri) => uri.clone(),
             None => {
@@ -134,7 +147,7 @@ impl JwksCache {
             }
         };
         let doc: JwksDocument = self.get_json(&uri).await?;
-        let mut set = KeySet { fetched: Some(Instant::now()), generation: seen_generation + 1, ..KeySet::default() };
+        let mut set = KeySet { fetched: Some(self.clock.now()), generation: seen_generation + 1, ..KeySet::default() };
         for raw in doc.keys {
             // One unusable key (unknown kty, encryption key) must not hide the others.
             let Ok(jwk) = serde_json::from_value::<Jwk>(raw) else { continue };

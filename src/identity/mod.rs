@@ -28,6 +28,7 @@ pub use jwks::{JwksCache, alg_name, metadata_urls};
 pub use presets::Preset;
 pub use principal::{ClaimMapping, Principal, Subject, lookup, scopes_of};
 
+use crate::clock::SharedClock;
 use crate::config_error::ConfigError;
 use config::IdentityConfig;
 
@@ -116,17 +117,19 @@ pub struct Authenticator {
     /// only while the issuer's key set is the one that verified them (a refetch that retires a
     /// key retires the tokens it signed at once).
     verified: std::sync::Mutex<HashMap<[u8; 32], Verified>>,
+    /// Token times and cache lifetimes are read here.
+    clock: SharedClock,
 }
 
 struct Verified {
     principal: std::sync::Arc<Principal>,
-    until: tokio::time::Instant,
+    until: std::time::Instant,
     key_generation: u64,
 }
 
 impl Authenticator {
     /// `resource` is the canonical MCP URL every token's audience must contain.
-    pub fn new(config: &IdentityConfig, resource: String, http: reqwest::Client) -> Result<Self, ConfigError> {
+    pub fn new(config: &IdentityConfig, resource: String, http: reqwest::Client, clock: SharedClock) -> Result<Self, ConfigError> {
         let mut issuers = HashMap::new();
         for (i, c) in config.issuers.iter().enumerate() {
             let algorithms = c
@@ -138,11 +141,12 @@ impl Authenticator {
                         .map_err(|_| ConfigError::new(format!("identity.issuers[{i}].algorithms[{j}]"), "unknown algorithm"))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let jwks = JwksCache::new(c.issuer.clone(), c.jwks_uri.clone(), http.clone(), c.jwks_ttl, c.jwks_min_refresh);
+            let jwks =
+                JwksCache::new(c.issuer.clone(), c.jwks_uri.clone(), http.clone(), c.jwks_ttl, c.jwks_min_refresh, Arc::clone(&clock));
             let mapping = c.preset.mapping(c.roles_claim.as_deref(), c.roles_claims.as_deref(), c.tenant_claim.as_deref());
             issuers.insert(c.issuer.clone(), TrustedIssuer { algorithms, jwks, mapping });
         }
-        Ok(Self { issuers, resource, skew: config.clock_skew, verified: std::sync::Mutex::default() })
+        Ok(Self { issuers, resource, skew: config.clock_skew, verified: std::sync::Mutex::default(), clock })
     }
 
     /// The issuers' identifiers, for the Protected Resource Metadata.
@@ -183,7 +187,7 @@ impl Authenticator {
         // request, and the portable one was 6% of a `ping`'s CPU.
         let mut digest = [0u8; 32];
         digest.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref());
-        let now = tokio::time::Instant::now();
+        let now = self.clock.now();
         let generation = |issuer: &str| self.issuers.get(issuer).map(|i| i.jwks.generation());
         if let Some(hit) = self.cache().get(&digest)
             && now < hit.until
@@ -193,7 +197,7 @@ impl Authenticator {
         }
         let principal = std::sync::Arc::new(self.authenticate(token).await?);
         let exp = principal.claims.get("exp").and_then(Value::as_u64).unwrap_or_default();
-        let left = Duration::from_secs(exp.saturating_sub(crate::unix_now()));
+        let left = Duration::from_secs(exp.saturating_sub(self.clock.unix()));
         if let (false, Some(key_generation)) = (left.is_zero(), generation(&principal.issuer)) {
             let mut cache = self.cache();
             if cache.len() >= CACHE_ENTRIES {
@@ -244,9 +248,9 @@ impl Authenticator {
         validation.set_issuer(&[issuer_id.as_str()]);
         validation.set_audience(&[self.resource.as_str()]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = self.skew.as_secs();
-        validation.validate_nbf = true;
-        validation.validate_exp = true;
+        // `exp` and `nbf` are checked below against the injected clock, not by the library.
+        validation.validate_nbf = false;
+        validation.validate_exp = false;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &validation).map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => AuthError::Expired,
             ErrorKind::ImmatureSignature => AuthError::NotYetValid,
@@ -259,12 +263,32 @@ impl Authenticator {
             _ => AuthError::InvalidClaims,
         })?;
         let claims = data.claims;
+        self.check_times(&claims)?;
         let subject = claims.get("sub").and_then(Value::as_str).and_then(Subject::new).ok_or(AuthError::MissingSubject)?;
         Ok(issuer.mapping.principal(subject, issuer_id, claims))
     }
 }
 
 impl Authenticator {
+    /// `exp` (required, a number) and `nbf` (when present) against the clock, each within the
+    /// allowed skew.
+    fn check_times(&self, claims: &Map<String, Value>) -> Result<(), AuthError> {
+        let now = self.clock.unix();
+        let skew = self.skew.as_secs();
+        let time = |name| match claims.get(name) {
+            None => Ok(None),
+            Some(v) => v.as_f64().filter(|t| t.is_finite() && *t >= 0.0).map(|t| Some(t as u64)).ok_or(AuthError::InvalidClaims),
+        };
+        let exp = time("exp")?.ok_or(AuthError::MissingClaim)?;
+        if exp.saturating_add(skew) < now {
+            return Err(AuthError::Expired);
+        }
+        if time("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(skew)) {
+            return Err(AuthError::NotYetValid);
+        }
+        Ok(())
+    }
+
     /// The principal a token describes, WITHOUT verifying it: for `warden policy explain`,
     /// never for a request. Claims are mapped with the token issuer's configuration (the
     /// generic mapping for an unknown issuer).

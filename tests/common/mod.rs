@@ -185,6 +185,8 @@ pub struct TestGateway {
     pub http: reqwest::Client,
     /// The gateway's audit queue, flushed before the file is read.
     pub audit_sink: std::sync::Arc<warden::audit::AuditSink>,
+    /// The gateway's clock: it stands still until a test advances it.
+    pub clock: std::sync::Arc<warden::clock::ManualClock>,
 }
 
 impl Drop for TestGateway {
@@ -215,11 +217,12 @@ pub async fn gateway_with(issuers: &[&TestIssuer], tools_yaml: &str, extra: &str
         audit = audit_path.display(),
     );
     let config = warden::config::parse(&yaml, &HashMap::<String, String>::new()).unwrap_or_else(|e| panic!("config: {e}\n{yaml}"));
-    let gw = warden::Gateway::build(&config).unwrap_or_else(|e| panic!("build: {e}"));
+    let clock = std::sync::Arc::new(warden::clock::ManualClock::default());
+    let gw = warden::Gateway::build_with_clock(&config, clock.clone()).unwrap_or_else(|e| panic!("build: {e}"));
     let audit_sink = std::sync::Arc::clone(&gw.audit);
     let shutdown = CancellationToken::new();
     tokio::spawn(warden::run(gw, listener, shutdown.clone().cancelled_owned()));
-    TestGateway { mcp: format!("{url}/mcp"), url, audit_path, _dir: dir, shutdown, http: reqwest::Client::new(), audit_sink }
+    TestGateway { mcp: format!("{url}/mcp"), url, audit_path, _dir: dir, shutdown, http: reqwest::Client::new(), audit_sink, clock }
 }
 
 /// A JSON-RPC response as the test sees it.

@@ -137,7 +137,7 @@ async fn unknown_kid_then_rotation_is_picked_up() {
     assert_rejected(&gw, &token, "unknown kid").await;
     issuer.publish(key);
     // Refetches for unknown kids are debounced (1 s in this config).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    gw.clock.advance(Duration::from_millis(1100));
     assert_eq!(gw.call(&token, "echo", json!({})).await.status, 200, "rotated key not picked up");
 }
 
@@ -149,7 +149,7 @@ async fn rotation_retires_old_keys() {
     assert_eq!(gw.call(&old, "echo", json!({})).await.status, 200);
     issuer.rotate(false);
     let new = issuer.sign(&claims);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    gw.clock.advance(Duration::from_millis(1100));
     assert_eq!(gw.call(&new, "echo", json!({})).await.status, 200);
     // The old key is still cached as part of the old set until a refetch replaced it: the new
     // set (fetched for the new kid) no longer has it.
@@ -185,7 +185,7 @@ async fn cached_keys_keep_working_while_the_issuer_is_down() {
     issuer.down.store(true, Ordering::SeqCst);
     let hits = issuer.jwks_hits.load(Ordering::SeqCst);
     // Past the 1 s TTL of this config, a refresh is attempted and fails; the cached key serves.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    gw.clock.advance(Duration::from_millis(1200));
     for n in 1..4 {
         assert_eq!(gw.call(&fresh(n), "echo", json!({})).await.status, 200);
     }
