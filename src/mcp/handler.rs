@@ -137,7 +137,7 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted) -> Result<CallToolResponse, Error
     }
     let args: &Map<String, Value> = arguments.as_object().unwrap_or(&EMPTY);
     let call = CallContext { request_id: ctx.request_id.clone(), traceparent: ctx.traceparent.clone() };
-    let outcome = tool.http.call(&mcp.upstream, &principal, &call, args).await;
+    let outcome = tool.backend.call(&mcp.upstream, &principal, &call, args).await;
     let credential = tool.credential_name().map(str::to_owned);
     if let Some(connect) = &outcome.connect {
         // The caller must connect an account first: never a token that is not theirs.

@@ -22,9 +22,11 @@ pub use template::UrlTemplate;
 
 use crate::config_error::ConfigError;
 use crate::credentials::Credentials;
+use crate::identity::Principal;
 pub use crate::policy::valid_scope;
-use crate::upstream::IdentityHeaders;
+use crate::upstream::{CallContext, IdentityHeaders, Upstream};
 use config::ToolConfig;
+use futures::future::BoxFuture;
 
 /// A tool, ready to list and call.
 pub struct Tool {
@@ -37,7 +39,50 @@ pub struct Tool {
     pub scopes: Vec<String>,
     pub tags: Vec<String>,
     pub metadata: Map<String, Value>,
-    pub http: HttpTool,
+    /// Where a call goes: an HTTP endpoint today; a federated MCP server or an OpenAPI
+    /// operation next.
+    pub backend: Box<dyn ToolBackend>,
+}
+
+/// How a tool's call reaches its backend: the seam between a tool source and the request path.
+/// Policy, limits, audit and identity see only [`Tool`], never where it came from; a new tool
+/// source (a federated MCP server, an OpenAPI operation) is a new `ToolBackend`.
+pub trait ToolBackend: Send + Sync {
+    /// The upstream credential the calls carry, by name (for audit; never its secret).
+    fn credential_name(&self) -> Option<&str>;
+
+    /// Calls the backend with arguments policy allowed and the input schema accepted, as
+    /// `principal`. Never fails: a failure is a tool result with `isError` and a stable code.
+    fn call<'a>(
+        &'a self,
+        upstream: &'a Upstream,
+        principal: &'a Principal,
+        ctx: &'a CallContext,
+        args: &'a Map<String, Value>,
+    ) -> BoxFuture<'a, ToolOutcome>;
+
+    /// The concrete backend, for code that knows the kind it wants (tests, diagnostics).
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl ToolBackend for HttpTool {
+    fn credential_name(&self) -> Option<&str> {
+        HttpTool::credential_name(self)
+    }
+
+    fn call<'a>(
+        &'a self,
+        upstream: &'a Upstream,
+        principal: &'a Principal,
+        ctx: &'a CallContext,
+        args: &'a Map<String, Value>,
+    ) -> BoxFuture<'a, ToolOutcome> {
+        Box::pin(HttpTool::call(self, upstream, principal, ctx, args))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 impl std::fmt::Debug for Tool {
@@ -49,7 +94,7 @@ impl std::fmt::Debug for Tool {
 impl Tool {
     /// The upstream credential this tool's calls carry, by name.
     pub fn credential_name(&self) -> Option<&str> {
-        self.http.credential_name()
+        self.backend.credential_name()
     }
 
     /// Checks arguments against the input schema; the error names the first failing location.
@@ -149,7 +194,7 @@ impl ToolRegistry {
                 scopes: c.scopes.clone(),
                 tags: c.tags.clone(),
                 metadata: c.metadata.clone(),
-                http,
+                backend: Box::new(http),
             });
             registry.by_name.insert(c.name.clone(), Arc::clone(&tool));
             registry.tools.push(tool);

@@ -162,18 +162,18 @@ fn unmapped_arguments_never_duplicate_a_mapped_parameter() {
     ));
     // The black-box case: the policy checked `t`, and `tenant` came along as a rest argument.
     for polluted in [json!({"t": "acme", "tenant": "globex"}), json!({"t": "acme", "Tenant": "globex"}), json!({"x-tenant": "globex"})] {
-        let e = get.http.encode(&args(polluted.clone())).map(|w| w.url.to_string()).unwrap_err();
+        let e = http_of(&get).encode(&args(polluted.clone())).map(|w| w.url.to_string()).unwrap_err();
         assert!(e.contains("would duplicate"), "{polluted}: {e}");
     }
-    let wire = get.http.encode(&args(json!({"t": "acme", "h": "x", "other": "y"}))).unwrap_or_else(|e| panic!("{e}"));
+    let wire = http_of(&get).encode(&args(json!({"t": "acme", "h": "x", "other": "y"}))).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(wire.url.query(), Some("tenant=acme&other=y"));
     assert_eq!(wire.headers.len(), 1);
     // The same for a JSON body: a member named like a mapped parameter is refused too.
     let post = http_tool(&format!(
         "  - {{name: t, description: d, {schema}, http: {{method: POST, url: 'https://a.example/x', query: {{tenant: t}}}}}}\n"
     ));
-    assert!(post.http.encode(&args(json!({"t": "acme", "tenant": "globex"}))).is_err());
-    let wire = post.http.encode(&args(json!({"t": "acme", "note": "n"}))).unwrap_or_else(|e| panic!("{e}"));
+    assert!(http_of(&post).encode(&args(json!({"t": "acme", "tenant": "globex"}))).is_err());
+    let wire = http_of(&post).encode(&args(json!({"t": "acme", "note": "n"}))).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(wire.body, Some(json!({"note": "n"})));
 }
 
@@ -194,10 +194,10 @@ fn mappings_cannot_set_one_name_twice() {
 #[test]
 fn lists_sent_as_query_parameters_hold_only_scalars() {
     let t = http_tool("  - {name: t, description: d, http: {url: 'https://a.example/x'}}\n");
-    let wire = t.http.encode(&args(json!({"q": ["a", 1, true], "o": {"k": 1}, "n": null}))).unwrap_or_else(|e| panic!("{e}"));
+    let wire = http_of(&t).encode(&args(json!({"q": ["a", 1, true], "o": {"k": 1}, "n": null}))).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(wire.url.query(), Some("o=%7B%22k%22%3A1%7D&q=a&q=1&q=true"));
     for bad in [json!({"q": [["forbidden"]]}), json!({"q": [null, "x"]}), json!({"q": [{"k": "v"}]})] {
-        assert!(t.http.encode(&args(bad.clone())).is_err(), "{bad}");
+        assert!(http_of(&t).encode(&args(bad.clone())).is_err(), "{bad}");
     }
 }
 
@@ -298,7 +298,7 @@ mod shapes {
         if !decide(rules, tool, &arguments) {
             return None;
         }
-        tool.http.encode(&args(arguments)).ok().map(|wire| sent(&wire))
+        http_of(tool).encode(&args(arguments)).ok().map(|wire| sent(&wire))
     }
 
     fn tools() -> Vec<std::sync::Arc<Tool>> {
@@ -343,4 +343,9 @@ mod shapes {
             }
         }
     }
+}
+
+/// The HTTP backend of a tool built from an `http:` entry.
+fn http_of(tool: &Tool) -> &http::HttpTool {
+    tool.backend.as_any().downcast_ref::<http::HttpTool>().unwrap_or_else(|| panic!("{} is not an HTTP tool", tool.name))
 }
