@@ -91,6 +91,7 @@ impl Gateway {
                 let public_base = config.server.public_base();
                 let mut vault = crate::credentials::Vault::new(v.database.clone(), Arc::new(keys), public_base, Arc::clone(&audit));
                 vault.token_cache = v.token_cache;
+                vault.clock = Arc::clone(&clock);
                 Some(Arc::new(vault))
             }
             None => None,
@@ -107,6 +108,7 @@ impl Gateway {
             &config.base_dir,
             upstream.identity_headers(),
             vault.as_ref(),
+            &clock,
         )?);
         if credentials.connections().next().is_some() && config.server.public_url.is_none() {
             return Err(ConfigError::new(

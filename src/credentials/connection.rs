@@ -42,7 +42,7 @@ const CACHE_MAX: usize = 100_000;
 struct CachedToken {
     token: Secret,
     version: u64,
-    until: tokio::time::Instant,
+    until: std::time::Instant,
 }
 
 /// Why a connection gave no token.
@@ -200,12 +200,9 @@ impl std::fmt::Debug for OAuthConnection {
     }
 }
 
+/// Lease times are real waits between replicas, so they stay on the machine's clock.
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn now_secs() -> i64 {
-    i64::try_from(crate::unix_now()).unwrap_or(i64::MAX)
 }
 
 fn vault_error(e: crate::store::StoreError) -> CredentialError {
@@ -218,6 +215,11 @@ impl OAuthConnection {
         Self { settings, vault, locks: DashMap::new(), cache: DashMap::new() }
     }
 
+    /// Unix seconds by the vault's clock: token expiry is judged against it.
+    fn now_secs(&self) -> i64 {
+        i64::try_from(self.vault.clock.unix()).unwrap_or(i64::MAX)
+    }
+
     /// Drops the cached token of `key` (after a disconnect or reconnect).
     pub fn forget(&self, key: &ConnectionKey) {
         self.cache.remove(&(key.issuer.clone(), key.subject.clone()));
@@ -227,7 +229,7 @@ impl OAuthConnection {
     fn remember(&self, key: &ConnectionKey, token: &Secret, version: u64, usable_until: Option<i64>) {
         let mut ttl = self.vault.token_cache;
         if let Some(t) = usable_until {
-            ttl = ttl.min(Duration::from_secs(u64::try_from(t.saturating_sub(now_secs())).unwrap_or(0)));
+            ttl = ttl.min(Duration::from_secs(u64::try_from(t.saturating_sub(self.now_secs())).unwrap_or(0)));
         }
         if ttl.is_zero() {
             return;
@@ -235,7 +237,7 @@ impl OAuthConnection {
         if self.cache.len() >= CACHE_MAX {
             self.cache.clear();
         }
-        let until = tokio::time::Instant::now() + ttl;
+        let until = self.vault.clock.now() + ttl;
         self.cache.insert((key.issuer.clone(), key.subject.clone()), CachedToken { token: token.clone(), version, until });
     }
 
@@ -245,7 +247,7 @@ impl OAuthConnection {
         let hit = self
             .cache
             .get(&cache_key)
-            .filter(|c| tokio::time::Instant::now() < c.until && rejected != Some(c.version))
+            .filter(|c| self.vault.clock.now() < c.until && rejected != Some(c.version))
             .map(|c| (c.token.clone(), c.version));
         if hit.is_none() {
             self.cache.remove(&cache_key);
@@ -292,7 +294,7 @@ impl OAuthConnection {
             }
             let version = u64::try_from(conn.version).unwrap_or_default();
             let rejected_now = rejected == Some(version);
-            let now = now_secs();
+            let now = self.now_secs();
             let window = i64::try_from(self.settings.refresh_before.as_secs()).unwrap_or(i64::MAX);
             let expires = conn.tokens.expires_at;
             // A token someone else refreshed while this call waited is used while unexpired, even
@@ -337,7 +339,7 @@ impl OAuthConnection {
                         access_token: response.access_token,
                         // Rotation: a new refresh token replaces the old; none sent keeps it.
                         refresh_token: response.refresh_token.or(Some(refresh_token)),
-                        expires_at: response.expires_in.and_then(|s| i64::try_from(s).ok()).map(|s| now_secs().saturating_add(s)),
+                        expires_at: response.expires_in.and_then(|s| i64::try_from(s).ok()).map(|s| self.now_secs().saturating_add(s)),
                         scope: response.scope.or(conn.tokens.scope),
                     };
                     if store.put_refreshed(&conn.id, conn.version, &tokens).await.map_err(vault_error)? {
@@ -383,7 +385,7 @@ impl OAuthConnection {
         Ok(Tokens {
             access_token: r.access_token,
             refresh_token: r.refresh_token,
-            expires_at: r.expires_in.and_then(|s| i64::try_from(s).ok()).map(|s| now_secs().saturating_add(s)),
+            expires_at: r.expires_in.and_then(|s| i64::try_from(s).ok()).map(|s| self.now_secs().saturating_add(s)),
             scope: r.scope,
         })
     }

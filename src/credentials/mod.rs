@@ -236,6 +236,7 @@ impl Credentials {
         base_dir: &Path,
         identity: &IdentityHeaders,
         vault: Option<&Arc<Vault>>,
+        clock: &crate::clock::SharedClock,
     ) -> Result<Self, ConfigError> {
         let mut by_name = HashMap::new();
         for (i, c) in configs.iter().enumerate() {
@@ -268,7 +269,7 @@ impl Credentials {
                             return Err(ConfigError::new(at(field), "an oauth token is placed as bearer"));
                         }
                     }
-                    let source = oauth_source(&c.name, o, vault, &at)?;
+                    let source = oauth_source(&c.name, o, vault, clock, &at)?;
                     let credential = Credential { name: c.name.clone(), source, placement: Placement::Bearer };
                     by_name.insert(c.name.clone(), Arc::new(credential));
                     continue;
@@ -362,7 +363,13 @@ const RESERVED_AUTHORIZE_PARAMS: &[&str] =
 
 /// The token source of an `oauth` block: presets applied, overrides taken, impossible
 /// combinations refused with their path.
-fn oauth_source(name: &str, o: &OAuthClientConfig, vault: Option<&Arc<Vault>>, at: &dyn Fn(&str) -> String) -> Result<Source, ConfigError> {
+fn oauth_source(
+    name: &str,
+    o: &OAuthClientConfig,
+    vault: Option<&Arc<Vault>>,
+    clock: &crate::clock::SharedClock,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Source, ConfigError> {
     use connection::{ConnectionSettings, EndpointSource, Endpoints};
     use oauth::{ClientIdentity, ConnectionMode, GrantKind};
     use provider::Provider;
@@ -439,7 +446,7 @@ fn oauth_source(name: &str, o: &OAuthClientConfig, vault: Option<&Arc<Vault>>, a
                     return Err(err(field, "is only used with grant: authorization_code"));
                 }
             }
-            Ok(Source::ClientCredentials(oauth::ClientCredentials::new(client, scopes, endpoints, o.refresh_before)))
+            Ok(Source::ClientCredentials(oauth::ClientCredentials::new(client, scopes, endpoints, o.refresh_before, Arc::clone(clock))))
         }
         GrantKind::AuthorizationCode => {
             let Some(vault) = vault else {

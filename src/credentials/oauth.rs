@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use serde::Deserialize;
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::Secret;
 use super::connection::EndpointSource;
@@ -241,6 +241,7 @@ pub struct ClientCredentials {
     refresh_before: Duration,
     cached: ArcSwapOption<Cached>,
     refresh: tokio::sync::Mutex<u64>,
+    clock: crate::clock::SharedClock,
 }
 
 impl std::fmt::Debug for ClientCredentials {
@@ -250,8 +251,14 @@ impl std::fmt::Debug for ClientCredentials {
 }
 
 impl ClientCredentials {
-    pub fn new(client: ClientIdentity, scopes: Vec<String>, endpoints: EndpointSource, refresh_before: Duration) -> Self {
-        Self { client, scopes, endpoints, refresh_before, cached: ArcSwapOption::empty(), refresh: tokio::sync::Mutex::new(0) }
+    pub fn new(
+        client: ClientIdentity,
+        scopes: Vec<String>,
+        endpoints: EndpointSource,
+        refresh_before: Duration,
+        clock: crate::clock::SharedClock,
+    ) -> Self {
+        Self { client, scopes, endpoints, refresh_before, cached: ArcSwapOption::empty(), refresh: tokio::sync::Mutex::new(0), clock }
     }
 
     /// A token that is not about to expire, fetching one (once, for all callers) if needed.
@@ -267,14 +274,14 @@ impl ClientCredentials {
         }
         let (token, expires_in) = self.fetch(upstream).await?;
         *generation += 1;
-        let renew_at = expires_in.map(|s| Instant::now() + Duration::from_secs(s).saturating_sub(self.refresh_before));
+        let renew_at = expires_in.map(|s| self.clock.now() + Duration::from_secs(s).saturating_sub(self.refresh_before));
         self.cached.store(Some(Arc::new(Cached { token: token.clone(), renew_at, generation: *generation })));
         Ok((token, *generation))
     }
 
     fn usable(&self, force_after: Option<u64>) -> Option<(Secret, u64)> {
         let c = self.cached.load_full()?;
-        let fresh = c.renew_at.is_none_or(|t| Instant::now() < t);
+        let fresh = c.renew_at.is_none_or(|t| self.clock.now() < t);
         let not_rejected = force_after.is_none_or(|g| c.generation > g);
         (fresh && not_rejected).then(|| (c.token.clone(), c.generation))
     }

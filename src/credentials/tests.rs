@@ -15,7 +15,7 @@ fn parse(yaml: &str) -> Vec<CredentialConfig> {
 }
 
 fn build(yaml: &str) -> Result<Credentials, ConfigError> {
-    Credentials::build(&parse(yaml), Path::new("."), &identity(), None)
+    Credentials::build(&parse(yaml), Path::new("."), &identity(), None, &crate::clock::system())
 }
 
 #[test]
@@ -65,9 +65,14 @@ fn impossible_combinations_are_refused_with_their_path() {
 fn secret_files_are_read_without_the_trailing_newline() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(dir.path().join("token"), "s3cr3t\n").unwrap_or_else(|e| panic!("{e}"));
-    let creds =
-        Credentials::build(&parse("credentials:\n  - {name: k, secret_file: token, placement: bearer}\n"), dir.path(), &identity(), None)
-            .unwrap_or_else(|e| panic!("{e}"));
+    let creds = Credentials::build(
+        &parse("credentials:\n  - {name: k, secret_file: token, placement: bearer}\n"),
+        dir.path(),
+        &identity(),
+        None,
+        &crate::clock::system(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let mut req =
         reqwest::Request::new(reqwest::Method::GET, url::Url::parse("https://api.example.com/x").unwrap_or_else(|e| panic!("{e}")));
     creds.get("k").unwrap_or_else(|| unreachable!()).apply(&mut req, &Secret::new("s3cr3t"));
@@ -108,7 +113,7 @@ fn test_vault() -> Arc<Vault> {
 
 fn build_oauth(oauth: &str) -> Result<Credentials, ConfigError> {
     let yaml = format!("credentials:\n  - name: c\n    placement: bearer\n    oauth: {{client_id: id, client_secret: s, {oauth}}}\n");
-    Credentials::build(&parse(&yaml), Path::new("."), &identity(), Some(&test_vault()))
+    Credentials::build(&parse(&yaml), Path::new("."), &identity(), Some(&test_vault()), &crate::clock::system())
 }
 
 #[test]
@@ -135,15 +140,17 @@ fn oauth_configs_that_cannot_work_are_refused_with_their_path() {
         }
     }
     let yaml = "credentials:\n  - name: c\n    placement: bearer\n    oauth: {grant: authorization_code, provider: github, client_id: '', client_secret: s}\n";
-    let e = Credentials::build(&parse(yaml), Path::new("."), &identity(), Some(&test_vault())).map(|_| ()).unwrap_err();
+    let e = Credentials::build(&parse(yaml), Path::new("."), &identity(), Some(&test_vault()), &crate::clock::system())
+        .map(|_| ())
+        .unwrap_err();
     assert_eq!(e.path, "credentials[0].oauth.client_id");
     // Authorization-code connections live in the vault.
     let yaml = "credentials:\n  - name: c\n    placement: bearer\n    oauth: {grant: authorization_code, provider: github, client_id: i, client_secret: s}\n";
-    let e = Credentials::build(&parse(yaml), Path::new("."), &identity(), None).map(|_| ()).unwrap_err();
+    let e = Credentials::build(&parse(yaml), Path::new("."), &identity(), None, &crate::clock::system()).map(|_| ()).unwrap_err();
     assert_eq!(e.path, "credentials[0].oauth.grant");
     // An oauth token is a bearer token.
     let yaml = "credentials:\n  - name: c\n    placement: header\n    header: X-Key\n    oauth: {grant: client_credentials, token_url: 'https://t.example/t', client_id: i, client_secret: s}\n";
-    let e = Credentials::build(&parse(yaml), Path::new("."), &identity(), None).map(|_| ()).unwrap_err();
+    let e = Credentials::build(&parse(yaml), Path::new("."), &identity(), None, &crate::clock::system()).map(|_| ()).unwrap_err();
     assert_eq!(e.path, "credentials[0].placement");
 }
 

@@ -23,6 +23,8 @@ pub struct Vault {
     pub audit: Arc<AuditSink>,
     /// How long a fresh token read from the database may be reused without reading again.
     pub token_cache: std::time::Duration,
+    /// Token lifetimes and the token cache read the time here.
+    pub clock: crate::clock::SharedClock,
 }
 
 impl std::fmt::Debug for Vault {
@@ -33,7 +35,15 @@ impl std::fmt::Debug for Vault {
 
 impl Vault {
     pub fn new(database: String, keys: Arc<KeyRing>, public_base: String, audit: Arc<AuditSink>) -> Self {
-        Self { database, keys, store: tokio::sync::OnceCell::new(), public_base, audit, token_cache: std::time::Duration::ZERO }
+        Self {
+            database,
+            keys,
+            store: tokio::sync::OnceCell::new(),
+            public_base,
+            audit,
+            token_cache: std::time::Duration::ZERO,
+            clock: crate::clock::system(),
+        }
     }
 
     /// The store, opened and migrated on first use.

@@ -68,7 +68,8 @@ fn registry(tools_yaml: &str) -> Result<ToolRegistry, crate::config::ConfigError
     let text = format!("server: {{}}\nidentity:\n  issuers:\n    - issuer: https://i.example\ntools:\n{tools_yaml}");
     let config = crate::config::parse(&text, &std::collections::HashMap::new())?;
     let headers = crate::upstream::IdentityHeaders::from_config(&config.identity_headers)?;
-    let credentials = crate::credentials::Credentials::build(&config.credentials, &config.base_dir, &headers, None)?;
+    let credentials =
+        crate::credentials::Credentials::build(&config.credentials, &config.base_dir, &headers, None, &crate::clock::system())?;
     ToolRegistry::build(&config.tools, &headers, std::time::Duration::from_secs(1), &credentials)
 }
 
@@ -123,7 +124,8 @@ fn a_tool_mapping_cannot_overwrite_its_credential() {
         let text = format!("server: {{}}\nidentity:\n  issuers:\n    - issuer: https://i.example\n{text}");
         let config = crate::config::parse(&text, &std::collections::HashMap::new())?;
         let headers = crate::upstream::IdentityHeaders::from_config(&config.identity_headers)?;
-        let credentials = crate::credentials::Credentials::build(&config.credentials, &config.base_dir, &headers, None)?;
+        let credentials =
+            crate::credentials::Credentials::build(&config.credentials, &config.base_dir, &headers, None, &crate::clock::system())?;
         ToolRegistry::build(&config.tools, &headers, std::time::Duration::from_secs(1), &credentials)
     };
     let schema = "input_schema: {type: object, properties: {k: {type: string}}}";

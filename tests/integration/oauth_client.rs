@@ -101,7 +101,7 @@ async fn an_expiring_token_is_refreshed_once_for_concurrent_calls() {
     // Expires in 2 s, renewed 1 s ahead: after 1.2 s it is due.
     let (p, gw, token) = setup(2).await;
     assert_eq!(gw.call(&token, "report", json!({})).await.result()["isError"], false);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    gw.clock.advance(Duration::from_millis(1200));
     let replies = futures::future::join_all((0..10).map(|_| gw.call(&token, "report", json!({})))).await;
     assert!(
         replies.iter().all(|r| r.result()["structuredContent"]["token_used"] == 2),

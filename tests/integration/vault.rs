@@ -625,7 +625,7 @@ async fn token_cache_is_bounded_and_forgets_on_disconnect() {
     account_of(&one.call(&alice, "me", json!({})).await);
     assert_eq!(provider.refreshes(), 0, "served from the cache");
     // ...and after it the row is read again and the expiring token refreshed.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    one.clock.advance(Duration::from_millis(1100));
     account_of(&one.call(&alice, "me", json!({})).await);
     assert_eq!(provider.refreshes(), 1);
 
@@ -636,6 +636,6 @@ async fn token_cache_is_bounded_and_forgets_on_disconnect() {
     assert_eq!(status, 200);
     assert_eq!(one.call(&alice, "me", json!({})).await.error_code(), Some(-32042));
     // ...and on the other replica within the interval.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    two.clock.advance(Duration::from_millis(1100));
     assert_eq!(two.call(&alice_two, "me", json!({})).await.error_code(), Some(-32042));
 }
