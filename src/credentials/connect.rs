@@ -30,8 +30,9 @@ use crate::store::ConnectionKey;
 
 const COOKIE: &str = "warden_connect";
 
-fn now() -> i64 {
-    i64::try_from(crate::unix_now()).unwrap_or(i64::MAX)
+/// Unix seconds by the vault's clock, which also stamps the flows' rows.
+fn now(vault: &super::Vault) -> i64 {
+    i64::try_from(vault.clock.unix()).unwrap_or(i64::MAX)
 }
 
 fn escape(text: &str) -> String {
@@ -111,8 +112,9 @@ pub async fn start(State(gw): State<Arc<ConnectState>>, Extension(ctx): Extensio
     let (Some(state), Some(verifier), Some(browser)) = (random_token(), random_token(), random_token()) else {
         return unavailable();
     };
-    let started =
-        store.start_flow(&digest(&link), &digest(state.expose()), &verifier, &digest(browser.expose()), now() - FLOW_LIFETIME_SECS).await;
+    let started = store
+        .start_flow(&digest(&link), &digest(state.expose()), &verifier, &digest(browser.expose()), now(vault) - FLOW_LIFETIME_SECS)
+        .await;
     let key = match started {
         Ok(Some(key)) => key,
         Ok(None) => {
@@ -211,7 +213,7 @@ pub async fn callback(
         }
     };
     let key = flow.key;
-    if flow.started_at < now() - FLOW_LIFETIME_SECS {
+    if flow.started_at < now(vault) - FLOW_LIFETIME_SECS {
         return refuse(Some(&key), "oauth_state_expired", "Sign-in expired", invalid);
     }
     let same_browser = browser_cookie(&headers).is_some_and(|c| bool::from(digest(&c).as_bytes().ct_eq(flow.browser_hash.as_bytes())));

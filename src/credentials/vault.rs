@@ -48,7 +48,11 @@ impl Vault {
 
     /// The store, opened and migrated on first use.
     pub async fn store(&self) -> Result<&Store, StoreError> {
-        self.store.get_or_try_init(|| Store::open(&self.database, Arc::clone(&self.keys))).await
+        self.store
+            .get_or_try_init(|| async {
+                Ok::<_, StoreError>(Store::open(&self.database, Arc::clone(&self.keys)).await?.with_clock(Arc::clone(&self.clock)))
+            })
+            .await
     }
 
     /// Where providers send the browser back: register this at the provider.

@@ -107,6 +107,8 @@ pub struct Rotation {
 pub struct Store {
     pool: AnyPool,
     keys: Arc<KeyRing>,
+    /// Row timestamps (connections, connect links) are read here.
+    clock: crate::clock::SharedClock,
 }
 
 impl std::fmt::Debug for Store {
@@ -122,10 +124,6 @@ fn aad(id: &str, field: &str) -> Vec<u8> {
 
 fn flow_aad(link_hash: &str) -> Vec<u8> {
     format!("connect_flow:{link_hash}:verifier").into_bytes()
-}
-
-fn now() -> i64 {
-    i64::try_from(crate::unix_now()).unwrap_or(i64::MAX)
 }
 
 impl Store {
@@ -155,10 +153,20 @@ impl Store {
             .connect(&url)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, keys })
+        Ok(Self { pool, keys, clock: crate::clock::system() })
     }
 
     /// Stores a connection's tokens, encrypted, replacing earlier ones; marks it healthy.
+    /// Reads row timestamps from `clock` instead of the machine's.
+    pub fn with_clock(mut self, clock: crate::clock::SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> i64 {
+        i64::try_from(self.clock.unix()).unwrap_or(i64::MAX)
+    }
+
     pub async fn put_tokens(&self, key: &ConnectionKey, tokens: &Tokens) -> Result<String, StoreError> {
         let existing: Option<String> = sqlx::query("SELECT id FROM connections WHERE credential = $1 AND issuer = $2 AND subject = $3")
             .bind(&key.credential)
@@ -185,7 +193,7 @@ impl Store {
         .bind(refresh)
         .bind(tokens.expires_at)
         .bind(tokens.scope.clone())
-        .bind(now())
+        .bind(self.now())
         .execute(&self.pool)
         .await?;
         Ok(id)
@@ -243,7 +251,7 @@ impl Store {
         .bind(refresh)
         .bind(tokens.expires_at)
         .bind(tokens.scope.clone())
-        .bind(now())
+        .bind(self.now())
         .bind(id)
         .bind(version)
         .execute(&self.pool)
@@ -285,7 +293,7 @@ impl Store {
              WHERE id = $3 AND version = $4 AND status = 'healthy'",
         )
         .bind(reason)
-        .bind(now())
+        .bind(self.now())
         .bind(id)
         .bind(version)
         .execute(&self.pool)
@@ -333,13 +341,13 @@ impl Store {
     /// unused links of `key` (a caller retrying an unconnected tool cannot pile up rows), and
     /// forgets flows older than an hour.
     pub async fn create_link(&self, link_hash: &str, key: &ConnectionKey) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM connect_flows WHERE created_at < $1").bind(now() - 3600).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM connect_flows WHERE created_at < $1").bind(self.now() - 3600).execute(&self.pool).await?;
         sqlx::query("INSERT INTO connect_flows (link_hash, credential, issuer, subject, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(link_hash)
             .bind(&key.credential)
             .bind(&key.issuer)
             .bind(&key.subject)
-            .bind(now())
+            .bind(self.now())
             .execute(&self.pool)
             .await?;
         sqlx::query(
@@ -376,7 +384,7 @@ impl Store {
         .bind(state_hash)
         .bind(sealed)
         .bind(browser_hash)
-        .bind(now())
+        .bind(self.now())
         .bind(link_hash)
         .bind(not_before)
         .execute(&self.pool)

@@ -294,17 +294,16 @@ async fn connect_flow_links_states_and_browsers_are_single_use_and_bound() {
 
 #[tokio::test]
 async fn link_older_than_ten_minutes_is_refused() {
-    let Scene { issuer, provider: _provider, db, gw } = Scene::per_user(Db::sqlite()).await;
+    let Scene { issuer, provider: _provider, db: _db, gw } = Scene::per_user(Db::sqlite()).await;
     let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
     let link = link_of(&gw.call(&alice, "me", json!({})).await);
-    // Age the link in the database itself.
-    let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-    sqlx::query("UPDATE connect_flows SET created_at = created_at - 601").execute(&pool).await.unwrap();
+    // Ten minutes and a second pass (the gateway's clock; the rows are stamped by it too).
+    gw.clock.advance(Duration::from_secs(601));
     assert_eq!(visit(&link, None).await.0, 400);
     // And a state older than ten minutes.
     let link = link_of(&gw.call(&alice, "me", json!({})).await);
     let (callback, cookie) = sign_in(&link, "gh-alice", false).await;
-    sqlx::query("UPDATE connect_flows SET started_at = started_at - 601").execute(&pool).await.unwrap();
+    gw.clock.advance(Duration::from_secs(601));
     let (status, body) = visit(&callback, Some(&cookie)).await;
     assert_eq!(status, 400);
     assert!(body.contains("oauth_state_expired"));
