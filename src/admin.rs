@@ -23,7 +23,7 @@ use serde_json::json;
 use sha2::Digest;
 use subtle::ConstantTimeEq;
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, Verdict};
 use crate::credentials::oauth::ConnectionMode;
 use crate::edge::RequestContext;
 use crate::store::ConnectionKey;
@@ -81,15 +81,7 @@ fn admin_event(
     reason: &str,
     status: u16,
 ) -> AuditEvent {
-    AuditEvent {
-        subject: Some("admin".into()),
-        method: Some(method.into()),
-        credential: credential.map(str::to_owned),
-        decision,
-        reason: reason.into(),
-        status,
-        ..AuditEvent::for_request(ctx, None, None)
-    }
+    AuditEvent::admin(ctx, method, credential, Verdict { decision, reason, status })
 }
 
 fn vault_unavailable(e: &crate::store::StoreError) -> Response {

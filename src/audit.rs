@@ -85,6 +85,111 @@ impl AuditEvent {
     }
 }
 
+/// What every event says of its outcome: `allow`, `deny` or `error`, a stable reason code, and
+/// the HTTP status the client got (0 where there was no client, as for a policy reload).
+#[derive(Debug, Clone, Copy)]
+pub struct Verdict<'a> {
+    pub decision: &'static str,
+    pub reason: &'a str,
+    pub status: u16,
+}
+
+/// One constructor per kind of event; the fields each kind carries are set here, not at the
+/// call sites.
+impl AuditEvent {
+    /// A request (to `/mcp`, or any route whose caller is known) and its verdict.
+    pub fn request(
+        ctx: &crate::edge::RequestContext,
+        principal: Option<&crate::identity::Principal>,
+        jsonrpc_id: Option<serde_json::Value>,
+        method: Option<String>,
+        verdict: Verdict<'_>,
+    ) -> Self {
+        Self {
+            method,
+            decision: verdict.decision,
+            reason: verdict.reason.into(),
+            status: verdict.status,
+            ..Self::for_request(ctx, principal, jsonrpc_id)
+        }
+    }
+
+    /// A `tools/call`: the tool and, once policy allowed it, the rule that did.
+    pub fn tool_call(
+        ctx: &crate::edge::RequestContext,
+        principal: &crate::identity::Principal,
+        jsonrpc_id: Option<serde_json::Value>,
+        tool: &str,
+        rule: Option<String>,
+        verdict: Verdict<'_>,
+    ) -> Self {
+        Self { tool: Some(tool.to_owned()), rule, ..Self::request(ctx, Some(principal), jsonrpc_id, Some("tools/call".into()), verdict) }
+    }
+
+    /// A browser's CORS preflight: no caller, since preflights carry no token.
+    pub fn preflight(ctx: &crate::edge::RequestContext, verdict: Verdict<'_>) -> Self {
+        Self::request(ctx, None, None, None, verdict)
+    }
+
+    /// A policy reload, outside any request.
+    pub fn policy_reload(verdict: Verdict<'_>) -> Self {
+        Self {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            method: Some("policy/reload".into()),
+            decision: verdict.decision,
+            reason: verdict.reason.into(),
+            status: verdict.status,
+            ..Self::default()
+        }
+    }
+
+    /// An admin API action, by the admin credential (`subject: admin`).
+    pub fn admin(ctx: &crate::edge::RequestContext, action: &str, credential: Option<&str>, verdict: Verdict<'_>) -> Self {
+        Self {
+            subject: Some("admin".into()),
+            credential: credential.map(str::to_owned),
+            ..Self::request(ctx, None, None, Some(action.into()), verdict)
+        }
+    }
+
+    /// A step of the connect flow (`oauth/connect`, `oauth/callback`) for a connection; the
+    /// person connecting, as `(issuer, subject)`, when the connection is theirs.
+    pub fn connect(
+        ctx: &crate::edge::RequestContext,
+        step: &str,
+        credential: Option<&str>,
+        person: Option<(&str, &str)>,
+        verdict: Verdict<'_>,
+    ) -> Self {
+        Self {
+            issuer: person.map(|(issuer, _)| issuer.to_owned()),
+            subject: person.map(|(_, subject)| subject.to_owned()),
+            credential: credential.map(str::to_owned),
+            ..Self::request(ctx, None, None, Some(step.into()), verdict)
+        }
+    }
+
+    /// A refresh of a caller's upstream token, during their call.
+    pub fn credential_refresh(
+        request_id: &str,
+        traceparent: &str,
+        principal: &crate::identity::Principal,
+        credential: &str,
+        verdict: Verdict<'_>,
+    ) -> Self {
+        Self {
+            request_id: request_id.to_owned(),
+            trace_id: crate::edge::trace_id(traceparent).to_owned(),
+            method: Some("credential/refresh".into()),
+            credential: Some(credential.to_owned()),
+            decision: verdict.decision,
+            reason: verdict.reason.into(),
+            status: verdict.status,
+            ..Self::for_caller(principal)
+        }
+    }
+}
+
 /// The one audit event of one request. Whichever stage decides writes it; a second write is a
 /// bug, dropped and logged, so no request is ever recorded twice. The gate writes a fallback
 /// event from the response when no stage did, so none is recorded zero times.

@@ -19,7 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, Verdict};
 use crate::edge::RequestContext;
 use crate::error::GatewayError;
 use crate::mcp::Mcp;
@@ -67,12 +67,7 @@ pub async fn mcp(State(mcp): State<Arc<Mcp>>, request: Request, next: Next) -> R
                 (error.decision(), code, error.into_response(&mcp.metadata, None))
             }
         };
-        mcp.audit.emit(AuditEvent {
-            decision,
-            reason: reason.into(),
-            status: response.status().as_u16(),
-            ..AuditEvent::for_request(&ctx, None, None)
-        });
+        mcp.audit.emit(AuditEvent::preflight(&ctx, Verdict { decision, reason, status: response.status().as_u16() }));
         return response;
     }
     let allowed = mcp.origin_guard.check(request.headers()).is_ok();

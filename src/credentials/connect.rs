@@ -24,7 +24,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::vault::{FLOW_LIFETIME_SECS, digest, pkce_challenge, random_token};
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, Verdict};
 use crate::edge::RequestContext;
 use crate::store::ConnectionKey;
 
@@ -74,17 +74,8 @@ fn page(status: StatusCode, title: &str, message: &str, code: &str) -> Response 
 }
 
 fn event(ctx: &RequestContext, method: &str, key: Option<&ConnectionKey>, decision: &'static str, reason: &str, status: u16) -> AuditEvent {
-    let person = key.filter(|k| !k.subject.is_empty());
-    AuditEvent {
-        subject: person.map(|k| k.subject.clone()),
-        issuer: person.map(|k| k.issuer.clone()),
-        method: Some(method.into()),
-        credential: key.map(|k| k.credential.clone()),
-        decision,
-        reason: reason.into(),
-        status,
-        ..AuditEvent::for_request(ctx, None, None)
-    }
+    let person = key.filter(|k| !k.subject.is_empty()).map(|k| (k.issuer.as_str(), k.subject.as_str()));
+    AuditEvent::connect(ctx, method, key.map(|k| k.credential.as_str()), person, Verdict { decision, reason, status })
 }
 
 fn unavailable() -> Response {

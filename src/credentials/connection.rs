@@ -25,7 +25,7 @@ use tokio::sync::OnceCell;
 use super::Secret;
 use super::oauth::{ClientIdentity, ConnectionMode, TokenError, TokenResponse, post_token};
 use super::vault::Vault;
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, Verdict};
 use crate::identity::Principal;
 use crate::store::{ConnectionKey, Tokens};
 use crate::upstream::{CallContext, Upstream, read_limited};
@@ -451,14 +451,7 @@ impl OAuthConnection {
     }
 
     fn audit(&self, principal: &Principal, ctx: &CallContext, decision: &'static str, reason: &str) {
-        self.vault.audit.emit(AuditEvent {
-            request_id: ctx.request_id.clone(),
-            trace_id: crate::edge::trace_id(&ctx.traceparent).to_owned(),
-            method: Some("credential/refresh".into()),
-            credential: Some(self.settings.name.clone()),
-            decision,
-            reason: reason.into(),
-            ..AuditEvent::for_caller(principal)
-        });
+        let verdict = Verdict { decision, reason, status: 0 };
+        self.vault.audit.emit(AuditEvent::credential_refresh(&ctx.request_id, &ctx.traceparent, principal, &self.settings.name, verdict));
     }
 }

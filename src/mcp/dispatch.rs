@@ -22,7 +22,7 @@ use rmcp::transport::streamable_http_server::session::never::NeverSessionManager
 use super::handler::McpHandler;
 use super::message::{Kind, Message};
 use super::{Admitted, Mcp};
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, Verdict};
 use crate::error::GatewayError;
 
 /// rmcp's service, for the requests it serves.
@@ -108,16 +108,10 @@ fn refuse_with_id(mcp: &Mcp, admitted: Admitted, error: GatewayError) -> Respons
 /// The event of a message served without a decision of its own (`initialize`, `ping`, a
 /// notification).
 fn served(mcp: &Mcp, admitted: &Admitted, status: StatusCode) {
-    admitted.once.emit(
-        &mcp.audit,
-        AuditEvent {
-            method: admitted.method.clone(),
-            decision: "allow",
-            reason: "ok".into(),
-            status: status.as_u16(),
-            ..AuditEvent::for_request(&admitted.ctx, Some(&admitted.principal), admitted.jsonrpc_id.clone())
-        },
-    );
+    let verdict = Verdict { decision: "allow", reason: "ok", status: status.as_u16() };
+    let event =
+        AuditEvent::request(&admitted.ctx, Some(&admitted.principal), admitted.jsonrpc_id.clone(), admitted.method.clone(), verdict);
+    admitted.once.emit(&mcp.audit, event);
 }
 
 fn status_only(status: StatusCode) -> Response {

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::message::{Kind, Message, check_message};
 use super::{Admitted, CallAllowed, Mcp};
-use crate::audit::{AuditEvent, AuditOnce};
+use crate::audit::{AuditEvent, AuditOnce, Verdict};
 use crate::edge::RequestContext;
 use crate::error::{GatewayError, rpc};
 use crate::identity::Principal;
@@ -121,16 +121,8 @@ pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -
     }
     // rmcp answered by itself (a notification, a refusal of its own): recorded from the answer.
     let (response, outcome) = settle(response).await;
-    once.emit(
-        &mcp.audit,
-        AuditEvent {
-            method,
-            decision: outcome.decision,
-            reason: outcome.reason.into(),
-            status: response.status().as_u16(),
-            ..AuditEvent::for_request(&ctx, Some(&principal), jsonrpc_id)
-        },
-    );
+    let verdict = Verdict { decision: outcome.decision, reason: outcome.reason, status: response.status().as_u16() };
+    once.emit(&mcp.audit, AuditEvent::request(&ctx, Some(&principal), jsonrpc_id, method, verdict));
     response
 }
 
@@ -312,20 +304,12 @@ pub(super) fn refuse(
     error: GatewayError,
 ) -> Response {
     let (jsonrpc_id, method) = id.map_or((None, None), |(id, m)| (Some(id), m));
-    let decision = error.decision();
+    // A refusal: the request's event with what the refusal adds (the tool, the rule, why).
+    let verdict = Verdict { decision: error.decision(), reason: error.reason(), status: error.status().as_u16() };
     let (tool, rule, explanation) = error.audit_details();
     once.emit(
         &mcp.audit,
-        AuditEvent {
-            method,
-            decision,
-            reason: error.reason().into(),
-            status: error.status().as_u16(),
-            tool,
-            rule,
-            explanation,
-            ..AuditEvent::for_request(ctx, principal, jsonrpc_id.clone())
-        },
+        AuditEvent { tool, rule, explanation, ..AuditEvent::request(ctx, principal, jsonrpc_id.clone(), method, verdict) },
     );
     error.into_response(&mcp.metadata, jsonrpc_id)
 }

@@ -17,7 +17,7 @@ use rmcp::{RoleServer, ServerHandler};
 use serde_json::{Map, Value};
 
 use super::{Admitted, CallAllowed, Mcp};
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, Verdict};
 use crate::error::GatewayError;
 use crate::upstream::CallContext;
 
@@ -96,16 +96,8 @@ pub fn list_tools(mcp: &Mcp, a: &Admitted) -> ListToolsResult {
     let policy = mcp.policy.load();
     let tools: Vec<rmcp::model::Tool> =
         mcp.tools.iter().filter(|t| policy.visible(&a.principal, &t.facts(), &a.facts)).map(|t| t.descriptor()).collect();
-    a.once.emit(
-        &mcp.audit,
-        AuditEvent {
-            method: Some("tools/list".into()),
-            decision: "allow",
-            reason: "ok".into(),
-            status: 200,
-            ..AuditEvent::for_request(&a.ctx, Some(&a.principal), a.jsonrpc_id.clone())
-        },
-    );
+    let verdict = Verdict { decision: "allow", reason: "ok", status: 200 };
+    a.once.emit(&mcp.audit, AuditEvent::request(&a.ctx, Some(&a.principal), a.jsonrpc_id.clone(), Some("tools/list".into()), verdict));
     ListToolsResult::with_all_items(tools)
 }
 
@@ -113,27 +105,18 @@ pub fn list_tools(mcp: &Mcp, a: &Admitted) -> ListToolsResult {
 /// with the arguments policy decided on.
 pub async fn call_tool(mcp: &Mcp, a: Admitted) -> Result<CallToolResponse, ErrorData> {
     let Admitted { principal, ctx, jsonrpc_id, call, once, url_elicitation, .. } = a;
-    let event = AuditEvent { method: Some("tools/call".into()), ..AuditEvent::for_request(&ctx, Some(&principal), jsonrpc_id) };
-    let refuse = |error: GatewayError, event: AuditEvent| {
-        once.emit(
-            &mcp.audit,
-            AuditEvent {
-                decision: error.decision(),
-                reason: error.reason().into(),
-                status: error.status().as_u16(),
-                latency_ms: ctx.elapsed_ms(),
-                ..event
-            },
-        );
-        Err(error.into_error_data())
-    };
+    let refused = |error: &GatewayError| Verdict { decision: error.decision(), reason: error.reason(), status: error.status().as_u16() };
     let Some(CallAllowed { tool, rule, arguments }) = call else {
         // The gate decides every call it admits; a call without a decision is never served.
-        return refuse(GatewayError::NoDecision, event);
+        let error = GatewayError::NoDecision;
+        once.emit(&mcp.audit, AuditEvent::request(&ctx, Some(&principal), jsonrpc_id, Some("tools/call".into()), refused(&error)));
+        return Err(error.into_error_data());
     };
-    let event = AuditEvent { tool: Some(tool.name.clone()), rule: Some(rule), ..event };
+    let event = |verdict| AuditEvent::tool_call(&ctx, &principal, jsonrpc_id.clone(), &tool.name, Some(rule.clone()), verdict);
     if let Err(reason) = tool.validate_arguments(&arguments) {
-        return refuse(GatewayError::InvalidArguments(reason), event);
+        let error = GatewayError::InvalidArguments(reason);
+        once.emit(&mcp.audit, event(refused(&error)));
+        return Err(error.into_error_data());
     }
     let args: &Map<String, Value> = arguments.as_object().unwrap_or(&EMPTY);
     let call = CallContext { request_id: ctx.request_id.clone(), traceparent: ctx.traceparent.clone() };
@@ -141,27 +124,15 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted) -> Result<CallToolResponse, Error
     let credential = tool.credential_name().map(str::to_owned);
     if let Some(connect) = &outcome.connect {
         // The caller must connect an account first: never a token that is not theirs.
-        once.emit(
-            &mcp.audit,
-            AuditEvent { decision: "deny", reason: outcome.code.into(), credential, status: 200, latency_ms: ctx.elapsed_ms(), ..event },
-        );
+        let verdict = Verdict { decision: "deny", reason: outcome.code, status: 200 };
+        once.emit(&mcp.audit, AuditEvent { credential, ..event(verdict) });
         if url_elicitation {
             return Err(GatewayError::ConnectionRequired { url: connect.url.clone(), message: connect.message.clone() }.into_error_data());
         }
         return Ok(CallToolResponse::Complete(outcome.result));
     }
-    once.emit(
-        &mcp.audit,
-        AuditEvent {
-            decision: if outcome.code == "ok" { "allow" } else { "error" },
-            reason: outcome.code.into(),
-            status: 200,
-            upstream_status: outcome.upstream_status,
-            credential,
-            latency_ms: ctx.elapsed_ms(),
-            ..event
-        },
-    );
+    let verdict = Verdict { decision: if outcome.code == "ok" { "allow" } else { "error" }, reason: outcome.code, status: 200 };
+    once.emit(&mcp.audit, AuditEvent { upstream_status: outcome.upstream_status, credential, ..event(verdict) });
     Ok(CallToolResponse::Complete(outcome.result))
 }
 

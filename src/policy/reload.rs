@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Policy, PolicyError, PolicySet, SharedPolicy};
-use crate::audit::{AuditEvent, AuditSink};
+use crate::audit::{AuditEvent, AuditSink, Verdict};
 
 /// Binds a compiled policy set to the tools it governs. The composition root supplies it, so
 /// policy never depends on where tools come from.
@@ -117,13 +117,7 @@ impl Reloader {
             *last = Some(fingerprint);
             Ok(true)
         });
-        let event = |decision, reason: &str| AuditEvent {
-            request_id: uuid::Uuid::now_v7().to_string(),
-            method: Some("policy/reload".into()),
-            decision,
-            reason: reason.into(),
-            ..AuditEvent::default()
-        };
+        let event = |decision, reason| AuditEvent::policy_reload(Verdict { decision, reason, status: 0 });
         match &result {
             Ok(true) => {
                 tracing::info!(rules = self.policy.load().set.rules.len(), "policy reloaded");
