@@ -7,9 +7,11 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
+use crate::credentials::CredentialError;
 use crate::identity::AuthError;
 use crate::identity::metadata::ResourceMetadata;
 use crate::policy::Denial;
+use crate::tools::ToolFailure;
 
 /// JSON-RPC 2.0 error codes.
 pub mod rpc {
@@ -331,4 +333,45 @@ pub fn rpc_error(id: Option<Value>, code: i64, message: &str, stable: &str) -> V
         "id": id.unwrap_or(Value::Null),
         "error": {"code": code, "message": message, "data": {"code": stable}},
     })
+}
+
+/// A tool call that ran and failed, as the model reads it: a tool result with `isError` and
+/// static text (plus the start of a backend's error body, which is the backend's, not ours).
+pub fn tool_failure_result(failure: &ToolFailure) -> rmcp::model::CallToolResult {
+    let text = match failure {
+        ToolFailure::Unencodable(why) => why.clone(),
+        ToolFailure::Status { status, preview } => {
+            let status = StatusCode::from_u16(*status).map_or_else(|_| status.to_string(), |s| s.to_string());
+            if preview.trim().is_empty() {
+                format!("upstream returned HTTP {status}")
+            } else {
+                format!("upstream returned HTTP {status}: {preview}")
+            }
+        }
+        ToolFailure::Timeout(after) => format!("upstream did not answer within {}", humantime::format_duration(*after)),
+        ToolFailure::Unreachable => "upstream unreachable".to_owned(),
+        ToolFailure::Blocked => "upstream address not allowed by the gateway's SSRF guard".to_owned(),
+        ToolFailure::TooLarge => "upstream response too large".to_owned(),
+        ToolFailure::ConnectionRequired(connect) => connect.message.clone(),
+        ToolFailure::Credential(e) => format!("the gateway could not obtain its credential for this backend: {e}"),
+    };
+    rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(text)])
+}
+
+/// Whose fault a tool failure is. The audit decision of a call that ran is `error` whatever the
+/// class, except a connection the caller must make first (`deny`).
+pub fn tool_failure_class(failure: &ToolFailure) -> Class {
+    match failure {
+        ToolFailure::Unencodable(_) | ToolFailure::ConnectionRequired(_) => Class::Downstream,
+        ToolFailure::Status { .. }
+        | ToolFailure::Timeout(_)
+        | ToolFailure::Unreachable
+        | ToolFailure::TooLarge
+        | ToolFailure::Credential(CredentialError::Token(_) | CredentialError::NotConnected | CredentialError::Unhealthy) => {
+            Class::Upstream
+        }
+        // The destination is configured by the operator; the vault is ours.
+        ToolFailure::Blocked | ToolFailure::Credential(CredentialError::Vault) => Class::Internal,
+        ToolFailure::Credential(CredentialError::ConnectionRequired { .. }) => Class::Downstream,
+    }
 }

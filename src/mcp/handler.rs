@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use super::{Admitted, CallAllowed, Mcp};
 use crate::audit::{AuditEvent, Verdict};
 use crate::error::GatewayError;
+use crate::tools::ToolFailure;
 use crate::upstream::CallContext;
 
 /// The protocol revisions Warden serves, newest first.
@@ -122,18 +123,24 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted) -> Result<CallToolResponse, Error
     let call = CallContext { request_id: ctx.request_id.clone(), traceparent: ctx.traceparent.clone() };
     let outcome = tool.backend.call(&mcp.upstream, &principal, &call, args).await;
     let credential = tool.credential_name().map(str::to_owned);
-    if let Some(connect) = &outcome.connect {
-        // The caller must connect an account first: never a token that is not theirs.
-        let verdict = Verdict { decision: "deny", reason: outcome.code, status: 200 };
-        once.emit(&mcp.audit, AuditEvent { credential, ..event(verdict) });
-        if url_elicitation {
-            return Err(GatewayError::ConnectionRequired { url: connect.url.clone(), message: connect.message.clone() }.into_error_data());
+    let failure = match outcome {
+        Ok(answer) => {
+            let verdict = Verdict { decision: "allow", reason: "ok", status: 200 };
+            once.emit(&mcp.audit, AuditEvent { upstream_status: Some(answer.upstream_status), credential, ..event(verdict) });
+            return Ok(CallToolResponse::Complete(answer.result));
         }
-        return Ok(CallToolResponse::Complete(outcome.result));
+        Err(failure) => failure,
+    };
+    let decision = if matches!(failure, ToolFailure::ConnectionRequired(_)) { "deny" } else { "error" };
+    let verdict = Verdict { decision, reason: failure.code(), status: 200 };
+    once.emit(&mcp.audit, AuditEvent { upstream_status: failure.upstream_status(), credential, ..event(verdict) });
+    if let ToolFailure::ConnectionRequired(connect) = &failure
+        && url_elicitation
+    {
+        // The caller must connect an account first: never a token that is not theirs.
+        return Err(GatewayError::ConnectionRequired { url: connect.url.clone(), message: connect.message.clone() }.into_error_data());
     }
-    let verdict = Verdict { decision: if outcome.code == "ok" { "allow" } else { "error" }, reason: outcome.code, status: 200 };
-    once.emit(&mcp.audit, AuditEvent { upstream_status: outcome.upstream_status, credential, ..event(verdict) });
-    Ok(CallToolResponse::Complete(outcome.result))
+    Ok(CallToolResponse::Complete(crate::error::tool_failure_result(&failure)))
 }
 
 static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);

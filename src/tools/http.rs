@@ -42,17 +42,68 @@ pub struct HttpTool {
     credential: Option<Arc<Credential>>,
 }
 
-/// What a call produced: the MCP result and the facts audit records.
+/// What a call produced: the backend's answer as an MCP result, or why there is none.
+pub type ToolOutcome = Result<ToolResult, ToolFailure>;
+
+/// A backend's 2xx answer, mapped.
 #[derive(Debug)]
-pub struct ToolOutcome {
+pub struct ToolResult {
     pub result: CallToolResult,
-    /// `ok`, `upstream_status`, `upstream_timeout`, `upstream_unreachable`,
-    /// `upstream_blocked`, `upstream_too_large` or `invalid_arguments`.
-    pub code: &'static str,
-    pub upstream_status: Option<u16>,
+    pub upstream_status: u16,
+}
+
+/// Why a call produced no answer of the backend's. Each has a stable code; `error.rs` renders
+/// it (a tool result with `isError`, so the model sees it) and gives its class.
+#[derive(Debug)]
+pub enum ToolFailure {
+    /// The arguments cannot be sent as policy saw them (a nested list in a query, ...).
+    Unencodable(String),
+    /// The backend answered 4xx or 5xx; the start of its body.
+    Status {
+        status: u16,
+        preview: String,
+    },
+    /// No answer within the tool's timeout.
+    Timeout(Duration),
+    Unreachable,
+    /// The destination is refused by the SSRF guard.
+    Blocked,
+    TooLarge,
     /// A per-user connection the caller must make first: the MCP handler turns this into a
     /// URL-mode elicitation when the client supports it.
-    pub connect: Option<ConnectRequired>,
+    ConnectionRequired(ConnectRequired),
+    /// The gateway could not obtain its own credential for the backend.
+    Credential(CredentialError),
+}
+
+impl ToolFailure {
+    /// The stable code, for audit and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unencodable(_) => "invalid_arguments",
+            Self::Status { .. } => "upstream_status",
+            Self::Timeout(_) => "upstream_timeout",
+            Self::Unreachable => "upstream_unreachable",
+            Self::Blocked => "upstream_blocked",
+            Self::TooLarge => "upstream_too_large",
+            Self::ConnectionRequired(_) => "connection_required",
+            Self::Credential(e) => e.code(),
+        }
+    }
+
+    /// The backend's HTTP status, when it answered.
+    pub fn upstream_status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            Self::Unencodable(_)
+            | Self::Timeout(_)
+            | Self::Unreachable
+            | Self::Blocked
+            | Self::TooLarge
+            | Self::ConnectionRequired(_)
+            | Self::Credential(_) => None,
+        }
+    }
 }
 
 /// A link the caller must open before the call can succeed.
@@ -128,8 +179,8 @@ impl HttpTool {
     pub async fn call(&self, upstream: &Upstream, principal: &Principal, ctx: &CallContext, args: &Map<String, Value>) -> ToolOutcome {
         let request = match self.build(upstream, args) {
             Ok(r) => r,
-            Err(Built::Invalid(m)) => return outcome_error("invalid_arguments", None, m),
-            Err(Built::Upstream(e)) => return upstream_failure(SendError::Upstream(e), self.timeout),
+            Err(Built::Invalid(m)) => return Err(ToolFailure::Unencodable(m)),
+            Err(Built::Upstream(e)) => return Err(upstream_failure(SendError::Upstream(e), self.timeout)),
         };
         let sent = match &self.credential {
             Some(credential) => credential.send(upstream, request, principal, ctx, self.timeout).await,
@@ -137,7 +188,7 @@ impl HttpTool {
         };
         match sent {
             Ok((status, headers, body)) => map_response(status, &headers, &body),
-            Err(e) => upstream_failure(e, self.timeout),
+            Err(e) => Err(upstream_failure(e, self.timeout)),
         }
     }
 
@@ -270,12 +321,7 @@ fn map_response(status: http::StatusCode, headers: &http::HeaderMap, body: &[u8]
     let text = String::from_utf8_lossy(body);
     if !status.is_success() {
         let preview: String = text.chars().take(ERROR_BODY_PREVIEW).collect();
-        let message = if preview.trim().is_empty() {
-            format!("upstream returned HTTP {status}")
-        } else {
-            format!("upstream returned HTTP {status}: {preview}")
-        };
-        return outcome_error("upstream_status", Some(status.as_u16()), message);
+        return Err(ToolFailure::Status { status: status.as_u16(), preview });
     }
     let is_json = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.contains("json"));
     let mut result = CallToolResult::success(vec![Content::text(text.to_string())]);
@@ -285,29 +331,18 @@ fn map_response(status: http::StatusCode, headers: &http::HeaderMap, body: &[u8]
             other => serde_json::json!({ "result": other }),
         });
     }
-    ToolOutcome { result, code: "ok", upstream_status: Some(status.as_u16()), connect: None }
+    Ok(ToolResult { result, upstream_status: status.as_u16() })
 }
 
-fn upstream_failure(e: SendError, timeout: Duration) -> ToolOutcome {
+fn upstream_failure(e: SendError, timeout: Duration) -> ToolFailure {
     match e {
-        SendError::Upstream(UpstreamError::Timeout) => {
-            outcome_error("upstream_timeout", None, format!("upstream did not answer within {}", humantime::format_duration(timeout)))
+        SendError::Upstream(UpstreamError::Timeout) => ToolFailure::Timeout(timeout),
+        SendError::Upstream(UpstreamError::Unreachable) => ToolFailure::Unreachable,
+        SendError::Upstream(UpstreamError::Blocked) => ToolFailure::Blocked,
+        SendError::Upstream(UpstreamError::TooLarge) => ToolFailure::TooLarge,
+        SendError::Credential(CredentialError::ConnectionRequired { url, message }) => {
+            ToolFailure::ConnectionRequired(ConnectRequired { url, message })
         }
-        SendError::Upstream(UpstreamError::Unreachable) => outcome_error("upstream_unreachable", None, "upstream unreachable".into()),
-        SendError::Upstream(UpstreamError::Blocked) => {
-            outcome_error("upstream_blocked", None, "upstream address not allowed by the gateway's SSRF guard".into())
-        }
-        SendError::Upstream(UpstreamError::TooLarge) => outcome_error("upstream_too_large", None, "upstream response too large".into()),
-        SendError::Credential(CredentialError::ConnectionRequired { url, message }) => ToolOutcome {
-            connect: Some(ConnectRequired { url, message: message.clone() }),
-            ..outcome_error("connection_required", None, message)
-        },
-        SendError::Credential(e) => {
-            outcome_error(e.code(), None, format!("the gateway could not obtain its credential for this backend: {e}"))
-        }
+        SendError::Credential(e) => ToolFailure::Credential(e),
     }
-}
-
-fn outcome_error(code: &'static str, upstream_status: Option<u16>, message: String) -> ToolOutcome {
-    ToolOutcome { result: CallToolResult::error(vec![Content::text(message)]), code, upstream_status, connect: None }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-pub use self::http::{ConnectRequired, HttpTool, ToolOutcome, Wire};
+pub use self::http::{ConnectRequired, HttpTool, ToolFailure, ToolOutcome, ToolResult, Wire};
 pub use template::UrlTemplate;
 
 use crate::config_error::ConfigError;
