@@ -21,7 +21,7 @@ use crate::identity::Authenticator;
 use crate::identity::metadata::ResourceMetadata;
 use crate::mcp::handler::McpHandler;
 use crate::policy::reload::{Binder, PolicySource, Reloader};
-use crate::policy::{PolicyError, PolicySet, SharedPolicy};
+use crate::policy::{PolicyError, PolicySet};
 use crate::tools::ToolRegistry;
 use crate::upstream::{Upstream, control_plane_client};
 
@@ -44,9 +44,7 @@ pub struct Gateway {
     pub body_read_timeout: Duration,
     /// What one client may hold open (the accept loop's limits).
     pub connection_limits: crate::server::ConnectionLimits,
-    /// The policy in force; replaced whole on reload.
-    pub policy: SharedPolicy,
-    /// Renews `policy` when its sources change.
+    /// The policy in force (`policy_reloader.policy()`), renewed when its sources change.
     pub policy_reloader: Arc<Reloader>,
     /// Where stages read the time.
     pub clock: SharedClock,
@@ -155,7 +153,6 @@ impl Gateway {
                 header_read_timeout: config.server.header_read_timeout,
                 max_per_ip: config.server.max_connections_per_ip,
             },
-            policy: reloader.policy(),
             policy_reloader: Arc::new(reloader),
             clock,
             policy_headers,
@@ -167,7 +164,7 @@ impl Gateway {
         crate::mcp::Mcp {
             authenticator: Arc::clone(&self.authenticator),
             tools: Arc::clone(&self.tools),
-            policy: Arc::clone(&self.policy),
+            policy: self.policy_reloader.policy(),
             upstream: Arc::clone(&self.upstream),
             metadata: Arc::clone(&self.metadata),
             audit: Arc::clone(&self.audit),
@@ -192,7 +189,7 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         .with_max_request_body_bytes(gateway.max_body_bytes)
         .with_cancellation_token(shutdown);
     let rmcp = StreamableHttpService::new(move || Ok(handler.clone()), Arc::new(NeverSessionManager::default()), mcp_config);
-    let endpoint = Arc::new(crate::mcp::gate::Endpoint { mcp: Arc::clone(&mcp), rmcp });
+    let endpoint = Arc::new(crate::mcp::gate::Endpoint { handler: McpHandler { mcp: Arc::clone(&mcp) }, rmcp });
     // CORS runs before the gate: a browser's preflight carries no token.
     let mcp = Router::new()
         .route("/mcp", axum::routing::any(crate::mcp::gate::endpoint))

@@ -47,8 +47,13 @@ pub fn explain(config: &std::path::Path, token: &str, tool: &str, args: Option<&
     );
     println!("tool: {} at {}", tool.name, if args.is_some() { "call time" } else { "list time" });
     let mut trace = Vec::new();
-    let decision =
-        gateway.policy.load().decide(&principal, &tool.facts(), stage, &crate::policy::RequestFacts::default(), Some(&mut trace));
+    let decision = gateway.policy_reloader.policy().load().decide(
+        &principal,
+        &tool.facts(),
+        stage,
+        &crate::policy::RequestFacts::default(),
+        Some(&mut trace),
+    );
     for line in &trace {
         println!("  {line}");
     }

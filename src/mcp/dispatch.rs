@@ -15,6 +15,7 @@
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use rmcp::ServerHandler;
 use rmcp::model::{ClientJsonRpcMessage, ErrorData, RequestId, ServerJsonRpcMessage, ServerResult};
 use rmcp::transport::streamable_http_server::StreamableHttpService;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
@@ -40,7 +41,8 @@ pub fn needs_rmcp(headers: &HeaderMap, message: &Message) -> bool {
 }
 
 /// Serves a message directly: one typed message in, one JSON-RPC response out.
-pub async fn serve(mcp: &Mcp, admitted: Admitted, kind: Kind, headers: &HeaderMap) -> Response {
+pub async fn serve(handler: &McpHandler, admitted: Admitted, kind: Kind, headers: &HeaderMap) -> Response {
+    let mcp = &*handler.mcp;
     let request = match kind {
         Kind::Other(message) => match *message {
             ClientJsonRpcMessage::Notification(_) => {
@@ -68,8 +70,12 @@ pub async fn serve(mcp: &Mcp, admitted: Admitted, kind: Kind, headers: &HeaderMa
                 let error = GatewayError::InvalidRequest("the MCP-Protocol-Version header does not match params.protocolVersion");
                 return refuse_with_id(mcp, admitted, error);
             }
+            // rmcp's negotiation, with Warden's revisions: the client's when it has a handshake.
+            let Ok(result) = handler.negotiate_initialize(&initialize) else {
+                return refuse_with_id(mcp, admitted, GatewayError::UnsupportedProtocolVersion);
+            };
             served(mcp, &admitted, StatusCode::OK);
-            Ok(ServerResult::InitializeResult(McpHandler::initialize(&initialize.protocol_version)))
+            Ok(ServerResult::InitializeResult(result))
         }
         Kind::Ping => {
             served(mcp, &admitted, StatusCode::OK);

@@ -37,13 +37,14 @@ const SETTLE_READ_LIMIT: usize = 1 << 20;
 /// The MCP endpoint's state: the stage's own state and rmcp's service, for the requests it
 /// serves (see [`super::dispatch`]).
 pub struct Endpoint {
-    pub mcp: Arc<Mcp>,
+    /// The handler dispatch serves through (it holds the stage's state).
+    pub handler: super::handler::McpHandler,
     pub rmcp: super::dispatch::RmcpService,
 }
 
 /// `/mcp`, every HTTP method: the gate, then dispatch.
 pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Response {
-    let mcp = &*endpoint.mcp;
+    let mcp = &*endpoint.handler.mcp;
     let ctx = match request.extensions().get::<RequestContext>() {
         Some(ctx) => ctx.clone(),
         None => RequestContext::from_headers(request.headers()),
@@ -106,7 +107,7 @@ pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -
     let admitted =
         Admitted { principal, ctx, facts, jsonrpc_id: message.id, method: message.method, url_elicitation, call, once: Arc::clone(&once) };
     if !to_rmcp {
-        return super::dispatch::serve(mcp, admitted, message.kind, &parts.headers).await;
+        return super::dispatch::serve(&endpoint.handler, admitted, message.kind, &parts.headers).await;
     }
     // The framing check accepted `*/*`; rmcp wants the two types named.
     parts.headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));

@@ -33,18 +33,6 @@ pub struct McpHandler {
 }
 
 impl McpHandler {
-    /// `initialize`'s answer: the client's revision when Warden serves it and it still has an
-    /// `initialize` handshake, else the newest that does (the client decides whether to go on).
-    pub fn initialize(requested: &ProtocolVersion) -> InitializeResult {
-        let mut info = Self::info();
-        info.protocol_version = if requested.has_initialize() && PROTOCOL_VERSIONS.contains(requested) {
-            requested.clone()
-        } else {
-            PROTOCOL_VERSIONS.iter().find(|v| v.has_initialize()).cloned().unwrap_or(ProtocolVersion::V_2025_06_18)
-        };
-        info
-    }
-
     /// What `initialize` answers (before the revision is negotiated).
     pub fn info() -> InitializeResult {
         InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
