@@ -1,8 +1,8 @@
 //! Admin API: the vault's connections, for operators and `warden connections`.
 //!
 //! Protected by its own credential (`admin.token`, compared in constant time), never by an
-//! identity-provider token, and absent (404) when none is configured. Every call is audited.
-//! Responses never carry a token.
+//! identity-provider token, and absent (404) when none is configured. Every call is audited,
+//! refusals included; refusals are `error::AdminError`s. Responses never carry a token.
 //!
 //! - `GET /admin/v1/connections[?credential=NAME]`: status of every connection.
 //! - `DELETE /admin/v1/connections/{credential}[?issuer=…&subject=…]`: disconnect (a shared
@@ -17,7 +17,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
-use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::Digest;
@@ -26,6 +25,7 @@ use subtle::ConstantTimeEq;
 use crate::audit::{AuditEvent, Verdict};
 use crate::credentials::oauth::ConnectionMode;
 use crate::edge::RequestContext;
+use crate::error::AdminError;
 use crate::store::ConnectionKey;
 
 /// What the admin API uses: its credential, the vault, the credentials and the audit sink.
@@ -46,14 +46,34 @@ pub fn routes(gateway: Arc<AdminState>) -> Router {
         .with_state(gateway)
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"error": code, "message": message}))).into_response()
+/// Audits a refusal and renders it (`error.rs`); the storage error's detail goes to the log only.
+fn refuse(gw: &AdminState, ctx: Option<&RequestContext>, action: &str, credential: Option<&str>, refusal: AdminError) -> Response {
+    if let Some(ctx) = ctx {
+        gw.audit.emit(AuditEvent::admin(
+            ctx,
+            action,
+            credential,
+            Verdict { decision: refusal.decision(), reason: refusal.reason(), status: refusal.status().as_u16() },
+        ));
+    }
+    refusal.into_response()
+}
+
+fn allowed(ctx: &RequestContext, action: &str, credential: Option<&str>, reason: &str) -> AuditEvent {
+    AuditEvent::admin(ctx, action, credential, Verdict { decision: "allow", reason, status: 200 })
+}
+
+fn storage_failed(e: &crate::store::StoreError) -> AdminError {
+    tracing::error!(error = %e, "vault storage failed");
+    AdminError::VaultUnavailable
 }
 
 /// Requires `Authorization: Bearer <admin.token>`; digests are compared so neither the length
 /// nor a prefix of the token leaks through timing.
 async fn authorize(State(gw): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
-    let Some(expected) = &gw.admin_token else { return error(StatusCode::NOT_FOUND, "not_found", "the admin API is not enabled") };
+    const ACTION: &str = "admin/authenticate";
+    let ctx = request.extensions().get::<RequestContext>().cloned();
+    let Some(expected) = &gw.admin_token else { return refuse(&gw, ctx.as_ref(), ACTION, None, AdminError::Disabled) };
     let presented = request
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -62,31 +82,9 @@ async fn authorize(State(gw): State<Arc<AdminState>>, request: Request, next: Ne
         .unwrap_or_default();
     let ok = sha2::Sha256::digest(presented.as_bytes()).ct_eq(&sha2::Sha256::digest(expected.expose().as_bytes()));
     if !bool::from(ok) {
-        let ctx = request.extensions().get::<RequestContext>().cloned();
-        if let Some(ctx) = ctx {
-            gw.audit.emit(admin_event(&ctx, "admin/authenticate", None, "deny", "admin_unauthorized", 401));
-        }
-        let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid admin token is required");
-        response.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"warden-admin\""));
-        return response;
+        return refuse(&gw, ctx.as_ref(), ACTION, None, AdminError::Unauthorized);
     }
     next.run(request).await
-}
-
-fn admin_event(
-    ctx: &RequestContext,
-    method: &str,
-    credential: Option<&str>,
-    decision: &'static str,
-    reason: &str,
-    status: u16,
-) -> AuditEvent {
-    AuditEvent::admin(ctx, method, credential, Verdict { decision, reason, status })
-}
-
-fn vault_unavailable(e: &crate::store::StoreError) -> Response {
-    tracing::error!(error = %e, "vault storage failed");
-    error(StatusCode::SERVICE_UNAVAILABLE, "vault_unavailable", "the credential store is unavailable")
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,17 +94,19 @@ struct ListQuery {
 }
 
 async fn list(State(gw): State<Arc<AdminState>>, Extension(ctx): Extension<RequestContext>, Query(q): Query<ListQuery>) -> Response {
-    let Some(vault) = &gw.vault else { return error(StatusCode::NOT_FOUND, "no_vault", "no vault is configured") };
-    let store = match vault.store().await {
-        Ok(s) => s,
-        Err(e) => return vault_unavailable(&e),
+    const ACTION: &str = "admin/connections.list";
+    let credential = q.credential.as_deref();
+    let listed = async {
+        let vault = gw.vault.as_ref().ok_or(AdminError::NoVault)?;
+        let store = vault.store().await.map_err(|e| storage_failed(&e))?;
+        store.list_connections(credential).await.map_err(|e| storage_failed(&e))
     };
-    match store.list_connections(q.credential.as_deref()).await {
+    match listed.await {
         Ok(connections) => {
-            gw.audit.emit(admin_event(&ctx, "admin/connections.list", q.credential.as_deref(), "allow", "ok", 200));
+            gw.audit.emit(allowed(&ctx, ACTION, credential, "ok"));
             Json(json!({ "connections": connections })).into_response()
         }
-        Err(e) => vault_unavailable(&e),
+        Err(refusal) => refuse(&gw, Some(&ctx), ACTION, credential, refusal),
     }
 }
 
@@ -124,25 +124,29 @@ async fn disconnect(
     Path(credential): Path<String>,
     Query(who): Query<Who>,
 ) -> Response {
-    let Some(vault) = &gw.vault else { return error(StatusCode::NOT_FOUND, "no_vault", "no vault is configured") };
+    const ACTION: &str = "admin/connections.delete";
     let key =
         ConnectionKey { credential: credential.clone(), issuer: who.issuer.unwrap_or_default(), subject: who.subject.unwrap_or_default() };
-    let store = match vault.store().await {
-        Ok(s) => s,
-        Err(e) => return vault_unavailable(&e),
+    let deleted = async {
+        let vault = gw.vault.as_ref().ok_or(AdminError::NoVault)?;
+        let store = vault.store().await.map_err(|e| storage_failed(&e))?;
+        match store.delete_connection(&key).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(AdminError::NoSuchConnection),
+            Err(e) => Err(storage_failed(&e)),
+        }
     };
-    match store.delete_connection(&key).await {
-        Ok(true) => {
+    match deleted.await {
+        Ok(()) => {
             if let Some(connection) = gw.credentials.connection(&credential) {
                 connection.forget(&key);
             }
-            let mut e = admin_event(&ctx, "admin/connections.delete", Some(&credential), "allow", "connection_deleted", 200);
+            let mut e = allowed(&ctx, ACTION, Some(&credential), "connection_deleted");
             e.explanation = (!key.subject.is_empty()).then(|| format!("connection of {} at {}", key.subject, key.issuer));
             gw.audit.emit(e);
             Json(json!({"deleted": true})).into_response()
         }
-        Ok(false) => error(StatusCode::NOT_FOUND, "not_found", "no such connection"),
-        Err(e) => vault_unavailable(&e),
+        Err(refusal) => refuse(&gw, Some(&ctx), ACTION, Some(&credential), refusal),
     }
 }
 
@@ -151,23 +155,21 @@ async fn connect_link(
     Extension(ctx): Extension<RequestContext>,
     Path(credential): Path<String>,
 ) -> Response {
-    let Some(vault) = &gw.vault else { return error(StatusCode::NOT_FOUND, "no_vault", "no vault is configured") };
-    let Some(connection) = gw.credentials.connection(&credential) else {
-        return error(StatusCode::NOT_FOUND, "unknown_credential", "no authorization_code credential by that name");
+    const ACTION: &str = "admin/connect_link";
+    let made = async {
+        let vault = gw.vault.as_ref().ok_or(AdminError::NoVault)?;
+        let connection = gw.credentials.connection(&credential).ok_or(AdminError::UnknownCredential)?;
+        if connection.settings.mode != ConnectionMode::Shared {
+            return Err(AdminError::NotShared);
+        }
+        let key = ConnectionKey { credential: credential.clone(), issuer: String::new(), subject: String::new() };
+        vault.connect_link(&key).await.map_err(|e| storage_failed(&e))
     };
-    if connection.settings.mode != ConnectionMode::Shared {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "not_shared",
-            "per-user connections are made by each user, through the link their tool call returns",
-        );
-    }
-    let key = ConnectionKey { credential: credential.clone(), issuer: String::new(), subject: String::new() };
-    match vault.connect_link(&key).await {
+    match made.await {
         Ok(url) => {
-            gw.audit.emit(admin_event(&ctx, "admin/connect_link", Some(&credential), "allow", "connect_link_created", 200));
+            gw.audit.emit(allowed(&ctx, ACTION, Some(&credential), "connect_link_created"));
             Json(json!({"url": url, "expires_in": crate::credentials::vault::FLOW_LIFETIME_SECS})).into_response()
         }
-        Err(e) => vault_unavailable(&e),
+        Err(refusal) => refuse(&gw, Some(&ctx), ACTION, Some(&credential), refusal),
     }
 }

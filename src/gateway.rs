@@ -204,9 +204,9 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
-        .route("/oauth/connect/{link}", get(crate::credentials::connect::start))
-        .route("/oauth/callback", get(crate::credentials::connect::callback))
-        .with_state(Arc::new(crate::credentials::connect::ConnectState {
+        .route("/oauth/connect/{link}", get(crate::connect::start))
+        .route("/oauth/callback", get(crate::connect::callback))
+        .with_state(Arc::new(crate::connect::ConnectState {
             vault: gateway.vault.clone(),
             credentials: Arc::clone(&gateway.credentials),
             audit: Arc::clone(&gateway.audit),

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod config_error;
+pub mod connect;
 pub mod cors;
 pub mod credentials;
 pub mod demo;

@@ -9,11 +9,10 @@
 //! returns a secret; header values are marked sensitive.
 //!
 //! `oauth` talks to token endpoints and obtains client-credentials tokens; `connection` holds
-//! authorization-code connections (shared or per user) in the vault and refreshes them;
-//! `connect` is the browser flow that makes them; `provider` has the presets; `envelope` is the
-//! encryption at rest of the vault's storage (`store`).
+//! authorization-code connections (shared or per user) in the vault and refreshes them (the
+//! browser flow that makes them is an edge module beside the stages); `provider` has the
+//! presets; `envelope` is the encryption at rest of the vault's storage (`store`).
 
-pub mod connect;
 pub mod connection;
 pub mod oauth;
 pub mod provider;

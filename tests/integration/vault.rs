@@ -519,6 +519,11 @@ async fn shared_connection_through_admin_api_and_cli() {
     for m in ["admin/connect_link", "admin/connections.list", "admin/connections.delete", "admin/authenticate"] {
         assert!(methods.iter().any(|x| x == m), "{m} not audited");
     }
+    // Refusals are audited too, with the refusal's own reason and status.
+    let missing =
+        gw.audit().into_iter().filter(|e| e["method"] == "admin/connections.delete" && e["decision"] == "deny").collect::<Vec<_>>();
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert_eq!((missing[0]["reason"].as_str(), missing[0]["status"].as_u64()), (Some("connection_not_found"), Some(404)));
 }
 
 #[tokio::test]
@@ -526,6 +531,8 @@ async fn admin_api_is_off_without_a_token_and_per_user_links_are_not_issued_to_o
     let Scene { issuer, gw, provider: _provider, db: _db } = Scene::per_user(Db::sqlite()).await;
     let (status, body) = admin(&gw, reqwest::Method::POST, "/admin/v1/connections/gh/connect-link", Some(ADMIN)).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("not_shared")));
+    let refused = gw.audit().into_iter().find(|e| e["method"] == "admin/connect_link").expect("the refusal is audited");
+    assert_eq!((refused["decision"].as_str(), refused["reason"].as_str()), (Some("deny"), Some("not_shared")));
     let off = crate::common::gateway(&issuer, "  - {name: t, description: d, http: {url: \"http://127.0.0.1:9/x\"}}\n", "").await;
     assert_eq!(admin(&off, reqwest::Method::GET, "/admin/v1/connections", Some(ADMIN)).await.0, 404);
     assert_eq!(visit(&format!("{}/oauth/callback?state=x&code=y", off.url), None).await.0, 404, "no vault, no connect flow");
