@@ -67,7 +67,7 @@ fn main() {
     let names: Vec<String> = (0..50).map(|i| format!("tool_{i}")).collect();
     let metadata = Map::new();
     let tools: Vec<ToolFacts<'_>> =
-        (0..50).map(|i| ToolFacts { name: &names[i], tags: &tags[i], metadata: &metadata, scopes: &[] }).collect();
+        (0..50).map(|i| ToolFacts { name: &names[i], tags: &tags[i], metadata: &metadata, scopes: &[], server: None }).collect();
     let mut claims = Map::new();
     claims.insert("email".into(), json!("ann@acme.example"));
     claims.insert("department".into(), json!("finance"));

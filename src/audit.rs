@@ -36,6 +36,9 @@ pub struct AuditEvent {
     pub method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
+    /// The federated MCP server the tool comes from (`servers[].name`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     /// The upstream credential (connection) concerned, by name: never its secret.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
@@ -129,6 +132,21 @@ impl AuditEvent {
     /// A browser's CORS preflight: no caller, since preflights carry no token.
     pub fn preflight(ctx: &crate::edge::RequestContext, verdict: Verdict<'_>) -> Self {
         Self::request(ctx, None, None, None, verdict)
+    }
+
+    /// A federated tool's definition, outside any request: first pinned, changed, approved.
+    pub fn tool_pin(server: &str, tool: &str, explanation: Option<String>, verdict: Verdict<'_>) -> Self {
+        Self {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            method: Some("tools/pin".into()),
+            tool: Some(tool.to_owned()),
+            server: Some(server.to_owned()),
+            explanation,
+            decision: verdict.decision,
+            reason: verdict.reason.into(),
+            status: verdict.status,
+            ..Self::default()
+        }
     }
 
     /// A policy reload, outside any request.

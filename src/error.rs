@@ -57,6 +57,10 @@ pub enum GatewayError {
     /// A `tools/call` of a tool this gateway does not have (the name, bounded for audit).
     #[error("unknown tool")]
     UnknownTool(String),
+    /// A federated tool whose definition changed since it was pinned: withheld until an
+    /// operator approves the change (the name, bounded for audit).
+    #[error("tool definition changed")]
+    ToolWithheld(String),
     /// A browser's preflight from an origin, or for a method or header, Warden does not allow.
     #[error("cross-origin request not allowed")]
     CorsRefused(&'static str),
@@ -97,6 +101,8 @@ impl GatewayError {
     pub fn class(&self) -> Class {
         match self {
             Self::NoDecision => Class::Internal,
+            // The server changed the tool; the gateway's pinning refuses it.
+            Self::ToolWithheld(_) => Class::Upstream,
             Self::OriginRefused(_)
             | Self::CorsRefused(_)
             | Self::InvalidArguments(_)
@@ -124,7 +130,7 @@ impl GatewayError {
             // Errors inside a served JSON-RPC exchange are JSON-RPC errors on HTTP 200.
             Self::InvalidArguments(_) | Self::ConnectionRequired { .. } | Self::NoDecision => StatusCode::OK,
             Self::HttpMethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::UnknownTool(_) => StatusCode::OK,
+            Self::UnknownTool(_) | Self::ToolWithheld(_) => StatusCode::OK,
             Self::Unauthorized(AuthError::MultipleCredentials | AuthError::TokenInQuery) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => StatusCode::FORBIDDEN,
@@ -152,6 +158,7 @@ impl GatewayError {
             Self::NoDecision => "no_decision",
             Self::HttpMethodNotAllowed => "method_not_allowed",
             Self::UnknownTool(_) => "unknown_tool",
+            Self::ToolWithheld(_) => "tool_definition_changed",
             Self::Unauthorized(e) => e.code(),
             Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => "insufficient_scope",
             Self::Forbidden { denial: Denial::Forbidden { .. }, .. } => "policy_denied",
@@ -184,6 +191,9 @@ impl GatewayError {
                 rpc_error(None, rpc::INVALID_REQUEST, "this endpoint accepts POST only (stateless Streamable HTTP)", "method_not_allowed"),
             ),
             Self::UnknownTool(name) => (None, rpc_error(jsonrpc_id, rpc::INVALID_PARAMS, &format!("unknown tool: {name}"), "unknown_tool")),
+            Self::ToolWithheld(name) => {
+                (None, rpc_error(jsonrpc_id, rpc::INVALID_PARAMS, &format!("tool withheld: {name}: {WITHHELD}"), "tool_definition_changed"))
+            }
             Self::Unauthorized(AuthError::Missing) => (
                 Some(meta.unauthorized(None, &meta.challenge_scopes)),
                 json!({"error": "unauthorized", "error_description": "a bearer token is required"}),
@@ -246,6 +256,10 @@ impl GatewayError {
 
     /// The audit decision: `deny` for the caller's fault, `error` for a backend's or ours.
     pub fn decision(&self) -> &'static str {
+        // Pinning refusing a changed tool is a decision of the gateway's, not a failure.
+        if matches!(self, Self::ToolWithheld(_)) {
+            return "deny";
+        }
         decision_of(self.class())
     }
 
@@ -259,6 +273,7 @@ impl GatewayError {
         match self {
             Self::InvalidArguments(why) => ErrorData::invalid_params(format!("invalid arguments: {why}"), data),
             Self::UnknownTool(name) => ErrorData::invalid_params(format!("unknown tool: {name}"), data),
+            Self::ToolWithheld(name) => ErrorData::invalid_params(format!("tool withheld: {name}: {WITHHELD}"), data),
             Self::MethodNotFound => ErrorData::new(ErrorCode::METHOD_NOT_FOUND, "method not found", data),
             Self::ConnectionRequired { url, message } => {
                 let data = json!({
@@ -292,16 +307,21 @@ impl GatewayError {
 
     /// What the audit event records beside the reason: the tool, the rule that decided, and why
     /// in words (a rule's `reason`; never argument values).
-    pub fn audit_details(&self) -> (Option<String>, Option<String>, Option<String>) {
+    pub fn audit_details(&self) -> AuditDetails {
         match self {
             Self::Forbidden { denial, rule, tool } => {
                 let explanation = match denial {
                     Denial::Forbidden { reason } => reason.clone(),
                     Denial::InsufficientScope { missing, .. } => format!("missing scopes: {}", missing.join(" ")),
                 };
-                (Some(tool.name.clone()), Some(rule.clone()), Some(explanation))
+                AuditDetails {
+                    tool: Some(tool.name.clone()),
+                    server: tool.server.clone(),
+                    rule: Some(rule.clone()),
+                    explanation: Some(explanation),
+                }
             }
-            Self::UnknownTool(name) => (Some(name.clone()), None, None),
+            Self::UnknownTool(name) | Self::ToolWithheld(name) => AuditDetails { tool: Some(name.clone()), ..AuditDetails::default() },
             Self::ConnectionRequired { .. }
             | Self::OriginRefused(_)
             | Self::CorsRefused(_)
@@ -318,10 +338,22 @@ impl GatewayError {
             | Self::InvalidParams(_)
             | Self::MethodNotFound
             | Self::UnsupportedMediaType
-            | Self::NotAcceptable => (None, None, None),
+            | Self::NotAcceptable => AuditDetails::default(),
         }
     }
 }
+
+/// What a refusal adds to its audit event.
+#[derive(Debug, Default)]
+pub struct AuditDetails {
+    pub tool: Option<String>,
+    /// The federated server of the tool.
+    pub server: Option<String>,
+    pub rule: Option<String>,
+    pub explanation: Option<String>,
+}
+
+const WITHHELD: &str = "its definition changed since it was approved, and an operator must review the change";
 
 /// A JSON-RPC error object with Warden's stable code in `data.code`.
 pub fn rpc_error(id: Option<Value>, code: i64, message: &str, stable: &str) -> Value {
@@ -351,6 +383,8 @@ pub fn tool_failure_result(failure: &ToolFailure) -> rmcp::model::CallToolResult
         ToolFailure::TooLarge => "upstream response too large".to_owned(),
         ToolFailure::ConnectionRequired(connect) => connect.message.clone(),
         ToolFailure::Credential(e) => format!("the gateway could not obtain its credential for this backend: {e}"),
+        ToolFailure::ServerUnavailable => "the MCP server behind this tool is unavailable; try again later".to_owned(),
+        ToolFailure::Rpc { code, message } => format!("the MCP server behind this tool answered error {code}: {message}"),
     };
     rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(text)])
 }
@@ -364,6 +398,8 @@ pub fn tool_failure_class(failure: &ToolFailure) -> Class {
         | ToolFailure::Timeout(_)
         | ToolFailure::Unreachable
         | ToolFailure::TooLarge
+        | ToolFailure::ServerUnavailable
+        | ToolFailure::Rpc { .. }
         | ToolFailure::Credential(CredentialError::Token(_) | CredentialError::NotConnected | CredentialError::Unhealthy) => {
             Class::Upstream
         }

@@ -17,18 +17,23 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::AuditSink;
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError};
+use crate::federation::Federation;
+use crate::federation::pins::Pins;
 use crate::identity::Authenticator;
 use crate::identity::metadata::ResourceMetadata;
 use crate::mcp::handler::McpHandler;
 use crate::policy::reload::{Binder, PolicySource, Reloader};
 use crate::policy::{PolicyError, PolicySet};
-use crate::tools::ToolRegistry;
+use crate::tools::{Catalog, ToolRegistry};
 use crate::upstream::{Upstream, control_plane_client};
 
 /// Everything a request needs, built once from config.
 pub struct Gateway {
     pub authenticator: Arc<Authenticator>,
-    pub tools: Arc<ToolRegistry>,
+    /// The tools in force: the configured ones and, once connected, the federated servers'.
+    pub tools: Arc<Catalog>,
+    /// The federated MCP servers (started by [`run`]).
+    pub federation: Arc<Federation>,
     pub upstream: Arc<Upstream>,
     pub metadata: Arc<ResourceMetadata>,
     pub audit: Arc<AuditSink>,
@@ -117,7 +122,11 @@ impl Gateway {
         let tools = ToolRegistry::build(&config.tools, upstream.identity_headers(), config.upstream.default_timeout, &credentials)?;
         let resource = config.server.resource();
         let authenticator = Authenticator::new(&config.identity, resource.clone(), control_plane_client()?, Arc::clone(&clock))?;
-        let mut metadata = ResourceMetadata::new(&config.server.public_base(), resource, authenticator.issuer_ids(), tools.scopes());
+        let mut scopes = tools.scopes();
+        scopes.extend(config.servers.iter().flat_map(|s| s.scopes.iter().cloned()));
+        scopes.sort();
+        scopes.dedup();
+        let mut metadata = ResourceMetadata::new(&config.server.public_base(), resource, authenticator.issuer_ids(), scopes);
         if let Some(scopes) = &config.identity.challenge_scopes {
             metadata.challenge_scopes = scopes.clone();
         }
@@ -127,10 +136,22 @@ impl Gateway {
             config.server.allowed_origins.as_ref(),
         )?;
         let policy_error = |e: PolicyError| ConfigError::new("policy.files", e.to_string());
-        let tools = Arc::new(tools);
+        let tools = Arc::new(Catalog::new(tools));
+        let pins = Arc::new(Pins::new(vault.clone(), Arc::clone(&audit)));
+        let mut federation = Federation::build(
+            &config.servers,
+            &config.base_dir,
+            &upstream,
+            config.upstream.default_timeout,
+            &credentials,
+            Arc::clone(&tools),
+            pins,
+        )?;
         let catalog = Arc::clone(&tools);
-        let bind: Binder = Box::new(move |set: PolicySet| set.bind(catalog.iter().map(|t| t.facts())));
-        let reloader = Reloader::new(source, bind, Arc::clone(&audit), config.policy.reload_interval).map_err(policy_error)?;
+        let bind: Binder = Box::new(move |set: Arc<PolicySet>| PolicySet::bind_shared(set, catalog.load().iter().map(|t| t.facts())));
+        let reloader = Arc::new(Reloader::new(source, bind, Arc::clone(&audit), config.policy.reload_interval).map_err(policy_error)?);
+        let rebind = Arc::clone(&reloader);
+        federation.on_change(move || rebind.rebind());
         let policy_headers: Arc<[http::HeaderName]> = config
             .policy
             .request_headers
@@ -140,6 +161,7 @@ impl Gateway {
         Ok(Self {
             authenticator: Arc::new(authenticator),
             tools,
+            federation: Arc::new(federation),
             upstream: Arc::new(upstream),
             metadata: Arc::new(metadata),
             audit,
@@ -153,7 +175,7 @@ impl Gateway {
                 header_read_timeout: config.server.header_read_timeout,
                 max_per_ip: config.server.max_connections_per_ip,
             },
-            policy_reloader: Arc::new(reloader),
+            policy_reloader: reloader,
             clock,
             policy_headers,
         })
@@ -240,6 +262,10 @@ pub async fn run(gateway: Gateway, listener: TcpListener, shutdown: impl Future<
     // Always: SIGHUP means "reload" to operators, and must never terminate the gateway, even when
     // there is nothing to reload.
     tokio::spawn(Arc::clone(&gateway.policy_reloader).watch(cancel.clone()));
+    // Federated servers connect before the first request, so their tools are listed from the
+    // start; one that is slow or down does not hold the gateway back beyond this.
+    gateway.federation.start(&cancel);
+    gateway.federation.settled(FEDERATION_START).await;
     let limits = gateway.connection_limits;
     let audit = Arc::clone(&gateway.audit);
     let app = router(gateway, cancel.clone());
@@ -255,6 +281,9 @@ pub async fn run(gateway: Gateway, listener: TcpListener, shutdown: impl Future<
     }
     served
 }
+
+/// How long start-up waits for the federated servers' first catalogs.
+const FEDERATION_START: Duration = Duration::from_secs(15);
 
 /// How long shutdown waits for queued audit events to be written.
 const AUDIT_DRAIN: Duration = Duration::from_secs(30);

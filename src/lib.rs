@@ -16,6 +16,7 @@ pub mod demo;
 pub mod devidp;
 pub mod edge;
 pub mod error;
+pub mod federation;
 pub mod gateway;
 pub mod identity;
 pub mod mcp;

@@ -33,3 +33,6 @@ mod vault;
 
 #[path = "integration/hardening.rs"]
 mod hardening;
+
+#[path = "integration/federation.rs"]
+mod federation;

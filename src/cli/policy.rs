@@ -25,7 +25,8 @@ pub fn explain(config: &std::path::Path, token: &str, tool: &str, args: Option<&
         Ok(p) => p,
         Err(e) => return fail(format!("cannot read the token: {e}")),
     };
-    let Some(tool) = gateway.tools.get(tool) else {
+    let tools = gateway.tools.load();
+    let Some(tool) = tools.get(tool) else {
         return fail(format!("no tool named {tool:?} in {}", config.display()));
     };
     let args: Option<serde_json::Value> = match args.map(serde_json::from_str).transpose() {

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 pub use load::{ConfigError, Env, ProcessEnv, load_file, parse};
 // Each stage owns its configuration; the whole file is composed of them here.
+pub use crate::federation::config::{McpServerConfig, Pinning};
 pub use crate::identity::config::{IdentityConfig, IssuerConfig};
 pub use crate::tools::config::{HttpToolConfig, RestArgs, ToolConfig};
 pub use crate::upstream::config::{IdentityHeadersConfig, UpstreamConfig};
@@ -54,6 +55,9 @@ pub struct Config {
     /// The tools this gateway exposes.
     #[serde(default)]
     pub tools: Vec<ToolConfig>,
+    /// MCP servers whose tools this gateway exposes as its own (federation).
+    #[serde(default)]
+    pub servers: Vec<McpServerConfig>,
     /// The directory relative paths in this config are resolved against (the config file's
     /// directory; the working directory for config given as text).
     #[serde(skip)]

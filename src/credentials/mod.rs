@@ -196,6 +196,18 @@ impl Credential {
 
     /// Puts `secret` on the request, replacing anything already there under the same name.
     pub fn apply(&self, request: &mut reqwest::Request, secret: &Secret) {
+        if matches!(self.placement, Placement::Query { .. }) {
+            let mut url = request.url().clone();
+            self.apply_parts(request.headers_mut(), Some(&mut url), secret);
+            *request.url_mut() = url;
+        } else {
+            self.apply_parts(request.headers_mut(), None, secret);
+        }
+    }
+
+    /// Puts `secret` on a request given as its headers and URL (for a protocol client that
+    /// builds its own requests); the URL is needed, and changed, only for a query placement.
+    pub fn apply_parts(&self, headers: &mut http::HeaderMap, url: Option<&mut url::Url>, secret: &Secret) {
         let sensitive = |v: String| {
             let mut value = HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""));
             value.set_sensitive(true);
@@ -203,17 +215,17 @@ impl Credential {
         };
         match &self.placement {
             Placement::Bearer => {
-                request.headers_mut().insert(http::header::AUTHORIZATION, sensitive(format!("Bearer {}", secret.expose())));
+                headers.insert(http::header::AUTHORIZATION, sensitive(format!("Bearer {}", secret.expose())));
             }
             Placement::Basic { username } => {
                 let pair = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", secret.expose()));
-                request.headers_mut().insert(http::header::AUTHORIZATION, sensitive(format!("Basic {pair}")));
+                headers.insert(http::header::AUTHORIZATION, sensitive(format!("Basic {pair}")));
             }
             Placement::Header { name, prefix } => {
-                request.headers_mut().insert(name.clone(), sensitive(format!("{prefix}{}", secret.expose())));
+                headers.insert(name.clone(), sensitive(format!("{prefix}{}", secret.expose())));
             }
             Placement::Query { param } => {
-                let url = request.url_mut();
+                let Some(url) = url else { return };
                 let kept: Vec<(String, String)> =
                     url.query_pairs().filter(|(k, _)| k != param).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
                 url.query_pairs_mut().clear().extend_pairs(kept).append_pair(param, secret.expose());

@@ -17,6 +17,10 @@ impl Subject {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// The gateway itself, for requests it makes on no caller's behalf.
+    pub fn gateway() -> Self {
+        Self("warden".to_owned())
+    }
 }
 
 impl fmt::Debug for Subject {

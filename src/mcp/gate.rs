@@ -131,8 +131,13 @@ pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -
 /// any other method.
 fn decide_call(mcp: &Mcp, principal: &Principal, facts: &RequestFacts, message: &mut Message) -> Result<Option<CallAllowed>, GatewayError> {
     let Kind::CallTool(call) = &mut message.kind else { return Ok(None) };
-    let Some(tool) = mcp.tools.get(&call.name) else {
-        return Err(GatewayError::UnknownTool(crate::audit::bounded(&call.name).into_owned()));
+    let tools = mcp.tools.load();
+    let Some(tool) = tools.get(&call.name) else {
+        let name = crate::audit::bounded(&call.name).into_owned();
+        return Err(match tools.withheld(&call.name) {
+            Some(_) => GatewayError::ToolWithheld(name),
+            None => GatewayError::UnknownTool(name),
+        });
     };
     // Taken from the message: the arguments live in one place, the decision.
     let arguments = Value::Object(call.arguments.take().unwrap_or_default());
@@ -307,10 +312,10 @@ pub(super) fn refuse(
     let (jsonrpc_id, method) = id.map_or((None, None), |(id, m)| (Some(id), m));
     // A refusal: the request's event with what the refusal adds (the tool, the rule, why).
     let verdict = Verdict { decision: error.decision(), reason: error.reason(), status: error.status().as_u16() };
-    let (tool, rule, explanation) = error.audit_details();
+    let crate::error::AuditDetails { tool, server, rule, explanation } = error.audit_details();
     once.emit(
         &mcp.audit,
-        AuditEvent { tool, rule, explanation, ..AuditEvent::request(ctx, principal, jsonrpc_id.clone(), method, verdict) },
+        AuditEvent { tool, server, rule, explanation, ..AuditEvent::request(ctx, principal, jsonrpc_id.clone(), method, verdict) },
     );
     error.into_response(&mcp.metadata, jsonrpc_id)
 }

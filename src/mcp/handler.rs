@@ -84,7 +84,7 @@ impl ServerHandler for McpHandler {
 pub fn list_tools(mcp: &Mcp, a: &Admitted) -> ListToolsResult {
     let policy = mcp.policy.load();
     let tools: Vec<rmcp::model::Tool> =
-        mcp.tools.iter().filter(|t| policy.visible(&a.principal, &t.facts(), &a.facts)).map(|t| t.descriptor()).collect();
+        mcp.tools.load().iter().filter(|t| policy.visible(&a.principal, &t.facts(), &a.facts)).map(|t| t.descriptor()).collect();
     let verdict = Verdict { decision: "allow", reason: "ok", status: 200 };
     a.once.emit(&mcp.audit, AuditEvent::request(&a.ctx, Some(&a.principal), a.jsonrpc_id.clone(), Some("tools/list".into()), verdict));
     ListToolsResult::with_all_items(tools)
@@ -101,7 +101,10 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted) -> Result<CallToolResponse, Error
         once.emit(&mcp.audit, AuditEvent::request(&ctx, Some(&principal), jsonrpc_id, Some("tools/call".into()), refused(&error)));
         return Err(error.into_error_data());
     };
-    let event = |verdict| AuditEvent::tool_call(&ctx, &principal, jsonrpc_id.clone(), &tool.name, Some(rule.clone()), verdict);
+    let event = |verdict| AuditEvent {
+        server: tool.server.clone(),
+        ..AuditEvent::tool_call(&ctx, &principal, jsonrpc_id.clone(), &tool.name, Some(rule.clone()), verdict)
+    };
     if let Err(reason) = tool.validate_arguments(&arguments) {
         let error = GatewayError::InvalidArguments(reason);
         once.emit(&mcp.audit, event(refused(&error)));

@@ -39,13 +39,13 @@ use crate::edge::RequestContext;
 use crate::identity::metadata::ResourceMetadata;
 use crate::identity::{Authenticator, Principal};
 use crate::policy::{RequestFacts, SharedPolicy};
-use crate::tools::{Tool, ToolRegistry};
+use crate::tools::{Catalog, Tool};
 use crate::upstream::Upstream;
 
 /// What the MCP endpoint uses, and nothing else of the gateway.
 pub struct Mcp {
     pub authenticator: Arc<Authenticator>,
-    pub tools: Arc<ToolRegistry>,
+    pub tools: Arc<Catalog>,
     pub policy: SharedPolicy,
     pub upstream: Arc<Upstream>,
     pub metadata: Arc<ResourceMetadata>,

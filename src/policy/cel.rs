@@ -165,8 +165,12 @@ pub fn activation<'a>(
         ctx.add_variable_as_val("principal", value);
     }
     if roots.tool {
-        let value =
-            map([("name", text(tool.name)), ("tags", list(tool.tags.iter().map(|s| text(s)))), ("metadata", object(tool.metadata))]);
+        let value = map([
+            ("name", text(tool.name)),
+            ("tags", list(tool.tags.iter().map(|s| text(s)))),
+            ("metadata", object(tool.metadata)),
+            ("server", text(tool.server.unwrap_or_default())),
+        ]);
         ctx.add_variable_as_val("tool", value);
     }
     if roots.args {

@@ -144,7 +144,7 @@ pub fn run_dir(dir: &Path) -> Result<Vec<CaseResult>, String> {
 }
 
 fn facts(t: &FixtureTool) -> ToolFacts<'_> {
-    ToolFacts { name: &t.name, tags: &t.tags, metadata: &t.metadata, scopes: &t.scopes }
+    ToolFacts { name: &t.name, tags: &t.tags, metadata: &t.metadata, scopes: &t.scopes, server: None }
 }
 
 fn run_case(file: &str, policy: &Policy, tools: &[FixtureTool], case: &Case) -> CaseResult {

@@ -39,6 +39,8 @@ pub struct ToolFacts<'a> {
     pub metadata: &'a Map<String, Value>,
     /// The tool's own required scopes (the floor).
     pub scopes: &'a [String],
+    /// The federated MCP server it comes from (`servers[].name`); none for a configured tool.
+    pub server: Option<&'a str>,
 }
 
 /// The facts about the request that policy sees.
@@ -70,6 +72,8 @@ pub enum Target {
     /// Anchored: `*` any run of characters, `?` one character.
     Glob(String),
     Tag(String),
+    /// Every tool of a federated MCP server (`server:NAME`).
+    Server(String),
 }
 
 impl Target {
@@ -77,11 +81,14 @@ impl Target {
         if let Some(tag) = s.strip_prefix("tag:") {
             return if tag.is_empty() { Err("empty tag".into()) } else { Ok(Self::Tag(tag.to_owned())) };
         }
+        if let Some(server) = s.strip_prefix("server:") {
+            return if server.is_empty() { Err("empty server name".into()) } else { Ok(Self::Server(server.to_owned())) };
+        }
         if s.is_empty() {
             return Err("empty tool pattern".into());
         }
         if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'*' | b'?')) {
-            return Err(format!("{s:?}: a pattern is a tool name with * and ? wildcards, or tag:<tag>"));
+            return Err(format!("{s:?}: a pattern is a tool name with * and ? wildcards, tag:<tag> or server:<name>"));
         }
         Ok(if s.contains(['*', '?']) { Self::Glob(s.to_owned()) } else { Self::Exact(s.to_owned()) })
     }
@@ -91,6 +98,7 @@ impl Target {
             Self::Exact(n) => n == tool.name,
             Self::Glob(g) => glob(g.as_bytes(), tool.name.as_bytes()),
             Self::Tag(t) => tool.tags.iter().any(|x| x == t),
+            Self::Server(s) => tool.server == Some(s.as_str()),
         }
     }
 }
@@ -175,22 +183,27 @@ impl PolicySet {
     /// Binds the rules to a set of tools: each tool's applicable rules, looked up once here so
     /// a decision never scans rules that cannot apply.
     pub fn bind<'a>(self, tools: impl IntoIterator<Item = ToolFacts<'a>>) -> Policy {
+        Self::bind_shared(Arc::new(self), tools)
+    }
+
+    /// As [`PolicySet::bind`], for a set already in force (rebinding it to a changed catalog).
+    pub fn bind_shared<'a>(set: Arc<Self>, tools: impl IntoIterator<Item = ToolFacts<'a>>) -> Policy {
         let index = tools
             .into_iter()
             .map(|t| {
-                let rules: Vec<usize> = (0..self.rules.len()).filter(|&i| self.rules[i].targets.iter().any(|x| x.matches(&t))).collect();
-                let roots = rules.iter().filter_map(|&i| self.rules[i].when.as_ref()).fold(Roots::default(), |r, c| r.union(c.roots));
+                let rules: Vec<usize> = (0..set.rules.len()).filter(|&i| set.rules[i].targets.iter().any(|x| x.matches(&t))).collect();
+                let roots = rules.iter().filter_map(|&i| set.rules[i].when.as_ref()).fold(Roots::default(), |r, c| r.union(c.roots));
                 (t.name.to_owned(), Applicable { rules, roots })
             })
             .collect();
-        Policy { set: self, index }
+        Policy { set, index }
     }
 }
 
 /// A policy set bound to the tools it governs.
 #[derive(Debug, Default)]
 pub struct Policy {
-    pub set: PolicySet,
+    pub set: Arc<PolicySet>,
     index: HashMap<String, Applicable>,
 }
 

@@ -14,7 +14,7 @@ use crate::audit::{AuditEvent, AuditSink, Verdict};
 
 /// Binds a compiled policy set to the tools it governs. The composition root supplies it, so
 /// policy never depends on where tools come from.
-pub type Binder = Box<dyn Fn(PolicySet) -> Policy + Send + Sync>;
+pub type Binder = Box<dyn Fn(Arc<PolicySet>) -> Policy + Send + Sync>;
 
 /// Where the policy comes from.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ impl PolicySource {
             Self::None => PolicySet::default(),
             Self::Files { .. } | Self::Embedded(_) => PolicySet::from_sources(texts.iter().map(|(n, t)| (n.clone(), t.as_str())))?,
         };
-        Ok(bind(set))
+        Ok(bind(Arc::new(set)))
     }
 }
 
@@ -102,6 +102,14 @@ impl Reloader {
     /// The policy in force, shared with every stage that reads it.
     pub fn policy(&self) -> SharedPolicy {
         Arc::clone(&self.policy)
+    }
+
+    /// Binds the policy in force again, to the tools as they are now: called when a tool
+    /// source's catalog changed, so rules reach the tools it added.
+    pub fn rebind(&self) {
+        let _serialized = self.fingerprint.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let set = Arc::clone(&self.policy.load().set);
+        self.policy.store(Arc::new((self.bind)(set)));
     }
 
     /// Re-reads the policy sources; when they changed, compiles and swaps them in. Returns

@@ -35,7 +35,7 @@ fn tool(name: &str, tags: &[&str], scopes: &[&str]) -> T {
 
 impl T {
     fn facts(&self) -> ToolFacts<'_> {
-        ToolFacts { name: &self.name, tags: &self.tags, metadata: &self.metadata, scopes: &self.scopes }
+        ToolFacts { name: &self.name, tags: &self.tags, metadata: &self.metadata, scopes: &self.scopes, server: None }
     }
 }
 

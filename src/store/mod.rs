@@ -493,3 +493,101 @@ impl Store {
         &self.pool
     }
 }
+
+/// A federated tool's pinned definition, and a changed one awaiting approval.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ToolPin {
+    pub server: String,
+    pub tool: String,
+    pub approved_hash: String,
+    pub approved_definition: String,
+    pub pending_hash: Option<String>,
+    pub pending_definition: Option<String>,
+    pub updated_at: i64,
+}
+
+impl Store {
+    /// The pin of one upstream tool, if any.
+    pub async fn tool_pin(&self, server: &str, tool: &str) -> Result<Option<ToolPin>, StoreError> {
+        Ok(self.tool_pins_where(Some((server, tool))).await?.pop())
+    }
+
+    /// Every pin, by server and tool.
+    pub async fn tool_pins(&self) -> Result<Vec<ToolPin>, StoreError> {
+        self.tool_pins_where(None).await
+    }
+
+    async fn tool_pins_where(&self, key: Option<(&str, &str)>) -> Result<Vec<ToolPin>, StoreError> {
+        const ONE: &str = "SELECT server, tool, approved_hash, approved_definition, pending_hash, pending_definition, updated_at
+             FROM tool_pins WHERE server = $1 AND tool = $2";
+        const ALL: &str = "SELECT server, tool, approved_hash, approved_definition, pending_hash, pending_definition, updated_at
+             FROM tool_pins ORDER BY server, tool";
+        let rows = match key {
+            Some((server, tool)) => sqlx::query(ONE).bind(server).bind(tool).fetch_all(&self.pool).await?,
+            None => sqlx::query(ALL).fetch_all(&self.pool).await?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|r| ToolPin {
+                server: r.get(0),
+                tool: r.get(1),
+                approved_hash: r.get(2),
+                approved_definition: r.get(3),
+                pending_hash: r.get(4),
+                pending_definition: r.get(5),
+                updated_at: r.get(6),
+            })
+            .collect())
+    }
+
+    /// Pins a tool seen for the first time. Returns false when another replica pinned it first
+    /// (its pin stands).
+    pub async fn insert_tool_pin(&self, server: &str, tool: &str, hash: &str, definition: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO tool_pins (server, tool, approved_hash, approved_definition, updated_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (server, tool) DO NOTHING",
+        )
+        .bind(server)
+        .bind(tool)
+        .bind(hash)
+        .bind(definition)
+        .bind(self.now())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a changed definition as pending (`None`: the server is back to the approved
+    /// one). Returns whether the row changed.
+    pub async fn set_pending_tool_pin(&self, server: &str, tool: &str, pending: Option<(&str, &str)>) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE tool_pins SET pending_hash = $3, pending_definition = $4, updated_at = $5
+             WHERE server = $1 AND tool = $2 AND COALESCE(pending_hash, '') <> COALESCE($3, '')",
+        )
+        .bind(server)
+        .bind(tool)
+        .bind(pending.map(|(h, _)| h.to_owned()))
+        .bind(pending.map(|(_, d)| d.to_owned()))
+        .bind(self.now())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Approves a tool's pending definition, if it is still `hash`'s (so an approval never
+    /// covers a change the operator did not see). Returns whether it was approved.
+    pub async fn approve_tool_pin(&self, server: &str, tool: &str, hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE tool_pins SET approved_hash = pending_hash, approved_definition = pending_definition,
+               pending_hash = NULL, pending_definition = NULL, updated_at = $4
+             WHERE server = $1 AND tool = $2 AND pending_hash = $3",
+        )
+        .bind(server)
+        .bind(tool)
+        .bind(hash)
+        .bind(self.now())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -74,6 +74,13 @@ pub enum ToolFailure {
     ConnectionRequired(ConnectRequired),
     /// The gateway could not obtain its own credential for the backend.
     Credential(CredentialError),
+    /// The federated MCP server is down or not yet connected: refused at once, never waited on.
+    ServerUnavailable,
+    /// The federated MCP server answered the call with a JSON-RPC error (its code and message).
+    Rpc {
+        code: i32,
+        message: String,
+    },
 }
 
 impl ToolFailure {
@@ -88,6 +95,8 @@ impl ToolFailure {
             Self::TooLarge => "upstream_too_large",
             Self::ConnectionRequired(_) => "connection_required",
             Self::Credential(e) => e.code(),
+            Self::ServerUnavailable => "upstream_unavailable",
+            Self::Rpc { .. } => "upstream_error",
         }
     }
 
@@ -101,7 +110,9 @@ impl ToolFailure {
             | Self::Blocked
             | Self::TooLarge
             | Self::ConnectionRequired(_)
-            | Self::Credential(_) => None,
+            | Self::Credential(_)
+            | Self::ServerUnavailable
+            | Self::Rpc { .. } => None,
         }
     }
 }

@@ -1,7 +1,8 @@
-//! Tools stage: the registry of tools this gateway exposes, compiled from config.
+//! Tools stage: the registry of tools this gateway exposes, compiled from config and extended
+//! by tool sources (federated MCP servers) at run time.
 //!
-//! In: `tools[]` from the config. Out: [`Tool`]s with a compiled argument validator and an
-//! HTTP binding. Arguments are validated against the tool's JSON Schema before any upstream
+//! In: `tools[]` from the config, [`ToolSpec`]s from sources. Out: [`Tool`]s with a compiled
+//! argument validator and a backend; the [`Catalog`] of those in force. Arguments are validated against the tool's JSON Schema before any upstream
 //! call. Remote `$ref`s are never fetched (the validator is built without network or file
 //! resolution).
 
@@ -39,8 +40,24 @@ pub struct Tool {
     pub scopes: Vec<String>,
     pub tags: Vec<String>,
     pub metadata: Map<String, Value>,
-    /// Where a call goes: an HTTP endpoint today; a federated MCP server or an OpenAPI
-    /// operation next.
+    /// The federated MCP server it comes from; none for a configured tool.
+    pub server: Option<String>,
+    /// What the tool says of itself beyond its input: output schema, annotations, icons and
+    /// `_meta`, passed through as the upstream server declared them.
+    pub extras: Option<Box<rmcp::model::Tool>>,
+    /// Where a call goes: an HTTP endpoint or a federated MCP server (an OpenAPI operation
+    /// next).
+    pub backend: Box<dyn ToolBackend>,
+}
+
+/// A tool from elsewhere (a federated MCP server), as its source describes it.
+pub struct ToolSpec {
+    pub name: String,
+    pub description: rmcp::model::Tool,
+    pub scopes: Vec<String>,
+    pub tags: Vec<String>,
+    pub metadata: Map<String, Value>,
+    pub server: Option<String>,
     pub backend: Box<dyn ToolBackend>,
 }
 
@@ -112,24 +129,60 @@ impl Tool {
 
     /// What policy sees of this tool.
     pub fn facts(&self) -> crate::policy::ToolFacts<'_> {
-        crate::policy::ToolFacts { name: &self.name, tags: &self.tags, metadata: &self.metadata, scopes: &self.scopes }
+        crate::policy::ToolFacts {
+            name: &self.name,
+            tags: &self.tags,
+            metadata: &self.metadata,
+            scopes: &self.scopes,
+            server: self.server.as_deref(),
+        }
     }
 
     /// The MCP description of this tool.
     pub fn descriptor(&self) -> rmcp::model::Tool {
+        if let Some(extras) = &self.extras {
+            let mut tool = (**extras).clone();
+            tool.name = self.name.clone().into();
+            return tool;
+        }
         let tool = rmcp::model::Tool::new(self.name.clone(), self.description.clone(), Arc::clone(&self.input_schema));
         match &self.title {
             Some(t) => tool.with_title(t.clone()),
             None => tool,
         }
     }
+
+    /// A tool from a source other than the config: its input schema must be an object schema
+    /// that compiles (no remote `$ref`s are fetched).
+    pub fn from_spec(spec: ToolSpec) -> Result<Self, String> {
+        if !valid_tool_name(&spec.name) {
+            return Err(format!("{:?} is not a valid tool name", spec.name));
+        }
+        let schema = Arc::clone(&spec.description.input_schema);
+        let validator = jsonschema::validator_for(&Value::Object((*schema).clone())).map_err(|e| format!("invalid input schema: {e}"))?;
+        Ok(Self {
+            name: spec.name,
+            title: spec.description.title.clone(),
+            description: spec.description.description.as_deref().unwrap_or_default().to_owned(),
+            input_schema: schema,
+            validator,
+            scopes: spec.scopes,
+            tags: spec.tags,
+            metadata: spec.metadata,
+            server: spec.server,
+            extras: Some(Box::new(spec.description)),
+            backend: spec.backend,
+        })
+    }
 }
 
-/// All configured tools, by name.
+/// The tools in force, by name, and the names withheld from callers (a federated tool whose
+/// definition changed and awaits approval), with why.
 #[derive(Debug, Default)]
 pub struct ToolRegistry {
     tools: Vec<Arc<Tool>>,
     by_name: HashMap<String, Arc<Tool>>,
+    withheld: HashMap<String, &'static str>,
 }
 
 impl ToolRegistry {
@@ -195,6 +248,8 @@ impl ToolRegistry {
                 scopes: c.scopes.clone(),
                 tags: c.tags.clone(),
                 metadata: c.metadata.clone(),
+                server: None,
+                extras: None,
                 backend: Box::new(http),
             });
             registry.by_name.insert(c.name.clone(), Arc::clone(&tool));
@@ -205,6 +260,33 @@ impl ToolRegistry {
 
     pub fn get(&self, name: &str) -> Option<&Arc<Tool>> {
         self.by_name.get(name)
+    }
+
+    /// Why a tool by that name is withheld, if it is.
+    pub fn withheld(&self, name: &str) -> Option<&'static str> {
+        self.withheld.get(name).copied()
+    }
+
+    /// These tools plus `more`, and `withheld` names. A name already taken keeps its first
+    /// owner; the rejected ones are returned (`(name, owner)`), for the caller to report.
+    pub fn extended(&self, more: &[Arc<Tool>], withheld: &[(String, &'static str)]) -> (Self, Vec<(String, String)>) {
+        let mut next = Self { tools: self.tools.clone(), by_name: self.by_name.clone(), withheld: self.withheld.clone() };
+        let mut collisions = Vec::new();
+        for tool in more {
+            if let Some(owner) = next.by_name.get(&tool.name) {
+                let owner = owner.server.as_deref().map_or_else(|| "tools[]".to_owned(), |s| format!("servers[{s}]"));
+                collisions.push((tool.name.clone(), owner));
+                continue;
+            }
+            next.by_name.insert(tool.name.clone(), Arc::clone(tool));
+            next.tools.push(Arc::clone(tool));
+        }
+        for (name, why) in withheld {
+            if !next.by_name.contains_key(name) {
+                next.withheld.insert(name.clone(), why);
+            }
+        }
+        (next, collisions)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Tool>> {
@@ -221,4 +303,42 @@ impl ToolRegistry {
 /// MCP tool names: 1 to 128 of ASCII letters, digits, `_`, `-` and `.`.
 pub fn valid_tool_name(name: &str) -> bool {
     (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// The tools in force, swapped whole when a source's catalog changes; a request keeps the
+/// registry it started with.
+pub struct Catalog {
+    configured: Arc<ToolRegistry>,
+    current: arc_swap::ArcSwap<ToolRegistry>,
+}
+
+impl Catalog {
+    pub fn new(configured: ToolRegistry) -> Self {
+        let configured = Arc::new(configured);
+        Self { current: arc_swap::ArcSwap::new(Arc::clone(&configured)), configured }
+    }
+
+    /// The registry in force now.
+    pub fn load(&self) -> Arc<ToolRegistry> {
+        self.current.load_full()
+    }
+
+    /// The configured tools alone (what `warden check` and the metadata know at start).
+    pub fn configured(&self) -> &ToolRegistry {
+        &self.configured
+    }
+
+    /// Puts the configured tools plus `sourced` in force; returns the names refused because a
+    /// tool already had them.
+    pub fn replace(&self, sourced: &[Arc<Tool>], withheld: &[(String, &'static str)]) -> Vec<(String, String)> {
+        let (next, collisions) = self.configured.extended(sourced, withheld);
+        self.current.store(Arc::new(next));
+        collisions
+    }
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").field("tools", &self.load().tools.len()).finish()
+    }
 }

@@ -273,7 +273,7 @@ mod shapes {
         cache.entry(rules).or_insert_with_key(|rules| {
             let set = PolicySet::from_sources([("p".to_owned(), rules.as_str())]).unwrap_or_else(|e| panic!("{e}"));
             let name = "search".to_owned();
-            let facts = crate::policy::ToolFacts { name: &name, tags: &[], metadata: &Map::new(), scopes: &[] };
+            let facts = crate::policy::ToolFacts { name: &name, tags: &[], metadata: &Map::new(), scopes: &[], server: None };
             Box::leak(Box::new(set.bind([facts])))
         })
     }

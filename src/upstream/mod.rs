@@ -117,6 +117,19 @@ impl Upstream {
     /// Starts a request. The URL's literal IP, if any, is checked here; host names are checked
     /// by the resolver after DNS.
     pub fn request(&self, method: reqwest::Method, url: url::Url) -> Result<reqwest::RequestBuilder, UpstreamError> {
+        self.check_literal(&url)?;
+        Ok(self.client.request(method, url))
+    }
+
+    /// The guarded client itself, for a protocol client that builds its own requests (the
+    /// federation's MCP client); check each URL with [`Upstream::check_literal`] first.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Refuses a URL whose host is an IP literal the SSRF guard does not permit (host names
+    /// are checked by the resolver, after DNS).
+    pub fn check_literal(&self, url: &url::Url) -> Result<(), UpstreamError> {
         if let Some(host) = url.host() {
             let ip = match host {
                 url::Host::Ipv4(v4) => Some(std::net::IpAddr::V4(v4)),
@@ -127,7 +140,7 @@ impl Upstream {
                 return Err(UpstreamError::Blocked);
             }
         }
-        Ok(self.client.request(method, url))
+        Ok(())
     }
 
     /// Sends a request with identity on it and nothing of the client's: the way a tool without

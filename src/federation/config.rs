@@ -1,0 +1,82 @@
+//! The federation's configuration: `servers[]`, as parsed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// One MCP server whose tools Warden exposes as its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// Unique; letters, digits, `_` and `-`. Policy rules target its tools as `server:NAME`.
+    pub name: String,
+    /// Put before every upstream tool name to make the exposed name. Default: `"{name}_"`; may
+    /// be `""`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// A remote server over Streamable HTTP. Exactly one of `url` and `command`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A local server over stdio, started by Warden.
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment of the command: only these variables (and `PATH`, `HOME`, `LANG` from
+    /// Warden's), so a server never inherits Warden's secrets.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory of the command, relative to the config file.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Globs over upstream tool names: only these. Default: all.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs over upstream tool names: never these (wins over `include`).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// The upstream credential (from `credentials[]`) Warden presents to a remote server.
+    #[serde(default)]
+    pub credential: Option<String>,
+    /// Call timeout. Default: `upstream.default_timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Scopes a caller must hold, all of them, to see and call any of this server's tools.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Labels on every tool of this server, for policy (`tag:…`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Facts conditions read as `tool.metadata`.
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// What happens when a tool's definition changes: `enforce` (withheld until approved),
+    /// `warn` (served, audited), `off`. Default: `enforce`.
+    #[serde(default)]
+    pub pinning: Pinning,
+    /// How often the tool catalog is re-read (besides `notifications/tools/list_changed`).
+    /// Default: 5m; `0s`: only on notification.
+    #[serde(default = "default_refresh", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pinning {
+    #[default]
+    Enforce,
+    Warn,
+    Off,
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl McpServerConfig {
+    /// The prefix of exposed tool names.
+    pub fn prefix(&self) -> String {
+        self.prefix.clone().unwrap_or_else(|| format!("{}_", self.name))
+    }
+}

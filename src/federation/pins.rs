@@ -1,0 +1,216 @@
+//! Tool-definition pinning: a federated tool's definition is pinned when first seen; a later,
+//! different definition is withheld (or, per server, only reported) until an operator approves
+//! it. Pins live in the vault's database so every replica and every restart agree; without a
+//! vault they live in memory, for this process only.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use super::config::Pinning;
+use crate::audit::{AuditEvent, AuditSink, Verdict};
+use crate::credentials::Vault;
+use crate::store::ToolPin;
+
+/// What a tool's definition, as a server presents it now, means for serving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinVerdict {
+    Serve,
+    /// Not listed; calls refused with `tool_definition_changed`.
+    Withhold,
+}
+
+/// The part of a tool's definition that is pinned: name, title, description, input and output
+/// schemas and annotations, as canonical JSON (keys sorted), and its SHA-256.
+pub fn definition(tool: &rmcp::model::Tool) -> (String, String) {
+    let full = serde_json::to_value(tool).unwrap_or(Value::Null);
+    let mut pinned = serde_json::Map::new();
+    for key in ["name", "title", "description", "inputSchema", "outputSchema", "annotations"] {
+        if let Some(v) = full.get(key) {
+            pinned.insert(key.to_owned(), v.clone());
+        }
+    }
+    let text = canonical(&Value::Object(pinned));
+    let hash = crate::sha256_hex(&text);
+    (text, hash)
+}
+
+/// JSON with object keys sorted at every depth, so equal definitions hash equally.
+pub fn canonical(value: &Value) -> String {
+    fn sorted(value: &Value) -> Value {
+        match value {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                let mut out = serde_json::Map::new();
+                for k in keys {
+                    out.insert(k.clone(), sorted(&m[k]));
+                }
+                Value::Object(out)
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    serde_json::to_string(&sorted(value)).unwrap_or_default()
+}
+
+pub struct Pins {
+    vault: Option<Arc<Vault>>,
+    memory: Mutex<HashMap<(String, String), ToolPin>>,
+    audit: Arc<AuditSink>,
+}
+
+impl Pins {
+    pub fn new(vault: Option<Arc<Vault>>, audit: Arc<AuditSink>) -> Self {
+        Self { vault, memory: Mutex::new(HashMap::new()), audit }
+    }
+
+    /// Whether pins survive a restart and are shared between replicas.
+    pub fn durable(&self) -> bool {
+        self.vault.is_some()
+    }
+
+    /// Checks one tool of `server` against its pin, pinning it when new and recording a change
+    /// (audited once per new definition).
+    pub async fn check(&self, server: &str, tool: &rmcp::model::Tool, mode: Pinning) -> PinVerdict {
+        if mode == Pinning::Off {
+            return PinVerdict::Serve;
+        }
+        let (text, hash) = definition(tool);
+        let name = tool.name.as_ref();
+        let outcome = match &self.vault {
+            Some(vault) => self.check_stored(vault, server, name, &hash, &text).await,
+            None => Ok(self.check_memory(server, name, &hash, &text)),
+        };
+        let change = match outcome {
+            Ok(change) => change,
+            Err(()) => {
+                // Fail closed: an unknown definition is not served while the pins cannot be read.
+                return if mode == Pinning::Enforce { PinVerdict::Withhold } else { PinVerdict::Serve };
+            }
+        };
+        let event = |decision, reason, why| AuditEvent::tool_pin(server, name, why, Verdict { decision, reason, status: 0 });
+        match change {
+            Change::Same => PinVerdict::Serve,
+            Change::Pinned => {
+                self.audit.emit(event("allow", "tool_pinned", Some(format!("sha256:{hash}"))));
+                PinVerdict::Serve
+            }
+            Change::Changed { first_report, approved } => {
+                if first_report {
+                    tracing::warn!(server, tool = name, "a federated tool's definition changed: withheld until approved");
+                    let decision = if mode == Pinning::Enforce { "deny" } else { "allow" };
+                    let why = format!("approved sha256:{approved}, now sha256:{hash}; see `warden tools diff {server} {name}`");
+                    self.audit.emit(event(decision, "tool_definition_changed", Some(why)));
+                }
+                if mode == Pinning::Enforce { PinVerdict::Withhold } else { PinVerdict::Serve }
+            }
+        }
+    }
+
+    async fn check_stored(&self, vault: &Vault, server: &str, tool: &str, hash: &str, text: &str) -> Result<Change, ()> {
+        let failed = |e: crate::store::StoreError| tracing::error!(error = %e, server, tool, "tool pins unavailable");
+        let store = vault.store().await.map_err(failed)?;
+        let pin = store.tool_pin(server, tool).await.map_err(failed)?;
+        let Some(pin) = pin else {
+            if store.insert_tool_pin(server, tool, hash, text).await.map_err(failed)? {
+                return Ok(Change::Pinned);
+            }
+            // Another replica pinned it first: judge against its pin.
+            let pin = store.tool_pin(server, tool).await.map_err(failed)?.ok_or(())?;
+            return self.compare_stored(store, &pin, hash, text).await.map_err(failed);
+        };
+        self.compare_stored(store, &pin, hash, text).await.map_err(failed)
+    }
+
+    async fn compare_stored(
+        &self,
+        store: &crate::store::Store,
+        pin: &ToolPin,
+        hash: &str,
+        text: &str,
+    ) -> Result<Change, crate::store::StoreError> {
+        if pin.approved_hash == hash {
+            if pin.pending_hash.is_some() {
+                store.set_pending_tool_pin(&pin.server, &pin.tool, None).await?;
+            }
+            return Ok(Change::Same);
+        }
+        let first_report = store.set_pending_tool_pin(&pin.server, &pin.tool, Some((hash, text))).await?;
+        Ok(Change::Changed { first_report, approved: pin.approved_hash.clone() })
+    }
+
+    fn check_memory(&self, server: &str, tool: &str, hash: &str, text: &str) -> Change {
+        let mut pins = self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (server.to_owned(), tool.to_owned());
+        let Some(pin) = pins.get_mut(&key) else {
+            pins.insert(
+                key,
+                ToolPin {
+                    server: server.to_owned(),
+                    tool: tool.to_owned(),
+                    approved_hash: hash.to_owned(),
+                    approved_definition: text.to_owned(),
+                    pending_hash: None,
+                    pending_definition: None,
+                    updated_at: 0,
+                },
+            );
+            return Change::Pinned;
+        };
+        if pin.approved_hash == hash {
+            pin.pending_hash = None;
+            pin.pending_definition = None;
+            return Change::Same;
+        }
+        let first_report = pin.pending_hash.as_deref() != Some(hash);
+        pin.pending_hash = Some(hash.to_owned());
+        pin.pending_definition = Some(text.to_owned());
+        Change::Changed { first_report, approved: pin.approved_hash.clone() }
+    }
+
+    /// Every pin (the vault's, or this process's).
+    pub async fn list(&self) -> Result<Vec<ToolPin>, crate::store::StoreError> {
+        match &self.vault {
+            Some(vault) => vault.store().await?.tool_pins().await,
+            None => {
+                let pins = self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut all: Vec<ToolPin> = pins.values().cloned().collect();
+                all.sort_by(|a, b| (&a.server, &a.tool).cmp(&(&b.server, &b.tool)));
+                Ok(all)
+            }
+        }
+    }
+
+    /// Approves the pending definition of `server`'s `tool` when its hash is `hash`; audited.
+    pub async fn approve(&self, server: &str, tool: &str, hash: &str) -> Result<bool, crate::store::StoreError> {
+        let approved = match &self.vault {
+            Some(vault) => vault.store().await?.approve_tool_pin(server, tool, hash).await?,
+            None => {
+                let mut pins = self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match pins.get_mut(&(server.to_owned(), tool.to_owned())) {
+                    Some(pin) if pin.pending_hash.as_deref() == Some(hash) => {
+                        pin.approved_hash = hash.to_owned();
+                        pin.approved_definition = pin.pending_definition.take().unwrap_or_default();
+                        pin.pending_hash = None;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        };
+        if approved {
+            let verdict = Verdict { decision: "allow", reason: "tool_definition_approved", status: 0 };
+            self.audit.emit(AuditEvent::tool_pin(server, tool, Some(format!("sha256:{hash}")), verdict));
+        }
+        Ok(approved)
+    }
+}
+
+enum Change {
+    Same,
+    Pinned,
+    Changed { first_report: bool, approved: String },
+}
