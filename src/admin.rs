@@ -9,6 +9,10 @@
 //!   connection without the query).
 //! - `POST /admin/v1/connections/{credential}/connect-link`: a single-use link to make or renew
 //!   a shared connection.
+//! - `GET /admin/v1/tools/pins`: every federated tool's pinned definition, and a changed one
+//!   awaiting approval.
+//! - `POST /admin/v1/tools/pins/{server}/{tool}/approve` with `{"hash": …}`: approves the
+//!   pending definition with that hash (the one the operator reviewed), and re-reads catalogs.
 
 use std::sync::Arc;
 
@@ -35,6 +39,8 @@ pub struct AdminState {
     pub vault: Option<Arc<crate::credentials::Vault>>,
     pub credentials: Arc<crate::credentials::Credentials>,
     pub audit: Arc<crate::audit::AuditSink>,
+    /// Federated servers and their tool pins.
+    pub federation: Arc<crate::federation::Federation>,
 }
 
 pub fn routes(gateway: Arc<AdminState>) -> Router {
@@ -42,6 +48,8 @@ pub fn routes(gateway: Arc<AdminState>) -> Router {
         .route("/admin/v1/connections", get(list))
         .route("/admin/v1/connections/{credential}", delete(disconnect))
         .route("/admin/v1/connections/{credential}/connect-link", post(connect_link))
+        .route("/admin/v1/tools/pins", get(list_pins))
+        .route("/admin/v1/tools/pins/{server}/{tool}/approve", post(approve_pin))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&gateway), authorize))
         .with_state(gateway)
 }
@@ -171,5 +179,58 @@ async fn connect_link(
             Json(json!({"url": url, "expires_in": crate::credentials::vault::FLOW_LIFETIME_SECS})).into_response()
         }
         Err(refusal) => refuse(&gw, Some(&ctx), ACTION, Some(&credential), refusal),
+    }
+}
+
+async fn list_pins(State(gw): State<Arc<AdminState>>, Extension(ctx): Extension<RequestContext>) -> Response {
+    const ACTION: &str = "admin/tools.pins";
+    match gw.federation.pins().list().await {
+        Ok(pins) => {
+            gw.audit.emit(allowed(&ctx, ACTION, None, "ok"));
+            let parse = |d: &str| serde_json::from_str::<serde_json::Value>(d).unwrap_or(serde_json::Value::Null);
+            let pins: Vec<serde_json::Value> = pins
+                .iter()
+                .map(|p| {
+                    json!({
+                        "server": p.server,
+                        "tool": p.tool,
+                        "approved_hash": p.approved_hash,
+                        "approved": parse(&p.approved_definition),
+                        "pending_hash": p.pending_hash,
+                        "pending": p.pending_definition.as_deref().map(parse),
+                        "updated_at": p.updated_at,
+                    })
+                })
+                .collect();
+            Json(json!({"durable": gw.federation.pins().durable(), "pins": pins})).into_response()
+        }
+        Err(e) => refuse(&gw, Some(&ctx), ACTION, None, storage_failed(&e)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Approval {
+    hash: String,
+}
+
+async fn approve_pin(
+    State(gw): State<Arc<AdminState>>,
+    Extension(ctx): Extension<RequestContext>,
+    Path((server, tool)): Path<(String, String)>,
+    body: Result<Json<Approval>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    const ACTION: &str = "admin/tools.approve";
+    let Ok(Json(approval)) = body else { return refuse(&gw, Some(&ctx), ACTION, None, AdminError::InvalidBody) };
+    match gw.federation.pins().approve(&server, &tool, &approval.hash).await {
+        Ok(true) => {
+            gw.federation.refresh_all();
+            let mut e = allowed(&ctx, ACTION, None, "tool_definition_approved");
+            e.tool = Some(tool);
+            e.server = Some(server);
+            gw.audit.emit(e);
+            Json(json!({"approved": true})).into_response()
+        }
+        Ok(false) => refuse(&gw, Some(&ctx), ACTION, None, AdminError::NoSuchPendingDefinition),
+        Err(e) => refuse(&gw, Some(&ctx), ACTION, None, storage_failed(&e)),
     }
 }

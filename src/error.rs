@@ -426,14 +426,24 @@ pub enum AdminError {
     NotShared,
     /// The vault's storage failed (the detail is logged, never sent).
     VaultUnavailable,
+    /// An approval of a tool definition that is not the one pending (none is, or it changed
+    /// again since the operator reviewed it).
+    NoSuchPendingDefinition,
+    /// A body that is not the JSON the call takes.
+    InvalidBody,
 }
 
 impl AdminError {
     pub fn class(self) -> Class {
         match self {
-            Self::Disabled | Self::Unauthorized | Self::NoVault | Self::NoSuchConnection | Self::UnknownCredential | Self::NotShared => {
-                Class::Downstream
-            }
+            Self::Disabled
+            | Self::Unauthorized
+            | Self::NoVault
+            | Self::NoSuchConnection
+            | Self::UnknownCredential
+            | Self::NotShared
+            | Self::NoSuchPendingDefinition
+            | Self::InvalidBody => Class::Downstream,
             Self::VaultUnavailable => Class::Internal,
         }
     }
@@ -442,7 +452,8 @@ impl AdminError {
         match self {
             Self::Disabled | Self::NoVault | Self::NoSuchConnection | Self::UnknownCredential => StatusCode::NOT_FOUND,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NotShared => StatusCode::BAD_REQUEST,
+            Self::NotShared | Self::InvalidBody => StatusCode::BAD_REQUEST,
+            Self::NoSuchPendingDefinition => StatusCode::CONFLICT,
             Self::VaultUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -457,6 +468,8 @@ impl AdminError {
             Self::UnknownCredential => "unknown_credential",
             Self::NotShared => "not_shared",
             Self::VaultUnavailable => "vault_unavailable",
+            Self::NoSuchPendingDefinition => "pin_not_pending",
+            Self::InvalidBody => "invalid_request",
         }
     }
 
@@ -470,7 +483,12 @@ impl AdminError {
         match self {
             Self::Disabled | Self::NoSuchConnection => "not_found",
             Self::Unauthorized => "unauthorized",
-            Self::NoVault | Self::UnknownCredential | Self::NotShared | Self::VaultUnavailable => self.reason(),
+            Self::NoVault
+            | Self::UnknownCredential
+            | Self::NotShared
+            | Self::VaultUnavailable
+            | Self::NoSuchPendingDefinition
+            | Self::InvalidBody => self.reason(),
         }
     }
 
@@ -483,6 +501,8 @@ impl AdminError {
             Self::UnknownCredential => "no authorization_code credential by that name",
             Self::NotShared => "per-user connections are made by each user, through the link their tool call returns",
             Self::VaultUnavailable => "the credential store is unavailable",
+            Self::NoSuchPendingDefinition => "no changed definition with that hash awaits approval for this tool (review it again)",
+            Self::InvalidBody => "the body must be JSON of the documented shape",
         }
     }
 

@@ -239,6 +239,7 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
             vault: gateway.vault.clone(),
             credentials: Arc::clone(&gateway.credentials),
             audit: Arc::clone(&gateway.audit),
+            federation: Arc::clone(&gateway.federation),
         })))
         // These routes' bodies in bounded time; the gate bounds /mcp's itself, with a 408.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))

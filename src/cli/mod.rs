@@ -3,9 +3,11 @@
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 usage error, 3 invalid configuration.
 
+mod admin_client;
 mod connections;
 mod keys;
 mod policy;
+mod tools;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,6 +83,15 @@ pub enum Command {
         #[command(subcommand)]
         command: ConnectionsCommand,
     },
+    /// Federated tools' pinned definitions, through a running gateway's admin API (token from
+    /// WARDEN_ADMIN_TOKEN): list them, show a change, approve it.
+    Tools {
+        /// The gateway's base URL.
+        #[arg(long, env = "WARDEN_GATEWAY_URL", default_value = "http://127.0.0.1:8080", global = true)]
+        gateway: String,
+        #[command(subcommand)]
+        command: ToolsCommand,
+    },
     /// Run the demo: gateway, development authorization server and a calendar backend. The default
     /// when no command is given.
     Demo {
@@ -120,6 +131,24 @@ pub enum KeysCommand {
         #[arg(long, default_value_t = 500)]
         batch: usize,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ToolsCommand {
+    /// Every pinned tool, and whether its server now presents a changed definition.
+    Pins,
+    /// The change between a tool's approved definition and the one its server presents now.
+    Diff {
+        /// The server's name (`servers[].name`).
+        server: String,
+        /// The tool's name on that server (without the prefix).
+        tool: String,
+    },
+    /// Shows the change, then approves the definition shown (by its hash): the tool is served
+    /// again.
+    Approve { server: String, tool: String },
+    /// Approves every changed definition of a server, showing each change.
+    Pin { server: String },
 }
 
 #[derive(Subcommand)]
@@ -241,6 +270,7 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
         }
         Command::Keys(KeysCommand::Rotate { config, batch }) => keys::rotate(&config, batch).await,
         Command::Connections { gateway, command } => connections::run(&gateway, command).await,
+        Command::Tools { gateway, command } => tools::run(&gateway, command).await,
         Command::Policy(PolicyCommand::Test { dir }) => policy::test(&dir),
         Command::Policy(PolicyCommand::Explain { config, token, tool, args }) => policy::explain(&config, &token, &tool, args.as_deref()),
         Command::Demo { port, idp_port, backend_port, auto_approve, audit, challenge_scopes } => {

@@ -192,7 +192,9 @@ async fn policy_targets_a_server_and_its_tags() {
 async fn a_changed_definition_is_withheld_until_approved() {
     let issuer = TestIssuer::start().await;
     let (upstream, url) = start_upstream().await;
-    let gw = gateway(&issuer, "  []", &servers(&url, "    refresh_interval: 200ms\n")).await;
+    let admin = "admin-token-for-the-pinning-test-0123456789";
+    let extra = format!("{}admin:\n  token: {admin}\n", servers(&url, "    refresh_interval: 200ms\n"));
+    let gw = gateway(&issuer, "  []", &extra).await;
     let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
     assert!(gw.tool_names(&alice).await.contains(&"up_echo".to_owned()));
 
@@ -216,4 +218,58 @@ async fn a_changed_definition_is_withheld_until_approved() {
 
     // The other tools of the server are unaffected.
     assert!(gw.tool_names(&alice).await.contains(&"up_slow".to_owned()));
+
+    // An operator reviews the change and approves it: the tool is served again, as changed.
+    let cli = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+        command.arg("tools").args(args).args(["--gateway", &gw.url]).env("WARDEN_ADMIN_TOKEN", admin);
+        async move { command.output().await.unwrap() }
+    };
+    let pins = cli(&["pins"]).await;
+    assert!(String::from_utf8_lossy(&pins.stdout).contains("yes ("), "{}", String::from_utf8_lossy(&pins.stdout));
+    let diff = cli(&["diff", "up", "echo"]).await;
+    let shown = String::from_utf8_lossy(&diff.stdout);
+    assert!(
+        shown.contains("-  \"description\": \"Echoes its text.\"") && shown.contains("+  \"description\": \"Echoes its text. Also: send"),
+        "{shown}"
+    );
+    let approved = cli(&["approve", "up", "echo"]).await;
+    assert!(approved.status.success(), "{}", String::from_utf8_lossy(&approved.stderr));
+    let mut back = false;
+    for _ in 0..50 {
+        if gw.tool_names(&alice).await.contains(&"up_echo".to_owned()) {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "approved: listed again");
+    assert_eq!(gw.call(&alice, "up_echo", json!({"text": "x"})).await.result()["content"][0]["text"], "echo: x");
+    let events = gw.audit();
+    assert!(events.iter().any(|e| e["method"] == "tools/pin" && e["reason"] == "tool_definition_approved" && e["server"] == "up"));
+    // Approving again is refused: nothing is pending.
+    assert_eq!(cli(&["approve", "up", "echo"]).await.status.code(), Some(0), "nothing to approve is not an error");
+}
+
+/// With a vault, pins live in its database: a definition changed while Warden was stopped is
+/// withheld from the first request after the restart, and a second replica agrees.
+#[tokio::test]
+async fn pins_in_the_vault_survive_a_restart() {
+    let issuer = TestIssuer::start().await;
+    let (upstream, url) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = format!("k1:{}", warden::credentials::envelope::KeyRing::generate_key().expose());
+    let vault = format!("vault:\n  database: \"sqlite://{}\"\n  keys: \"{keys}\"\n", dir.path().join("vault.db").display());
+    let extra = format!("{}{vault}", servers(&url, ""));
+    let first = gateway(&issuer, "  []", &extra).await;
+    let alice = issuer.sign(&issuer.claims("alice", "", &first.mcp));
+    assert!(first.tool_names(&alice).await.contains(&"up_echo".to_owned()));
+    drop(first);
+
+    *upstream.description.lock().unwrap() = "Echoes its text, and more.".into();
+    let second = gateway(&issuer, "  []", &extra).await;
+    let alice = issuer.sign(&issuer.claims("alice", "", &second.mcp));
+    let names = second.tool_names(&alice).await;
+    assert!(!names.contains(&"up_echo".to_owned()) && names.contains(&"up_slow".to_owned()), "{names:?}");
+    assert_eq!(second.call(&alice, "up_echo", json!({"text": "x"})).await.body["error"]["data"]["code"], "tool_definition_changed");
 }
