@@ -81,8 +81,25 @@ pub struct Link {
     credential: Option<Arc<Credential>>,
     timeout: Duration,
     upstream: Upstream,
+    /// The shared session (stdio, or HTTP with no per-user credential).
     peer: ArcSwapOption<Peer<RoleClient>>,
+    /// With a per-user credential: one session per caller, each with that caller's token.
+    per_user: bool,
+    users: dashmap::DashMap<String, Arc<tokio::sync::Mutex<Option<UserSession>>>>,
+    /// Set when a catalog refresh should run (a notification, a first user session).
+    changed: Arc<Notify>,
 }
+
+/// A caller's own session with a server whose credential is per user.
+struct UserSession {
+    peer: Arc<Peer<RoleClient>>,
+    stop: CancellationToken,
+    last_used: std::sync::Mutex<std::time::Instant>,
+}
+
+/// Per-user sessions idle this long are closed; at most this many are kept per server.
+const USER_SESSION_IDLE: Duration = Duration::from_secs(15 * 60);
+const USER_SESSIONS_MAX: usize = 1000;
 
 enum Transport {
     Http { url: Arc<str> },
@@ -181,14 +198,6 @@ impl Federation {
                     let credential = credentials
                         .get(name)
                         .ok_or_else(|| ConfigError::new(at("credential"), format!("no credential named {name:?} in credentials[]")))?;
-                    if credential.connection().is_some_and(|conn| conn.settings.mode == crate::credentials::oauth::ConnectionMode::PerUser)
-                    {
-                        return Err(ConfigError::new(
-                            at("credential"),
-                            "per-user OAuth credentials on federated servers are not supported yet (a shared connection, \
-                             client credentials or a static secret are)",
-                        ));
-                    }
                     Some(Arc::clone(credential))
                 }
             };
@@ -197,6 +206,11 @@ impl Federation {
                 return Err(ConfigError::new(at("timeout"), "must be greater than 0"));
             }
             let (settled, _) = tokio::sync::watch::channel(false);
+            let per_user = credential
+                .as_ref()
+                .and_then(|c| c.connection())
+                .is_some_and(|conn| conn.settings.mode == crate::credentials::oauth::ConnectionMode::PerUser);
+            let changed = Arc::new(Notify::new());
             servers.push(Arc::new(Server {
                 name: c.name.clone(),
                 prefix,
@@ -214,10 +228,13 @@ impl Federation {
                     timeout,
                     upstream: upstream.clone(),
                     peer: ArcSwapOption::empty(),
+                    per_user,
+                    users: dashmap::DashMap::new(),
+                    changed: Arc::clone(&changed),
                 }),
                 tools: ArcSwap::from_pointee(Vec::new()),
                 withheld: ArcSwap::from_pointee(Vec::new()),
-                changed: Arc::new(Notify::new()),
+                changed,
                 settled,
             }));
         }
@@ -278,11 +295,14 @@ impl Federation {
     }
 
     async fn supervise(self: Arc<Self>, server: Arc<Server>, cancel: CancellationToken) {
+        if server.link.per_user {
+            return self.supervise_per_user(server, cancel).await;
+        }
         let mut backoff = BACKOFF.0;
         loop {
             let connected = tokio::select! {
                 () = cancel.cancelled() => return,
-                r = tokio::time::timeout(CONNECT_TIMEOUT, server.link.connect(Arc::clone(&server.changed))) => r,
+                r = tokio::time::timeout(CONNECT_TIMEOUT, server.link.connect(Arc::new(service_principal()))) => r,
             };
             match connected {
                 Ok(Ok(running)) => {
@@ -327,6 +347,36 @@ impl Federation {
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(BACKOFF.1);
+        }
+    }
+
+    /// A server whose credential is per user has no session of its own: its catalog is read
+    /// through any caller's session. Until one exists, it offers one tool, `{prefix}connect`,
+    /// through which a caller connects their account (a URL elicitation) and so brings the
+    /// catalog in. Idle caller sessions are closed.
+    async fn supervise_per_user(self: Arc<Self>, server: Arc<Server>, cancel: CancellationToken) {
+        if server.tools.load().is_empty() {
+            server.tools.store(Arc::new(connect_tool(&server).into_iter().collect()));
+            self.publish();
+        }
+        server.settled.send_replace(true);
+        loop {
+            let interval = if server.refresh_interval.is_zero() {
+                Duration::from_secs(60)
+            } else {
+                server.refresh_interval.min(Duration::from_secs(60))
+            };
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    server.link.close_all();
+                    return;
+                }
+                () = server.changed.notified() => {}
+                () = tokio::time::sleep(interval) => server.link.close_idle(),
+            }
+            if let Some(peer) = server.link.any_user_peer() {
+                self.refresh(&server, &peer).await;
+            }
         }
     }
 
@@ -404,15 +454,11 @@ impl rmcp::ClientHandler for Watcher {
 
 impl Link {
     /// Starts a session: spawns the process (stdio) or initializes over HTTP.
-    async fn connect(&self, changed: Arc<Notify>) -> Result<RunningService<RoleClient, Watcher>, String> {
-        let watcher = Watcher { changed };
+    async fn connect(&self, owner: Arc<Principal>) -> Result<RunningService<RoleClient, Watcher>, String> {
+        let watcher = Watcher { changed: Arc::clone(&self.changed) };
         match &self.transport {
             Transport::Http { url } => {
-                let client = http::FederatedHttp {
-                    upstream: self.upstream.clone(),
-                    credential: self.credential.clone(),
-                    service: Arc::new(service_principal()),
-                };
+                let client = http::FederatedHttp { upstream: self.upstream.clone(), credential: self.credential.clone(), service: owner };
                 let mut config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(Arc::clone(url));
                 config.reinit_on_expired_session = true;
                 let transport = rmcp::transport::StreamableHttpClientTransport::with_client(client, config);
@@ -445,7 +491,11 @@ impl Link {
     /// One `tools/call` as `principal`: identity and credential on it (HTTP), within the
     /// timeout; cancelled upstream if the caller goes away first.
     async fn call(&self, name: &str, principal: &Principal, ctx: &CallContext, args: &Map<String, Value>) -> ToolOutcome {
-        let Some(peer) = self.peer.load_full() else { return Err(ToolFailure::ServerUnavailable) };
+        let peer = if self.per_user {
+            self.user_peer(principal, ctx).await?
+        } else {
+            self.peer.load_full().ok_or(ToolFailure::ServerUnavailable)?
+        };
         let mut generation = None;
         let mut rejected = None;
         for _attempt in 0..2 {
@@ -476,6 +526,106 @@ impl Link {
             }
         }
         Err(ToolFailure::Credential(CredentialError::Unhealthy))
+    }
+
+    /// The caller's own session, started on first use. The caller's token is checked first, so
+    /// an unconnected caller gets the connection request (a URL elicitation), not an error.
+    async fn user_peer(&self, principal: &Principal, ctx: &CallContext) -> Result<Arc<Peer<RoleClient>>, ToolFailure> {
+        if let Some(credential) = &self.credential {
+            credential.resolve(&self.upstream, principal, ctx, None).await.map_err(credential_failure)?;
+        }
+        let key = format!("{}\n{}", principal.issuer, principal.subject.as_str());
+        let slot = Arc::clone(self.users.entry(key.clone()).or_default().value());
+        let mut session = slot.lock().await;
+        if let Some(s) = session.as_ref().filter(|s| !s.peer.is_transport_closed()) {
+            *s.last_used.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
+            return Ok(Arc::clone(&s.peer));
+        }
+        let running = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect(Arc::new(principal.clone()))).await {
+            Ok(Ok(running)) => running,
+            Ok(Err(e)) => {
+                tracing::warn!(server = %self.server, error = %e, "a caller's session could not be started");
+                return Err(ToolFailure::ServerUnavailable);
+            }
+            Err(_) => return Err(ToolFailure::ServerUnavailable),
+        };
+        let peer = Arc::new(running.peer().clone());
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let service_stop = running.cancellation_token();
+        tokio::spawn(async move {
+            let done = running.waiting();
+            tokio::pin!(done);
+            tokio::select! {
+                _ = &mut done => {}
+                () = stopped.cancelled() => {
+                    service_stop.cancel();
+                    let _ = done.await;
+                }
+            }
+        });
+        *session = Some(UserSession { peer: Arc::clone(&peer), stop, last_used: std::sync::Mutex::new(std::time::Instant::now()) });
+        drop(session);
+        if self.users.len() > USER_SESSIONS_MAX {
+            self.evict_oldest(&key);
+        }
+        // A first session brings the catalog in; later ones keep it fresh.
+        self.changed.notify_one();
+        Ok(peer)
+    }
+
+    /// A live caller session, for reading the catalog.
+    fn any_user_peer(&self) -> Option<Arc<Peer<RoleClient>>> {
+        self.users.iter().find_map(|entry| {
+            let session = entry.value().try_lock().ok()?;
+            session.as_ref().filter(|s| !s.peer.is_transport_closed()).map(|s| Arc::clone(&s.peer))
+        })
+    }
+
+    /// Closes caller sessions idle longer than [`USER_SESSION_IDLE`] or already ended.
+    fn close_idle(&self) {
+        self.users.retain(|_, slot| {
+            let Ok(session) = slot.try_lock() else { return true };
+            let Some(s) = session.as_ref() else { return false };
+            let fresh = s.last_used.lock().map(|t| t.elapsed() < USER_SESSION_IDLE).unwrap_or(false);
+            if fresh && !s.peer.is_transport_closed() {
+                return true;
+            }
+            s.stop.cancel();
+            false
+        });
+    }
+
+    /// Closes every caller session (shutdown).
+    fn close_all(&self) {
+        for entry in &self.users {
+            if let Ok(session) = entry.value().try_lock()
+                && let Some(s) = session.as_ref()
+            {
+                s.stop.cancel();
+            }
+        }
+    }
+
+    /// Closes the least recently used caller session other than `keep`.
+    fn evict_oldest(&self, keep: &str) {
+        let oldest = self
+            .users
+            .iter()
+            .filter(|e| e.key() != keep)
+            .filter_map(|e| {
+                let session = e.value().try_lock().ok()?;
+                let at = *session.as_ref()?.last_used.lock().ok()?;
+                Some((e.key().clone(), at))
+            })
+            .min_by_key(|(_, at)| *at);
+        if let Some((key, _)) = oldest
+            && let Some((_, slot)) = self.users.remove(&key)
+            && let Ok(session) = slot.try_lock()
+            && let Some(s) = session.as_ref()
+        {
+            s.stop.cancel();
+        }
     }
 
     /// The headers a call goes out with: the caller's identity, then Warden's credential.
@@ -607,6 +757,61 @@ impl ToolBackend for FederatedTool {
         args: &'a Map<String, Value>,
     ) -> BoxFuture<'a, ToolOutcome> {
         Box::pin(self.link.call(&self.upstream_name, principal, ctx, args))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// The one tool a per-user server offers before any caller has connected: calling it asks the
+/// caller to connect their account, which brings the server's catalog in.
+fn connect_tool(server: &Server) -> Option<Arc<Tool>> {
+    let description = format!(
+        "Connect your account to use the tools of {}: call this, then open the link you are given. The tools are listed once connected.",
+        server.name
+    );
+    let schema = serde_json::json!({"type": "object", "properties": {}});
+    let spec = ToolSpec {
+        name: format!("{}connect", server.prefix),
+        description: rmcp::model::Tool::new("connect", description, Arc::new(schema.as_object().cloned().unwrap_or_default())),
+        scopes: server.scopes.clone(),
+        tags: server.tags.clone(),
+        metadata: server.metadata.clone(),
+        server: Some(server.name.clone()),
+        backend: Box::new(ConnectTool { link: Arc::clone(&server.link) }),
+    };
+    Tool::from_spec(spec)
+        .map(Arc::new)
+        .map_err(|why| tracing::error!(server = %server.name, %why, "the connect tool could not be built"))
+        .ok()
+}
+
+/// `{prefix}connect`: starts the caller's session, or asks them to connect first.
+struct ConnectTool {
+    link: Arc<Link>,
+}
+
+impl ToolBackend for ConnectTool {
+    fn credential_name(&self) -> Option<&str> {
+        self.link.credential.as_ref().map(|c| c.name.as_str())
+    }
+
+    fn call<'a>(
+        &'a self,
+        _upstream: &'a Upstream,
+        principal: &'a Principal,
+        ctx: &'a CallContext,
+        _args: &'a Map<String, Value>,
+    ) -> BoxFuture<'a, ToolOutcome> {
+        Box::pin(async move {
+            self.link.user_peer(principal, ctx).await?;
+            let text = format!("Connected to {}: list the tools again to see its tools.", self.link.server);
+            Ok(ToolResult {
+                result: rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(text)]),
+                upstream_status: 200,
+            })
+        })
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

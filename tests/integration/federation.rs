@@ -79,6 +79,18 @@ impl ServerHandler for Upstream {
 }
 
 async fn start_upstream() -> (Upstream, String) {
+    start_upstream_with(Arc::new(|auth: Option<String>| async move { auth.as_deref() == Some(&format!("Bearer {KEY}")) })).await
+}
+
+type Check = Arc<dyn Fn(Option<String>) -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
+
+/// An upstream that admits a request when `check` accepts its `Authorization`.
+async fn start_upstream_with<F, Fut>(check: Arc<F>) -> (Upstream, String)
+where
+    F: Fn(Option<String>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let check: Check = Arc::new(move |auth| Box::pin(check(auth)));
     let upstream = Upstream {
         description: Arc::new(Mutex::new("Echoes its text.".into())),
         seen: Arc::new(Mutex::new(Vec::new())),
@@ -91,11 +103,18 @@ async fn start_upstream() -> (Upstream, String) {
         StreamableHttpServerConfig::default().disable_allowed_hosts(),
     );
     let (listener, url) = listen().await;
-    // The upstream requires its own key, which only Warden holds.
+    // The upstream requires its own credential, which only Warden holds.
     let app = axum::Router::new().nest_service("/mcp", service).layer(axum::middleware::from_fn(
-        |request: axum::extract::Request, next: axum::middleware::Next| async move {
-            let ok = request.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {KEY}"));
-            if ok { next.run(request).await } else { axum::response::IntoResponse::into_response(http::StatusCode::UNAUTHORIZED) }
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let check = Arc::clone(&check);
+            async move {
+                let auth = request.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                if check(auth).await {
+                    next.run(request).await
+                } else {
+                    axum::response::IntoResponse::into_response(http::StatusCode::UNAUTHORIZED)
+                }
+            }
         },
     ));
     serve(listener, app);
@@ -272,4 +291,91 @@ async fn pins_in_the_vault_survive_a_restart() {
     let names = second.tool_names(&alice).await;
     assert!(!names.contains(&"up_echo".to_owned()) && names.contains(&"up_slow".to_owned()), "{names:?}");
     assert_eq!(second.call(&alice, "up_echo", json!({"text": "x"})).await.body["error"]["data"]["code"], "tool_definition_changed");
+}
+
+/// A server whose credential is per user: each caller's calls carry their own token (one
+/// upstream session per caller), an unconnected caller is asked to connect (-32042), and before
+/// anyone has connected the server offers only `gh_connect`, which brings its catalog in.
+#[tokio::test]
+async fn a_per_user_credential_gives_each_caller_their_own_upstream_session() {
+    use crate::common::provider::{ConnectionOptions, FakeProvider, connection_config, keyring, sign_in, visit};
+    let issuer = TestIssuer::start().await;
+    let provider = FakeProvider::start(3600).await;
+    let api = provider.url.clone();
+    // The upstream accepts exactly the tokens the provider issued (it asks the provider's API).
+    let (upstream, url) = start_upstream_with(Arc::new(move |auth: Option<String>| {
+        let api = api.clone();
+        async move {
+            let Some(auth) = auth else { return false };
+            let me = reqwest::Client::new().get(format!("{api}/api/me")).header("authorization", auth).send().await;
+            me.is_ok_and(|r| r.status().is_success())
+        }
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("vault.db").display());
+    let keys = keyring();
+    let options = ConnectionOptions {
+        database: &database,
+        keys: &keys,
+        name: "gh",
+        mode: "per_user",
+        discover: false,
+        admin_token: "admin-token-for-the-federation-test-0123456789",
+        token_cache: "0s",
+    };
+    let (_, extra) = connection_config(&provider.url, &options);
+    let extra = format!("{extra}\nservers:\n  - {{name: gh, url: \"{url}\", credential: gh, refresh_interval: 0s}}\n");
+    let gw = gateway(&issuer, "  []", &extra).await;
+    let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    let bob = issuer.sign(&issuer.claims("bob", "", &gw.mcp));
+    let carol = issuer.sign(&issuer.claims("carol", "", &gw.mcp));
+
+    assert_eq!(gw.tool_names(&alice).await, ["gh_connect"], "nobody connected yet: only the way in");
+    let link = |reply: &crate::common::Reply| reply.body["error"]["data"]["elicitations"][0]["url"].as_str().unwrap().to_owned();
+    let connect = |link: String, account: &'static str| async move {
+        let (callback, cookie) = sign_in(&link, account, false).await;
+        assert_eq!(visit(&callback, Some(&cookie)).await.0, 200);
+    };
+    let first = gw.call(&alice, "gh_connect", json!({})).await;
+    assert_eq!(first.error_code(), Some(-32042), "{first:?}");
+    connect(link(&first), "gh-alice").await;
+    assert_eq!(gw.call(&alice, "gh_connect", json!({})).await.result()["isError"], false);
+    let mut listed = Vec::new();
+    for _ in 0..50 {
+        listed = gw.tool_names(&alice).await;
+        if listed.contains(&"gh_echo".to_owned()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(listed.contains(&"gh_echo".to_owned()) && !listed.contains(&"gh_connect".to_owned()), "{listed:?}");
+
+    // Bob connects his own account; carol has not connected and is asked to.
+    let bob_first = gw.call(&bob, "gh_echo", json!({"text": "b"})).await;
+    assert_eq!(bob_first.error_code(), Some(-32042));
+    connect(link(&bob_first), "gh-bob").await;
+    let before = upstream.seen.lock().unwrap().len();
+    assert_eq!(gw.call(&carol, "gh_echo", json!({"text": "c"})).await.error_code(), Some(-32042));
+    assert_eq!(upstream.seen.lock().unwrap().len(), before, "an unconnected caller reaches nothing upstream");
+
+    assert_eq!(gw.call(&alice, "gh_echo", json!({"text": "a"})).await.result()["content"][0]["text"], "echo: a");
+    assert_eq!(gw.call(&bob, "gh_echo", json!({"text": "b"})).await.result()["content"][0]["text"], "echo: b");
+    let seen = upstream.seen.lock().unwrap().clone();
+    let account = |auth: &str| {
+        let auth = auth.to_owned();
+        let api = provider.url.clone();
+        async move {
+            let r = reqwest::Client::new().get(format!("{api}/api/me")).header("authorization", auth).send().await.unwrap();
+            r.json::<Value>().await.unwrap()["account"].as_str().unwrap().to_owned()
+        }
+    };
+    let by_user: Vec<(String, String)> = futures::future::join_all(seen.iter().map(|s| {
+        let user = s.user.clone().unwrap();
+        let auth = s.authorization.clone().unwrap();
+        async move { (user, account(&auth).await) }
+    }))
+    .await;
+    assert!(by_user.contains(&("alice".into(), "gh-alice".into())) && by_user.contains(&("bob".into(), "gh-bob".into())), "{by_user:?}");
+    assert!(by_user.iter().all(|(u, a)| a == &format!("gh-{u}")), "each call carried its caller's own token: {by_user:?}");
 }
