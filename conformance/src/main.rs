@@ -37,6 +37,11 @@ enum Command {
         /// The address the generated config makes Warden listen on. Default: a free port.
         #[arg(long)]
         gateway: Option<SocketAddr>,
+        /// Serve the suite's tool fixtures from this stdio MCP server (command and arguments),
+        /// federated with no prefix, instead of from HTTP tools: the suite's tool scenarios then
+        /// check what Warden passes through from a server it federates.
+        #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+        federate: Option<Vec<String>>,
     },
     /// Serve the suite's issuer and echo backend and check the Warden at --url.
     Run {
@@ -96,8 +101,8 @@ async fn wait_for(url: &str) -> Result<(), String> {
 
 async fn dispatch(command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Init { dir, gateway } => {
-            let state = fixtures::init(&dir, gateway)?;
+        Command::Init { dir, gateway, federate } => {
+            let state = fixtures::init(&dir, gateway, federate.as_deref())?;
             println!(
                 "wrote {}/warden.yaml (issuer {}, echo {}, gateway {})",
                 dir.display(),
