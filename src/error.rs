@@ -385,6 +385,7 @@ pub fn tool_failure_result(failure: &ToolFailure) -> rmcp::model::CallToolResult
         ToolFailure::Credential(e) => format!("the gateway could not obtain its credential for this backend: {e}"),
         ToolFailure::ServerUnavailable => "the MCP server behind this tool is unavailable; try again later".to_owned(),
         ToolFailure::Rpc { code, message } => format!("the MCP server behind this tool answered error {code}: {message}"),
+        ToolFailure::Cancelled => "the call was cancelled by the client".to_owned(),
     };
     rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(text)])
 }
@@ -393,7 +394,7 @@ pub fn tool_failure_result(failure: &ToolFailure) -> rmcp::model::CallToolResult
 /// class, except a connection the caller must make first (`deny`).
 pub fn tool_failure_class(failure: &ToolFailure) -> Class {
     match failure {
-        ToolFailure::Unencodable(_) | ToolFailure::ConnectionRequired(_) => Class::Downstream,
+        ToolFailure::Unencodable(_) | ToolFailure::ConnectionRequired(_) | ToolFailure::Cancelled => Class::Downstream,
         ToolFailure::Status { .. }
         | ToolFailure::Timeout(_)
         | ToolFailure::Unreachable

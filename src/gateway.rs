@@ -194,6 +194,7 @@ impl Gateway {
             max_body_bytes: self.max_body_bytes,
             body_read_timeout: self.body_read_timeout,
             policy_headers: Arc::clone(&self.policy_headers),
+            in_flight: dashmap::DashMap::new(),
         }
     }
 }

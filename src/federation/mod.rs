@@ -88,6 +88,8 @@ pub struct Link {
     users: dashmap::DashMap<String, Arc<tokio::sync::Mutex<Option<UserSession>>>>,
     /// Set when a catalog refresh should run (a notification, a first user session).
     changed: Arc<Notify>,
+    /// Calls whose caller wants progress, by the progress token of the upstream request.
+    progress: Arc<dashmap::DashMap<String, tokio::sync::mpsc::Sender<crate::upstream::Progress>>>,
 }
 
 /// A caller's own session with a server whose credential is per user.
@@ -231,6 +233,7 @@ impl Federation {
                     per_user,
                     users: dashmap::DashMap::new(),
                     changed: Arc::clone(&changed),
+                    progress: Arc::new(dashmap::DashMap::new()),
                 }),
                 tools: ArcSwap::from_pointee(Vec::new()),
                 withheld: ArcSwap::from_pointee(Vec::new()),
@@ -434,13 +437,23 @@ impl Server {
     }
 }
 
-/// Answers the server's notifications: a changed tool list triggers a catalog refresh.
+/// Answers the server's notifications: a changed tool list triggers a catalog refresh; a
+/// call's progress goes to its caller.
 #[derive(Clone)]
 struct Watcher {
     changed: Arc<Notify>,
+    progress: Arc<dashmap::DashMap<String, tokio::sync::mpsc::Sender<crate::upstream::Progress>>>,
 }
 
 impl rmcp::ClientHandler for Watcher {
+    async fn on_progress(&self, params: rmcp::model::ProgressNotificationParam, _context: rmcp::service::NotificationContext<RoleClient>) {
+        let key = serde_json::to_string(&params.progress_token).unwrap_or_default();
+        if let Some(caller) = self.progress.get(&key) {
+            // A caller that cannot keep up misses a report, never stalls the session.
+            let _ = caller.try_send(crate::upstream::Progress { progress: params.progress, total: params.total, message: params.message });
+        }
+    }
+
     async fn on_tool_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
         self.changed.notify_one();
     }
@@ -455,7 +468,7 @@ impl rmcp::ClientHandler for Watcher {
 impl Link {
     /// Starts a session: spawns the process (stdio) or initializes over HTTP.
     async fn connect(&self, owner: Arc<Principal>) -> Result<RunningService<RoleClient, Watcher>, String> {
-        let watcher = Watcher { changed: Arc::clone(&self.changed) };
+        let watcher = Watcher { changed: Arc::clone(&self.changed), progress: Arc::clone(&self.progress) };
         match &self.transport {
             Transport::Http { url } => {
                 let client = http::FederatedHttp { upstream: self.upstream.clone(), credential: self.credential.clone(), service: owner };
@@ -511,7 +524,20 @@ impl Link {
                 .await
                 .map_err(|e| failure(e, self.timeout))?;
             let guard = CancelOnDrop { peer: Some((*peer).clone()), id: handle.id.clone() };
+            let progress_key = ctx.progress.as_ref().map(|caller| {
+                let key = serde_json::to_string(&handle.progress_token).unwrap_or_default();
+                self.progress.insert(key.clone(), caller.clone());
+                ProgressGuard { map: &self.progress, key }
+            });
             let answer = handle.await_response().await;
+            if progress_key.is_some() {
+                // rmcp hands each notification to its own task, so reports sent just before the
+                // result may still be on their way: let them through before forwarding stops.
+                for _ in 0..4 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            drop(progress_key);
             guard.disarm();
             match answer {
                 Ok(ServerResult::CallToolResult(result)) => return Ok(ToolResult { result, upstream_status: 200 }),
@@ -816,5 +842,17 @@ impl ToolBackend for ConnectTool {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+/// Stops forwarding a call's progress when the call ends, however it ends.
+struct ProgressGuard<'a> {
+    map: &'a dashmap::DashMap<String, tokio::sync::mpsc::Sender<crate::upstream::Progress>>,
+    key: String,
+}
+
+impl Drop for ProgressGuard<'_> {
+    fn drop(&mut self) {
+        self.map.remove(&self.key);
     }
 }

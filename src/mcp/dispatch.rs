@@ -45,8 +45,15 @@ pub async fn serve(handler: &McpHandler, admitted: Admitted, kind: Kind, headers
     let mcp = &*handler.mcp;
     let request = match kind {
         Kind::Other(message) => match *message {
-            ClientJsonRpcMessage::Notification(_) => {
+            ClientJsonRpcMessage::Notification(notification) => {
                 // Stateless: nothing to remember; the notification is recorded and acknowledged.
+                // A cancellation reaches the caller's own call, if it is still running here.
+                if let rmcp::model::ClientNotification::CancelledNotification(cancelled) = &notification.notification
+                    && let Some(id) = cancelled.params.request_id.as_ref().and_then(|id| serde_json::to_value(id).ok())
+                    && let Some(call) = mcp.in_flight.get(&super::in_flight_key(&admitted.principal, &id))
+                {
+                    call.cancel();
+                }
                 served(mcp, &admitted, StatusCode::ACCEPTED);
                 return status_only(StatusCode::ACCEPTED);
             }
@@ -82,7 +89,16 @@ pub async fn serve(handler: &McpHandler, admitted: Admitted, kind: Kind, headers
             Ok(ServerResult::empty(()))
         }
         Kind::ListTools => Ok(ServerResult::ListToolsResult(super::handler::list_tools(mcp, &admitted))),
-        Kind::CallTool(_) => super::handler::call_tool(mcp, admitted).await.map(ServerResult::from),
+        Kind::CallTool(params) => {
+            // A federated tool's progress reaches a client that asked for it, over SSE.
+            let federated = admitted.call.as_ref().is_some_and(|c| c.tool.server.is_some());
+            if let Some(token) = params.meta.as_ref().and_then(|m| m.get_progress_token())
+                && federated
+            {
+                return stream_call(std::sync::Arc::clone(&handler.mcp), admitted, id, token);
+            }
+            super::handler::call_tool(mcp, admitted, None).await.map(ServerResult::from)
+        }
         Kind::Other(_) => return refuse_with_id(mcp, admitted, GatewayError::MethodNotFound),
     };
     let message = match answer {
@@ -103,6 +119,76 @@ pub async fn serve(handler: &McpHandler, admitted: Admitted, kind: Kind, headers
             tracing::error!(error = %e, "a JSON-RPC response could not be serialized");
             status_only(StatusCode::INTERNAL_SERVER_ERROR)
         }
+    }
+}
+
+/// A `tools/call` answered as an SSE stream: the backend's progress as
+/// `notifications/progress` with the client's token, then the response. The call runs in a
+/// task owned by the stream: a client that goes away drops it (the call is cancelled upstream
+/// and audited as `client_closed`).
+fn stream_call(mcp: std::sync::Arc<Mcp>, admitted: Admitted, id: RequestId, token: rmcp::model::ProgressToken) -> Response {
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::channel::<crate::upstream::Progress>(16);
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(16);
+    let task = tokio::spawn(async move {
+        let call = super::handler::call_tool(&mcp, admitted, Some(progress_tx));
+        tokio::pin!(call);
+        let progress = |p: crate::upstream::Progress| {
+            let mut param = rmcp::model::ProgressNotificationParam::new(token.clone(), p.progress);
+            param.total = p.total;
+            param.message = p.message;
+            sse_event(&ServerJsonRpcMessage::notification(rmcp::model::ServerNotification::ProgressNotification(
+                rmcp::model::ProgressNotification::new(param),
+            )))
+        };
+        let answer = loop {
+            tokio::select! {
+                biased;
+                Some(p) = progress_rx.recv() => {
+                    if events_tx.send(Ok(progress(p))).await.is_err() {
+                        return;
+                    }
+                }
+                answer = &mut call => break answer,
+            }
+        };
+        // Reports that came with the answer go before it.
+        while let Ok(p) = progress_rx.try_recv() {
+            if events_tx.send(Ok(progress(p))).await.is_err() {
+                return;
+            }
+        }
+        let message = match answer {
+            Ok(response) => {
+                let mut result = ServerResult::from(response);
+                result.strip_result_type_for_legacy_peer();
+                ServerJsonRpcMessage::response(result, id)
+            }
+            Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
+        };
+        let _ = events_tx.send(Ok(sse_event(&message))).await;
+    });
+    let abort = AbortOnDrop(task);
+    let stream =
+        futures::stream::unfold((events_rx, abort), |(mut rx, abort)| async move { rx.recv().await.map(|event| (event, (rx, abort))) });
+    let mut response = Response::new(Body::from_stream(stream));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// One SSE `message` event carrying a JSON-RPC message.
+fn sse_event(message: &ServerJsonRpcMessage) -> bytes::Bytes {
+    let json = serde_json::to_string(message).unwrap_or_default();
+    bytes::Bytes::from(format!("event: message\ndata: {json}\n\n"))
+}
+
+/// Aborts the call's task when the response stream is dropped (the client went away).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -20,7 +20,7 @@ use super::{Admitted, CallAllowed, Mcp};
 use crate::audit::{AuditEvent, Verdict};
 use crate::error::GatewayError;
 use crate::tools::ToolFailure;
-use crate::upstream::CallContext;
+use crate::upstream::{CallContext, Progress};
 
 /// The protocol revisions Warden serves, newest first.
 pub const PROTOCOL_VERSIONS: &[ProtocolVersion] =
@@ -76,7 +76,7 @@ impl ServerHandler for McpHandler {
     async fn call_tool(&self, _request: CallToolRequestParams, context: McpContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
         // The request's arguments were taken by the gate's decision; the call uses those.
         let a = admitted(&context)?;
-        call_tool(&self.mcp, a).await
+        call_tool(&self.mcp, a, None).await
     }
 }
 
@@ -92,7 +92,16 @@ pub fn list_tools(mcp: &Mcp, a: &Admitted) -> ListToolsResult {
 
 /// `tools/call` of a call the gate allowed: argument validation, then the tool's upstream call
 /// with the arguments policy decided on.
-pub async fn call_tool(mcp: &Mcp, a: Admitted) -> Result<CallToolResponse, ErrorData> {
+///
+/// The call is registered by caller and id while it runs, so the caller's
+/// `notifications/cancelled` stops it (and the backend is told); if the client goes away
+/// instead, the call is audited as `client_closed` when its future is dropped: every call is
+/// audited once, however it ends. `progress` receives the backend's progress reports.
+pub async fn call_tool(
+    mcp: &Mcp,
+    a: Admitted,
+    progress: Option<tokio::sync::mpsc::Sender<Progress>>,
+) -> Result<CallToolResponse, ErrorData> {
     let Admitted { principal, ctx, jsonrpc_id, call, once, url_elicitation, .. } = a;
     let refused = |error: &GatewayError| Verdict { decision: error.decision(), reason: error.reason(), status: error.status().as_u16() };
     let Some(CallAllowed { tool, rule, arguments }) = call else {
@@ -111,8 +120,14 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted) -> Result<CallToolResponse, Error
         return Err(error.into_error_data());
     }
     let args: &Map<String, Value> = arguments.as_object().unwrap_or(&EMPTY);
-    let call = CallContext { request_id: ctx.request_id.clone(), traceparent: ctx.traceparent.clone() };
-    let outcome = tool.backend.call(&mcp.upstream, &principal, &call, args).await;
+    let call = CallContext { request_id: ctx.request_id.clone(), traceparent: ctx.traceparent.clone(), progress };
+    let running = Running::start(mcp, &principal, jsonrpc_id.as_ref(), &once, || event(closed()));
+    let outcome = tokio::select! {
+        outcome = tool.backend.call(&mcp.upstream, &principal, &call, args) => outcome,
+        () = running.cancelled() => Err(ToolFailure::Cancelled),
+    };
+    // Answered: from here the call's own event is written below.
+    running.finish();
     let credential = tool.credential_name().map(str::to_owned);
     let failure = match outcome {
         Ok(answer) => {
@@ -135,3 +150,56 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted) -> Result<CallToolResponse, Error
 }
 
 static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+
+/// The verdict of a call whose client went away before its answer (nginx's 499).
+fn closed() -> Verdict<'static> {
+    Verdict { decision: "error", reason: "client_closed", status: 499 }
+}
+
+/// A call in progress: cancellable by its caller, and audited if dropped unanswered.
+struct Running<'a, F: FnOnce() -> AuditEvent> {
+    mcp: &'a Mcp,
+    key: Option<String>,
+    token: Arc<tokio_util::sync::CancellationToken>,
+    once: &'a crate::audit::AuditOnce,
+    on_drop: Option<F>,
+}
+
+impl<'a, F: FnOnce() -> AuditEvent> Running<'a, F> {
+    fn start(
+        mcp: &'a Mcp,
+        principal: &crate::identity::Principal,
+        id: Option<&Value>,
+        once: &'a crate::audit::AuditOnce,
+        on_drop: F,
+    ) -> Self {
+        let token = Arc::new(tokio_util::sync::CancellationToken::new());
+        let key = id.map(|id| super::in_flight_key(principal, id));
+        if let Some(key) = &key {
+            mcp.in_flight.insert(key.clone(), Arc::clone(&token));
+        }
+        Self { mcp, key, token, once, on_drop: Some(on_drop) }
+    }
+
+    fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
+
+    /// The call ended with an answer: no longer cancellable, and its caller writes its event.
+    fn finish(mut self) {
+        self.on_drop = None;
+    }
+}
+
+impl<F: FnOnce() -> AuditEvent> Drop for Running<'_, F> {
+    fn drop(&mut self) {
+        if let Some(key) = &self.key {
+            self.mcp.in_flight.remove_if(key, |_, token| Arc::ptr_eq(token, &self.token));
+        }
+        if !self.once.written()
+            && let Some(event) = self.on_drop.take()
+        {
+            self.once.emit(&self.mcp.audit, event());
+        }
+    }
+}

@@ -56,6 +56,14 @@ pub struct Mcp {
     pub body_read_timeout: Duration,
     /// Request headers exposed to policy conditions.
     pub policy_headers: Arc<[http::HeaderName]>,
+    /// Calls in progress, by caller and JSON-RPC id, so the caller's `notifications/cancelled`
+    /// (a separate HTTP request, in stateless serving) reaches the call.
+    pub in_flight: dashmap::DashMap<String, Arc<tokio_util::sync::CancellationToken>>,
+}
+
+/// The key of a call in [`Mcp::in_flight`]: a caller may cancel only their own calls.
+pub fn in_flight_key(principal: &Principal, id: &serde_json::Value) -> String {
+    format!("{}\n{}\n{id}", principal.issuer, principal.subject.as_str())
 }
 
 /// A request the gate let through: who sent it, its context, its one typed message, and for a

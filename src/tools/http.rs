@@ -81,6 +81,8 @@ pub enum ToolFailure {
         code: i32,
         message: String,
     },
+    /// The client cancelled the call (`notifications/cancelled`) before it completed.
+    Cancelled,
 }
 
 impl ToolFailure {
@@ -97,6 +99,7 @@ impl ToolFailure {
             Self::Credential(e) => e.code(),
             Self::ServerUnavailable => "upstream_unavailable",
             Self::Rpc { .. } => "upstream_error",
+            Self::Cancelled => "client_cancelled",
         }
     }
 
@@ -112,7 +115,8 @@ impl ToolFailure {
             | Self::ConnectionRequired(_)
             | Self::Credential(_)
             | Self::ServerUnavailable
-            | Self::Rpc { .. } => None,
+            | Self::Rpc { .. }
+            | Self::Cancelled => None,
         }
     }
 }

@@ -87,6 +87,17 @@ impl IdentityHeaders {
 pub struct CallContext {
     pub request_id: String,
     pub traceparent: String,
+    /// Where a backend that reports progress (a federated MCP server) sends it, when the client
+    /// asked for progress and can receive it (an SSE response).
+    pub progress: Option<tokio::sync::mpsc::Sender<Progress>>,
+}
+
+/// One progress report of a running call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub progress: f64,
+    pub total: Option<f64>,
+    pub message: Option<String>,
 }
 
 impl Upstream {

@@ -42,7 +42,8 @@ impl Upstream {
             .with_annotations(ToolAnnotations::new().read_only(true));
         let slow = Tool::new("slow", "Takes a minute.", Arc::new(json!({"type": "object"}).as_object().unwrap().clone()));
         let admin = Tool::new("admin_reset", "Resets everything.", Arc::new(json!({"type": "object"}).as_object().unwrap().clone()));
-        vec![echo, slow, admin]
+        let steps = Tool::new("steps", "Reports progress twice.", Arc::new(json!({"type": "object"}).as_object().unwrap().clone()));
+        vec![echo, slow, admin, steps]
     }
 }
 
@@ -72,6 +73,17 @@ impl ServerHandler for Upstream {
                     () = tokio::time::sleep(Duration::from_secs(60)) => {}
                 }
                 Ok(CallToolResponse::Complete(CallToolResult::success(vec![ContentBlock::text("done")])))
+            }
+            "steps" => {
+                if let Some(token) = context.meta.get_progress_token() {
+                    for (i, message) in [(1.0, "half"), (2.0, "all")] {
+                        let mut p = rmcp::model::ProgressNotificationParam::new(token.clone(), i);
+                        p.total = Some(2.0);
+                        p.message = Some(message.into());
+                        let _ = context.peer.notify_progress(p).await;
+                    }
+                }
+                Ok(CallToolResponse::Complete(CallToolResult::success(vec![ContentBlock::text("stepped")])))
             }
             _ => Err(ErrorData::invalid_params("no such tool", None)),
         }
@@ -138,7 +150,7 @@ async fn federated_tools_are_listed_called_with_identity_and_credential_and_audi
     let listed = gw.rpc(&alice, "tools/list", json!({})).await;
     let tools = listed.result()["tools"].as_array().unwrap().clone();
     let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
-    assert_eq!(names, ["up_echo", "up_slow"], "prefixed, admin_* excluded: {listed:?}");
+    assert_eq!(names, ["up_echo", "up_slow", "up_steps"], "prefixed, admin_* excluded: {listed:?}");
     assert_eq!(tools[0]["description"], "Echoes its text.");
     assert_eq!(tools[0]["inputSchema"]["required"], json!(["text"]));
     assert_eq!(tools[0]["annotations"]["readOnlyHint"], true, "annotations pass through");
@@ -201,7 +213,7 @@ async fn policy_targets_a_server_and_its_tags() {
     let reader =
         issuer.sign(&json!({"sub": "r", "iss": issuer.url, "aud": gw.mcp, "exp": crate::common::now() + 300, "roles": ["reader"]}));
     let other = issuer.sign(&issuer.claims("o", "", &gw.mcp));
-    assert_eq!(gw.tool_names(&reader).await, ["up_echo"], "server:up allows; the deny hides up_slow");
+    assert_eq!(gw.tool_names(&reader).await, ["up_echo", "up_steps"], "server:up allows; the deny hides up_slow");
     assert!(gw.tool_names(&other).await.is_empty(), "deny by default");
     assert_eq!(gw.call(&reader, "up_slow", json!({})).await.error_code(), Some(-32003));
     assert_eq!(gw.call(&other, "up_echo", json!({"text": "x"})).await.error_code(), Some(-32003));
@@ -378,4 +390,91 @@ async fn a_per_user_credential_gives_each_caller_their_own_upstream_session() {
     .await;
     assert!(by_user.contains(&("alice".into(), "gh-alice".into())) && by_user.contains(&("bob".into(), "gh-bob".into())), "{by_user:?}");
     assert!(by_user.iter().all(|(u, a)| a == &format!("gh-{u}")), "each call carried its caller's own token: {by_user:?}");
+}
+
+/// A client that asks for progress (`_meta.progressToken`) gets the upstream's progress reports,
+/// with its own token, on an SSE response that ends with the result.
+#[tokio::test]
+async fn progress_of_a_federated_call_reaches_the_client_over_sse() {
+    let issuer = TestIssuer::start().await;
+    let (_upstream, url) = start_upstream().await;
+    let gw = gateway(&issuer, "  []", &servers(&url, "")).await;
+    let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "up_steps", "arguments": {}, "_meta": {"progressToken": "mine-1"}}});
+    let reply = gw.post_raw(Some(&alice), body.to_string(), &[]).await;
+    assert_eq!(reply.headers["content-type"], "text/event-stream");
+    let messages: Vec<Value> =
+        reply.body.as_str().unwrap().lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert_eq!(messages[0]["method"], "notifications/progress");
+    assert_eq!(messages[0]["params"], json!({"progressToken": "mine-1", "progress": 1.0, "total": 2.0, "message": "half"}));
+    assert_eq!(messages[1]["params"]["message"], "all");
+    assert_eq!((messages[2]["id"].as_i64(), messages[2]["result"]["content"][0]["text"].as_str()), (Some(5), Some("stepped")));
+    // Without a progress token: plain JSON, as before.
+    assert_eq!(gw.call(&alice, "up_steps", json!({})).await.result()["content"][0]["text"], "stepped");
+}
+
+/// The caller's `notifications/cancelled` (its own request, by id) stops the call and reaches
+/// the upstream; a client that goes away has its call cancelled and audited as `client_closed`.
+#[tokio::test]
+async fn cancellation_by_the_caller_or_a_disconnect_reaches_the_upstream() {
+    let issuer = TestIssuer::start().await;
+    let (upstream, url) = start_upstream().await;
+    let gw = gateway(&issuer, "  []", &servers(&url, "    timeout: 60s\n").replace("    timeout: 2s\n", "")).await;
+    let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    let bob = issuer.sign(&issuer.claims("bob", "", &gw.mcp));
+    let wait_cancelled = |n: usize| {
+        let cancelled = Arc::clone(&upstream.cancelled);
+        async move {
+            for _ in 0..100 {
+                if cancelled.load(Ordering::SeqCst) >= n {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        }
+    };
+
+    let call = json!({"jsonrpc": "2.0", "id": 77, "method": "tools/call", "params": {"name": "up_slow", "arguments": {}}}).to_string();
+    let (mcp, http, token) = (gw.mcp.clone(), gw.http.clone(), alice.clone());
+    let running = tokio::spawn(async move {
+        http.post(&mcp)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", format!("Bearer {token}"))
+            .body(call)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 77}}).to_string();
+    // Another caller cannot cancel it.
+    assert_eq!(gw.post_raw(Some(&bob), cancel.clone(), &[]).await.status, 202);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!running.is_finished(), "bob's cancellation reached alice's call");
+    assert_eq!(gw.post_raw(Some(&alice), cancel, &[]).await.status, 202);
+    let answer = tokio::time::timeout(Duration::from_secs(5), running).await.expect("the call stopped").unwrap();
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    assert!(wait_cancelled(1).await, "the upstream was told");
+
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    let call = json!({"jsonrpc": "2.0", "id": 78, "method": "tools/call", "params": {"name": "up_slow", "arguments": {}}}).to_string();
+    let gone = impatient
+        .post(&gw.mcp)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {alice}"))
+        .body(call)
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up");
+    assert!(wait_cancelled(2).await, "the upstream was told");
+    let events = gw.audit();
+    let slow: Vec<&str> = events.iter().filter(|e| e["tool"] == "up_slow").map(|e| e["reason"].as_str().unwrap()).collect();
+    assert_eq!(slow, ["client_cancelled", "client_closed"], "each call audited once");
 }
