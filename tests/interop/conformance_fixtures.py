@@ -4,9 +4,10 @@ Warden, that text, image, audio, embedded resources, mixed content and errors pa
 the server sent them. The content is what the suite's scenario descriptions ask for.
 """
 
+import asyncio
 import base64
 
-from mcp.server.fastmcp import FastMCP
+from mcp.server.fastmcp import Context, FastMCP
 from mcp.types import AudioContent, EmbeddedResource, ImageContent, TextContent, TextResourceContents
 
 # A 1x1 red PNG and a minimal (empty, 8 kHz mono) WAV.
@@ -55,6 +56,15 @@ def test_multiple_content_types() -> list:
         ImageContent(type="image", data=PNG, mimeType="image/png"),
         EmbeddedResource(type="resource", resource=resource),
     ]
+
+
+@mcp.tool()
+async def test_tool_with_progress(ctx: Context) -> str:
+    """Reports progress 0, 50 and 100 of 100."""
+    for step in (0, 50, 100):
+        await ctx.report_progress(step, 100)
+        await asyncio.sleep(0.05)
+    return "Progress test completed"
 
 
 @mcp.tool()
