@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::routing::{get, post};
 use rmcp::ServerHandler;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData, InitializeResult, ListToolsResult,
@@ -18,7 +19,6 @@ use rmcp::model::{
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,17 @@ tools:
       url: http://127.0.0.1:1/x
 ";
 
+/// A config without tools, loopback upstreams allowed, for `servers[]` to be appended.
+const VALID_NO_TOOLS: &str = "
+server:
+  listen: 127.0.0.1:0
+identity:
+  issuers:
+    - issuer: http://127.0.0.1:1
+upstream:
+  allow_cidrs: [127.0.0.1/32]
+";
+
 /// An authorization-code connection, prepended to [`VALID`].
 const CONNECTION: &str = "
 vault:
@@ -90,6 +101,47 @@ fn check_names_the_failing_path() {
         assert_eq!(out.status.code(), Some(3), "expected exit 3 for {path}: {stderr}");
         assert!(stderr.contains(&format!("{path}:")), "expected {path} in: {stderr}");
     }
+}
+
+/// `servers[]` is validated with paths, before anything is started or connected.
+#[test]
+fn check_names_the_failing_server_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |servers: &str| format!("{VALID_NO_TOOLS}servers:\n{servers}");
+    let cases = [
+        (with("  - {name: a, url: http://127.0.0.1:1/mcp, command: x}\n"), "servers[0].url", "exactly one of url and command"),
+        (with("  - {name: a}\n"), "servers[0].url", "exactly one"),
+        (with("  - {name: \"bad name\", command: x}\n"), "servers[0].name", ""),
+        (with("  - {name: a, command: x}\n  - {name: a, command: y}\n"), "servers[1].name", "duplicate"),
+        (with("  - {name: a, command: x, prefix: p_}\n  - {name: b, command: y, prefix: p_}\n"), "servers[1].prefix", "server \"a\""),
+        (with("  - {name: a, url: ftp://x/mcp}\n"), "servers[0].url", "http(s)"),
+        (with("  - {name: a, url: \"http://10.0.0.1/mcp\"}\n"), "servers[0].url", "SSRF"),
+        (with("  - {name: a, command: x, credential: nope}\n"), "servers[0].credential", ""),
+        (with("  - {name: a, url: \"http://127.0.0.1:1/mcp\", credential: nope}\n"), "servers[0].credential", "no credential named"),
+        (with("  - {name: a, command: x, pinning: maybe}\n"), "servers[0].pinning", ""),
+        (with("  - {name: a, command: x, tags: [\"a b\"]}\n"), "servers[0].tags[0]", ""),
+        (with("  - {name: a, command: x, colour: blue}\n"), "servers[0].colour", ""),
+        (
+            format!("{VALID}servers:\n  - {{name: t, command: x, prefix: \"\"}}\n  - {{name: u, command: y, prefix: t}}\n"),
+            "servers[1].prefix",
+            "tools[]",
+        ),
+    ];
+    for (text, path, says) in cases {
+        let file = write(dir.path(), &text);
+        let out = warden().args(["check", "--config"]).arg(&file).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "expected exit 3 for {path}: {stderr}");
+        assert!(stderr.contains(&format!("{path}:")) && stderr.contains(says), "expected {path} ({says}) in: {stderr}");
+    }
+    let ok = write(
+        dir.path(),
+        &with(
+            "  - {name: a, url: \"http://127.0.0.1:1/mcp\", include: [\"get_*\"], pinning: warn}\n  - {name: b, command: x, args: [-y], env: {K: v}}\n",
+        ),
+    );
+    let out = warden().args(["check", "--config"]).arg(&ok).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

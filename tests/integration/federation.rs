@@ -33,6 +33,7 @@ struct Upstream {
     description: Arc<Mutex<String>>,
     seen: Arc<Mutex<Vec<Seen>>>,
     cancelled: Arc<AtomicUsize>,
+    sessions: Arc<LocalSessionManager>,
 }
 
 impl Upstream {
@@ -107,11 +108,12 @@ where
         description: Arc::new(Mutex::new("Echoes its text.".into())),
         seen: Arc::new(Mutex::new(Vec::new())),
         cancelled: Arc::new(AtomicUsize::new(0)),
+        sessions: Arc::new(LocalSessionManager::default()),
     };
     let handler = upstream.clone();
     let service = StreamableHttpService::new(
         move || Ok(handler.clone()),
-        Arc::new(LocalSessionManager::default()),
+        Arc::clone(&upstream.sessions),
         StreamableHttpServerConfig::default().disable_allowed_hosts(),
     );
     let (listener, url) = listen().await;
@@ -477,4 +479,20 @@ async fn cancellation_by_the_caller_or_a_disconnect_reaches_the_upstream() {
     let events = gw.audit();
     let slow: Vec<&str> = events.iter().filter(|e| e["tool"] == "up_slow").map(|e| e["reason"].as_str().unwrap()).collect();
     assert_eq!(slow, ["client_cancelled", "client_closed"], "each call audited once");
+}
+
+/// When the server forgets Warden's session (a restart, an expiry: HTTP 404 for its
+/// `Mcp-Session-Id`), the next call re-initializes and succeeds: the client sees nothing.
+#[tokio::test]
+async fn a_dropped_upstream_session_is_re_initialized() {
+    let issuer = TestIssuer::start().await;
+    let (upstream, url) = start_upstream().await;
+    let gw = gateway(&issuer, "  []", &servers(&url, "")).await;
+    let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    assert_eq!(gw.call(&alice, "up_echo", json!({"text": "1"})).await.result()["content"][0]["text"], "echo: 1");
+    let before = upstream.sessions.sessions.read().await.len();
+    upstream.sessions.sessions.write().await.clear();
+    let again = gw.call(&alice, "up_echo", json!({"text": "2"})).await;
+    assert_eq!(again.result()["content"][0]["text"], "echo: 2", "{again:?}");
+    assert_eq!((before, upstream.sessions.sessions.read().await.len()), (1, 1), "one session before, a new one after");
 }
