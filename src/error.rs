@@ -72,6 +72,16 @@ pub enum GatewayError {
     /// is for them alone, sent as a URL-mode elicitation (MCP 2025-11-25).
     #[error("connection required")]
     ConnectionRequired { url: String, message: String },
+    /// A `resources/read` of a URI no federated server offers to this caller.
+    #[error("resource not found")]
+    ResourceNotFound(String),
+    /// A `prompts/get` of a prompt no federated server offers to this caller.
+    #[error("prompt not found")]
+    PromptNotFound(String),
+    /// A federated server did not answer a resource read or prompt get (the failure's stable
+    /// code and static text).
+    #[error("source failed")]
+    SourceFailed(&'static str, String),
     /// A call reached the handler without the gate's decision: a bug, never served.
     #[error("no policy decision")]
     NoDecision,
@@ -102,7 +112,8 @@ impl GatewayError {
         match self {
             Self::NoDecision => Class::Internal,
             // The server changed the tool; the gateway's pinning refuses it.
-            Self::ToolWithheld(_) => Class::Upstream,
+            Self::ToolWithheld(_) | Self::SourceFailed(..) => Class::Upstream,
+            Self::ResourceNotFound(_) | Self::PromptNotFound(_) => Class::Downstream,
             Self::OriginRefused(_)
             | Self::CorsRefused(_)
             | Self::InvalidArguments(_)
@@ -130,7 +141,9 @@ impl GatewayError {
             // Errors inside a served JSON-RPC exchange are JSON-RPC errors on HTTP 200.
             Self::InvalidArguments(_) | Self::ConnectionRequired { .. } | Self::NoDecision => StatusCode::OK,
             Self::HttpMethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::UnknownTool(_) | Self::ToolWithheld(_) => StatusCode::OK,
+            Self::UnknownTool(_) | Self::ToolWithheld(_) | Self::ResourceNotFound(_) | Self::PromptNotFound(_) | Self::SourceFailed(..) => {
+                StatusCode::OK
+            }
             Self::Unauthorized(AuthError::MultipleCredentials | AuthError::TokenInQuery) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => StatusCode::FORBIDDEN,
@@ -159,6 +172,9 @@ impl GatewayError {
             Self::HttpMethodNotAllowed => "method_not_allowed",
             Self::UnknownTool(_) => "unknown_tool",
             Self::ToolWithheld(_) => "tool_definition_changed",
+            Self::ResourceNotFound(_) => "resource_not_found",
+            Self::PromptNotFound(_) => "unknown_prompt",
+            Self::SourceFailed(code, _) => code,
             Self::Unauthorized(e) => e.code(),
             Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => "insufficient_scope",
             Self::Forbidden { denial: Denial::Forbidden { .. }, .. } => "policy_denied",
@@ -193,6 +209,10 @@ impl GatewayError {
             Self::UnknownTool(name) => (None, rpc_error(jsonrpc_id, rpc::INVALID_PARAMS, &format!("unknown tool: {name}"), "unknown_tool")),
             Self::ToolWithheld(name) => {
                 (None, rpc_error(jsonrpc_id, rpc::INVALID_PARAMS, &format!("tool withheld: {name}: {WITHHELD}"), "tool_definition_changed"))
+            }
+            Self::ResourceNotFound(_) | Self::PromptNotFound(_) | Self::SourceFailed(..) => {
+                let error = self.clone().into_error_data();
+                (None, json!({"jsonrpc": "2.0", "id": jsonrpc_id.clone().unwrap_or(Value::Null), "error": error}))
             }
             Self::Unauthorized(AuthError::Missing) => (
                 Some(meta.unauthorized(None, &meta.challenge_scopes)),
@@ -274,6 +294,12 @@ impl GatewayError {
             Self::InvalidArguments(why) => ErrorData::invalid_params(format!("invalid arguments: {why}"), data),
             Self::UnknownTool(name) => ErrorData::invalid_params(format!("unknown tool: {name}"), data),
             Self::ToolWithheld(name) => ErrorData::invalid_params(format!("tool withheld: {name}: {WITHHELD}"), data),
+            // MCP: -32002 for a resource that does not exist.
+            Self::ResourceNotFound(uri) => {
+                ErrorData::new(ErrorCode(-32002), format!("resource not found: {uri}"), Some(json!({"code": code, "uri": uri})))
+            }
+            Self::PromptNotFound(name) => ErrorData::invalid_params(format!("unknown prompt: {name}"), data),
+            Self::SourceFailed(_, text) => ErrorData::internal_error(text, data),
             Self::MethodNotFound => ErrorData::new(ErrorCode::METHOD_NOT_FOUND, "method not found", data),
             Self::ConnectionRequired { url, message } => {
                 let data = json!({
@@ -321,7 +347,10 @@ impl GatewayError {
                     explanation: Some(explanation),
                 }
             }
-            Self::UnknownTool(name) | Self::ToolWithheld(name) => AuditDetails { tool: Some(name.clone()), ..AuditDetails::default() },
+            Self::UnknownTool(name) | Self::ToolWithheld(name) | Self::PromptNotFound(name) => {
+                AuditDetails { tool: Some(name.clone()), ..AuditDetails::default() }
+            }
+            Self::ResourceNotFound(_) | Self::SourceFailed(..) => AuditDetails::default(),
             Self::ConnectionRequired { .. }
             | Self::OriginRefused(_)
             | Self::CorsRefused(_)
@@ -388,6 +417,11 @@ pub fn tool_failure_result(failure: &ToolFailure) -> rmcp::model::CallToolResult
         ToolFailure::Cancelled => "the call was cancelled by the client".to_owned(),
     };
     rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(text)])
+}
+
+/// The text of a federated resource read's or prompt get's failure (as a tool failure's).
+pub fn source_failure_text(failure: &ToolFailure) -> String {
+    tool_failure_result(failure).content.first().and_then(|c| c.as_text()).map(|t| t.text.clone()).unwrap_or_default()
 }
 
 /// Whose fault a tool failure is. The audit decision of a call that ran is `error` whatever the

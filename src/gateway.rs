@@ -148,7 +148,10 @@ impl Gateway {
             pins,
         )?;
         let catalog = Arc::clone(&tools);
-        let bind: Binder = Box::new(move |set: Arc<PolicySet>| PolicySet::bind_shared(set, catalog.load().iter().map(|t| t.facts())));
+        let bind: Binder = Box::new(move |set: Arc<PolicySet>| {
+            let (tools, governed) = (catalog.load(), catalog.governed());
+            PolicySet::bind_shared(set, tools.iter().map(|t| t.facts()).chain(governed.iter().map(|g| g.facts())))
+        });
         let reloader = Arc::new(Reloader::new(source, bind, Arc::clone(&audit), config.policy.reload_interval).map_err(policy_error)?);
         let rebind = Arc::clone(&reloader);
         federation.on_change(move || rebind.rebind());
@@ -195,6 +198,7 @@ impl Gateway {
             body_read_timeout: self.body_read_timeout,
             policy_headers: Arc::clone(&self.policy_headers),
             in_flight: dashmap::DashMap::new(),
+            federation: Arc::clone(&self.federation),
         }
     }
 }

@@ -68,6 +68,8 @@ pub struct Server {
     /// The last good catalog (served while the server is down).
     tools: ArcSwap<Vec<Arc<Tool>>>,
     withheld: ArcSwap<Vec<(String, &'static str)>>,
+    /// Its resources, resource templates and prompts, names prefixed (the last good lists).
+    extras: ArcSwap<Extras>,
     /// Set by `notifications/tools/list_changed`.
     changed: Arc<Notify>,
     /// Whether the first connection attempt is over (either way).
@@ -237,6 +239,7 @@ impl Federation {
                 }),
                 tools: ArcSwap::from_pointee(Vec::new()),
                 withheld: ArcSwap::from_pointee(Vec::new()),
+                extras: ArcSwap::from_pointee(Extras::default()),
                 changed,
                 settled,
             }));
@@ -294,6 +297,7 @@ impl Federation {
         for (name, owner) in self.catalog.replace(&tools, &withheld) {
             tracing::error!(tool = %name, owner = %owner, "a federated tool's name is already taken: not exposed");
         }
+        self.catalog.set_governed(self.governed());
         (self.on_change)();
     }
 
@@ -426,11 +430,62 @@ impl Federation {
         }
         server.tools.store(Arc::new(tools));
         server.withheld.store(Arc::new(withheld));
+        server.extras.store(Arc::new(server.list_extras(peer).await));
         self.publish();
     }
 }
 
 impl Server {
+    /// The server's resources, templates and prompts (those its capabilities offer), names
+    /// prefixed; on failure, the last good lists stay.
+    async fn list_extras(&self, peer: &Peer<RoleClient>) -> Extras {
+        let last = self.extras.load_full();
+        let caps = peer.peer_info().map(|info| info.capabilities.clone()).unwrap_or_default();
+        let limit = self.link.timeout;
+        let mut extras = Extras::default();
+        if caps.resources.is_some() {
+            extras.resources = match tokio::time::timeout(limit, peer.list_all_resources()).await {
+                Ok(Ok(list)) => list
+                    .into_iter()
+                    .map(|mut r| {
+                        r.name = format!("{}{}", self.prefix, r.name);
+                        r
+                    })
+                    .collect(),
+                _ => last.resources.clone(),
+            };
+            extras.templates = match tokio::time::timeout(limit, peer.list_all_resource_templates()).await {
+                Ok(Ok(list)) => list
+                    .into_iter()
+                    .map(|mut t| {
+                        t.name = format!("{}{}", self.prefix, t.name);
+                        t
+                    })
+                    .collect(),
+                _ => last.templates.clone(),
+            };
+        }
+        if caps.prompts.is_some() {
+            extras.prompts = match tokio::time::timeout(limit, peer.list_all_prompts()).await {
+                Ok(Ok(list)) => list
+                    .into_iter()
+                    .map(|mut p| {
+                        p.name = format!("{}{}", self.prefix, p.name);
+                        p
+                    })
+                    .collect(),
+                _ => last.prompts.clone(),
+            };
+        }
+        extras
+    }
+
+    /// What policy sees of one of this server's resources or prompts: its exposed name and the
+    /// server's scopes, tags and metadata.
+    fn facts<'a>(&'a self, name: &'a str) -> crate::policy::ToolFacts<'a> {
+        crate::policy::ToolFacts { name, tags: &self.tags, metadata: &self.metadata, scopes: &self.scopes, server: Some(&self.name) }
+    }
+
     fn includes(&self, name: &str) -> bool {
         let matches = |g: &String| crate::policy::glob(g.as_bytes(), name.as_bytes());
         (self.include.is_empty() || self.include.iter().any(matches)) && !self.exclude.iter().any(matches)
@@ -552,6 +607,28 @@ impl Link {
             }
         }
         Err(ToolFailure::Credential(CredentialError::Unhealthy))
+    }
+
+    /// One request other than a tool call (a resource read, a prompt), as `principal`, with
+    /// identity and credential on it (HTTP), within the timeout, cancelled upstream if dropped.
+    async fn request(&self, mut request: ClientRequest, principal: &Principal, ctx: &CallContext) -> Result<ServerResult, ToolFailure> {
+        let peer = if self.per_user {
+            self.user_peer(principal, ctx).await?
+        } else {
+            self.peer.load_full().ok_or(ToolFailure::ServerUnavailable)?
+        };
+        if matches!(self.transport, Transport::Http { .. }) {
+            let (headers, _) = self.call_headers(principal, ctx, None).await?;
+            request.extensions_mut().insert(headers);
+        }
+        let handle = peer
+            .send_request_with_option(request, PeerRequestOptions::with_timeout(self.timeout))
+            .await
+            .map_err(|e| failure(e, self.timeout))?;
+        let guard = CancelOnDrop { peer: Some((*peer).clone()), id: handle.id.clone() };
+        let answer = handle.await_response().await;
+        guard.disarm();
+        answer.map_err(|e| failure(e, self.timeout))
     }
 
     /// The caller's own session, started on first use. The caller's token is checked first, so
@@ -855,4 +932,157 @@ impl Drop for ProgressGuard<'_> {
     fn drop(&mut self) {
         self.map.remove(&self.key);
     }
+}
+
+/// A server's resources, resource templates and prompts, names prefixed.
+#[derive(Debug, Default)]
+struct Extras {
+    resources: Vec<rmcp::model::Resource>,
+    templates: Vec<rmcp::model::ResourceTemplate>,
+    prompts: Vec<rmcp::model::Prompt>,
+}
+
+/// Why a federated resource read or prompt get was not answered.
+#[derive(Debug)]
+pub enum SourceError {
+    /// No server offers it, or policy does not let this caller see it (the same answer, so a
+    /// caller learns nothing of what it may not see).
+    NotFound,
+    Failed(ToolFailure),
+}
+
+/// Resources and prompts of the federated servers, filtered by `allowed` (policy on the
+/// exposed name, as for tools).
+impl Federation {
+    /// Whether Warden offers resources and prompts at all (any server configured).
+    pub fn offers_extras(&self) -> bool {
+        !self.servers.is_empty()
+    }
+
+    /// The names policy governs besides tools: every server's resources, templates and prompts.
+    fn governed(&self) -> Vec<crate::tools::Governed> {
+        let mut out = Vec::new();
+        for server in &self.servers {
+            let extras = server.extras.load();
+            let names = extras
+                .resources
+                .iter()
+                .map(|r| &r.name)
+                .chain(extras.templates.iter().map(|t| &t.name))
+                .chain(extras.prompts.iter().map(|p| &p.name));
+            out.extend(names.map(|name| crate::tools::Governed {
+                name: name.clone(),
+                tags: server.tags.clone(),
+                metadata: server.metadata.clone(),
+                scopes: server.scopes.clone(),
+                server: Some(server.name.clone()),
+            }));
+        }
+        out
+    }
+
+    pub fn resources(&self, allowed: impl Fn(&crate::policy::ToolFacts<'_>) -> bool) -> Vec<rmcp::model::Resource> {
+        self.servers
+            .iter()
+            .flat_map(|s| {
+                let extras = s.extras.load_full();
+                extras.resources.iter().filter(|r| allowed(&s.facts(&r.name))).cloned().collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    pub fn resource_templates(&self, allowed: impl Fn(&crate::policy::ToolFacts<'_>) -> bool) -> Vec<rmcp::model::ResourceTemplate> {
+        self.servers
+            .iter()
+            .flat_map(|s| {
+                let extras = s.extras.load_full();
+                extras.templates.iter().filter(|t| allowed(&s.facts(&t.name))).cloned().collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    pub fn prompts(&self, allowed: impl Fn(&crate::policy::ToolFacts<'_>) -> bool) -> Vec<rmcp::model::Prompt> {
+        self.servers
+            .iter()
+            .flat_map(|s| {
+                let extras = s.extras.load_full();
+                extras.prompts.iter().filter(|p| allowed(&s.facts(&p.name))).cloned().collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// `resources/read`: the server that listed the URI (or whose template matches it), if
+    /// policy lets the caller see that resource. Returns the exposed name with the result.
+    pub async fn read_resource(
+        &self,
+        uri: &str,
+        principal: &Principal,
+        ctx: &CallContext,
+        allowed: impl Fn(&crate::policy::ToolFacts<'_>) -> bool,
+    ) -> (Option<String>, Result<rmcp::model::ReadResourceResult, SourceError>) {
+        let found = self.servers.iter().find_map(|s| {
+            let extras = s.extras.load_full();
+            let name = extras
+                .resources
+                .iter()
+                .find(|r| r.uri == uri)
+                .map(|r| r.name.clone())
+                .or_else(|| extras.templates.iter().find(|t| template_matches(&t.uri_template, uri)).map(|t| t.name.clone()))?;
+            Some((Arc::clone(s), name))
+        });
+        let Some((server, name)) = found.filter(|(s, name)| allowed(&s.facts(name))) else { return (None, Err(SourceError::NotFound)) };
+        let request =
+            ClientRequest::ReadResourceRequest(rmcp::model::ReadResourceRequest::new(rmcp::model::ReadResourceRequestParams::new(uri)));
+        let answer = match server.link.request(request, principal, ctx).await {
+            Ok(ServerResult::ReadResourceResult(result)) => Ok(result),
+            Ok(_) => Err(SourceError::Failed(ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() })),
+            Err(failure) => Err(SourceError::Failed(failure)),
+        };
+        (Some(name), answer)
+    }
+
+    /// `prompts/get` of an exposed prompt name, if policy lets the caller see it.
+    pub async fn get_prompt(
+        &self,
+        name: &str,
+        arguments: Option<Map<String, Value>>,
+        principal: &Principal,
+        ctx: &CallContext,
+        allowed: impl Fn(&crate::policy::ToolFacts<'_>) -> bool,
+    ) -> Result<rmcp::model::GetPromptResult, SourceError> {
+        let server = self
+            .servers
+            .iter()
+            .find(|s| s.extras.load().prompts.iter().any(|p| p.name == name) && allowed(&s.facts(name)))
+            .ok_or(SourceError::NotFound)?;
+        let upstream_name = name.strip_prefix(server.prefix.as_str()).unwrap_or(name);
+        let mut params = rmcp::model::GetPromptRequestParams::new(upstream_name);
+        params.arguments = arguments;
+        let request = ClientRequest::GetPromptRequest(rmcp::model::GetPromptRequest::new(params));
+        match server.link.request(request, principal, ctx).await {
+            Ok(ServerResult::GetPromptResult(result)) => Ok(result),
+            Ok(_) => Err(SourceError::Failed(ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() })),
+            Err(failure) => Err(SourceError::Failed(failure)),
+        }
+    }
+}
+
+/// Whether `uri` matches an RFC 6570 template's literal parts, each `{…}` expression standing
+/// for any text.
+fn template_matches(template: &str, uri: &str) -> bool {
+    let mut pattern = String::with_capacity(template.len());
+    let mut in_expression = false;
+    for c in template.chars() {
+        match (c, in_expression) {
+            ('{', false) => {
+                in_expression = true;
+                pattern.push('*');
+            }
+            ('}', true) => in_expression = false,
+            (_, true) => {}
+            ('*' | '?', false) => return false,
+            (c, false) => pattern.push(c),
+        }
+    }
+    !in_expression && crate::policy::glob(pattern.as_bytes(), uri.as_bytes())
 }

@@ -61,6 +61,10 @@ pub async fn serve(handler: &McpHandler, admitted: Admitted, kind: Kind, headers
                 let error = GatewayError::InvalidRequest("a stateless server has sent no request to answer");
                 return super::gate::refuse(mcp, &admitted.once, &admitted.ctx, Some(&admitted.principal), None, error);
             }
+            // Federated resources and prompts (when there are federated servers).
+            ClientJsonRpcMessage::Request(request) if mcp.federation.offers_extras() => {
+                return serve_extra(mcp, admitted, request.id, request.request).await;
+            }
             // The gate lets through only the methods it serves (and `server/discover` goes to rmcp).
             ClientJsonRpcMessage::Request(_) => return refuse_with_id(mcp, admitted, GatewayError::MethodNotFound),
         },
@@ -109,7 +113,38 @@ pub async fn serve(handler: &McpHandler, admitted: Admitted, kind: Kind, headers
         }
         Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
     };
-    match serde_json::to_vec(&message) {
+    json_response(&message)
+}
+
+/// `resources/*` and `prompts/*` of the federated servers.
+async fn serve_extra(mcp: &Mcp, admitted: Admitted, id: RequestId, request: rmcp::model::ClientRequest) -> Response {
+    use rmcp::model::ClientRequest as R;
+    let answer: Result<ServerResult, ErrorData> = match request {
+        R::ListResourcesRequest(_) => Ok(ServerResult::ListResourcesResult(super::handler::list_resources(mcp, &admitted))),
+        R::ListResourceTemplatesRequest(_) => {
+            Ok(ServerResult::ListResourceTemplatesResult(super::handler::list_resource_templates(mcp, &admitted)))
+        }
+        R::ListPromptsRequest(_) => Ok(ServerResult::ListPromptsResult(super::handler::list_prompts(mcp, &admitted))),
+        R::ReadResourceRequest(r) => {
+            super::handler::read_resource(mcp, admitted, &r.params.uri).await.map(ServerResult::ReadResourceResult)
+        }
+        R::GetPromptRequest(r) => {
+            super::handler::get_prompt(mcp, admitted, &r.params.name, r.params.arguments).await.map(ServerResult::GetPromptResult)
+        }
+        _ => return refuse_with_id(mcp, admitted, GatewayError::MethodNotFound),
+    };
+    let message = match answer {
+        Ok(mut result) => {
+            result.strip_result_type_for_legacy_peer();
+            ServerJsonRpcMessage::response(result, id)
+        }
+        Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
+    };
+    json_response(&message)
+}
+
+fn json_response(message: &ServerJsonRpcMessage) -> Response {
+    match serde_json::to_vec(message) {
         Ok(body) => {
             let mut response = Response::new(Body::from(body));
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

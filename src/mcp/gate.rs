@@ -28,7 +28,18 @@ use crate::policy::{RequestFacts, Stage};
 
 /// The requests Warden serves (it advertises the tools capability only). Notifications and
 /// responses pass to rmcp; any other request gets -32601 here, audited as such.
-const SERVED_METHODS: &[&str] = &["initialize", "ping", "tools/list", "tools/call", "server/discover"];
+const SERVED_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "server/discover",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "prompts/list",
+    "prompts/get",
+];
 
 /// The largest rmcp response the gate reads to record its outcome (rmcp's own answers are a
 /// few hundred bytes; the handler's results are never read here).

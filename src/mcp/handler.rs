@@ -34,8 +34,13 @@ pub struct McpHandler {
 
 impl McpHandler {
     /// What `initialize` answers (before the revision is negotiated).
-    pub fn info() -> InitializeResult {
-        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+    pub fn info(federates: bool) -> InitializeResult {
+        let capabilities = if federates {
+            ServerCapabilities::builder().enable_tools().enable_resources().enable_prompts().build()
+        } else {
+            ServerCapabilities::builder().enable_tools().build()
+        };
+        InitializeResult::new(capabilities)
             .with_server_info(Implementation::new("warden", env!("CARGO_PKG_VERSION")).with_title("Warden MCP gateway"))
             .with_instructions("Tools exposed by this gateway are filtered by your identity and scopes.")
     }
@@ -57,7 +62,7 @@ fn admitted(context: &McpContext<RoleServer>) -> Result<Admitted, ErrorData> {
 
 impl ServerHandler for McpHandler {
     fn get_info(&self) -> InitializeResult {
-        Self::info()
+        Self::info(self.mcp.federation.offers_extras())
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
@@ -202,4 +207,84 @@ impl<F: FnOnce() -> AuditEvent> Drop for Running<'_, F> {
             self.once.emit(&self.mcp.audit, event());
         }
     }
+}
+
+/// What this caller may see of a federated resource or prompt: policy on its exposed name.
+fn visible<'a>(mcp: &'a Mcp, a: &'a Admitted) -> impl Fn(&crate::policy::ToolFacts<'_>) -> bool + 'a {
+    let policy = mcp.policy.load_full();
+    move |facts| policy.visible(&a.principal, facts, &a.facts)
+}
+
+fn listed(mcp: &Mcp, a: &Admitted) {
+    let verdict = Verdict { decision: "allow", reason: "ok", status: 200 };
+    a.once.emit(&mcp.audit, AuditEvent::request(&a.ctx, Some(&a.principal), a.jsonrpc_id.clone(), a.method.clone(), verdict));
+}
+
+/// `resources/list`: the federated servers' resources this caller may see.
+pub fn list_resources(mcp: &Mcp, a: &Admitted) -> rmcp::model::ListResourcesResult {
+    let resources = mcp.federation.resources(visible(mcp, a));
+    listed(mcp, a);
+    rmcp::model::ListResourcesResult::with_all_items(resources)
+}
+
+/// `resources/templates/list`.
+pub fn list_resource_templates(mcp: &Mcp, a: &Admitted) -> rmcp::model::ListResourceTemplatesResult {
+    let templates = mcp.federation.resource_templates(visible(mcp, a));
+    listed(mcp, a);
+    rmcp::model::ListResourceTemplatesResult::with_all_items(templates)
+}
+
+/// `prompts/list`.
+pub fn list_prompts(mcp: &Mcp, a: &Admitted) -> rmcp::model::ListPromptsResult {
+    let prompts = mcp.federation.prompts(visible(mcp, a));
+    listed(mcp, a);
+    rmcp::model::ListPromptsResult::with_all_items(prompts)
+}
+
+/// `resources/read` of a federated resource the caller may see; audited with its exposed name.
+pub async fn read_resource(mcp: &Mcp, a: Admitted, uri: &str) -> Result<rmcp::model::ReadResourceResult, ErrorData> {
+    let ctx = CallContext { request_id: a.ctx.request_id.clone(), traceparent: a.ctx.traceparent.clone(), progress: None };
+    let (name, answer) = mcp.federation.read_resource(uri, &a.principal, &ctx, visible(mcp, &a)).await;
+    let error = match answer {
+        Ok(result) => {
+            extra_served(mcp, &a, name, Verdict { decision: "allow", reason: "ok", status: 200 });
+            return Ok(result);
+        }
+        Err(crate::federation::SourceError::NotFound) => GatewayError::ResourceNotFound(crate::audit::bounded(uri).into_owned()),
+        Err(crate::federation::SourceError::Failed(failure)) => {
+            GatewayError::SourceFailed(failure.code(), crate::error::source_failure_text(&failure))
+        }
+    };
+    extra_served(mcp, &a, name, Verdict { decision: error.decision(), reason: error.reason(), status: 200 });
+    Err(error.into_error_data())
+}
+
+/// `prompts/get` of a federated prompt the caller may see.
+pub async fn get_prompt(
+    mcp: &Mcp,
+    a: Admitted,
+    name: &str,
+    arguments: Option<Map<String, Value>>,
+) -> Result<rmcp::model::GetPromptResult, ErrorData> {
+    let ctx = CallContext { request_id: a.ctx.request_id.clone(), traceparent: a.ctx.traceparent.clone(), progress: None };
+    let answer = mcp.federation.get_prompt(name, arguments, &a.principal, &ctx, visible(mcp, &a)).await;
+    let exposed = Some(crate::audit::bounded(name).into_owned());
+    let error = match answer {
+        Ok(result) => {
+            extra_served(mcp, &a, exposed, Verdict { decision: "allow", reason: "ok", status: 200 });
+            return Ok(result);
+        }
+        Err(crate::federation::SourceError::NotFound) => GatewayError::PromptNotFound(crate::audit::bounded(name).into_owned()),
+        Err(crate::federation::SourceError::Failed(failure)) => {
+            GatewayError::SourceFailed(failure.code(), crate::error::source_failure_text(&failure))
+        }
+    };
+    extra_served(mcp, &a, exposed, Verdict { decision: error.decision(), reason: error.reason(), status: 200 });
+    Err(error.into_error_data())
+}
+
+fn extra_served(mcp: &Mcp, a: &Admitted, name: Option<String>, verdict: Verdict<'_>) {
+    let event =
+        AuditEvent { tool: name, ..AuditEvent::request(&a.ctx, Some(&a.principal), a.jsonrpc_id.clone(), a.method.clone(), verdict) };
+    a.once.emit(&mcp.audit, event);
 }

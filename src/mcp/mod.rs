@@ -59,6 +59,8 @@ pub struct Mcp {
     /// Calls in progress, by caller and JSON-RPC id, so the caller's `notifications/cancelled`
     /// (a separate HTTP request, in stateless serving) reaches the call.
     pub in_flight: dashmap::DashMap<String, Arc<tokio_util::sync::CancellationToken>>,
+    /// Federated servers' resources and prompts.
+    pub federation: Arc<crate::federation::Federation>,
 }
 
 /// The key of a call in [`Mcp::in_flight`]: a caller may cancel only their own calls.

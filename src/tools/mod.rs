@@ -310,12 +310,46 @@ pub fn valid_tool_name(name: &str) -> bool {
 pub struct Catalog {
     configured: Arc<ToolRegistry>,
     current: arc_swap::ArcSwap<ToolRegistry>,
+    /// What policy governs besides tools (federated resources and prompts), by name.
+    governed: arc_swap::ArcSwap<Vec<Governed>>,
+}
+
+/// A name policy governs that is not a tool (a federated resource or prompt), with the facts
+/// policy sees of it.
+#[derive(Debug, Clone)]
+pub struct Governed {
+    pub name: String,
+    pub tags: Vec<String>,
+    pub metadata: Map<String, Value>,
+    pub scopes: Vec<String>,
+    pub server: Option<String>,
+}
+
+impl Governed {
+    pub fn facts(&self) -> crate::policy::ToolFacts<'_> {
+        crate::policy::ToolFacts {
+            name: &self.name,
+            tags: &self.tags,
+            metadata: &self.metadata,
+            scopes: &self.scopes,
+            server: self.server.as_deref(),
+        }
+    }
 }
 
 impl Catalog {
     pub fn new(configured: ToolRegistry) -> Self {
         let configured = Arc::new(configured);
-        Self { current: arc_swap::ArcSwap::new(Arc::clone(&configured)), configured }
+        Self { current: arc_swap::ArcSwap::new(Arc::clone(&configured)), configured, governed: arc_swap::ArcSwap::from_pointee(Vec::new()) }
+    }
+
+    /// The names policy governs besides tools.
+    pub fn governed(&self) -> Arc<Vec<Governed>> {
+        self.governed.load_full()
+    }
+
+    pub fn set_governed(&self, governed: Vec<Governed>) {
+        self.governed.store(Arc::new(governed));
     }
 
     /// The registry in force now.

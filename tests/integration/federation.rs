@@ -50,7 +50,56 @@ impl Upstream {
 
 impl ServerHandler for Upstream {
     fn get_info(&self) -> InitializeResult {
-        InitializeResult::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
+        InitializeResult::new(
+            ServerCapabilities::builder().enable_tools().enable_tool_list_changed().enable_resources().enable_prompts().build(),
+        )
+    }
+
+    async fn list_resources(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        let readme = rmcp::model::Resource::new("docs://readme", "readme");
+        let secret = rmcp::model::Resource::new("docs://secret", "secret");
+        Ok(rmcp::model::ListResourcesResult::with_all_items(vec![readme, secret]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
+        let parts = context.extensions.get::<http::request::Parts>();
+        let user = parts.and_then(|p| p.headers.get("x-user-id")).and_then(|v| v.to_str().ok()).unwrap_or("?").to_owned();
+        let text = format!("{} read by {user}", request.uri);
+        Ok(rmcp::model::ReadResourceResponse::Complete(rmcp::model::ReadResourceResult::new(vec![rmcp::model::ResourceContents::text(
+            text,
+            request.uri.clone(),
+        )])))
+    }
+
+    async fn list_prompts(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
+        let arg = rmcp::model::PromptArgument::new("topic");
+        Ok(rmcp::model::ListPromptsResult::with_all_items(vec![rmcp::model::Prompt::new(
+            "summarize",
+            Some("Summarize a topic"),
+            Some(vec![arg]),
+        )]))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
+        let topic = request.arguments.as_ref().and_then(|a| a.get("topic")).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let message = rmcp::model::PromptMessage::new_text(rmcp::model::Role::User, format!("Summarize {topic}"));
+        Ok(rmcp::model::GetPromptResponse::Complete(rmcp::model::GetPromptResult::new(vec![message])))
     }
 
     async fn list_tools(&self, _r: Option<PaginatedRequestParams>, _c: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
@@ -495,4 +544,48 @@ async fn a_dropped_upstream_session_is_re_initialized() {
     let again = gw.call(&alice, "up_echo", json!({"text": "2"})).await;
     assert_eq!(again.result()["content"][0]["text"], "echo: 2", "{again:?}");
     assert_eq!((before, upstream.sessions.sessions.read().await.len()), (1, 1), "one session before, a new one after");
+}
+
+/// Resources and prompts of a federated server are federated too: names prefixed, filtered by
+/// the same policy by name, read with the caller's identity; what a caller may not see does
+/// not exist for them.
+#[tokio::test]
+async fn resources_and_prompts_are_federated_under_the_same_policy() {
+    let issuer = TestIssuer::start().await;
+    let (_upstream, url) = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("fed.yaml");
+    std::fs::write(
+        &policy,
+        "rules:\n  - id: all\n    effect: allow\n    tools: [\"server:up\"]\n  - id: no-secret\n    effect: deny\n    tools: [up_secret]\n",
+    )
+    .unwrap();
+    let extra = format!("{}policy:\n  files: [{}]\n  reload_interval: 0s\n", servers(&url, ""), policy.display());
+    let gw = gateway(&issuer, "  []", &extra).await;
+    let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+
+    let init = gw
+        .rpc(
+            &alice,
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}),
+        )
+        .await;
+    assert!(init.result()["capabilities"]["resources"].is_object() && init.result()["capabilities"]["prompts"].is_object(), "{init:?}");
+    let listed = gw.rpc(&alice, "resources/list", json!({})).await;
+    let names: Vec<&str> = listed.result()["resources"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["up_readme"], "prefixed; the denied one is not listed: {listed:?}");
+    let read = gw.rpc(&alice, "resources/read", json!({"uri": "docs://readme"})).await;
+    assert_eq!(read.result()["contents"][0]["text"], "docs://readme read by alice", "{read:?}");
+    let hidden = gw.rpc(&alice, "resources/read", json!({"uri": "docs://secret"})).await;
+    assert_eq!((hidden.error_code(), hidden.body["error"]["data"]["code"].as_str()), (Some(-32002), Some("resource_not_found")));
+    let prompts = gw.rpc(&alice, "prompts/list", json!({})).await;
+    assert_eq!(prompts.result()["prompts"][0]["name"], "up_summarize");
+    let got = gw.rpc(&alice, "prompts/get", json!({"name": "up_summarize", "arguments": {"topic": "MCP"}})).await;
+    assert_eq!(got.result()["messages"][0]["content"]["text"], "Summarize MCP", "{got:?}");
+    assert_eq!(gw.rpc(&alice, "prompts/get", json!({"name": "summarize"})).await.error_code(), Some(-32602), "only the exposed name");
+    let events = gw.audit();
+    let read_event = events.iter().find(|e| e["method"] == "resources/read" && e["decision"] == "allow").unwrap();
+    assert_eq!(read_event["tool"], "up_readme");
+    assert!(events.iter().any(|e| e["method"] == "resources/read" && e["reason"] == "resource_not_found"));
 }
