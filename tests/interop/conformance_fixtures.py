@@ -1,13 +1,17 @@
-"""The official MCP conformance suite's tool fixtures, served over stdio by the official Python
-SDK's FastMCP (mcp 1.x), for Warden to federate: the suite's tool scenarios then check, through
-Warden, that text, image, audio, embedded resources, mixed content and errors pass through as
-the server sent them. The content is what the suite's scenario descriptions ask for.
+"""The official MCP conformance suite's tool, resource and prompt fixtures, served over stdio by
+the official Python SDK's FastMCP (mcp 1.x), for Warden to federate: the suite's scenarios then
+check, through Warden, that text, image, audio, embedded resources, mixed content, errors,
+progress, resources and prompts pass through as the server sent them. The content is what the
+suite's scenario descriptions ask for.
 """
 
 import asyncio
 import base64
 
+import json
+
 from mcp.server.fastmcp import Context, FastMCP
+from mcp.server.fastmcp.prompts.base import UserMessage
 from mcp.types import AudioContent, EmbeddedResource, ImageContent, TextContent, TextResourceContents
 
 # A 1x1 red PNG and a minimal (empty, 8 kHz mono) WAV.
@@ -71,6 +75,45 @@ async def test_tool_with_progress(ctx: Context) -> str:
 def test_error_handling() -> str:
     """Always fails, with a message."""
     raise RuntimeError("This tool intentionally returns an error for testing")
+
+
+@mcp.resource("test://static-text", name="static-text", description="A static text resource.", mime_type="text/plain")
+def static_text() -> str:
+    return "This is the content of the static text resource."
+
+
+@mcp.resource("test://static-binary", name="static-binary", description="A static binary resource.", mime_type="image/png")
+def static_binary() -> bytes:
+    return base64.b64decode(PNG)
+
+
+@mcp.resource("test://template/{id}/data", name="template-data", description="Data for an id.", mime_type="application/json")
+def template_data(id: str) -> str:
+    return json.dumps({"id": id, "templateTest": True, "data": f"Data for ID: {id}"}, separators=(",", ":"))
+
+
+@mcp.prompt(description="A simple prompt.")
+def test_simple_prompt() -> list:
+    return [UserMessage("This is a simple prompt for testing.")]
+
+
+@mcp.prompt(description="A prompt with two arguments.")
+def test_prompt_with_arguments(arg1: str, arg2: str) -> list:
+    return [UserMessage(f"Prompt with arguments: arg1='{arg1}', arg2='{arg2}'")]
+
+
+@mcp.prompt(description="A prompt that embeds a resource.")
+def test_prompt_with_embedded_resource(resourceUri: str) -> list:
+    resource = TextResourceContents(uri=resourceUri, mimeType="text/plain", text="Embedded resource content for testing.")
+    return [
+        UserMessage(content=EmbeddedResource(type="resource", resource=resource)),
+        UserMessage("Please process the embedded resource above."),
+    ]
+
+
+@mcp.prompt(description="A prompt with an image.")
+def test_prompt_with_image() -> list:
+    return [UserMessage(content=ImageContent(type="image", data=PNG, mimeType="image/png")), UserMessage("Please analyze the image above.")]
 
 
 if __name__ == "__main__":
