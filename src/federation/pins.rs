@@ -214,3 +214,50 @@ enum Change {
     Pinned,
     Changed { first_report: bool, approved: String },
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn tool(description: &str, schema: Value) -> rmcp::model::Tool {
+        rmcp::model::Tool::new("t", description.to_owned(), Arc::new(schema.as_object().cloned().unwrap_or_default()))
+    }
+
+    fn pins() -> (Pins, tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("audit.jsonl");
+        let audit = Arc::new(AuditSink::open(&path.display().to_string()).unwrap_or_else(|e| panic!("{e}")));
+        (Pins::new(None, audit), dir, path)
+    }
+
+    #[test]
+    fn the_hash_ignores_key_order_and_covers_what_the_model_reads() {
+        let a = tool("d", serde_json::json!({"type": "object", "properties": {"x": {"type": "string"}, "y": {"type": "integer"}}}));
+        let b = tool("d", serde_json::json!({"properties": {"y": {"type": "integer"}, "x": {"type": "string"}}, "type": "object"}));
+        assert_eq!(definition(&a).1, definition(&b).1);
+        assert_ne!(definition(&a).1, definition(&tool("d.", serde_json::json!({"type": "object"}))).1);
+        let annotated = a.clone().with_annotations(rmcp::model::ToolAnnotations::new().read_only(true));
+        assert_ne!(definition(&a).1, definition(&annotated).1, "annotations are pinned");
+    }
+
+    #[tokio::test]
+    async fn enforce_withholds_warn_serves_off_ignores_and_approval_takes_the_reviewed_hash() {
+        let (pins, _dir, _path) = pins();
+        let first = tool("d", serde_json::json!({"type": "object"}));
+        let changed = tool("d, and more", serde_json::json!({"type": "object"}));
+        assert_eq!(pins.check("s", &first, Pinning::Enforce).await, PinVerdict::Serve, "pinned on first sight");
+        assert_eq!(pins.check("s", &changed, Pinning::Enforce).await, PinVerdict::Withhold);
+        assert_eq!(pins.check("s", &changed, Pinning::Warn).await, PinVerdict::Serve);
+        assert_eq!(pins.check("s", &changed, Pinning::Off).await, PinVerdict::Serve);
+        assert_eq!(pins.check("s", &first, Pinning::Enforce).await, PinVerdict::Serve, "back to the approved one");
+        // A change is pending again; approving another hash does nothing.
+        assert_eq!(pins.check("s", &changed, Pinning::Enforce).await, PinVerdict::Withhold);
+        let (_, pending) = definition(&changed);
+        assert!(!pins.approve("s", "t", "not-the-pending-hash").await.unwrap_or(true));
+        assert!(pins.approve("s", "t", &pending).await.unwrap_or(false));
+        assert_eq!(pins.check("s", &changed, Pinning::Enforce).await, PinVerdict::Serve, "approved");
+        assert_eq!(pins.check("s", &first, Pinning::Enforce).await, PinVerdict::Withhold, "the old one is now the change");
+    }
+}

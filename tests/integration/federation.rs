@@ -34,6 +34,8 @@ struct Upstream {
     seen: Arc<Mutex<Vec<Seen>>>,
     cancelled: Arc<AtomicUsize>,
     sessions: Arc<LocalSessionManager>,
+    /// The client (Warden) as last seen, to send it notifications.
+    client: Arc<Mutex<Option<rmcp::service::Peer<RoleServer>>>>,
 }
 
 impl Upstream {
@@ -102,7 +104,8 @@ impl ServerHandler for Upstream {
         Ok(rmcp::model::GetPromptResponse::Complete(rmcp::model::GetPromptResult::new(vec![message])))
     }
 
-    async fn list_tools(&self, _r: Option<PaginatedRequestParams>, _c: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+    async fn list_tools(&self, _r: Option<PaginatedRequestParams>, c: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+        *self.client.lock().unwrap() = Some(c.peer.clone());
         Ok(ListToolsResult::with_all_items(self.tools()))
     }
 
@@ -158,6 +161,7 @@ where
         seen: Arc::new(Mutex::new(Vec::new())),
         cancelled: Arc::new(AtomicUsize::new(0)),
         sessions: Arc::new(LocalSessionManager::default()),
+        client: Arc::new(Mutex::new(None)),
     };
     let handler = upstream.clone();
     let service = StreamableHttpService::new(
@@ -588,4 +592,33 @@ async fn resources_and_prompts_are_federated_under_the_same_policy() {
     let read_event = events.iter().find(|e| e["method"] == "resources/read" && e["decision"] == "allow").unwrap();
     assert_eq!(read_event["tool"], "up_readme");
     assert!(events.iter().any(|e| e["method"] == "resources/read" && e["reason"] == "resource_not_found"));
+}
+
+/// `notifications/tools/list_changed` from the server (on its stream to Warden) makes Warden
+/// read the catalog again at once: here with no refresh interval at all.
+#[tokio::test]
+async fn a_list_changed_notification_refreshes_the_catalog() {
+    let issuer = TestIssuer::start().await;
+    let (upstream, url) = start_upstream().await;
+    let gw = gateway(&issuer, "  []", &servers(&url, "    refresh_interval: 0s\n    pinning: warn\n")).await;
+    let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    let description =
+        |gw_tools: &Value| gw_tools["tools"].as_array().unwrap().iter().find(|t| t["name"] == "up_echo").unwrap()["description"].clone();
+    assert_eq!(description(gw.rpc(&alice, "tools/list", json!({})).await.result()), "Echoes its text.");
+
+    *upstream.description.lock().unwrap() = "Echoes its text, louder.".into();
+    let client = upstream.client.lock().unwrap().clone().expect("Warden listed the tools");
+    client.notify_tool_list_changed().await.unwrap();
+    let mut seen = Value::Null;
+    for _ in 0..50 {
+        seen = description(gw.rpc(&alice, "tools/list", json!({})).await.result());
+        if seen == "Echoes its text, louder." {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, "Echoes its text, louder.", "served as changed (pinning: warn)");
+    let events = gw.audit();
+    let change = events.iter().find(|e| e["reason"] == "tool_definition_changed").expect("the change is audited");
+    assert_eq!(change["decision"], "allow", "warn serves it and says so");
 }
