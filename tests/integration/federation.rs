@@ -622,3 +622,23 @@ async fn a_list_changed_notification_refreshes_the_catalog() {
     let change = events.iter().find(|e| e["reason"] == "tool_definition_changed").expect("the change is audited");
     assert_eq!(change["decision"], "allow", "warn serves it and says so");
 }
+
+/// A server's `scopes` are the floor for each of its tools: a caller without them does not see
+/// the tools, and a call is a step-up (HTTP 403 naming the scopes), never forwarded.
+#[tokio::test]
+async fn a_servers_scopes_step_up_like_a_tools() {
+    let issuer = TestIssuer::start().await;
+    let (upstream, url) = start_upstream().await;
+    let gw = gateway(&issuer, "  []", &servers(&url, "    scopes: [\"code:use\"]\n")).await;
+    let without = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    let with = issuer.sign(&issuer.claims("alice", "code:use", &gw.mcp));
+    assert!(gw.tool_names(&without).await.is_empty());
+    assert_eq!(gw.tool_names(&with).await, ["up_echo", "up_slow", "up_steps"]);
+    let refused = gw.call(&without, "up_echo", json!({"text": "x"})).await;
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert!(refused.challenge().contains("insufficient_scope") && refused.challenge().contains("code:use"), "{}", refused.challenge());
+    assert!(upstream.seen.lock().unwrap().is_empty(), "never forwarded");
+    assert_eq!(gw.call(&with, "up_echo", json!({"text": "x"})).await.result()["content"][0]["text"], "echo: x");
+    let metadata: Value = reqwest::get(gw.metadata_url()).await.unwrap().json().await.unwrap();
+    assert!(metadata["scopes_supported"].as_array().unwrap().contains(&json!("code:use")));
+}
