@@ -28,6 +28,8 @@ pub mod rpc {
     pub const MISSING_CLIENT_CAPABILITY: i64 = -32021;
     /// MCP 2026-07-28: a protocol revision the server does not support.
     pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
+    /// A call over a rate limit (server-defined range).
+    pub const RATE_LIMITED: i64 = -32029;
     /// MCP 2025-11-25: the user must complete a URL elicitation first.
     pub const URL_ELICITATION_REQUIRED: i64 = -32042;
 }
@@ -82,6 +84,12 @@ pub enum GatewayError {
     /// code and static text).
     #[error("source failed")]
     SourceFailed(&'static str, String),
+    /// A call over a rate limit: the rule, whole seconds until a retry can succeed, the tool.
+    #[error("rate limited")]
+    RateLimited { rule: String, retry_after: u64, tool: std::sync::Arc<crate::tools::Tool> },
+    /// Over the per-client-IP limit before authentication (seconds until a retry).
+    #[error("too many requests")]
+    TooManyRequests(u64),
     /// A call reached the handler without the gate's decision: a bug, never served.
     #[error("no policy decision")]
     NoDecision,
@@ -113,7 +121,7 @@ impl GatewayError {
             Self::NoDecision => Class::Internal,
             // The server changed the tool; the gateway's pinning refuses it.
             Self::ToolWithheld(_) | Self::SourceFailed(..) => Class::Upstream,
-            Self::ResourceNotFound(_) | Self::PromptNotFound(_) => Class::Downstream,
+            Self::ResourceNotFound(_) | Self::PromptNotFound(_) | Self::RateLimited { .. } | Self::TooManyRequests(_) => Class::Downstream,
             Self::OriginRefused(_)
             | Self::CorsRefused(_)
             | Self::InvalidArguments(_)
@@ -141,9 +149,13 @@ impl GatewayError {
             // Errors inside a served JSON-RPC exchange are JSON-RPC errors on HTTP 200.
             Self::InvalidArguments(_) | Self::ConnectionRequired { .. } | Self::NoDecision => StatusCode::OK,
             Self::HttpMethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::UnknownTool(_) | Self::ToolWithheld(_) | Self::ResourceNotFound(_) | Self::PromptNotFound(_) | Self::SourceFailed(..) => {
-                StatusCode::OK
-            }
+            Self::UnknownTool(_)
+            | Self::ToolWithheld(_)
+            | Self::ResourceNotFound(_)
+            | Self::PromptNotFound(_)
+            | Self::SourceFailed(..)
+            | Self::RateLimited { .. } => StatusCode::OK,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unauthorized(AuthError::MultipleCredentials | AuthError::TokenInQuery) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => StatusCode::FORBIDDEN,
@@ -175,6 +187,8 @@ impl GatewayError {
             Self::ResourceNotFound(_) => "resource_not_found",
             Self::PromptNotFound(_) => "unknown_prompt",
             Self::SourceFailed(code, _) => code,
+            Self::RateLimited { .. } => "rate_limited",
+            Self::TooManyRequests(_) => "pre_auth_rate_limited",
             Self::Unauthorized(e) => e.code(),
             Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => "insufficient_scope",
             Self::Forbidden { denial: Denial::Forbidden { .. }, .. } => "policy_denied",
@@ -210,10 +224,14 @@ impl GatewayError {
             Self::ToolWithheld(name) => {
                 (None, rpc_error(jsonrpc_id, rpc::INVALID_PARAMS, &format!("tool withheld: {name}: {WITHHELD}"), "tool_definition_changed"))
             }
-            Self::ResourceNotFound(_) | Self::PromptNotFound(_) | Self::SourceFailed(..) => {
+            Self::ResourceNotFound(_) | Self::PromptNotFound(_) | Self::SourceFailed(..) | Self::RateLimited { .. } => {
                 let error = self.clone().into_error_data();
                 (None, json!({"jsonrpc": "2.0", "id": jsonrpc_id.clone().unwrap_or(Value::Null), "error": error}))
             }
+            Self::TooManyRequests(secs) => (
+                None,
+                json!({"error": "rate_limited", "error_description": format!("too many requests from this client; retry after {secs} s"), "retryAfterSeconds": secs}),
+            ),
             Self::Unauthorized(AuthError::Missing) => (
                 Some(meta.unauthorized(None, &meta.challenge_scopes)),
                 json!({"error": "unauthorized", "error_description": "a bearer token is required"}),
@@ -271,6 +289,9 @@ impl GatewayError {
         if matches!(self, Self::HttpMethodNotAllowed) {
             response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
+        if let Self::TooManyRequests(secs) = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+        }
         response
     }
 
@@ -300,6 +321,11 @@ impl GatewayError {
             }
             Self::PromptNotFound(name) => ErrorData::invalid_params(format!("unknown prompt: {name}"), data),
             Self::SourceFailed(_, text) => ErrorData::internal_error(text, data),
+            Self::RateLimited { rule, retry_after, tool } => ErrorData::new(
+                ErrorCode(rpc::RATE_LIMITED as i32),
+                format!("rate limited: {} may be called again in {retry_after} s", tool.name),
+                Some(json!({"code": code, "retryAfterSeconds": retry_after, "rule": rule})),
+            ),
             Self::MethodNotFound => ErrorData::new(ErrorCode::METHOD_NOT_FOUND, "method not found", data),
             Self::ConnectionRequired { url, message } => {
                 let data = json!({
@@ -327,6 +353,7 @@ impl GatewayError {
             | Self::InvalidRequest(_)
             | Self::InvalidParams(_)
             | Self::UnsupportedMediaType
+            | Self::TooManyRequests(_)
             | Self::NotAcceptable => ErrorData::invalid_request("the request was refused", data),
         }
     }
@@ -350,7 +377,13 @@ impl GatewayError {
             Self::UnknownTool(name) | Self::ToolWithheld(name) | Self::PromptNotFound(name) => {
                 AuditDetails { tool: Some(name.clone()), ..AuditDetails::default() }
             }
-            Self::ResourceNotFound(_) | Self::SourceFailed(..) => AuditDetails::default(),
+            Self::ResourceNotFound(_) | Self::SourceFailed(..) | Self::TooManyRequests(_) => AuditDetails::default(),
+            Self::RateLimited { rule, retry_after, tool } => AuditDetails {
+                tool: Some(tool.name.clone()),
+                server: tool.server.clone(),
+                rule: Some(rule.clone()),
+                explanation: Some(format!("retry after {retry_after} s")),
+            },
             Self::ConnectionRequired { .. }
             | Self::OriginRefused(_)
             | Self::CorsRefused(_)

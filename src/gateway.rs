@@ -34,6 +34,8 @@ pub struct Gateway {
     pub tools: Arc<Catalog>,
     /// The federated MCP servers (started by [`run`]).
     pub federation: Arc<Federation>,
+    /// Rate limits.
+    pub limits: Arc<crate::limits::Limits>,
     pub upstream: Arc<Upstream>,
     pub metadata: Arc<ResourceMetadata>,
     pub audit: Arc<AuditSink>,
@@ -165,6 +167,7 @@ impl Gateway {
             authenticator: Arc::new(authenticator),
             tools,
             federation: Arc::new(federation),
+            limits: Arc::new(crate::limits::Limits::build(&config.limits, &config.server.trusted_proxies)?),
             upstream: Arc::new(upstream),
             metadata: Arc::new(metadata),
             audit,
@@ -199,6 +202,7 @@ impl Gateway {
             policy_headers: Arc::clone(&self.policy_headers),
             in_flight: dashmap::DashMap::new(),
             federation: Arc::clone(&self.federation),
+            limits: Arc::clone(&self.limits),
         }
     }
 }

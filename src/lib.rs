@@ -19,6 +19,7 @@ pub mod error;
 pub mod federation;
 pub mod gateway;
 pub mod identity;
+pub mod limits;
 pub mod mcp;
 pub mod policy;
 pub mod secret;

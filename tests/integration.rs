@@ -36,3 +36,6 @@ mod hardening;
 
 #[path = "integration/federation.rs"]
 mod federation;
+
+#[path = "integration/limits.rs"]
+mod limits;

@@ -20,6 +20,7 @@ pub use load::{ConfigError, Env, ProcessEnv, load_file, parse};
 // Each stage owns its configuration; the whole file is composed of them here.
 pub use crate::federation::config::{McpServerConfig, Pinning};
 pub use crate::identity::config::{IdentityConfig, IssuerConfig};
+pub use crate::limits::config::LimitsConfig;
 pub use crate::tools::config::{HttpToolConfig, RestArgs, ToolConfig};
 pub use crate::upstream::config::{IdentityHeadersConfig, UpstreamConfig};
 
@@ -58,6 +59,9 @@ pub struct Config {
     /// MCP servers whose tools this gateway exposes as its own (federation).
     #[serde(default)]
     pub servers: Vec<McpServerConfig>,
+    /// Rate limits on tool calls and before authentication.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// The directory relative paths in this config are resolved against (the config file's
     /// directory; the working directory for config given as text).
     #[serde(skip)]
@@ -177,6 +181,10 @@ pub struct ServerConfig {
     /// has). Default: 256.
     #[serde(default = "default_connections_per_ip")]
     pub max_connections_per_ip: usize,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` names the client, for the pre-authentication
+    /// limit and `request.client_ip`. Default: none (the socket's address is the client's).
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

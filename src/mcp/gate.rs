@@ -68,6 +68,12 @@ pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -
     if let Err(code) = mcp.origin_guard.check(request.headers()) {
         return deny(None, None, GatewayError::OriginRefused(code));
     }
+    // Before the token is verified: a flood from one client costs no RSA verification.
+    if let Some(socket) = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        && let Err(limited) = mcp.limits.check_ip(mcp.limits.client_ip(socket.0.ip(), request.headers()))
+    {
+        return deny(None, None, GatewayError::TooManyRequests(limited.retry_after_secs()));
+    }
     let principal = match mcp.authenticator.authenticate_request(request.headers(), request.uri().query()).await {
         Ok(p) => p,
         Err(e) => return deny(None, None, GatewayError::Unauthorized(e)),
@@ -154,7 +160,14 @@ fn decide_call(mcp: &Mcp, principal: &Principal, facts: &RequestFacts, message: 
     let arguments = Value::Object(call.arguments.take().unwrap_or_default());
     let decision = mcp.policy.load().decide(principal, &tool.facts(), Stage::Call(&arguments), facts, None);
     match decision.outcome {
-        Ok(()) => Ok(Some(CallAllowed { tool: Arc::clone(tool), rule: decision.rule, arguments })),
+        Ok(()) => {
+            // Allowed by policy; now within the caller's limits?
+            if let Err(limited) = mcp.limits.check_call(principal, &tool.facts()) {
+                let retry_after = limited.retry_after_secs();
+                return Err(GatewayError::RateLimited { rule: limited.rule, retry_after, tool: Arc::clone(tool) });
+            }
+            Ok(Some(CallAllowed { tool: Arc::clone(tool), rule: decision.rule, arguments }))
+        }
         Err(denial) => Err(GatewayError::Forbidden { denial, rule: decision.rule, tool: Arc::clone(tool) }),
     }
 }
@@ -176,7 +189,8 @@ fn supports_url_elicitation(headers: &http::HeaderMap, kind: &Kind) -> bool {
 
 /// The request facts policy conditions may read.
 fn request_facts(mcp: &Mcp, parts: &http::request::Parts) -> RequestFacts {
-    let client_ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let client_ip =
+        parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| mcp.limits.client_ip(c.0.ip(), &parts.headers));
     let headers = mcp
         .policy_headers
         .iter()

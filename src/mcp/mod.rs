@@ -61,6 +61,7 @@ pub struct Mcp {
     pub in_flight: dashmap::DashMap<String, Arc<tokio_util::sync::CancellationToken>>,
     /// Federated servers' resources and prompts.
     pub federation: Arc<crate::federation::Federation>,
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// The key of a call in [`Mcp::in_flight`]: a caller may cancel only their own calls.
