@@ -31,6 +31,8 @@ pub struct Limits {
     pre_auth: Option<DefaultKeyedRateLimiter<IpAddr>>,
     trusted_proxies: Vec<ipnet::IpNet>,
     checks: AtomicU64,
+    /// The limiters' clock, read only to say how long a refused caller must wait.
+    clock: DefaultClock,
 }
 
 struct RateRule {
@@ -104,7 +106,7 @@ impl Limits {
             }
             None => None,
         };
-        Ok(Self { rules, pre_auth, trusted_proxies: trusted_proxies.to_vec(), checks: AtomicU64::new(0) })
+        Ok(Self { rules, pre_auth, trusted_proxies: trusted_proxies.to_vec(), checks: AtomicU64::new(0), clock: DefaultClock::default() })
     }
 
     /// The client's IP: the socket's, or, when the socket is a trusted proxy, the nearest
@@ -129,10 +131,9 @@ impl Limits {
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Limited> {
         let Some(limiter) = &self.pre_auth else { return Ok(()) };
         self.tick();
-        limiter.check_key(&ip).map_err(|not_until| Limited {
-            rule: "limits/pre_auth".into(),
-            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-        })
+        limiter
+            .check_key(&ip)
+            .map_err(|not_until| Limited { rule: "limits/pre_auth".into(), retry_after: not_until.wait_time_from(self.clock.now()) })
     }
 
     /// The rate limits that apply to a call of `tool` by `principal`: each applicable rule
@@ -143,7 +144,6 @@ impl Limits {
             return Ok(());
         }
         self.tick();
-        let now = DefaultClock::default().now();
         let mut tightest: Option<Limited> = None;
         for rule in &self.rules {
             if !rule.targets.is_empty() && !rule.targets.iter().any(|t| t.matches(tool)) {
@@ -151,7 +151,7 @@ impl Limits {
             }
             let key = bucket_key(&rule.key, principal, tool);
             if let Err(not_until) = rule.limiter.check_key(&key) {
-                let wait = not_until.wait_time_from(now);
+                let wait = not_until.wait_time_from(self.clock.now());
                 if tightest.as_ref().is_none_or(|t| wait > t.retry_after) {
                     tightest = Some(Limited { rule: format!("limits/{}", rule.name), retry_after: wait });
                 }

@@ -1,0 +1,59 @@
+//! Cost of one local rate-limit decision (`Limits::check_call`): three rules, one targeted by
+//! name, keys over subject, tenant and tool, 1,000 distinct callers. Goal: under 1 µs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::hint::black_box;
+use std::time::Instant;
+
+use serde_json::Map;
+use warden::identity::{Principal, Subject};
+use warden::limits::Limits;
+use warden::limits::config::{KeyPart, LimitsConfig, RateRuleConfig};
+use warden::policy::ToolFacts;
+
+const ITERATIONS: usize = 1_000_000;
+
+fn main() {
+    let rule = |name: &str, tools: &[&str], key: &[KeyPart]| RateRuleConfig {
+        name: name.into(),
+        tools: tools.iter().map(|t| (*t).to_owned()).collect(),
+        key: key.to_vec(),
+        rate: "1000000/second".into(),
+        burst: None,
+    };
+    let config = LimitsConfig {
+        rules: vec![
+            rule("per-user", &[], &[KeyPart::Subject]),
+            rule("per-tenant-tool", &[], &[KeyPart::Tenant, KeyPart::Tool]),
+            rule("search", &["search"], &[KeyPart::Subject]),
+        ],
+        ..LimitsConfig::default()
+    };
+    let limits = Limits::build(&config, &[]).unwrap();
+    let principals: Vec<Principal> = (0..1000)
+        .map(|i| Principal {
+            subject: Subject::new(format!("user-{i}")).unwrap(),
+            issuer: "https://idp.example.com".into(),
+            client_id: Some("agent".into()),
+            scopes: BTreeSet::new(),
+            roles: Vec::new(),
+            tenant: Some(format!("tenant-{}", i % 20)),
+            claims: Map::new(),
+        })
+        .collect();
+    let metadata = Map::new();
+    let tool = ToolFacts { name: "search", tags: &[], metadata: &metadata, scopes: &[], server: None };
+    for p in &principals {
+        let _ = limits.check_call(p, &tool);
+    }
+    let start = Instant::now();
+    let mut refused = 0usize;
+    for i in 0..ITERATIONS {
+        if limits.check_call(black_box(&principals[i % principals.len()]), black_box(&tool)).is_err() {
+            refused += 1;
+        }
+    }
+    let per = start.elapsed().as_nanos() as f64 / ITERATIONS as f64;
+    println!("| local rate limit, 3 rules, 1,000 callers | {per:.0} ns per decision | {refused} refused |");
+}
