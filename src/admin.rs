@@ -54,7 +54,7 @@ pub fn routes(gateway: Arc<AdminState>) -> Router {
         .with_state(gateway)
 }
 
-/// Audits a refusal and renders it (`error.rs`); the storage error's detail goes to the log only.
+/// Audits a refusal and renders it (`error`); the storage error's detail goes to the log only.
 fn refuse(gw: &AdminState, ctx: Option<&RequestContext>, action: &str, credential: Option<&str>, refusal: AdminError) -> Response {
     if let Some(ctx) = ctx {
         gw.audit.emit(AuditEvent::admin(

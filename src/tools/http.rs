@@ -52,7 +52,7 @@ pub struct ToolResult {
     pub upstream_status: u16,
 }
 
-/// Why a call produced no answer of the backend's. Each has a stable code; `error.rs` renders
+/// Why a call produced no answer of the backend's. Each has a stable code; `error` renders
 /// it (a tool result with `isError`, so the model sees it) and gives its class.
 #[derive(Debug)]
 pub enum ToolFailure {

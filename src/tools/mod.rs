@@ -69,7 +69,7 @@ pub trait ToolBackend: Send + Sync {
     fn credential_name(&self) -> Option<&str>;
 
     /// Calls the backend with arguments policy allowed and the input schema accepted, as
-    /// `principal`. A failure is a [`ToolFailure`] with a stable code, which `error.rs` renders
+    /// `principal`. A failure is a [`ToolFailure`] with a stable code, which `error` renders
     /// as a tool result with `isError` (the model sees it): never a panic, never a hang.
     fn call<'a>(
         &'a self,

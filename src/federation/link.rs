@@ -1,0 +1,506 @@
+//! How calls reach one federated server: its session (shared, or one per caller with a
+//! per-user credential), started by rmcp's client over stdio or Streamable HTTP; a call with the
+//! caller's identity and Warden's credential, its progress and its cancellation; and the tool
+//! backends that call through it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use futures::future::BoxFuture;
+use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, GetExtensions, ServerResult};
+use rmcp::service::{Peer, PeerRequestOptions, RoleClient, RunningService, ServiceError};
+use serde_json::{Map, Value};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::http;
+use super::{CONNECT_TIMEOUT, STDERR_LINE, Server};
+use crate::credentials::{Credential, CredentialError};
+use crate::identity::Principal;
+use crate::tools::{Tool, ToolBackend, ToolFailure, ToolOutcome, ToolResult, ToolSpec};
+use crate::upstream::{CallContext, Upstream, inject_identity};
+
+/// How calls reach one server: the current session, and what each call needs.
+pub struct Link {
+    pub(super) server: String,
+    pub(super) transport: Transport,
+    pub(super) credential: Option<Arc<Credential>>,
+    pub(super) timeout: Duration,
+    pub(super) upstream: Upstream,
+    /// The shared session (stdio, or HTTP with no per-user credential).
+    pub(super) peer: ArcSwapOption<Peer<RoleClient>>,
+    /// With a per-user credential: one session per caller, each with that caller's token.
+    pub(super) per_user: bool,
+    pub(super) users: dashmap::DashMap<String, Arc<tokio::sync::Mutex<Option<UserSession>>>>,
+    /// Set when a catalog refresh should run (a notification, a first user session).
+    pub(super) changed: Arc<Notify>,
+    /// Calls whose caller wants progress, by the progress token of the upstream request.
+    pub(super) progress: Arc<dashmap::DashMap<String, tokio::sync::mpsc::Sender<crate::upstream::Progress>>>,
+}
+
+/// A caller's own session with a server whose credential is per user.
+pub(super) struct UserSession {
+    peer: Arc<Peer<RoleClient>>,
+    stop: CancellationToken,
+    last_used: std::sync::Mutex<std::time::Instant>,
+}
+
+/// Per-user sessions idle this long are closed; at most this many are kept per server.
+const USER_SESSION_IDLE: Duration = Duration::from_secs(15 * 60);
+const USER_SESSIONS_MAX: usize = 1000;
+
+pub(super) enum Transport {
+    Http { url: Arc<str> },
+    Stdio { command: String, args: Vec<String>, env: Vec<(String, String)>, cwd: Option<PathBuf> },
+}
+
+/// Variables a stdio server gets from Warden's environment; everything else it must be given.
+const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER"];
+/// Answers the server's notifications: a changed tool list triggers a catalog refresh; a
+/// call's progress goes to its caller.
+#[derive(Clone)]
+pub(super) struct Watcher {
+    changed: Arc<Notify>,
+    progress: Arc<dashmap::DashMap<String, tokio::sync::mpsc::Sender<crate::upstream::Progress>>>,
+}
+
+impl rmcp::ClientHandler for Watcher {
+    async fn on_progress(&self, params: rmcp::model::ProgressNotificationParam, _context: rmcp::service::NotificationContext<RoleClient>) {
+        let key = serde_json::to_string(&params.progress_token).unwrap_or_default();
+        if let Some(caller) = self.progress.get(&key) {
+            // A caller that cannot keep up misses a report, never stalls the session.
+            let _ = caller.try_send(crate::upstream::Progress { progress: params.progress, total: params.total, message: params.message });
+        }
+    }
+
+    async fn on_tool_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
+        self.changed.notify_one();
+    }
+
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        let mut info = rmcp::model::ClientConfig::default();
+        info.client_info = rmcp::model::Implementation::new("warden", env!("CARGO_PKG_VERSION"));
+        info
+    }
+}
+
+impl Link {
+    /// Starts a session: spawns the process (stdio) or initializes over HTTP.
+    pub(super) async fn connect(&self, owner: Arc<Principal>) -> Result<RunningService<RoleClient, Watcher>, String> {
+        let watcher = Watcher { changed: Arc::clone(&self.changed), progress: Arc::clone(&self.progress) };
+        match &self.transport {
+            Transport::Http { url } => {
+                let client = http::FederatedHttp { upstream: self.upstream.clone(), credential: self.credential.clone(), service: owner };
+                let mut config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(Arc::clone(url));
+                config.reinit_on_expired_session = true;
+                let transport = rmcp::transport::StreamableHttpClientTransport::with_client(client, config);
+                rmcp::serve_client(watcher, transport).await.map_err(|e| e.to_string())
+            }
+            Transport::Stdio { command, args, env, cwd } => {
+                let mut cmd = tokio::process::Command::new(command);
+                cmd.args(args).env_clear();
+                for name in INHERITED_ENV {
+                    if let Ok(v) = std::env::var(name) {
+                        cmd.env(name, v);
+                    }
+                }
+                cmd.envs(env.iter().map(|(k, v)| (k, v)));
+                if let Some(dir) = cwd {
+                    cmd.current_dir(dir);
+                }
+                let (transport, stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(|e| format!("cannot start {command}: {}", e.kind()))?;
+                if let Some(stderr) = stderr {
+                    tokio::spawn(log_stderr(self.server.clone(), stderr));
+                }
+                rmcp::serve_client(watcher, transport).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// One `tools/call` as `principal`: identity and credential on it (HTTP), within the
+    /// timeout; cancelled upstream if the caller goes away first.
+    async fn call(&self, name: &str, principal: &Principal, ctx: &CallContext, args: &Map<String, Value>) -> ToolOutcome {
+        let peer = if self.per_user {
+            self.user_peer(principal, ctx).await?
+        } else {
+            self.peer.load_full().ok_or(ToolFailure::ServerUnavailable)?
+        };
+        let mut generation = None;
+        let mut rejected = None;
+        for _attempt in 0..2 {
+            let mut request = CallToolRequest::new(CallToolRequestParams::new(name.to_owned()).with_arguments(args.clone()));
+            if matches!(self.transport, Transport::Http { .. }) {
+                let (headers, g) = self.call_headers(principal, ctx, rejected).await?;
+                generation = g;
+                request.extensions_mut().insert(headers);
+            }
+            let options = PeerRequestOptions::with_timeout(self.timeout);
+            let handle = peer
+                .send_request_with_option(ClientRequest::CallToolRequest(request), options)
+                .await
+                .map_err(|e| failure(e, self.timeout))?;
+            let guard = CancelOnDrop { peer: Some((*peer).clone()), id: handle.id.clone() };
+            let progress_key = ctx.progress.as_ref().map(|caller| {
+                let key = serde_json::to_string(&handle.progress_token).unwrap_or_default();
+                self.progress.insert(key.clone(), caller.clone());
+                ProgressGuard { map: &self.progress, key }
+            });
+            let answer = handle.await_response().await;
+            if progress_key.is_some() {
+                // rmcp hands each notification to its own task, so reports sent just before the
+                // result may still be on their way: let them through before forwarding stops.
+                for _ in 0..4 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            drop(progress_key);
+            guard.disarm();
+            match answer {
+                Ok(ServerResult::CallToolResult(result)) => return Ok(ToolResult { result, upstream_status: 200 }),
+                Ok(_) => return Err(ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() }),
+                Err(e) if auth_required(&e) && rejected.is_none() && self.credential.as_ref().is_some_and(|c| c.refreshable()) => {
+                    rejected = generation;
+                    if rejected.is_none() {
+                        return Err(failure(e, self.timeout));
+                    }
+                }
+                Err(e) => return Err(failure(e, self.timeout)),
+            }
+        }
+        Err(ToolFailure::Credential(CredentialError::Unhealthy))
+    }
+
+    /// One request other than a tool call (a resource read, a prompt), as `principal`, with
+    /// identity and credential on it (HTTP), within the timeout, cancelled upstream if dropped.
+    pub(super) async fn request(
+        &self,
+        mut request: ClientRequest,
+        principal: &Principal,
+        ctx: &CallContext,
+    ) -> Result<ServerResult, ToolFailure> {
+        let peer = if self.per_user {
+            self.user_peer(principal, ctx).await?
+        } else {
+            self.peer.load_full().ok_or(ToolFailure::ServerUnavailable)?
+        };
+        if matches!(self.transport, Transport::Http { .. }) {
+            let (headers, _) = self.call_headers(principal, ctx, None).await?;
+            request.extensions_mut().insert(headers);
+        }
+        let handle = peer
+            .send_request_with_option(request, PeerRequestOptions::with_timeout(self.timeout))
+            .await
+            .map_err(|e| failure(e, self.timeout))?;
+        let guard = CancelOnDrop { peer: Some((*peer).clone()), id: handle.id.clone() };
+        let answer = handle.await_response().await;
+        guard.disarm();
+        answer.map_err(|e| failure(e, self.timeout))
+    }
+
+    /// The caller's own session, started on first use. The caller's token is checked first, so
+    /// an unconnected caller gets the connection request (a URL elicitation), not an error.
+    async fn user_peer(&self, principal: &Principal, ctx: &CallContext) -> Result<Arc<Peer<RoleClient>>, ToolFailure> {
+        if let Some(credential) = &self.credential {
+            credential.resolve(&self.upstream, principal, ctx, None).await.map_err(credential_failure)?;
+        }
+        let key = format!("{}\n{}", principal.issuer, principal.subject.as_str());
+        let slot = Arc::clone(self.users.entry(key.clone()).or_default().value());
+        let mut session = slot.lock().await;
+        if let Some(s) = session.as_ref().filter(|s| !s.peer.is_transport_closed()) {
+            *s.last_used.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
+            return Ok(Arc::clone(&s.peer));
+        }
+        let running = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect(Arc::new(principal.clone()))).await {
+            Ok(Ok(running)) => running,
+            Ok(Err(e)) => {
+                tracing::warn!(server = %self.server, error = %e, "a caller's session could not be started");
+                return Err(ToolFailure::ServerUnavailable);
+            }
+            Err(_) => return Err(ToolFailure::ServerUnavailable),
+        };
+        let peer = Arc::new(running.peer().clone());
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let service_stop = running.cancellation_token();
+        tokio::spawn(async move {
+            let done = running.waiting();
+            tokio::pin!(done);
+            tokio::select! {
+                _ = &mut done => {}
+                () = stopped.cancelled() => {
+                    service_stop.cancel();
+                    let _ = done.await;
+                }
+            }
+        });
+        *session = Some(UserSession { peer: Arc::clone(&peer), stop, last_used: std::sync::Mutex::new(std::time::Instant::now()) });
+        drop(session);
+        if self.users.len() > USER_SESSIONS_MAX {
+            self.evict_oldest(&key);
+        }
+        // A first session brings the catalog in; later ones keep it fresh.
+        self.changed.notify_one();
+        Ok(peer)
+    }
+
+    /// A live caller session, for reading the catalog.
+    pub(super) fn any_user_peer(&self) -> Option<Arc<Peer<RoleClient>>> {
+        self.users.iter().find_map(|entry| {
+            let session = entry.value().try_lock().ok()?;
+            session.as_ref().filter(|s| !s.peer.is_transport_closed()).map(|s| Arc::clone(&s.peer))
+        })
+    }
+
+    /// Closes caller sessions idle longer than [`USER_SESSION_IDLE`] or already ended.
+    pub(super) fn close_idle(&self) {
+        self.users.retain(|_, slot| {
+            let Ok(session) = slot.try_lock() else { return true };
+            let Some(s) = session.as_ref() else { return false };
+            let fresh = s.last_used.lock().map(|t| t.elapsed() < USER_SESSION_IDLE).unwrap_or(false);
+            if fresh && !s.peer.is_transport_closed() {
+                return true;
+            }
+            s.stop.cancel();
+            false
+        });
+    }
+
+    /// Closes every caller session (shutdown).
+    pub(super) fn close_all(&self) {
+        for entry in &self.users {
+            if let Ok(session) = entry.value().try_lock()
+                && let Some(s) = session.as_ref()
+            {
+                s.stop.cancel();
+            }
+        }
+    }
+
+    /// Closes the least recently used caller session other than `keep`.
+    fn evict_oldest(&self, keep: &str) {
+        let oldest = self
+            .users
+            .iter()
+            .filter(|e| e.key() != keep)
+            .filter_map(|e| {
+                let session = e.value().try_lock().ok()?;
+                let at = *session.as_ref()?.last_used.lock().ok()?;
+                Some((e.key().clone(), at))
+            })
+            .min_by_key(|(_, at)| *at);
+        if let Some((key, _)) = oldest
+            && let Some((_, slot)) = self.users.remove(&key)
+            && let Ok(session) = slot.try_lock()
+            && let Some(s) = session.as_ref()
+        {
+            s.stop.cancel();
+        }
+    }
+
+    /// The headers a call goes out with: the caller's identity, then Warden's credential.
+    async fn call_headers(
+        &self,
+        principal: &Principal,
+        ctx: &CallContext,
+        rejected: Option<u64>,
+    ) -> Result<(http::CallHeaders, Option<u64>), ToolFailure> {
+        let mut headers = ::http::HeaderMap::new();
+        inject_identity(&mut headers, self.upstream.identity_headers(), principal, ctx);
+        let mut uri = None;
+        let mut generation = None;
+        if let Some(credential) = &self.credential {
+            let (secret, g) = credential.resolve(&self.upstream, principal, ctx, rejected).await.map_err(credential_failure)?;
+            generation = g;
+            if credential.query_param().is_some()
+                && let Transport::Http { url } = &self.transport
+                && let Ok(mut parsed) = url::Url::parse(url)
+            {
+                credential.apply_parts(&mut headers, Some(&mut parsed), &secret);
+                uri = Some(Arc::from(parsed.as_str()));
+            } else {
+                credential.apply_parts(&mut headers, None, &secret);
+            }
+        }
+        Ok((http::CallHeaders { headers, uri }, generation))
+    }
+}
+
+/// The principal a server session's own requests are made as (initialize, tools/list): no
+/// caller's, so no identity headers.
+pub(super) fn service_principal() -> Principal {
+    Principal {
+        subject: crate::identity::Subject::gateway(),
+        issuer: String::new(),
+        client_id: None,
+        scopes: Default::default(),
+        roles: Vec::new(),
+        tenant: None,
+        claims: Map::new(),
+    }
+}
+
+fn credential_failure(e: CredentialError) -> ToolFailure {
+    match e {
+        CredentialError::ConnectionRequired { url, message } => {
+            ToolFailure::ConnectionRequired(crate::tools::ConnectRequired { url, message })
+        }
+        e => ToolFailure::Credential(e),
+    }
+}
+
+/// Whether the server refused Warden's credential (HTTP 401).
+fn auth_required(e: &ServiceError) -> bool {
+    let ServiceError::TransportSend(e) = e else { return false };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(StreamableHttpErrorRef::AuthRequired(_)) = s.downcast_ref::<StreamableHttpErrorRef>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+type StreamableHttpErrorRef = rmcp::transport::streamable_http_client::StreamableHttpError<reqwest::Error>;
+
+fn failure(e: ServiceError, timeout: Duration) -> ToolFailure {
+    match e {
+        ServiceError::McpError(error) => {
+            ToolFailure::Rpc { code: error.code.0, message: crate::audit::bounded(&error.message).into_owned() }
+        }
+        ServiceError::Timeout { .. } => ToolFailure::Timeout(timeout),
+        ServiceError::TransportClosed | ServiceError::TransportSend(_) => ToolFailure::Unreachable,
+        ServiceError::Cancelled { .. } => ToolFailure::ServerUnavailable,
+        _ => ToolFailure::Unreachable,
+    }
+}
+
+/// Sends `notifications/cancelled` for a call whose caller went away before its answer.
+struct CancelOnDrop {
+    peer: Option<Peer<RoleClient>>,
+    id: rmcp::model::RequestId,
+}
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.peer = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(peer) = self.peer.take() else { return };
+        let id = self.id.clone();
+        tokio::spawn(async move {
+            let params = rmcp::model::CancelledNotificationParam::new(Some(id), Some("the client went away".into()));
+            let _ = peer.notify_cancelled(params).await;
+        });
+    }
+}
+
+async fn log_stderr(server: String, stderr: tokio::process::ChildStderr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let line: String = line.chars().take(STDERR_LINE).collect();
+        tracing::info!(server = %server, "{line}");
+    }
+}
+
+/// A tool of a federated server.
+pub(super) struct FederatedTool {
+    pub(super) link: Arc<Link>,
+    pub(super) upstream_name: String,
+}
+
+impl ToolBackend for FederatedTool {
+    fn credential_name(&self) -> Option<&str> {
+        self.link.credential.as_ref().map(|c| c.name.as_str())
+    }
+
+    fn call<'a>(
+        &'a self,
+        _upstream: &'a Upstream,
+        principal: &'a Principal,
+        ctx: &'a CallContext,
+        args: &'a Map<String, Value>,
+    ) -> BoxFuture<'a, ToolOutcome> {
+        Box::pin(self.link.call(&self.upstream_name, principal, ctx, args))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// The one tool a per-user server offers before any caller has connected: calling it asks the
+/// caller to connect their account, which brings the server's catalog in.
+pub(super) fn connect_tool(server: &Server) -> Option<Arc<Tool>> {
+    let description = format!(
+        "Connect your account to use the tools of {}: call this, then open the link you are given. The tools are listed once connected.",
+        server.name
+    );
+    let schema = serde_json::json!({"type": "object", "properties": {}});
+    let spec = ToolSpec {
+        name: format!("{}connect", server.prefix),
+        description: rmcp::model::Tool::new("connect", description, Arc::new(schema.as_object().cloned().unwrap_or_default())),
+        scopes: server.scopes.clone(),
+        tags: server.tags.clone(),
+        metadata: server.metadata.clone(),
+        server: Some(server.name.clone()),
+        backend: Box::new(ConnectTool { link: Arc::clone(&server.link) }),
+    };
+    Tool::from_spec(spec)
+        .map(Arc::new)
+        .map_err(|why| tracing::error!(server = %server.name, %why, "the connect tool could not be built"))
+        .ok()
+}
+
+/// `{prefix}connect`: starts the caller's session, or asks them to connect first.
+struct ConnectTool {
+    link: Arc<Link>,
+}
+
+impl ToolBackend for ConnectTool {
+    fn credential_name(&self) -> Option<&str> {
+        self.link.credential.as_ref().map(|c| c.name.as_str())
+    }
+
+    fn call<'a>(
+        &'a self,
+        _upstream: &'a Upstream,
+        principal: &'a Principal,
+        ctx: &'a CallContext,
+        _args: &'a Map<String, Value>,
+    ) -> BoxFuture<'a, ToolOutcome> {
+        Box::pin(async move {
+            self.link.user_peer(principal, ctx).await?;
+            let text = format!("Connected to {}: list the tools again to see its tools.", self.link.server);
+            Ok(ToolResult {
+                result: rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(text)]),
+                upstream_status: 200,
+            })
+        })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// Stops forwarding a call's progress when the call ends, however it ends.
+struct ProgressGuard<'a> {
+    map: &'a dashmap::DashMap<String, tokio::sync::mpsc::Sender<crate::upstream::Progress>>,
+    key: String,
+}
+
+impl Drop for ProgressGuard<'_> {
+    fn drop(&mut self) {
+        self.map.remove(&self.key);
+    }
+}
