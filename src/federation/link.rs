@@ -125,11 +125,7 @@ impl Link {
     /// One `tools/call` as `principal`: identity and credential on it (HTTP), within the
     /// timeout; cancelled upstream if the caller goes away first.
     async fn call(&self, name: &str, principal: &Principal, ctx: &CallContext, args: &Map<String, Value>) -> ToolOutcome {
-        let peer = if self.per_user {
-            self.user_peer(principal, ctx).await?
-        } else {
-            self.peer.load_full().ok_or(ToolFailure::ServerUnavailable)?
-        };
+        let peer = self.peer_for(principal, ctx).await?;
         let mut generation = None;
         let mut rejected = None;
         for _attempt in 0..2 {
@@ -139,28 +135,7 @@ impl Link {
                 generation = g;
                 request.extensions_mut().insert(headers);
             }
-            let options = PeerRequestOptions::with_timeout(self.timeout);
-            let handle = peer
-                .send_request_with_option(ClientRequest::CallToolRequest(request), options)
-                .await
-                .map_err(|e| failure(e, self.timeout))?;
-            let guard = CancelOnDrop { peer: Some((*peer).clone()), id: handle.id.clone() };
-            let progress_key = ctx.progress.as_ref().map(|caller| {
-                let key = serde_json::to_string(&handle.progress_token).unwrap_or_default();
-                self.progress.insert(key.clone(), caller.clone());
-                ProgressGuard { map: &self.progress, key }
-            });
-            let answer = handle.await_response().await;
-            if progress_key.is_some() {
-                // rmcp hands each notification to its own task, so reports sent just before the
-                // result may still be on their way: let them through before forwarding stops.
-                for _ in 0..4 {
-                    tokio::task::yield_now().await;
-                }
-            }
-            drop(progress_key);
-            guard.disarm();
-            match answer {
+            match self.send(&peer, ClientRequest::CallToolRequest(request), ctx).await {
                 Ok(ServerResult::CallToolResult(result)) => return Ok(ToolResult { result, upstream_status: 200 }),
                 Ok(_) => return Err(ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() }),
                 Err(e) if auth_required(&e) && rejected.is_none() && self.credential.as_ref().is_some_and(|c| c.refreshable()) => {
@@ -183,23 +158,42 @@ impl Link {
         principal: &Principal,
         ctx: &CallContext,
     ) -> Result<ServerResult, ToolFailure> {
-        let peer = if self.per_user {
-            self.user_peer(principal, ctx).await?
-        } else {
-            self.peer.load_full().ok_or(ToolFailure::ServerUnavailable)?
-        };
+        let peer = self.peer_for(principal, ctx).await?;
         if matches!(self.transport, Transport::Http { .. }) {
             let (headers, _) = self.call_headers(principal, ctx, None).await?;
             request.extensions_mut().insert(headers);
         }
-        let handle = peer
-            .send_request_with_option(request, PeerRequestOptions::with_timeout(self.timeout))
-            .await
-            .map_err(|e| failure(e, self.timeout))?;
-        let guard = CancelOnDrop { peer: Some((*peer).clone()), id: handle.id.clone() };
+        self.send(&peer, request, ctx).await.map_err(|e| failure(e, self.timeout))
+    }
+
+    /// The session a request of `principal` goes through: the caller's own with a per-user
+    /// credential, else the server's (none while it is down: refused at once).
+    async fn peer_for(&self, principal: &Principal, ctx: &CallContext) -> Result<Arc<Peer<RoleClient>>, ToolFailure> {
+        if self.per_user { self.user_peer(principal, ctx).await } else { self.peer.load_full().ok_or(ToolFailure::ServerUnavailable) }
+    }
+
+    /// Sends one request within the timeout and waits for its answer. Dropped before the
+    /// answer, the server is sent `notifications/cancelled`; the server's progress goes to
+    /// `ctx.progress` while the request runs.
+    async fn send(&self, peer: &Arc<Peer<RoleClient>>, request: ClientRequest, ctx: &CallContext) -> Result<ServerResult, ServiceError> {
+        let handle = peer.send_request_with_option(request, PeerRequestOptions::with_timeout(self.timeout)).await?;
+        let guard = CancelOnDrop { peer: Some((**peer).clone()), id: handle.id.clone() };
+        let progress_key = ctx.progress.as_ref().map(|caller| {
+            let key = serde_json::to_string(&handle.progress_token).unwrap_or_default();
+            self.progress.insert(key.clone(), caller.clone());
+            ProgressGuard { map: &self.progress, key }
+        });
         let answer = handle.await_response().await;
+        if progress_key.is_some() {
+            // rmcp hands each notification to its own task, so reports sent just before the
+            // result may still be on their way: let them through before forwarding stops.
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(progress_key);
         guard.disarm();
-        answer.map_err(|e| failure(e, self.timeout))
+        answer
     }
 
     /// The caller's own session, started on first use. The caller's token is checked first, so
