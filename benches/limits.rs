@@ -9,7 +9,9 @@ use std::time::Instant;
 use serde_json::Map;
 use warden::identity::{Principal, Subject};
 use warden::limits::Limits;
-use warden::limits::config::{KeyPart, LimitsConfig, RateRuleConfig};
+use warden::limits::config::{Fallback, Key, KeyPart, LimitsConfig, RateRuleConfig};
+use warden::limits::{CallFacts, Context};
+use warden::policy::RequestFacts;
 use warden::policy::ToolFacts;
 
 const ITERATIONS: usize = 1_000_000;
@@ -18,9 +20,10 @@ fn main() {
     let rule = |name: &str, tools: &[&str], key: &[KeyPart]| RateRuleConfig {
         name: name.into(),
         tools: tools.iter().map(|t| (*t).to_owned()).collect(),
-        key: key.to_vec(),
+        key: Key::Parts(key.to_vec()),
         rate: "1000000/second".into(),
         burst: None,
+        fallback: Fallback::Local,
     };
     let config = LimitsConfig {
         rules: vec![
@@ -30,7 +33,10 @@ fn main() {
         ],
         ..LimitsConfig::default()
     };
-    let limits = Limits::build(&config, &[]).unwrap();
+    let audit = std::sync::Arc::new(warden::audit::AuditSink::open("off").unwrap());
+    let context = Context { trusted_proxies: Vec::new(), vault: None, audit, clock: warden::clock::system() };
+    let limits = Limits::build(&config, context).unwrap();
+    let (args, request) = (serde_json::Value::Null, RequestFacts::default());
     let principals: Vec<Principal> = (0..1000)
         .map(|i| Principal {
             subject: Subject::new(format!("user-{i}")).unwrap(),
@@ -44,13 +50,14 @@ fn main() {
         .collect();
     let metadata = Map::new();
     let tool = ToolFacts { name: "search", tags: &[], metadata: &metadata, scopes: &[], server: None };
+    let call = |principal| CallFacts { principal, tool, cost: 1, arguments: &args, request: &request, request_ids: ("r", "") };
     for p in &principals {
-        let _ = limits.check_call(p, &tool);
+        let _ = limits.check_call(&call(p));
     }
     let start = Instant::now();
     let mut refused = 0usize;
     for i in 0..ITERATIONS {
-        if limits.check_call(black_box(&principals[i % principals.len()]), black_box(&tool)).is_err() {
+        if limits.check_call(black_box(&call(&principals[i % principals.len()]))).is_err() {
             refused += 1;
         }
     }

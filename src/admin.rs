@@ -13,6 +13,8 @@
 //!   awaiting approval.
 //! - `POST /admin/v1/tools/pins/{server}/{tool}/approve` with `{"hash": …}`: approves the
 //!   pending definition with that hash (the one the operator reviewed), and re-reads catalogs.
+//! - `GET /admin/v1/limits/usage[?subject=…&tenant=…&client=…&quota=…&period=…]`: quota usage
+//!   per bucket and period, with each quota's budget and, for the current period, its reset.
 
 use std::sync::Arc;
 
@@ -41,6 +43,8 @@ pub struct AdminState {
     pub audit: Arc<crate::audit::AuditSink>,
     /// Federated servers and their tool pins.
     pub federation: Arc<crate::federation::Federation>,
+    /// Quota usage.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 pub fn routes(gateway: Arc<AdminState>) -> Router {
@@ -50,6 +54,7 @@ pub fn routes(gateway: Arc<AdminState>) -> Router {
         .route("/admin/v1/connections/{credential}/connect-link", post(connect_link))
         .route("/admin/v1/tools/pins", get(list_pins))
         .route("/admin/v1/tools/pins/{server}/{tool}/approve", post(approve_pin))
+        .route("/admin/v1/limits/usage", get(usage))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&gateway), authorize))
         .with_state(gateway)
 }
@@ -231,6 +236,34 @@ async fn approve_pin(
             Json(json!({"approved": true})).into_response()
         }
         Ok(false) => refuse(&gw, Some(&ctx), ACTION, None, AdminError::NoSuchPendingDefinition),
+        Err(e) => refuse(&gw, Some(&ctx), ACTION, None, storage_failed(&e)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageQuery {
+    quota: Option<String>,
+    period: Option<String>,
+    subject: Option<String>,
+    tenant: Option<String>,
+    client: Option<String>,
+}
+
+async fn usage(
+    State(gw): State<Arc<AdminState>>,
+    Extension(ctx): Extension<RequestContext>,
+    query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    const ACTION: &str = "admin/limits.usage";
+    let Ok(Query(q)) = query else { return refuse(&gw, Some(&ctx), ACTION, None, AdminError::InvalidBody) };
+    let filter =
+        crate::store::usage::UsageFilter { quota: q.quota, period: q.period, subject: q.subject, tenant: q.tenant, client: q.client };
+    match gw.limits.usage(&filter).await {
+        Ok(usage) => {
+            gw.audit.emit(allowed(&ctx, ACTION, None, "ok"));
+            Json(json!({"usage": usage})).into_response()
+        }
         Err(e) => refuse(&gw, Some(&ctx), ACTION, None, storage_failed(&e)),
     }
 }

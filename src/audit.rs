@@ -56,6 +56,10 @@ pub struct AuditEvent {
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
+    /// How the call's rate limits were decided when not as configured: `local_fallback` (the
+    /// shared Redis did not answer; this replica's buckets decided).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<&'static str>,
     pub latency_ms: f64,
 }
 
@@ -142,6 +146,40 @@ impl AuditEvent {
             tool: Some(tool.to_owned()),
             server: Some(server.to_owned()),
             explanation,
+            decision: verdict.decision,
+            reason: verdict.reason.into(),
+            status: verdict.status,
+            ..Self::default()
+        }
+    }
+
+    /// A quota's warning threshold crossed by a caller's call (once per period and bucket).
+    pub fn quota_warning(
+        (request_id, traceparent): (&str, &str),
+        principal: &crate::identity::Principal,
+        quota: &str,
+        tool: &crate::policy::ToolFacts<'_>,
+        explanation: String,
+    ) -> Self {
+        Self {
+            request_id: request_id.to_owned(),
+            trace_id: crate::edge::trace_id(traceparent).to_owned(),
+            method: Some("limits/quota_warning".into()),
+            tool: Some(tool.name.to_owned()),
+            server: tool.server.map(str::to_owned),
+            rule: Some(quota.to_owned()),
+            explanation: Some(explanation),
+            decision: "allow",
+            reason: "quota_warning".into(),
+            ..Self::for_caller(principal)
+        }
+    }
+
+    /// The shared rate-limit backend (Redis) stopped or started answering.
+    pub fn limits_backend(verdict: Verdict<'_>) -> Self {
+        Self {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            method: Some("limits/backend".into()),
             decision: verdict.decision,
             reason: verdict.reason.into(),
             status: verdict.status,

@@ -167,7 +167,15 @@ impl Gateway {
             authenticator: Arc::new(authenticator),
             tools,
             federation: Arc::new(federation),
-            limits: Arc::new(crate::limits::Limits::build(&config.limits, &config.server.trusted_proxies)?),
+            limits: Arc::new(crate::limits::Limits::build(
+                &config.limits,
+                crate::limits::Context {
+                    trusted_proxies: config.server.trusted_proxies.clone(),
+                    vault: vault.clone(),
+                    audit: Arc::clone(&audit),
+                    clock: Arc::clone(&clock),
+                },
+            )?),
             upstream: Arc::new(upstream),
             metadata: Arc::new(metadata),
             audit,
@@ -249,6 +257,7 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
             credentials: Arc::clone(&gateway.credentials),
             audit: Arc::clone(&gateway.audit),
             federation: Arc::clone(&gateway.federation),
+            limits: Arc::clone(&gateway.limits),
         })))
         // These routes' bodies in bounded time; the gate bounds /mcp's itself, with a 408.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))

@@ -6,6 +6,7 @@
 mod admin_client;
 mod connections;
 mod keys;
+mod limits;
 mod policy;
 mod tools;
 
@@ -92,6 +93,15 @@ pub enum Command {
         #[command(subcommand)]
         command: ToolsCommand,
     },
+    /// Rate limits and quotas, through a running gateway's admin API (token from
+    /// WARDEN_ADMIN_TOKEN): quota usage per subject, tenant or client.
+    Limits {
+        /// The gateway's base URL.
+        #[arg(long, env = "WARDEN_GATEWAY_URL", default_value = "http://127.0.0.1:8080", global = true)]
+        gateway: String,
+        #[command(subcommand)]
+        command: LimitsCommand,
+    },
     /// Run the demo: gateway, development authorization server and a calendar backend. The default
     /// when no command is given.
     Demo {
@@ -130,6 +140,29 @@ pub enum KeysCommand {
         /// Rows per transaction.
         #[arg(long, default_value_t = 500)]
         batch: usize,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LimitsCommand {
+    /// Quota usage: cost units spent per quota, bucket and period, against the budget. Every
+    /// filter given must match (a tenant's quota is found with --tenant, not --subject).
+    Usage {
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        client: Option<String>,
+        /// Only this quota (`limits.quotas[].name`).
+        #[arg(long)]
+        quota: Option<String>,
+        /// Only this period (`2026-11` or `2026-11-30`).
+        #[arg(long)]
+        period: Option<String>,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -271,6 +304,7 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
         Command::Keys(KeysCommand::Rotate { config, batch }) => keys::rotate(&config, batch).await,
         Command::Connections { gateway, command } => connections::run(&gateway, command).await,
         Command::Tools { gateway, command } => tools::run(&gateway, command).await,
+        Command::Limits { gateway, command } => limits::run(&gateway, command).await,
         Command::Policy(PolicyCommand::Test { dir }) => policy::test(&dir),
         Command::Policy(PolicyCommand::Explain { config, token, tool, args }) => policy::explain(&config, &token, &tool, args.as_deref()),
         Command::Demo { port, idp_port, backend_port, auto_approve, audit, challenge_scopes } => {

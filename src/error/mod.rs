@@ -34,6 +34,8 @@ pub mod rpc {
     pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
     /// A call over a rate limit (server-defined range).
     pub const RATE_LIMITED: i64 = -32029;
+    /// A call over a quota (a budget per day or month; server-defined range).
+    pub const QUOTA_EXCEEDED: i64 = -32030;
     /// MCP 2025-11-25: the user must complete a URL elicitation first.
     pub const URL_ELICITATION_REQUIRED: i64 = -32042;
 }
@@ -91,6 +93,14 @@ pub enum GatewayError {
     /// A call over a rate limit: the rule, whole seconds until a retry can succeed, the tool.
     #[error("rate limited")]
     RateLimited { rule: String, retry_after: u64, tool: std::sync::Arc<crate::tools::Tool> },
+    /// A call over a quota: the quota, when its period resets (RFC 3339), whole seconds until
+    /// then, the tool.
+    #[error("quota exceeded")]
+    QuotaExceeded { quota: String, resets_at: String, retry_after: u64, tool: std::sync::Arc<crate::tools::Tool> },
+    /// A call the limits could not decide: `limits_unavailable` (Redis with `fail_closed`, or
+    /// the quotas' database, did not answer) or `limit_key_error` (a rule's CEL key failed).
+    #[error("limits could not decide")]
+    LimitsUndecided { rule: String, reason: &'static str, tool: std::sync::Arc<crate::tools::Tool> },
     /// Over the per-client-IP limit before authentication (seconds until a retry).
     #[error("too many requests")]
     TooManyRequests(u64),
@@ -125,7 +135,13 @@ impl GatewayError {
             Self::NoDecision => Class::Internal,
             // The server changed the tool; the gateway's pinning refuses it.
             Self::ToolWithheld(_) | Self::SourceFailed(..) => Class::Upstream,
-            Self::ResourceNotFound(_) | Self::PromptNotFound(_) | Self::RateLimited { .. } | Self::TooManyRequests(_) => Class::Downstream,
+            Self::LimitsUndecided { reason, .. } if *reason == "limits_unavailable" => Class::Internal,
+            Self::ResourceNotFound(_)
+            | Self::PromptNotFound(_)
+            | Self::RateLimited { .. }
+            | Self::QuotaExceeded { .. }
+            | Self::LimitsUndecided { .. }
+            | Self::TooManyRequests(_) => Class::Downstream,
             Self::OriginRefused(_)
             | Self::CorsRefused(_)
             | Self::InvalidArguments(_)
@@ -158,7 +174,9 @@ impl GatewayError {
             | Self::ResourceNotFound(_)
             | Self::PromptNotFound(_)
             | Self::SourceFailed(..)
-            | Self::RateLimited { .. } => StatusCode::OK,
+            | Self::RateLimited { .. }
+            | Self::QuotaExceeded { .. }
+            | Self::LimitsUndecided { .. } => StatusCode::OK,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unauthorized(AuthError::MultipleCredentials | AuthError::TokenInQuery) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -192,6 +210,8 @@ impl GatewayError {
             Self::PromptNotFound(_) => "unknown_prompt",
             Self::SourceFailed(code, _) => code,
             Self::RateLimited { .. } => "rate_limited",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::LimitsUndecided { reason, .. } => reason,
             Self::TooManyRequests(_) => "pre_auth_rate_limited",
             Self::Unauthorized(e) => e.code(),
             Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => "insufficient_scope",
@@ -228,7 +248,12 @@ impl GatewayError {
             Self::ToolWithheld(name) => {
                 (None, rpc_error(jsonrpc_id, rpc::INVALID_PARAMS, &format!("tool withheld: {name}: {WITHHELD}"), "tool_definition_changed"))
             }
-            Self::ResourceNotFound(_) | Self::PromptNotFound(_) | Self::SourceFailed(..) | Self::RateLimited { .. } => {
+            Self::ResourceNotFound(_)
+            | Self::PromptNotFound(_)
+            | Self::SourceFailed(..)
+            | Self::RateLimited { .. }
+            | Self::QuotaExceeded { .. }
+            | Self::LimitsUndecided { .. } => {
                 let error = self.clone().into_error_data();
                 (None, json!({"jsonrpc": "2.0", "id": jsonrpc_id.clone().unwrap_or(Value::Null), "error": error}))
             }
@@ -330,6 +355,16 @@ impl GatewayError {
                 format!("rate limited: {} may be called again in {retry_after} s", tool.name),
                 Some(json!({"code": code, "retryAfterSeconds": retry_after, "rule": rule})),
             ),
+            Self::QuotaExceeded { quota, resets_at, retry_after, tool } => ErrorData::new(
+                ErrorCode(rpc::QUOTA_EXCEEDED as i32),
+                format!("quota exceeded: {} may be called again when {quota} resets at {resets_at}", tool.name),
+                Some(json!({"code": code, "quota": quota, "resetsAt": resets_at, "retryAfterSeconds": retry_after})),
+            ),
+            Self::LimitsUndecided { rule, tool, .. } => ErrorData::new(
+                ErrorCode::INTERNAL_ERROR,
+                format!("{} was not called: its limits ({rule}) could not be checked", tool.name),
+                Some(json!({"code": code, "rule": rule})),
+            ),
             Self::MethodNotFound => ErrorData::new(ErrorCode::METHOD_NOT_FOUND, "method not found", data),
             Self::ConnectionRequired { url, message } => {
                 let data = json!({
@@ -388,6 +423,15 @@ impl GatewayError {
                 rule: Some(rule.clone()),
                 explanation: Some(format!("retry after {retry_after} s")),
             },
+            Self::QuotaExceeded { quota, resets_at, tool, .. } => AuditDetails {
+                tool: Some(tool.name.clone()),
+                server: tool.server.clone(),
+                rule: Some(quota.clone()),
+                explanation: Some(format!("resets at {resets_at}")),
+            },
+            Self::LimitsUndecided { rule, tool, .. } => {
+                AuditDetails { tool: Some(tool.name.clone()), server: tool.server.clone(), rule: Some(rule.clone()), explanation: None }
+            }
             Self::ConnectionRequired { .. }
             | Self::OriginRefused(_)
             | Self::CorsRefused(_)

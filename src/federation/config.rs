@@ -59,6 +59,12 @@ pub struct McpServerConfig {
     /// Default: 5m; `0s`: only on notification.
     #[serde(default = "default_refresh", with = "humantime_serde")]
     pub refresh_interval: Duration,
+    /// Cost units one call of any of its tools spends of each quota it falls under. Default: 1.
+    #[serde(default = "crate::tools::config::default_cost")]
+    pub cost: u64,
+    /// Upstream tool name → its cost, where it differs from `cost`.
+    #[serde(default)]
+    pub costs: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

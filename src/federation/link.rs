@@ -447,6 +447,8 @@ pub(super) fn connect_tool(server: &Server) -> Option<Arc<Tool>> {
         tags: server.tags.clone(),
         metadata: server.metadata.clone(),
         server: Some(server.name.clone()),
+        // Connecting is not the server's work: it spends no quota.
+        cost: 0,
         backend: Box::new(ConnectTool { link: Arc::clone(&server.link) }),
     };
     Tool::from_spec(spec)

@@ -66,6 +66,9 @@ pub struct Server {
     metadata: Map<String, Value>,
     pinning: Pinning,
     refresh_interval: Duration,
+    /// Quota cost of a call: the default, and per upstream tool name.
+    cost: u64,
+    costs: std::collections::BTreeMap<String, u64>,
     link: Arc<Link>,
     /// The last good catalog (served while the server is down).
     tools: ArcSwap<Vec<Arc<Tool>>>,
@@ -190,6 +193,8 @@ impl Federation {
                 metadata: c.metadata.clone(),
                 pinning: c.pinning,
                 refresh_interval: c.refresh_interval,
+                cost: c.cost,
+                costs: c.costs.clone(),
                 link: Arc::new(Link {
                     server: c.name.clone(),
                     transport,
@@ -386,6 +391,7 @@ impl Federation {
                 tags: server.tags.clone(),
                 metadata: server.metadata.clone(),
                 server: Some(server.name.clone()),
+                cost: server.costs.get(&upstream_name).copied().unwrap_or(server.cost),
                 backend: Box::new(backend),
             };
             match Tool::from_spec(spec) {

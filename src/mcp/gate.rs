@@ -160,14 +160,8 @@ fn decide_call(mcp: &Mcp, principal: &Principal, facts: &RequestFacts, message: 
     let arguments = Value::Object(call.arguments.take().unwrap_or_default());
     let decision = mcp.policy.load().decide(principal, &tool.facts(), Stage::Call(&arguments), facts, None);
     match decision.outcome {
-        Ok(()) => {
-            // Allowed by policy; now within the caller's limits?
-            if let Err(limited) = mcp.limits.check_call(principal, &tool.facts()) {
-                let retry_after = limited.retry_after_secs();
-                return Err(GatewayError::RateLimited { rule: limited.rule, retry_after, tool: Arc::clone(tool) });
-            }
-            Ok(Some(CallAllowed { tool: Arc::clone(tool), rule: decision.rule, arguments }))
-        }
+        // Limits are the handler's, once the arguments are known to be valid.
+        Ok(()) => Ok(Some(CallAllowed { tool: Arc::clone(tool), rule: decision.rule, arguments })),
         Err(denial) => Err(GatewayError::Forbidden { denial, rule: decision.rule, tool: Arc::clone(tool) }),
     }
 }

@@ -107,7 +107,7 @@ pub async fn call_tool(
     a: Admitted,
     progress: Option<tokio::sync::mpsc::Sender<Progress>>,
 ) -> Result<CallToolResponse, ErrorData> {
-    let Admitted { principal, ctx, jsonrpc_id, call, once, url_elicitation, .. } = a;
+    let Admitted { principal, ctx, jsonrpc_id, call, once, url_elicitation, facts, .. } = a;
     let refused = |error: &GatewayError| Verdict { decision: error.decision(), reason: error.reason(), status: error.status().as_u16() };
     let Some(CallAllowed { tool, rule, arguments }) = call else {
         // The gate decides every call it admits; a call without a decision is never served.
@@ -124,6 +124,30 @@ pub async fn call_tool(
         once.emit(&mcp.audit, event(refused(&error)));
         return Err(error.into_error_data());
     }
+    // Within the caller's rate limits and quotas? (After validation: a malformed call spends
+    // nothing.)
+    let mut limits_note = None;
+    if !mcp.limits.is_empty() {
+        let call = crate::limits::CallFacts {
+            principal: &principal,
+            tool: tool.facts(),
+            cost: tool.cost,
+            arguments: &arguments,
+            request: &facts,
+            request_ids: (&ctx.request_id, &ctx.traceparent),
+        };
+        match mcp.limits.admit(&call).await {
+            Ok(admission) => limits_note = admission.audit_note(),
+            Err(refusal) => {
+                let error = limits_error(refusal, &tool);
+                let details = error.audit_details();
+                let verdict = refused(&error);
+                once.emit(&mcp.audit, AuditEvent { rule: details.rule, explanation: details.explanation, ..event(verdict) });
+                return Err(error.into_error_data());
+            }
+        }
+    }
+    let event = |verdict| AuditEvent { limits: limits_note, ..event(verdict) };
     let args: &Map<String, Value> = arguments.as_object().unwrap_or(&EMPTY);
     let call = CallContext { request_id: ctx.request_id.clone(), traceparent: ctx.traceparent.clone(), progress };
     let running = Running::start(mcp, &principal, jsonrpc_id.as_ref(), &once, || event(closed()));
@@ -152,6 +176,25 @@ pub async fn call_tool(
         return Err(GatewayError::ConnectionRequired { url: connect.url.clone(), message: connect.message.clone() }.into_error_data());
     }
     Ok(CallToolResponse::Complete(crate::error::tool_failure_result(&failure)))
+}
+
+/// A refusal of the limits, as the error the caller gets.
+fn limits_error(refusal: crate::limits::Refusal, tool: &Arc<crate::tools::Tool>) -> GatewayError {
+    use crate::limits::{QuotaRefusal, Refusal};
+    let tool = Arc::clone(tool);
+    match refusal {
+        Refusal::Rate(limited) => GatewayError::RateLimited { retry_after: limited.retry_after_secs(), rule: limited.rule, tool },
+        Refusal::Quota(QuotaRefusal::Exceeded { quota, resets_at, retry_after }) => GatewayError::QuotaExceeded {
+            quota,
+            resets_at: resets_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            retry_after,
+            tool,
+        },
+        Refusal::Quota(QuotaRefusal::Unavailable { quota: rule }) | Refusal::Unavailable { rule } => {
+            GatewayError::LimitsUndecided { rule, reason: "limits_unavailable", tool }
+        }
+        Refusal::KeyError { rule } => GatewayError::LimitsUndecided { rule, reason: "limit_key_error", tool },
+    }
 }
 
 static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);

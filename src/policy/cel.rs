@@ -91,6 +91,21 @@ impl Condition {
             Err(e) => Err(e.to_string()),
         }
     }
+
+    /// The value as a bucket name (a rate limit's `key: {expr}`): a string, number, bool or
+    /// null, each kind kept apart (`"1"` and `1` are different buckets); anything else is an
+    /// error.
+    pub fn eval_key(&self, activation: &cel::Context<'_, '_>) -> Result<String, String> {
+        match cel::Value::resolve(&self.expression, activation) {
+            Ok(cel::Value::String(s)) => Ok(format!("s:{s}")),
+            Ok(cel::Value::Int(i)) => Ok(format!("n:{i}")),
+            Ok(cel::Value::UInt(u)) => Ok(format!("n:{u}")),
+            Ok(cel::Value::Bool(b)) => Ok(format!("b:{b}")),
+            Ok(cel::Value::Null) => Ok("null".into()),
+            Ok(other) => Err(format!("a key expression returned {:?}: use a string, number, bool or null", other.type_of())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 /// Identifiers used free (not bound by a comprehension such as `exists(r, …)`).

@@ -9,6 +9,7 @@
 pub mod envelope;
 #[cfg(test)]
 mod tests;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -20,6 +21,9 @@ use crate::secret::Secret;
 use envelope::{EnvelopeError, KeyRing};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Tries at migrating a SQLite file another process may be migrating at the same time.
+const MIGRATION_ATTEMPTS: u64 = 5;
 
 /// Unused connect links kept per caller and connection; older ones stop working.
 pub const OPEN_LINKS: i64 = 5;
@@ -106,6 +110,8 @@ pub struct Rotation {
 
 pub struct Store {
     pool: AnyPool,
+    /// SQLite wants write transactions begun `IMMEDIATE` (see [`Store::begin_write`]).
+    sqlite: bool,
     keys: Arc<KeyRing>,
     /// Row timestamps (connections, connect links) are read here.
     clock: crate::clock::SharedClock,
@@ -152,8 +158,26 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, keys, clock: crate::clock::system() })
+        // PostgreSQL serializes migrations with an advisory lock; SQLite has none, so two
+        // processes opening one file at once can both try to apply a migration, and one fails
+        // on the migrations table's key. The other applied it: run again, which then finds
+        // everything applied.
+        let mut attempt = 0;
+        while let Err(e) = MIGRATOR.run(&pool).await {
+            attempt += 1;
+            if !sqlite || attempt >= MIGRATION_ATTEMPTS {
+                return Err(e.into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+        }
+        Ok(Self { pool, sqlite, keys, clock: crate::clock::system() })
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock at once: a deferred
+    /// transaction in WAL mode that waited for another writer fails with SQLITE_BUSY instead
+    /// of waiting (its snapshot is stale), which under concurrent writers would refuse calls.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(if self.sqlite { self.pool.begin_with("BEGIN IMMEDIATE").await? } else { self.pool.begin().await? })
     }
 
     /// Stores a connection's tokens, encrypted, replacing earlier ones; marks it healthy.

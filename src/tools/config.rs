@@ -29,7 +29,14 @@ pub struct ToolConfig {
     /// The upstream credential (from `credentials[]`) put on every call. Default: none.
     #[serde(default)]
     pub credential: Option<String>,
+    /// Cost units one call spends of each quota it falls under (`limits.quotas`). Default: 1.
+    #[serde(default = "default_cost")]
+    pub cost: u64,
     pub http: HttpToolConfig,
+}
+
+pub fn default_cost() -> u64 {
+    1
 }
 
 #[derive(Debug, Clone, Deserialize)]

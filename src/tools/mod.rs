@@ -45,6 +45,8 @@ pub struct Tool {
     /// What the tool says of itself beyond its input: output schema, annotations, icons and
     /// `_meta`, passed through as the upstream server declared them.
     pub extras: Option<Box<rmcp::model::Tool>>,
+    /// Cost units one call spends of each quota it falls under.
+    pub cost: u64,
     /// Where a call goes: an HTTP endpoint or a federated MCP server (an OpenAPI operation
     /// next).
     pub backend: Box<dyn ToolBackend>,
@@ -58,6 +60,7 @@ pub struct ToolSpec {
     pub tags: Vec<String>,
     pub metadata: Map<String, Value>,
     pub server: Option<String>,
+    pub cost: u64,
     pub backend: Box<dyn ToolBackend>,
 }
 
@@ -171,6 +174,7 @@ impl Tool {
             metadata: spec.metadata,
             server: spec.server,
             extras: Some(Box::new(spec.description)),
+            cost: spec.cost,
             backend: spec.backend,
         })
     }
@@ -250,6 +254,7 @@ impl ToolRegistry {
                 metadata: c.metadata.clone(),
                 server: None,
                 extras: None,
+                cost: c.cost,
                 backend: Box::new(http),
             });
             registry.by_name.insert(c.name.clone(), Arc::clone(&tool));

@@ -343,3 +343,46 @@ pub async fn mcp_post(http: &reqwest::Client, url: &str, token: &str, message: &
 pub fn tool_call(id: i64, tool: &str, args: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}})
 }
+
+/// Where a test's vault lives: a fresh SQLite file, or a fresh database on the PostgreSQL server
+/// scripts/test started.
+pub struct Db {
+    pub url: String,
+    pub _dir: Option<tempfile::TempDir>,
+}
+
+impl Db {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self { url: format!("sqlite://{}", dir.path().join("vault.db").display()), _dir: Some(dir) }
+    }
+
+    /// A fresh database on the server scripts/test started, so tests running at once never see
+    /// each other's rows.
+    pub async fn postgres() -> Self {
+        let base = std::env::var("WARDEN_POSTGRES_URL").unwrap_or_else(|_| panic!("WARDEN_POSTGRES_URL must be set: run scripts/test"));
+        let name = format!("vault_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base).await.unwrap();
+        sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.unwrap();
+        let (server, _) = base.rsplit_once('/').unwrap();
+        Self { url: format!("{server}/{name}"), _dir: None }
+    }
+
+    /// Every byte the database holds, for the plaintext check.
+    pub fn dump(&self) -> String {
+        match &self._dir {
+            Some(dir) => {
+                let mut all = Vec::new();
+                for entry in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+                    all.extend(std::fs::read(entry.path()).unwrap_or_default());
+                }
+                String::from_utf8_lossy(&all).into_owned()
+            }
+            None => {
+                let out = std::process::Command::new("pg_dump").args(["--data-only", &self.url]).output().unwrap();
+                assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            }
+        }
+    }
+}

@@ -16,52 +16,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::provider::{ConnectionOptions, FakeProvider, connection_config, keyring, sign_in, visit};
-use crate::common::{Reply, TestGateway, TestIssuer, gateway};
+use crate::common::{Db, Reply, TestGateway, TestIssuer, gateway};
 
 const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
-
-/// Where a test's vault lives: a fresh SQLite file, or a fresh database on the PostgreSQL server
-/// scripts/test started.
-struct Db {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Db {
-    fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        Self { url: format!("sqlite://{}", dir.path().join("vault.db").display()), _dir: Some(dir) }
-    }
-
-    /// A fresh database on the server scripts/test started, so tests running at once never see
-    /// each other's rows.
-    async fn postgres() -> Self {
-        let base = std::env::var("WARDEN_POSTGRES_URL").unwrap_or_else(|_| panic!("WARDEN_POSTGRES_URL must be set: run scripts/test"));
-        let name = format!("vault_{}", uuid::Uuid::now_v7().simple());
-        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base).await.unwrap();
-        sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.unwrap();
-        let (server, _) = base.rsplit_once('/').unwrap();
-        Self { url: format!("{server}/{name}"), _dir: None }
-    }
-
-    /// Every byte the database holds, for the plaintext check.
-    fn dump(&self) -> String {
-        match &self._dir {
-            Some(dir) => {
-                let mut all = Vec::new();
-                for entry in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
-                    all.extend(std::fs::read(entry.path()).unwrap_or_default());
-                }
-                String::from_utf8_lossy(&all).into_owned()
-            }
-            None => {
-                let out = std::process::Command::new("pg_dump").args(["--data-only", &self.url]).output().unwrap();
-                assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
-                String::from_utf8_lossy(&out.stdout).into_owned()
-            }
-        }
-    }
-}
 
 struct Options<'a> {
     mode: &'a str,
