@@ -63,4 +63,33 @@ fn main() {
     }
     let per = start.elapsed().as_nanos() as f64 / ITERATIONS as f64;
     println!("| local rate limit, 3 rules, 1,000 callers | {per:.0} ns per decision | {refused} refused |");
+
+    // The same three rules shared through Redis: one script call per decision, one after
+    // another (so the figure is the round trip on loopback plus Warden's side of it).
+    let Ok(url) = std::env::var("WARDEN_REDIS_URL") else {
+        println!("| shared rate limit (Redis) | not measured: set WARDEN_REDIS_URL (scripts/bench starts one) | |");
+        return;
+    };
+    let yaml = format!("backend: redis\nredis: {{url: \"{url}\", timeout: 1s, prefix: \"bench:{}:\"}}\nrules: []\n", std::process::id());
+    let mut shared: LimitsConfig = serde_norway::from_str(&yaml).unwrap();
+    shared.rules = config.rules.clone();
+    let audit = std::sync::Arc::new(warden::audit::AuditSink::open("off").unwrap());
+    let context = Context { trusted_proxies: Vec::new(), vault: None, audit, clock: warden::clock::system() };
+    let limits = Limits::build(&shared, context).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    const SHARED_ITERATIONS: usize = 20_000;
+    runtime.block_on(async {
+        for p in principals.iter().take(100) {
+            limits.admit(&call(p)).await.unwrap();
+        }
+        let start = Instant::now();
+        let mut local = 0usize;
+        for i in 0..SHARED_ITERATIONS {
+            if limits.admit(&call(&principals[i % principals.len()])).await.is_ok_and(|a| a.audit_note().is_some()) {
+                local += 1;
+            }
+        }
+        let per = start.elapsed().as_micros() as f64 / SHARED_ITERATIONS as f64;
+        println!("| shared rate limit (Redis on loopback), 3 rules, 1,000 callers | {per:.1} µs per decision (one round trip) | {local} decided locally |");
+    });
 }

@@ -496,6 +496,14 @@ pub fn tool_failure_result(failure: &ToolFailure) -> rmcp::model::CallToolResult
         ToolFailure::ServerUnavailable => "the MCP server behind this tool is unavailable; try again later".to_owned(),
         ToolFailure::Rpc { code, message } => format!("the MCP server behind this tool answered error {code}: {message}"),
         ToolFailure::Cancelled => "the call was cancelled by the client".to_owned(),
+        ToolFailure::UpstreamRateLimited { retry_after, .. } => {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            if secs == 0 {
+                "the upstream API is rate limiting these calls (HTTP 429); try again later".to_owned()
+            } else {
+                format!("the upstream API is rate limiting these calls (HTTP 429); retry after {secs} s")
+            }
+        }
     };
     rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(text)])
 }
@@ -516,6 +524,7 @@ pub fn tool_failure_class(failure: &ToolFailure) -> Class {
         | ToolFailure::TooLarge
         | ToolFailure::ServerUnavailable
         | ToolFailure::Rpc { .. }
+        | ToolFailure::UpstreamRateLimited { .. }
         | ToolFailure::Credential(CredentialError::Token(_) | CredentialError::NotConnected | CredentialError::Unhealthy) => {
             Class::Upstream
         }

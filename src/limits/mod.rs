@@ -286,45 +286,36 @@ impl Limits {
     /// The rules that apply to a call, with each one's bucket key.
     fn applicable<'r>(&'r self, call: &CallFacts<'_>) -> Result<Vec<(&'r RateRule, String)>, Refusal> {
         let mut out = Vec::new();
-        for rule in &self.rules {
-            if !rule.targets.is_empty() && !rule.targets.iter().any(|t| t.matches(&call.tool)) {
-                continue;
-            }
-            let key = match &rule.key {
-                BucketKey::Parts(parts) => bucket_key(parts, call.principal, &call.tool),
-                BucketKey::Expr(expr) => {
-                    let activation =
-                        crate::policy::cel::activation(expr.roots, call.principal, &call.tool, Some(call.arguments), call.request);
-                    expr.eval_key(&activation).map_err(|why| {
-                        tracing::debug!(rule = %rule.name, %why, "rate-limit key not evaluated: call refused");
-                        Refusal::KeyError { rule: format!("limits/{}", rule.name) }
-                    })?
-                }
-            };
+        for rule in self.rules.iter().filter(|r| r.applies(&call.tool)) {
+            let mut key = String::with_capacity(64);
+            rule.bucket(call, &mut key)?;
             out.push((rule, key));
         }
         Ok(out)
     }
 
     /// The local rate limits of a call: each applicable rule spends one token of its bucket;
-    /// if any bucket is empty the call is refused, naming the rule with the longest wait.
+    /// if any bucket is empty the call is refused, naming the rule with the longest wait. One
+    /// key buffer serves every rule (a bucket's key is copied only when the bucket is new).
     pub fn check_call(&self, call: &CallFacts<'_>) -> Result<(), Refusal> {
         if self.rules.is_empty() {
             return Ok(());
         }
         self.tick();
-        Self::check_local(&self.applicable(call)?, &self.clock)
+        let mut key = String::with_capacity(96);
+        let mut tightest: Option<Limited> = None;
+        for rule in self.rules.iter().filter(|r| r.applies(&call.tool)) {
+            key.clear();
+            rule.bucket(call, &mut key)?;
+            rule.spend(&key, &self.clock, &mut tightest);
+        }
+        tightest.map_or(Ok(()), |l| Err(Refusal::Rate(l)))
     }
 
     fn check_local(applicable: &[(&RateRule, String)], clock: &DefaultClock) -> Result<(), Refusal> {
         let mut tightest: Option<Limited> = None;
         for (rule, key) in applicable {
-            if let Err(not_until) = rule.limiter.check_key(key) {
-                let wait = not_until.wait_time_from(clock.now());
-                if tightest.as_ref().is_none_or(|t| wait > t.retry_after) {
-                    tightest = Some(Limited { rule: format!("limits/{}", rule.name), retry_after: wait });
-                }
-            }
+            rule.spend(key, clock, &mut tightest);
         }
         tightest.map_or(Ok(()), |l| Err(Refusal::Rate(l)))
     }
@@ -386,10 +377,46 @@ impl Limits {
     }
 }
 
+impl RateRule {
+    fn applies(&self, tool: &ToolFacts<'_>) -> bool {
+        self.targets.is_empty() || self.targets.iter().any(|t| t.matches(tool))
+    }
+
+    /// Writes the call's bucket key for this rule into `key`.
+    fn bucket(&self, call: &CallFacts<'_>, key: &mut String) -> Result<(), Refusal> {
+        match &self.key {
+            BucketKey::Parts(parts) => write_key(parts, call.principal, &call.tool, key),
+            BucketKey::Expr(expr) => {
+                let activation = crate::policy::cel::activation(expr.roots, call.principal, &call.tool, Some(call.arguments), call.request);
+                key.push_str(&expr.eval_key(&activation).map_err(|why| {
+                    tracing::debug!(rule = %self.name, %why, "rate-limit key not evaluated: call refused");
+                    Refusal::KeyError { rule: format!("limits/{}", self.name) }
+                })?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Spends a token of `key`'s bucket, or records the wait if this rule is the tightest yet.
+    fn spend(&self, key: &String, clock: &DefaultClock, tightest: &mut Option<Limited>) {
+        if let Err(not_until) = self.limiter.check_key(key) {
+            let wait = not_until.wait_time_from(clock.now());
+            if tightest.as_ref().is_none_or(|t| wait > t.retry_after) {
+                *tightest = Some(Limited { rule: format!("limits/{}", self.name), retry_after: wait });
+            }
+        }
+    }
+}
+
 /// One bucket per distinct value of the key's parts (an absent tenant or client is its own
 /// value, never another caller's).
 fn bucket_key(parts: &[KeyPart], principal: &Principal, tool: &ToolFacts<'_>) -> String {
     let mut key = String::with_capacity(64);
+    write_key(parts, principal, tool, &mut key);
+    key
+}
+
+fn write_key(parts: &[KeyPart], principal: &Principal, tool: &ToolFacts<'_>, key: &mut String) {
     for part in parts {
         match part {
             KeyPart::Subject => {
@@ -404,7 +431,6 @@ fn bucket_key(parts: &[KeyPart], principal: &Principal, tool: &ToolFacts<'_>) ->
         }
         key.push('\u{1e}');
     }
-    key
 }
 
 #[cfg(test)]

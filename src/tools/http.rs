@@ -40,6 +40,8 @@ pub struct HttpTool {
     pub timeout: Duration,
     /// The upstream credential put on every call.
     credential: Option<Arc<Credential>>,
+    /// `scheme://host[:port]`, for parking after a `429`.
+    origin: String,
 }
 
 /// What a call produced: the backend's answer as an MCP result, or why there is none.
@@ -83,6 +85,12 @@ pub enum ToolFailure {
     },
     /// The client cancelled the call (`notifications/cancelled`) before it completed.
     Cancelled,
+    /// The upstream answered `429` (`status`), now or earlier: parked until it said it would
+    /// take calls again, and not contacted before then.
+    UpstreamRateLimited {
+        retry_after: Duration,
+        status: Option<u16>,
+    },
 }
 
 impl ToolFailure {
@@ -100,14 +108,16 @@ impl ToolFailure {
             Self::ServerUnavailable => "upstream_unavailable",
             Self::Rpc { .. } => "upstream_error",
             Self::Cancelled => "client_cancelled",
+            Self::UpstreamRateLimited { .. } => "upstream_rate_limited",
         }
     }
 
     /// The backend's HTTP status, when it answered.
     pub fn upstream_status(&self) -> Option<u16> {
         match self {
-            Self::Status { status, .. } => Some(*status),
-            Self::Unencodable(_)
+            Self::Status { status, .. } | Self::UpstreamRateLimited { status: Some(status), .. } => Some(*status),
+            Self::UpstreamRateLimited { status: None, .. }
+            | Self::Unencodable(_)
             | Self::Timeout(_)
             | Self::Unreachable
             | Self::Blocked
@@ -178,7 +188,9 @@ impl HttpTool {
         if timeout.is_zero() {
             return Err(field_error("timeout", "must be greater than 0"));
         }
-        Ok(Self { method, url, query, headers, rest, timeout, credential })
+        let authority_end = c.url.find("://").map_or(0, |i| i + 3);
+        let origin = c.url[..c.url[authority_end..].find(['/', '?', '#']).map_or(c.url.len(), |i| i + authority_end)].to_ascii_lowercase();
+        Ok(Self { method, url, query, headers, rest, timeout, credential, origin })
     }
 
     pub fn credential_name(&self) -> Option<&str> {
@@ -192,6 +204,10 @@ impl HttpTool {
 
     /// Calls the backend. Arguments have been validated against the schema already.
     pub async fn call(&self, upstream: &Upstream, principal: &Principal, ctx: &CallContext, args: &Map<String, Value>) -> ToolOutcome {
+        let parked = self.parking_key(principal);
+        if let Some(retry_after) = upstream.parking.remaining(&parked) {
+            return Err(ToolFailure::UpstreamRateLimited { retry_after, status: None });
+        }
         let request = match self.build(upstream, args) {
             Ok(r) => r,
             Err(Built::Invalid(m)) => return Err(ToolFailure::Unencodable(m)),
@@ -202,8 +218,28 @@ impl HttpTool {
             None => upstream.send(request, principal, ctx, self.timeout).await.map_err(SendError::Upstream),
         };
         match sent {
+            Ok((status, headers, _)) if status == http::StatusCode::TOO_MANY_REQUESTS => {
+                let wait = crate::upstream::parking::retry_after(&headers, std::time::SystemTime::now());
+                if let Some(wait) = wait {
+                    upstream.parking.park(parked, wait);
+                }
+                let retry_after = wait.unwrap_or(Duration::ZERO).min(crate::upstream::parking::MAX_PARK);
+                Err(ToolFailure::UpstreamRateLimited { retry_after, status: Some(429) })
+            }
             Ok((status, headers, body)) => map_response(status, &headers, &body),
             Err(e) => Err(upstream_failure(e, self.timeout)),
+        }
+    }
+
+    /// Whose calls a `429` parks: this origin, as this credential's holder (everyone's for a
+    /// shared credential or none, the caller's own for a per-user connection).
+    fn parking_key(&self, principal: &Principal) -> String {
+        let Some(credential) = &self.credential else { return self.origin.clone() };
+        let per_user = credential.connection().is_some_and(|c| c.settings.mode == crate::credentials::oauth::ConnectionMode::PerUser);
+        if per_user {
+            format!("{}\u{1f}{}\u{1f}{}\u{1f}{}", self.origin, credential.name, principal.issuer, principal.subject.as_str())
+        } else {
+            format!("{}\u{1f}{}", self.origin, credential.name)
         }
     }
 

@@ -9,6 +9,7 @@
 //! environment is used.
 
 pub mod config;
+pub mod parking;
 mod ssrf;
 #[cfg(test)]
 mod tests;
@@ -48,6 +49,8 @@ pub struct Upstream {
     policy: Arc<AddressPolicy>,
     headers: Arc<IdentityHeaders>,
     pub max_response_bytes: usize,
+    /// Upstreams parked after a `429`, shared by every tool.
+    pub parking: Arc<parking::Parking>,
 }
 
 /// Parsed identity header names.
@@ -118,6 +121,7 @@ impl Upstream {
             policy,
             headers: Arc::new(IdentityHeaders::from_config(headers)?),
             max_response_bytes: config.max_response_bytes,
+            parking: Arc::default(),
         })
     }
 

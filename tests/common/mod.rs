@@ -125,7 +125,9 @@ pub struct Received {
 }
 
 /// An upstream that records every request. Paths: `/status/{code}` answers that status,
-/// `/slow` sleeps 30 s, `/text` answers plain text, `/array` a JSON array, anything else echoes.
+/// `/busy/{secs}` answers 429 with `Retry-After: secs` (`/busy-reset/{secs}`: with
+/// `RateLimit-Reset`), `/slow` sleeps 30 s, `/text` answers plain text, `/array` a JSON array,
+/// anything else echoes.
 pub struct Upstream {
     pub url: String,
     pub received: Arc<Mutex<Vec<Received>>>,
@@ -160,6 +162,12 @@ async fn upstream_handler(State(log): State<Arc<Mutex<Vec<Received>>>>, request:
         headers: parts.headers.clone(),
         body: body.clone(),
     });
+    if let Some(secs) = path.strip_prefix("/busy/") {
+        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", secs.to_owned())], "slow down").into_response();
+    }
+    if let Some(secs) = path.strip_prefix("/busy-reset/") {
+        return (StatusCode::TOO_MANY_REQUESTS, [("ratelimit-reset", secs.to_owned())], "slow down").into_response();
+    }
     if let Some(code) = path.strip_prefix("/status/") {
         let status = StatusCode::from_u16(code.parse().unwrap()).unwrap();
         return (status, format!("backend says {code}")).into_response();

@@ -241,3 +241,170 @@ async fn quotas_are_shared_by_two_gateways(db: Db) {
     let warnings = one.audit().iter().chain(two.audit().iter()).filter(|e| e["reason"] == "quota_warning").count();
     assert_eq!(warnings, 1, "one replica writes the warning");
 }
+
+/// Search and fetch, each limited per subject through Redis at `url` (keys under a prefix of
+/// the test's own), search falling back to local buckets and fetch failing closed.
+fn redis_config(upstream: &Upstream, url: &str, prefix: &str) -> (String, String) {
+    let tools = format!(
+        "  - {{name: search, description: d, http: {{method: POST, url: \"{u}/search\"}}}}\n  - {{name: fetch, description: d, http: {{method: POST, url: \"{u}/fetch\"}}}}\n",
+        u = upstream.url
+    );
+    let extra = format!(
+        "upstream:\n  allow_cidrs: [127.0.0.1/32]\nlimits:\n  backend: redis\n  redis: {{url: \"{url}\", timeout: 100ms, prefix: \"{prefix}\"}}\n  rules:\n    - {{name: search-per-user, tools: [search], key: [subject], rate: 10/minute}}\n    - {{name: fetch-per-user, tools: [fetch], key: [subject], rate: 100/minute, fallback: fail_closed}}\n"
+    );
+    (tools, extra)
+}
+
+/// Two gateways on one Redis hold one combined rate: 10 a minute for alice, wherever her calls
+/// land (at most one more may refill while the test runs: 30 calls take far less than the
+/// 6 s one token takes).
+#[tokio::test]
+#[ignore = "needs Redis: run by scripts/test"]
+async fn redis_two_gateways_hold_one_combined_rate() {
+    let url = std::env::var("WARDEN_REDIS_URL").expect("WARDEN_REDIS_URL: run scripts/test");
+    let issuer = TestIssuer::start().await;
+    let upstream = Upstream::start().await;
+    let prefix = format!("test:{}:", uuid::Uuid::now_v7().simple());
+    let (tools, extra) = redis_config(&upstream, &url, &prefix);
+    let (one, two) = (gateway(&issuer, &tools, &extra).await, gateway(&issuer, &tools, &extra).await);
+    let alice = [issuer.sign(&issuer.claims("alice", "", &one.mcp)), issuer.sign(&issuer.claims("alice", "", &two.mcp))];
+    let mut passed = 0;
+    let mut refusals = Vec::new();
+    for i in 0..30 {
+        let gw = if i % 2 == 0 { &one } else { &two };
+        let reply = gw.call(&alice[i % 2], "search", json!({})).await;
+        if reply.body["result"]["isError"] == false {
+            passed += 1;
+        } else {
+            refusals.push(reply);
+        }
+    }
+    assert!((10..=11).contains(&passed), "{passed} passed");
+    let limited = &refusals[0].body["error"]["data"];
+    assert_eq!(
+        (limited["code"].as_str(), limited["rule"].as_str()),
+        (Some("rate_limited"), Some("limits/search-per-user")),
+        "{refusals:?}"
+    );
+    assert!((1..=6).contains(&limited["retryAfterSeconds"].as_u64().unwrap()), "{limited}");
+    let bob = issuer.sign(&issuer.claims("bob", "", &one.mcp));
+    assert_eq!(one.call(&bob, "search", json!({})).await.result()["isError"], false, "bob has his own bucket in Redis too");
+    assert!(one.audit().iter().chain(two.audit().iter()).all(|e| e["limits"].is_null()), "Redis decided every call");
+}
+
+/// A Redis server of the test's own, stopped mid-run: search (fallback: local) keeps being
+/// decided by each replica's buckets, audited as such; fetch (fail_closed) is refused; no call
+/// waits on the dead server; the outage and the recovery are each audited once.
+#[tokio::test]
+#[ignore = "needs redis-server (scripts/redis-env installs it): run by scripts/test"]
+async fn redis_stopped_mid_run_falls_back_per_rule_without_hanging() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let start_redis = || {
+        tokio::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server on PATH (scripts/redis-env installs it)")
+    };
+    let wait_up = || async {
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start");
+    };
+    let mut redis = start_redis();
+    wait_up().await;
+    let issuer = TestIssuer::start().await;
+    let upstream = Upstream::start().await;
+    let (tools, extra) = redis_config(&upstream, &format!("redis://127.0.0.1:{port}"), "test:");
+    let gw = gateway(&issuer, &tools, &extra).await;
+    let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    assert_eq!(gw.call(&alice, "fetch", json!({})).await.result()["isError"], false, "Redis up");
+    assert_eq!(gw.call(&alice, "search", json!({})).await.result()["isError"], false);
+
+    redis.kill().await.unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        assert_eq!(gw.call(&alice, "search", json!({})).await.result()["isError"], false, "fallback: local");
+        let refused = gw.call(&alice, "fetch", json!({})).await;
+        assert_eq!(refused.body["error"]["data"]["code"], "limits_unavailable", "fail_closed: {refused:?}");
+        assert_eq!(refused.body["error"]["data"]["rule"], "limits/fetch-per-user");
+    }
+    // Six calls against a dead Redis: a hang would take the test's timeout, not seconds.
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // The local buckets still limit (10 a minute, 3 of them spent above).
+    let mut local = 0;
+    while gw.call(&alice, "search", json!({})).await.result()["isError"] == false {
+        local += 1;
+        assert!(local <= 10, "the local fallback bucket limits too");
+    }
+
+    let _redis = start_redis();
+    wait_up().await;
+    // Decisions do not ask Redis for a second after a failure; then it is used again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(gw.call(&alice, "fetch", json!({})).await.result()["isError"], false, "Redis back");
+
+    let events = gw.audit();
+    let fell_back = events.iter().filter(|e| e["tool"] == "search" && e["limits"] == "local_fallback").count();
+    assert!(fell_back >= 3, "calls decided locally say so: {fell_back}");
+    let unavailable = events.iter().filter(|e| e["reason"] == "limits_unavailable").collect::<Vec<_>>();
+    assert_eq!(unavailable.len(), 3);
+    assert_eq!((unavailable[0]["decision"].as_str(), unavailable[0]["rule"].as_str()), (Some("error"), Some("limits/fetch-per-user")));
+    let transitions: Vec<&str> = events.iter().filter(|e| e["method"] == "limits/backend").filter_map(|e| e["reason"].as_str()).collect();
+    assert_eq!(transitions, ["limits_backend_unavailable", "limits_backend_recovered"]);
+}
+
+/// An upstream's 429 parks it, for the credential the call used, until its `Retry-After`:
+/// further calls through that credential are refused without contacting it; a call without
+/// the credential, or to another upstream, still goes out.
+#[tokio::test]
+async fn an_upstream_429_parks_it_per_credential_until_its_retry_after() {
+    let issuer = TestIssuer::start().await;
+    let upstream = Upstream::start().await;
+    let other = Upstream::start().await;
+    let tools = format!(
+        "  - {{name: busy, description: d, credential: key, http: {{method: POST, url: \"{u}/busy/30\"}}}}\n  - {{name: search, description: d, credential: key, http: {{method: POST, url: \"{u}/search\"}}}}\n  - {{name: open, description: d, http: {{method: POST, url: \"{u}/search\"}}}}\n  - {{name: elsewhere, description: d, credential: key, http: {{method: POST, url: \"{o}/search\"}}}}\n  - {{name: reset, description: d, credential: other-key, http: {{method: POST, url: \"{o}/busy-reset/7\"}}}}\n",
+        u = upstream.url,
+        o = other.url
+    );
+    let extra = "upstream:\n  allow_cidrs: [127.0.0.1/32]\ncredentials:\n  - {name: key, secret: s3cret-api-key, placement: bearer}\n  - {name: other-key, secret: other-s3cret, placement: bearer}\n";
+    let gw = gateway(&issuer, &tools, extra).await;
+    let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    let bob = issuer.sign(&issuer.claims("bob", "", &gw.mcp));
+
+    let first = gw.call(&alice, "busy", json!({})).await.result().clone();
+    assert_eq!(first["isError"], true);
+    assert!(first["content"][0]["text"].as_str().unwrap().contains("retry after 30 s"), "{first}");
+    let sent = upstream.requests().len();
+    for (who, tool) in [(&alice, "search"), (&bob, "search"), (&bob, "busy")] {
+        let parked = gw.call(who, tool, json!({})).await.result().clone();
+        assert_eq!(parked["isError"], true, "{tool}: {parked}");
+        let text = parked["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains("HTTP 429") && text.contains("retry after"), "{text}");
+    }
+    assert_eq!(upstream.requests().len(), sent, "parked: not contacted, for anyone using that key");
+    assert_eq!(gw.call(&alice, "open", json!({})).await.result()["isError"], false, "no credential: another holder");
+    assert_eq!(gw.call(&alice, "elsewhere", json!({})).await.result()["isError"], false, "another upstream");
+    // RateLimit-Reset parks too.
+    assert_eq!(gw.call(&alice, "reset", json!({})).await.result()["isError"], true);
+    let before = other.requests().len();
+    let again = gw.call(&alice, "reset", json!({})).await.result().clone();
+    let text = again["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("retry after 7 s") || text.contains("retry after 6 s"), "{again}");
+    assert_eq!(other.requests().len(), before);
+
+    let events = gw.audit();
+    let limited: Vec<&Value> = events.iter().filter(|e| e["reason"] == "upstream_rate_limited").collect();
+    assert_eq!(limited.len(), 6, "{limited:?}");
+    assert_eq!((limited[0]["decision"].as_str(), limited[0]["upstream_status"].as_u64()), (Some("error"), Some(429)));
+    assert!(limited[1]["upstream_status"].is_null(), "a parked call reached no upstream");
+    assert!(!gw.audit_text().contains("s3cret"), "no credential in audit");
+}
