@@ -34,6 +34,8 @@ pub struct FederatedHttp {
     pub credential: Option<Arc<Credential>>,
     /// Who session requests are made as when the credential needs a principal.
     pub service: Arc<Principal>,
+    /// What a `429` from the server parks (see `Link::parking_key`).
+    pub parking_key: Arc<str>,
 }
 
 type Error = StreamableHttpError<reqwest::Error>;
@@ -84,6 +86,20 @@ impl FederatedHttp {
     }
 }
 
+impl FederatedHttp {
+    /// A `429` with `Retry-After` parks the server for this session's credential holder (rmcp
+    /// keeps the status and the header's value for Warden).
+    fn park_on_429<T>(&self, sent: &Result<T, Error>) {
+        if let Err(StreamableHttpError::HttpStatus(e)) = sent
+            && e.status == 429
+            && let Some(wait) =
+                e.retry_after.as_deref().and_then(|v| crate::upstream::parking::parse_retry_after(v, std::time::SystemTime::now()))
+        {
+            self.upstream.parking.park(self.parking_key.to_string(), wait);
+        }
+    }
+}
+
 fn to_map(headers: HeaderMap) -> HashMap<HeaderName, HeaderValue> {
     let mut map = HashMap::with_capacity(headers.len());
     let mut last = None;
@@ -110,7 +126,9 @@ impl StreamableHttpClient for FederatedHttp {
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, Error> {
         let (uri, headers) = self.parts_for(uri, &message, custom_headers).await?;
-        self.upstream.client().post_message(uri, message, session_id, None, headers).await
+        let sent = self.upstream.client().post_message(uri, message, session_id, None, headers).await;
+        self.park_on_429(&sent);
+        sent
     }
 
     async fn post_message_with_max_sse_event_size(
@@ -123,7 +141,10 @@ impl StreamableHttpClient for FederatedHttp {
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, Error> {
         let (uri, headers) = self.parts_for(uri, &message, custom_headers).await?;
-        self.upstream.client().post_message_with_max_sse_event_size(uri, message, session_id, None, headers, max_sse_event_size).await
+        let sent =
+            self.upstream.client().post_message_with_max_sse_event_size(uri, message, session_id, None, headers, max_sse_event_size).await;
+        self.park_on_429(&sent);
+        sent
     }
 
     async fn delete_session(

@@ -92,7 +92,13 @@ impl Link {
         let watcher = Watcher { changed: Arc::clone(&self.changed), progress: Arc::clone(&self.progress) };
         match &self.transport {
             Transport::Http { url } => {
-                let client = http::FederatedHttp { upstream: self.upstream.clone(), credential: self.credential.clone(), service: owner };
+                let parking_key = Arc::from(self.parking_key(&owner));
+                let client = http::FederatedHttp {
+                    upstream: self.upstream.clone(),
+                    credential: self.credential.clone(),
+                    service: owner,
+                    parking_key,
+                };
                 let mut config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(Arc::clone(url));
                 config.reinit_on_expired_session = true;
                 let transport = rmcp::transport::StreamableHttpClientTransport::with_client(client, config);
@@ -125,6 +131,10 @@ impl Link {
     /// One `tools/call` as `principal`: identity and credential on it (HTTP), within the
     /// timeout; cancelled upstream if the caller goes away first.
     async fn call(&self, name: &str, principal: &Principal, ctx: &CallContext, args: &Map<String, Value>) -> ToolOutcome {
+        let parked = self.parking_key(principal);
+        if let Some(retry_after) = self.upstream.parking.remaining(&parked) {
+            return Err(ToolFailure::UpstreamRateLimited { retry_after, status: None });
+        }
         let peer = self.peer_for(principal, ctx).await?;
         let mut generation = None;
         let mut rejected = None;
@@ -144,10 +154,26 @@ impl Link {
                         return Err(failure(e, self.timeout));
                     }
                 }
-                Err(e) => return Err(failure(e, self.timeout)),
+                Err(e) => {
+                    // The server answered 429: the transport parked it.
+                    if let Some(retry_after) = self.upstream.parking.remaining(&parked) {
+                        return Err(ToolFailure::UpstreamRateLimited { retry_after, status: Some(429) });
+                    }
+                    return Err(failure(e, self.timeout));
+                }
             }
         }
         Err(ToolFailure::Credential(CredentialError::Unhealthy))
+    }
+
+    /// What a server's `429` parks: the server, for everyone (a shared or no credential, a
+    /// stdio server) or, with a per-user credential, for that user's session only.
+    fn parking_key(&self, principal: &Principal) -> String {
+        if self.per_user {
+            format!("mcp:{}\u{1f}{}\u{1f}{}", self.server, principal.issuer, principal.subject.as_str())
+        } else {
+            format!("mcp:{}", self.server)
+        }
     }
 
     /// One request other than a tool call (a resource read, a prompt), as `principal`, with

@@ -42,15 +42,18 @@ impl Parking {
 /// `RateLimit-Reset` (seconds, the IETF RateLimit fields draft). None without either.
 pub fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(value) = text("retry-after") {
-        if let Ok(secs) = value.parse::<u64>() {
-            return Some(Duration::from_secs(secs));
-        }
-        if let Ok(at) = httpdate::parse_http_date(value) {
-            return Some(at.duration_since(now).unwrap_or(Duration::ZERO));
-        }
+    text("retry-after")
+        .and_then(|v| parse_retry_after(v, now))
+        .or_else(|| text("ratelimit-reset").and_then(|v| v.parse::<u64>().ok()).map(Duration::from_secs))
+}
+
+/// One `Retry-After` value: delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
     }
-    text("ratelimit-reset").and_then(|v| v.parse::<u64>().ok()).map(Duration::from_secs)
+    httpdate::parse_http_date(value).ok().map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]

@@ -36,6 +36,10 @@ struct Upstream {
     sessions: Arc<LocalSessionManager>,
     /// The client (Warden) as last seen, to send it notifications.
     client: Arc<Mutex<Option<rmcp::service::Peer<RoleServer>>>>,
+    /// While set, every request is answered 429 with this `Retry-After`.
+    busy: Arc<Mutex<Option<String>>>,
+    /// HTTP requests received.
+    posts: Arc<AtomicUsize>,
 }
 
 impl Upstream {
@@ -162,7 +166,10 @@ where
         cancelled: Arc::new(AtomicUsize::new(0)),
         sessions: Arc::new(LocalSessionManager::default()),
         client: Arc::new(Mutex::new(None)),
+        busy: Arc::new(Mutex::new(None)),
+        posts: Arc::new(AtomicUsize::new(0)),
     };
+    let (busy, posts) = (Arc::clone(&upstream.busy), Arc::clone(&upstream.posts));
     let handler = upstream.clone();
     let service = StreamableHttpService::new(
         move || Ok(handler.clone()),
@@ -174,7 +181,16 @@ where
     let app = axum::Router::new().nest_service("/mcp", service).layer(axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
             let check = Arc::clone(&check);
+            let (busy, posts) = (Arc::clone(&busy), Arc::clone(&posts));
             async move {
+                posts.fetch_add(1, Ordering::SeqCst);
+                let busy = busy.lock().unwrap().clone();
+                if let Some(retry_after) = busy {
+                    return axum::response::IntoResponse::into_response((
+                        http::StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", retry_after)],
+                    ));
+                }
                 let auth = request.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
                 if check(auth).await {
                     next.run(request).await
@@ -617,4 +633,30 @@ async fn a_servers_scopes_step_up_like_a_tools() {
     assert_eq!(gw.call(&with, "up_echo", json!({"text": "x"})).await.result()["content"][0]["text"], "echo: x");
     let metadata: Value = reqwest::get(gw.metadata_url()).await.unwrap().json().await.unwrap();
     assert!(metadata["scopes_supported"].as_array().unwrap().contains(&json!("code:use")));
+}
+
+/// A server's 429 with `Retry-After` parks it: later calls are refused at once, without a
+/// request to it, until the time it gave.
+#[tokio::test]
+async fn a_servers_429_parks_it_until_its_retry_after() {
+    let issuer = TestIssuer::start().await;
+    let (upstream, url) = start_upstream().await;
+    let gw = gateway(&issuer, "  []", &servers(&url, "")).await;
+    let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    assert_eq!(gw.call(&alice, "up_echo", json!({"text": "hi"})).await.result()["isError"], false);
+
+    *upstream.busy.lock().unwrap() = Some("30".into());
+    let first = gw.call(&alice, "up_echo", json!({"text": "hi"})).await.result().clone();
+    assert_eq!(first["isError"], true, "{first}");
+    assert!(first["content"][0]["text"].as_str().unwrap().contains("retry after 30 s"), "{first}");
+    *upstream.busy.lock().unwrap() = None;
+    let posts = upstream.posts.load(Ordering::SeqCst);
+    let parked = gw.call(&alice, "up_echo", json!({"text": "hi"})).await.result().clone();
+    assert!(parked["content"][0]["text"].as_str().unwrap().contains("HTTP 429"), "{parked}");
+    assert_eq!(upstream.posts.load(Ordering::SeqCst), posts, "parked: the server is not contacted");
+
+    let events = gw.audit();
+    let limited: Vec<&Value> = events.iter().filter(|e| e["reason"] == "upstream_rate_limited").collect();
+    assert_eq!(limited.len(), 2, "{limited:?}");
+    assert_eq!((limited[0]["server"].as_str(), limited[0]["upstream_status"].as_u64()), (Some("up"), Some(429)));
 }
