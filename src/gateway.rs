@@ -82,8 +82,7 @@ impl Gateway {
 
     fn build_with(config: &Config, source: PolicySource, clock: SharedClock) -> Result<Self, ConfigError> {
         let upstream = Upstream::new(&config.upstream, &config.identity_headers)?;
-        let audit =
-            Arc::new(AuditSink::open(&config.audit.output).map_err(|e| ConfigError::new("audit.output", format!("cannot open: {e}")))?);
+        let audit = Arc::new(AuditSink::from_config(&config.audit, &config.base_dir)?);
         let vault = match &config.vault {
             Some(v) => {
                 let keys = v.key_ring(&config.base_dir)?;
@@ -237,6 +236,7 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
     let metadata = Router::new()
         .route("/.well-known/oauth-protected-resource", get(resource_metadata))
         .route("/.well-known/oauth-protected-resource/mcp", get(resource_metadata))
+        .route("/.well-known/warden-audit-keys", get(audit_keys).with_state(Arc::clone(&gateway.audit)))
         .layer(axum::middleware::from_fn(crate::cors::public))
         .with_state(Arc::clone(&gateway.metadata));
     let body_timeout = gateway.body_read_timeout;
@@ -265,6 +265,15 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         .merge(mcp)
         .fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "not_found"}))) })
         .layer(axum::middleware::from_fn(crate::edge::layer))
+}
+
+/// The public key that verifies the audit chain's signed checkpoints (a JWK set); 404 when
+/// checkpoints are not signed.
+async fn audit_keys(State(audit): State<Arc<AuditSink>>) -> Response {
+    match audit.public_keys() {
+        Some(keys) => axum::Json(keys.clone()).into_response(),
+        None => (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "not_found"}))).into_response(),
+    }
 }
 
 async fn resource_metadata(State(metadata): State<Arc<ResourceMetadata>>) -> Response {

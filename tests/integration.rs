@@ -39,3 +39,6 @@ mod federation;
 
 #[path = "integration/limits.rs"]
 mod limits;
+
+#[path = "integration/audit.rs"]
+mod audit;

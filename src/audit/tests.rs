@@ -47,3 +47,57 @@ fn every_client_controlled_field_is_bounded() {
     let line = serde_json::to_string(&event).unwrap_or_default();
     assert!(line.len() < 2_000, "{}", line.len());
 }
+
+#[test]
+fn a_record_left_unfinished_by_a_crash_is_cut_off_and_the_chain_resumes_before_it() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("audit.jsonl");
+    let sink = AuditSink::open(&path.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+    for reason in ["one", "two"] {
+        sink.emit(AuditEvent { request_id: "r".into(), reason: reason.into(), ..AuditEvent::default() });
+    }
+    assert!(sink.flush(std::time::Duration::from_secs(5)));
+    drop(sink);
+    let whole = std::fs::read_to_string(&path).unwrap_or_default();
+    // kill -9 in the middle of writing a third record.
+    std::fs::write(&path, format!("{whole}{{\"chain\":\"x\",\"reas")).unwrap_or_else(|e| panic!("{e}"));
+    let sink = AuditSink::open(&path.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+    sink.emit(AuditEvent { request_id: "r".into(), reason: "three".into(), ..AuditEvent::default() });
+    assert!(sink.flush(std::time::Duration::from_secs(5)));
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(text.starts_with(&whole) && !text.contains("\"reas\n"), "{text}");
+    let mut verifier = chain::Verifier::new(&[]);
+    for (i, line) in text.lines().enumerate() {
+        verifier.line(line, || format!("line {}", i + 1));
+    }
+    let report = verifier.finish();
+    assert_eq!((report.fault, report.records), (None, 3), "{text}");
+}
+
+#[test]
+fn files_rotate_by_size_and_keep_at_most_n() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = config::AuditConfig {
+        sinks: vec![SinkConfig::File(config::FileSinkConfig {
+            path: "audit.jsonl".into(),
+            format: Format::Json,
+            max_bytes: Some(1500),
+            max_age: None,
+            keep: 2,
+        })],
+        ..config::AuditConfig::default()
+    };
+    let sink = AuditSink::from_config(&config, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..40 {
+        sink.emit(AuditEvent { request_id: format!("r{i}"), reason: "ok".into(), ..AuditEvent::default() });
+        assert!(sink.flush(std::time::Duration::from_secs(5)));
+    }
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir.path()).into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"], "two rotated files kept");
+    for name in &names {
+        let len = std::fs::metadata(dir.path().join(name)).map(|m| m.len()).unwrap_or(0);
+        assert!(len <= 1500, "{name}: {len} bytes");
+    }
+}

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 usage error, 3 invalid configuration.
 
 mod admin_client;
+mod audit;
 mod connections;
 mod keys;
 mod limits;
@@ -72,9 +73,12 @@ pub enum Command {
     /// Test and explain policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Manage the vault's encryption keys.
+    /// Manage the vault's encryption keys and the audit chain's signing key.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The audit trail: verify its hash chain and signed checkpoints.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Upstream OAuth connections, through a running gateway's admin API. The admin token is
     /// read from WARDEN_ADMIN_TOKEN (never from the command line, where other users could see it).
     Connections {
@@ -128,9 +132,37 @@ pub enum Command {
 }
 
 #[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Checks audit files (a path also takes its rotated files PATH.N, oldest first) and reports
+    /// the first deleted, inserted, reordered or altered record, a bad checkpoint signature,
+    /// and the records after the last checkpoint. Exit status: 0 verified, 1 a fault, 3
+    /// verified but with records no checkpoint covers.
+    Verify {
+        /// Audit files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// A checkpoint public key (base64url), as `warden keys generate --audit` printed it;
+        /// once per key when the key was rotated.
+        #[arg(long, conflicts_with = "keys_url")]
+        key: Vec<String>,
+        /// Fetch the keys from a gateway's `/.well-known/warden-audit-keys`.
+        #[arg(long)]
+        keys_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum KeysCommand {
-    /// Print a new random key, to add to the key ring as `kid:KEY`.
-    Generate,
+    /// Print a new random key, to add to the key ring as `kid:KEY`; with --audit, write a new
+    /// Ed25519 key for signing audit checkpoints to --out and print its public key.
+    Generate {
+        /// An audit checkpoint signing key instead of a vault key.
+        #[arg(long, requires = "out")]
+        audit: bool,
+        /// Where the audit key is written (created with mode 0600; never overwritten).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Re-encrypt every stored secret under the active key (the first in the vault's key ring), in
     /// batches, while gateways keep serving. Run it after making a new key active; remove the old
     /// key from the ring afterwards.
@@ -297,10 +329,12 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
                 Err(e) => fail(format!("server error: {e}")),
             }
         }
-        Command::Keys(KeysCommand::Generate) => {
+        Command::Keys(KeysCommand::Generate { audit: false, .. }) => {
             println!("{}", crate::credentials::envelope::KeyRing::generate_key().expose());
             ExitCode::SUCCESS
         }
+        Command::Keys(KeysCommand::Generate { audit: true, out }) => audit::generate_key(out.as_deref()),
+        Command::Audit(AuditCommand::Verify { files, key, keys_url }) => audit::verify(&files, &key, keys_url.as_deref()).await,
         Command::Keys(KeysCommand::Rotate { config, batch }) => keys::rotate(&config, batch).await,
         Command::Connections { gateway, command } => connections::run(&gateway, command).await,
         Command::Tools { gateway, command } => tools::run(&gateway, command).await,

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 pub use load::{ConfigError, Env, ProcessEnv, load_file, parse};
 // Each stage owns its configuration; the whole file is composed of them here.
+pub use crate::audit::config::AuditConfig;
 pub use crate::federation::config::{McpServerConfig, Pinning};
 pub use crate::identity::config::{IdentityConfig, IssuerConfig};
 pub use crate::limits::config::LimitsConfig;
@@ -187,13 +188,6 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {
-    /// `stdout`, `stderr`, `off`, or a file path (appended to). Default: `stdout`.
-    pub output: String,
-}
-
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
@@ -208,12 +202,6 @@ fn default_body_timeout() -> Duration {
 }
 fn default_connections_per_ip() -> usize {
     256
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        Self { output: "stdout".into() }
-    }
 }
 
 impl ServerConfig {

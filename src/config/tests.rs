@@ -25,7 +25,8 @@ fn defaults_are_documented_values() {
     assert_eq!(iss.jwks_ttl, Duration::from_secs(300));
     assert_eq!(c.identity_headers.user_id, "X-User-Id");
     assert!(!c.upstream.dangerous_allow_private_upstreams);
-    assert_eq!(c.audit.output, "stdout");
+    assert_eq!(c.audit.output, None);
+    assert!(matches!(c.audit.effective_sinks().as_slice(), [crate::audit::SinkConfig::Stdout { .. }]), "stdout by default");
 }
 
 #[test]

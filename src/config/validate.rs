@@ -117,7 +117,7 @@ impl Config {
                 return Err(ConfigError::new(format!("policy.request_headers[{i}]"), "credentials are never exposed to policy conditions"));
             }
         }
-        if self.audit.output.is_empty() {
+        if self.audit.output.as_deref().is_some_and(str::is_empty) {
             return Err(ConfigError::new("audit.output", "must be stdout, stderr, off or a file path"));
         }
         Ok(())

@@ -125,7 +125,7 @@ impl Demo {
             ("WARDEN_DEMO_NOTES_SECRET".into(), notes_secret.expose().to_owned()),
         ]);
         let mut config = crate::config::parse(DEMO_CONFIG, &env).map_err(|e| DemoError::Setup(format!("demo config: {e}")))?;
-        config.audit.output = options.audit.clone();
+        config.audit.output = Some(options.audit.clone());
         if options.challenge_scopes.is_some() {
             config.identity.challenge_scopes = options.challenge_scopes.clone();
         }

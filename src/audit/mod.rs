@@ -6,7 +6,16 @@
 //! carry identifiers, decisions and reason codes only: never a token, a credential or an
 //! argument value.
 
-use std::io::Write;
+pub mod chain;
+pub mod config;
+mod sinks;
+
+pub use config::{AuditConfig, Format, SinkConfig};
+pub use sinks::Sink;
+use sinks::{Stderr, Stdout};
+
+use crate::config_error::ConfigError;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
@@ -320,44 +329,6 @@ impl AuditEvent {
     }
 }
 
-/// Where encoded events go: one batch of JSON lines at a time, on the writer thread only. A
-/// new destination (a database, a webhook, a SIEM) is a new `Sink`; the stages never see it.
-pub trait Sink: Send + 'static {
-    /// Writes whole lines; a batch is never split between two calls.
-    fn write(&mut self, lines: &[u8]) -> std::io::Result<()>;
-    /// Makes what was written durable as far as this sink can.
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-struct Stdout;
-struct Stderr;
-
-impl Sink for Stdout {
-    fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
-        std::io::stdout().lock().write_all(lines)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stdout().lock().flush()
-    }
-}
-
-impl Sink for Stderr {
-    fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
-        std::io::stderr().lock().write_all(lines)
-    }
-}
-
-impl Sink for std::fs::File {
-    fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
-        self.write_all(lines)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.sync_data()
-    }
-}
-
 /// Events waiting for the writer, at most. When the queue is full the emitting request waits
 /// for room (back-pressure from a slow sink onto the request rate): an event is never dropped.
 pub const QUEUE: usize = 8192;
@@ -369,29 +340,92 @@ enum Message {
 }
 
 /// The audit stage's handle: events go through a bounded channel to one writer thread, which
-/// encodes them and writes them in batches. Cheap to share; every stage emits through it.
+/// links them into the hash chain, encodes them and writes them to every sink in batches.
+/// Cheap to share; every stage emits through it.
 pub struct AuditSink {
     queue: Option<std::sync::mpsc::SyncSender<Message>>,
+    /// The checkpoint key's public half as a JWK set, when checkpoints are signed.
+    public_keys: Option<serde_json::Value>,
 }
 
 impl AuditSink {
-    /// `stdout`, `stderr`, `off`, or a file path opened for appending.
+    /// One sink: `stdout`, `stderr`, `off`, or a file path opened for appending (no signed
+    /// checkpoints).
     pub fn open(spec: &str) -> std::io::Result<Self> {
-        let sink: Box<dyn Sink> = match spec {
-            "off" => return Ok(Self { queue: None }),
-            "stdout" | "-" => Box::new(Stdout),
-            "stderr" => Box::new(Stderr),
-            path => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
-        };
-        Self::start(sink)
+        let config = AuditConfig { output: Some(spec.to_owned()), ..AuditConfig::default() };
+        Self::from_config(&config, std::path::Path::new(".")).map_err(|e| std::io::Error::other(e.to_string()))
     }
 
-    /// Starts the writer thread for `sink`.
-    pub fn start(sink: Box<dyn Sink>) -> std::io::Result<Self> {
+    /// The sinks `config` names (paths relative to `base`), with the chain resumed from the
+    /// first file sink's last record and checkpoints signed with the configured key.
+    pub fn from_config(config: &AuditConfig, base: &std::path::Path) -> Result<Self, ConfigError> {
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        let mut resume = None;
+        let configured = !config.sinks.is_empty();
+        if configured && config.output.is_some() {
+            return Err(ConfigError::new("audit.output", "give either output (one sink) or sinks, not both"));
+        }
+        for (i, sink) in config.effective_sinks().iter().enumerate() {
+            let at = |field: &str| if configured { format!("audit.sinks[{i}].{field}") } else { "audit.output".to_owned() };
+            let format = match sink {
+                SinkConfig::File(f) => f.format,
+                SinkConfig::Stdout { format } | SinkConfig::Stderr { format } => *format,
+            };
+            if format == Format::Ocsf {
+                return Err(ConfigError::new(at("format"), "ocsf is not available yet; use json"));
+            }
+            match sink {
+                SinkConfig::Stdout { .. } => sinks.push(Box::new(Stdout)),
+                SinkConfig::Stderr { .. } => sinks.push(Box::new(Stderr)),
+                SinkConfig::File(f) => {
+                    if f.max_bytes == Some(0) {
+                        return Err(ConfigError::new(at("max_bytes"), "must be greater than 0"));
+                    }
+                    let path = base.join(&f.path);
+                    let (file, last) = sinks::RotatingFile::open(f, path.clone())
+                        .map_err(|e| ConfigError::new(at("path"), format!("cannot open {}: {e}", path.display())))?;
+                    if resume.is_none() {
+                        resume = Some(last.as_deref().and_then(chain::Resume::from_line));
+                    }
+                    sinks.push(Box::new(file));
+                }
+            }
+        }
+        if sinks.is_empty() {
+            return Ok(Self { queue: None, public_keys: None });
+        }
+        let signer = match &config.chain.signing_key_file {
+            Some(file) => {
+                let path = base.join(file);
+                let contents = std::fs::read(&path)
+                    .map_err(|e| ConfigError::new("audit.chain.signing_key_file", format!("cannot read {}: {e}", path.display())))?;
+                Some(chain::Signer::from_file_contents(&contents).map_err(|m| ConfigError::new("audit.chain.signing_key_file", m))?)
+            }
+            None => None,
+        };
+        if config.chain.checkpoint_every == 0 {
+            return Err(ConfigError::new("audit.chain.checkpoint_every", "must be at least 1"));
+        }
+        let checkpoints = chain::Checkpoints {
+            every: config.chain.checkpoint_every,
+            interval: config.chain.checkpoint_interval.filter(|d| !d.is_zero()),
+        };
+        let public_keys = signer.as_ref().map(|s| serde_json::json!({"keys": [s.jwk()]}));
+        let chain = chain::Chain::new(resume.flatten(), signer, checkpoints);
+        let queue = Self::start(sinks, chain).map_err(|e| ConfigError::new("audit", format!("cannot start the audit writer: {e}")))?;
+        Ok(Self { queue: Some(queue), public_keys })
+    }
+
+    fn start(sinks: Vec<Box<dyn Sink>>, chain: chain::Chain) -> std::io::Result<std::sync::mpsc::SyncSender<Message>> {
         let (queue, events) = std::sync::mpsc::sync_channel(QUEUE);
         // A thread, not a task: file and pipe writes block, and must not hold up the runtime.
-        std::thread::Builder::new().name("warden-audit".into()).spawn(move || write_events(sink, events))?;
-        Ok(Self { queue: Some(queue) })
+        std::thread::Builder::new().name("warden-audit".into()).spawn(move || write_events(sinks, chain, events))?;
+        Ok(queue)
+    }
+
+    /// The public key that verifies checkpoints, as a JWK set (`/.well-known/warden-audit-keys`).
+    pub fn public_keys(&self) -> Option<&serde_json::Value> {
+        self.public_keys.as_ref()
     }
 
     /// Queues `event`, stamped with the time of the decision.
@@ -402,8 +436,9 @@ impl AuditSink {
         }
     }
 
-    /// Waits (at most `timeout`) until every event emitted before this call is written and the
-    /// sink flushed. Shutdown calls this after the last request has been answered.
+    /// Waits (at most `timeout`) until every event emitted before this call is written, a
+    /// checkpoint signed if any is due, and the sinks flushed. Shutdown calls this after the
+    /// last request has been answered.
     pub fn flush(&self, timeout: std::time::Duration) -> bool {
         let Some(queue) = &self.queue else { return true };
         let (done, wait) = std::sync::mpsc::sync_channel(1);
@@ -411,12 +446,26 @@ impl AuditSink {
     }
 }
 
-/// The writer thread: takes what is queued, encodes it, writes it in one call per batch.
-fn write_events(mut sink: Box<dyn Sink>, events: std::sync::mpsc::Receiver<Message>) {
+/// The writer thread: takes what is queued, links it into the chain, encodes it, writes it to
+/// every sink in one call per batch, and writes checkpoints when due.
+fn write_events(mut sinks: Vec<Box<dyn Sink>>, mut chain: chain::Chain, events: std::sync::mpsc::Receiver<Message>) {
+    use std::sync::mpsc::RecvTimeoutError;
     let mut batch = Vec::with_capacity(64 * 1024);
     let mut acks = Vec::new();
-    while let Ok(first) = events.recv() {
-        let mut next = Some(first);
+    loop {
+        // While a checkpoint is pending, wake for its interval even if no event comes.
+        let first = match chain.checkpoint_wait() {
+            Some(wait) => match events.recv_timeout(wait) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+            None => match events.recv() {
+                Ok(m) => Some(m),
+                Err(_) => break,
+            },
+        };
+        let mut next = first;
         let mut count = 0usize;
         // Drain what is already queued (bounded, so a flood still gets written in pieces).
         while let Some(message) = next.take() {
@@ -425,8 +474,9 @@ fn write_events(mut sink: Box<dyn Sink>, events: std::sync::mpsc::Receiver<Messa
                 Message::Event(at, mut event) => {
                     event.ts = humantime::format_rfc3339_millis(at).to_string();
                     event.bound_fields();
-                    if serde_json::to_writer(&mut batch, &event).is_ok() {
-                        batch.push(b'\n');
+                    if let Ok(serde_json::Value::Object(mut record)) = serde_json::to_value(&*event) {
+                        record.insert("id".into(), serde_json::Value::String(uuid::Uuid::now_v7().to_string()));
+                        chain.link(record, &mut batch);
                     }
                 }
                 Message::Flush(done) => acks.push(done),
@@ -435,15 +485,15 @@ fn write_events(mut sink: Box<dyn Sink>, events: std::sync::mpsc::Receiver<Messa
                 next = events.try_recv().ok();
             }
         }
-        if !batch.is_empty() {
-            if let Err(e) = sink.write(&batch) {
-                tracing::error!(error = %e, "audit events could not be written");
-            }
-            batch.clear();
+        if chain.checkpoint_due(!acks.is_empty()) {
+            chain.checkpoint(humantime::format_rfc3339_millis(SystemTime::now()).to_string(), &mut batch);
         }
+        write_all(&mut sinks, &mut batch);
         if !acks.is_empty() {
-            if let Err(e) = sink.flush() {
-                tracing::error!(error = %e, "the audit sink could not be flushed");
+            for sink in &mut sinks {
+                if let Err(e) = sink.flush() {
+                    tracing::error!(error = %e, "an audit sink could not be flushed");
+                }
             }
             for done in acks.drain(..) {
                 let _ = done.send(());
@@ -456,6 +506,26 @@ fn write_events(mut sink: Box<dyn Sink>, events: std::sync::mpsc::Receiver<Messa
             std::thread::sleep(GATHER);
         }
     }
+    // Every handle is gone: close the chain with a last checkpoint.
+    if chain.checkpoint_due(true) {
+        chain.checkpoint(humantime::format_rfc3339_millis(SystemTime::now()).to_string(), &mut batch);
+        write_all(&mut sinks, &mut batch);
+        for sink in &mut sinks {
+            let _ = sink.flush();
+        }
+    }
+}
+
+fn write_all(sinks: &mut [Box<dyn Sink>], batch: &mut Vec<u8>) {
+    if batch.is_empty() {
+        return;
+    }
+    for sink in sinks.iter_mut() {
+        if let Err(e) = sink.write(batch) {
+            tracing::error!(error = %e, "audit events could not be written to a sink");
+        }
+    }
+    batch.clear();
 }
 
 /// How long the writer lets events gather while busy; an event waits at most about this long.

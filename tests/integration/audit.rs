@@ -1,0 +1,173 @@
+//! The tamper-evident audit trail end to end: a gateway writing to a rotating file with signed
+//! checkpoints, stopped and restarted (the chain resumes), the public key at its well-known
+//! URL, and `warden audit verify` finding each tampering.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{TestIssuer, listen};
+
+/// A gateway on `dir/audit.jsonl` (rotating at 4 KB) with checkpoints every 5 records signed by
+/// `dir/audit.key`; makes `calls` requests, then shuts down (draining the audit).
+async fn run_gateway(issuer: &TestIssuer, dir: &Path, calls: usize) -> Value {
+    let (listener, url) = listen().await;
+    let yaml = format!(
+        "server:\n  listen: {addr}\n  public_url: {url}\nidentity:\n  issuers:\n    - issuer: {iss}\naudit:\n  sinks:\n    - {{type: file, path: audit.jsonl, max_bytes: 4000, keep: 50}}\n  chain: {{signing_key_file: audit.key, checkpoint_every: 5}}\ntools: []\n",
+        addr = listener.local_addr().unwrap(),
+        iss = issuer.url
+    );
+    std::fs::write(dir.join("warden.yaml"), &yaml).unwrap();
+    let config = warden::config::load_file(&dir.join("warden.yaml"), &HashMap::new()).unwrap();
+    let gw = warden::Gateway::build(&config).unwrap_or_else(|e| panic!("{e}"));
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(warden::run(gw, listener, shutdown.clone().cancelled_owned()));
+    let http = reqwest::Client::new();
+    let token = issuer.sign(&issuer.claims("alice", "", &format!("{url}/mcp")));
+    for i in 0..calls {
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "tools/list"});
+        let r = http
+            .post(format!("{url}/mcp"))
+            .bearer_auth(&token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let keys: Value = http.get(format!("{url}/.well-known/warden-audit-keys")).send().await.unwrap().json().await.unwrap();
+    shutdown.cancel();
+    served.await.unwrap().unwrap();
+    keys
+}
+
+async fn verify(dir: &Path, key: &str) -> (i32, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["audit", "verify", &format!("--key={key}")])
+        .arg(dir.join("audit.jsonl"))
+        .output()
+        .await
+        .unwrap();
+    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Every record of `dir/audit.jsonl` and its rotated files, oldest first.
+fn records(dir: &Path) -> Vec<Value> {
+    let mut files: Vec<(usize, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            let n = if name == "audit.jsonl" { 0 } else { name.strip_prefix("audit.jsonl.")?.parse().ok()? };
+            Some((n, p))
+        })
+        .collect();
+    files.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    files
+        .iter()
+        .flat_map(|(_, p)| std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<Value>>())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_chain_survives_rotation_and_restart_and_each_tampering_is_found() {
+    let issuer = TestIssuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let generated = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["keys", "generate", "--audit", "--out"])
+        .arg(dir.path().join("audit.key"))
+        .output()
+        .await
+        .unwrap();
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    let public = String::from_utf8(generated.stdout).unwrap().trim().to_owned();
+
+    let keys = run_gateway(&issuer, dir.path(), 30).await;
+    assert_eq!(keys["keys"][0]["x"], public.as_str(), "the published key is the signing key's");
+    assert!(dir.path().join("audit.jsonl.1").exists(), "rotated at 4 KB");
+    let (code, out) = verify(dir.path(), &public).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verified 3"), "30 events and their checkpoints: {out}");
+
+    // A restart continues the same chain, in the same file.
+    let before = records(dir.path());
+    let last = before.last().unwrap().clone();
+    assert_eq!(last["kind"], "checkpoint", "shutdown signs the end of the chain");
+    run_gateway(&issuer, dir.path(), 3).await;
+    let after = records(dir.path());
+    let resumed = &after[before.len()];
+    assert_eq!((resumed["chain"].clone(), resumed["seq"].as_u64()), (last["chain"].clone(), Some(last["seq"].as_u64().unwrap() + 1)));
+    assert_eq!(resumed["prev_hash"], last["hash"]);
+    let (code, out) = verify(dir.path(), &public).await;
+    assert_eq!(code, 0, "{out}");
+
+    let pristine: Vec<(std::path::PathBuf, String)> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("audit.jsonl"))
+        .map(|p| (p.clone(), std::fs::read_to_string(&p).unwrap()))
+        .collect();
+    let restore = || {
+        for (p, text) in &pristine {
+            std::fs::write(p, text).unwrap();
+        }
+    };
+    let rotated = dir.path().join("audit.jsonl.1");
+    let edit = |f: &dyn Fn(&mut Vec<String>)| {
+        let mut lines: Vec<String> = std::fs::read_to_string(&rotated).unwrap().lines().map(str::to_owned).collect();
+        f(&mut lines);
+        std::fs::write(&rotated, lines.join("\n") + "\n").unwrap();
+    };
+    // Altered: alice becomes mallory (in the first event of hers in the file).
+    let text = std::fs::read_to_string(&rotated).unwrap();
+    let at = text.lines().position(|l| l.contains("\"alice\"")).unwrap();
+    edit(&|l| l[at] = l[at].replace("\"alice\"", "\"mallory\""));
+    let (code, out) = verify(dir.path(), &public).await;
+    assert!(code == 1 && out.contains("FAULT altered") && out.contains(&format!("audit.jsonl.1:{}", at + 1)), "{out}");
+    restore();
+    // Deleted.
+    edit(&|l| {
+        l.remove(4);
+    });
+    let (code, out) = verify(dir.path(), &public).await;
+    assert!(code == 1 && out.contains("FAULT deleted"), "{out}");
+    restore();
+    // Reordered.
+    edit(&|l| l.swap(3, 4));
+    let (code, out) = verify(dir.path(), &public).await;
+    assert!(code == 1 && (out.contains("FAULT deleted") || out.contains("FAULT reordered")), "{out}");
+    restore();
+    // Inserted: a record replayed.
+    edit(&|l| {
+        let copy = l[1].clone();
+        l.insert(5, copy);
+    });
+    let (code, out) = verify(dir.path(), &public).await;
+    assert!(code == 1 && (out.contains("FAULT reordered") || out.contains("FAULT inserted")), "{out}");
+    restore();
+    // Truncated: the file cut at its last checkpoint (the records before it are then covered
+    // by none).
+    let current = dir.path().join("audit.jsonl");
+    let text = std::fs::read_to_string(&current).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let last_checkpoint = lines.iter().rposition(|l| l.contains("\"kind\":\"checkpoint\"")).unwrap();
+    std::fs::write(&current, lines[..last_checkpoint].iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let (code, out) = verify(dir.path(), &public).await;
+    assert!(code == 3 && out.contains("TAIL"), "{out}");
+    restore();
+    // Another key: the signatures do not verify.
+    let other = dir.path().join("other.key");
+    let generated = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["keys", "generate", "--audit", "--out"])
+        .arg(&other)
+        .output()
+        .await
+        .unwrap();
+    let other_public = String::from_utf8(generated.stdout).unwrap().trim().to_owned();
+    let (code, out) = verify(dir.path(), &other_public).await;
+    assert!(code == 1 && out.contains("FAULT unknown_key"), "{out}");
+}
