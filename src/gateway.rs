@@ -30,6 +30,9 @@ use crate::upstream::{Upstream, control_plane_client};
 /// Everything a request needs, built once from config.
 pub struct Gateway {
     pub authenticator: Arc<Authenticator>,
+    /// Prometheus metrics, shared by the stages that count.
+    pub metrics: Arc<crate::telemetry::Metrics>,
+    pub telemetry: crate::telemetry::TelemetryConfig,
     /// The tools in force: the configured ones and, once connected, the federated servers'.
     pub tools: Arc<Catalog>,
     /// The federated MCP servers (started by [`run`]).
@@ -82,7 +85,8 @@ impl Gateway {
 
     fn build_with(config: &Config, source: PolicySource, clock: SharedClock) -> Result<Self, ConfigError> {
         let upstream = Upstream::new(&config.upstream, &config.identity_headers)?;
-        let audit = Arc::new(AuditSink::from_config(&config.audit, &config.base_dir)?);
+        let metrics = Arc::new(crate::telemetry::Metrics::default());
+        let audit = Arc::new(AuditSink::from_config(&config.audit, &config.base_dir, Some(Arc::clone(&metrics)))?);
         let vault = match &config.vault {
             Some(v) => {
                 let keys = v.key_ring(&config.base_dir)?;
@@ -122,7 +126,8 @@ impl Gateway {
         }
         let tools = ToolRegistry::build(&config.tools, upstream.identity_headers(), config.upstream.default_timeout, &credentials)?;
         let resource = config.server.resource();
-        let authenticator = Authenticator::new(&config.identity, resource.clone(), control_plane_client()?, Arc::clone(&clock))?;
+        let authenticator =
+            Authenticator::new(&config.identity, resource.clone(), control_plane_client()?, Arc::clone(&clock), Arc::clone(&metrics))?;
         let mut scopes = tools.scopes();
         scopes.extend(config.servers.iter().flat_map(|s| s.scopes.iter().cloned()));
         scopes.sort();
@@ -164,6 +169,8 @@ impl Gateway {
             .collect();
         Ok(Self {
             authenticator: Arc::new(authenticator),
+            metrics,
+            telemetry: config.telemetry.clone(),
             tools,
             federation: Arc::new(federation),
             limits: Arc::new(crate::limits::Limits::build(
@@ -210,7 +217,27 @@ impl Gateway {
             in_flight: dashmap::DashMap::new(),
             federation: Arc::clone(&self.federation),
             limits: Arc::clone(&self.limits),
+            metrics: Arc::clone(&self.metrics),
         }
+    }
+
+    /// Whether this replica can serve: the vault's database answers, every issuer's keys have
+    /// been fetched (fetched now if not yet), and the audit writer is healthy. Each check is
+    /// bounded, so a probe never hangs.
+    pub async fn ready(&self) -> Result<(), &'static str> {
+        if !self.audit.healthy() {
+            return Err("audit_unhealthy");
+        }
+        if let Some(vault) = &self.vault {
+            let ping = async { vault.store().await?.ping().await };
+            if !matches!(tokio::time::timeout(READY_CHECK, ping).await, Ok(Ok(()))) {
+                return Err("database_unavailable");
+            }
+        }
+        if !tokio::time::timeout(READY_CHECK, self.authenticator.ready()).await.unwrap_or(false) {
+            return Err("issuer_keys_unavailable");
+        }
+        Ok(())
     }
 }
 
@@ -241,8 +268,6 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         .with_state(Arc::clone(&gateway.metadata));
     let body_timeout = gateway.body_read_timeout;
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
         .route("/oauth/connect/{link}", get(crate::connect::start))
         .route("/oauth/callback", get(crate::connect::callback))
         .with_state(Arc::new(crate::connect::ConnectState {
@@ -263,6 +288,7 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
         .merge(metadata)
         .merge(mcp)
+        .merge(telemetry_routes(&gateway, gateway.telemetry.listen.is_none()))
         .fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "not_found"}))) })
         .layer(axum::middleware::from_fn(crate::edge::layer))
 }
@@ -294,6 +320,17 @@ pub async fn run(gateway: Gateway, listener: TcpListener, shutdown: impl Future<
     // start; one that is slow or down does not hold the gateway back beyond this.
     gateway.federation.start(&cancel);
     gateway.federation.settled(FEDERATION_START).await;
+    // Metrics and probes on their own listener, when configured (kept off the public one).
+    if let Some(addr) = gateway.telemetry.listen {
+        let telemetry = tokio::net::TcpListener::bind(addr).await?;
+        let routes = telemetry_routes(&gateway, true);
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(telemetry, routes).with_graceful_shutdown(stop.cancelled_owned()).await {
+                tracing::error!(error = %e, "the telemetry listener failed");
+            }
+        });
+    }
     let limits = gateway.connection_limits;
     let audit = Arc::clone(&gateway.audit);
     let app = router(gateway, cancel.clone());
@@ -309,6 +346,42 @@ pub async fn run(gateway: Gateway, listener: TcpListener, shutdown: impl Future<
     }
     served
 }
+
+/// `/healthz` (alive), `/readyz` (ready to serve: [`Gateway::ready`]) and, with `metrics`,
+/// `/metrics`.
+fn telemetry_routes(gateway: &Arc<Gateway>, metrics: bool) -> Router {
+    let mut routes = Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(readyz));
+    if metrics && gateway.telemetry.metrics {
+        routes = routes.route("/metrics", get(metrics_text));
+    }
+    routes.with_state(Arc::clone(gateway))
+}
+
+async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+    match gateway.ready().await {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(why) => {
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "not_ready", "reason": why}))).into_response()
+        }
+    }
+}
+
+/// OpenMetrics when the scraper asks for it, the classic text format otherwise.
+async fn metrics_text(State(gateway): State<Arc<Gateway>>, headers: http::HeaderMap) -> Response {
+    let openmetrics =
+        headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/openmetrics-text"));
+    let (body, content_type) = if openmetrics {
+        (gateway.metrics.encode(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
+    } else {
+        (gateway.metrics.encode_prometheus(), "text/plain; version=0.0.4; charset=utf-8")
+    };
+    let mut response = body.into_response();
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    response
+}
+
+/// How long each readiness check may take.
+const READY_CHECK: Duration = Duration::from_secs(2);
 
 /// How long start-up waits for the federated servers' first catalogs.
 const FEDERATION_START: Duration = Duration::from_secs(15);

@@ -25,6 +25,7 @@ pub mod policy;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tools;
 pub mod upstream;
 

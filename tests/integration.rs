@@ -42,3 +42,6 @@ mod limits;
 
 #[path = "integration/audit.rs"]
 mod audit;
+
+#[path = "integration/telemetry.rs"]
+mod telemetry;

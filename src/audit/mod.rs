@@ -16,6 +16,7 @@ use sinks::{Stderr, Stdout};
 
 use crate::config_error::ConfigError;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
@@ -344,6 +345,10 @@ enum Message {
 /// Cheap to share; every stage emits through it.
 pub struct AuditSink {
     queue: Option<std::sync::mpsc::SyncSender<Message>>,
+    /// Counts every decision as it is emitted, and the writer's work.
+    metrics: Option<Arc<crate::telemetry::Metrics>>,
+    /// False once the writer thread is gone or its last write failed.
+    healthy: Arc<AtomicBool>,
     /// The checkpoint key's public half as a JWK set, when checkpoints are signed.
     public_keys: Option<serde_json::Value>,
 }
@@ -353,12 +358,16 @@ impl AuditSink {
     /// checkpoints).
     pub fn open(spec: &str) -> std::io::Result<Self> {
         let config = AuditConfig { output: Some(spec.to_owned()), ..AuditConfig::default() };
-        Self::from_config(&config, std::path::Path::new(".")).map_err(|e| std::io::Error::other(e.to_string()))
+        Self::from_config(&config, std::path::Path::new("."), None).map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     /// The sinks `config` names (paths relative to `base`), with the chain resumed from the
     /// first file sink's last record and checkpoints signed with the configured key.
-    pub fn from_config(config: &AuditConfig, base: &std::path::Path) -> Result<Self, ConfigError> {
+    pub fn from_config(
+        config: &AuditConfig,
+        base: &std::path::Path,
+        metrics: Option<Arc<crate::telemetry::Metrics>>,
+    ) -> Result<Self, ConfigError> {
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         let mut resume = None;
         let configured = !config.sinks.is_empty();
@@ -391,8 +400,9 @@ impl AuditSink {
                 }
             }
         }
+        let healthy = Arc::new(AtomicBool::new(true));
         if sinks.is_empty() {
-            return Ok(Self { queue: None, public_keys: None });
+            return Ok(Self { queue: None, public_keys: None, metrics, healthy });
         }
         let signer = match &config.chain.signing_key_file {
             Some(file) => {
@@ -412,15 +422,22 @@ impl AuditSink {
         };
         let public_keys = signer.as_ref().map(|s| serde_json::json!({"keys": [s.jwk()]}));
         let chain = chain::Chain::new(resume.flatten(), signer, checkpoints);
-        let queue = Self::start(sinks, chain).map_err(|e| ConfigError::new("audit", format!("cannot start the audit writer: {e}")))?;
-        Ok(Self { queue: Some(queue), public_keys })
+        let writer = Writer { sinks, chain, metrics: metrics.clone(), healthy: Arc::clone(&healthy) };
+        let queue = Self::start(writer).map_err(|e| ConfigError::new("audit", format!("cannot start the audit writer: {e}")))?;
+        Ok(Self { queue: Some(queue), public_keys, metrics, healthy })
     }
 
-    fn start(sinks: Vec<Box<dyn Sink>>, chain: chain::Chain) -> std::io::Result<std::sync::mpsc::SyncSender<Message>> {
+    fn start(writer: Writer) -> std::io::Result<std::sync::mpsc::SyncSender<Message>> {
         let (queue, events) = std::sync::mpsc::sync_channel(QUEUE);
         // A thread, not a task: file and pipe writes block, and must not hold up the runtime.
-        std::thread::Builder::new().name("warden-audit".into()).spawn(move || write_events(sinks, chain, events))?;
+        std::thread::Builder::new().name("warden-audit".into()).spawn(move || write_events(writer, events))?;
         Ok(queue)
+    }
+
+    /// Whether events are being written: the writer runs and its last write succeeded (for
+    /// `/readyz`). True when auditing is off.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
     }
 
     /// The public key that verifies checkpoints, as a JWK set (`/.well-known/warden-audit-keys`).
@@ -430,7 +447,20 @@ impl AuditSink {
 
     /// Queues `event`, stamped with the time of the decision.
     pub fn emit(&self, event: AuditEvent) {
+        if let Some(metrics) = &self.metrics {
+            metrics.decision(&crate::telemetry::Decision {
+                method: event.method.as_deref(),
+                tool: event.tool.as_deref(),
+                server: event.server.as_deref(),
+                decision: event.decision,
+                reason: &event.reason,
+                latency_ms: (event.status != 0).then_some(event.latency_ms),
+            });
+        }
         let Some(queue) = &self.queue else { return };
+        if let Some(metrics) = &self.metrics {
+            metrics.audit_queued();
+        }
         if queue.send(Message::Event(SystemTime::now(), Box::new(event))).is_err() {
             tracing::error!("the audit writer has stopped; an event could not be recorded");
         }
@@ -448,7 +478,24 @@ impl AuditSink {
 
 /// The writer thread: takes what is queued, links it into the chain, encodes it, writes it to
 /// every sink in one call per batch, and writes checkpoints when due.
-fn write_events(mut sinks: Vec<Box<dyn Sink>>, mut chain: chain::Chain, events: std::sync::mpsc::Receiver<Message>) {
+/// What the writer thread owns.
+struct Writer {
+    sinks: Vec<Box<dyn Sink>>,
+    chain: chain::Chain,
+    metrics: Option<Arc<crate::telemetry::Metrics>>,
+    healthy: Arc<AtomicBool>,
+}
+
+fn write_events(writer: Writer, events: std::sync::mpsc::Receiver<Message>) {
+    let Writer { mut sinks, mut chain, metrics, healthy } = writer;
+    // However the thread ends, it is no longer healthy.
+    struct Gone(Arc<AtomicBool>);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Relaxed);
+        }
+    }
+    let _gone = Gone(Arc::clone(&healthy));
     use std::sync::mpsc::RecvTimeoutError;
     let mut batch = Vec::with_capacity(64 * 1024);
     let mut acks = Vec::new();
@@ -467,11 +514,13 @@ fn write_events(mut sinks: Vec<Box<dyn Sink>>, mut chain: chain::Chain, events: 
         };
         let mut next = first;
         let mut count = 0usize;
+        let mut taken = 0i64;
         // Drain what is already queued (bounded, so a flood still gets written in pieces).
         while let Some(message) = next.take() {
             count += 1;
             match message {
                 Message::Event(at, mut event) => {
+                    taken += 1;
                     event.ts = humantime::format_rfc3339_millis(at).to_string();
                     event.bound_fields();
                     if let Ok(serde_json::Value::Object(mut record)) = serde_json::to_value(&*event) {
@@ -488,7 +537,12 @@ fn write_events(mut sinks: Vec<Box<dyn Sink>>, mut chain: chain::Chain, events: 
         if chain.checkpoint_due(!acks.is_empty()) {
             chain.checkpoint(humantime::format_rfc3339_millis(SystemTime::now()).to_string(), &mut batch);
         }
-        write_all(&mut sinks, &mut batch);
+        let records = u64::try_from(batch.iter().filter(|b| **b == b'\n').count()).unwrap_or(0);
+        let failures = write_all(&mut sinks, &mut batch);
+        healthy.store(failures == 0, Ordering::Relaxed);
+        if let Some(metrics) = &metrics {
+            metrics.audit_written(taken, records, failures);
+        }
         if !acks.is_empty() {
             for sink in &mut sinks {
                 if let Err(e) = sink.flush() {
@@ -516,16 +570,20 @@ fn write_events(mut sinks: Vec<Box<dyn Sink>>, mut chain: chain::Chain, events: 
     }
 }
 
-fn write_all(sinks: &mut [Box<dyn Sink>], batch: &mut Vec<u8>) {
+/// Writes the batch to every sink; returns how many failed.
+fn write_all(sinks: &mut [Box<dyn Sink>], batch: &mut Vec<u8>) -> u64 {
     if batch.is_empty() {
-        return;
+        return 0;
     }
+    let mut failures = 0;
     for sink in sinks.iter_mut() {
         if let Err(e) = sink.write(batch) {
+            failures += 1;
             tracing::error!(error = %e, "audit events could not be written to a sink");
         }
     }
     batch.clear();
+    failures
 }
 
 /// How long the writer lets events gather while busy; an event waits at most about this long.

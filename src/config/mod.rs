@@ -63,6 +63,9 @@ pub struct Config {
     /// Rate limits on tool calls and before authentication.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Metrics and health endpoints.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
     /// The directory relative paths in this config are resolved against (the config file's
     /// directory; the working directory for config given as text).
     #[serde(skip)]

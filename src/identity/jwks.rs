@@ -75,6 +75,7 @@ pub struct JwksCache {
     keys: ArcSwap<KeySet>,
     refresh: tokio::sync::Mutex<RefreshState>,
     clock: SharedClock,
+    metrics: Option<Arc<crate::telemetry::Metrics>>,
 }
 
 impl JwksCache {
@@ -95,7 +96,25 @@ impl JwksCache {
             min_refresh,
             keys: ArcSwap::from_pointee(KeySet::default()),
             refresh: tokio::sync::Mutex::new(RefreshState { last_attempt: None, jwks_uri }),
+            metrics: None,
         })
+    }
+
+    /// Counts fetches in `metrics`. Call before the cache is shared.
+    pub fn with_metrics(mut self: Arc<Self>, metrics: Arc<crate::telemetry::Metrics>) -> Arc<Self> {
+        if let Some(this) = Arc::get_mut(&mut self) {
+            this.metrics = Some(metrics);
+        }
+        self
+    }
+
+    /// Whether a key set has been fetched; fetches one if not (once per `min_refresh`).
+    pub async fn ensure_loaded(&self) -> bool {
+        let generation = self.keys.load().generation;
+        if generation == 0 {
+            let _ = self.refresh(0).await;
+        }
+        self.keys.load().generation > 0
     }
 
     /// Which fetch of the key set is in force; changes whenever a new set is stored.
@@ -146,7 +165,11 @@ impl JwksCache {
                 uri
             }
         };
-        let doc: JwksDocument = self.get_json(&uri).await?;
+        let doc: Result<JwksDocument, JwksError> = self.get_json(&uri).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.jwks_fetch(&self.issuer, doc.is_ok());
+        }
+        let doc = doc?;
         let mut set = KeySet { fetched: Some(self.clock.now()), generation: seen_generation + 1, ..KeySet::default() };
         for raw in doc.keys {
             // One unusable key (unknown kty, encryption key) must not hide the others.

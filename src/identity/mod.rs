@@ -129,7 +129,13 @@ struct Verified {
 
 impl Authenticator {
     /// `resource` is the canonical MCP URL every token's audience must contain.
-    pub fn new(config: &IdentityConfig, resource: String, http: reqwest::Client, clock: SharedClock) -> Result<Self, ConfigError> {
+    pub fn new(
+        config: &IdentityConfig,
+        resource: String,
+        http: reqwest::Client,
+        clock: SharedClock,
+        metrics: Arc<crate::telemetry::Metrics>,
+    ) -> Result<Self, ConfigError> {
         let mut issuers = HashMap::new();
         for (i, c) in config.issuers.iter().enumerate() {
             let algorithms = c
@@ -142,11 +148,21 @@ impl Authenticator {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let jwks =
-                JwksCache::new(c.issuer.clone(), c.jwks_uri.clone(), http.clone(), c.jwks_ttl, c.jwks_min_refresh, Arc::clone(&clock));
+                JwksCache::new(c.issuer.clone(), c.jwks_uri.clone(), http.clone(), c.jwks_ttl, c.jwks_min_refresh, Arc::clone(&clock))
+                    .with_metrics(Arc::clone(&metrics));
             let mapping = c.preset.mapping(c.roles_claim.as_deref(), c.roles_claims.as_deref(), c.tenant_claim.as_deref());
             issuers.insert(c.issuer.clone(), TrustedIssuer { algorithms, jwks, mapping });
         }
         Ok(Self { issuers, resource, skew: config.clock_skew, verified: std::sync::Mutex::default(), clock })
+    }
+
+    /// Whether every issuer's keys have been fetched; fetches those not fetched yet.
+    pub async fn ready(&self) -> bool {
+        let mut ready = true;
+        for issuer in self.issuers.values() {
+            ready &= issuer.jwks.ensure_loaded().await;
+        }
+        ready
     }
 
     /// The issuers' identifiers, for the Protected Resource Metadata.

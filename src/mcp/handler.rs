@@ -151,10 +151,16 @@ pub async fn call_tool(
     let args: &Map<String, Value> = arguments.as_object().unwrap_or(&EMPTY);
     let call = CallContext { request_id: ctx.request_id.clone(), traceparent: ctx.traceparent.clone(), progress };
     let running = Running::start(mcp, &principal, jsonrpc_id.as_ref(), &once, || event(closed()));
+    let started = std::time::Instant::now();
     let outcome = tokio::select! {
         outcome = tool.backend.call(&mcp.upstream, &principal, &call, args) => outcome,
         () = running.cancelled() => Err(ToolFailure::Cancelled),
     };
+    let (kind, target) = match &tool.server {
+        Some(server) => ("mcp", server.as_str()),
+        None => ("http", tool.name.as_str()),
+    };
+    mcp.metrics.upstream(kind, target, outcome.as_ref().map_or_else(ToolFailure::code, |_| "ok"), started.elapsed());
     // Answered: from here the call's own event is written below.
     running.finish();
     let credential = tool.credential_name().map(str::to_owned);

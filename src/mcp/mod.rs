@@ -62,6 +62,7 @@ pub struct Mcp {
     /// Federated servers' resources and prompts.
     pub federation: Arc<crate::federation::Federation>,
     pub limits: Arc<crate::limits::Limits>,
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 /// The key of a call in [`Mcp::in_flight`]: a caller may cancel only their own calls.
