@@ -13,6 +13,8 @@
 //!   awaiting approval.
 //! - `POST /admin/v1/tools/pins/{server}/{tool}/approve` with `{"hash": …}`: approves the
 //!   pending definition with that hash (the one the operator reviewed), and re-reads catalogs.
+//! - `GET /admin/v1/audit[?subject=…&tool=…&decision=…&tenant=…&since=…&until=…&limit=N]`:
+//!   audit events from the database sink, newest first (at most `limit`, default 100).
 //! - `GET /admin/v1/limits/usage[?subject=…&tenant=…&client=…&quota=…&period=…]`: quota usage
 //!   per bucket and period, with each quota's budget and, for the current period, its reset.
 
@@ -55,6 +57,7 @@ pub fn routes(gateway: Arc<AdminState>) -> Router {
         .route("/admin/v1/tools/pins", get(list_pins))
         .route("/admin/v1/tools/pins/{server}/{tool}/approve", post(approve_pin))
         .route("/admin/v1/limits/usage", get(usage))
+        .route("/admin/v1/audit", get(audit_query))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&gateway), authorize))
         .with_state(gateway)
 }
@@ -265,5 +268,48 @@ async fn usage(
             Json(json!({"usage": usage})).into_response()
         }
         Err(e) => refuse(&gw, Some(&ctx), ACTION, None, storage_failed(&e)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    subject: Option<String>,
+    tool: Option<String>,
+    decision: Option<String>,
+    tenant: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn audit_query(
+    State(gw): State<Arc<AdminState>>,
+    Extension(ctx): Extension<RequestContext>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    const ACTION: &str = "admin/audit.query";
+    let Ok(Query(q)) = query else { return refuse(&gw, Some(&ctx), ACTION, None, AdminError::InvalidBody) };
+    let filter = crate::store::audit::AuditFilter {
+        subject: q.subject,
+        tool: q.tool,
+        decision: q.decision,
+        tenant: q.tenant,
+        since: q.since,
+        until: q.until,
+        limit: q.limit.unwrap_or(100),
+    };
+    let read = async {
+        let vault = gw.vault.as_ref().ok_or(AdminError::NoVault)?;
+        let store = vault.store().await.map_err(|e| storage_failed(&e))?;
+        store.query_audit(&filter).await.map_err(|e| storage_failed(&e))
+    };
+    match read.await {
+        Ok(lines) => {
+            gw.audit.emit(allowed(&ctx, ACTION, None, "ok"));
+            let records: Vec<serde_json::Value> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+            Json(json!({"records": records})).into_response()
+        }
+        Err(refusal) => refuse(&gw, Some(&ctx), ACTION, None, refusal),
     }
 }

@@ -86,10 +86,14 @@ impl Gateway {
     fn build_with(config: &Config, source: PolicySource, clock: SharedClock) -> Result<Self, ConfigError> {
         let upstream = Upstream::new(&config.upstream, &config.identity_headers)?;
         let metrics = Arc::new(crate::telemetry::Metrics::default());
-        let audit = Arc::new(AuditSink::from_config(&config.audit, &config.base_dir, Some(Arc::clone(&metrics)))?);
-        let vault = match &config.vault {
-            Some(v) => {
-                let keys = v.key_ring(&config.base_dir)?;
+        let vault_keys = match &config.vault {
+            Some(v) => Some(Arc::new(v.key_ring(&config.base_dir)?)),
+            None => None,
+        };
+        let database = config.vault.as_ref().zip(vault_keys.clone()).map(|(v, keys)| (v.database.as_str(), keys));
+        let audit = Arc::new(AuditSink::from_config(&config.audit, &config.base_dir, Some(Arc::clone(&metrics)), database)?);
+        let vault = match (&config.vault, vault_keys) {
+            (Some(v), Some(keys)) => {
                 if !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| v.database.starts_with(p)) {
                     return Err(ConfigError::new("vault.database", "use sqlite://PATH or postgres://…"));
                 }
@@ -97,12 +101,12 @@ impl Gateway {
                     return Err(ConfigError::new("vault.token_cache", "at most 60s: a disconnect must reach every replica quickly"));
                 }
                 let public_base = config.server.public_base();
-                let mut vault = crate::credentials::Vault::new(v.database.clone(), Arc::new(keys), public_base, Arc::clone(&audit));
+                let mut vault = crate::credentials::Vault::new(v.database.clone(), keys, public_base, Arc::clone(&audit));
                 vault.token_cache = v.token_cache;
                 vault.clock = Arc::clone(&clock);
                 Some(Arc::new(vault))
             }
-            None => None,
+            _ => None,
         };
         let admin_token = match &config.admin {
             Some(a) if a.token.expose().len() < 32 => {

@@ -45,6 +45,11 @@ impl AuditConfig {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SinkConfig {
     File(FileSinkConfig),
+    /// The vault's database (`vault.database`), queried by `warden audit query`.
+    Database {
+        #[serde(default)]
+        format: Format,
+    },
     Stdout {
         #[serde(default)]
         format: Format,

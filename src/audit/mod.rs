@@ -358,7 +358,7 @@ impl AuditSink {
     /// checkpoints).
     pub fn open(spec: &str) -> std::io::Result<Self> {
         let config = AuditConfig { output: Some(spec.to_owned()), ..AuditConfig::default() };
-        Self::from_config(&config, std::path::Path::new("."), None).map_err(|e| std::io::Error::other(e.to_string()))
+        Self::from_config(&config, std::path::Path::new("."), None, None).map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     /// The sinks `config` names (paths relative to `base`), with the chain resumed from the
@@ -367,6 +367,7 @@ impl AuditSink {
         config: &AuditConfig,
         base: &std::path::Path,
         metrics: Option<Arc<crate::telemetry::Metrics>>,
+        database: Option<(&str, Arc<crate::store::envelope::KeyRing>)>,
     ) -> Result<Self, ConfigError> {
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         let mut resume = None;
@@ -378,7 +379,7 @@ impl AuditSink {
             let at = |field: &str| if configured { format!("audit.sinks[{i}].{field}") } else { "audit.output".to_owned() };
             let format = match sink {
                 SinkConfig::File(f) => f.format,
-                SinkConfig::Stdout { format } | SinkConfig::Stderr { format } => *format,
+                SinkConfig::Stdout { format } | SinkConfig::Stderr { format } | SinkConfig::Database { format } => *format,
             };
             if format == Format::Ocsf {
                 return Err(ConfigError::new(at("format"), "ocsf is not available yet; use json"));
@@ -386,6 +387,12 @@ impl AuditSink {
             match sink {
                 SinkConfig::Stdout { .. } => sinks.push(Box::new(Stdout)),
                 SinkConfig::Stderr { .. } => sinks.push(Box::new(Stderr)),
+                SinkConfig::Database { .. } => {
+                    let Some((url, keys)) = &database else {
+                        return Err(ConfigError::new(at("type"), "the database sink writes to the vault's database: configure vault"));
+                    };
+                    sinks.push(Box::new(sinks::DatabaseSink::new((*url).to_owned(), Arc::clone(keys))));
+                }
                 SinkConfig::File(f) => {
                     if f.max_bytes == Some(0) {
                         return Err(ConfigError::new(at("max_bytes"), "must be greater than 0"));

@@ -132,3 +132,78 @@ fn last_whole_line(file: &mut std::fs::File) -> std::io::Result<Option<String>> 
     let start = tail[..end].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     Ok(Some(String::from_utf8_lossy(&tail[start..end]).into_owned()))
 }
+
+/// Records into the vault's database (`audit_records`), a batch per transaction. The writer
+/// thread is not a runtime thread: the sink runs its own single-threaded runtime, made on first
+/// use (on the writer thread), to drive the database client.
+pub struct DatabaseSink {
+    url: String,
+    keys: std::sync::Arc<crate::store::envelope::KeyRing>,
+    runtime: Option<tokio::runtime::Runtime>,
+    store: Option<crate::store::Store>,
+}
+
+/// How long one batch may take to reach the database before the write counts as failed.
+const DATABASE_WRITE: Duration = Duration::from_secs(5);
+
+impl DatabaseSink {
+    pub fn new(url: String, keys: std::sync::Arc<crate::store::envelope::KeyRing>) -> Self {
+        Self { url, keys, runtime: None, store: None }
+    }
+
+    fn rows(lines: &[u8]) -> Vec<crate::store::audit::AuditRow> {
+        let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
+        lines
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|line| {
+                let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+                Some(crate::store::audit::AuditRow {
+                    chain: text(&v, "chain")?,
+                    seq: v.get("seq")?.as_i64()?,
+                    id: text(&v, "id").unwrap_or_default(),
+                    ts: text(&v, "ts").unwrap_or_default(),
+                    kind: text(&v, "kind").unwrap_or_else(|| "event".into()),
+                    subject: text(&v, "subject"),
+                    issuer: text(&v, "issuer"),
+                    tenant: text(&v, "tenant"),
+                    client_id: text(&v, "client_id"),
+                    method: text(&v, "method"),
+                    tool: text(&v, "tool"),
+                    server: text(&v, "server"),
+                    decision: text(&v, "decision"),
+                    reason: text(&v, "reason"),
+                    record: String::from_utf8_lossy(line).into_owned(),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Sink for DatabaseSink {
+    fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
+        let rows = Self::rows(lines);
+        if self.runtime.is_none() {
+            self.runtime = Some(tokio::runtime::Builder::new_current_thread().enable_all().build()?);
+        }
+        let Some(runtime) = &self.runtime else { return Ok(()) };
+        let (url, keys, store) = (&self.url, &self.keys, &mut self.store);
+        runtime.block_on(async {
+            let written = tokio::time::timeout(DATABASE_WRITE, async {
+                if store.is_none() {
+                    *store = Some(crate::store::Store::open(url, std::sync::Arc::clone(keys)).await?);
+                }
+                match store {
+                    Some(s) => s.insert_audit(&rows).await,
+                    None => Ok(()),
+                }
+            })
+            .await;
+            match written {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
+                Err(_) => Err(std::io::Error::other("the audit database did not answer in time")),
+            }
+        })
+    }
+}

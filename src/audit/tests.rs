@@ -87,7 +87,7 @@ fn files_rotate_by_size_and_keep_at_most_n() {
         })],
         ..config::AuditConfig::default()
     };
-    let sink = AuditSink::from_config(&config, dir.path(), None).unwrap_or_else(|e| panic!("{e}"));
+    let sink = AuditSink::from_config(&config, dir.path(), None, None).unwrap_or_else(|e| panic!("{e}"));
     for i in 0..40 {
         sink.emit(AuditEvent { request_id: format!("r{i}"), reason: "ok".into(), ..AuditEvent::default() });
         assert!(sink.flush(std::time::Duration::from_secs(5)));

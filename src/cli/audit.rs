@@ -44,7 +44,7 @@ fn with_rotated(path: &Path) -> Vec<PathBuf> {
     rotated.into_iter().map(|(_, p)| p).chain(std::iter::once(path.to_path_buf())).collect()
 }
 
-pub async fn verify(files: &[PathBuf], key: &[String], keys_url: Option<&str>) -> ExitCode {
+pub async fn verify(files: &[PathBuf], key: &[String], keys_url: Option<&str>, database: Option<&Path>) -> ExitCode {
     let mut keys = Vec::new();
     for k in key {
         match chain::parse_public_key(k) {
@@ -58,6 +58,9 @@ pub async fn verify(files: &[PathBuf], key: &[String], keys_url: Option<&str>) -
             Err(e) => return fail(format!("--keys-url: {e}")),
         }
     }
+    if let Some(config) = database {
+        return verify_database(config, &keys).await;
+    }
     let paths: Vec<PathBuf> = if files.len() == 1 { with_rotated(&files[0]) } else { files.to_vec() };
     let mut verifier = Verifier::new(&keys);
     for path in &paths {
@@ -70,8 +73,58 @@ pub async fn verify(files: &[PathBuf], key: &[String], keys_url: Option<&str>) -
             verifier.line(&line, || format!("{}:{}", path.display(), n + 1));
         }
     }
-    let report = verifier.finish();
     let files_text = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    conclude(verifier.finish(), &files_text, keys.is_empty())
+}
+
+/// Every chain in the database sink's table, each from its first record.
+async fn verify_database(config: &Path, keys: &[(String, Vec<u8>)]) -> ExitCode {
+    let config = match crate::config::load_file(config, &crate::config::ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let Some(vault) = &config.vault else {
+        return fail("the config has no vault: the database sink writes to the vault's database".into());
+    };
+    let ring = match vault.key_ring(&config.base_dir) {
+        Ok(k) => std::sync::Arc::new(k),
+        Err(e) => return fail(e.to_string()),
+    };
+    let store = match crate::store::Store::open(&vault.database, ring).await {
+        Ok(s) => s,
+        Err(e) => return fail(format!("cannot open the database: {e}")),
+    };
+    let chains = match store.audit_chains().await {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot read the database: {e}")),
+    };
+    let mut worst = ExitCode::SUCCESS;
+    for chain in &chains {
+        let mut verifier = Verifier::new(keys);
+        let mut after = 0;
+        loop {
+            let page = match store.audit_chain_page(chain, after, 1000).await {
+                Ok(p) => p,
+                Err(e) => return fail(format!("cannot read the database: {e}")),
+            };
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            for (seq, line) in &page {
+                verifier.line(line, || format!("database chain {chain} seq {seq}"));
+            }
+        }
+        let code = conclude(verifier.finish(), &format!("database chain {chain}"), keys.is_empty());
+        if code != ExitCode::SUCCESS {
+            worst = code;
+        }
+    }
+    if chains.is_empty() {
+        println!("no audit records in the database");
+    }
+    worst
+}
+
+fn conclude(report: chain::Report, files_text: &str, keyless: bool) -> ExitCode {
     if let Some(fault) = &report.fault {
         println!("FAULT {}: {} at {}", fault.kind, fault.detail, fault.at);
         println!("checked {} record(s) in {files_text} before it", report.records);
@@ -81,7 +134,7 @@ pub async fn verify(files: &[PathBuf], key: &[String], keys_url: Option<&str>) -
         .first_seq
         .map_or_else(String::new, |s| if s > 1 { format!(" (from seq {s}: earlier files rotated away)") } else { String::new() });
     println!("verified {} record(s), {} checkpoint(s){from} in {files_text}", report.records, report.checkpoints);
-    if keys.is_empty() {
+    if keyless {
         println!("note: no --key given: checkpoint signatures were not checked, so a re-hashed forgery would pass");
     }
     if report.unsigned_tail > 0 {
@@ -92,6 +145,26 @@ pub async fn verify(files: &[PathBuf], key: &[String], keys_url: Option<&str>) -
         return ExitCode::from(3);
     }
     ExitCode::SUCCESS
+}
+
+/// `warden audit query`: the admin API's records, one JSON line each.
+pub async fn query(gateway: &str, filter: &[(&str, Option<String>)], limit: u32) -> ExitCode {
+    let admin = match super::admin_client::AdminClient::new(gateway) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let mut query: Vec<String> =
+        filter.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", super::admin_client::AdminClient::enc(v)))).collect();
+    query.push(format!("limit={limit}"));
+    match admin.call(reqwest::Method::GET, &format!("/admin/v1/audit?{}", query.join("&")), None).await {
+        Ok(body) => {
+            for record in body["records"].as_array().into_iter().flatten() {
+                println!("{record}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
 }
 
 /// The Ed25519 keys of a JWK set.

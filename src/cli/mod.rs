@@ -133,13 +133,37 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
+    /// Audit events from the database sink, through a running gateway's admin API (token from
+    /// WARDEN_ADMIN_TOKEN), newest first, one JSON line each.
+    Query {
+        /// The gateway's base URL.
+        #[arg(long, env = "WARDEN_GATEWAY_URL", default_value = "http://127.0.0.1:8080")]
+        gateway: String,
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long)]
+        tool: Option<String>,
+        /// allow, deny or error.
+        #[arg(long)]
+        decision: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// RFC 3339 (UTC), inclusive.
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339 (UTC), exclusive.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Checks audit files (a path also takes its rotated files PATH.N, oldest first) and reports
     /// the first deleted, inserted, reordered or altered record, a bad checkpoint signature,
     /// and the records after the last checkpoint. Exit status: 0 verified, 1 a fault, 3
     /// verified but with records no checkpoint covers.
     Verify {
         /// Audit files, oldest first.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "database")]
         files: Vec<PathBuf>,
         /// A checkpoint public key (base64url), as `warden keys generate --audit` printed it;
         /// once per key when the key was rotated.
@@ -148,6 +172,10 @@ pub enum AuditCommand {
         /// Fetch the keys from a gateway's `/.well-known/warden-audit-keys`.
         #[arg(long)]
         keys_url: Option<String>,
+        /// Verify the database sink's records instead of files: every chain in the vault's
+        /// database of this config.
+        #[arg(long, conflicts_with = "files")]
+        database: Option<PathBuf>,
     },
 }
 
@@ -334,7 +362,14 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Keys(KeysCommand::Generate { audit: true, out }) => audit::generate_key(out.as_deref()),
-        Command::Audit(AuditCommand::Verify { files, key, keys_url }) => audit::verify(&files, &key, keys_url.as_deref()).await,
+        Command::Audit(AuditCommand::Verify { files, key, keys_url, database }) => {
+            audit::verify(&files, &key, keys_url.as_deref(), database.as_deref()).await
+        }
+        Command::Audit(AuditCommand::Query { gateway, subject, tool, decision, tenant, since, until, limit }) => {
+            let filter =
+                [("subject", subject), ("tool", tool), ("decision", decision), ("tenant", tenant), ("since", since), ("until", until)];
+            audit::query(&gateway, &filter, limit).await
+        }
         Command::Keys(KeysCommand::Rotate { config, batch }) => keys::rotate(&config, batch).await,
         Command::Connections { gateway, command } => connections::run(&gateway, command).await,
         Command::Tools { gateway, command } => tools::run(&gateway, command).await,

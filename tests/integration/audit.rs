@@ -171,3 +171,103 @@ async fn a_signed_chain_survives_rotation_and_restart_and_each_tampering_is_foun
     let (code, out) = verify(dir.path(), &other_public).await;
     assert!(code == 1 && out.contains("FAULT unknown_key"), "{out}");
 }
+
+const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
+
+/// The database sink beside a file: queried by subject and decision through the admin API and
+/// the CLI, verified from the database, and a changed or deleted row found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_sink_is_queried_and_verified() {
+    let issuer = TestIssuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let generated = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["keys", "generate", "--audit", "--out"])
+        .arg(dir.path().join("audit.key"))
+        .output()
+        .await
+        .unwrap();
+    let public = String::from_utf8(generated.stdout).unwrap().trim().to_owned();
+    let keys = format!("k1:{}", warden::credentials::envelope::KeyRing::generate_key().expose());
+    let db = dir.path().join("vault.db");
+    let (listener, url) = listen().await;
+    let yaml = format!(
+        "server:\n  listen: {addr}\n  public_url: {url}\nidentity:\n  issuers:\n    - issuer: {iss}\nvault:\n  database: \"sqlite://{db}\"\n  keys: \"{keys}\"\nadmin:\n  token: {ADMIN}\naudit:\n  sinks:\n    - {{type: file, path: audit.jsonl}}\n    - {{type: database}}\n  chain: {{signing_key_file: audit.key, checkpoint_every: 4}}\ntools: []\n",
+        addr = listener.local_addr().unwrap(),
+        iss = issuer.url,
+        db = db.display()
+    );
+    let config_path = dir.path().join("warden.yaml");
+    std::fs::write(&config_path, &yaml).unwrap();
+    let config = warden::config::load_file(&config_path, &HashMap::new()).unwrap();
+    let gw = warden::Gateway::build(&config).unwrap_or_else(|e| panic!("{e}"));
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(warden::run(gw, listener, shutdown.clone().cancelled_owned()));
+    let http = reqwest::Client::new();
+    let post = |who: &str, body: Value| {
+        let token = issuer.sign(&issuer.claims(who, "", &format!("{url}/mcp")));
+        http.post(format!("{url}/mcp"))
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .json(&body)
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(post("alice", serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).await.unwrap().status(), 200);
+    }
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "nothing", "arguments": {}}});
+    assert_eq!(post("bob", call).await.unwrap().status(), 200);
+    // The database is written by the writer thread in batches: ask until all are there.
+    let query = |q: &'static str, expected: usize| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            for _ in 0..50 {
+                let r: Value = http.get(format!("{url}/admin/v1/audit?{q}")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+                let records = r["records"].as_array().cloned().unwrap_or_default();
+                if records.len() >= expected {
+                    return records;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Vec::new()
+        }
+    };
+    let alice = query("subject=alice", 3).await;
+    assert_eq!(alice.len(), 3, "{alice:?}");
+    assert!(alice.iter().all(|r| r["subject"] == "alice" && r["method"] == "tools/list"));
+    let denied = query("decision=deny", 1).await;
+    assert_eq!((denied.len(), denied[0]["subject"].as_str(), denied[0]["reason"].as_str()), (1, Some("bob"), Some("unknown_tool")));
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["audit", "query", "--subject", "bob", "--gateway", &url])
+        .env("WARDEN_ADMIN_TOKEN", ADMIN)
+        .output()
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&cli.stdout);
+    assert!(cli.status.success() && out.lines().count() == 1 && out.contains("\"unknown_tool\""), "{out}");
+    shutdown.cancel();
+    served.await.unwrap().unwrap();
+
+    let verify = || async {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["audit", "verify", &format!("--key={public}"), "--database"])
+            .arg(&config_path)
+            .output()
+            .await
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = verify().await;
+    assert_eq!(code, Some(0), "{out}");
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    sqlx::query("UPDATE audit_records SET record = replace(record, '\"bob\"', '\"eve\"') WHERE subject = 'bob'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (code, out) = verify().await;
+    assert!(code == Some(1) && out.contains("FAULT altered"), "{out}");
+    sqlx::query("DELETE FROM audit_records WHERE subject = 'bob'").execute(&mut conn).await.unwrap();
+    let (code, out) = verify().await;
+    assert!(code == Some(1) && out.contains("FAULT deleted"), "{out}");
+}
