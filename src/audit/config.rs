@@ -84,7 +84,8 @@ pub enum Format {
     /// Warden's event JSON, one object per line.
     #[default]
     Json,
-    /// OCSF API Activity (not yet available: refused by `warden check`).
+    /// OCSF 1.1 API Activity (class 6003), one event per line; Warden's record under
+    /// `unmapped.warden`.
     Ocsf,
 }
 

@@ -8,6 +8,7 @@
 
 pub mod chain;
 pub mod config;
+mod ocsf;
 mod sinks;
 
 pub use config::{AuditConfig, Format, SinkConfig};
@@ -370,6 +371,7 @@ impl AuditSink {
         database: Option<(&str, Arc<crate::store::envelope::KeyRing>)>,
     ) -> Result<Self, ConfigError> {
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        let mut formats: Vec<Format> = Vec::new();
         let mut resume = None;
         let configured = !config.sinks.is_empty();
         if configured && config.output.is_some() {
@@ -381,9 +383,10 @@ impl AuditSink {
                 SinkConfig::File(f) => f.format,
                 SinkConfig::Stdout { format } | SinkConfig::Stderr { format } | SinkConfig::Database { format } => *format,
             };
-            if format == Format::Ocsf {
-                return Err(ConfigError::new(at("format"), "ocsf is not available yet; use json"));
+            if format == Format::Ocsf && matches!(sink, SinkConfig::Database { .. }) {
+                return Err(ConfigError::new(at("format"), "the database sink keeps Warden's records (json), which verify and query read"));
             }
+            formats.push(format);
             match sink {
                 SinkConfig::Stdout { .. } => sinks.push(Box::new(Stdout)),
                 SinkConfig::Stderr { .. } => sinks.push(Box::new(Stderr)),
@@ -400,7 +403,8 @@ impl AuditSink {
                     let path = base.join(&f.path);
                     let (file, last) = sinks::RotatingFile::open(f, path.clone())
                         .map_err(|e| ConfigError::new(at("path"), format!("cannot open {}: {e}", path.display())))?;
-                    if resume.is_none() {
+                    // The chain resumes from the first file in Warden's format.
+                    if resume.is_none() && f.format == Format::Json {
                         resume = Some(last.as_deref().and_then(chain::Resume::from_line));
                     }
                     sinks.push(Box::new(file));
@@ -429,7 +433,8 @@ impl AuditSink {
         };
         let public_keys = signer.as_ref().map(|s| serde_json::json!({"keys": [s.jwk()]}));
         let chain = chain::Chain::new(resume.flatten(), signer, checkpoints);
-        let writer = Writer { sinks, chain, metrics: metrics.clone(), healthy: Arc::clone(&healthy) };
+        let writer =
+            Writer { sinks: sinks.into_iter().zip(formats).collect(), chain, metrics: metrics.clone(), healthy: Arc::clone(&healthy) };
         let queue = Self::start(writer).map_err(|e| ConfigError::new("audit", format!("cannot start the audit writer: {e}")))?;
         Ok(Self { queue: Some(queue), public_keys, metrics, healthy })
     }
@@ -487,7 +492,8 @@ impl AuditSink {
 /// every sink in one call per batch, and writes checkpoints when due.
 /// What the writer thread owns.
 struct Writer {
-    sinks: Vec<Box<dyn Sink>>,
+    /// Each sink with the format it is written in.
+    sinks: Vec<(Box<dyn Sink>, Format)>,
     chain: chain::Chain,
     metrics: Option<Arc<crate::telemetry::Metrics>>,
     healthy: Arc<AtomicBool>,
@@ -551,7 +557,7 @@ fn write_events(writer: Writer, events: std::sync::mpsc::Receiver<Message>) {
             metrics.audit_written(taken, records, failures);
         }
         if !acks.is_empty() {
-            for sink in &mut sinks {
+            for (sink, _) in &mut sinks {
                 if let Err(e) = sink.flush() {
                     tracing::error!(error = %e, "an audit sink could not be flushed");
                 }
@@ -571,20 +577,28 @@ fn write_events(writer: Writer, events: std::sync::mpsc::Receiver<Message>) {
     if chain.checkpoint_due(true) {
         chain.checkpoint(humantime::format_rfc3339_millis(SystemTime::now()).to_string(), &mut batch);
         write_all(&mut sinks, &mut batch);
-        for sink in &mut sinks {
+        for (sink, _) in &mut sinks {
             let _ = sink.flush();
         }
     }
 }
 
-/// Writes the batch to every sink; returns how many failed.
-fn write_all(sinks: &mut [Box<dyn Sink>], batch: &mut Vec<u8>) -> u64 {
+/// Writes the batch to every sink, in its format; returns how many failed.
+fn write_all(sinks: &mut [(Box<dyn Sink>, Format)], batch: &mut Vec<u8>) -> u64 {
     if batch.is_empty() {
         return 0;
     }
     let mut failures = 0;
-    for sink in sinks.iter_mut() {
-        if let Err(e) = sink.write(batch) {
+    let mut ocsf = Vec::new();
+    if sinks.iter().any(|(_, f)| *f == Format::Ocsf) {
+        ocsf::batch(batch, &mut ocsf);
+    }
+    for (sink, format) in sinks.iter_mut() {
+        let lines = match format {
+            Format::Json => &batch[..],
+            Format::Ocsf => &ocsf[..],
+        };
+        if let Err(e) = sink.write(lines) {
             failures += 1;
             tracing::error!(error = %e, "audit events could not be written to a sink");
         }

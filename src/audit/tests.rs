@@ -101,3 +101,35 @@ fn files_rotate_by_size_and_keep_at_most_n() {
         assert!(len <= 1500, "{name}: {len} bytes");
     }
 }
+
+#[test]
+fn each_sink_gets_every_record_in_its_own_format() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = |path: &str, format: Format| {
+        SinkConfig::File(config::FileSinkConfig { path: path.into(), format, max_bytes: None, max_age: None, keep: 1 })
+    };
+    let config = config::AuditConfig {
+        sinks: vec![file("ocsf.jsonl", Format::Ocsf), file("audit.jsonl", Format::Json)],
+        ..config::AuditConfig::default()
+    };
+    let sink = AuditSink::from_config(&config, dir.path(), None, None).unwrap_or_else(|e| panic!("{e}"));
+    for reason in ["ok", "policy_denied"] {
+        sink.emit(AuditEvent {
+            request_id: "r".into(),
+            reason: reason.into(),
+            decision: "allow",
+            method: Some("tools/call".into()),
+            ..AuditEvent::default()
+        });
+    }
+    assert!(sink.flush(std::time::Duration::from_secs(5)));
+    let read = |name: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.path().join(name)).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    };
+    let (json, ocsf) = (read("audit.jsonl"), read("ocsf.jsonl"));
+    assert_eq!((json.len(), ocsf.len()), (2, 2));
+    assert_eq!(ocsf[1]["class_uid"], 6003);
+    assert_eq!(ocsf[1]["status_code"], "policy_denied");
+    assert_eq!(ocsf[1]["unmapped"]["warden"]["hash"], json[1]["hash"], "the same chained record");
+    assert_eq!(json[1]["seq"], 2, "the JSON file holds the chain");
+}
