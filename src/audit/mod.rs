@@ -169,15 +169,15 @@ impl AuditEvent {
         (request_id, traceparent): (&str, &str),
         principal: &crate::identity::Principal,
         quota: &str,
-        tool: &crate::policy::ToolFacts<'_>,
+        (tool, server): (&str, Option<&str>),
         explanation: String,
     ) -> Self {
         Self {
             request_id: request_id.to_owned(),
             trace_id: crate::edge::trace_id(traceparent).to_owned(),
             method: Some("limits/quota_warning".into()),
-            tool: Some(tool.name.to_owned()),
-            server: tool.server.map(str::to_owned),
+            tool: Some(tool.to_owned()),
+            server: server.map(str::to_owned),
             rule: Some(quota.to_owned()),
             explanation: Some(explanation),
             decision: "allow",

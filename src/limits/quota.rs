@@ -155,7 +155,8 @@ impl Quotas {
                 for i in warn {
                     let q = applicable[i];
                     let explanation = format!("{}% of the budget of {} units for {} reached", warn_percent(q), q.budget, periods[i].0);
-                    let event = AuditEvent::quota_warning(request, principal, &format!("quotas/{}", q.name), tool, explanation);
+                    let event =
+                        AuditEvent::quota_warning(request, principal, &format!("quotas/{}", q.name), (tool.name, tool.server), explanation);
                     self.audit.emit(event);
                 }
                 Ok(())
