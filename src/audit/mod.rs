@@ -67,6 +67,10 @@ pub struct AuditEvent {
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
+    /// SHA-256 (hex) of the call's arguments in canonical JSON, for tools with
+    /// `audit_arguments: digest`; never the arguments themselves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments_sha256: Option<String>,
     /// How the call's rate limits were decided when not as configured: `local_fallback` (the
     /// shared Redis did not answer; this replica's buckets decided).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -65,6 +65,9 @@ pub struct McpServerConfig {
     /// Upstream tool name → its cost, where it differs from `cost`.
     #[serde(default)]
     pub costs: BTreeMap<String, u64>,
+    /// `digest`: its tools' audit events carry a SHA-256 of the arguments. Default: `none`.
+    #[serde(default)]
+    pub audit_arguments: crate::tools::config::AuditArguments,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

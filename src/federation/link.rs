@@ -475,6 +475,7 @@ pub(super) fn connect_tool(server: &Server) -> Option<Arc<Tool>> {
         server: Some(server.name.clone()),
         // Connecting is not the server's work: it spends no quota.
         cost: 0,
+        audit_arguments: crate::tools::config::AuditArguments::None,
         backend: Box::new(ConnectTool { link: Arc::clone(&server.link) }),
     };
     Tool::from_spec(spec)

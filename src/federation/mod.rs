@@ -69,6 +69,7 @@ pub struct Server {
     /// Quota cost of a call: the default, and per upstream tool name.
     cost: u64,
     costs: std::collections::BTreeMap<String, u64>,
+    audit_arguments: crate::tools::config::AuditArguments,
     link: Arc<Link>,
     /// The last good catalog (served while the server is down).
     tools: ArcSwap<Vec<Arc<Tool>>>,
@@ -195,6 +196,7 @@ impl Federation {
                 refresh_interval: c.refresh_interval,
                 cost: c.cost,
                 costs: c.costs.clone(),
+                audit_arguments: c.audit_arguments,
                 link: Arc::new(Link {
                     server: c.name.clone(),
                     transport,
@@ -392,6 +394,7 @@ impl Federation {
                 metadata: server.metadata.clone(),
                 server: Some(server.name.clone()),
                 cost: server.costs.get(&upstream_name).copied().unwrap_or(server.cost),
+                audit_arguments: server.audit_arguments,
                 backend: Box::new(backend),
             };
             match Tool::from_spec(spec) {

@@ -115,8 +115,14 @@ pub async fn call_tool(
         once.emit(&mcp.audit, AuditEvent::request(&ctx, Some(&principal), jsonrpc_id, Some("tools/call".into()), refused(&error)));
         return Err(error.into_error_data());
     };
+    let arguments_sha256 = (tool.audit_arguments == crate::tools::config::AuditArguments::Digest).then(|| {
+        let mut canonical = Vec::new();
+        crate::audit::chain::canonical(&arguments, &mut canonical);
+        crate::sha256_hex(&String::from_utf8_lossy(&canonical))
+    });
     let event = |verdict| AuditEvent {
         server: tool.server.clone(),
+        arguments_sha256: arguments_sha256.clone(),
         ..AuditEvent::tool_call(&ctx, &principal, jsonrpc_id.clone(), &tool.name, Some(rule.clone()), verdict)
     };
     if let Err(reason) = tool.validate_arguments(&arguments) {

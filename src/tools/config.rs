@@ -32,7 +32,19 @@ pub struct ToolConfig {
     /// Cost units one call spends of each quota it falls under (`limits.quotas`). Default: 1.
     #[serde(default = "default_cost")]
     pub cost: u64,
+    /// What a call's audit event says of its arguments: `none` (default) or `digest` (a
+    /// SHA-256 of their canonical JSON, to match a call to known arguments without keeping them).
+    #[serde(default)]
+    pub audit_arguments: AuditArguments,
     pub http: HttpToolConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditArguments {
+    #[default]
+    None,
+    Digest,
 }
 
 pub fn default_cost() -> u64 {

@@ -47,6 +47,8 @@ pub struct Tool {
     pub extras: Option<Box<rmcp::model::Tool>>,
     /// Cost units one call spends of each quota it falls under.
     pub cost: u64,
+    /// Whether a call's audit event carries a digest of its arguments.
+    pub audit_arguments: config::AuditArguments,
     /// Where a call goes: an HTTP endpoint or a federated MCP server (an OpenAPI operation
     /// next).
     pub backend: Box<dyn ToolBackend>,
@@ -61,6 +63,7 @@ pub struct ToolSpec {
     pub metadata: Map<String, Value>,
     pub server: Option<String>,
     pub cost: u64,
+    pub audit_arguments: config::AuditArguments,
     pub backend: Box<dyn ToolBackend>,
 }
 
@@ -175,6 +178,7 @@ impl Tool {
             server: spec.server,
             extras: Some(Box::new(spec.description)),
             cost: spec.cost,
+            audit_arguments: spec.audit_arguments,
             backend: spec.backend,
         })
     }
@@ -255,6 +259,7 @@ impl ToolRegistry {
                 server: None,
                 extras: None,
                 cost: c.cost,
+                audit_arguments: c.audit_arguments,
                 backend: Box::new(http),
             });
             registry.by_name.insert(c.name.clone(), Arc::clone(&tool));

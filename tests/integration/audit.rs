@@ -271,3 +271,25 @@ async fn the_database_sink_is_queried_and_verified() {
     let (code, out) = verify().await;
     assert!(code == Some(1) && out.contains("FAULT deleted"), "{out}");
 }
+
+/// `audit_arguments: digest`: the event carries a SHA-256 of the canonical arguments (keys
+/// sorted), never a value; other tools carry nothing.
+#[tokio::test]
+async fn argument_digests_match_without_revealing_values() {
+    let issuer = TestIssuer::start().await;
+    let upstream = crate::common::Upstream::start().await;
+    let tools = format!(
+        "  - {{name: search, description: d, audit_arguments: digest, input_schema: {{type: object}}, http: {{method: POST, url: \"{u}/s\"}}}}\n  - {{name: plain, description: d, input_schema: {{type: object}}, http: {{method: POST, url: \"{u}/p\"}}}}\n",
+        u = upstream.url
+    );
+    let gw = crate::common::gateway(&issuer, &tools, "upstream:\n  allow_cidrs: [127.0.0.1/32]\n").await;
+    let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    let args = serde_json::json!({"z": 1, "q": "secret-value-91f2"});
+    assert_eq!(gw.call(&alice, "search", args.clone()).await.result()["isError"], false);
+    assert_eq!(gw.call(&alice, "plain", args).await.result()["isError"], false);
+    let events = gw.audit();
+    let digest = |tool: &str| events.iter().find(|e| e["tool"] == tool).unwrap()["arguments_sha256"].clone();
+    assert_eq!(digest("search"), warden::sha256_hex(r#"{"q":"secret-value-91f2","z":1}"#).as_str());
+    assert!(digest("plain").is_null());
+    assert!(!gw.audit_text().contains("secret-value-91f2"));
+}
