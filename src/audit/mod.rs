@@ -404,7 +404,9 @@ impl AuditSink {
                     if f.max_bytes == Some(0) {
                         return Err(ConfigError::new(at("max_bytes"), "must be greater than 0"));
                     }
-                    let path = base.join(&f.path);
+                    // `output` is a path as given (from the working directory, as it always was);
+                    // `sinks[].path` is relative to the config file, like every other path in it.
+                    let path = if configured { base.join(&f.path) } else { f.path.clone() };
                     let (file, last) = sinks::RotatingFile::open(f, path.clone())
                         .map_err(|e| ConfigError::new(at("path"), format!("cannot open {}: {e}", path.display())))?;
                     // The chain resumes from the first file in Warden's format.
