@@ -45,6 +45,18 @@ async fn run_gateway(issuer: &TestIssuer, dir: &Path, calls: usize) -> Value {
     keys
 }
 
+/// `warden keys generate --audit --out PATH`: the public key it prints.
+async fn generate_key(path: &Path) -> String {
+    let generated = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["keys", "generate", "--audit", "--out"])
+        .arg(path)
+        .output()
+        .await
+        .unwrap();
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    String::from_utf8(generated.stdout).unwrap().trim().to_owned()
+}
+
 async fn verify(dir: &Path, key: &str) -> (i32, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(["audit", "verify", &format!("--key={key}")])
@@ -77,14 +89,7 @@ fn records(dir: &Path) -> Vec<Value> {
 async fn a_signed_chain_survives_rotation_and_restart_and_each_tampering_is_found() {
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let generated = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["keys", "generate", "--audit", "--out"])
-        .arg(dir.path().join("audit.key"))
-        .output()
-        .await
-        .unwrap();
-    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
-    let public = String::from_utf8(generated.stdout).unwrap().trim().to_owned();
+    let public = generate_key(&dir.path().join("audit.key")).await;
 
     let keys = run_gateway(&issuer, dir.path(), 30).await;
     assert_eq!(keys["keys"][0]["x"], public.as_str(), "the published key is the signing key's");
@@ -160,14 +165,7 @@ async fn a_signed_chain_survives_rotation_and_restart_and_each_tampering_is_foun
     assert!(code == 3 && out.contains("TAIL"), "{out}");
     restore();
     // Another key: the signatures do not verify.
-    let other = dir.path().join("other.key");
-    let generated = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["keys", "generate", "--audit", "--out"])
-        .arg(&other)
-        .output()
-        .await
-        .unwrap();
-    let other_public = String::from_utf8(generated.stdout).unwrap().trim().to_owned();
+    let other_public = generate_key(&dir.path().join("other.key")).await;
     let (code, out) = verify(dir.path(), &other_public).await;
     assert!(code == 1 && out.contains("FAULT unknown_key"), "{out}");
 }
@@ -180,13 +178,7 @@ const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
 async fn the_database_sink_is_queried_and_verified() {
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let generated = tokio::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["keys", "generate", "--audit", "--out"])
-        .arg(dir.path().join("audit.key"))
-        .output()
-        .await
-        .unwrap();
-    let public = String::from_utf8(generated.stdout).unwrap().trim().to_owned();
+    let public = generate_key(&dir.path().join("audit.key")).await;
     let keys = format!("k1:{}", warden::credentials::envelope::KeyRing::generate_key().expose());
     let db = dir.path().join("vault.db");
     let (listener, url) = listen().await;
