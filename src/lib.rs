@@ -34,7 +34,18 @@ pub use gateway::{Gateway, install_crypto, router, run};
 /// Hex SHA-256 of a text: how secrets and long values are stored and matched without keeping them.
 pub fn sha256_hex(value: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(value.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&sha2::Sha256::digest(value.as_bytes()))
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).

@@ -23,6 +23,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::hex;
+
 /// The `prev_hash` of a chain's first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -75,16 +77,6 @@ fn key_id(public: &[u8]) -> String {
 
 fn signed_text(chain: &str, seq: u64, hash: &str) -> String {
     format!("warden-audit-checkpoint:{chain}:{seq}:{hash}")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
 }
 
 /// Compact JSON with object keys sorted, at every level.

@@ -95,16 +95,8 @@ impl Shared {
     /// The key of a bucket in Redis: the prefix, the rule and a digest of the bucket's key
     /// (which may hold claims: never stored in clear).
     pub fn key(&self, rule: &str, bucket: &str) -> String {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(bucket.as_bytes());
-        let mut key = String::with_capacity(self.prefix.len() + rule.len() + 1 + 32);
-        key.push_str(&self.prefix);
-        key.push_str(rule);
-        key.push(':');
-        for b in &digest[..16] {
-            key.push_str(&format!("{b:02x}"));
-        }
-        key
+        // The first 16 bytes of the digest, in hex.
+        format!("{}{rule}:{}", self.prefix, &crate::sha256_hex(bucket)[..32])
     }
 
     /// One round trip: `Ok(None)` when every bucket had room (all charged), `Ok(Some((i,
