@@ -344,9 +344,16 @@ pub async fn run(gateway: Gateway, listener: TcpListener, shutdown: impl Future<
     })
     .await;
     // Every request has been answered: now every event it left must be written before exit.
-    let flushed = tokio::task::spawn_blocking(move || audit.flush(AUDIT_DRAIN)).await.unwrap_or(false);
-    if !flushed {
-        tracing::error!("audit events were still queued when shutdown gave up waiting for them");
+    let flushed = tokio::task::spawn_blocking(move || {
+        let flushed = audit.flush(AUDIT_DRAIN);
+        (flushed, audit.spooled())
+    })
+    .await
+    .unwrap_or((false, 0));
+    match flushed {
+        (true, _) => {}
+        (false, 0) => tracing::error!("audit events were still queued when shutdown gave up waiting for them"),
+        (false, bytes) => tracing::warn!(bytes, "audit records not yet delivered stay in the spool; they are delivered at the next start"),
     }
     served
 }

@@ -43,5 +43,8 @@ mod limits;
 #[path = "integration/audit.rs"]
 mod audit;
 
+#[path = "integration/audit_delivery.rs"]
+mod audit_delivery;
+
 #[path = "integration/telemetry.rs"]
 mod telemetry;

@@ -18,6 +18,50 @@ pub struct AuditConfig {
     /// The tamper-evident chain's checkpoints.
     #[serde(default)]
     pub chain: ChainConfig,
+    /// The on-disk queue in front of the webhook and database sinks.
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    /// What happens when a sink cannot keep up and its spool (or, for a file or stdout, its
+    /// memory backlog) is full: `block` (requests wait) or `refuse` (new MCP requests are
+    /// refused with `audit_unavailable` until it drains). Default: block.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Relative to the config file; each spooled sink has a directory in it. Default:
+    /// `audit-spool`.
+    #[serde(default = "default_spool_dir")]
+    pub dir: PathBuf,
+    /// Bytes waiting per sink, at most, before `on_failure` decides. Default: 256 MiB.
+    #[serde(default = "default_spool_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self { dir: default_spool_dir(), max_bytes: default_spool_bytes() }
+    }
+}
+
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("audit-spool")
+}
+
+fn default_spool_bytes() -> u64 {
+    256 << 20
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Requests wait for room: nothing runs unrecorded, and nothing is refused.
+    #[default]
+    Block,
+    /// New MCP requests are refused (`audit_unavailable`, HTTP 503) until there is room.
+    Refuse,
 }
 
 impl AuditConfig {
@@ -45,7 +89,10 @@ impl AuditConfig {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SinkConfig {
     File(FileSinkConfig),
-    /// The vault's database (`vault.database`), queried by `warden audit query`.
+    /// Batches POSTed to a collector (through the spool).
+    Webhook(super::webhook::WebhookSinkConfig),
+    /// The vault's database (`vault.database`), queried by `warden audit query` (through the
+    /// spool).
     Database {
         #[serde(default)]
         format: Format,

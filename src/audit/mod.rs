@@ -1,4 +1,5 @@
-//! Audit stage: one JSON event per decision, written as a line to stdout, stderr or a file.
+//! Audit stage: one JSON event per decision, hash-chained, written as a line to every sink:
+//! files, stdout or stderr directly; a webhook and the database through a spool on disk.
 //!
 //! In: [`AuditEvent`]s from the edge, gate, MCP handler, vault and admin API. Out: JSON lines,
 //! written by one writer thread fed through a bounded queue ([`AuditSink`]), so no request
@@ -10,10 +11,13 @@ pub mod chain;
 pub mod config;
 mod ocsf;
 mod sinks;
+mod spool;
+pub mod webhook;
 
-pub use config::{AuditConfig, Format, SinkConfig};
+pub use config::{AuditConfig, Format, OnFailure, SinkConfig};
 pub use sinks::Sink;
 use sinks::{Stderr, Stdout};
+use spool::Spool;
 
 use crate::config_error::ConfigError;
 
@@ -356,6 +360,32 @@ pub struct AuditSink {
     healthy: Arc<AtomicBool>,
     /// The checkpoint key's public half as a JWK set, when checkpoints are signed.
     public_keys: Option<serde_json::Value>,
+    /// A file or stdout sink keeps failing and its memory backlog is full.
+    backlogged: Arc<AtomicBool>,
+    /// The spools in front of the webhook and database sinks.
+    spools: Vec<Arc<Spool>>,
+    on_failure: OnFailure,
+    /// Ends the delivery threads (when this handle goes).
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for AuditSink {
+    fn drop(&mut self) {
+        // The writer ends once the queue's last sender is gone, and closes the spools; what
+        // they hold is delivered at the next start.
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A sink's name in logs and metric labels.
+fn sink_name(sink: &SinkConfig) -> String {
+    match sink {
+        SinkConfig::File(f) => format!("file:{}", f.path.display()),
+        SinkConfig::Webhook(w) => w.spool_name(),
+        SinkConfig::Database { .. } => "database".into(),
+        SinkConfig::Stdout { .. } => "stdout".into(),
+        SinkConfig::Stderr { .. } => "stderr".into(),
+    }
 }
 
 impl AuditSink {
@@ -367,38 +397,59 @@ impl AuditSink {
     }
 
     /// The sinks `config` names (paths relative to `base`), with the chain resumed from the
-    /// first file sink's last record and checkpoints signed with the configured key.
+    /// first file sink's last record and checkpoints signed with the configured key. The
+    /// webhook and database sinks get a spool each and a delivery thread.
     pub fn from_config(
         config: &AuditConfig,
         base: &std::path::Path,
         metrics: Option<Arc<crate::telemetry::Metrics>>,
         database: Option<(&str, Arc<crate::store::envelope::KeyRing>)>,
     ) -> Result<Self, ConfigError> {
-        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-        let mut formats: Vec<Format> = Vec::new();
+        let mut outs: Vec<Out> = Vec::new();
+        let mut deliveries: Vec<Delivery> = Vec::new();
         let mut resume = None;
         let configured = !config.sinks.is_empty();
         if configured && config.output.is_some() {
             return Err(ConfigError::new("audit.output", "give either output (one sink) or sinks, not both"));
         }
+        if config.spool.max_bytes < 64 * 1024 {
+            return Err(ConfigError::new("audit.spool.max_bytes", "must be at least 65536"));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
         for (i, sink) in config.effective_sinks().iter().enumerate() {
             let at = |field: &str| if configured { format!("audit.sinks[{i}].{field}") } else { "audit.output".to_owned() };
             let format = match sink {
                 SinkConfig::File(f) => f.format,
+                SinkConfig::Webhook(w) => w.format,
                 SinkConfig::Stdout { format } | SinkConfig::Stderr { format } | SinkConfig::Database { format } => *format,
             };
             if format == Format::Ocsf && matches!(sink, SinkConfig::Database { .. }) {
                 return Err(ConfigError::new(at("format"), "the database sink keeps Warden's records (json), which verify and query read"));
             }
-            formats.push(format);
-            match sink {
-                SinkConfig::Stdout { .. } => sinks.push(Box::new(Stdout)),
-                SinkConfig::Stderr { .. } => sinks.push(Box::new(Stderr)),
+            let mut spooled = |name: String, deliver: Box<dyn webhook::Deliver>, batch: (usize, usize)| {
+                if deliveries.iter().any(|(s, ..)| s.name == name) {
+                    return Err(ConfigError::new(at("name"), format!("two sinks spool as {name}: give each a name")));
+                }
+                let dir = base.join(&config.spool.dir).join(&name);
+                let spool = Spool::open(dir.clone(), name, config.spool.max_bytes, metrics.clone())
+                    .map_err(|e| ConfigError::new("audit.spool.dir", format!("cannot open {}: {e}", dir.display())))?;
+                let spool = Arc::new(spool);
+                deliveries.push((Arc::clone(&spool), deliver, batch));
+                Ok(Lane::Spooled(spool))
+            };
+            let lane = match sink {
+                SinkConfig::Stdout { .. } => Lane::Direct(Box::new(Stdout)),
+                SinkConfig::Stderr { .. } => Lane::Direct(Box::new(Stderr)),
+                SinkConfig::Webhook(w) => {
+                    let deliver = webhook::Webhook::new(w, &at)?;
+                    spooled(w.spool_name(), Box::new(deliver), (w.batch_max_events, w.batch_max_bytes))?
+                }
                 SinkConfig::Database { .. } => {
                     let Some((url, keys)) = &database else {
                         return Err(ConfigError::new(at("type"), "the database sink writes to the vault's database: configure vault"));
                     };
-                    sinks.push(Box::new(sinks::DatabaseSink::new((*url).to_owned(), Arc::clone(keys))));
+                    let deliver = sinks::DatabaseSink::new((*url).to_owned(), Arc::clone(keys));
+                    spooled("database".to_owned(), Box::new(deliver), (1000, 4 << 20))?
                 }
                 SinkConfig::File(f) => {
                     if f.max_bytes == Some(0) {
@@ -413,13 +464,24 @@ impl AuditSink {
                     if resume.is_none() && f.format == Format::Json {
                         resume = Some(last.as_deref().and_then(chain::Resume::from_line));
                     }
-                    sinks.push(Box::new(file));
+                    Lane::Direct(Box::new(file))
                 }
-            }
+            };
+            outs.push(Out { lane, format, backlog: Vec::new(), name: sink_name(sink) });
         }
         let healthy = Arc::new(AtomicBool::new(true));
-        if sinks.is_empty() {
-            return Ok(Self { queue: None, public_keys: None, metrics, healthy });
+        let backlogged = Arc::new(AtomicBool::new(false));
+        if outs.is_empty() {
+            return Ok(Self {
+                queue: None,
+                public_keys: None,
+                metrics,
+                healthy,
+                backlogged,
+                spools: Vec::new(),
+                on_failure: config.on_failure,
+                stop,
+            });
         }
         let signer = match &config.chain.signing_key_file {
             Some(file) => {
@@ -439,10 +501,25 @@ impl AuditSink {
         };
         let public_keys = signer.as_ref().map(|s| serde_json::json!({"keys": [s.jwk()]}));
         let chain = chain::Chain::new(resume.flatten(), signer, checkpoints);
-        let writer =
-            Writer { sinks: sinks.into_iter().zip(formats).collect(), chain, metrics: metrics.clone(), healthy: Arc::clone(&healthy) };
+        let spools: Vec<Arc<Spool>> = deliveries.iter().map(|(s, ..)| Arc::clone(s)).collect();
+        for (spool, mut deliver, batch) in deliveries {
+            let (metrics, stop) = (metrics.clone(), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name(format!("warden-audit-{}", spool.name))
+                .spawn(move || webhook::deliver_spool(&spool, deliver.as_mut(), batch, metrics.as_deref(), &stop))
+                .map_err(|e| ConfigError::new("audit", format!("cannot start an audit delivery thread: {e}")))?;
+        }
+        let writer = Writer {
+            outs,
+            chain,
+            metrics: metrics.clone(),
+            healthy: Arc::clone(&healthy),
+            backlogged: Arc::clone(&backlogged),
+            on_failure: config.on_failure,
+            spools: spools.clone(),
+        };
         let queue = Self::start(writer).map_err(|e| ConfigError::new("audit", format!("cannot start the audit writer: {e}")))?;
-        Ok(Self { queue: Some(queue), public_keys, metrics, healthy })
+        Ok(Self { queue: Some(queue), public_keys, metrics, healthy, backlogged, spools, on_failure: config.on_failure, stop })
     }
 
     fn start(writer: Writer) -> std::io::Result<std::sync::mpsc::SyncSender<Message>> {
@@ -452,10 +529,17 @@ impl AuditSink {
         Ok(queue)
     }
 
-    /// Whether events are being written: the writer runs and its last write succeeded (for
-    /// `/readyz`). True when auditing is off.
+    /// Whether events are being written: the writer runs, its last write succeeded, and (with
+    /// `on_failure: refuse`) new requests are accepted (for `/readyz`). True when auditing is
+    /// off.
     pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.healthy.load(Ordering::Relaxed) && self.accepting()
+    }
+
+    /// Whether a new request may run: false only with `on_failure: refuse`, while a sink's
+    /// spool (or memory backlog) is full. The gate refuses with `audit_unavailable` then.
+    pub fn accepting(&self) -> bool {
+        self.on_failure == OnFailure::Block || (!self.backlogged.load(Ordering::Relaxed) && !self.spools.iter().any(|s| s.full()))
     }
 
     /// The public key that verifies checkpoints, as a JWK set (`/.well-known/warden-audit-keys`).
@@ -485,42 +569,87 @@ impl AuditSink {
     }
 
     /// Waits (at most `timeout`) until every event emitted before this call is written, a
-    /// checkpoint signed if any is due, and the sinks flushed. Shutdown calls this after the
-    /// last request has been answered.
+    /// checkpoint signed if any is due, the sinks flushed, and the spools delivered. Shutdown
+    /// calls this after the last request has been answered; what a spool still holds then is
+    /// on disk, and delivered at the next start.
     pub fn flush(&self, timeout: std::time::Duration) -> bool {
         let Some(queue) = &self.queue else { return true };
+        let deadline = std::time::Instant::now() + timeout;
         let (done, wait) = std::sync::mpsc::sync_channel(1);
-        queue.send(Message::Flush(done)).is_ok() && wait.recv_timeout(timeout).is_ok()
+        if queue.send(Message::Flush(done)).is_err() || wait.recv_timeout(timeout).is_err() {
+            return false;
+        }
+        self.spools.iter().all(|spool| spool.wait_delivered(spool.position(), deadline))
+    }
+
+    /// Bytes the spools hold, not yet delivered.
+    pub fn spooled(&self) -> u64 {
+        self.spools.iter().map(|s| s.pending()).sum()
     }
 }
+
+/// A spooled sink's delivery: its spool, what delivers, and its batch limits (records, bytes).
+type Delivery = (Arc<Spool>, Box<dyn webhook::Deliver>, (usize, usize));
+
+/// Where one sink's records go from the writer thread: straight to the sink (a file, stdout),
+/// or into its spool, from which a delivery thread takes them (a webhook, the database).
+enum Lane {
+    Direct(Box<dyn Sink>),
+    Spooled(Arc<Spool>),
+}
+
+/// One sink as the writer sees it.
+struct Out {
+    lane: Lane,
+    format: Format,
+    /// Lines a write failed to take, kept in memory (in order) and retried first.
+    backlog: Vec<u8>,
+    name: String,
+}
+
+/// The most a sink's memory backlog holds before `on_failure` decides.
+const BACKLOG_MAX: usize = 4 << 20;
 
 /// The writer thread: takes what is queued, links it into the chain, encodes it, writes it to
 /// every sink in one call per batch, and writes checkpoints when due.
 /// What the writer thread owns.
 struct Writer {
-    /// Each sink with the format it is written in.
-    sinks: Vec<(Box<dyn Sink>, Format)>,
+    outs: Vec<Out>,
     chain: chain::Chain,
     metrics: Option<Arc<crate::telemetry::Metrics>>,
     healthy: Arc<AtomicBool>,
+    backlogged: Arc<AtomicBool>,
+    on_failure: OnFailure,
+    spools: Vec<Arc<Spool>>,
 }
 
 fn write_events(writer: Writer, events: std::sync::mpsc::Receiver<Message>) {
-    let Writer { mut sinks, mut chain, metrics, healthy } = writer;
-    // However the thread ends, it is no longer healthy.
-    struct Gone(Arc<AtomicBool>);
+    let Writer { mut outs, mut chain, metrics, healthy, backlogged, on_failure, spools } = writer;
+    // However the thread ends, it is no longer healthy, and no more records reach the spools.
+    struct Gone(Arc<AtomicBool>, Vec<Arc<Spool>>);
     impl Drop for Gone {
         fn drop(&mut self) {
             self.0.store(false, Ordering::Relaxed);
+            for spool in &self.1 {
+                spool.sync();
+                spool.close();
+            }
         }
     }
-    let _gone = Gone(Arc::clone(&healthy));
+    let _gone = Gone(Arc::clone(&healthy), spools);
     use std::sync::mpsc::RecvTimeoutError;
     let mut batch = Vec::with_capacity(64 * 1024);
     let mut acks = Vec::new();
+    let ctx = WriteCtx { on_failure, metrics: metrics.as_deref() };
     loop {
-        // While a checkpoint is pending, wake for its interval even if no event comes.
-        let first = match chain.checkpoint_wait() {
+        // While a checkpoint is pending, wake for its interval even if no event comes; while a
+        // sink has a backlog, wake to retry it.
+        let retry = outs.iter().any(|o| !o.backlog.is_empty()).then_some(BACKLOG_RETRY);
+        let wait = match (chain.checkpoint_wait(), retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let first = match wait {
             Some(wait) => match events.recv_timeout(wait) {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -557,15 +686,21 @@ fn write_events(writer: Writer, events: std::sync::mpsc::Receiver<Message>) {
             chain.checkpoint(humantime::format_rfc3339_millis(SystemTime::now()).to_string(), &mut batch);
         }
         let records = u64::try_from(batch.iter().filter(|b| **b == b'\n').count()).unwrap_or(0);
-        let failures = write_all(&mut sinks, &mut batch);
+        let failures = write_all(&mut outs, &mut batch, &ctx);
         healthy.store(failures == 0, Ordering::Relaxed);
+        backlogged.store(outs.iter().any(|o| o.backlog.len() >= BACKLOG_MAX), Ordering::Relaxed);
         if let Some(metrics) = &metrics {
             metrics.audit_written(taken, records, failures);
         }
         if !acks.is_empty() {
-            for (sink, _) in &mut sinks {
-                if let Err(e) = sink.flush() {
-                    tracing::error!(error = %e, "an audit sink could not be flushed");
+            for out in &mut outs {
+                match &mut out.lane {
+                    Lane::Direct(sink) => {
+                        if let Err(e) = sink.flush() {
+                            tracing::error!(sink = %out.name, error = %e, "an audit sink could not be flushed");
+                        }
+                    }
+                    Lane::Spooled(spool) => spool.sync(),
                 }
             }
             for done in acks.drain(..) {
@@ -582,35 +717,115 @@ fn write_events(writer: Writer, events: std::sync::mpsc::Receiver<Message>) {
     // Every handle is gone: close the chain with a last checkpoint.
     if chain.checkpoint_due(true) {
         chain.checkpoint(humantime::format_rfc3339_millis(SystemTime::now()).to_string(), &mut batch);
-        write_all(&mut sinks, &mut batch);
-        for (sink, _) in &mut sinks {
+    }
+    write_all(&mut outs, &mut batch, &ctx);
+    for out in &mut outs {
+        if let Lane::Direct(sink) = &mut out.lane {
             let _ = sink.flush();
         }
     }
 }
 
-/// Writes the batch to every sink, in its format; returns how many failed.
-fn write_all(sinks: &mut [(Box<dyn Sink>, Format)], batch: &mut Vec<u8>) -> u64 {
-    if batch.is_empty() {
-        return 0;
-    }
+/// How often a sink with a backlog is retried while no events come.
+const BACKLOG_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+struct WriteCtx<'a> {
+    on_failure: OnFailure,
+    metrics: Option<&'a crate::telemetry::Metrics>,
+}
+
+/// Writes the batch to every sink, in its format, behind whatever that sink has in backlog;
+/// returns how many sinks failed.
+fn write_all(outs: &mut [Out], batch: &mut Vec<u8>, ctx: &WriteCtx<'_>) -> u64 {
     let mut failures = 0;
     let mut ocsf = Vec::new();
-    if sinks.iter().any(|(_, f)| *f == Format::Ocsf) {
+    if !batch.is_empty() && outs.iter().any(|o| o.format == Format::Ocsf) {
         ocsf::batch(batch, &mut ocsf);
     }
-    for (sink, format) in sinks.iter_mut() {
-        let lines = match format {
+    for out in outs.iter_mut() {
+        let lines = match out.format {
             Format::Json => &batch[..],
             Format::Ocsf => &ocsf[..],
         };
-        if let Err(e) = sink.write(lines) {
+        if !out.write(lines, ctx) {
             failures += 1;
-            tracing::error!(error = %e, "audit events could not be written to a sink");
         }
     }
     batch.clear();
     failures
+}
+
+impl Out {
+    /// Writes `lines` after the backlog; what the sink does not take joins the backlog, up to
+    /// [`BACKLOG_MAX`]; past that, `block` retries until it goes through and `refuse` drops it
+    /// (counted; the gate is refusing new requests by then). Returns whether all was written.
+    fn write(&mut self, lines: &[u8], ctx: &WriteCtx<'_>) -> bool {
+        if !self.backlog.is_empty() {
+            let backlog = std::mem::take(&mut self.backlog);
+            if self.try_write(&backlog, ctx).is_err() {
+                self.backlog = backlog;
+            }
+        }
+        if lines.is_empty() {
+            return self.backlog.is_empty();
+        }
+        if self.backlog.is_empty() {
+            match self.try_write(lines, ctx) {
+                Ok(()) => return true,
+                Err(e) => tracing::error!(sink = %self.name, error = %e, "audit records could not be written; kept to retry"),
+            }
+        }
+        if self.backlog.len() + lines.len() <= BACKLOG_MAX {
+            self.backlog.extend_from_slice(lines);
+            return false;
+        }
+        match ctx.on_failure {
+            OnFailure::Block => {
+                self.backlog.extend_from_slice(lines);
+                let backlog = std::mem::take(&mut self.backlog);
+                tracing::error!(sink = %self.name, "an audit sink is failing and its backlog is full: requests wait (on_failure: block)");
+                while self.try_write(&backlog, ctx).is_err() {
+                    std::thread::sleep(BACKLOG_RETRY);
+                }
+                true
+            }
+            OnFailure::Refuse => {
+                let dropped = lines.iter().filter(|b| **b == b'\n').count();
+                tracing::error!(sink = %self.name, records = dropped, "an audit sink is failing and its backlog is full: records dropped, new requests refused");
+                if let Some(m) = ctx.metrics {
+                    m.audit_dropped(&self.name, dropped);
+                }
+                false
+            }
+        }
+    }
+
+    fn try_write(&mut self, lines: &[u8], ctx: &WriteCtx<'_>) -> std::io::Result<()> {
+        match &mut self.lane {
+            Lane::Direct(sink) => sink.write(lines),
+            Lane::Spooled(spool) => {
+                let need = u64::try_from(lines.len()).unwrap_or(u64::MAX);
+                match ctx.on_failure {
+                    OnFailure::Block => {
+                        let mut warned = false;
+                        while !spool.wait_for_room(need, BACKLOG_RETRY) {
+                            if !warned {
+                                tracing::error!(sink = %spool.name, "the audit spool is full: requests wait (on_failure: block)");
+                                warned = true;
+                            }
+                        }
+                    }
+                    // Past the bound the gate refuses new requests; the records of those still
+                    // running (and of the refusals) fit in the reserve of an eighth more.
+                    OnFailure::Refuse if spool.pending() + need > spool.max_bytes() + spool.max_bytes() / 8 => {
+                        return Err(std::io::Error::other("the audit spool is full"));
+                    }
+                    OnFailure::Refuse => {}
+                }
+                spool.append(lines).map(|_| ())
+            }
+        }
+    }
 }
 
 /// How long the writer lets events gather while busy; an event waits at most about this long.

@@ -207,3 +207,13 @@ impl Sink for DatabaseSink {
         })
     }
 }
+
+impl super::webhook::Deliver for DatabaseSink {
+    fn deliver(&mut self, lines: &[u8]) -> Result<(), super::webhook::Failure> {
+        self.write(lines).map_err(|e| {
+            // The store's error may be long; the next attempt opens the pool again.
+            self.store = None;
+            super::webhook::Failure::Retry(e.to_string())
+        })
+    }
+}

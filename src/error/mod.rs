@@ -101,6 +101,10 @@ pub enum GatewayError {
     /// the quotas' database, did not answer) or `limit_key_error` (a rule's CEL key failed).
     #[error("limits could not decide")]
     LimitsUndecided { rule: String, reason: &'static str, tool: std::sync::Arc<crate::tools::Tool> },
+    /// The audit trail cannot take more records (a sink's spool is full, `on_failure:
+    /// refuse`): the request is not run unrecorded.
+    #[error("audit unavailable")]
+    AuditUnavailable,
     /// Over the per-client-IP limit before authentication (seconds until a retry).
     #[error("too many requests")]
     TooManyRequests(u64),
@@ -132,7 +136,7 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn class(&self) -> Class {
         match self {
-            Self::NoDecision => Class::Internal,
+            Self::NoDecision | Self::AuditUnavailable => Class::Internal,
             // The server changed the tool; the gateway's pinning refuses it.
             Self::ToolWithheld(_) | Self::SourceFailed(..) => Class::Upstream,
             Self::LimitsUndecided { reason, .. } if *reason == "limits_unavailable" => Class::Internal,
@@ -178,6 +182,7 @@ impl GatewayError {
             | Self::QuotaExceeded { .. }
             | Self::LimitsUndecided { .. } => StatusCode::OK,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized(AuthError::MultipleCredentials | AuthError::TokenInQuery) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => StatusCode::FORBIDDEN,
@@ -213,6 +218,7 @@ impl GatewayError {
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::LimitsUndecided { reason, .. } => reason,
             Self::TooManyRequests(_) => "pre_auth_rate_limited",
+            Self::AuditUnavailable => "audit_unavailable",
             Self::Unauthorized(e) => e.code(),
             Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => "insufficient_scope",
             Self::Forbidden { denial: Denial::Forbidden { .. }, .. } => "policy_denied",
@@ -260,6 +266,10 @@ impl GatewayError {
             Self::TooManyRequests(secs) => (
                 None,
                 json!({"error": "rate_limited", "error_description": format!("too many requests from this client; retry after {secs} s"), "retryAfterSeconds": secs}),
+            ),
+            Self::AuditUnavailable => (
+                None,
+                json!({"error": "audit_unavailable", "error_description": "the audit trail cannot record requests right now; try again later"}),
             ),
             Self::Unauthorized(AuthError::Missing) => (
                 Some(meta.unauthorized(None, &meta.challenge_scopes)),
@@ -320,6 +330,9 @@ impl GatewayError {
         }
         if let Self::TooManyRequests(secs) = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+        }
+        if matches!(self, Self::AuditUnavailable) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response
     }
@@ -393,6 +406,7 @@ impl GatewayError {
             | Self::InvalidParams(_)
             | Self::UnsupportedMediaType
             | Self::TooManyRequests(_)
+            | Self::AuditUnavailable
             | Self::NotAcceptable => ErrorData::invalid_request("the request was refused", data),
         }
     }
@@ -416,7 +430,9 @@ impl GatewayError {
             Self::UnknownTool(name) | Self::ToolWithheld(name) | Self::PromptNotFound(name) => {
                 AuditDetails { tool: Some(name.clone()), ..AuditDetails::default() }
             }
-            Self::ResourceNotFound(_) | Self::SourceFailed(..) | Self::TooManyRequests(_) => AuditDetails::default(),
+            Self::ResourceNotFound(_) | Self::SourceFailed(..) | Self::TooManyRequests(_) | Self::AuditUnavailable => {
+                AuditDetails::default()
+            }
             Self::RateLimited { rule, retry_after, tool } => AuditDetails {
                 tool: Some(tool.name.clone()),
                 server: tool.server.clone(),

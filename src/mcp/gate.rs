@@ -78,6 +78,10 @@ pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -
         Ok(p) => p,
         Err(e) => return deny(None, None, GatewayError::Unauthorized(e)),
     };
+    // Fail closed (`audit.on_failure: refuse`): nothing runs that could not be recorded.
+    if !mcp.audit.accepting() {
+        return deny(Some(&principal), None, GatewayError::AuditUnavailable);
+    }
     if request.method() != Method::POST {
         return deny(Some(&principal), None, GatewayError::HttpMethodNotAllowed);
     }

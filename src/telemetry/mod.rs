@@ -66,6 +66,18 @@ struct UpstreamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    sink: String,
+    /// `ok`, `retry`, `too_large` or `rejected`.
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FetchLabels {
     issuer: String,
     outcome: String,
@@ -81,6 +93,9 @@ pub struct Metrics {
     audit_write_failures: Counter,
     audit_queue: Gauge,
     queued: AtomicI64,
+    audit_spool: Family<SinkLabels, Gauge>,
+    audit_deliveries: Family<DeliveryLabels, Counter>,
+    audit_dropped: Family<SinkLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -115,6 +130,20 @@ impl Default for Metrics {
         registry.register("audit_write_failures", "Batches a sink failed to write", audit_write_failures.clone());
         let audit_queue = Gauge::default();
         registry.register("audit_queue_depth", "Audit events waiting for the writer", audit_queue.clone());
+        let audit_spool = Family::<SinkLabels, Gauge>::default();
+        registry.register("audit_spool_bytes", "Audit bytes spooled on disk, not yet delivered, by sink", audit_spool.clone());
+        let audit_deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "audit_delivered_records",
+            "Spooled audit records by sink and delivery outcome (ok, retry, too_large, rejected)",
+            audit_deliveries.clone(),
+        );
+        let audit_dropped = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "audit_dropped_records",
+            "Audit records a sink could not take with its backlog full (on_failure: refuse)",
+            audit_dropped.clone(),
+        );
         Self {
             registry,
             requests,
@@ -125,6 +154,9 @@ impl Default for Metrics {
             audit_write_failures,
             audit_queue,
             queued: AtomicI64::new(0),
+            audit_spool,
+            audit_deliveries,
+            audit_dropped,
         }
     }
 }
@@ -184,6 +216,21 @@ impl Metrics {
         self.audit_queue.set(self.queued.fetch_sub(taken, Ordering::Relaxed) - taken);
         self.audit_records.inc_by(records);
         self.audit_write_failures.inc_by(failures);
+    }
+
+    /// What a sink's spool holds now.
+    pub fn audit_spool(&self, sink: &str, bytes: u64) {
+        self.audit_spool.get_or_create(&SinkLabels { sink: sink.to_owned() }).set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// A delivery attempt of `records` spooled records.
+    pub fn audit_delivery(&self, sink: &str, outcome: &str, records: usize) {
+        let labels = DeliveryLabels { sink: sink.to_owned(), outcome: outcome.to_owned() };
+        self.audit_deliveries.get_or_create(&labels).inc_by(u64::try_from(records).unwrap_or(0));
+    }
+
+    pub fn audit_dropped(&self, sink: &str, records: usize) {
+        self.audit_dropped.get_or_create(&SinkLabels { sink: sink.to_owned() }).inc_by(u64::try_from(records).unwrap_or(0));
     }
 
     /// The exposition in OpenMetrics text.

@@ -107,15 +107,7 @@ impl Upstream {
     pub fn new(config: &UpstreamConfig, headers: &IdentityHeadersConfig) -> Result<Self, ConfigError> {
         let policy =
             Arc::new(AddressPolicy { allow_private: config.dangerous_allow_private_upstreams, allow_cidrs: config.allow_cidrs.clone() });
-        let client = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .dns_resolver(Arc::new(ssrf::GuardedResolver { policy: Arc::clone(&policy) }))
-            .build()
-            .map_err(|e| ConfigError::new("upstream", format!("cannot build HTTP client: {e}")))?;
+        let client = guarded_client(&policy).map_err(|e| ConfigError::new("upstream", format!("cannot build HTTP client: {e}")))?;
         Ok(Self {
             client,
             policy,
@@ -145,17 +137,7 @@ impl Upstream {
     /// Refuses a URL whose host is an IP literal the SSRF guard does not permit (host names
     /// are checked by the resolver, after DNS).
     pub fn check_literal(&self, url: &url::Url) -> Result<(), UpstreamError> {
-        if let Some(host) = url.host() {
-            let ip = match host {
-                url::Host::Ipv4(v4) => Some(std::net::IpAddr::V4(v4)),
-                url::Host::Ipv6(v6) => Some(std::net::IpAddr::V6(v6)),
-                url::Host::Domain(_) => None,
-            };
-            if ip.is_some_and(|ip| !self.policy.permits(ip)) {
-                return Err(UpstreamError::Blocked);
-            }
-        }
-        Ok(())
+        if self.policy.permits_literal(url) { Ok(()) } else { Err(UpstreamError::Blocked) }
     }
 
     /// Sends a request with identity on it and nothing of the client's: the way a tool without
@@ -253,6 +235,20 @@ pub fn inject_identity(headers: &mut HeaderMap, names: &IdentityHeaders, princip
 }
 
 pub use crate::body::{ReadError, read_limited};
+
+/// A client that reaches only what `policy` permits (checked after DNS; check IP-literal URLs
+/// with [`AddressPolicy::permits_literal`]), follows no redirect and uses no proxy from the
+/// environment: for tools, federated servers and the audit webhook.
+pub fn guarded_client(policy: &Arc<AddressPolicy>) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .dns_resolver(Arc::new(ssrf::GuardedResolver { policy: Arc::clone(policy) }))
+        .build()
+}
 
 /// A client for the control plane: fetching issuer metadata and JWKS from operator-configured
 /// URLs. No redirects, no environment proxy, short timeouts.

@@ -36,6 +36,18 @@ impl AddressPolicy {
     }
 }
 
+impl AddressPolicy {
+    /// Whether `url` may be called as far as its host tells before DNS: an IP literal must be
+    /// permitted; a name is checked by the resolver, after DNS.
+    pub fn permits_literal(&self, url: &url::Url) -> bool {
+        match url.host() {
+            Some(url::Host::Ipv4(v4)) => self.permits(IpAddr::V4(v4)),
+            Some(url::Host::Ipv6(v6)) => self.permits(IpAddr::V6(v6)),
+            Some(url::Host::Domain(_)) | None => true,
+        }
+    }
+}
+
 /// What IPv4 addresses an IPv6 address carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Embedded {
