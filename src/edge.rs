@@ -23,6 +23,8 @@ pub struct RequestContext {
     pub request_id: String,
     pub traceparent: String,
     pub started: Instant,
+    /// The request's server span while traces are exported (`telemetry::traces`); none else.
+    pub span: tracing::Span,
 }
 
 impl RequestContext {
@@ -44,7 +46,7 @@ impl RequestContext {
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let traceparent =
             headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(child_traceparent).unwrap_or_else(new_traceparent);
-        Self { request_id, traceparent, started: Instant::now() }
+        Self { request_id, traceparent, started: Instant::now(), span: tracing::Span::none() }
     }
 }
 
@@ -73,12 +75,34 @@ fn span_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Middleware: attach a [`RequestContext`] and echo the request id.
+/// Paths no server span is made for: probes and scrapes would drown the requests.
+const UNTRACED: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+/// Middleware: attach a [`RequestContext`] and echo the request id. While traces are
+/// exported, the request runs in its server span, and its `traceparent` names that span.
 pub async fn layer(mut request: Request, next: Next) -> Response {
-    let ctx = RequestContext::from_headers(request.headers());
+    use tracing::Instrument;
+    let mut ctx = RequestContext::from_headers(request.headers());
     let id = HeaderValue::from_str(&ctx.request_id).ok();
-    request.extensions_mut().insert(ctx);
-    let mut response = next.run(request).await;
+    let traced = if UNTRACED.contains(&request.uri().path()) {
+        None
+    } else {
+        crate::telemetry::traces::server_span(request.method(), request.uri().path(), request.headers())
+    };
+    let mut response = match traced {
+        Some((span, traceparent)) => {
+            ctx.traceparent = traceparent;
+            ctx.span = span.clone();
+            request.extensions_mut().insert(ctx);
+            let response = next.run(request).instrument(span.clone()).await;
+            crate::telemetry::traces::record_status(&span, response.status().as_u16());
+            response
+        }
+        None => {
+            request.extensions_mut().insert(ctx);
+            next.run(request).await
+        }
+    };
     if let Some(id) = id {
         response.headers_mut().insert(REQUEST_ID, id);
     }

@@ -85,6 +85,8 @@ impl Gateway {
 
     fn build_with(config: &Config, source: PolicySource, clock: SharedClock) -> Result<Self, ConfigError> {
         let upstream = Upstream::new(&config.upstream, &config.identity_headers)?;
+        // The trace keys are checked here (the environment is read when `serve` starts them).
+        config.telemetry.trace_plan(&|_| None)?;
         let metrics = Arc::new(crate::telemetry::Metrics::default());
         let vault_keys = match &config.vault {
             Some(v) => Some(Arc::new(v.key_ring(&config.base_dir)?)),

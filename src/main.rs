@@ -14,18 +14,15 @@ use warden::cli::{Cli, EXIT_RUNTIME};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    init_logging();
     warden::install_crypto();
     let cli = Cli::parse();
+    // `serve` sets the subscriber itself, once its config says whether traces are exported.
+    if !cli.command.as_ref().is_some_and(warden::cli::Command::is_serve) {
+        warden::telemetry::traces::init_subscriber(None);
+    }
     let Ok(runtime) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
         eprintln!("error: cannot start the async runtime");
         return ExitCode::from(EXIT_RUNTIME);
     };
     runtime.block_on(warden::cli::dispatch(cli.command))
-}
-
-fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warden=info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

@@ -46,5 +46,8 @@ mod audit;
 #[path = "integration/audit_delivery.rs"]
 mod audit_delivery;
 
+#[path = "integration/traces.rs"]
+mod traces;
+
 #[path = "integration/telemetry.rs"]
 mod telemetry;

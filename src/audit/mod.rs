@@ -268,18 +268,46 @@ impl AuditEvent {
 /// The one audit event of one request. Whichever stage decides writes it; a second write is a
 /// bug, dropped and logged, so no request is ever recorded twice. The gate writes a fallback
 /// event from the response when no stage did, so none is recorded zero times.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AuditOnce {
     written: AtomicBool,
+    /// The request's server span, which gets the decision too (none while traces are off).
+    span: tracing::Span,
+}
+
+impl Default for AuditOnce {
+    fn default() -> Self {
+        Self::for_span(tracing::Span::none())
+    }
 }
 
 impl AuditOnce {
+    /// For a request traced in `span`.
+    pub fn for_span(span: tracing::Span) -> Self {
+        Self { written: AtomicBool::new(false), span }
+    }
+
     /// Writes `event` unless this request's event was written already; returns whether it wrote.
     pub fn emit(&self, sink: &AuditSink, event: AuditEvent) -> bool {
         if self.written.swap(true, Ordering::AcqRel) {
             tracing::error!(request_id = %event.request_id, reason = %event.reason, "a second audit event for one request was dropped");
             return false;
         }
+        crate::telemetry::traces::record_decision(
+            &self.span,
+            &crate::telemetry::traces::Decided {
+                method: event.method.as_deref(),
+                tool: event.tool.as_deref(),
+                server: event.server.as_deref(),
+                rule: event.rule.as_deref(),
+                credential: event.credential.as_deref(),
+                jsonrpc_id: event.jsonrpc_id.as_ref(),
+                decision: event.decision,
+                reason: &event.reason,
+                status: event.status,
+                request_id: &event.request_id,
+            },
+        );
         sink.emit(event);
         true
     }

@@ -289,6 +289,13 @@ pub enum PolicyCommand {
     },
 }
 
+impl Command {
+    /// `serve` sets the process's subscriber itself (its config may export traces).
+    pub fn is_serve(&self) -> bool {
+        matches!(self, Self::Serve { .. })
+    }
+}
+
 /// Runs a subcommand; `None` is the demo.
 pub async fn dispatch(command: Option<Command>) -> ExitCode {
     let command = command.unwrap_or(Command::Demo {
@@ -308,9 +315,26 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
             Err(code) => code,
         },
         Command::Serve { config } => {
-            let (config, gateway) = match load(&config) {
+            let loaded = tracing::subscriber::with_default(crate::telemetry::traces::log_subscriber(), || {
+                let (config, gateway) = load(&config)?;
+                let plan = config.telemetry.trace_plan(&|k| config::Env::var(&ProcessEnv, k)).map_err(config_error)?;
+                let exporter = plan.as_ref().map(crate::telemetry::traces::exporter).transpose().map_err(config_error)?;
+                Ok((config, gateway, exporter))
+            });
+            let (config, gateway, traces) = match loaded {
                 Ok(v) => v,
                 Err(code) => return code,
+            };
+            let traces = match traces {
+                Some((layer, installed)) => {
+                    crate::telemetry::traces::init_subscriber(Some(layer));
+                    tracing::info!("exporting traces over OTLP/HTTP");
+                    Some(installed)
+                }
+                None => {
+                    crate::telemetry::traces::init_subscriber(None);
+                    None
+                }
             };
             if let Some(vault) = &gateway.vault
                 && let Err(e) = vault.store().await
@@ -324,7 +348,10 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
             tracing::info!(listen = %config.server.listen, resource = %config.server.resource(), tools = config.tools.len(), "warden serving");
             let shutdown = CancellationToken::new();
             tokio::spawn(signal(shutdown.clone()));
-            match crate::run(gateway, listener, shutdown.cancelled_owned()).await {
+            let served = crate::run(gateway, listener, shutdown.cancelled_owned()).await;
+            // The last spans are sent before the process exits.
+            drop(traces);
+            match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(format!("server error: {e}")),
             }

@@ -182,11 +182,17 @@ pub async fn post_token(
         if client.auth == ClientAuth::Basic {
             request = request.basic_auth(&client.client_id, Some(client.client_secret.expose()));
         }
-        let response = match request.send().await {
+        // A client span per attempt (the token endpoint's host only: never the form).
+        let span = crate::telemetry::traces::http_client_span(None, "POST", token_url, "token_endpoint");
+        let response = match tracing::Instrument::instrument(request.send(), span.clone()).await {
             Ok(r) => r,
-            Err(_) => continue,
+            Err(_) => {
+                crate::telemetry::traces::record_outcome(&span, None, Some("upstream_unreachable"));
+                continue;
+            }
         };
         let status = response.status();
+        crate::telemetry::traces::record_outcome(&span, Some(status.as_u16()), (!status.is_success()).then_some("token_endpoint_refused"));
         if status.is_server_error() {
             continue;
         }

@@ -139,7 +139,15 @@ impl Link {
         let mut generation = None;
         let mut rejected = None;
         for _attempt in 0..2 {
-            let mut request = CallToolRequest::new(CallToolRequestParams::new(name.to_owned()).with_arguments(args.clone()));
+            let mut params = CallToolRequestParams::new(name.to_owned()).with_arguments(args.clone());
+            // The trace context in `_meta` too, as the MCP semantic conventions propagate it
+            // (a stdio server has no headers).
+            if !ctx.traceparent.is_empty() {
+                let mut meta = rmcp::model::RequestMetaObject::new();
+                meta.0.0.insert("traceparent".into(), Value::String(ctx.traceparent.clone()));
+                params.meta = Some(meta);
+            }
+            let mut request = CallToolRequest::new(params);
             if matches!(self.transport, Transport::Http { .. }) {
                 let (headers, g) = self.call_headers(principal, ctx, rejected).await?;
                 generation = g;
@@ -451,6 +459,14 @@ impl ToolBackend for FederatedTool {
         args: &'a Map<String, Value>,
     ) -> BoxFuture<'a, ToolOutcome> {
         Box::pin(self.link.call(&self.upstream_name, principal, ctx, args))
+    }
+
+    fn client_span(&self, parent: &tracing::Span, _tool: &str) -> tracing::Span {
+        let url = match &self.link.transport {
+            Transport::Http { url } => Some(&**url),
+            Transport::Stdio { .. } => None,
+        };
+        crate::telemetry::traces::mcp_client_span(parent, &self.link.server, &self.upstream_name, url)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

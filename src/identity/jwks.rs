@@ -209,12 +209,26 @@ impl JwksCache {
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, JwksError> {
-        let resp = self.http.get(url).timeout(FETCH_TIMEOUT).send().await.map_err(|e| JwksError::Fetch(format!("{url}: {e}")))?;
-        if !resp.status().is_success() {
-            return Err(JwksError::Fetch(format!("{url}: HTTP {}", resp.status())));
+        use tracing::Instrument;
+        let span = match url::Url::parse(url) {
+            Ok(parsed) => crate::telemetry::traces::http_client_span(None, "GET", &parsed, "jwks"),
+            Err(_) => tracing::Span::none(),
+        };
+        let fetched = async {
+            let resp = self.http.get(url).timeout(FETCH_TIMEOUT).send().await.map_err(|e| JwksError::Fetch(format!("{url}: {e}")))?;
+            crate::telemetry::traces::record_outcome(&span, Some(resp.status().as_u16()), None);
+            if !resp.status().is_success() {
+                return Err(JwksError::Fetch(format!("{url}: HTTP {}", resp.status())));
+            }
+            let body = read_limited(resp, MAX_DOCUMENT_BYTES).await.map_err(|e| JwksError::Fetch(format!("{url}: {e}")))?;
+            serde_json::from_slice(&body).map_err(|e| JwksError::Fetch(format!("{url}: {e}")))
         }
-        let body = read_limited(resp, MAX_DOCUMENT_BYTES).await.map_err(|e| JwksError::Fetch(format!("{url}: {e}")))?;
-        serde_json::from_slice(&body).map_err(|e| JwksError::Fetch(format!("{url}: {e}")))
+        .instrument(span.clone())
+        .await;
+        if fetched.is_err() {
+            crate::telemetry::traces::record_outcome(&span, None, Some("jwks_fetch_failed"));
+        }
+        fetched
     }
 }
 

@@ -60,7 +60,7 @@ pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -
         Some(ctx) => ctx.clone(),
         None => RequestContext::from_headers(request.headers()),
     };
-    let once = Arc::new(AuditOnce::default());
+    let once = Arc::new(AuditOnce::for_span(ctx.span.clone()));
     // Every refusal below: recorded once, rendered by `GatewayError`.
     let deny = |principal: Option<&Principal>, id: Option<(Value, Option<String>)>, error: GatewayError| {
         refuse(mcp, &once, &ctx, principal, id, error)

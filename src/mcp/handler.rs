@@ -155,13 +155,20 @@ pub async fn call_tool(
     }
     let event = |verdict| AuditEvent { limits: limits_note, ..event(verdict) };
     let args: &Map<String, Value> = arguments.as_object().unwrap_or(&EMPTY);
-    let call = CallContext { request_id: ctx.request_id.clone(), traceparent: ctx.traceparent.clone(), progress };
+    // The upstream call's client span; what goes upstream names it as the parent.
+    let span = tool.backend.client_span(&ctx.span, &tool.name);
+    let traceparent = crate::telemetry::traces::traceparent(&span).unwrap_or_else(|| ctx.traceparent.clone());
+    let call = CallContext { request_id: ctx.request_id.clone(), traceparent, progress };
     let running = Running::start(mcp, &principal, jsonrpc_id.as_ref(), &once, || event(closed()));
     let started = std::time::Instant::now();
     let outcome = tokio::select! {
-        outcome = tool.backend.call(&mcp.upstream, &principal, &call, args) => outcome,
+        outcome = tracing::Instrument::instrument(tool.backend.call(&mcp.upstream, &principal, &call, args), span.clone()) => outcome,
         () = running.cancelled() => Err(ToolFailure::Cancelled),
     };
+    match &outcome {
+        Ok(answer) => crate::telemetry::traces::record_outcome(&span, Some(answer.upstream_status), None),
+        Err(failure) => crate::telemetry::traces::record_outcome(&span, failure.upstream_status(), Some(failure.code())),
+    }
     let (kind, target) = match &tool.server {
         Some(server) => ("mcp", server.as_str()),
         None => ("http", tool.name.as_str()),

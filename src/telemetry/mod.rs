@@ -9,6 +9,10 @@
 //!
 //! Labels are bounded: methods outside Warden's known set are `other`, a tool name a client
 //! made up (an `unknown_tool` refusal) is never a label, and no subject, tenant or token is one.
+//!
+//! Traces: [`traces`].
+
+pub mod traces;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -172,11 +176,16 @@ pub struct Decision<'a> {
     pub latency_ms: Option<f64>,
 }
 
+/// Whether `method` is one Warden knows (a label, a span name), not one a client made up.
+pub fn known_method(method: &str) -> bool {
+    METHODS.contains(&method) || method.starts_with("admin/") && method.len() <= 40
+}
+
 impl Metrics {
     /// Counts one audited decision.
     pub fn decision(&self, d: &Decision<'_>) {
         let method = match d.method {
-            Some(m) if METHODS.contains(&m) || m.starts_with("admin/") && m.len() <= 40 => m,
+            Some(m) if known_method(m) => m,
             Some(_) => "other",
             None => "",
         };
@@ -327,11 +336,35 @@ pub struct TelemetryConfig {
     /// the main listener). Default: none (all on the main listener).
     #[serde(default)]
     pub listen: Option<std::net::SocketAddr>,
+    /// Traces: the OTLP/HTTP base URL (`http://collector:4318`; `/v1/traces` is added when the
+    /// URL has no path), or the full traces URL. Default: from
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`; with neither,
+    /// traces are off.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// Headers on every export (a hosted collector's API key), kept secret; added to those of
+    /// `OTEL_EXPORTER_OTLP_HEADERS`.
+    #[serde(default)]
+    pub otlp_headers: std::collections::BTreeMap<String, crate::secret::Secret>,
+    /// The share of traces started here that are kept (0 to 1); a caller's `traceparent`
+    /// decides for the traces it started. Default: 1.
+    #[serde(default)]
+    pub trace_sample_ratio: Option<f64>,
+    /// `service.name`. Default: `OTEL_SERVICE_NAME`, else `warden`.
+    #[serde(default)]
+    pub service_name: Option<String>,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { metrics: true, listen: None }
+        Self {
+            metrics: true,
+            listen: None,
+            otlp_endpoint: None,
+            otlp_headers: std::collections::BTreeMap::new(),
+            trace_sample_ratio: None,
+            service_name: None,
+        }
     }
 }
 

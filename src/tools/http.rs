@@ -203,6 +203,15 @@ impl HttpTool {
     }
 
     /// Calls the backend. Arguments have been validated against the schema already.
+    /// `scheme://host[:port]` of the backend.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn method(&self) -> &reqwest::Method {
+        &self.method
+    }
+
     pub async fn call(&self, upstream: &Upstream, principal: &Principal, ctx: &CallContext, args: &Map<String, Value>) -> ToolOutcome {
         let parked = self.parking_key(principal);
         if let Some(retry_after) = upstream.parking.remaining(&parked) {

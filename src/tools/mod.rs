@@ -85,6 +85,12 @@ pub trait ToolBackend: Send + Sync {
         args: &'a Map<String, Value>,
     ) -> BoxFuture<'a, ToolOutcome>;
 
+    /// The client span a call runs in (child of the request's `parent` span), named and
+    /// attributed as its protocol's conventions say; none while traces are off.
+    fn client_span(&self, _parent: &tracing::Span, _tool: &str) -> tracing::Span {
+        tracing::Span::none()
+    }
+
     /// The concrete backend, for code that knows the kind it wants (tests, diagnostics).
     fn as_any(&self) -> &dyn std::any::Any;
 }
@@ -102,6 +108,13 @@ impl ToolBackend for HttpTool {
         args: &'a Map<String, Value>,
     ) -> BoxFuture<'a, ToolOutcome> {
         Box::pin(HttpTool::call(self, upstream, principal, ctx, args))
+    }
+
+    fn client_span(&self, parent: &tracing::Span, tool: &str) -> tracing::Span {
+        let Ok(origin) = url::Url::parse(self.origin()) else { return tracing::Span::none() };
+        let span = crate::telemetry::traces::http_client_span(Some(parent), self.method().as_str(), &origin, "http_tool");
+        span.record("gen_ai.tool.name", tool);
+        span
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
