@@ -133,3 +133,69 @@ fn each_sink_gets_every_record_in_its_own_format() {
     assert_eq!(ocsf[1]["unmapped"]["warden"]["hash"], json[1]["hash"], "the same chained record");
     assert_eq!(json[1]["seq"], 2, "the JSON file holds the chain");
 }
+
+/// A sink that fails while `failing` is set (a full disk), recording what it took.
+struct Flaky {
+    failing: Arc<AtomicBool>,
+    took: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Sink for Flaky {
+    fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("no space left on device"));
+        }
+        self.took.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(lines);
+        Ok(())
+    }
+}
+
+fn flaky_out() -> (Out, Arc<AtomicBool>, Arc<std::sync::Mutex<Vec<u8>>>) {
+    let failing = Arc::new(AtomicBool::new(true));
+    let took = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Flaky { failing: Arc::clone(&failing), took: Arc::clone(&took) };
+    (Out { lane: Lane::Direct(Box::new(sink)), format: Format::Json, backlog: Vec::new(), name: "flaky".into() }, failing, took)
+}
+
+#[test]
+fn a_failing_sink_keeps_its_records_in_order_and_writes_them_when_it_recovers() {
+    let (mut out, failing, took) = flaky_out();
+    let ctx = WriteCtx { on_failure: OnFailure::Block, metrics: None };
+    assert!(!out.write(b"{\"n\":1}\n", &ctx));
+    assert!(!out.write(b"{\"n\":2}\n", &ctx));
+    assert_eq!(out.backlog, b"{\"n\":1}\n{\"n\":2}\n");
+    failing.store(false, Ordering::SeqCst);
+    assert!(out.write(b"{\"n\":3}\n", &ctx), "the backlog first, then the new batch");
+    assert_eq!(*took.lock().unwrap_or_else(std::sync::PoisonError::into_inner), b"{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
+    assert!(out.backlog.is_empty());
+}
+
+#[test]
+fn a_full_backlog_drops_under_refuse_and_waits_under_block() {
+    let line = vec![b'x'; 1023].into_iter().chain([b'\n']).collect::<Vec<u8>>();
+    let batch: Vec<u8> = line.iter().copied().cycle().take(line.len() * 1024).collect();
+    // refuse: past BACKLOG_MAX, a batch is dropped (the gate refuses new requests by then).
+    let (mut out, _failing, took) = flaky_out();
+    let ctx = WriteCtx { on_failure: OnFailure::Refuse, metrics: None };
+    for _ in 0..(BACKLOG_MAX / batch.len()) {
+        assert!(!out.write(&batch, &ctx));
+    }
+    assert_eq!(out.backlog.len(), BACKLOG_MAX);
+    assert!(!out.write(&batch, &ctx));
+    assert_eq!(out.backlog.len(), BACKLOG_MAX, "dropped, not kept past the bound");
+    assert!(took.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty());
+    // block: past BACKLOG_MAX, the writer waits until the sink takes everything.
+    let (mut out, failing, took) = flaky_out();
+    let ctx = WriteCtx { on_failure: OnFailure::Block, metrics: None };
+    for _ in 0..(BACKLOG_MAX / batch.len()) {
+        assert!(!out.write(&batch, &ctx));
+    }
+    let recover = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        failing.store(false, Ordering::SeqCst);
+    });
+    assert!(out.write(&batch, &ctx), "returns once written");
+    recover.join().unwrap_or_else(|_| panic!("recover"));
+    assert_eq!(took.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len(), BACKLOG_MAX + batch.len());
+    assert!(out.backlog.is_empty());
+}
