@@ -91,4 +91,47 @@ async fn the_exposition_passes_promtool() {
     drop(child.stdin.take());
     let out = child.wait_with_output().await.unwrap();
     assert!(out.status.success(), "{}{}\n{text}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // The shipped alerting rules parse, with valid PromQL.
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/dashboards/warden-alerts.yaml");
+    let out =
+        tokio::process::Command::new(std::env::var("WARDEN_PROMTOOL").unwrap()).args(["check", "rules", rules]).output().await.unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Every metric the shipped dashboard and alerting rules query is one Warden exposes.
+#[tokio::test]
+async fn the_dashboard_and_alerts_query_metrics_that_exist() {
+    // Every family with a sample (a labelled family without one is not in the exposition).
+    let m = warden::telemetry::Metrics::default();
+    m.decision(&warden::telemetry::Decision {
+        method: Some("tools/call"),
+        tool: Some("t"),
+        server: None,
+        decision: "allow",
+        reason: "ok",
+        latency_ms: Some(1.0),
+    });
+    m.upstream("http", "t", "ok", std::time::Duration::from_millis(1));
+    m.jwks_fetch("https://idp", true);
+    m.audit_spool("webhook", 0);
+    m.audit_delivery("webhook", "ok", 1);
+    m.audit_dropped("webhook", 1);
+    m.audit_queued();
+    let text = m.encode_prometheus();
+    let families: std::collections::HashSet<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboards");
+    let mut queried = 0;
+    for file in ["grafana-warden.json", "warden-alerts.yaml"] {
+        let body = std::fs::read_to_string(root.join(file)).unwrap();
+        for (at, _) in body.match_indices("warden_") {
+            let name: String = body[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            if name == "warden_" || name.starts_with("warden_overview") {
+                continue;
+            }
+            let family = ["_bucket", "_count", "_sum"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(&name);
+            assert!(families.contains(family), "{file} queries {name}, which /metrics does not have");
+            queried += 1;
+        }
+    }
+    assert!(queried > 20, "{queried}");
 }
