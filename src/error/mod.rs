@@ -127,6 +127,13 @@ pub enum GatewayError {
     InvalidParams(&'static str),
     #[error("method not found")]
     MethodNotFound,
+    /// A method the request's revision does not have (2026-07-28: unknown, or removed as
+    /// `initialize` and `logging/setLevel` were): HTTP 404 with -32601 (SEP-2575).
+    #[error("method not found")]
+    MethodNotFoundOnThisRevision,
+    /// 2026-07-28 (SEP-2243): `Mcp-Method` or `Mcp-Name` missing, or disagreeing with the body.
+    #[error("header mismatch: {0}")]
+    HeaderMismatch(&'static str),
     #[error("content type must be application/json")]
     UnsupportedMediaType,
     #[error("the client must accept application/json and text/event-stream")]
@@ -162,6 +169,8 @@ impl GatewayError {
             | Self::InvalidRequest(_)
             | Self::InvalidParams(_)
             | Self::MethodNotFound
+            | Self::MethodNotFoundOnThisRevision
+            | Self::HeaderMismatch(_)
             | Self::UnsupportedMediaType
             | Self::NotAcceptable => Class::Downstream,
         }
@@ -196,6 +205,8 @@ impl GatewayError {
             // A well-formed request for a method this server does not offer is answered like
             // any JSON-RPC response, so clients surface the error instead of an HTTP failure.
             Self::MethodNotFound => StatusCode::OK,
+            Self::MethodNotFoundOnThisRevision => StatusCode::NOT_FOUND,
+            Self::HeaderMismatch(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
         }
@@ -229,7 +240,8 @@ impl GatewayError {
             Self::Parse => "parse_error",
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidParams(_) => "invalid_params",
-            Self::MethodNotFound => "method_not_found",
+            Self::MethodNotFound | Self::MethodNotFoundOnThisRevision => "method_not_found",
+            Self::HeaderMismatch(_) => "header_mismatch",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::NotAcceptable => "not_acceptable",
         }
@@ -312,7 +324,10 @@ impl GatewayError {
             Self::Parse => (None, rpc_error(None, rpc::PARSE_ERROR, "parse error: the body is not valid JSON", "parse_error")),
             Self::InvalidRequest(why) => (None, rpc_error(jsonrpc_id, rpc::INVALID_REQUEST, why, "invalid_request")),
             Self::InvalidParams(why) => (None, rpc_error(jsonrpc_id, rpc::INVALID_PARAMS, why, "invalid_params")),
-            Self::MethodNotFound => (None, rpc_error(jsonrpc_id, rpc::METHOD_NOT_FOUND, "method not found", "method_not_found")),
+            Self::MethodNotFound | Self::MethodNotFoundOnThisRevision => {
+                (None, rpc_error(jsonrpc_id, rpc::METHOD_NOT_FOUND, "method not found", "method_not_found"))
+            }
+            Self::HeaderMismatch(why) => (None, rpc_error(jsonrpc_id, rpc::HEADER_MISMATCH, why, "header_mismatch")),
             Self::UnsupportedMediaType => {
                 (None, rpc_error(None, rpc::INVALID_REQUEST, "Content-Type must be application/json", "unsupported_media_type"))
             }
@@ -378,7 +393,9 @@ impl GatewayError {
                 format!("{} was not called: its limits ({rule}) could not be checked", tool.name),
                 Some(json!({"code": code, "rule": rule})),
             ),
-            Self::MethodNotFound => ErrorData::new(ErrorCode::METHOD_NOT_FOUND, "method not found", data),
+            Self::MethodNotFound | Self::MethodNotFoundOnThisRevision => {
+                ErrorData::new(ErrorCode::METHOD_NOT_FOUND, "method not found", data)
+            }
             Self::ConnectionRequired { url, message } => {
                 let data = json!({
                     "elicitations": [{
@@ -407,6 +424,7 @@ impl GatewayError {
             | Self::UnsupportedMediaType
             | Self::TooManyRequests(_)
             | Self::AuditUnavailable
+            | Self::HeaderMismatch(_)
             | Self::NotAcceptable => ErrorData::invalid_request("the request was refused", data),
         }
     }
@@ -463,10 +481,21 @@ impl GatewayError {
             | Self::InvalidRequest(_)
             | Self::InvalidParams(_)
             | Self::MethodNotFound
+            | Self::MethodNotFoundOnThisRevision
+            | Self::HeaderMismatch(_)
             | Self::UnsupportedMediaType
             | Self::NotAcceptable => AuditDetails::default(),
         }
     }
+}
+
+/// Arguments the input schema refuses, as the `isError` result the model sees (SEP-1303).
+pub fn invalid_arguments_result(error: &GatewayError) -> rmcp::model::CallToolResult {
+    let text = match error {
+        GatewayError::InvalidArguments(why) => format!("invalid arguments: {why}"),
+        other => other.to_string(),
+    };
+    rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(text)])
 }
 
 /// What a refusal adds to its audit event.

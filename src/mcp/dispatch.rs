@@ -35,9 +35,16 @@ const PER_REQUEST_REVISION: &str = "2026-07-28";
 /// Whether a message is on the 2026-07-28 per-request lifecycle: `server/discover`, a
 /// protocol revision in `_meta`, or that revision (or a later one) in the header.
 pub fn needs_rmcp(headers: &HeaderMap, message: &Message) -> bool {
-    message.meta_protocol_version
-        || message.method.as_deref() == Some("server/discover")
-        || headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok()).is_some_and(|v| v >= PER_REQUEST_REVISION)
+    message.meta_protocol_version || message.method.as_deref() == Some("server/discover") || per_request_header(headers)
+}
+
+/// Whether `MCP-Protocol-Version` names 2026-07-28 or a later revision this server knows (an
+/// unknown one is refused, or, on `initialize`, negotiated down).
+pub fn per_request_header(headers: &HeaderMap) -> bool {
+    headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v >= PER_REQUEST_REVISION && rmcp::model::ProtocolVersion::KNOWN_VERSIONS.iter().any(|k| k.as_str() == v))
 }
 
 /// Serves a message directly: one typed message in, one JSON-RPC response out.

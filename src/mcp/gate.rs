@@ -41,6 +41,14 @@ const SERVED_METHODS: &[&str] = &[
     "prompts/get",
 ];
 
+/// Whether `method` is served: on the 2026-07-28 per-request lifecycle, not `initialize`
+/// (that revision removed it); resources and prompts only where federated servers offer them
+/// (they are declared then, and only then).
+fn served(method: &str, per_request: bool, extras: bool) -> bool {
+    let extra = method.starts_with("resources/") || method.starts_with("prompts/");
+    SERVED_METHODS.contains(&method) && !(per_request && method == "initialize") && (extras || !extra || !per_request)
+}
+
 /// The largest rmcp response the gate reads to record its outcome (rmcp's own answers are a
 /// few hundred bytes; the handler's results are never read here).
 const SETTLE_READ_LIMIT: usize = 1 << 20;
@@ -104,7 +112,18 @@ pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -
         Ok(Err(_)) => return deny(Some(&principal), None, GatewayError::BodyUnreadable),
         Err(_) => return deny(Some(&principal), None, GatewayError::BodyTimeout),
     };
-    let mut message = match check_message(&bytes) {
+    // 2026-07-28 (SEP-2575): an unknown method, or one that revision removed, is HTTP 404.
+    let header_per_request = super::dispatch::per_request_header(&parts.headers);
+    let extras = mcp.federation.offers_extras();
+    let unserved = |method: &str, meta: bool| {
+        let per_request = header_per_request || meta || method == "server/discover";
+        (!served(method, per_request, extras)).then_some(if per_request {
+            GatewayError::MethodNotFoundOnThisRevision
+        } else {
+            GatewayError::MethodNotFound
+        })
+    };
+    let mut message = match check_message(&bytes, &unserved) {
         Ok(m) => m,
         Err((id, e)) => return deny(Some(&principal), id.map(|id| (id, None)), e),
     };
@@ -112,10 +131,9 @@ pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -
     if let Err(e) = check_protocol_version(&parts.headers, &message) {
         return deny(Some(&principal), id_and_method(&message), e);
     }
-    if let (Some(method), Some(_)) = (&message.method, &message.id)
-        && !SERVED_METHODS.contains(&method.as_str())
-    {
-        return deny(Some(&principal), id_and_method(&message), GatewayError::MethodNotFound);
+    let per_request = super::dispatch::needs_rmcp(&parts.headers, &message);
+    if per_request && let Err(e) = check_mcp_headers(&parts.headers, &message) {
+        return deny(Some(&principal), id_and_method(&message), e);
     }
 
     let facts = request_facts(mcp, &parts);
@@ -123,8 +141,12 @@ pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -
         Ok(call) => call,
         Err(e) => return deny(Some(&principal), id_and_method(&message), e),
     };
-    let url_elicitation = supports_url_elicitation(&parts.headers, &message.kind);
-    let to_rmcp = super::dispatch::needs_rmcp(&parts.headers, &message);
+    let url_elicitation = match (supports_url_elicitation(&parts.headers, &message.kind), per_request) {
+        (false, _) => super::Elicitation::Text,
+        (true, false) => super::Elicitation::Error,
+        (true, true) => super::Elicitation::InputRequired,
+    };
+    let to_rmcp = per_request;
     let admitted =
         Admitted { principal, ctx, facts, jsonrpc_id: message.id, method: message.method, url_elicitation, call, once: Arc::clone(&once) };
     if !to_rmcp {
@@ -354,6 +376,55 @@ fn check_framing(headers: &http::HeaderMap) -> Result<(), GatewayError> {
     let accepts = |t: &str| accept.split(',').any(|a| a.split(';').next().is_some_and(|m| m.trim() == t || m.trim() == "*/*"));
     if !(accepts("application/json") && accepts("text/event-stream")) {
         return Err(GatewayError::NotAcceptable);
+    }
+    Ok(())
+}
+
+/// 2026-07-28 (SEP-2243): `Mcp-Method` names the body's method, and `Mcp-Name` the tool or
+/// prompt name (`tools/call`, `prompts/get`) or resource URI (`resources/read`), as sent or
+/// Base64-wrapped (`=?base64?…?=`). Checked before any decision, so a mismatched request is
+/// refused as such whatever else is wrong with it; rmcp checks the `Mcp-Param-*` headers of the
+/// calls it serves.
+fn check_mcp_headers(headers: &http::HeaderMap, message: &Message) -> Result<(), GatewayError> {
+    let Some(method) = message.method.as_deref() else { return Ok(()) };
+    let one = |name: &str| -> Result<Option<&str>, GatewayError> {
+        let mut values = headers.get_all(name).iter();
+        let Some(value) = values.next() else { return Ok(None) };
+        if values.next().is_some() {
+            return Err(GatewayError::HeaderMismatch("send one Mcp-Method and at most one Mcp-Name header"));
+        }
+        value.to_str().map(Some).map_err(|_| GatewayError::HeaderMismatch("an Mcp-* header is not visible ASCII"))
+    };
+    match one("mcp-method")? {
+        None => return Err(GatewayError::HeaderMismatch("the Mcp-Method header is required")),
+        Some(value) if value != method => {
+            return Err(GatewayError::HeaderMismatch("the Mcp-Method header does not match the body's method"));
+        }
+        Some(_) => {}
+    }
+    let expected = match &message.kind {
+        Kind::CallTool(call) => Some(call.name.as_ref()),
+        Kind::Other(other) => match &**other {
+            rmcp::model::ClientJsonRpcMessage::Request(r) => match &r.request {
+                rmcp::model::ClientRequest::GetPromptRequest(p) => Some(p.params.name.as_str()),
+                rmcp::model::ClientRequest::ReadResourceRequest(p) => Some(p.params.uri.as_str()),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(expected) = expected else { return Ok(()) };
+    let Some(raw) = one("mcp-name")? else { return Err(GatewayError::HeaderMismatch("the Mcp-Name header is required")) };
+    let decoded = match raw.strip_prefix("=?base64?").and_then(|inner| inner.strip_suffix("?=")) {
+        Some(inner) => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(inner).ok().and_then(|b| String::from_utf8(b).ok())
+        }
+        None => Some(raw.to_owned()),
+    };
+    if decoded.as_deref() != Some(expected) {
+        return Err(GatewayError::HeaderMismatch("the Mcp-Name header does not match the body"));
     }
     Ok(())
 }

@@ -83,6 +83,53 @@ impl ServerHandler for McpHandler {
         let a = admitted(&context)?;
         call_tool(&self.mcp, a, None).await
     }
+
+    // Resources and prompts of federated servers (the gate admits these methods only when
+    // federated servers offer them, and `get_info` declares them then).
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: McpContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        let a = admitted(&context)?;
+        Ok(list_resources(&self.mcp, &a))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: McpContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
+        let a = admitted(&context)?;
+        Ok(list_resource_templates(&self.mcp, &a))
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        context: McpContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
+        let a = admitted(&context)?;
+        read_resource(&self.mcp, a, &request.uri).await.map(Into::into)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: McpContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
+        let a = admitted(&context)?;
+        Ok(list_prompts(&self.mcp, &a))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        context: McpContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
+        let a = admitted(&context)?;
+        get_prompt(&self.mcp, a, &request.name, request.arguments).await.map(Into::into)
+    }
 }
 
 /// `tools/list`: the tools this caller may call.
@@ -126,9 +173,11 @@ pub async fn call_tool(
         ..AuditEvent::tool_call(&ctx, &principal, jsonrpc_id.clone(), &tool.name, Some(rule.clone()), verdict)
     };
     if let Err(reason) = tool.validate_arguments(&arguments) {
+        // A tool execution error the model can act on, not a protocol error (SEP-1303,
+        // 2025-11-25): the validator's words name the argument and the rule, never its value.
         let error = GatewayError::InvalidArguments(reason);
         once.emit(&mcp.audit, event(refused(&error)));
-        return Err(error.into_error_data());
+        return Ok(CallToolResponse::Complete(crate::error::invalid_arguments_result(&error)));
     }
     // Within the caller's rate limits and quotas? (After validation: a malformed call spends
     // nothing.)
@@ -188,13 +237,33 @@ pub async fn call_tool(
     let decision = if matches!(failure, ToolFailure::ConnectionRequired(_)) { "deny" } else { "error" };
     let verdict = Verdict { decision, reason: failure.code(), status: 200 };
     once.emit(&mcp.audit, AuditEvent { upstream_status: failure.upstream_status(), credential, ..event(verdict) });
-    if let ToolFailure::ConnectionRequired(connect) = &failure
-        && url_elicitation
-    {
-        // The caller must connect an account first: never a token that is not theirs.
-        return Err(GatewayError::ConnectionRequired { url: connect.url.clone(), message: connect.message.clone() }.into_error_data());
+    // The caller must connect an account first: never a token that is not theirs.
+    if let ToolFailure::ConnectionRequired(connect) = &failure {
+        match url_elicitation {
+            super::Elicitation::Text => {}
+            super::Elicitation::Error => {
+                return Err(
+                    GatewayError::ConnectionRequired { url: connect.url.clone(), message: connect.message.clone() }.into_error_data()
+                );
+            }
+            super::Elicitation::InputRequired => return Ok(CallToolResponse::InputRequired(connect_input_required(connect))),
+        }
     }
     Ok(CallToolResponse::Complete(crate::error::tool_failure_result(&failure)))
+}
+
+/// The request to connect an account, as a 2026-07-28 `InputRequiredResult`: one URL-mode
+/// elicitation (key `connect`). Nothing is kept here between the rounds: the retried call
+/// resolves the caller's credential again, and completes once they have connected.
+fn connect_input_required(connect: &crate::tools::ConnectRequired) -> rmcp::model::InputRequiredResult {
+    let params = rmcp::model::ElicitRequestParams::UrlElicitationParams {
+        meta: None,
+        message: connect.message.clone(),
+        url: connect.url.clone(),
+        elicitation_id: uuid::Uuid::now_v7().to_string(),
+    };
+    let request = rmcp::model::InputRequest::Elicitation(rmcp::model::ElicitRequest::new(params));
+    rmcp::model::InputRequiredResult::new(Some([("connect".to_owned(), request)].into_iter().collect()), None)
 }
 
 /// A refusal of the limits, as the error the caller gets.

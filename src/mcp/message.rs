@@ -43,7 +43,13 @@ const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// exactly "2.0", an id that is a string or an integer, a string method, object params, and an
 /// id on every request that is not a notification. The result must also be a message rmcp can
 /// read, so that no malformed body reaches it and comes back as a plain-text 415.
-pub fn check_message(bytes: &[u8]) -> Result<Message, (Option<Value>, GatewayError)> {
+///
+/// `unserved` judges a request's method first (given whether `_meta` names a revision), so a
+/// method the server does not serve is refused as such, whatever its params.
+pub fn check_message(
+    bytes: &[u8],
+    unserved: &dyn Fn(&str, bool) -> Option<GatewayError>,
+) -> Result<Message, (Option<Value>, GatewayError)> {
     let value = match serde_json::from_slice::<Strict>(bytes) {
         Ok(Strict(v)) => v,
         // Valid JSON that the strict reader refused has a repeated member name.
@@ -102,6 +108,11 @@ pub fn check_message(bytes: &[u8]) -> Result<Message, (Option<Value>, GatewayErr
     }
     let meta_protocol_version =
         params.and_then(|p| p.get("_meta")).and_then(Value::as_object).is_some_and(|m| m.contains_key(META_PROTOCOL_VERSION));
+    if let (Some(m), true) = (&method, id.is_some())
+        && let Some(error) = unserved(m, meta_protocol_version)
+    {
+        return fail(error);
+    }
     let mismatch = || (id.clone(), GatewayError::InvalidParams("params do not match the method"));
     // The parsed values move into the typed message: no second read of the bytes, no copy.
     let kind = match (method.as_deref(), id.is_some()) {

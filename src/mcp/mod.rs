@@ -81,12 +81,25 @@ pub struct Admitted {
     /// The JSON-RPC id as sent, for audit.
     pub jsonrpc_id: Option<serde_json::Value>,
     pub method: Option<String>,
-    /// Whether the client can be sent a URL-mode elicitation (see [`gate`]).
-    pub url_elicitation: bool,
+    /// How a request to connect an account reaches this client (see [`gate`]).
+    pub url_elicitation: Elicitation,
     /// The call-time decision of a `tools/call`.
     pub call: Option<CallAllowed>,
     /// This request's one audit event.
     pub once: Arc<AuditOnce>,
+}
+
+/// How the caller is asked to connect an account (a per-user credential it lacks), by what its
+/// revision and capabilities allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elicitation {
+    /// Older revisions, or no URL elicitation capability: the link as readable `isError` text.
+    Text,
+    /// 2025-11-25: error -32042 (`URLElicitationRequiredError`) carrying the URL elicitation.
+    Error,
+    /// 2026-07-28: an `InputRequiredResult` whose input request is the URL elicitation; the
+    /// client retries the call once the user has connected (multi round-trip requests).
+    InputRequired,
 }
 
 /// An [`Admitted`] on its way through rmcp's service, which wants request extensions to be

@@ -3,7 +3,7 @@ use serde_json::json;
 use super::message::check_message;
 
 fn reason(body: &str) -> Result<(), &'static str> {
-    check_message(body.as_bytes()).map(|_| ()).map_err(|(_, e)| e.reason())
+    check_message(body.as_bytes(), &|_, _| None).map(|_| ()).map_err(|(_, e)| e.reason())
 }
 
 #[test]
@@ -28,7 +28,7 @@ fn the_strict_reader_reads_what_serde_json_reads() {
     let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "t", "arguments": {
         "i": -3, "u": u64::MAX, "f": 1.5, "s": "é\u{0}\"", "b": true, "n": null, "l": [1, [2, {}]], "o": {"x": []}
     }}});
-    let m = check_message(body.to_string().as_bytes()).unwrap_or_else(|(_, e)| panic!("{e}"));
+    let m = check_message(body.to_string().as_bytes(), &|_, _| None).unwrap_or_else(|(_, e)| panic!("{e}"));
     let super::message::Kind::CallTool(call) = m.kind else { panic!("not a call") };
     assert_eq!(call.arguments.map(serde_json::Value::Object), body["params"].get("arguments").cloned());
     assert_eq!(m.id, Some(json!(7)));
@@ -44,9 +44,9 @@ fn requests_need_an_id_and_notifications_do_not() {
 #[test]
 fn per_request_revision_metadata_is_noticed() {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
-    assert!(check_message(body.to_string().as_bytes()).is_ok_and(|m| m.meta_protocol_version));
+    assert!(check_message(body.to_string().as_bytes(), &|_, _| None).is_ok_and(|m| m.meta_protocol_version));
     let plain = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
-    assert!(check_message(plain.to_string().as_bytes()).is_ok_and(|m| !m.meta_protocol_version));
+    assert!(check_message(plain.to_string().as_bytes(), &|_, _| None).is_ok_and(|m| !m.meta_protocol_version));
 }
 
 mod hostile {
@@ -60,7 +60,7 @@ mod hostile {
         /// Any bytes get a verdict: a message or a refusal, never a panic.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-            let _ = check_message(&bytes);
+            let _ = check_message(&bytes, &|_, _| None);
         }
 
         /// Near-misses of a real message (JSON-ish text built from its own pieces) get a verdict
@@ -72,7 +72,7 @@ mod hostile {
             Just("\"params\""), Just("\"name\""), Just("\"arguments\""), Just("null"), Just("\"\\u0000\""), Just("\"\\ud800\""),
         ], 0..40)) {
             let text: String = pieces.concat();
-            if let Ok(m) = check_message(text.as_bytes()) {
+            if let Ok(m) = check_message(text.as_bytes(), &|_, _| None) {
                 let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
                 prop_assert_eq!(m.id, v.get("id").cloned());
                 prop_assert_eq!(m.method.as_deref(), v.get("method").and_then(|m| m.as_str()));

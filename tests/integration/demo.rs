@@ -238,3 +238,70 @@ async fn notes_need_each_users_own_connection() {
     assert_eq!(other["error"]["code"], -32042, "{other}");
     shutdown.cancel();
 }
+
+/// A `tools/call` as a 2026-07-28 client sends it: the revision's headers and `_meta`, URL
+/// elicitation declared (or not), and the answers of a previous round.
+async fn call_2026(demo: &Demo, token: &str, tool: &str, url_elicitation: bool, responses: Option<Value>) -> (u16, Value) {
+    let capabilities = if url_elicitation { json!({"elicitation": {"url": {}}}) } else { json!({}) };
+    let mut params = json!({
+        "name": tool,
+        "arguments": {},
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": capabilities,
+        },
+    });
+    if let Some(responses) = responses {
+        params["inputResponses"] = responses;
+    }
+    let r = reqwest::Client::new()
+        .post(&demo.mcp_url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", tool)
+        .json(&json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": params}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// 2026-07-28 has no -32042: the request to connect is an `InputRequiredResult` whose input
+/// request is the URL elicitation, and the retried call completes once the user connected.
+#[tokio::test]
+async fn a_2026_client_is_asked_to_connect_by_an_input_required_result_and_its_retry_completes() {
+    let (demo, shutdown) = demo(Some("alice")).await;
+    let alice = demo.idp.mint("alice", "t", &["notes:read".into()], &demo.resource).unwrap();
+
+    let (status, first) = call_2026(&demo, &alice, "my_notes", true, None).await;
+    assert_eq!(status, 200, "{first}");
+    let result = &first["result"];
+    assert_eq!(result["resultType"], "input_required", "{first}");
+    let request = &result["inputRequests"]["connect"];
+    assert_eq!((request["method"].as_str(), request["params"]["mode"].as_str()), (Some("elicitation/create"), Some("url")), "{first}");
+    assert!(request["params"]["elicitationId"].is_string());
+    let link = request["params"]["url"].as_str().unwrap();
+
+    // Retried before connecting: asked again.
+    let declined = json!({"connect": {"action": "accept"}});
+    let (_, again) = call_2026(&demo, &alice, "my_notes", true, Some(declined.clone())).await;
+    assert_eq!(again["result"]["resultType"], "input_required", "{again}");
+
+    let (callback, cookie) = crate::common::provider::sign_in(link, "alice", false).await;
+    let (status, page) = crate::common::provider::visit(&callback, Some(&cookie)).await;
+    assert_eq!(status, 200, "{page}");
+    let (status, done) = call_2026(&demo, &alice, "my_notes", true, Some(declined)).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["result"]["structuredContent"]["owner"], "alice", "{done}");
+    assert_ne!(done["result"]["resultType"], "input_required");
+
+    // A 2026-07-28 client that did not declare URL elicitation gets the link as text.
+    let carol = demo.idp.mint("carol", "t", &["notes:read".into()], &demo.resource).unwrap();
+    let (_, text) = call_2026(&demo, &carol, "my_notes", false, None).await;
+    assert_eq!(text["result"]["isError"], true, "{text}");
+    assert!(text["result"]["content"][0]["text"].as_str().unwrap().contains("http"), "{text}");
+    shutdown.cancel();
+}

@@ -259,7 +259,7 @@ async fn federated_tools_are_listed_called_with_identity_and_credential_and_audi
     // The input schema is checked by Warden before any upstream call.
     let before = upstream.seen.lock().unwrap().len();
     let bad = gw.call(&alice, "up_echo", json!({"text": 7})).await;
-    assert_eq!(bad.error_code(), Some(-32602), "{bad:?}");
+    assert_eq!(bad.result()["isError"], true, "a tool execution error (SEP-1303): {bad:?}");
     assert_eq!(upstream.seen.lock().unwrap().len(), before);
     // An excluded tool does not exist.
     assert_eq!(gw.call(&alice, "up_admin_reset", json!({})).await.error_code(), Some(-32602));

@@ -135,3 +135,49 @@ async fn framing_errors_are_json_with_stable_codes() {
     assert_eq!(send("application/json; charset=utf-8", "application/json, text/event-stream").await.unwrap().status(), 200);
     assert_eq!(gw.audit().iter().filter(|e| e["decision"] == "deny").count(), 2);
 }
+
+/// 2026-07-28 (SEP-2575): an unknown method, or one that revision removed (`initialize`,
+/// `logging/setLevel`, `resources/subscribe`), is HTTP 404 with -32601; and the `Mcp-Method`
+/// and `Mcp-Name` headers must agree with the body (SEP-2243).
+#[tokio::test]
+async fn revision_2026_07_28_answers_unknown_methods_404_and_checks_its_headers() {
+    let (_issuer, gw, token) = setup().await;
+    let send = |method: &str, params: Value, headers: Vec<(&'static str, String)>| {
+        let body = json!({"jsonrpc": "2.0", "id": 3, "method": method, "params": params}).to_string();
+        let gw = &gw;
+        let token = token.clone();
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            gw.post_raw(Some(&token), body, &headers).await
+        }
+    };
+    let with_meta = |mut params: Value| {
+        params["_meta"] = meta_2026();
+        params
+    };
+    for method in ["no/such/method", "initialize", "logging/setLevel", "resources/subscribe", "prompts/list"] {
+        let headers = vec![("mcp-protocol-version", "2026-07-28".to_owned()), ("mcp-method", method.to_owned())];
+        let r = send(method, with_meta(json!({})), headers).await;
+        assert_eq!((r.status.as_u16(), r.error_code()), (404, Some(-32601)), "{method}: {:?}", r.body);
+        assert_eq!(r.body["id"], 3);
+    }
+    // The same unknown method on an older revision: a JSON-RPC error on HTTP 200, as before.
+    let r = send("no/such/method", json!({}), vec![("mcp-protocol-version", "2025-11-25".to_owned())]).await;
+    assert_eq!((r.status.as_u16(), r.error_code()), (200, Some(-32601)));
+
+    // Headers that disagree with the body.
+    let call = with_meta(json!({"name": "nothing", "arguments": {}}));
+    let mismatched = [
+        vec![
+            ("mcp-protocol-version", "2026-07-28".to_owned()),
+            ("mcp-method", "tools/list".to_owned()),
+            ("mcp-name", "nothing".to_owned()),
+        ],
+        vec![("mcp-protocol-version", "2026-07-28".to_owned()), ("mcp-method", "tools/call".to_owned()), ("mcp-name", "other".to_owned())],
+    ];
+    for headers in mismatched {
+        let r = send("tools/call", call.clone(), headers.clone()).await;
+        assert_eq!(r.status.as_u16(), 400, "{headers:?}: {:?}", r.body);
+        assert_eq!(r.error_code(), Some(-32020), "{headers:?}: {:?}", r.body);
+    }
+}

@@ -96,11 +96,14 @@ async fn invalid_arguments_are_refused_before_any_upstream_call() {
         (json!({"user": "a", "extra": 1}), "extra"),
         (json!({"user": "a", "fields": "not-an-array"}), "/fields"),
     ] {
+        // A tool execution error the model can correct (SEP-1303), not a protocol error.
         let r = gw.call(&token, "get_user", args.clone()).await;
-        assert_eq!(r.error_code(), Some(-32602), "{args}: {:?}", r.body);
-        let message = r.body["error"]["message"].as_str().unwrap();
+        assert_eq!((r.status.as_u16(), r.result()["isError"].as_bool()), (200, Some(true)), "{args}: {:?}", r.body);
+        let message = r.result()["content"][0]["text"].as_str().unwrap();
         assert!(message.starts_with("invalid arguments: "), "{message}");
         assert!(message.contains(needle), "{args}: {message}");
+        let event = gw.audit().pop().unwrap();
+        assert_eq!((event["decision"].as_str(), event["reason"].as_str()), (Some("deny"), Some("invalid_arguments")), "{event}");
     }
     assert!(upstream.requests().is_empty());
 }
