@@ -132,7 +132,8 @@ impl Suite {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        for (k, v) in headers {
+        // An empty value leaves the header out (the default MCP-Protocol-Version included).
+        for (k, v) in headers.iter().filter(|(_, v)| !v.is_empty()) {
             req = req.header(*k, *v);
         }
         self.send(req, format!("POST {} {what}", self.url)).await
@@ -417,12 +418,20 @@ impl Suite {
                 json!({"name": "conformance_echo", "arguments": {"message": 7}}),
             )
             .await;
-        let verdict = if e.json["error"]["code"] == -32602 {
-            Ok("-32602 before any upstream call".into())
+        // SEP-1303 (2025-11-25): a tool execution error the model can act on, not -32602.
+        let text = e.json["result"]["content"][0]["text"].as_str().unwrap_or_default();
+        let verdict = if e.json["result"]["isError"] == true && text.starts_with("invalid arguments:") {
+            Ok(format!("isError: {text}"))
         } else {
             Err(format!("error {} / result {}", e.json["error"], e.json["result"]))
         };
-        self.record("tools.invalid-arguments", "tools", "Arguments are validated against the input schema (-32602)", verdict, vec![e]);
+        self.record(
+            "tools.invalid-arguments",
+            "tools",
+            "Arguments are validated against the input schema (an isError result, SEP-1303)",
+            verdict,
+            vec![e],
+        );
     }
 
     async fn jsonrpc(&mut self) {
@@ -496,11 +505,31 @@ impl Suite {
         let verdict =
             if e.json["result"]["tools"].is_array() { Ok("tools listed under 2026-07-28".into()) } else { Err(format!("body {}", e.body)) };
         self.record("protocol.tools-2026-07-28", "protocol", "A 2026-07-28 client lists tools without initialize", verdict, vec![e]);
-        // A 2026-07-28 client that falls back to initialize is offered the newest revision that has it.
+        // A 2026-07-28 client that falls back to initialize (the older lifecycle: no
+        // MCP-Protocol-Version header on initialize) is offered the newest revision that has it.
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2026-07-28", "capabilities": {}, "clientInfo": {"name": "warden-conformance", "version": "1"}}}).to_string();
-        let e = self
-            .post("initialize asking for 2026-07-28 (a client falling back)", Some(&t), body, &[("mcp-protocol-version", "2026-07-28")])
+        let removed = self
+            .post(
+                "initialize under the 2026-07-28 header (removed there)",
+                Some(&t),
+                body.clone(),
+                &[("mcp-protocol-version", "2026-07-28")],
+            )
             .await;
+        let verdict = if removed.status == 404 && removed.json["error"]["code"] == -32601 {
+            Ok("HTTP 404, -32601".into())
+        } else {
+            Err(format!("HTTP {}, body {}", removed.status, removed.body))
+        };
+        self.record(
+            "protocol.initialize-removed-2026-07-28",
+            "protocol",
+            "initialize under 2026-07-28 is a removed method: HTTP 404 with -32601 (SEP-2575)",
+            verdict,
+            vec![removed],
+        );
+        let e =
+            self.post("initialize asking for 2026-07-28 (a client falling back)", Some(&t), body, &[("mcp-protocol-version", "")]).await;
         let got = e.json["result"]["protocolVersion"].as_str().unwrap_or_default().to_owned();
         let verdict = if got == "2025-11-25" {
             Ok("offered 2025-11-25, the newest revision with initialize".into())

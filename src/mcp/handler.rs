@@ -227,9 +227,12 @@ pub async fn call_tool(
     running.finish();
     let credential = tool.credential_name().map(str::to_owned);
     let failure = match outcome {
-        Ok(answer) => {
+        Ok(mut answer) => {
             let verdict = Verdict { decision: "allow", reason: "ok", status: 200 };
             once.emit(&mcp.audit, AuditEvent { upstream_status: Some(answer.upstream_status), credential, ..event(verdict) });
+            // A federated server of an older revision sends no `resultType`; 2026-07-28 requires
+            // it (the older revisions' path strips it again).
+            answer.result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
             return Ok(CallToolResponse::Complete(answer.result));
         }
         Err(failure) => failure,
@@ -377,8 +380,9 @@ pub async fn read_resource(mcp: &Mcp, a: Admitted, uri: &str) -> Result<rmcp::mo
     let ctx = CallContext { request_id: a.ctx.request_id.clone(), traceparent: a.ctx.traceparent.clone(), progress: None };
     let (name, answer) = mcp.federation.read_resource(uri, &a.principal, &ctx, visible(mcp, &a)).await;
     let error = match answer {
-        Ok(result) => {
+        Ok(mut result) => {
             extra_served(mcp, &a, name, Verdict { decision: "allow", reason: "ok", status: 200 });
+            result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
             return Ok(result);
         }
         Err(crate::federation::SourceError::NotFound) => GatewayError::ResourceNotFound(crate::audit::bounded(uri).into_owned()),
@@ -401,8 +405,9 @@ pub async fn get_prompt(
     let answer = mcp.federation.get_prompt(name, arguments, &a.principal, &ctx, visible(mcp, &a)).await;
     let exposed = Some(crate::audit::bounded(name).into_owned());
     let error = match answer {
-        Ok(result) => {
+        Ok(mut result) => {
             extra_served(mcp, &a, exposed, Verdict { decision: "allow", reason: "ok", status: 200 });
+            result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
             return Ok(result);
         }
         Err(crate::federation::SourceError::NotFound) => GatewayError::PromptNotFound(crate::audit::bounded(name).into_owned()),
