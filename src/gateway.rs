@@ -130,7 +130,10 @@ impl Gateway {
                 "authorization_code credentials need the public URL providers send browsers back to ({public_url}/oauth/callback)",
             ));
         }
-        let tools = ToolRegistry::build(&config.tools, upstream.identity_headers(), config.upstream.default_timeout, &credentials)?;
+        // OpenAPI operations are tools like those written by hand, after them.
+        let mut tool_configs = config.tools.clone();
+        tool_configs.extend(crate::tools::openapi::expand_all(&config.openapi, &config.base_dir, &config.upstream)?);
+        let tools = ToolRegistry::build(&tool_configs, upstream.identity_headers(), config.upstream.default_timeout, &credentials)?;
         let resource = config.server.resource();
         let authenticator =
             Authenticator::new(&config.identity, resource.clone(), control_plane_client()?, Arc::clone(&clock), Arc::clone(&metrics))?;

@@ -64,6 +64,8 @@ fn check_accepts_a_valid_config() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
 }
 
+const PETSTORE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/openapi/petstore-3.0.json");
+
 #[test]
 fn check_names_the_failing_path() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,6 +95,12 @@ fn check_names_the_failing_path() {
                 .replace("token: admin-token-0123456789abcdef0123456789", "token: short"),
             "admin.token",
         ),
+        (format!("openapi:\n  - {{name: p, spec: no-such-document.json}}\n{VALID}"), "openapi[0].spec"),
+        (
+            format!("openapi:\n  - {{name: p, spec: {PETSTORE}, base_url: http://127.0.0.1:1, operations: {{nope: {{}}}}}}\n{VALID}"),
+            "openapi[0].operations",
+        ),
+        (format!("openapi:\n  - {{name: p, spec: {PETSTORE}, base_url: http://127.0.0.1:1, colour: blue}}\n{VALID}"), "openapi[0].colour"),
     ];
     for (text, path) in cases {
         let file = write(dir.path(), &text);

@@ -49,5 +49,8 @@ mod audit_delivery;
 #[path = "integration/traces.rs"]
 mod traces;
 
+#[path = "integration/openapi.rs"]
+mod openapi;
+
 #[path = "integration/telemetry.rs"]
 mod telemetry;

@@ -57,6 +57,9 @@ pub struct Config {
     /// The tools this gateway exposes.
     #[serde(default)]
     pub tools: Vec<ToolConfig>,
+    /// OpenAPI documents whose operations become tools (`tools::openapi`).
+    #[serde(default)]
+    pub openapi: Vec<crate::tools::openapi::OpenApiConfig>,
     /// MCP servers whose tools this gateway exposes as its own (federation).
     #[serde(default)]
     pub servers: Vec<McpServerConfig>,

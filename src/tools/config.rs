@@ -17,6 +17,10 @@ pub struct ToolConfig {
     /// JSON Schema of the arguments. Default: `{"type": "object"}`.
     #[serde(default = "default_input_schema")]
     pub input_schema: serde_json::Value,
+    /// JSON Schema of the call's `structuredContent` (an object schema), declared to clients as
+    /// the tool's `outputSchema`. Default: none.
+    #[serde(default)]
+    pub output_schema: Option<serde_json::Value>,
     /// Scopes a caller must hold, all of them, to see and call this tool. Default: none.
     #[serde(default)]
     pub scopes: Vec<String>,
@@ -70,6 +74,10 @@ pub struct HttpToolConfig {
     /// GET, HEAD and DELETE, `json` otherwise.
     #[serde(default)]
     pub rest: Option<RestArgs>,
+    /// The argument whose value is the whole JSON request body (an array, or an object beside
+    /// arguments of the same names). Not with `rest: json`. Default: none.
+    #[serde(default)]
+    pub body: Option<String>,
     /// Call timeout. Default: `upstream.default_timeout`.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,

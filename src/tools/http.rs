@@ -37,6 +37,8 @@ pub struct HttpTool {
     query: Vec<(String, String)>,
     headers: Vec<(HeaderName, String)>,
     rest: RestArgs,
+    /// The argument that is the whole JSON body.
+    body: Option<String>,
     pub timeout: Duration,
     /// The upstream credential put on every call.
     credential: Option<Arc<Credential>>,
@@ -180,9 +182,16 @@ impl HttpTool {
         {
             return Err(field_error(&format!("query.{param}"), "this parameter carries the tool's credential"));
         }
-        let rest = c.rest.unwrap_or(if matches!(method.as_str(), "GET" | "HEAD" | "DELETE") { RestArgs::Query } else { RestArgs::Json });
+        let rest = c.rest.unwrap_or(match (&c.body, method.as_str()) {
+            (Some(_), _) => RestArgs::None,
+            (None, "GET" | "HEAD" | "DELETE") => RestArgs::Query,
+            (None, _) => RestArgs::Json,
+        });
         if rest == RestArgs::Json && matches!(method.as_str(), "GET" | "HEAD") {
             return Err(field_error("rest", "GET and HEAD requests carry no body; use query or none"));
+        }
+        if c.body.is_some() && (rest == RestArgs::Json || matches!(method.as_str(), "GET" | "HEAD")) {
+            return Err(field_error("body", "one body: not with rest: json, and not on GET or HEAD"));
         }
         let timeout = c.timeout.unwrap_or(default_timeout);
         if timeout.is_zero() {
@@ -190,7 +199,7 @@ impl HttpTool {
         }
         let authority_end = c.url.find("://").map_or(0, |i| i + 3);
         let origin = c.url[..c.url[authority_end..].find(['/', '?', '#']).map_or(c.url.len(), |i| i + authority_end)].to_ascii_lowercase();
-        Ok(Self { method, url, query, headers, rest, timeout, credential, origin })
+        Ok(Self { method, url, query, headers, rest, body: c.body.clone(), timeout, credential, origin })
     }
 
     pub fn credential_name(&self) -> Option<&str> {
@@ -199,7 +208,11 @@ impl HttpTool {
 
     /// Arguments named by the path, `query` and `headers`.
     pub fn argument_names(&self) -> impl Iterator<Item = &str> {
-        self.url.params().chain(self.query.iter().map(|(_, a)| a.as_str())).chain(self.headers.iter().map(|(_, a)| a.as_str()))
+        self.url
+            .params()
+            .chain(self.query.iter().map(|(_, a)| a.as_str()))
+            .chain(self.headers.iter().map(|(_, a)| a.as_str()))
+            .chain(self.body.as_deref())
     }
 
     /// Calls the backend. Arguments have been validated against the schema already.
@@ -283,6 +296,9 @@ impl HttpTool {
         for (_, arg) in &self.headers {
             used.insert(arg);
         }
+        if let Some(arg) = &self.body {
+            used.insert(arg);
+        }
         let mut body = Map::new();
         for (k, v) in args {
             if used.contains(k.as_str()) || self.rest == RestArgs::None {
@@ -311,7 +327,10 @@ impl HttpTool {
             let value = HeaderValue::from_str(&text).map_err(|_| format!("argument {arg:?} is not a valid header value"))?;
             headers.push((name.clone(), value));
         }
-        let body = (self.rest == RestArgs::Json).then_some(Value::Object(body));
+        let body = match &self.body {
+            Some(arg) => args.get(arg).cloned(),
+            None => (self.rest == RestArgs::Json).then_some(Value::Object(body)),
+        };
         Ok(Wire { url, headers, body })
     }
 

@@ -8,6 +8,7 @@
 
 pub mod config;
 mod http;
+pub mod openapi;
 mod template;
 #[cfg(test)]
 mod tests;
@@ -47,6 +48,8 @@ pub struct Tool {
     pub extras: Option<Box<rmcp::model::Tool>>,
     /// Cost units one call spends of each quota it falls under.
     pub cost: u64,
+    /// A configured tool's `outputSchema` (a federated tool's is in `extras`).
+    pub output_schema: Option<Arc<Map<String, Value>>>,
     /// Whether a call's audit event carries a digest of its arguments.
     pub audit_arguments: config::AuditArguments,
     /// Where a call goes: an HTTP endpoint or a federated MCP server (an OpenAPI operation
@@ -164,7 +167,8 @@ impl Tool {
             tool.name = self.name.clone().into();
             return tool;
         }
-        let tool = rmcp::model::Tool::new(self.name.clone(), self.description.clone(), Arc::clone(&self.input_schema));
+        let mut tool = rmcp::model::Tool::new(self.name.clone(), self.description.clone(), Arc::clone(&self.input_schema));
+        tool.output_schema.clone_from(&self.output_schema);
         match &self.title {
             Some(t) => tool.with_title(t.clone()),
             None => tool,
@@ -190,6 +194,7 @@ impl Tool {
             metadata: spec.metadata,
             server: spec.server,
             extras: Some(Box::new(spec.description)),
+            output_schema: None,
             cost: spec.cost,
             audit_arguments: spec.audit_arguments,
             backend: spec.backend,
@@ -241,6 +246,15 @@ impl ToolRegistry {
             };
             let validator = jsonschema::validator_for(&c.input_schema)
                 .map_err(|e| ConfigError::new(at("input_schema"), format!("invalid JSON Schema: {e}")))?;
+            let output_schema = match &c.output_schema {
+                None => None,
+                Some(Value::Object(m)) if m.get("type").and_then(Value::as_str) == Some("object") => {
+                    jsonschema::validator_for(&Value::Object(m.clone()))
+                        .map_err(|e| ConfigError::new(at("output_schema"), format!("invalid JSON Schema: {e}")))?;
+                    Some(Arc::new(m.clone()))
+                }
+                Some(_) => return Err(ConfigError::new(at("output_schema"), "must be a JSON Schema object with \"type\": \"object\"")),
+            };
             let credential = match &c.credential {
                 None => None,
                 Some(name) => Some(Arc::clone(
@@ -271,6 +285,7 @@ impl ToolRegistry {
                 metadata: c.metadata.clone(),
                 server: None,
                 extras: None,
+                output_schema,
                 cost: c.cost,
                 audit_arguments: c.audit_arguments,
                 backend: Box::new(http),
