@@ -121,3 +121,35 @@ async fn a_31_document_loads_whole_and_its_operations_are_called() {
     assert_eq!((got.method.as_str(), got.path.as_str()), ("PATCH", "/branches/stable/guides/getting-started"), "{got:?}");
     assert_eq!(serde_json::from_slice::<Value>(&got.body).unwrap(), json!({"title": "Hello"}));
 }
+
+/// A document by URL is fetched once at start-up, through the SSRF guard: an internal address
+/// needs `upstream.allow_cidrs`, as any upstream does.
+#[tokio::test]
+async fn a_document_by_url_is_fetched_through_the_ssrf_guard() {
+    let (listener, url) = crate::common::listen().await;
+    let document = std::fs::read_to_string(fixture("petstore-3.0.json")).unwrap();
+    let app = axum::Router::new().route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let document = document.clone();
+            async move { ([(http::header::CONTENT_TYPE, "application/json")], document) }
+        }),
+    );
+    crate::common::serve(listener, app);
+    let yaml = |allow: &str| {
+        format!(
+            "server: {{listen: 127.0.0.1:0, public_url: http://127.0.0.1:9}}\nidentity:\n  issuers: [{{issuer: https://idp.example.com}}]\n{allow}openapi:\n  - {{name: pets, spec: \"{url}/openapi.json\", base_url: http://127.0.0.1:1/v2, include: [getPetById]}}\ntools: []\n"
+        )
+    };
+    let refused = warden::config::parse(&yaml(""), &std::collections::HashMap::<String, String>::new()).unwrap();
+    let error = tokio::task::spawn_blocking(move || warden::Gateway::build(&refused).err().map(|e| e.to_string())).await.unwrap();
+    let error = error.expect("an internal address without allow_cidrs is refused");
+    assert!(error.contains("openapi[0].spec") && error.contains("SSRF"), "{error}");
+
+    let allowed =
+        warden::config::parse(&yaml("upstream: {allow_cidrs: [127.0.0.1/32]}\n"), &std::collections::HashMap::<String, String>::new())
+            .unwrap();
+    let gw = tokio::task::spawn_blocking(move || warden::Gateway::build(&allowed).map_err(|e| e.to_string())).await.unwrap();
+    let gw = gw.unwrap_or_else(|e| panic!("{e}"));
+    assert!(gw.tools.load().get("pets_getPetById").is_some());
+}
