@@ -327,3 +327,113 @@ async fn python_sdk_receives_url_elicitation_and_succeeds_after_connecting() {
         assert_eq!(provider.state.code_requests.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }
+
+/// Client ID Metadata Documents (the MCP 2025-11-25 recommendation; 2026-07-28 prefers it to
+/// dynamic registration): the latest Python SDK signs in with an HTTPS URL as its `client_id`.
+/// The development authorization server fetches the document (from a local HTTPS server with a
+/// certificate made here by openssl, which it is told to trust), checks it names that URL and
+/// lists the redirect URI, and the flow goes on with no registration at all.
+#[tokio::test]
+#[ignore = "needs the Python SDK virtualenv and openssl: run scripts/test"]
+async fn python_sdk_signs_in_with_a_client_id_metadata_document() {
+    use std::io::BufRead;
+    let python = std::env::var("WARDEN_PYTHON").expect("WARDEN_PYTHON");
+    let dir = tempfile::tempdir().unwrap();
+    // A test CA and a leaf certificate for localhost signed by it (a self-signed leaf cannot be
+    // its own trust anchor in webpki).
+    let at = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (ca, ca_key, cert, key, csr, ext) = (at("ca.pem"), at("ca.key"), at("cert.pem"), at("key.pem"), at("leaf.csr"), at("leaf.ext"));
+    std::fs::write(&ext, "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=warden-test-ca",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+    ]);
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", &key, "-out", &csr]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+
+    // The document names its own URL, with the port the server gets (`__PORT__`).
+    let path = "/warden-interop/client.json";
+    let redirect = "http://127.0.0.1:65531/callback";
+    let document = json!({
+        "client_id": format!("https://localhost:__PORT__{path}"),
+        "client_name": "warden-interop (CIMD)",
+        "redirect_uris": [redirect],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    })
+    .to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/https_json.py");
+    let mut server = Command::new(&python)
+        .args([script, cert.as_str(), key.as_str(), path, &document])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let client_id = format!("https://localhost:{}{path}", first["port"]);
+    let fetched = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    {
+        let fetched = std::sync::Arc::clone(&fetched);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                fetched.lock().unwrap().push(line);
+            }
+        });
+    }
+
+    let pem = std::fs::read(&ca).unwrap();
+    let (demo, shutdown) = common::demo_options(Some("alice"), |o| o.client_metadata_ca = Some(pem)).await;
+    let url = demo.mcp_url.clone();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/python_client.py");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args([script, "--url", &url, "--tool", "list_events", "--args", r#"{"limit": 2}"#, "--client-metadata-url", &client_id])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "python client failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    let flow = flow(&report);
+    assert!(!flow.iter().any(|e| e.contains("/register")), "no dynamic registration: {flow:?}");
+    assert!(flow.contains(&"POST /token 200".to_owned()), "{flow:?}");
+    assert_eq!(report["result"]["isError"], false, "{report}");
+    assert!(fetched.lock().unwrap().iter().any(|l| l.contains(path)), "the authorization server fetched the document");
+    shutdown.cancel();
+}

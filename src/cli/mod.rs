@@ -69,6 +69,9 @@ pub enum Command {
         /// Access token lifetime, e.g. 1h.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         token_ttl: Duration,
+        /// Extra root certificates (PEM) to trust when fetching client ID metadata documents.
+        #[arg(long)]
+        client_metadata_ca: Option<PathBuf>,
     },
     /// Test and explain policies.
     #[command(subcommand)]
@@ -356,7 +359,7 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
                 Err(e) => fail(format!("server error: {e}")),
             }
         }
-        Command::DevIdp { insecure_dev_only, listen, issuer, users, auto_approve, token_ttl } => {
+        Command::DevIdp { insecure_dev_only, listen, issuer, users, auto_approve, token_ttl, client_metadata_ca } => {
             if !insecure_dev_only {
                 eprintln!(
                     "error: the development authorization server is not a production identity provider.\n       Start it with --insecure-dev-only to acknowledge that, or use `warden demo`."
@@ -368,7 +371,12 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
                 Err(e) => return config_error(e),
             };
             let issuer = issuer.unwrap_or_else(|| format!("http://{listen}")).trim_end_matches('/').to_owned();
-            let idp = match DevIdp::new(DevIdpConfig { issuer: issuer.clone(), users, auto_approve, access_token_ttl: token_ttl }) {
+            let client_metadata_ca = match client_metadata_ca.map(std::fs::read).transpose() {
+                Ok(pem) => pem,
+                Err(e) => return fail(format!("--client-metadata-ca: {e}")),
+            };
+            let config = DevIdpConfig { issuer: issuer.clone(), users, auto_approve, access_token_ttl: token_ttl, client_metadata_ca };
+            let idp = match DevIdp::new(config) {
                 Ok(idp) => idp,
                 Err(e) => return config_error(e),
             };

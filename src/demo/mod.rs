@@ -42,6 +42,9 @@ pub struct DemoOptions {
     pub audit: String,
     /// Overrides `identity.challenge_scopes` (least-privilege first tokens, then step-up).
     pub challenge_scopes: Option<Vec<String>>,
+    /// Extra root certificates (PEM) the authorization server trusts when fetching client ID
+    /// metadata documents (a test's own HTTPS server).
+    pub client_metadata_ca: Option<Vec<u8>>,
 }
 
 impl Default for DemoOptions {
@@ -54,6 +57,7 @@ impl Default for DemoOptions {
             auto_approve: None,
             audit: "stdout".into(),
             challenge_scopes: None,
+            client_metadata_ca: None,
         }
     }
 }
@@ -108,6 +112,7 @@ impl Demo {
             users: users.users,
             auto_approve: options.auto_approve.clone(),
             access_token_ttl: Duration::from_secs(3600),
+            client_metadata_ca: options.client_metadata_ca.clone(),
         })
         .map_err(DemoError::Setup)?;
 

@@ -71,6 +71,9 @@ pub struct DevIdpConfig {
     pub auto_approve: Option<String>,
     /// Default: 1h.
     pub access_token_ttl: Duration,
+    /// Extra root certificates (PEM) trusted when fetching client ID metadata documents, for a
+    /// test's own HTTPS server. Default: none (the system's roots only).
+    pub client_metadata_ca: Option<Vec<u8>>,
 }
 
 /// A registered client.
@@ -99,6 +102,8 @@ pub struct DevIdp {
     config: DevIdpConfig,
     key: SigningKey,
     clients: Mutex<HashMap<String, Client>>,
+    /// Fetches client ID metadata documents (HTTPS only, no redirects, bounded).
+    metadata_client: reqwest::Client,
     codes: Mutex<HashMap<String, Grant>>,
     refresh_tokens: Mutex<HashMap<String, Grant>>,
 }
@@ -111,7 +116,26 @@ impl DevIdp {
             return Err(format!("auto-approve user {user:?} is not in the users file"));
         }
         let key = SigningKey::generate().map_err(|e| e.to_string())?;
-        Ok(Arc::new(Self { config, key, clients: Mutex::default(), codes: Mutex::default(), refresh_tokens: Mutex::default() }))
+        let mut builder = reqwest::Client::builder()
+            .https_only(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10));
+        if let Some(pem) = &config.client_metadata_ca {
+            for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("client metadata CA: {e}"))? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let metadata_client = builder.build().map_err(|e| e.to_string())?;
+        Ok(Arc::new(Self {
+            config,
+            key,
+            clients: Mutex::default(),
+            metadata_client,
+            codes: Mutex::default(),
+            refresh_tokens: Mutex::default(),
+        }))
     }
 
     pub fn issuer(&self) -> &str {

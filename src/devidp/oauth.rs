@@ -68,6 +68,7 @@ async fn metadata(State(idp): State<Arc<DevIdp>>) -> Json<Value> {
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "authorization_response_iss_parameter_supported": true,
+        "client_id_metadata_document_supported": true,
     }))
 }
 
@@ -211,7 +212,53 @@ fn checked_response(c: Checked) -> Response {
     }
 }
 
+/// Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document, the MCP
+/// 2025-11-25 recommendation): a `client_id` that is an HTTPS URL with a path names a JSON
+/// document the client publishes. Fetched (no redirects, at most 5 KiB, 10 s), it must name
+/// that same URL as its `client_id`, list `redirect_uris`, and be a public client (`none`; no
+/// secret can be published). The client is then known, as if registered, until the server
+/// stops. A client already known by that URL is not fetched again.
+async fn client_from_metadata(idp: &DevIdp, client_id: &str) -> Result<(), String> {
+    let Ok(url) = url::Url::parse(client_id) else { return Ok(()) };
+    if url.scheme() != "https" || url.path() == "/" || url.fragment().is_some() || !url.username().is_empty() {
+        return Ok(());
+    }
+    if lock(&idp.clients).contains_key(client_id) {
+        return Ok(());
+    }
+    let response = idp
+        .metadata_client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("the client metadata document could not be fetched: {}", e.without_url()))?;
+    if !response.status().is_success() {
+        return Err(format!("the client metadata document answered HTTP {}", response.status().as_u16()));
+    }
+    let body = crate::body::read_limited(response, 5 * 1024).await.map_err(|_| "the client metadata document is too large".to_owned())?;
+    let doc: Value = serde_json::from_slice(&body).map_err(|_| "the client metadata document is not JSON".to_owned())?;
+    if doc.get("client_id").and_then(Value::as_str) != Some(client_id) {
+        return Err("the client metadata document names another client_id".into());
+    }
+    let method = doc.get("token_endpoint_auth_method").and_then(Value::as_str).unwrap_or("none");
+    if method != "none" || doc.get("client_secret").is_some() {
+        return Err("a client metadata document describes a public client (token_endpoint_auth_method: none)".into());
+    }
+    let redirect_uris: Vec<String> =
+        doc.get("redirect_uris").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect();
+    if redirect_uris.is_empty() || redirect_uris.iter().any(|u| url::Url::parse(u).map_or(true, |u| u.fragment().is_some())) {
+        return Err("the client metadata document needs absolute redirect_uris without fragments".into());
+    }
+    lock(&idp.clients).insert(client_id.to_owned(), Client { redirect_uris, secret: None, auth_method: "none".into() });
+    Ok(())
+}
+
 async fn authorize(State(idp): State<Arc<DevIdp>>, Query(p): Query<AuthorizeParams>) -> Response {
+    if let Some(client_id) = p.client_id.as_deref()
+        && let Err(why) = client_from_metadata(&idp, client_id).await
+    {
+        return (StatusCode::BAD_REQUEST, Html(format!("<h1>Authorization error</h1><p>{}</p>", escape(&why)))).into_response();
+    }
     let redirect_uri = match check_authorize(&idp, &p) {
         Ok(r) => r,
         Err(c) => return checked_response(c),

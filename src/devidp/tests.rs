@@ -31,7 +31,12 @@ fn signed_tokens_verify_with_the_published_key() {
 fn auto_approve_must_name_a_known_user() {
     crate::install_crypto();
     let users = UsersFile::parse(DEMO_USERS).unwrap_or_else(|e| panic!("{e}")).users;
-    let cfg =
-        DevIdpConfig { issuer: "http://i".into(), users, auto_approve: Some("mallory".into()), access_token_ttl: Duration::from_secs(60) };
+    let cfg = DevIdpConfig {
+        issuer: "http://i".into(),
+        users,
+        auto_approve: Some("mallory".into()),
+        access_token_ttl: Duration::from_secs(60),
+        client_metadata_ca: None,
+    };
     assert!(DevIdp::new(cfg).is_err());
 }

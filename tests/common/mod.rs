@@ -317,17 +317,22 @@ pub async fn demo(auto_approve: Option<&str>) -> (Demo, CancellationToken) {
 
 /// As [`demo`], with the gateway's 401 challenge asking for `challenge_scopes`.
 pub async fn demo_with(auto_approve: Option<&str>, challenge_scopes: Option<Vec<String>>) -> (Demo, CancellationToken) {
+    demo_options(auto_approve, |o| o.challenge_scopes = challenge_scopes).await
+}
+
+/// As [`demo`], with options of the test's.
+pub async fn demo_options(auto_approve: Option<&str>, set: impl FnOnce(&mut DemoOptions)) -> (Demo, CancellationToken) {
     warden::install_crypto();
     let shutdown = CancellationToken::new();
-    let options = DemoOptions {
+    let mut options = DemoOptions {
         gateway_port: 0,
         idp_port: 0,
         backend_port: 0,
         auto_approve: auto_approve.map(str::to_owned),
         audit: "off".into(),
-        challenge_scopes,
         ..DemoOptions::default()
     };
+    set(&mut options);
     (Demo::start(options, shutdown.clone()).await.unwrap(), shutdown)
 }
 

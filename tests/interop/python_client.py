@@ -101,6 +101,8 @@ async def main() -> int:
     parser.add_argument("--tool", required=True)
     parser.add_argument("--args", default="{}")
     parser.add_argument("--scope", default=None)
+    # A Client ID Metadata Document's URL to sign in with instead of registering (CIMD).
+    parser.add_argument("--client-metadata-url", default=None)
     opts = parser.parse_args()
 
     exchanges = []
@@ -121,6 +123,7 @@ async def main() -> int:
         storage=MemoryStorage(),
         redirect_handler=browser.redirect,
         callback_handler=browser.callback,
+        **({"client_metadata_url": opts.client_metadata_url} if opts.client_metadata_url else {}),
     )
     hooks = {"response": [log_response]}
     out = {"sdk_version": SDK_VERSION}
