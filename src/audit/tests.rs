@@ -1,3 +1,4 @@
+use super::writer::{BACKLOG_MAX, WriteCtx};
 use super::*;
 
 #[test]

@@ -399,3 +399,34 @@ impl Db {
         }
     }
 }
+
+/// A `warden serve` child process, killed if a test fails before it stops it.
+pub struct Serving(pub std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Serving {
+    /// Starts `warden serve --config PATH` (stderr discarded) and waits until `url` answers
+    /// `/healthz`.
+    pub async fn start(config: &std::path::Path, url: &str) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let serving = Self(child);
+        let http = reqwest::Client::new();
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        while http.get(format!("{url}/healthz")).send().await.is_err() {
+            assert!(std::time::Instant::now() < end, "serve did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        serving
+    }
+}

@@ -15,7 +15,7 @@ use axum::response::IntoResponse;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{TestIssuer, listen, serve};
+use crate::common::{Serving, TestIssuer, listen, serve};
 
 /// A SIEM collector: refuses with 503 while down; up, records each record's `id` and the
 /// `Authorization` it was sent with.
@@ -173,16 +173,6 @@ fn walk(dir: &Path) -> String {
     out
 }
 
-/// `warden serve`, killed if a test fails before it does.
-struct Serving(std::process::Child);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_spooled_before_a_sigkill_are_delivered_after_the_restart() {
@@ -196,25 +186,9 @@ async fn records_spooled_before_a_sigkill_are_delivered_after_the_restart() {
     let path = dir.path().join("warden.yaml");
     std::fs::write(&path, &yaml).unwrap();
     let http = reqwest::Client::new();
-    let start = || async {
-        let child = Serving(
-            std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-                .args(["serve", "--config"])
-                .arg(&path)
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let end = Instant::now() + Duration::from_secs(20);
-        while http.get(format!("{url}/healthz")).send().await.is_err() {
-            assert!(Instant::now() < end, "serve did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        child
-    };
     let token = issuer.sign(&issuer.claims("alice", "", &format!("{url}/mcp")));
 
-    let mut first = start().await;
+    let mut first = Serving::start(&path, &url).await;
     for i in 0..25 {
         assert_eq!(list(&http, &url, &token, i).await.status(), 200);
     }
@@ -226,7 +200,7 @@ async fn records_spooled_before_a_sigkill_are_delivered_after_the_restart() {
     assert!(receiver.records.lock().unwrap().is_empty(), "nothing was delivered before the kill");
 
     receiver.up.store(true, Ordering::SeqCst);
-    let mut second = start().await;
+    let mut second = Serving::start(&path, &url).await;
     until("the spool is delivered", Duration::from_secs(30), || receiver.ids(Some("tools/list")).len() >= 25).await;
     second.0.kill().unwrap();
     second.0.wait().unwrap();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{TestIssuer, Upstream, mcp_post, tool_call};
+use crate::common::{Serving, TestIssuer, Upstream, mcp_post, tool_call};
 
 /// The receiver, printing spans to a pipe a thread collects.
 struct Receiver {
@@ -51,16 +51,6 @@ impl Drop for Receiver {
     }
 }
 
-/// `warden serve`, stopped with SIGTERM (killed if the test fails first).
-struct Serving(std::process::Child);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 const KIND_SERVER: i64 = 2;
 const KIND_CLIENT: i64 = 3;
 
@@ -94,20 +84,8 @@ async fn requests_and_upstream_calls_are_traced_over_otlp_with_their_parents() {
     );
     let path = dir.path().join("warden.yaml");
     std::fs::write(&path, &yaml).unwrap();
-    let mut serving = Serving(
-        std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut serving = Serving::start(&path, &url).await;
     let http = reqwest::Client::new();
-    let end = Instant::now() + Duration::from_secs(30);
-    while http.get(format!("{url}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < end, "serve did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let mcp = format!("{url}/mcp");
     let token = issuer.sign(&issuer.claims("alice", "", &mcp));
 
