@@ -295,21 +295,7 @@ impl AuditOnce {
             tracing::error!(request_id = %event.request_id, reason = %event.reason, "a second audit event for one request was dropped");
             return false;
         }
-        crate::telemetry::traces::record_decision(
-            &self.span,
-            &crate::telemetry::traces::Decided {
-                method: event.method.as_deref(),
-                tool: event.tool.as_deref(),
-                server: event.server.as_deref(),
-                rule: event.rule.as_deref(),
-                credential: event.credential.as_deref(),
-                jsonrpc_id: event.jsonrpc_id.as_ref(),
-                decision: event.decision,
-                reason: &event.reason,
-                status: event.status,
-                request_id: &event.request_id,
-            },
-        );
+        crate::telemetry::traces::record_decision(&self.span, &event.decided());
         sink.emit(event);
         true
     }
@@ -339,6 +325,23 @@ pub fn bounded(value: &str) -> std::borrow::Cow<'_, str> {
 }
 
 impl AuditEvent {
+    /// What metrics and the request's server span read of this event.
+    fn decided(&self) -> crate::telemetry::Decision<'_> {
+        crate::telemetry::Decision {
+            method: self.method.as_deref(),
+            tool: self.tool.as_deref(),
+            server: self.server.as_deref(),
+            rule: self.rule.as_deref(),
+            credential: self.credential.as_deref(),
+            jsonrpc_id: self.jsonrpc_id.as_ref(),
+            decision: self.decision,
+            reason: &self.reason,
+            status: self.status,
+            request_id: &self.request_id,
+            latency_ms: (self.status != 0).then_some(self.latency_ms),
+        }
+    }
+
     /// Bounds every text field a client can influence (see [`bounded`]).
     fn bound_fields(&mut self) {
         let bound = |s: &mut String| {
@@ -580,14 +583,7 @@ impl AuditSink {
     /// Queues `event`, stamped with the time of the decision.
     pub fn emit(&self, event: AuditEvent) {
         if let Some(metrics) = &self.metrics {
-            metrics.decision(&crate::telemetry::Decision {
-                method: event.method.as_deref(),
-                tool: event.tool.as_deref(),
-                server: event.server.as_deref(),
-                decision: event.decision,
-                reason: &event.reason,
-                latency_ms: (event.status != 0).then_some(event.latency_ms),
-            });
+            metrics.decision(&event.decided());
         }
         let Some(queue) = &self.queue else { return };
         if let Some(metrics) = &self.metrics {

@@ -191,22 +191,22 @@ impl Spool {
 
     /// Waits until everything appended up to `position` is delivered, or `deadline` passes.
     pub fn wait_delivered(&self, position: u64, deadline: Instant) -> bool {
-        let mut state = self.lock();
-        while state.delivered < position {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            state = self.changed.wait_timeout(state, deadline - now).map_or_else(|e| e.into_inner().0, |(s, _)| s);
-        }
-        true
+        self.wait_until(deadline, |state| state.delivered >= position)
     }
 
     /// Waits (at most `timeout`) until `need` more bytes fit under the bound.
     pub fn wait_for_room(&self, need: u64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let max = self.max_bytes;
+        self.wait_until(Instant::now() + timeout, |state| {
+            let pending = Self::pending_of(state);
+            pending + need <= max || pending == 0
+        })
+    }
+
+    /// Waits until `done` holds of the state (re-checked on every change), or `deadline`.
+    fn wait_until(&self, deadline: Instant, done: impl Fn(&State) -> bool) -> bool {
         let mut state = self.lock();
-        while Self::pending_of(&state) + need > self.max_bytes && Self::pending_of(&state) > 0 {
+        while !done(&state) {
             let now = Instant::now();
             if now >= deadline {
                 return false;

@@ -165,13 +165,20 @@ impl Default for Metrics {
     }
 }
 
-/// What the metrics read of an audit event.
+/// What metrics and a request's server span read of its audit event (`AuditEvent::decided`).
+#[derive(Default)]
 pub struct Decision<'a> {
     pub method: Option<&'a str>,
     pub tool: Option<&'a str>,
     pub server: Option<&'a str>,
+    pub rule: Option<&'a str>,
+    pub credential: Option<&'a str>,
+    pub jsonrpc_id: Option<&'a serde_json::Value>,
     pub decision: &'a str,
     pub reason: &'a str,
+    /// HTTP status to the client (0 outside a request).
+    pub status: u16,
+    pub request_id: &'a str,
     /// Present for events about a request.
     pub latency_ms: Option<f64>,
 }
@@ -291,6 +298,7 @@ mod tests {
             decision: "deny",
             reason: "unknown_tool",
             latency_ms: Some(1.0),
+            ..Decision::default()
         });
         m.decision(&Decision {
             method: Some("no/such/method"),
@@ -299,6 +307,7 @@ mod tests {
             decision: "deny",
             reason: "method_not_found",
             latency_ms: Some(2.0),
+            ..Decision::default()
         });
         m.decision(&Decision {
             method: Some("tools/call"),
@@ -307,6 +316,7 @@ mod tests {
             decision: "allow",
             reason: "ok",
             latency_ms: Some(3.0),
+            ..Decision::default()
         });
         m.upstream("http", "search", "ok", std::time::Duration::from_millis(20));
         m.jwks_fetch("https://idp", true);

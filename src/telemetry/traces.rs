@@ -222,20 +222,6 @@ pub fn record_status(span: &tracing::Span, status: u16) {
     }
 }
 
-/// What a server span records of a request's decision (its audit event's fields).
-pub struct Decided<'a> {
-    pub method: Option<&'a str>,
-    pub tool: Option<&'a str>,
-    pub server: Option<&'a str>,
-    pub rule: Option<&'a str>,
-    pub credential: Option<&'a str>,
-    pub jsonrpc_id: Option<&'a serde_json::Value>,
-    pub decision: &'a str,
-    pub reason: &'a str,
-    pub status: u16,
-    pub request_id: &'a str,
-}
-
 /// Longest text kept in an attribute a client can influence (an id, a tool name).
 const ATTRIBUTE_LIMIT: usize = 256;
 
@@ -248,7 +234,7 @@ fn bounded(value: &str) -> String {
 }
 
 /// Records a request's decision on its server span: the MCP name and attributes, the outcome.
-pub fn record_decision(span: &tracing::Span, d: &Decided<'_>) {
+pub fn record_decision(span: &tracing::Span, d: &super::Decision<'_>) {
     if span.is_none() {
         return;
     }

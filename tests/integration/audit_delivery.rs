@@ -80,6 +80,23 @@ fn config(issuer: &TestIssuer, addr: &str, url: &str, webhook: &str, extra: &str
     )
 }
 
+/// A gateway in-process on `dir/warden.yaml` (written from `yaml`, `${VAR}`s from `env`): its
+/// audit handle, its shutdown, and the task serving it.
+fn run_in(
+    dir: &Path,
+    yaml: &str,
+    env: &HashMap<String, String>,
+    listener: tokio::net::TcpListener,
+) -> (Arc<warden::audit::AuditSink>, CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>) {
+    std::fs::write(dir.join("warden.yaml"), yaml).unwrap();
+    let config = warden::config::load_file(&dir.join("warden.yaml"), env).unwrap();
+    let gw = warden::Gateway::build(&config).unwrap_or_else(|e| panic!("{e}"));
+    let audit = Arc::clone(&gw.audit);
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(warden::run(gw, listener, shutdown.clone().cancelled_owned()));
+    (audit, shutdown, served)
+}
+
 async fn list(http: &reqwest::Client, url: &str, token: &str, id: usize) -> reqwest::Response {
     http.post(format!("{url}/mcp"))
         .bearer_auth(token)
@@ -114,13 +131,8 @@ async fn a_collector_down_then_up_gets_every_record_once() {
         "{{type: webhook, url: \"{hook}\", body: splunk_hec, headers: {{Authorization: \"Splunk ${{HEC_TOKEN}}\"}}, batch_max_events: 7, allow_cidrs: [127.0.0.0/8]}}"
     );
     let yaml = config(&issuer, &listener.local_addr().unwrap().to_string(), &url, &webhook, "");
-    std::fs::write(dir.path().join("warden.yaml"), &yaml).unwrap();
     let env = HashMap::from([("HEC_TOKEN".to_owned(), "hec-7d1f-secret".to_owned())]);
-    let config = warden::config::load_file(&dir.path().join("warden.yaml"), &env).unwrap();
-    let gw = warden::Gateway::build(&config).unwrap_or_else(|e| panic!("{e}"));
-    let audit = Arc::clone(&gw.audit);
-    let shutdown = CancellationToken::new();
-    let served = tokio::spawn(warden::run(gw, listener, shutdown.clone().cancelled_owned()));
+    let (audit, shutdown, served) = run_in(dir.path(), &yaml, &env, listener);
     let http = reqwest::Client::new();
     let token = issuer.sign(&issuer.claims("alice", "", &format!("{url}/mcp")));
 
@@ -219,12 +231,7 @@ async fn a_full_spool_refuses_new_requests_until_it_drains() {
     let webhook = format!("{{type: webhook, url: \"{hook}\", allow_cidrs: [127.0.0.1/32]}}");
     let extra = "  spool: {max_bytes: 65536}\n  on_failure: refuse\n";
     let yaml = config(&issuer, &listener.local_addr().unwrap().to_string(), &url, &webhook, extra);
-    std::fs::write(dir.path().join("warden.yaml"), &yaml).unwrap();
-    let config = warden::config::load_file(&dir.path().join("warden.yaml"), &HashMap::new()).unwrap();
-    let gw = warden::Gateway::build(&config).unwrap_or_else(|e| panic!("{e}"));
-    let audit = Arc::clone(&gw.audit);
-    let shutdown = CancellationToken::new();
-    let served = tokio::spawn(warden::run(gw, listener, shutdown.clone().cancelled_owned()));
+    let (audit, shutdown, served) = run_in(dir.path(), &yaml, &HashMap::new(), listener);
     let http = reqwest::Client::new();
     let token = issuer.sign(&issuer.claims("alice", "", &format!("{url}/mcp")));
 

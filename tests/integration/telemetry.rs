@@ -110,6 +110,7 @@ async fn the_dashboard_and_alerts_query_metrics_that_exist() {
         decision: "allow",
         reason: "ok",
         latency_ms: Some(1.0),
+        ..warden::telemetry::Decision::default()
     });
     m.upstream("http", "t", "ok", std::time::Duration::from_millis(1));
     m.jwks_fetch("https://idp", true);
