@@ -46,6 +46,7 @@ fn main() {
             roles: Vec::new(),
             tenant: Some(format!("tenant-{}", i % 20)),
             claims: Map::new(),
+            tools: None,
         })
         .collect();
     let metadata = Map::new();

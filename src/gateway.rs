@@ -48,6 +48,8 @@ pub struct Gateway {
     pub vault: Option<Arc<crate::credentials::Vault>>,
     /// The admin API's credential; no admin API without one.
     pub admin_token: Option<crate::credentials::Secret>,
+    /// Gateway-issued API keys, when enabled.
+    pub api_keys: Option<Arc<crate::apikeys::ApiKeys>>,
     pub origin_guard: Arc<crate::edge::OriginGuard>,
     pub max_body_bytes: usize,
     /// Time allowed to receive a request body.
@@ -135,8 +137,12 @@ impl Gateway {
         tool_configs.extend(crate::tools::openapi::expand_all(&config.openapi, &config.base_dir, &config.upstream)?);
         let tools = ToolRegistry::build(&tool_configs, upstream.identity_headers(), config.upstream.default_timeout, &credentials)?;
         let resource = config.server.resource();
-        let authenticator =
+        let mut authenticator =
             Authenticator::new(&config.identity, resource.clone(), control_plane_client()?, Arc::clone(&clock), Arc::clone(&metrics))?;
+        let api_keys = crate::apikeys::ApiKeys::build(&config.api_keys, vault.as_ref(), &clock)?;
+        if let Some(keys) = &api_keys {
+            authenticator = authenticator.with_api_keys(Arc::clone(keys) as Arc<dyn crate::identity::KeyVerifier>);
+        }
         let mut scopes = tools.scopes();
         scopes.extend(config.servers.iter().flat_map(|s| s.scopes.iter().cloned()));
         scopes.sort();
@@ -197,6 +203,7 @@ impl Gateway {
             credentials,
             vault,
             admin_token,
+            api_keys,
             origin_guard: Arc::new(origin_guard),
             max_body_bytes: config.server.max_body_bytes,
             body_read_timeout: config.server.body_read_timeout,
@@ -292,6 +299,7 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
             audit: Arc::clone(&gateway.audit),
             federation: Arc::clone(&gateway.federation),
             limits: Arc::clone(&gateway.limits),
+            api_keys: gateway.api_keys.clone(),
         })))
         // These routes' bodies in bounded time; the gate bounds /mcp's itself, with a 408.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))

@@ -3,6 +3,7 @@
 //! One module per pipeline stage; `mcp` documents the order in which they run.
 
 pub mod admin;
+pub mod apikeys;
 pub mod audit;
 pub mod body;
 pub mod cli;

@@ -54,3 +54,6 @@ mod openapi;
 
 #[path = "integration/telemetry.rs"]
 mod telemetry;
+
+#[path = "integration/api_keys.rs"]
+mod api_keys;

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 usage error, 3 invalid configuration.
 
 mod admin_client;
+mod api_keys;
 mod audit;
 mod connections;
 mod keys;
@@ -109,6 +110,15 @@ pub enum Command {
         #[command(subcommand)]
         command: LimitsCommand,
     },
+    /// Gateway-issued API keys (`wdn_live_…`), through a running gateway's admin API (token from
+    /// WARDEN_ADMIN_TOKEN): create one (shown once), list them, revoke one.
+    ApiKeys {
+        /// The gateway's base URL.
+        #[arg(long, env = "WARDEN_GATEWAY_URL", default_value = "http://127.0.0.1:8080", global = true)]
+        gateway: String,
+        #[command(subcommand)]
+        command: ApiKeysCommand,
+    },
     /// Run the demo: gateway, development authorization server and a calendar backend. The default
     /// when no command is given.
     Demo {
@@ -204,6 +214,47 @@ pub enum KeysCommand {
         #[arg(long, default_value_t = 500)]
         batch: usize,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ApiKeysCommand {
+    /// Issue a key; it is printed once, on standard output, and never shown again.
+    Create {
+        /// A name to tell the key apart (`ci-nightly`).
+        #[arg(long)]
+        name: String,
+        /// The service, or the person, the key acts as.
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Scopes (repeat, or space-separated).
+        #[arg(long = "scope", value_delimiter = ' ')]
+        scopes: Vec<String>,
+        /// Roles (repeat).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Tools (or `route:NAME`) the key may call (repeat); default: what policy allows.
+        #[arg(long = "tool")]
+        tools: Vec<String>,
+        /// Lifetime (`30d`, `12h`); default: the gateway's `api_keys.default_lifetime`.
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// A `wdn_test_` key instead of `wdn_live_`.
+        #[arg(long)]
+        test: bool,
+    },
+    /// Keys and their status (never a key).
+    List {
+        /// Revoked keys too.
+        #[arg(long)]
+        all: bool,
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its id (`key_…`).
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -409,6 +460,7 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
         Command::Connections { gateway, command } => connections::run(&gateway, command).await,
         Command::Tools { gateway, command } => tools::run(&gateway, command).await,
         Command::Limits { gateway, command } => limits::run(&gateway, command).await,
+        Command::ApiKeys { gateway, command } => api_keys::run(&gateway, command).await,
         Command::Policy(PolicyCommand::Test { dir }) => policy::test(&dir),
         Command::Policy(PolicyCommand::Explain { config, token, tool, args }) => policy::explain(&config, &token, &tool, args.as_deref()),
         Command::Demo { port, idp_port, backend_port, auto_approve, audit, challenge_scopes } => {

@@ -48,6 +48,9 @@ pub struct Config {
     /// The admin API (connections: status, disconnect, shared connect links). Off without it.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
+    /// Gateway-issued API keys (`wdn_…`), for callers without an OAuth flow. Off by default.
+    #[serde(default)]
+    pub api_keys: crate::apikeys::ApiKeysConfig,
     /// Upstream credentials tools can reference by name.
     #[serde(default)]
     pub credentials: Vec<crate::credentials::CredentialConfig>,

@@ -13,8 +13,10 @@ use crate::identity::metadata::ResourceMetadata;
 use crate::policy::Denial;
 use crate::tools::ToolFailure;
 
+mod proxy;
 mod surfaces;
 
+pub use proxy::ProxyError;
 pub use surfaces::{AdminError, CLEAR_CONNECT_COOKIE, ConnectError, ConnectStep, html_page};
 
 /// JSON-RPC 2.0 error codes.
@@ -143,7 +145,7 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn class(&self) -> Class {
         match self {
-            Self::NoDecision | Self::AuditUnavailable => Class::Internal,
+            Self::NoDecision | Self::AuditUnavailable | Self::Unauthorized(AuthError::KeyStoreUnavailable) => Class::Internal,
             // The server changed the tool; the gateway's pinning refuses it.
             Self::ToolWithheld(_) | Self::SourceFailed(..) => Class::Upstream,
             Self::LimitsUndecided { reason, .. } if *reason == "limits_unavailable" => Class::Internal,
@@ -193,6 +195,7 @@ impl GatewayError {
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized(AuthError::MultipleCredentials | AuthError::TokenInQuery) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(AuthError::KeyStoreUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => StatusCode::FORBIDDEN,
             // A policy refusal of a well-formed call is a JSON-RPC error, like any other.
@@ -295,6 +298,10 @@ impl GatewayError {
                 Some(meta.unauthorized(Some("invalid_request"), &[])),
                 json!({"error": "invalid_request", "error_description": "access tokens are accepted in the Authorization header only"}),
             ),
+            Self::Unauthorized(AuthError::KeyStoreUnavailable) => (
+                None,
+                json!({"error": "temporarily_unavailable", "error_description": "the API key could not be checked right now; try again later"}),
+            ),
             Self::Unauthorized(_) => (
                 Some(meta.unauthorized(Some("invalid_token"), &meta.challenge_scopes)),
                 json!({"error": "invalid_token", "error_description": "the access token is invalid"}),
@@ -346,7 +353,7 @@ impl GatewayError {
         if let Self::TooManyRequests(secs) = &self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
         }
-        if matches!(self, Self::AuditUnavailable) {
+        if matches!(self, Self::AuditUnavailable | Self::Unauthorized(AuthError::KeyStoreUnavailable)) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         response

@@ -29,6 +29,14 @@ pub enum AdminError {
     NoSuchPendingDefinition,
     /// A body that is not the JSON the call takes.
     InvalidBody,
+    /// API keys are not enabled (`api_keys.enabled`).
+    ApiKeysDisabled,
+    /// No API key by that id.
+    NoSuchApiKey,
+    /// A key request that breaks a rule (the rule is in the response's `detail`).
+    InvalidApiKey,
+    /// A key asking for a scope beyond `api_keys.max_scopes`.
+    ScopeNotAllowed,
 }
 
 impl AdminError {
@@ -41,16 +49,25 @@ impl AdminError {
             | Self::UnknownCredential
             | Self::NotShared
             | Self::NoSuchPendingDefinition
-            | Self::InvalidBody => Class::Downstream,
+            | Self::InvalidBody
+            | Self::ApiKeysDisabled
+            | Self::NoSuchApiKey
+            | Self::InvalidApiKey
+            | Self::ScopeNotAllowed => Class::Downstream,
             Self::VaultUnavailable => Class::Internal,
         }
     }
 
     pub fn status(self) -> StatusCode {
         match self {
-            Self::Disabled | Self::NoVault | Self::NoSuchConnection | Self::UnknownCredential => StatusCode::NOT_FOUND,
+            Self::Disabled
+            | Self::NoVault
+            | Self::NoSuchConnection
+            | Self::UnknownCredential
+            | Self::ApiKeysDisabled
+            | Self::NoSuchApiKey => StatusCode::NOT_FOUND,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NotShared | Self::InvalidBody => StatusCode::BAD_REQUEST,
+            Self::NotShared | Self::InvalidBody | Self::InvalidApiKey | Self::ScopeNotAllowed => StatusCode::BAD_REQUEST,
             Self::NoSuchPendingDefinition => StatusCode::CONFLICT,
             Self::VaultUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -67,7 +84,10 @@ impl AdminError {
             Self::NotShared => "not_shared",
             Self::VaultUnavailable => "vault_unavailable",
             Self::NoSuchPendingDefinition => "pin_not_pending",
-            Self::InvalidBody => "invalid_request",
+            Self::InvalidBody | Self::InvalidApiKey => "invalid_request",
+            Self::ApiKeysDisabled => "api_keys_disabled",
+            Self::NoSuchApiKey => "api_key_not_found",
+            Self::ScopeNotAllowed => "scope_not_allowed",
         }
     }
 
@@ -86,7 +106,11 @@ impl AdminError {
             | Self::NotShared
             | Self::VaultUnavailable
             | Self::NoSuchPendingDefinition
-            | Self::InvalidBody => self.reason(),
+            | Self::InvalidBody
+            | Self::ApiKeysDisabled
+            | Self::NoSuchApiKey
+            | Self::InvalidApiKey
+            | Self::ScopeNotAllowed => self.reason(),
         }
     }
 
@@ -101,11 +125,29 @@ impl AdminError {
             Self::VaultUnavailable => "the credential store is unavailable",
             Self::NoSuchPendingDefinition => "no changed definition with that hash awaits approval for this tool (review it again)",
             Self::InvalidBody => "the body must be JSON of the documented shape",
+            Self::ApiKeysDisabled => "API keys are not enabled (api_keys.enabled)",
+            Self::NoSuchApiKey => "no such API key",
+            Self::InvalidApiKey => "the key request is invalid",
+            Self::ScopeNotAllowed => "a scope is beyond what api_keys.max_scopes allows",
         }
     }
 
+    /// The short static message, for pages that render a refusal themselves.
+    pub fn text(self) -> &'static str {
+        self.message()
+    }
+
     pub fn into_response(self) -> Response {
-        let mut response = (self.status(), axum::Json(json!({"error": self.wire_code(), "message": self.message()}))).into_response();
+        self.into_response_with(None)
+    }
+
+    /// As [`AdminError::into_response`], with a `detail` naming what to fix (never a secret).
+    pub fn into_response_with(self, detail: Option<&str>) -> Response {
+        let mut body = json!({"error": self.wire_code(), "message": self.message()});
+        if let Some(detail) = detail {
+            body["detail"] = json!(detail);
+        }
+        let mut response = (self.status(), axum::Json(body)).into_response();
         if self == Self::Unauthorized {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"warden-admin\""));
         }

@@ -369,6 +369,7 @@ pub(super) fn service_principal() -> Principal {
         roles: Vec::new(),
         tenant: None,
         claims: Map::new(),
+        tools: None,
     }
 }
 

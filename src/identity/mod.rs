@@ -35,6 +35,16 @@ use config::IdentityConfig;
 /// Longest token considered; anything longer is refused before parsing.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
+/// How every gateway-issued API key begins (`wdn_live_…`, `wdn_test_…`): such a bearer is never
+/// parsed as a JWT.
+pub const API_KEY_PREFIX: &str = "wdn_";
+
+/// Checks gateway-issued API keys (`crate::apikeys`); the identity stage only routes `wdn_`
+/// bearers to it, so it need not know where keys are kept.
+pub trait KeyVerifier: Send + Sync {
+    fn verify<'a>(&'a self, key: &'a str) -> futures::future::BoxFuture<'a, Result<Arc<Principal>, AuthError>>;
+}
+
 /// Why a request was not authenticated. The variant name is the audit reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -71,6 +81,19 @@ pub enum AuthError {
     /// An `access_token` in the query string: MCP forbids tokens in URIs (they end up in logs).
     #[error("access token in the URI")]
     TokenInQuery,
+    /// A `wdn_` API key while `api_keys.enabled` is false.
+    #[error("API keys are not accepted")]
+    ApiKeysDisabled,
+    #[error("unknown API key")]
+    UnknownApiKey,
+    #[error("API key revoked")]
+    RevokedApiKey,
+    #[error("API key expired")]
+    ExpiredApiKey,
+    /// The database holding API keys did not answer: the key could not be checked (HTTP 503,
+    /// not a 401 that would send the client to sign in again).
+    #[error("API key store unavailable")]
+    KeyStoreUnavailable,
 }
 
 impl AuthError {
@@ -92,6 +115,11 @@ impl AuthError {
             Self::InvalidClaims => "claims_invalid",
             Self::MultipleCredentials => "credentials_multiple",
             Self::TokenInQuery => "token_in_query",
+            Self::ApiKeysDisabled => "api_keys_disabled",
+            Self::UnknownApiKey => "api_key_unknown",
+            Self::RevokedApiKey => "api_key_revoked",
+            Self::ExpiredApiKey => "api_key_expired",
+            Self::KeyStoreUnavailable => "api_key_store_unavailable",
         }
     }
 }
@@ -119,6 +147,8 @@ pub struct Authenticator {
     verified: std::sync::Mutex<HashMap<[u8; 32], Verified>>,
     /// Token times and cache lifetimes are read here.
     clock: SharedClock,
+    /// Gateway-issued API keys, when `api_keys.enabled`.
+    api_keys: Option<Arc<dyn KeyVerifier>>,
 }
 
 struct Verified {
@@ -153,7 +183,13 @@ impl Authenticator {
             let mapping = c.preset.mapping(c.roles_claim.as_deref(), c.roles_claims.as_deref(), c.tenant_claim.as_deref());
             issuers.insert(c.issuer.clone(), TrustedIssuer { algorithms, jwks, mapping });
         }
-        Ok(Self { issuers, resource, skew: config.clock_skew, verified: std::sync::Mutex::default(), clock })
+        Ok(Self { issuers, resource, skew: config.clock_skew, verified: std::sync::Mutex::default(), clock, api_keys: None })
+    }
+
+    /// Accepts gateway-issued API keys, checked by `keys`.
+    pub fn with_api_keys(mut self, keys: Arc<dyn KeyVerifier>) -> Self {
+        self.api_keys = Some(keys);
+        self
     }
 
     /// Whether every issuer's keys have been fetched; fetches those not fetched yet.
@@ -199,6 +235,12 @@ impl Authenticator {
             return Err(AuthError::Missing);
         }
         let token = token.trim();
+        if token.starts_with(API_KEY_PREFIX) {
+            return match &self.api_keys {
+                Some(keys) => keys.verify(token).await,
+                None => Err(AuthError::ApiKeysDisabled),
+            };
+        }
         // aws-lc's SHA-256 (SHA-NI / AVX2 where the CPU has them): this digest is taken on every
         // request, and the portable one was 6% of a `ping`'s CPU.
         let mut digest = [0u8; 32];

@@ -46,11 +46,25 @@ pub struct Principal {
     pub tenant: Option<String>,
     /// All claims of the token, for policy conditions.
     pub claims: Map<String, Value>,
+    /// The tools (and `route:NAME`s) this credential may reach at most, whatever policy
+    /// allows: an API key's allow-list. None: policy alone decides.
+    pub tools: Option<std::sync::Arc<[String]>>,
 }
 
 impl Principal {
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.contains(scope)
+    }
+
+    /// Whether the credential's own allow-list (an API key's `tools`) lets it reach `target`
+    /// (a tool's name, or `route:NAME`). Entries may end in `*` (a prefix).
+    pub fn may_reach(&self, target: &str) -> bool {
+        self.tools.as_deref().is_none_or(|allowed| {
+            allowed.iter().any(|a| match a.strip_suffix('*') {
+                Some(prefix) => target.starts_with(prefix),
+                None => a == target,
+            })
+        })
     }
 }
 
@@ -100,7 +114,7 @@ impl ClaimMapping {
             _ => None,
         });
         let client_id = ["client_id", "azp", "cid"].iter().find_map(|k| claims.get(*k).and_then(Value::as_str).map(str::to_owned));
-        Principal { subject, issuer, client_id, scopes, roles, tenant, claims }
+        Principal { subject, issuer, client_id, scopes, roles, tenant, claims, tools: None }
     }
 }
 

@@ -16,6 +16,7 @@ fn principal(sub: &str, tenant: Option<&str>) -> Principal {
         roles: Vec::new(),
         tenant: tenant.map(str::to_owned),
         claims: Map::new(),
+        tools: None,
     }
 }
 

@@ -196,6 +196,8 @@ pub fn activation<'a>(
         let value = map([
             ("time", Box::new(cel::common::types::CelTimestamp::from(time)) as Val<'a>),
             ("client_ip", request.client_ip.map_or_else(null, |ip| Box::new(cel::common::types::CelString::from(ip.to_string())))),
+            ("method", text(request.method)),
+            ("path", text(&request.path)),
             (
                 "headers",
                 Box::new(cel::common::types::CelMap::from(

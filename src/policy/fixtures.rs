@@ -63,6 +63,7 @@ impl FixturePrincipal {
             roles: self.roles.clone(),
             tenant: self.tenant.clone(),
             claims: self.claims.clone(),
+            tools: None,
         }
     }
 }

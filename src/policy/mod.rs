@@ -50,11 +50,16 @@ pub struct RequestFacts {
     pub client_ip: Option<IpAddr>,
     /// Only the headers named in `policy.request_headers`, lower-case.
     pub headers: BTreeMap<String, String>,
+    /// The HTTP method (`POST` on `/mcp`; the app's own on a proxy route).
+    pub method: &'static str,
+    /// The path: `/mcp`, or on a proxy route the path under the route (`/v1/contacts/7`),
+    /// percent-decoded once.
+    pub path: std::borrow::Cow<'static, str>,
 }
 
 impl Default for RequestFacts {
     fn default() -> Self {
-        Self { time: SystemTime::now(), client_ip: None, headers: BTreeMap::new() }
+        Self { time: SystemTime::now(), client_ip: None, headers: BTreeMap::new(), method: "POST", path: std::borrow::Cow::Borrowed("/mcp") }
     }
 }
 
@@ -76,8 +81,17 @@ pub enum Target {
     Server(String),
 }
 
+/// How policy names a proxy route: `route:NAME` (see `crate::routes`).
+pub const ROUTE_PREFIX: &str = "route:";
+
 impl Target {
     pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(route) = s.strip_prefix(ROUTE_PREFIX) {
+            if route.is_empty() || !route.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'*' | b'?')) {
+                return Err(format!("{s:?}: a route pattern is route:<name>, with * and ? wildcards"));
+            }
+            return Ok(if route.contains(['*', '?']) { Self::Glob(s.to_owned()) } else { Self::Exact(s.to_owned()) });
+        }
         if let Some(tag) = s.strip_prefix("tag:") {
             return if tag.is_empty() { Err("empty tag".into()) } else { Ok(Self::Tag(tag.to_owned())) };
         }
@@ -88,7 +102,7 @@ impl Target {
             return Err("empty tool pattern".into());
         }
         if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'*' | b'?')) {
-            return Err(format!("{s:?}: a pattern is a tool name with * and ? wildcards, tag:<tag> or server:<name>"));
+            return Err(format!("{s:?}: a pattern is a tool name with * and ? wildcards, tag:<tag>, server:<name> or route:<name>"));
         }
         Ok(if s.contains(['*', '?']) { Self::Glob(s.to_owned()) } else { Self::Exact(s.to_owned()) })
     }
@@ -96,7 +110,9 @@ impl Target {
     pub fn matches(&self, tool: &ToolFacts<'_>) -> bool {
         match self {
             Self::Exact(n) => n == tool.name,
-            Self::Glob(g) => glob(g.as_bytes(), tool.name.as_bytes()),
+            // A pattern reaches proxy routes only when it says `route:` itself: `*` means every
+            // tool, never every route as well.
+            Self::Glob(g) => g.starts_with(ROUTE_PREFIX) == tool.name.starts_with(ROUTE_PREFIX) && glob(g.as_bytes(), tool.name.as_bytes()),
             Self::Tag(t) => tool.tags.iter().any(|x| x == t),
             Self::Server(s) => tool.server == Some(s.as_str()),
         }
@@ -253,6 +269,15 @@ impl Policy {
                 t.push(line);
             }
         };
+        // The credential's own ceiling (an API key's tool list) comes before any rule: no
+        // policy can widen what the key was issued for.
+        if !principal.may_reach(tool.name) {
+            note(format!("credential:tools: {} is not among the tools this API key was issued for → deny", tool.name));
+            return Decision {
+                outcome: Err(Denial::Forbidden { reason: "this API key is not issued for this tool".into() }),
+                rule: "api-key:tools".into(),
+            };
+        }
         let missing: Vec<String> = tool.scopes.iter().filter(|s| !principal.has_scope(s)).cloned().collect();
         let floor = format!("tool:{}:scopes", tool.name);
         if !missing.is_empty() {

@@ -6,6 +6,7 @@
 //! row and field by associated data; a dump of the database holds no plaintext token. Never
 //! logs a token.
 
+pub mod api_keys;
 pub mod audit;
 pub mod envelope;
 #[cfg(test)]

@@ -17,6 +17,13 @@
 //!   audit events from the database sink, newest first (at most `limit`, default 100).
 //! - `GET /admin/v1/limits/usage[?subject=…&tenant=…&client=…&quota=…&period=…]`: quota usage
 //!   per bucket and period, with each quota's budget and, for the current period, its reset.
+//! - `POST /admin/v1/api-keys`, `GET /admin/v1/api-keys[?all=true]`,
+//!   `DELETE /admin/v1/api-keys/{id}`: gateway-issued API keys ([`api_keys`]).
+//!
+//! Each change is audited with who made it ([`Actor`]): the admin token, or an administrator
+//! signed in to the console.
+
+pub mod api_keys;
 
 use std::sync::Arc;
 
@@ -36,6 +43,21 @@ use crate::edge::RequestContext;
 use crate::error::AdminError;
 use crate::store::ConnectionKey;
 
+/// Who made an admin call: the admin token's holder, or an administrator signed in to the
+/// console (their issuer and subject). Audited as the event's subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub subject: String,
+    pub issuer: Option<String>,
+}
+
+impl Actor {
+    /// Whoever presented `admin.token`.
+    pub fn admin_token() -> Self {
+        Self { subject: "admin".into(), issuer: None }
+    }
+}
+
 /// What the admin API uses: its credential, the vault, the credentials and the audit sink.
 pub struct AdminState {
     /// No admin API without one.
@@ -47,6 +69,8 @@ pub struct AdminState {
     pub federation: Arc<crate::federation::Federation>,
     /// Quota usage.
     pub limits: Arc<crate::limits::Limits>,
+    /// Gateway-issued API keys, when enabled.
+    pub api_keys: Option<Arc<crate::apikeys::ApiKeys>>,
 }
 
 pub fn routes(gateway: Arc<AdminState>) -> Router {
@@ -58,6 +82,8 @@ pub fn routes(gateway: Arc<AdminState>) -> Router {
         .route("/admin/v1/tools/pins/{server}/{tool}/approve", post(approve_pin))
         .route("/admin/v1/limits/usage", get(usage))
         .route("/admin/v1/audit", get(audit_query))
+        .route("/admin/v1/api-keys", get(api_keys::list).post(api_keys::create))
+        .route("/admin/v1/api-keys/{id}", delete(api_keys::revoke))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&gateway), authorize))
         .with_state(gateway)
 }
@@ -65,18 +91,30 @@ pub fn routes(gateway: Arc<AdminState>) -> Router {
 /// Audits a refusal and renders it (`error`); the storage error's detail goes to the log only.
 fn refuse(gw: &AdminState, ctx: Option<&RequestContext>, action: &str, credential: Option<&str>, refusal: AdminError) -> Response {
     if let Some(ctx) = ctx {
-        gw.audit.emit(AuditEvent::admin(
-            ctx,
-            action,
-            credential,
-            Verdict { decision: refusal.decision(), reason: refusal.reason(), status: refusal.status().as_u16() },
-        ));
+        gw.audit.emit(refused(ctx, &Actor::admin_token(), action, credential, refusal));
     }
     refusal.into_response()
 }
 
+/// The audit event of a refused admin call.
+pub fn refused(ctx: &RequestContext, actor: &Actor, action: &str, credential: Option<&str>, refusal: AdminError) -> AuditEvent {
+    let verdict = Verdict { decision: refusal.decision(), reason: refusal.reason(), status: refusal.status().as_u16() };
+    by(actor, AuditEvent::admin(ctx, action, credential, verdict))
+}
+
 fn allowed(ctx: &RequestContext, action: &str, credential: Option<&str>, reason: &str) -> AuditEvent {
-    AuditEvent::admin(ctx, action, credential, Verdict { decision: "allow", reason, status: 200 })
+    allowed_by(ctx, &Actor::admin_token(), action, credential, reason)
+}
+
+/// The audit event of an admin call that was carried out.
+pub fn allowed_by(ctx: &RequestContext, actor: &Actor, action: &str, credential: Option<&str>, reason: &str) -> AuditEvent {
+    by(actor, AuditEvent::admin(ctx, action, credential, Verdict { decision: "allow", reason, status: 200 }))
+}
+
+fn by(actor: &Actor, mut event: AuditEvent) -> AuditEvent {
+    event.subject = Some(actor.subject.clone());
+    event.issuer = actor.issuer.clone();
+    event
 }
 
 fn storage_failed(e: &crate::store::StoreError) -> AdminError {
@@ -100,6 +138,8 @@ async fn authorize(State(gw): State<Arc<AdminState>>, request: Request, next: Ne
     if !bool::from(ok) {
         return refuse(&gw, ctx.as_ref(), ACTION, None, AdminError::Unauthorized);
     }
+    let mut request = request;
+    request.extensions_mut().insert(Actor::admin_token());
     next.run(request).await
 }
 
