@@ -50,6 +50,8 @@ pub struct Gateway {
     pub admin_token: Option<crate::credentials::Secret>,
     /// Gateway-issued API keys, when enabled.
     pub api_keys: Option<Arc<crate::apikeys::ApiKeys>>,
+    /// Proxy routes for apps that are not MCP clients.
+    pub routes: Arc<crate::routes::Routes>,
     pub origin_guard: Arc<crate::edge::OriginGuard>,
     pub max_body_bytes: usize,
     /// Time allowed to receive a request body.
@@ -136,6 +138,12 @@ impl Gateway {
         let mut tool_configs = config.tools.clone();
         tool_configs.extend(crate::tools::openapi::expand_all(&config.openapi, &config.base_dir, &config.upstream)?);
         let tools = ToolRegistry::build(&tool_configs, upstream.identity_headers(), config.upstream.default_timeout, &credentials)?;
+        let routes = Arc::new(crate::routes::Routes::build(
+            &config.routes,
+            &credentials,
+            config.upstream.default_timeout,
+            config.upstream.max_response_bytes,
+        )?);
         let resource = config.server.resource();
         let mut authenticator =
             Authenticator::new(&config.identity, resource.clone(), control_plane_client()?, Arc::clone(&clock), Arc::clone(&metrics))?;
@@ -145,6 +153,7 @@ impl Gateway {
         }
         let mut scopes = tools.scopes();
         scopes.extend(config.servers.iter().flat_map(|s| s.scopes.iter().cloned()));
+        scopes.extend(routes.scopes().cloned());
         scopes.sort();
         scopes.dedup();
         let mut metadata = ResourceMetadata::new(&config.server.public_base(), resource, authenticator.issuer_ids(), scopes);
@@ -168,10 +177,11 @@ impl Gateway {
             Arc::clone(&tools),
             pins,
         )?;
-        let catalog = Arc::clone(&tools);
+        let (catalog, bound_routes) = (Arc::clone(&tools), Arc::clone(&routes));
         let bind: Binder = Box::new(move |set: Arc<PolicySet>| {
             let (tools, governed) = (catalog.load(), catalog.governed());
-            PolicySet::bind_shared(set, tools.iter().map(|t| t.facts()).chain(governed.iter().map(|g| g.facts())))
+            let facts = tools.iter().map(|t| t.facts()).chain(governed.iter().map(|g| g.facts()));
+            PolicySet::bind_shared(set, facts.chain(bound_routes.iter().map(|r| r.facts())))
         });
         let reloader = Arc::new(Reloader::new(source, bind, Arc::clone(&audit), config.policy.reload_interval).map_err(policy_error)?);
         let rebind = Arc::clone(&reloader);
@@ -204,6 +214,7 @@ impl Gateway {
             vault,
             admin_token,
             api_keys,
+            routes,
             origin_guard: Arc::new(origin_guard),
             max_body_bytes: config.server.max_body_bytes,
             body_read_timeout: config.server.body_read_timeout,
@@ -283,6 +294,18 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         .layer(axum::middleware::from_fn(crate::cors::public))
         .with_state(Arc::clone(&gateway.metadata));
     let body_timeout = gateway.body_read_timeout;
+    // Proxy routes stream bodies both ways, bounded by each route's size and time limits.
+    let proxy =
+        Router::new().route("/proxy/{*rest}", axum::routing::any(crate::routes::handle)).with_state(Arc::new(crate::routes::ProxyState {
+            authenticator: Arc::clone(&gateway.authenticator),
+            routes: Arc::clone(&gateway.routes),
+            policy: gateway.policy_reloader.policy(),
+            limits: Arc::clone(&gateway.limits),
+            upstream: Arc::clone(&gateway.upstream),
+            audit: Arc::clone(&gateway.audit),
+            metadata: Arc::clone(&gateway.metadata),
+            policy_headers: Arc::clone(&gateway.policy_headers),
+        }));
     Router::new()
         .route("/oauth/connect/{link}", get(crate::connect::start))
         .route("/oauth/callback", get(crate::connect::callback))
@@ -305,6 +328,7 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
         .merge(metadata)
         .merge(mcp)
+        .merge(proxy)
         .merge(telemetry_routes(&gateway, gateway.telemetry.listen.is_none()))
         .fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "not_found"}))) })
         .layer(axum::middleware::from_fn(crate::edge::layer))

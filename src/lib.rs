@@ -23,6 +23,7 @@ pub mod identity;
 pub mod limits;
 pub mod mcp;
 pub mod policy;
+pub mod routes;
 pub mod secret;
 pub mod server;
 pub mod store;

@@ -101,6 +101,12 @@ fn check_names_the_failing_path() {
             "openapi[0].operations",
         ),
         (format!("openapi:\n  - {{name: p, spec: {PETSTORE}, base_url: http://127.0.0.1:1, colour: blue}}\n{VALID}"), "openapi[0].colour"),
+        (format!("routes:\n  - {{name: crm, upstream: 'http://127.0.0.1:1/?q=1'}}\n{VALID}"), "routes[0].upstream"),
+        (format!("routes:\n  - {{name: 'bad/name', upstream: 'http://127.0.0.1:1'}}\n{VALID}"), "routes[0].name"),
+        (format!("routes:\n  - {{name: crm, upstream: 'http://127.0.0.1:1', methods: [BREW]}}\n{VALID}"), "routes[0].methods[0]"),
+        (format!("routes:\n  - {{name: crm, upstream: 'http://127.0.0.1:1', paths: [/a/../b]}}\n{VALID}"), "routes[0].paths[0]"),
+        (format!("routes:\n  - {{name: crm, upstream: 'http://127.0.0.1:1', credential: nope}}\n{VALID}"), "routes[0].credential"),
+        (format!("api_keys: {{enabled: true, hash_key: 0123456789abcdef0123456789abcdef}}\n{VALID}"), "api_keys.enabled"),
     ];
     for (text, path) in cases {
         let file = write(dir.path(), &text);

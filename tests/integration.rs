@@ -57,3 +57,6 @@ mod telemetry;
 
 #[path = "integration/api_keys.rs"]
 mod api_keys;
+
+#[path = "integration/routes.rs"]
+mod routes;

@@ -102,10 +102,6 @@ pub fn refused(ctx: &RequestContext, actor: &Actor, action: &str, credential: Op
     by(actor, AuditEvent::admin(ctx, action, credential, verdict))
 }
 
-fn allowed(ctx: &RequestContext, action: &str, credential: Option<&str>, reason: &str) -> AuditEvent {
-    allowed_by(ctx, &Actor::admin_token(), action, credential, reason)
-}
-
 /// The audit event of an admin call that was carried out.
 pub fn allowed_by(ctx: &RequestContext, actor: &Actor, action: &str, credential: Option<&str>, reason: &str) -> AuditEvent {
     by(actor, AuditEvent::admin(ctx, action, credential, Verdict { decision: "allow", reason, status: 200 }))
@@ -149,20 +145,149 @@ struct ListQuery {
     credential: Option<String>,
 }
 
-async fn list(State(gw): State<Arc<AdminState>>, Extension(ctx): Extension<RequestContext>, Query(q): Query<ListQuery>) -> Response {
-    const ACTION: &str = "admin/connections.list";
-    let credential = q.credential.as_deref();
+/// Audits the outcome of an operation: `ok_reason` when it was carried out, the refusal's
+/// reason otherwise.
+fn audited<T>(
+    gw: &AdminState,
+    ctx: &RequestContext,
+    actor: &Actor,
+    action: &str,
+    credential: Option<&str>,
+    ok_reason: &str,
+    outcome: Result<T, AdminError>,
+) -> Result<T, AdminError> {
+    match &outcome {
+        Ok(_) => gw.audit.emit(allowed_by(ctx, actor, action, credential, ok_reason)),
+        Err(refusal) => gw.audit.emit(refused(ctx, actor, action, credential, *refusal)),
+    }
+    outcome
+}
+
+/// Connections, never a token.
+pub async fn connections(
+    gw: &AdminState,
+    ctx: &RequestContext,
+    actor: &Actor,
+    credential: Option<&str>,
+) -> Result<Vec<crate::store::ConnectionStatus>, AdminError> {
     let listed = async {
         let vault = gw.vault.as_ref().ok_or(AdminError::NoVault)?;
         let store = vault.store().await.map_err(|e| storage_failed(&e))?;
         store.list_connections(credential).await.map_err(|e| storage_failed(&e))
     };
-    match listed.await {
-        Ok(connections) => {
-            gw.audit.emit(allowed(&ctx, ACTION, credential, "ok"));
-            Json(json!({ "connections": connections })).into_response()
+    audited(gw, ctx, actor, "admin/connections.list", credential, "ok", listed.await)
+}
+
+/// Deletes a connection (shared when `key` names no person).
+pub async fn disconnect_connection(gw: &AdminState, ctx: &RequestContext, actor: &Actor, key: &ConnectionKey) -> Result<(), AdminError> {
+    const ACTION: &str = "admin/connections.delete";
+    let deleted = async {
+        let vault = gw.vault.as_ref().ok_or(AdminError::NoVault)?;
+        let store = vault.store().await.map_err(|e| storage_failed(&e))?;
+        match store.delete_connection(key).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(AdminError::NoSuchConnection),
+            Err(e) => Err(storage_failed(&e)),
         }
-        Err(refusal) => refuse(&gw, Some(&ctx), ACTION, credential, refusal),
+    };
+    let credential = Some(key.credential.as_str());
+    match deleted.await {
+        Ok(()) => {
+            if let Some(connection) = gw.credentials.connection(&key.credential) {
+                connection.forget(key);
+            }
+            let mut e = allowed_by(ctx, actor, ACTION, credential, "connection_deleted");
+            e.explanation = (!key.subject.is_empty()).then(|| format!("connection of {} at {}", key.subject, key.issuer));
+            gw.audit.emit(e);
+            Ok(())
+        }
+        Err(refusal) => {
+            gw.audit.emit(refused(ctx, actor, ACTION, credential, refusal));
+            Err(refusal)
+        }
+    }
+}
+
+/// A single-use link that makes or renews a shared connection.
+pub async fn shared_connect_link(gw: &AdminState, ctx: &RequestContext, actor: &Actor, credential: &str) -> Result<String, AdminError> {
+    let made = async {
+        let vault = gw.vault.as_ref().ok_or(AdminError::NoVault)?;
+        let connection = gw.credentials.connection(credential).ok_or(AdminError::UnknownCredential)?;
+        if connection.settings.mode != ConnectionMode::Shared {
+            return Err(AdminError::NotShared);
+        }
+        let key = ConnectionKey { credential: credential.to_owned(), issuer: String::new(), subject: String::new() };
+        vault.connect_link(&key).await.map_err(|e| storage_failed(&e))
+    };
+    audited(gw, ctx, actor, "admin/connect_link", Some(credential), "connect_link_created", made.await)
+}
+
+/// Every federated tool's pin.
+pub async fn pins(gw: &AdminState, ctx: &RequestContext, actor: &Actor) -> Result<Vec<crate::store::ToolPin>, AdminError> {
+    let listed = gw.federation.pins().list().await.map_err(|e| storage_failed(&e));
+    audited(gw, ctx, actor, "admin/tools.pins", None, "ok", listed)
+}
+
+/// Approves the pending definition with `hash` (the one reviewed) and re-reads catalogs.
+pub async fn approve(gw: &AdminState, ctx: &RequestContext, actor: &Actor, server: &str, tool: &str, hash: &str) -> Result<(), AdminError> {
+    const ACTION: &str = "admin/tools.approve";
+    let approved = match gw.federation.pins().approve(server, tool, hash).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(AdminError::NoSuchPendingDefinition),
+        Err(e) => Err(storage_failed(&e)),
+    };
+    match approved {
+        Ok(()) => {
+            gw.federation.refresh_all();
+            let mut e = allowed_by(ctx, actor, ACTION, None, "tool_definition_approved");
+            e.tool = Some(tool.to_owned());
+            e.server = Some(server.to_owned());
+            gw.audit.emit(e);
+            Ok(())
+        }
+        Err(refusal) => {
+            gw.audit.emit(refused(ctx, actor, ACTION, None, refusal));
+            Err(refusal)
+        }
+    }
+}
+
+/// Quota usage.
+pub async fn quota_usage(
+    gw: &AdminState,
+    ctx: &RequestContext,
+    actor: &Actor,
+    filter: &crate::store::usage::UsageFilter,
+) -> Result<Vec<crate::limits::quota::UsageReport>, AdminError> {
+    let usage = gw.limits.usage(filter).await.map_err(|e| storage_failed(&e));
+    audited(gw, ctx, actor, "admin/limits.usage", None, "ok", usage)
+}
+
+/// Audit records from the database sink, newest first.
+pub async fn audit_records(
+    gw: &AdminState,
+    ctx: &RequestContext,
+    actor: &Actor,
+    filter: &crate::store::audit::AuditFilter,
+) -> Result<Vec<serde_json::Value>, AdminError> {
+    let read = async {
+        let vault = gw.vault.as_ref().ok_or(AdminError::NoVault)?;
+        let store = vault.store().await.map_err(|e| storage_failed(&e))?;
+        store.query_audit(filter).await.map_err(|e| storage_failed(&e))
+    };
+    let lines = audited(gw, ctx, actor, "admin/audit.query", None, "ok", read.await)?;
+    Ok(lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect())
+}
+
+async fn list(
+    State(gw): State<Arc<AdminState>>,
+    Extension(ctx): Extension<RequestContext>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    match connections(&gw, &ctx, &actor, q.credential.as_deref()).await {
+        Ok(connections) => Json(json!({ "connections": connections })).into_response(),
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -177,65 +302,41 @@ struct Who {
 async fn disconnect(
     State(gw): State<Arc<AdminState>>,
     Extension(ctx): Extension<RequestContext>,
+    Extension(actor): Extension<Actor>,
     Path(credential): Path<String>,
     Query(who): Query<Who>,
 ) -> Response {
-    const ACTION: &str = "admin/connections.delete";
-    let key =
-        ConnectionKey { credential: credential.clone(), issuer: who.issuer.unwrap_or_default(), subject: who.subject.unwrap_or_default() };
-    let deleted = async {
-        let vault = gw.vault.as_ref().ok_or(AdminError::NoVault)?;
-        let store = vault.store().await.map_err(|e| storage_failed(&e))?;
-        match store.delete_connection(&key).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(AdminError::NoSuchConnection),
-            Err(e) => Err(storage_failed(&e)),
-        }
-    };
-    match deleted.await {
-        Ok(()) => {
-            if let Some(connection) = gw.credentials.connection(&credential) {
-                connection.forget(&key);
-            }
-            let mut e = allowed(&ctx, ACTION, Some(&credential), "connection_deleted");
-            e.explanation = (!key.subject.is_empty()).then(|| format!("connection of {} at {}", key.subject, key.issuer));
-            gw.audit.emit(e);
-            Json(json!({"deleted": true})).into_response()
-        }
-        Err(refusal) => refuse(&gw, Some(&ctx), ACTION, Some(&credential), refusal),
+    let key = ConnectionKey { credential, issuer: who.issuer.unwrap_or_default(), subject: who.subject.unwrap_or_default() };
+    match disconnect_connection(&gw, &ctx, &actor, &key).await {
+        Ok(()) => Json(json!({"deleted": true})).into_response(),
+        Err(refusal) => refusal.into_response(),
     }
 }
 
 async fn connect_link(
     State(gw): State<Arc<AdminState>>,
     Extension(ctx): Extension<RequestContext>,
+    Extension(actor): Extension<Actor>,
     Path(credential): Path<String>,
 ) -> Response {
-    const ACTION: &str = "admin/connect_link";
-    let made = async {
-        let vault = gw.vault.as_ref().ok_or(AdminError::NoVault)?;
-        let connection = gw.credentials.connection(&credential).ok_or(AdminError::UnknownCredential)?;
-        if connection.settings.mode != ConnectionMode::Shared {
-            return Err(AdminError::NotShared);
-        }
-        let key = ConnectionKey { credential: credential.clone(), issuer: String::new(), subject: String::new() };
-        vault.connect_link(&key).await.map_err(|e| storage_failed(&e))
-    };
-    match made.await {
-        Ok(url) => {
-            gw.audit.emit(allowed(&ctx, ACTION, Some(&credential), "connect_link_created"));
-            Json(json!({"url": url, "expires_in": crate::credentials::vault::FLOW_LIFETIME_SECS})).into_response()
-        }
-        Err(refusal) => refuse(&gw, Some(&ctx), ACTION, Some(&credential), refusal),
+    match shared_connect_link(&gw, &ctx, &actor, &credential).await {
+        Ok(url) => Json(json!({"url": url, "expires_in": crate::credentials::vault::FLOW_LIFETIME_SECS})).into_response(),
+        Err(refusal) => refusal.into_response(),
     }
 }
 
-async fn list_pins(State(gw): State<Arc<AdminState>>, Extension(ctx): Extension<RequestContext>) -> Response {
-    const ACTION: &str = "admin/tools.pins";
-    match gw.federation.pins().list().await {
+/// A stored definition as JSON (null when unreadable).
+pub fn definition(text: &str) -> serde_json::Value {
+    serde_json::from_str::<serde_json::Value>(text).unwrap_or(serde_json::Value::Null)
+}
+
+async fn list_pins(
+    State(gw): State<Arc<AdminState>>,
+    Extension(ctx): Extension<RequestContext>,
+    Extension(actor): Extension<Actor>,
+) -> Response {
+    match pins(&gw, &ctx, &actor).await {
         Ok(pins) => {
-            gw.audit.emit(allowed(&ctx, ACTION, None, "ok"));
-            let parse = |d: &str| serde_json::from_str::<serde_json::Value>(d).unwrap_or(serde_json::Value::Null);
             let pins: Vec<serde_json::Value> = pins
                 .iter()
                 .map(|p| {
@@ -243,16 +344,16 @@ async fn list_pins(State(gw): State<Arc<AdminState>>, Extension(ctx): Extension<
                         "server": p.server,
                         "tool": p.tool,
                         "approved_hash": p.approved_hash,
-                        "approved": parse(&p.approved_definition),
+                        "approved": definition(&p.approved_definition),
                         "pending_hash": p.pending_hash,
-                        "pending": p.pending_definition.as_deref().map(parse),
+                        "pending": p.pending_definition.as_deref().map(definition),
                         "updated_at": p.updated_at,
                     })
                 })
                 .collect();
             Json(json!({"durable": gw.federation.pins().durable(), "pins": pins})).into_response()
         }
-        Err(e) => refuse(&gw, Some(&ctx), ACTION, None, storage_failed(&e)),
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -264,22 +365,17 @@ struct Approval {
 async fn approve_pin(
     State(gw): State<Arc<AdminState>>,
     Extension(ctx): Extension<RequestContext>,
+    Extension(actor): Extension<Actor>,
     Path((server, tool)): Path<(String, String)>,
     body: Result<Json<Approval>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    const ACTION: &str = "admin/tools.approve";
-    let Ok(Json(approval)) = body else { return refuse(&gw, Some(&ctx), ACTION, None, AdminError::InvalidBody) };
-    match gw.federation.pins().approve(&server, &tool, &approval.hash).await {
-        Ok(true) => {
-            gw.federation.refresh_all();
-            let mut e = allowed(&ctx, ACTION, None, "tool_definition_approved");
-            e.tool = Some(tool);
-            e.server = Some(server);
-            gw.audit.emit(e);
-            Json(json!({"approved": true})).into_response()
-        }
-        Ok(false) => refuse(&gw, Some(&ctx), ACTION, None, AdminError::NoSuchPendingDefinition),
-        Err(e) => refuse(&gw, Some(&ctx), ACTION, None, storage_failed(&e)),
+    let Ok(Json(approval)) = body else {
+        gw.audit.emit(refused(&ctx, &actor, "admin/tools.approve", None, AdminError::InvalidBody));
+        return AdminError::InvalidBody.into_response();
+    };
+    match approve(&gw, &ctx, &actor, &server, &tool, &approval.hash).await {
+        Ok(()) => Json(json!({"approved": true})).into_response(),
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -296,18 +392,16 @@ struct UsageQuery {
 async fn usage(
     State(gw): State<Arc<AdminState>>,
     Extension(ctx): Extension<RequestContext>,
+    Extension(actor): Extension<Actor>,
     query: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     const ACTION: &str = "admin/limits.usage";
     let Ok(Query(q)) = query else { return refuse(&gw, Some(&ctx), ACTION, None, AdminError::InvalidBody) };
     let filter =
         crate::store::usage::UsageFilter { quota: q.quota, period: q.period, subject: q.subject, tenant: q.tenant, client: q.client };
-    match gw.limits.usage(&filter).await {
-        Ok(usage) => {
-            gw.audit.emit(allowed(&ctx, ACTION, None, "ok"));
-            Json(json!({"usage": usage})).into_response()
-        }
-        Err(e) => refuse(&gw, Some(&ctx), ACTION, None, storage_failed(&e)),
+    match quota_usage(&gw, &ctx, &actor, &filter).await {
+        Ok(usage) => Json(json!({"usage": usage})).into_response(),
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -326,6 +420,7 @@ struct AuditQuery {
 async fn audit_query(
     State(gw): State<Arc<AdminState>>,
     Extension(ctx): Extension<RequestContext>,
+    Extension(actor): Extension<Actor>,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     const ACTION: &str = "admin/audit.query";
@@ -339,17 +434,8 @@ async fn audit_query(
         until: q.until,
         limit: q.limit.unwrap_or(100),
     };
-    let read = async {
-        let vault = gw.vault.as_ref().ok_or(AdminError::NoVault)?;
-        let store = vault.store().await.map_err(|e| storage_failed(&e))?;
-        store.query_audit(&filter).await.map_err(|e| storage_failed(&e))
-    };
-    match read.await {
-        Ok(lines) => {
-            gw.audit.emit(allowed(&ctx, ACTION, None, "ok"));
-            let records: Vec<serde_json::Value> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
-            Json(json!({"records": records})).into_response()
-        }
-        Err(refusal) => refuse(&gw, Some(&ctx), ACTION, None, refusal),
+    match audit_records(&gw, &ctx, &actor, &filter).await {
+        Ok(records) => Json(json!({"records": records})).into_response(),
+        Err(refusal) => refusal.into_response(),
     }
 }

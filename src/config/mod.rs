@@ -63,6 +63,9 @@ pub struct Config {
     /// OpenAPI documents whose operations become tools (`tools::openapi`).
     #[serde(default)]
     pub openapi: Vec<crate::tools::openapi::OpenApiConfig>,
+    /// Identity-injecting HTTP proxy routes for apps that are not MCP clients (`/proxy/{name}/…`).
+    #[serde(default)]
+    pub routes: Vec<crate::routes::RouteConfig>,
     /// MCP servers whose tools this gateway exposes as its own (federation).
     #[serde(default)]
     pub servers: Vec<McpServerConfig>,

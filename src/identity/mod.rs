@@ -39,7 +39,7 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// parsed as a JWT.
 pub const API_KEY_PREFIX: &str = "wdn_";
 
-/// Checks gateway-issued API keys (`crate::apikeys`); the identity stage only routes `wdn_`
+/// Checks gateway-issued API keys (the `apikeys` stage); the identity stage only routes `wdn_`
 /// bearers to it, so it need not know where keys are kept.
 pub trait KeyVerifier: Send + Sync {
     fn verify<'a>(&'a self, key: &'a str) -> futures::future::BoxFuture<'a, Result<Arc<Principal>, AuthError>>;

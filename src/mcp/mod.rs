@@ -22,6 +22,10 @@
 //!    upstream call with the arguments the gate decided on.
 //!
 //! Every request gets exactly one audit event: see [`gate`].
+//!
+//! Proxy routes (`/proxy/{name}/…`, the `routes` stage) are a second front door through the
+//! same stages in the same order: pre-authentication limit, identity, the audit gate, then the
+//! route's own checks (method, path), policy, limits, and the upstream call.
 
 pub mod dispatch;
 pub mod gate;

@@ -59,7 +59,13 @@ pub struct RequestFacts {
 
 impl Default for RequestFacts {
     fn default() -> Self {
-        Self { time: SystemTime::now(), client_ip: None, headers: BTreeMap::new(), method: "POST", path: std::borrow::Cow::Borrowed("/mcp") }
+        Self {
+            time: SystemTime::now(),
+            client_ip: None,
+            headers: BTreeMap::new(),
+            method: "POST",
+            path: std::borrow::Cow::Borrowed("/mcp"),
+        }
     }
 }
 
@@ -81,7 +87,7 @@ pub enum Target {
     Server(String),
 }
 
-/// How policy names a proxy route: `route:NAME` (see `crate::routes`).
+/// How policy names a proxy route: `route:NAME` (see the `routes` stage).
 pub const ROUTE_PREFIX: &str = "route:";
 
 impl Target {

@@ -127,6 +127,7 @@ pub struct Received {
 /// An upstream that records every request. Paths: `/status/{code}` answers that status,
 /// `/busy/{secs}` answers 429 with `Retry-After: secs` (`/busy-reset/{secs}`: with
 /// `RateLimit-Reset`), `/slow` sleeps 30 s, `/text` answers plain text, `/array` a JSON array,
+/// `/cookie` sets a cookie, `/big` is 256 KiB with a length and `/big-stream` 256 KiB streamed,
 /// anything else echoes.
 pub struct Upstream {
     pub url: String,
@@ -153,7 +154,7 @@ impl Upstream {
 
 async fn upstream_handler(State(log): State<Arc<Mutex<Vec<Received>>>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap().to_vec();
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default().to_vec();
     let path = parts.uri.path().to_owned();
     log.lock().unwrap().push(Received {
         method: parts.method.to_string(),
@@ -178,6 +179,12 @@ async fn upstream_handler(State(log): State<Arc<Mutex<Vec<Received>>>>, request:
             "late".into_response()
         }
         "/text" => "plain words".into_response(),
+        "/cookie" => ([("set-cookie", "session=upstream; Path=/"), ("x-upstream", "yes")], "with a cookie").into_response(),
+        "/big" => vec![b'x'; 256 * 1024].into_response(),
+        "/big-stream" => {
+            let chunks = futures::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 4096]))));
+            axum::body::Body::from_stream(chunks).into_response()
+        }
         "/array" => axum::Json(json!([1, 2, 3])).into_response(),
         _ => axum::Json(json!({"path": path, "query": parts.uri.query(), "body": String::from_utf8_lossy(&body)})).into_response(),
     }
