@@ -52,6 +52,10 @@ pub struct Gateway {
     pub api_keys: Option<Arc<crate::apikeys::ApiKeys>>,
     /// Proxy routes for apps that are not MCP clients.
     pub routes: Arc<crate::routes::Routes>,
+    /// The admin console's settings (served when `admin_token` is set).
+    pub console: crate::admin::console::ConsoleConfig,
+    /// `server.public_url` (or `http://{listen}`), without a trailing slash.
+    pub public_base: String,
     pub origin_guard: Arc<crate::edge::OriginGuard>,
     pub max_body_bytes: usize,
     /// Time allowed to receive a request body.
@@ -215,6 +219,8 @@ impl Gateway {
             admin_token,
             api_keys,
             routes,
+            console: config.admin.as_ref().map(|a| a.console.clone()).unwrap_or_default(),
+            public_base: config.server.public_base(),
             origin_guard: Arc::new(origin_guard),
             max_body_bytes: config.server.max_body_bytes,
             body_read_timeout: config.server.body_read_timeout,
@@ -294,6 +300,25 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         .layer(axum::middleware::from_fn(crate::cors::public))
         .with_state(Arc::clone(&gateway.metadata));
     let body_timeout = gateway.body_read_timeout;
+    let admin = Arc::new(crate::admin::AdminState {
+        admin_token: gateway.admin_token.clone(),
+        vault: gateway.vault.clone(),
+        credentials: Arc::clone(&gateway.credentials),
+        audit: Arc::clone(&gateway.audit),
+        federation: Arc::clone(&gateway.federation),
+        limits: Arc::clone(&gateway.limits),
+        api_keys: gateway.api_keys.clone(),
+    });
+    let console = crate::admin::console::ConsoleState::new(
+        Arc::clone(&admin),
+        Arc::clone(&gateway.tools),
+        Arc::clone(&gateway.routes),
+        gateway.policy_reloader.policy(),
+        Arc::clone(&gateway.authenticator),
+        gateway.public_base.clone(),
+        gateway.console.clone(),
+    )
+    .map_or_else(Router::new, |state| crate::admin::console::routes(Arc::new(state)));
     // Proxy routes stream bodies both ways, bounded by each route's size and time limits.
     let proxy =
         Router::new().route("/proxy/{*rest}", axum::routing::any(crate::routes::handle)).with_state(Arc::new(crate::routes::ProxyState {
@@ -315,15 +340,8 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
             audit: Arc::clone(&gateway.audit),
             upstream: Arc::clone(&gateway.upstream),
         }))
-        .merge(crate::admin::routes(Arc::new(crate::admin::AdminState {
-            admin_token: gateway.admin_token.clone(),
-            vault: gateway.vault.clone(),
-            credentials: Arc::clone(&gateway.credentials),
-            audit: Arc::clone(&gateway.audit),
-            federation: Arc::clone(&gateway.federation),
-            limits: Arc::clone(&gateway.limits),
-            api_keys: gateway.api_keys.clone(),
-        })))
+        .merge(crate::admin::routes(Arc::clone(&admin)))
+        .merge(console)
         // These routes' bodies in bounded time; the gate bounds /mcp's itself, with a 408.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
         .merge(metadata)

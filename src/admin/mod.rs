@@ -24,6 +24,7 @@
 //! signed in to the console.
 
 pub mod api_keys;
+pub mod console;
 
 use std::sync::Arc;
 

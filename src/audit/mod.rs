@@ -13,6 +13,7 @@ mod ocsf;
 mod sinks;
 mod spool;
 pub mod webhook;
+pub mod verify;
 mod writer;
 
 pub use config::{AuditConfig, Format, OnFailure, SinkConfig};
@@ -576,6 +577,13 @@ impl AuditSink {
     }
 
     /// The public key that verifies checkpoints, as a JWK set (`/.well-known/warden-audit-keys`).
+    /// The checkpoint key as `warden audit verify` takes it (key id, raw Ed25519 public key),
+    /// read back from the published JWK; empty when checkpoints are not signed.
+    pub fn verification_keys(&self) -> Vec<(String, Vec<u8>)> {
+        let x = self.public_keys.as_ref().and_then(|k| k["keys"][0]["x"].as_str());
+        x.and_then(|x| chain::parse_public_key(x).ok()).into_iter().collect()
+    }
+
     pub fn public_keys(&self) -> Option<&serde_json::Value> {
         self.public_keys.as_ref()
     }

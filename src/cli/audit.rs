@@ -94,31 +94,19 @@ async fn verify_database(config: &Path, keys: &[(String, Vec<u8>)]) -> ExitCode 
         Ok(s) => s,
         Err(e) => return fail(format!("cannot open the database: {e}")),
     };
-    let chains = match store.audit_chains().await {
-        Ok(c) => c,
+    let reports = match crate::audit::verify::store(&store, keys).await {
+        Ok(r) => r,
         Err(e) => return fail(format!("cannot read the database: {e}")),
     };
+    let none = reports.is_empty();
     let mut worst = ExitCode::SUCCESS;
-    for chain in &chains {
-        let mut verifier = Verifier::new(keys);
-        let mut after = 0;
-        loop {
-            let page = match store.audit_chain_page(chain, after, 1000).await {
-                Ok(p) => p,
-                Err(e) => return fail(format!("cannot read the database: {e}")),
-            };
-            let Some((last, _)) = page.last() else { break };
-            after = *last;
-            for (seq, line) in &page {
-                verifier.line(line, || format!("database chain {chain} seq {seq}"));
-            }
-        }
-        let code = conclude(verifier.finish(), &format!("database chain {chain}"), keys.is_empty());
+    for (chain, report) in reports {
+        let code = conclude(report, &format!("database chain {chain}"), keys.is_empty());
         if code != ExitCode::SUCCESS {
             worst = code;
         }
     }
-    if chains.is_empty() {
+    if none {
         println!("no audit records in the database");
     }
     worst

@@ -132,6 +132,9 @@ pub struct AdminConfig {
     /// characters, usually `${WARDEN_ADMIN_TOKEN}`. It is the admin API's own credential, never
     /// an identity-provider token.
     pub token: crate::credentials::Secret,
+    /// The admin console at `/admin` (served whenever `token` is set).
+    #[serde(default)]
+    pub console: crate::admin::console::ConsoleConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -37,6 +37,12 @@ pub enum AdminError {
     InvalidApiKey,
     /// A key asking for a scope beyond `api_keys.max_scopes`.
     ScopeNotAllowed,
+    /// A console change without the session's CSRF token, or from another origin.
+    CsrfFailed,
+    /// The console's identity provider could not be reached or refused the code.
+    ProviderUnavailable,
+    /// Signed in at the identity provider without the console's admin role.
+    NotAnAdministrator,
 }
 
 impl AdminError {
@@ -53,7 +59,10 @@ impl AdminError {
             | Self::ApiKeysDisabled
             | Self::NoSuchApiKey
             | Self::InvalidApiKey
-            | Self::ScopeNotAllowed => Class::Downstream,
+            | Self::ScopeNotAllowed
+            | Self::CsrfFailed
+            | Self::NotAnAdministrator => Class::Downstream,
+            Self::ProviderUnavailable => Class::Upstream,
             Self::VaultUnavailable => Class::Internal,
         }
     }
@@ -69,6 +78,8 @@ impl AdminError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotShared | Self::InvalidBody | Self::InvalidApiKey | Self::ScopeNotAllowed => StatusCode::BAD_REQUEST,
             Self::NoSuchPendingDefinition => StatusCode::CONFLICT,
+            Self::CsrfFailed | Self::NotAnAdministrator => StatusCode::FORBIDDEN,
+            Self::ProviderUnavailable => StatusCode::BAD_GATEWAY,
             Self::VaultUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -88,6 +99,9 @@ impl AdminError {
             Self::ApiKeysDisabled => "api_keys_disabled",
             Self::NoSuchApiKey => "api_key_not_found",
             Self::ScopeNotAllowed => "scope_not_allowed",
+            Self::CsrfFailed => "csrf_failed",
+            Self::ProviderUnavailable => "provider_unavailable",
+            Self::NotAnAdministrator => "not_an_administrator",
         }
     }
 
@@ -110,7 +124,10 @@ impl AdminError {
             | Self::ApiKeysDisabled
             | Self::NoSuchApiKey
             | Self::InvalidApiKey
-            | Self::ScopeNotAllowed => self.reason(),
+            | Self::ScopeNotAllowed
+            | Self::CsrfFailed
+            | Self::ProviderUnavailable
+            | Self::NotAnAdministrator => self.reason(),
         }
     }
 
@@ -129,6 +146,9 @@ impl AdminError {
             Self::NoSuchApiKey => "no such API key",
             Self::InvalidApiKey => "the key request is invalid",
             Self::ScopeNotAllowed => "a scope is beyond what api_keys.max_scopes allows",
+            Self::CsrfFailed => "the form is stale or came from elsewhere; reload the page and try again",
+            Self::ProviderUnavailable => "the identity provider could not complete the sign-in",
+            Self::NotAnAdministrator => "this account does not hold the console's admin role",
         }
     }
 
@@ -319,7 +339,7 @@ impl ConnectError {
 /// The `Set-Cookie` that removes the connect flow's browser binding.
 pub const CLEAR_CONNECT_COOKIE: &str = "warden_connect=; Path=/oauth/callback; Max-Age=0";
 
-fn escape_html(text: &str) -> String {
+pub fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

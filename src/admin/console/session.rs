@@ -1,0 +1,244 @@
+//! Console sessions: a signed cookie (no server-side state, so any replica serves it), its CSRF
+//! token, and sign-in with the admin token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::hmac;
+use axum::Form;
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, http::HeaderMap};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use subtle::ConstantTimeEq;
+
+use super::{ConsoleState, esc, page, page_with_status};
+use crate::admin::{Actor, allowed_by, refused};
+use crate::edge::RequestContext;
+use crate::error::AdminError;
+
+pub const COOKIE: &str = "warden_console";
+/// The sign-in form's own CSRF cookie (double submit), before there is a session.
+const PRE_COOKIE: &str = "warden_console_pre";
+
+/// A signed-in administrator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    /// `admin` for the admin token, else the identity provider's subject.
+    pub subject: String,
+    pub issuer: Option<String>,
+    /// Unix seconds.
+    pub exp: u64,
+    pub csrf: String,
+}
+
+impl Session {
+    pub fn actor(&self) -> Actor {
+        Actor { subject: self.subject.clone(), issuer: self.issuer.clone() }
+    }
+
+    /// The hidden form field every change carries.
+    pub fn csrf_field(&self) -> String {
+        format!("<input type=\"hidden\" name=\"csrf\" value=\"{}\">", esc(&self.csrf))
+    }
+}
+
+/// Issues and reads session cookies.
+pub struct Sessions {
+    key: hmac::Key,
+    lifetime: Duration,
+    secure: bool,
+}
+
+impl Sessions {
+    /// The signing key is derived from the admin token: every replica shares it, and rotating
+    /// the token ends every session.
+    pub fn new(admin_token: &crate::secret::Secret, lifetime: Duration, secure: bool) -> Self {
+        let root = hmac::Key::new(hmac::HMAC_SHA256, admin_token.expose().as_bytes());
+        let derived = hmac::sign(&root, b"warden console session v1");
+        Self { key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()), lifetime, secure }
+    }
+
+    fn cookie(&self, name: &str, value: &str, max_age: u64) -> String {
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!("{name}={value}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+    }
+
+    /// A new session's `Set-Cookie` value.
+    pub fn issue(&self, actor: &Actor) -> Option<String> {
+        let session = Session {
+            subject: actor.subject.clone(),
+            issuer: actor.issuer.clone(),
+            exp: now().saturating_add(self.lifetime.as_secs()),
+            csrf: crate::credentials::vault::random_token()?.expose().to_owned(),
+        };
+        let payload = B64.encode(serde_json::to_vec(&session).ok()?);
+        let signature = B64.encode(hmac::sign(&self.key, payload.as_bytes()).as_ref());
+        Some(self.cookie(COOKIE, &format!("{payload}.{signature}"), self.lifetime.as_secs()))
+    }
+
+    /// The session the request's cookie proves, if any and unexpired.
+    pub fn read(&self, headers: &HeaderMap) -> Option<Session> {
+        let value = cookie(headers, COOKIE)?;
+        let (payload, signature) = value.split_once('.')?;
+        let signature = B64.decode(signature).ok()?;
+        hmac::verify(&self.key, payload.as_bytes(), &signature).ok()?;
+        let session: Session = serde_json::from_slice(&B64.decode(payload).ok()?).ok()?;
+        (session.exp > now()).then_some(session)
+    }
+
+    pub fn clear(&self) -> String {
+        self.cookie(COOKIE, "", 0)
+    }
+
+    /// Signs `value` for a short-lived cookie of the sign-in flows.
+    pub fn seal(&self, value: &str) -> String {
+        format!("{value}.{}", B64.encode(hmac::sign(&self.key, value.as_bytes()).as_ref()))
+    }
+
+    pub fn unseal(&self, sealed: &str) -> Option<String> {
+        let (value, signature) = sealed.rsplit_once('.')?;
+        hmac::verify(&self.key, value.as_bytes(), &B64.decode(signature).ok()?).ok()?;
+        Some(value.to_owned())
+    }
+
+    pub fn flow_cookie(&self, name: &str, value: &str) -> String {
+        self.cookie(name, value, 600)
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+/// A cookie's value.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Constant-time equality of two secrets of any length.
+fn same(a: &str, b: &str) -> bool {
+    bool::from(sha2::Sha256::digest(a.as_bytes()).ct_eq(&sha2::Sha256::digest(b.as_bytes())))
+}
+
+impl ConsoleState {
+    /// The session, or a redirect to sign in.
+    pub fn viewer(&self, headers: &HeaderMap) -> Result<Session, Box<Response>> {
+        self.sessions.read(headers).ok_or_else(|| Box::new(Redirect::to("/admin/sign-in").into_response()))
+    }
+
+    /// A change: signed in, from this origin, with the session's CSRF token; refusals audited.
+    pub fn changer(&self, ctx: &RequestContext, headers: &HeaderMap, action: &str, csrf: &str) -> Result<Session, Box<Response>> {
+        let Some(session) = self.sessions.read(headers) else {
+            self.admin.audit.emit(refused(ctx, &Actor::admin_token(), action, None, AdminError::Unauthorized));
+            return Err(Box::new(super::refusal_page(None, AdminError::Unauthorized, Some("sign in again"))));
+        };
+        let origin_ok = headers.get(http::header::ORIGIN).and_then(|o| o.to_str().ok()).is_none_or(|o| same_origin(o, &self.public_base));
+        if !origin_ok || !same(csrf, &session.csrf) {
+            self.admin.audit.emit(refused(ctx, &session.actor(), action, None, AdminError::CsrfFailed));
+            return Err(Box::new(super::refusal_page(Some(&session), AdminError::CsrfFailed, None)));
+        }
+        Ok(session)
+    }
+}
+
+/// Whether `origin` is the origin of `base` (scheme, host and port).
+fn same_origin(origin: &str, base: &str) -> bool {
+    match (url::Url::parse(origin), url::Url::parse(base)) {
+        (Ok(o), Ok(b)) => o.origin() == b.origin(),
+        _ => false,
+    }
+}
+
+pub async fn sign_in_page(State(state): State<Arc<ConsoleState>>) -> Response {
+    let Some(pre) = crate::credentials::vault::random_token() else {
+        return super::refusal_page(None, AdminError::VaultUnavailable, None);
+    };
+    let oidc = match &state.config.oidc {
+        Some(o) => format!("<p><a class=\"button\" id=\"oidc-sign-in\" href=\"/admin/oidc/start\">Sign in with {}</a></p><p class=\"muted\">or with the admin token:</p>", esc(&o.issuer)),
+        None => String::new(),
+    };
+    let body = format!(
+        "{oidc}<form method=\"post\" action=\"/admin/sign-in\" class=\"card\"><input type=\"hidden\" name=\"csrf\" value=\"{pre}\">\
+         <label>Admin token <input type=\"password\" name=\"token\" id=\"token\" autocomplete=\"off\" required></label>\
+         <button id=\"sign-in\">Sign in</button></form>",
+        pre = esc(pre.expose())
+    );
+    let mut response = page("Sign in", None, &body);
+    if let Ok(v) = http::HeaderValue::from_str(&state.sessions.flow_cookie(PRE_COOKIE, pre.expose())) {
+        response.headers_mut().append(http::header::SET_COOKIE, v);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+pub struct SignIn {
+    token: String,
+    csrf: String,
+}
+
+pub async fn sign_in(
+    State(state): State<Arc<ConsoleState>>,
+    Extension(ctx): Extension<RequestContext>,
+    headers: HeaderMap,
+    Form(form): Form<SignIn>,
+) -> Response {
+    const ACTION: &str = "admin/console.sign_in";
+    let admin = Actor::admin_token();
+    let pre_ok = cookie(&headers, PRE_COOKIE).is_some_and(|pre| same(pre, &form.csrf));
+    if !pre_ok {
+        state.admin.audit.emit(refused(&ctx, &admin, ACTION, None, AdminError::CsrfFailed));
+        return super::refusal_page(None, AdminError::CsrfFailed, Some("reload the sign-in page and try again"));
+    }
+    let expected = state.admin.admin_token.as_ref().map(crate::secret::Secret::expose).unwrap_or_default();
+    if expected.is_empty() || !same(&form.token, expected) {
+        state.admin.audit.emit(refused(&ctx, &admin, ACTION, None, AdminError::Unauthorized));
+        let body = "<p class=\"error\" id=\"error\">That is not the admin token.</p><p><a href=\"/admin/sign-in\">Try again</a></p>";
+        return page_with_status(http::StatusCode::UNAUTHORIZED, "Sign in", None, body);
+    }
+    start_session(&state, &ctx, &admin, "signed_in_with_admin_token")
+}
+
+/// Sets the session cookie and sends the browser to the console.
+pub fn start_session(state: &ConsoleState, ctx: &RequestContext, actor: &Actor, reason: &str) -> Response {
+    let Some(cookie) = state.sessions.issue(actor) else { return super::refusal_page(None, AdminError::VaultUnavailable, None) };
+    state.admin.audit.emit(allowed_by(ctx, actor, "admin/console.sign_in", None, reason));
+    let mut response = Redirect::to("/admin/tools").into_response();
+    if let Ok(v) = http::HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(http::header::SET_COOKIE, v);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+pub struct Csrf {
+    csrf: String,
+}
+
+pub async fn sign_out(
+    State(state): State<Arc<ConsoleState>>,
+    Extension(ctx): Extension<RequestContext>,
+    headers: HeaderMap,
+    Form(form): Form<Csrf>,
+) -> Response {
+    let session = match state.changer(&ctx, &headers, "admin/console.sign_out", &form.csrf) {
+        Ok(s) => s,
+        Err(refusal) => return *refusal,
+    };
+    state.admin.audit.emit(allowed_by(&ctx, &session.actor(), "admin/console.sign_out", None, "signed_out"));
+    let mut response = Redirect::to("/admin/sign-in").into_response();
+    if let Ok(v) = http::HeaderValue::from_str(&state.sessions.clear()) {
+        response.headers_mut().append(http::header::SET_COOKIE, v);
+    }
+    response
+}
