@@ -152,6 +152,14 @@ impl Gateway {
         let mut authenticator =
             Authenticator::new(&config.identity, resource.clone(), control_plane_client()?, Arc::clone(&clock), Arc::clone(&metrics))?;
         let api_keys = crate::apikeys::ApiKeys::build(&config.api_keys, vault.as_ref(), &clock)?;
+        if let Some(oidc) = config.admin.as_ref().and_then(|a| a.console.oidc.as_ref())
+            && !authenticator.issuer_ids().contains(&oidc.issuer)
+        {
+            return Err(ConfigError::new(
+                "admin.console.oidc.issuer",
+                "must be one of identity.issuers (its tokens are verified as theirs)",
+            ));
+        }
         if let Some(keys) = &api_keys {
             authenticator = authenticator.with_api_keys(Arc::clone(keys) as Arc<dyn crate::identity::KeyVerifier>);
         }

@@ -107,6 +107,12 @@ fn check_names_the_failing_path() {
         (format!("routes:\n  - {{name: crm, upstream: 'http://127.0.0.1:1', paths: [/a/../b]}}\n{VALID}"), "routes[0].paths[0]"),
         (format!("routes:\n  - {{name: crm, upstream: 'http://127.0.0.1:1', credential: nope}}\n{VALID}"), "routes[0].credential"),
         (format!("api_keys: {{enabled: true, hash_key: 0123456789abcdef0123456789abcdef}}\n{VALID}"), "api_keys.enabled"),
+        (
+            format!(
+                "admin:\n  token: admin-token-0123456789abcdef0123456789\n  console:\n    oidc: {{issuer: 'https://elsewhere.example', client_id: c}}\n{VALID}"
+            ),
+            "admin.console.oidc.issuer",
+        ),
     ];
     for (text, path) in cases {
         let file = write(dir.path(), &text);
@@ -308,6 +314,12 @@ fn example_env() -> HashMap<String, String> {
         ("WARDEN_DEMO_VAULT".into(), "sqlite://warden-demo-vault.db".into()),
         ("WARDEN_DEMO_VAULT_KEYS".into(), "demo:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()),
         ("WARDEN_DEMO_NOTES_SECRET".into(), "example-secret".into()),
+        ("WARDEN_DEMO_ADMIN_TOKEN".into(), "example-admin-token-0123456789abcdef".into()),
+        ("WARDEN_DEMO_CONSOLE_SECRET".into(), "example-secret".into()),
+        ("WARDEN_DEMO_API_KEY_HASH_KEY".into(), "example-api-key-hash-key-0123456789".into()),
+        ("WARDEN_API_KEY_HASH_KEY".into(), "example-api-key-hash-key-0123456789".into()),
+        ("WARDEN_CONSOLE_CLIENT_SECRET".into(), "example-secret".into()),
+        ("CRM_API_KEY".into(), "example-key".into()),
         ("ENTRA_TENANT_ID".into(), "00000000-0000-0000-0000-000000000000".into()),
         ("CRM_API_TOKEN".into(), "example-token".into()),
         ("WARDEN_VAULT_KEYS".into(), "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()),

@@ -60,3 +60,6 @@ mod api_keys;
 
 #[path = "integration/routes.rs"]
 mod routes;
+
+#[path = "integration/console.rs"]
+mod console;

@@ -12,8 +12,8 @@ pub mod config;
 mod ocsf;
 mod sinks;
 mod spool;
-pub mod webhook;
 pub mod verify;
+pub mod webhook;
 mod writer;
 
 pub use config::{AuditConfig, Format, OnFailure, SinkConfig};

@@ -25,8 +25,3 @@ pub async fn store(store: &Store, keys: &[(String, Vec<u8>)]) -> Result<Vec<(Str
     }
     Ok(reports)
 }
-
-/// As [`store`], on the vault's database.
-pub async fn database(vault: &crate::credentials::Vault, keys: &[(String, Vec<u8>)]) -> Result<Vec<(String, Report)>, StoreError> {
-    store(vault.store().await?, keys).await
-}

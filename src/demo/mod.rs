@@ -29,6 +29,8 @@ pub const DEMO_POLICIES: &[(&str, &str)] = &[
 
 /// The OAuth client the notes service's provider knows Warden by.
 pub const NOTES_CLIENT_ID: &str = "warden-demo-notes";
+/// The admin console's client at the development authorization server.
+pub const CONSOLE_CLIENT_ID: &str = "warden-console";
 
 /// Where to listen. Port 0 picks a free port.
 #[derive(Debug, Clone)]
@@ -70,6 +72,8 @@ pub struct Demo {
     pub idp: Arc<DevIdp>,
     pub calendar: Arc<backend::Calendar>,
     pub resource: String,
+    /// The admin API's and console's token (random per run).
+    pub admin_token: crate::secret::Secret,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
     _vault: VaultFile,
 }
@@ -120,6 +124,10 @@ impl Demo {
         // GitHub; each user's connection goes into a vault under a fresh key.
         let notes_secret = crate::credentials::vault::random_token().ok_or_else(|| DemoError::Setup("no entropy".into()))?;
         idp.register_client(NOTES_CLIENT_ID, notes_secret.expose(), vec![format!("http://{gateway_addr}/oauth/callback")]);
+        // The console signs in through the same server, as a confidential client.
+        let secret = || crate::credentials::vault::random_token().ok_or_else(|| DemoError::Setup("no entropy".into()));
+        let (console_secret, admin_token, hash_key) = (secret()?, secret()?, secret()?);
+        idp.register_client(CONSOLE_CLIENT_ID, console_secret.expose(), vec![format!("http://{gateway_addr}/admin/oidc/callback")]);
         let vault = VaultFile(std::env::temp_dir().join(format!("warden-demo-vault-{}.db", uuid::Uuid::now_v7().simple())));
         let env: HashMap<String, String> = HashMap::from([
             ("WARDEN_DEMO_GATEWAY".into(), gateway_addr.to_string()),
@@ -128,6 +136,9 @@ impl Demo {
             ("WARDEN_DEMO_VAULT".into(), format!("sqlite://{}", vault.0.display())),
             ("WARDEN_DEMO_VAULT_KEYS".into(), format!("demo:{}", crate::credentials::envelope::KeyRing::generate_key().expose())),
             ("WARDEN_DEMO_NOTES_SECRET".into(), notes_secret.expose().to_owned()),
+            ("WARDEN_DEMO_ADMIN_TOKEN".into(), admin_token.expose().to_owned()),
+            ("WARDEN_DEMO_CONSOLE_SECRET".into(), console_secret.expose().to_owned()),
+            ("WARDEN_DEMO_API_KEY_HASH_KEY".into(), hash_key.expose().to_owned()),
         ]);
         let mut config = crate::config::parse(DEMO_CONFIG, &env).map_err(|e| DemoError::Setup(format!("demo config: {e}")))?;
         config.audit.output = Some(options.audit.clone());
@@ -151,7 +162,7 @@ impl Demo {
             serve(backend_listener, backend::router(Arc::clone(&calendar)), shutdown.clone()),
             tokio::spawn(crate::gateway::run(gateway, gateway_listener, shutdown.cancelled_owned())),
         ];
-        Ok(Self { mcp_url: resource.clone(), issuer, backend_url, idp, calendar, resource, tasks, _vault: vault })
+        Ok(Self { mcp_url: resource.clone(), issuer, backend_url, idp, calendar, resource, admin_token, tasks, _vault: vault })
     }
 
     /// Waits for all servers to stop.
@@ -197,9 +208,16 @@ HOUSE={house}\nJOY={joy}\n\
 #    then call again: the notes service sees her own token, never her MCP token.
 {call_notes}\n\n\
 # 7. An MCP client with the full OAuth flow (sign in on the consent page that opens):\nnpx @modelcontextprotocol/inspector   # then connect to {mcp}\n\n\
+# 8. The admin console: open {base}/admin and sign in through the authorization server as
+#    `admin`, or with the admin token below. Create an API key there (or with the CLI), then:
+WARDEN_ADMIN_TOKEN={admin_token}\n\
+KEY=$(WARDEN_ADMIN_TOKEN=$WARDEN_ADMIN_TOKEN WARDEN_GATEWAY_URL={base} warden api-keys create --name demo --subject ci-bot --scope calendar:read)\n\
+{call_key}\n\n\
 Audit events (one JSON line per decision) follow below. Ctrl-C stops the demo.\n",
             issuer = self.issuer,
             backend = self.backend_url,
+            admin_token = self.admin_token.expose(),
+            call_key = post("$KEY", r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"list_events","arguments":{"limit":5}}}"#),
             list_alice = post("$ALICE", r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
             call_alice = post("$ALICE", r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list_events","arguments":{"limit":5}}}"#),
             call_house = post("$HOUSE", r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"gpt-4-medical","arguments":{"prompt":"fever and rash"}}}"#),

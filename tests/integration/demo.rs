@@ -305,3 +305,29 @@ async fn a_2026_client_is_asked_to_connect_by_an_input_required_result_and_its_r
     assert!(text["result"]["content"][0]["text"].as_str().unwrap().contains("http"), "{text}");
     shutdown.cancel();
 }
+
+/// The demo serves the admin console (sign-in through its authorization server offered) and
+/// accepts API keys made with its admin token: a key acts as its subject, within its scopes.
+#[tokio::test]
+async fn the_demo_has_a_console_and_takes_api_keys() {
+    let (demo, _stop) = demo(None).await;
+    let base = demo.mcp_url.trim_end_matches("/mcp").to_owned();
+    let page = reqwest::get(format!("{base}/admin/sign-in")).await.unwrap().text().await.unwrap();
+    assert!(page.contains("id=\"oidc-sign-in\"") && page.contains(&demo.issuer), "{page}");
+    let made: Value = reqwest::Client::new()
+        .post(format!("{base}/admin/v1/api-keys"))
+        .bearer_auth(demo.admin_token.expose())
+        .json(&json!({"name": "demo", "subject": "ci-bot", "scopes": ["calendar:read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = made["key"].as_str().unwrap_or_else(|| panic!("{made}"));
+    let (status, body) = call(&demo, key, "whoami", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.to_string().contains("ci-bot"), "the backend sees the key's subject: {body}");
+    let (_, refused) = call(&demo, key, "create_event", json!({"title": "x", "start": "2026-12-24T10:00:00Z"})).await;
+    assert!(refused.get("error").is_some() || refused["result"]["isError"] == true, "no calendar:write: {refused}");
+}

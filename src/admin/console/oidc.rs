@@ -84,7 +84,7 @@ pub async fn start(State(state): State<Arc<ConsoleState>>, Extension(ctx): Exten
     }
     let sealed = state.sessions.seal(&format!("{}~{}", flow_state.expose(), verifier.expose()));
     let mut response = Redirect::to(url.as_str()).into_response();
-    if let Ok(v) = http::HeaderValue::from_str(&state.sessions.flow_cookie(FLOW_COOKIE, &sealed)) {
+    if let Ok(v) = http::HeaderValue::from_str(&state.sessions.flow_cookie(FLOW_COOKIE, &sealed, 600)) {
         response.headers_mut().append(http::header::SET_COOKIE, v);
     }
     super::secured(response)
@@ -130,7 +130,7 @@ pub async fn callback(
         return refuse(AdminError::NotAnAdministrator, &actor);
     }
     let mut response = super::session::start_session(&state, &ctx, &actor, "signed_in_with_identity_provider");
-    if let Ok(v) = http::HeaderValue::from_str(&state.sessions.flow_cookie(FLOW_COOKIE, "").replace("Max-Age=600", "Max-Age=0")) {
+    if let Ok(v) = http::HeaderValue::from_str(&state.sessions.flow_cookie(FLOW_COOKIE, "", 0)) {
         response.headers_mut().append(http::header::SET_COOKIE, v);
     }
     response

@@ -211,7 +211,11 @@ pub async fn approve(
 }
 
 /// OAuth connections: a "Connect" button for shared ones, every user's status for per-user ones.
-pub async fn connections(State(state): State<Arc<ConsoleState>>, Extension(ctx): Extension<RequestContext>, headers: HeaderMap) -> Response {
+pub async fn connections(
+    State(state): State<Arc<ConsoleState>>,
+    Extension(ctx): Extension<RequestContext>,
+    headers: HeaderMap,
+) -> Response {
     let session = match state.viewer(&headers) {
         Ok(s) => s,
         Err(r) => return *r,
@@ -494,7 +498,9 @@ pub async fn audit(
     };
     let records = match crate::admin::audit_records(&state.admin, &ctx, &session.actor(), &filter).await {
         Ok(r) => r,
-        Err(refusal) => return refusal_page(Some(&session), refusal, Some("the console searches the audit database sink (audit.sinks: database)")),
+        Err(refusal) => {
+            return refusal_page(Some(&session), refusal, Some("the console searches the audit database sink (audit.sinks: database)"));
+        }
     };
     let verification = if q.verify.is_some() { Some(verify(&state).await) } else { None };
     let text = |r: &Value, k: &str| esc(r.get(k).and_then(Value::as_str).unwrap_or_default());
@@ -546,7 +552,8 @@ pub async fn audit(
 async fn verify(state: &ConsoleState) -> String {
     let Some(vault) = &state.admin.vault else { return "<p class=\"error\" id=\"chain-status\">No vault database.</p>".into() };
     let keys = state.admin.audit.verification_keys();
-    match crate::audit::verify::database(vault, &keys).await {
+    let verified = async { crate::audit::verify::store(vault.store().await?, &keys).await };
+    match verified.await {
         Ok(reports) if reports.is_empty() => "<p id=\"chain-status\">No records in the database yet.</p>".into(),
         Ok(reports) => reports
             .iter()
@@ -563,7 +570,11 @@ async fn verify(state: &ConsoleState) -> String {
                     esc(chain),
                     report.records,
                     report.checkpoints,
-                    if report.unsigned_tail > 0 { format!("; {} record(s) after the last checkpoint", report.unsigned_tail) } else { String::new() }
+                    if report.unsigned_tail > 0 {
+                        format!("; {} record(s) after the last checkpoint", report.unsigned_tail)
+                    } else {
+                        String::new()
+                    }
                 ),
             })
             .collect(),
@@ -587,11 +598,17 @@ pub async fn limits(State(state): State<Arc<ConsoleState>>, Extension(ctx): Exte
     let rows: String = usage
         .iter()
         .map(|u| {
-            let who = [("subject", &u.usage.subject), ("tenant", &u.usage.tenant), ("client", &u.usage.client), ("tool", &u.usage.tool), ("server", &u.usage.server)]
-                .iter()
-                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} {v}")))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let who = [
+                ("subject", &u.usage.subject),
+                ("tenant", &u.usage.tenant),
+                ("client", &u.usage.client),
+                ("tool", &u.usage.tool),
+                ("server", &u.usage.server),
+            ]
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} {v}")))
+            .collect::<Vec<_>>()
+            .join(", ");
             let budget = u.budget.map_or_else(|| "–".into(), |b| b.to_string());
             format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} / {budget}</td><td>{}</td></tr>",

@@ -105,8 +105,10 @@ impl Sessions {
         Some(value.to_owned())
     }
 
-    pub fn flow_cookie(&self, name: &str, value: &str) -> String {
-        self.cookie(name, value, 600)
+    /// A sign-in flow's cookie: `SameSite=Lax`, since the identity provider sends the browser
+    /// back with a cross-site navigation that must carry it.
+    pub fn flow_cookie(&self, name: &str, value: &str, max_age: u64) -> String {
+        self.cookie(name, value, max_age).replace("SameSite=Strict", "SameSite=Lax")
     }
 }
 
@@ -165,7 +167,10 @@ pub async fn sign_in_page(State(state): State<Arc<ConsoleState>>) -> Response {
         return super::refusal_page(None, AdminError::VaultUnavailable, None);
     };
     let oidc = match &state.config.oidc {
-        Some(o) => format!("<p><a class=\"button\" id=\"oidc-sign-in\" href=\"/admin/oidc/start\">Sign in with {}</a></p><p class=\"muted\">or with the admin token:</p>", esc(&o.issuer)),
+        Some(o) => format!(
+            "<p><a class=\"button\" id=\"oidc-sign-in\" href=\"/admin/oidc/start\">Sign in with {}</a></p><p class=\"muted\">or with the admin token:</p>",
+            esc(&o.issuer)
+        ),
         None => String::new(),
     };
     let body = format!(
@@ -175,7 +180,7 @@ pub async fn sign_in_page(State(state): State<Arc<ConsoleState>>) -> Response {
         pre = esc(pre.expose())
     );
     let mut response = page("Sign in", None, &body);
-    if let Ok(v) = http::HeaderValue::from_str(&state.sessions.flow_cookie(PRE_COOKIE, pre.expose())) {
+    if let Ok(v) = http::HeaderValue::from_str(&state.sessions.flow_cookie(PRE_COOKIE, pre.expose(), 600)) {
         response.headers_mut().append(http::header::SET_COOKIE, v);
     }
     response
@@ -209,11 +214,19 @@ pub async fn sign_in(
     start_session(&state, &ctx, &admin, "signed_in_with_admin_token")
 }
 
-/// Sets the session cookie and sends the browser to the console.
+/// Sets the session cookie and sends the browser to the console: by a page of this origin
+/// rather than a redirect, so that after a sign-in that came back from the identity provider
+/// (a cross-site navigation) the `SameSite=Strict` cookie is sent on the next request.
 pub fn start_session(state: &ConsoleState, ctx: &RequestContext, actor: &Actor, reason: &str) -> Response {
     let Some(cookie) = state.sessions.issue(actor) else { return super::refusal_page(None, AdminError::VaultUnavailable, None) };
     state.admin.audit.emit(allowed_by(ctx, actor, "admin/console.sign_in", None, reason));
-    let mut response = Redirect::to("/admin/tools").into_response();
+    let mut response = super::secured(
+        axum::response::Html(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url=/admin/tools\">\
+             <title>Signed in · Warden</title></head><body><p>Signed in. <a id=\"continue\" href=\"/admin/tools\">Continue to the console</a></p></body></html>",
+        )
+        .into_response(),
+    );
     if let Ok(v) = http::HeaderValue::from_str(&cookie) {
         response.headers_mut().append(http::header::SET_COOKIE, v);
     }

@@ -1,0 +1,170 @@
+//! The admin console's guards, over plain HTTP (the flows run in Chromium in tests/browser.rs):
+//! no page without a session, sign-in with the admin token (a wrong one refused and audited), a
+//! session cookie that is HttpOnly, SameSite=Strict and tamper-evident, CSRF and Origin checks
+//! on every change, a strict Content-Security-Policy, an API key shown once and never again, and
+//! no console without an admin token.
+
+use serde_json::Value;
+
+use crate::common::provider::keyring;
+use crate::common::{Db, TestGateway, TestIssuer, gateway};
+
+const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
+
+fn config(db: &Db) -> String {
+    format!(
+        "vault:\n  database: \"{}\"\n  keys: \"{}\"\nadmin:\n  token: {ADMIN}\napi_keys:\n  enabled: true\n  hash_key: api-key-hash-key-0123456789abcdef0123\n",
+        db.url,
+        keyring()
+    )
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find(|v| v.starts_with(&format!("{name}="))).map(str::to_owned)
+}
+
+fn pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+fn field(html: &str, name: &str) -> String {
+    let at = html.find(&format!("name=\"{name}\" value=\"")).unwrap_or_else(|| panic!("no {name} field in {html}"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// Signs in with the admin token; returns the session cookie (`name=value`).
+async fn sign_in(gw: &TestGateway, token: &str) -> (u16, Option<String>) {
+    let b = browser();
+    let page = b.get(format!("{}/admin/sign-in", gw.url)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let pre = pair(&set_cookie(&page, "warden_console_pre").expect("the sign-in form's CSRF cookie"));
+    let csrf = field(&page.text().await.unwrap(), "csrf");
+    let r = b
+        .post(format!("{}/admin/sign-in", gw.url))
+        .header("cookie", pre)
+        .form(&[("token", token), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), set_cookie(&r, "warden_console"))
+}
+
+async fn get(gw: &TestGateway, path: &str, cookie: Option<&str>) -> reqwest::Response {
+    let mut r = browser().get(format!("{}{path}", gw.url));
+    if let Some(c) = cookie {
+        r = r.header("cookie", c);
+    }
+    r.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_console_guards_its_sessions_and_every_change() {
+    let issuer = TestIssuer::start().await;
+    let db = Db::sqlite();
+    let gw = gateway(&issuer, "  - {name: echo, description: d, http: {url: \"https://backend.example/echo\"}}\n", &config(&db)).await;
+
+    // Nothing without a session.
+    for path in ["/admin", "/admin/tools", "/admin/keys", "/admin/audit", "/admin/pins", "/admin/connections", "/admin/limits"] {
+        let r = get(&gw, path, None).await;
+        assert_eq!((r.status().as_u16(), r.headers()["location"].to_str().unwrap()), (303, "/admin/sign-in"), "{path}");
+    }
+    let forged = "warden_console=eyJzdWJqZWN0IjoiYWRtaW4iLCJleHAiOjk5OTk5OTk5OTksImNzcmYiOiJ4In0.AAAA";
+    assert_eq!(get(&gw, "/admin/keys", Some(forged)).await.status(), 303, "an unsigned session is none");
+
+    // Sign-in: the wrong token is refused and audited; the right one gives a guarded cookie.
+    let (status, cookie) = sign_in(&gw, "admin-token-0123456789abcdef012345678X").await;
+    assert_eq!((status, cookie), (401, None));
+    let (status, cookie) = sign_in(&gw, ADMIN).await;
+    assert_eq!(status, 200, "a page of this origin moves on to the console");
+    let cookie = cookie.unwrap();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/admin", "Max-Age=28800"] {
+        assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
+    }
+    let session = pair(&cookie);
+    let (payload, signature) = session.split_once('.').unwrap();
+    let tampered = format!("{}.{signature}", payload.replace('a', "b"));
+    assert_eq!(get(&gw, "/admin/keys", Some(&tampered)).await.status(), 303, "a changed session is none");
+
+    // Pages: a strict CSP, no caching, no framing.
+    let page = get(&gw, "/admin/keys", Some(&session)).await;
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    for directive in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'", "form-action 'self'"] {
+        assert!(csp.contains(directive), "{directive} missing: {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"));
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("<script>") && !html.contains("style=\""), "no inline script or style");
+    let csrf = field(&html, "csrf");
+
+    // Changes need the session's CSRF token and this origin.
+    let create = |csrf: String, origin: Option<&'static str>| {
+        let session = session.clone();
+        let url = format!("{}/admin/keys", gw.url);
+        async move {
+            let mut r = browser().post(url).header("cookie", session).form(&[
+                ("csrf", csrf.as_str()),
+                ("name", "ci"),
+                ("subject", "ci-bot"),
+                ("expires_in", "30d"),
+            ]);
+            if let Some(o) = origin {
+                r = r.header("origin", o);
+            }
+            r.send().await.unwrap()
+        }
+    };
+    assert_eq!(create("wrong".into(), None).await.status(), 403);
+    assert_eq!(create(csrf.clone(), Some("https://evil.example")).await.status(), 403, "another origin");
+    let no_session = browser()
+        .post(format!("{}/admin/keys", gw.url))
+        .form(&[("csrf", csrf.as_str()), ("name", "x"), ("subject", "y")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_session.status(), 401);
+    let created = create(csrf.clone(), Some(Box::leak(gw.url.clone().into_boxed_str()))).await;
+    assert_eq!(created.status(), 200);
+    let html = created.text().await.unwrap();
+    let key = html.split("id=\"new-key\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    assert!(key.starts_with("wdn_live_"), "{key}");
+    assert_eq!(gw.rpc(&key, "tools/list", serde_json::json!({})).await.status, 200, "the key works");
+    let again = get(&gw, "/admin/keys", Some(&session)).await.text().await.unwrap();
+    assert!(again.contains("ci-bot") && !again.contains(&key), "the key is shown once");
+
+    // Every change is audited with who made it; refusals too.
+    let events = gw.audit();
+    let by_method = |m: &str| events.iter().filter(|e| e["method"] == m).cloned().collect::<Vec<Value>>();
+    let sign_ins = by_method("admin/console.sign_in");
+    assert_eq!(sign_ins.iter().map(|e| e["decision"].as_str().unwrap()).collect::<Vec<_>>(), ["deny", "allow"]);
+    let creates = by_method("admin/api_keys.create");
+    let reasons: Vec<&str> = creates.iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["csrf_failed", "csrf_failed", "admin_unauthorized", "api_key_created"]);
+    assert!(!gw.audit_text().contains(&key) && !gw.audit_text().contains(ADMIN));
+
+    // Signing out needs the token too.
+    let out = browser()
+        .post(format!("{}/admin/sign-out", gw.url))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    assert!(set_cookie(&out, "warden_console").unwrap().contains("Max-Age=0"));
+}
+
+#[tokio::test]
+async fn there_is_no_console_without_an_admin_token() {
+    let issuer = TestIssuer::start().await;
+    let gw = gateway(&issuer, "", "").await;
+    assert_eq!(get(&gw, "/admin/sign-in", None).await.status(), 404);
+    assert_eq!(get(&gw, "/admin/tools", None).await.status(), 404);
+}
