@@ -15,7 +15,7 @@ const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
 
 fn config(upstream: &Upstream, more: &str) -> String {
     format!(
-        "upstream:\n  allow_cidrs: [127.0.0.1/32]\ncredentials:\n  - {{name: crm-key, secret: {SECRET}, placement: header, header: X-Api-Key}}\nroutes:\n  - name: crm\n    upstream: \"{u}\"\n    methods: [GET, POST, DELETE]\n    paths: [/contacts, /deals, /status, /slow, /cookie, /big, /big-stream]\n    scopes: [crm:read]\n    credential: crm-key\n    timeout: 1s\n    max_request_bytes: 1024\n    max_response_bytes: 65536\n  - name: open\n    upstream: \"{u}/base/\"\n{more}",
+        "upstream:\n  allow_cidrs: [127.0.0.1/32]\ncredentials:\n  - {{name: crm-key, secret: {SECRET}, placement: header, header: X-Api-Key}}\nroutes:\n  - name: crm\n    upstream: \"{u}\"\n    methods: [GET, POST, DELETE]\n    paths: [/contacts, /deals, /status, /slow, /cookie, /big, /big-stream]\n    scopes: [crm:read]\n    credential: crm-key\n    timeout: 1s\n    max_request_bytes: 1024\n    max_response_bytes: 65536\n  - name: open\n    upstream: \"{u}/base/\"\n  - name: metadata\n    upstream: \"http://169.254.169.254/latest\"\n{more}",
         u = upstream.url
     )
 }
@@ -148,6 +148,9 @@ async fn traversal_and_host_tricks_are_refused_before_anything_is_sent() {
     ] {
         assert_eq!(raw(&gw, path, &alice).await, code, "{path}");
     }
+    // The SSRF guard applies to routes as to every upstream: the cloud metadata address.
+    let (status, body) = status_and_body(send(&gw, "GET", "/proxy/metadata/meta-data/iam", Some(&alice), &[], None).await).await;
+    assert_eq!((status, body["error"].as_str()), (502, Some("upstream_blocked")));
     // An absolute-form request target changes nothing: the URL is built from the route's base.
     assert_eq!(raw(&gw, "http://evil.example/proxy/crm/contacts/../x", &alice).await, 400);
     assert!(
