@@ -501,3 +501,93 @@ async fn keys_rotate_reencrypts_a_vault_under_the_new_key() {
         assert!(stderr.contains(&format!("{field}:")) && !stderr.contains(&k1), "{stderr}");
     }
 }
+
+/// The Dockerfile, checked without a Docker engine: every path the build reads (the manifest's
+/// targets, `include_str!`ed files, embedded migrations) is copied into the build stage; the
+/// bases are pinned; the runtime runs as a numeric non-root user, with a health check through
+/// `warden health`; nothing is fetched with ADD.
+#[test]
+fn the_dockerfile_copies_what_the_build_reads_and_runs_unprivileged() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let lines: Vec<&str> = dockerfile.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
+    let stages: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| l.starts_with("FROM ")).map(|(i, _)| i).collect();
+    assert_eq!(stages.len(), 2, "a build stage and a runtime stage");
+    for i in &stages {
+        let image = lines[*i].split_whitespace().nth(1).unwrap();
+        assert!(image.contains(':') && !image.ends_with(":latest"), "unpinned base {image}");
+    }
+    let (build, runtime) = (&lines[stages[0]..stages[1]], &lines[stages[1]..]);
+    let copied: Vec<&str> = build
+        .iter()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .flat_map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            parts[..parts.len() - 1].to_vec()
+        })
+        .map(|p| p.trim_end_matches('/'))
+        .collect();
+    // What the build reads: the manifest's declared targets and the files compiled in.
+    let mut needed: Vec<String> = vec!["Cargo.toml".into(), "Cargo.lock".into(), "src".into(), "migrations".into()];
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    for line in manifest.lines() {
+        if let Some(path) = line.strip_prefix("path = \"") {
+            needed.push(path.split('/').next().unwrap().to_owned());
+        }
+        if line.trim() == "[[bench]]" {
+            needed.push("benches".into());
+        }
+    }
+    let mut sources = Vec::new();
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    rust_files(&root.join("src"), &mut sources);
+    for file in &sources {
+        let text = std::fs::read_to_string(file).unwrap();
+        for part in text.split("include_str!(\"").skip(1) {
+            let relative = &part[..part.find('"').unwrap()];
+            let resolved = file.parent().unwrap().join(relative).canonicalize().unwrap();
+            let top = resolved.strip_prefix(root.canonicalize().unwrap()).unwrap().components().next().unwrap();
+            needed.push(top.as_os_str().to_string_lossy().into_owned());
+        }
+    }
+    needed.sort();
+    needed.dedup();
+    for path in &needed {
+        assert!(copied.contains(&path.as_str()), "the build stage reads {path} but does not COPY it: {copied:?}");
+    }
+    assert!(!lines.iter().any(|l| l.starts_with("ADD ")), "COPY, never ADD");
+    let user = runtime.iter().rev().find_map(|l| l.strip_prefix("USER ")).expect("the runtime sets a USER");
+    let uid = user.split(':').next().unwrap();
+    assert!(uid.parse::<u32>().is_ok_and(|u| u != 0), "a numeric, non-root user (Kubernetes runAsNonRoot needs a number): {user}");
+    let check = runtime.iter().find(|l| l.starts_with("HEALTHCHECK ")).expect("a health check");
+    assert!(check.contains("\"warden\", \"health\""), "{check}");
+
+    // The health check's command works against a running gateway, and fails without one.
+    let dir = tempfile::tempdir().unwrap();
+    let (listener, port) = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        (l, port)
+    };
+    drop(listener);
+    let config = write(dir.path(), &VALID.replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}")));
+    let mut serving = std::process::Command::new(env!("CARGO_BIN_EXE_warden")).args(["serve", "--config"]).arg(&config).spawn().unwrap();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let healthy = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        warden().args(["health", "--url", &url]).output().unwrap().status.success()
+    });
+    serving.kill().unwrap();
+    serving.wait().unwrap();
+    assert!(healthy, "warden health never saw the gateway healthy");
+    assert_eq!(warden().args(["health", "--url", &url]).output().unwrap().status.code(), Some(1), "nothing listens now");
+}

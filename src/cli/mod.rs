@@ -50,6 +50,12 @@ pub enum Command {
         #[arg(long, short, env = "WARDEN_CONFIG")]
         config: PathBuf,
     },
+    /// Probe a running gateway's /healthz (for container health checks, where no curl is
+    /// installed): exit 0 when it answers 200 within 3 s, 1 otherwise.
+    Health {
+        #[arg(long, env = "WARDEN_HEALTH_URL", default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
     /// Run the development authorization server (demos and tests only; never production).
     DevIdp {
         /// Required: acknowledges that this server is for development only.
@@ -361,6 +367,7 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
         challenge_scopes: None,
     });
     match command {
+        Command::Health { url } => health(&url).await,
         Command::Check { config } => match load(&config) {
             Ok(_) => {
                 println!("{}: valid", config.display());
@@ -521,4 +528,18 @@ async fn signal(token: CancellationToken) {
     let _ = ctrl_c.await;
     tracing::info!("shutting down");
     token.cancel();
+}
+
+/// `warden health`: one GET, bounded in time.
+async fn health(url: &str) -> ExitCode {
+    let client = match crate::upstream::control_plane_client() {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(3), client.get(url).send()).await {
+        Ok(Ok(r)) if r.status() == reqwest::StatusCode::OK => ExitCode::SUCCESS,
+        Ok(Ok(r)) => fail(format!("{url} answered {}", r.status())),
+        Ok(Err(e)) => fail(format!("{url}: {e}")),
+        Err(_) => fail(format!("{url}: no answer within 3 s")),
+    }
 }
