@@ -18,6 +18,8 @@ pub mod devidp;
 pub mod edge;
 pub mod error;
 pub mod federation;
+#[cfg(test)]
+mod fuzz;
 pub mod gateway;
 pub mod identity;
 pub mod limits;

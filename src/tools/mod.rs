@@ -7,9 +7,9 @@
 //! resolution).
 
 pub mod config;
-mod http;
+pub(crate) mod http;
 pub mod openapi;
-mod template;
+pub(crate) mod template;
 #[cfg(test)]
 mod tests;
 
