@@ -56,6 +56,10 @@ pub struct Gateway {
     pub console: crate::admin::console::ConsoleConfig,
     /// `server.public_url` (or `http://{listen}`), without a trailing slash.
     pub public_base: String,
+    /// The config file `warden serve` read: set, its tools reload on SIGHUP ([`crate::reload`]).
+    pub config_file: Option<std::path::PathBuf>,
+    /// The config as built, for telling what a reload changed.
+    pub config_snapshot: crate::reload::Snapshot,
     pub origin_guard: Arc<crate::edge::OriginGuard>,
     pub max_body_bytes: usize,
     /// Time allowed to receive a request body.
@@ -229,6 +233,8 @@ impl Gateway {
             routes,
             console: config.admin.as_ref().map(|a| a.console.clone()).unwrap_or_default(),
             public_base: config.server.public_base(),
+            config_file: None,
+            config_snapshot: crate::reload::Snapshot::of(config),
             origin_guard: Arc::new(origin_guard),
             max_body_bytes: config.server.max_body_bytes,
             body_read_timeout: config.server.body_read_timeout,
@@ -383,6 +389,18 @@ pub async fn run(gateway: Gateway, listener: TcpListener, shutdown: impl Future<
     // Always: SIGHUP means "reload" to operators, and must never terminate the gateway, even when
     // there is nothing to reload.
     tokio::spawn(Arc::clone(&gateway.policy_reloader).watch(cancel.clone()));
+    if let Some(path) = &gateway.config_file {
+        let reload = crate::reload::ToolsReload {
+            path: path.clone(),
+            tools: Arc::clone(&gateway.tools),
+            credentials: Arc::clone(&gateway.credentials),
+            upstream: Arc::clone(&gateway.upstream),
+            policy: Arc::clone(&gateway.policy_reloader),
+            audit: Arc::clone(&gateway.audit),
+            last: std::sync::Mutex::new(gateway.config_snapshot.clone()),
+        };
+        tokio::spawn(Arc::new(reload).watch(cancel.clone()));
+    }
     // Federated servers connect before the first request, so their tools are listed from the
     // start; one that is slow or down does not hold the gateway back beyond this.
     gateway.federation.start(&cancel);

@@ -25,6 +25,7 @@ pub mod identity;
 pub mod limits;
 pub mod mcp;
 pub mod policy;
+pub mod reload;
 pub mod routes;
 pub mod secret;
 pub mod server;

@@ -63,3 +63,6 @@ mod routes;
 
 #[path = "integration/console.rs"]
 mod console;
+
+#[path = "integration/reload.rs"]
+mod reload;

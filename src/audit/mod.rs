@@ -221,6 +221,11 @@ impl AuditEvent {
         }
     }
 
+    /// A reload of the config file's tools (SIGHUP), not on any request.
+    pub fn config_reload(verdict: Verdict<'_>) -> Self {
+        Self { method: Some("config/reload".into()), ..Self::policy_reload(verdict) }
+    }
+
     /// An admin API action, by the admin credential (`subject: admin`).
     pub fn admin(ctx: &crate::edge::RequestContext, action: &str, credential: Option<&str>, verdict: Verdict<'_>) -> Self {
         Self {

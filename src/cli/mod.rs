@@ -382,10 +382,11 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
                 let exporter = plan.as_ref().map(crate::telemetry::traces::exporter).transpose().map_err(config_error)?;
                 Ok((config, gateway, exporter))
             });
-            let (config, gateway, traces) = match loaded {
-                Ok(v) => v,
+            let (config_file, (config, mut gateway, traces)) = match loaded {
+                Ok(v) => (config, v),
                 Err(code) => return code,
             };
+            gateway.config_file = Some(config_file);
             let traces = match traces {
                 Some((layer, installed)) => {
                     crate::telemetry::traces::init_subscriber(Some(layer));

@@ -346,7 +346,10 @@ pub fn valid_tool_name(name: &str) -> bool {
 /// The tools in force, swapped whole when a source's catalog changes; a request keeps the
 /// registry it started with.
 pub struct Catalog {
-    configured: Arc<ToolRegistry>,
+    /// The configured tools (`tools[]`, `openapi[]`), replaced whole by a reload, and what the
+    /// federated servers last offered; the two are combined under this lock, so a reload and a
+    /// catalog change never interleave.
+    sources: std::sync::Mutex<Sources>,
     current: arc_swap::ArcSwap<ToolRegistry>,
     /// What policy governs besides tools (federated resources and prompts), by name.
     governed: arc_swap::ArcSwap<Vec<Governed>>,
@@ -375,10 +378,25 @@ impl Governed {
     }
 }
 
+/// What the tools in force are made of.
+struct Sources {
+    configured: Arc<ToolRegistry>,
+    sourced: Vec<Arc<Tool>>,
+    withheld: Vec<(String, &'static str)>,
+}
+
 impl Catalog {
     pub fn new(configured: ToolRegistry) -> Self {
         let configured = Arc::new(configured);
-        Self { current: arc_swap::ArcSwap::new(Arc::clone(&configured)), configured, governed: arc_swap::ArcSwap::from_pointee(Vec::new()) }
+        Self {
+            current: arc_swap::ArcSwap::new(Arc::clone(&configured)),
+            sources: std::sync::Mutex::new(Sources { configured, sourced: Vec::new(), withheld: Vec::new() }),
+            governed: arc_swap::ArcSwap::from_pointee(Vec::new()),
+        }
+    }
+
+    fn sources(&self) -> std::sync::MutexGuard<'_, Sources> {
+        self.sources.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The names policy governs besides tools.
@@ -396,14 +414,28 @@ impl Catalog {
     }
 
     /// The configured tools alone (what `warden check` and the metadata know at start).
-    pub fn configured(&self) -> &ToolRegistry {
-        &self.configured
+    pub fn configured(&self) -> Arc<ToolRegistry> {
+        Arc::clone(&self.sources().configured)
     }
 
     /// Puts the configured tools plus `sourced` in force; returns the names refused because a
     /// tool already had them.
     pub fn replace(&self, sourced: &[Arc<Tool>], withheld: &[(String, &'static str)]) -> Vec<(String, String)> {
-        let (next, collisions) = self.configured.extended(sourced, withheld);
+        let mut sources = self.sources();
+        sources.sourced = sourced.to_vec();
+        sources.withheld = withheld.to_vec();
+        let (next, collisions) = sources.configured.extended(sourced, withheld);
+        self.current.store(Arc::new(next));
+        collisions
+    }
+
+    /// Replaces the configured tools (a config reload), keeping what the federated servers
+    /// offer; returns the federated names now refused because a configured tool has them.
+    /// Requests in flight keep the registry they started with.
+    pub fn reconfigure(&self, configured: ToolRegistry) -> Vec<(String, String)> {
+        let mut sources = self.sources();
+        sources.configured = Arc::new(configured);
+        let (next, collisions) = sources.configured.extended(&sources.sourced, &sources.withheld);
         self.current.store(Arc::new(next));
         collisions
     }
