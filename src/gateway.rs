@@ -396,6 +396,7 @@ pub async fn run(gateway: Gateway, listener: TcpListener, shutdown: impl Future<
             credentials: Arc::clone(&gateway.credentials),
             upstream: Arc::clone(&gateway.upstream),
             policy: Arc::clone(&gateway.policy_reloader),
+            federation: Arc::clone(&gateway.federation),
             audit: Arc::clone(&gateway.audit),
             last: std::sync::Mutex::new(gateway.config_snapshot.clone()),
         };

@@ -1,9 +1,12 @@
-//! Reloading the configured tools on SIGHUP, without a restart and without dropping requests.
+//! Reloading the configured tools and federated servers on SIGHUP, without a restart and
+//! without dropping requests.
 //!
-//! `warden serve` re-reads its config file on SIGHUP. When `tools[]` or `openapi[]` changed,
-//! the new tools are built in full (every check `warden check` makes) with the credentials in
-//! force, then swapped in at once; the federated servers' tools stay as they are, and policy is
-//! bound again to the new catalog. A request in flight keeps the registry it started with. A
+//! `warden serve` re-reads its config file on SIGHUP. When `tools[]`, `openapi[]` or
+//! `servers[]` changed, the new tools and servers are built in full (every check `warden check`
+//! makes) with the credentials in force before anything is swapped; then the configured tools
+//! are swapped in at once, servers that were removed or changed are stopped, added or changed
+//! ones are started (unchanged ones keep their sessions), and policy is bound again to the new
+//! catalog. A request in flight keeps the registry it started with. A
 //! config that fails to load or build changes nothing: the last good tools stay in force, and
 //! the failure is logged and audited (`config/reload`, `config_invalid`, with the failing
 //! path). Sections that cannot change at run time (listeners, identity, credentials, servers,
@@ -31,8 +34,9 @@ impl Snapshot {
         let mut fixed = config.clone();
         fixed.tools.clear();
         fixed.openapi.clear();
+        fixed.servers.clear();
         fixed.policy = crate::config::PolicyConfig::default();
-        Self { tools: format!("{:?}{:?}", config.tools, config.openapi), fixed: format!("{fixed:?}") }
+        Self { tools: format!("{:?}{:?}{:?}", config.tools, config.openapi, config.servers), fixed: format!("{fixed:?}") }
     }
 }
 
@@ -51,6 +55,7 @@ pub struct ToolsReload {
     pub credentials: Arc<crate::credentials::Credentials>,
     pub upstream: Arc<crate::upstream::Upstream>,
     pub policy: Arc<crate::policy::reload::Reloader>,
+    pub federation: Arc<crate::federation::Federation>,
     pub audit: Arc<AuditSink>,
     /// The config in force (its last good snapshot).
     pub last: Mutex<Snapshot>,
@@ -67,9 +72,9 @@ impl ToolsReload {
         match &result {
             Ok(Reloaded { tools: true, restart_needed }) => {
                 let count = self.tools.configured().iter().count();
-                tracing::info!(tools = count, restart_needed, "config reloaded: the configured tools are in force");
+                tracing::info!(tools = count, restart_needed, "config reloaded: the configured tools and servers are in force");
                 let note = if *restart_needed { "; other sections changed and need a restart" } else { "" };
-                self.audit.emit(event("allow", "tools_reloaded", format!("{count} configured tool(s){note}")));
+                self.audit.emit(event("allow", "tools_reloaded", format!("{count} configured tool(s), servers as configured{note}")));
             }
             Ok(Reloaded { tools: false, restart_needed: true }) => {
                 tracing::warn!("config reloaded: no tool changed; the sections that changed need a restart");
@@ -96,9 +101,18 @@ impl ToolsReload {
         let mut configs = config.tools.clone();
         configs.extend(crate::tools::openapi::expand_all(&config.openapi, &config.base_dir, &config.upstream)?);
         let registry = ToolRegistry::build(&configs, self.upstream.identity_headers(), config.upstream.default_timeout, &self.credentials)?;
+        let servers = crate::federation::Federation::prepare(
+            &config.servers,
+            &config.base_dir,
+            &self.upstream,
+            config.upstream.default_timeout,
+            &self.credentials,
+            &registry,
+        )?;
         for (name, owner) in self.tools.reconfigure(registry) {
             tracing::warn!(tool = %name, owner = %owner, "a federated tool's name is now taken by a configured tool; it is not exposed");
         }
+        self.federation.apply(servers);
         self.policy.rebind();
         *last = next;
         Ok(Reloaded { tools: true, restart_needed })

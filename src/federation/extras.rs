@@ -34,13 +34,13 @@ pub enum SourceError {
 impl Federation {
     /// Whether Warden offers resources and prompts at all (any server configured).
     pub fn offers_extras(&self) -> bool {
-        !self.servers.is_empty()
+        !self.servers.load().is_empty()
     }
 
     /// The names policy governs besides tools: every server's resources, templates and prompts.
     pub(super) fn governed(&self) -> Vec<crate::tools::Governed> {
         let mut out = Vec::new();
-        for server in &self.servers {
+        for server in self.servers.load().iter() {
             let extras = server.extras.load();
             let names = extras
                 .resources
@@ -79,7 +79,7 @@ impl Federation {
         allowed: impl Fn(&crate::policy::ToolFacts<'_>) -> bool,
     ) -> Vec<T> {
         let mut out = Vec::new();
-        for server in &self.servers {
+        for server in self.servers.load().iter() {
             let extras = server.extras.load();
             out.extend(kind(&extras).iter().filter(|item| allowed(&server.facts(name(item)))).cloned());
         }
@@ -95,7 +95,7 @@ impl Federation {
         ctx: &CallContext,
         allowed: impl Fn(&crate::policy::ToolFacts<'_>) -> bool,
     ) -> (Option<String>, Result<rmcp::model::ReadResourceResult, SourceError>) {
-        let found = self.servers.iter().find_map(|s| {
+        let found = self.servers.load().iter().find_map(|s| {
             let extras = s.extras.load_full();
             let name = extras
                 .resources
@@ -127,8 +127,10 @@ impl Federation {
     ) -> Result<rmcp::model::GetPromptResult, SourceError> {
         let server = self
             .servers
+            .load()
             .iter()
             .find(|s| s.extras.load().prompts.iter().any(|p| p.name == name) && allowed(&s.facts(name)))
+            .cloned()
             .ok_or(SourceError::NotFound)?;
         let upstream_name = name.strip_prefix(server.prefix.as_str()).unwrap_or(name);
         let mut params = rmcp::model::GetPromptRequestParams::new(upstream_name);

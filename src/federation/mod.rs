@@ -48,11 +48,16 @@ const STDERR_LINE: usize = 2048;
 
 /// Every federated server, and the catalog their tools go into.
 pub struct Federation {
-    servers: Vec<Arc<Server>>,
+    /// Replaced whole by a config reload ([`Federation::apply`]).
+    servers: ArcSwap<Vec<Arc<Server>>>,
     catalog: Arc<Catalog>,
     pins: Arc<Pins>,
     /// Called after the catalog changed (the composition root rebinds the policy).
     on_change: Box<dyn Fn() + Send + Sync>,
+    /// Set by [`Federation::start`]: every supervisor runs under a child of it.
+    root: std::sync::OnceLock<CancellationToken>,
+    /// Each running supervisor's cancellation, by server name.
+    running: std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>,
 }
 
 /// One server: what the config says, and the tools it has now.
@@ -66,6 +71,9 @@ pub struct Server {
     metadata: Map<String, Value>,
     pinning: Pinning,
     refresh_interval: Duration,
+    /// The config it was built from (`Debug`, secrets redacted): a reload restarts a server
+    /// whose config changed and keeps the others connected.
+    fingerprint: String,
     /// Quota cost of a call: the default, and per upstream tool name.
     cost: u64,
     costs: std::collections::BTreeMap<String, u64>,
@@ -93,7 +101,27 @@ impl Federation {
         catalog: Arc<Catalog>,
         pins: Arc<Pins>,
     ) -> Result<Self, ConfigError> {
-        let configured = catalog.configured();
+        let servers = Self::prepare(configs, base_dir, upstream, default_timeout, credentials, &catalog.configured())?;
+        Ok(Self {
+            servers: ArcSwap::from_pointee(servers),
+            catalog,
+            pins,
+            on_change: Box::new(|| {}),
+            root: std::sync::OnceLock::new(),
+            running: std::sync::Mutex::default(),
+        })
+    }
+
+    /// Checks `servers[]` against the configured tools and prepares each server, connecting
+    /// nothing: for start-up, and for a reload before anything is swapped.
+    pub fn prepare(
+        configs: &[McpServerConfig],
+        base_dir: &std::path::Path,
+        upstream: &Upstream,
+        default_timeout: Duration,
+        credentials: &Credentials,
+        configured: &crate::tools::ToolRegistry,
+    ) -> Result<Vec<Arc<Server>>, ConfigError> {
         let mut servers: Vec<Arc<Server>> = Vec::with_capacity(configs.len());
         for (i, c) in configs.iter().enumerate() {
             let at = |field: &str| format!("servers[{i}].{field}");
@@ -186,6 +214,7 @@ impl Federation {
             let changed = Arc::new(Notify::new());
             servers.push(Arc::new(Server {
                 name: c.name.clone(),
+                fingerprint: format!("{c:?}"),
                 prefix,
                 include: c.include.clone(),
                 exclude: c.exclude.clone(),
@@ -216,7 +245,7 @@ impl Federation {
                 settled,
             }));
         }
-        Ok(Self { servers, catalog, pins, on_change: Box::new(|| {}) })
+        Ok(servers)
     }
 
     /// What runs after every catalog change (the policy is rebound to the new tools).
@@ -225,7 +254,7 @@ impl Federation {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.servers.is_empty()
+        self.servers.load().is_empty()
     }
 
     pub fn pins(&self) -> &Arc<Pins> {
@@ -234,15 +263,49 @@ impl Federation {
 
     /// Starts one supervisor per server, until `cancel`; stdio servers are stopped then.
     pub fn start(self: &Arc<Self>, cancel: &CancellationToken) {
-        for server in &self.servers {
-            tokio::spawn(Arc::clone(self).supervise(Arc::clone(server), cancel.clone()));
+        let _ = self.root.set(cancel.clone());
+        for server in self.servers.load().iter() {
+            self.launch(server);
         }
+    }
+
+    /// Runs `server`'s supervisor under a child of the root cancellation.
+    fn launch(self: &Arc<Self>, server: &Arc<Server>) {
+        let Some(root) = self.root.get() else { return };
+        let token = root.child_token();
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(server.name.clone(), token.clone());
+        tokio::spawn(Arc::clone(self).supervise(Arc::clone(server), token));
+    }
+
+    /// Puts `next` in force (prepared by [`Federation::prepare`]): a server whose config is
+    /// unchanged keeps its session and tools; one removed or changed is stopped (a stdio child
+    /// exits), and one added or changed is started. Its tools appear once it is connected.
+    pub fn apply(self: &Arc<Self>, next: Vec<Arc<Server>>) {
+        let current = self.servers.load_full();
+        let next: Vec<Arc<Server>> = next
+            .into_iter()
+            .map(|n| current.iter().find(|c| c.name == n.name && c.fingerprint == n.fingerprint).map_or(n, Arc::clone))
+            .collect();
+        for old in current.iter().filter(|c| !next.iter().any(|n| Arc::ptr_eq(n, c))) {
+            if let Some(token) = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&old.name) {
+                token.cancel();
+            }
+            tracing::info!(server = %old.name, "federated server stopped by a config reload");
+        }
+        let started: Vec<Arc<Server>> = next.iter().filter(|n| !current.iter().any(|c| Arc::ptr_eq(n, c))).cloned().collect();
+        self.servers.store(Arc::new(next));
+        for server in &started {
+            tracing::info!(server = %server.name, "federated server started by a config reload");
+            self.launch(server);
+        }
+        self.publish();
     }
 
     /// Waits until every server's first connection attempt is over (connected and listed, or
     /// failed), at most `limit`.
     pub async fn settled(&self, limit: Duration) {
-        let all = futures::future::join_all(self.servers.iter().map(|s| {
+        let servers = self.servers.load();
+        let all = futures::future::join_all(servers.iter().map(|s| {
             let mut rx = s.settled.subscribe();
             async move {
                 let _ = rx.wait_for(|done| *done).await;
@@ -253,7 +316,7 @@ impl Federation {
 
     /// Re-reads every connected server's catalog now (after an approval).
     pub fn refresh_all(&self) {
-        for server in &self.servers {
+        for server in self.servers.load().iter() {
             server.changed.notify_one();
         }
     }
@@ -262,7 +325,7 @@ impl Federation {
     fn publish(&self) {
         let mut tools = Vec::new();
         let mut withheld = Vec::new();
-        for server in &self.servers {
+        for server in self.servers.load().iter() {
             tools.extend(server.tools.load().iter().cloned());
             withheld.extend(server.withheld.load().iter().cloned());
         }

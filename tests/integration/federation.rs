@@ -29,7 +29,7 @@ struct Seen {
 }
 
 #[derive(Clone)]
-struct Upstream {
+pub(crate) struct Upstream {
     description: Arc<Mutex<String>>,
     seen: Arc<Mutex<Vec<Seen>>>,
     cancelled: Arc<AtomicUsize>,
@@ -154,7 +154,7 @@ async fn start_upstream() -> (Upstream, String) {
 type Check = Arc<dyn Fn(Option<String>) -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
 
 /// An upstream that admits a request when `check` accepts its `Authorization`.
-async fn start_upstream_with<F, Fut>(check: Arc<F>) -> (Upstream, String)
+pub(crate) async fn start_upstream_with<F, Fut>(check: Arc<F>) -> (Upstream, String)
 where
     F: Fn(Option<String>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send + 'static,

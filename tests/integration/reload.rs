@@ -1,7 +1,7 @@
-//! Hot reload of the configured tools: `warden serve` gets SIGHUP while callers keep calling.
-//! The change (a tool added, a tool's backend moved, a tool removed) applies at once and as a
-//! whole; no call fails across the swap; a broken config keeps the last good tools, and every
-//! reload is audited.
+//! Hot reload of the configured tools and federated servers: `warden serve` gets SIGHUP while
+//! callers keep calling. The change (a tool added, a tool's backend moved, a tool removed, an
+//! MCP server federated and later removed) applies as a whole; no call fails across the swaps;
+//! a broken config keeps the last good tools, and every reload is audited.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -44,7 +44,7 @@ async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: imp
 
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_swaps_the_tools_under_load_and_a_broken_config_changes_nothing() {
+async fn sighup_swaps_tools_and_servers_under_load_and_a_broken_config_changes_nothing() {
     let issuer = TestIssuer::start().await;
     let (one, two) = (Upstream::start().await, Upstream::start().await);
     let dir = tempfile::tempdir().unwrap();
@@ -81,10 +81,18 @@ async fn sighup_swaps_the_tools_under_load_and_a_broken_config_changes_nothing()
     }
     until("calls flow", || async { calls.load(Ordering::SeqCst) > 20 }).await;
 
-    // search moves to the second backend, report is added, legacy is removed: all at once.
-    write(&format!("{}{}", tool("search", &two.url, "/search"), tool("report", &two.url, "/report")));
+    // search moves to the second backend, report is added, legacy is removed, and an MCP server
+    // is federated: all in one reload.
+    let (_server, server_url) = crate::federation::start_upstream_with(Arc::new(|_| async { true })).await;
+    let tools = format!("{}{}", tool("search", &two.url, "/search"), tool("report", &two.url, "/report"));
+    write(&format!("{tools}servers:\n  - {{name: up, url: \"{server_url}\", exclude: [\"admin_*\"]}}\n"));
     hangup(&serving);
-    until("the new tools are listed", || async { names(&http, &mcp, &token).await == ["search", "report"] }).await;
+    until("the new tools are listed", || async {
+        names(&http, &mcp, &token).await == ["search", "report", "up_echo", "up_slow", "up_steps"]
+    })
+    .await;
+    let echoed = mcp_post(&http, &mcp, &token, &tool_call(3, "up_echo", json!({"text": "hi"}))).await.2;
+    assert_eq!(echoed["result"]["content"][0]["text"], "echo: hi", "{echoed}");
     let before = calls.load(Ordering::SeqCst);
     until("calls reach the moved backend", || async { two.requests().iter().any(|r| r.path == "/search") }).await;
     assert_eq!(mcp_post(&http, &mcp, &token, &tool_call(1, "report", json!({}))).await.2["result"]["isError"], false);
@@ -95,8 +103,13 @@ async fn sighup_swaps_the_tools_under_load_and_a_broken_config_changes_nothing()
     write("  - {name: search, description: d, http: {url: \"ftp://nowhere\"}}\n");
     hangup(&serving);
     until("the failure is audited", || async { std::fs::read_to_string(&audit).unwrap_or_default().contains("config_invalid") }).await;
-    assert_eq!(names(&http, &mcp, &token).await, ["search", "report"], "the last good tools stay");
+    assert_eq!(names(&http, &mcp, &token).await, ["search", "report", "up_echo", "up_slow", "up_steps"], "the last good tools stay");
     until("calls go on after the failed reload", || async { calls.load(Ordering::SeqCst) > before + 40 }).await;
+
+    // The server removed: its tools go, the configured ones stay.
+    write(&tools);
+    hangup(&serving);
+    until("the server's tools are gone", || async { names(&http, &mcp, &token).await == ["search", "report"] }).await;
 
     stop.store(true, Ordering::SeqCst);
     for task in load {
@@ -109,7 +122,7 @@ async fn sighup_swaps_the_tools_under_load_and_a_broken_config_changes_nothing()
         .filter(|e| e["method"] == "config/reload")
         .map(|e| (e["decision"].as_str().unwrap(), e["reason"].as_str().unwrap()))
         .collect();
-    assert_eq!(reloads, [("allow", "tools_reloaded"), ("error", "config_invalid")]);
+    assert_eq!(reloads, [("allow", "tools_reloaded"), ("error", "config_invalid"), ("allow", "tools_reloaded")]);
     let invalid = events.iter().find(|e| e["reason"] == "config_invalid").unwrap();
     assert!(invalid["explanation"].as_str().unwrap().contains("tools[0].http.url"), "{invalid}");
     drop(serving);
