@@ -7,7 +7,8 @@ import json
 import sys
 
 PHASES = [(0, 10, "baseline"), (10, 20, "replica SIGKILLed at 10 s"), (20, 32, "Redis down 20-26 s"),
-          (32, 42, "PostgreSQL restarted at 32 s"), (42, 61, "issuer gone from 42 s")]
+          (32, 42, "PostgreSQL restarted at 32 s"), (42, 50, "issuer gone from 42 s"),
+          (50, 55, "upstream times out 50-55 s (issuer still gone)"), (55, 61, "upstream answers 500 from 55 s")]
 
 results = json.load(open(sys.argv[1]))
 audited = set()
@@ -24,8 +25,8 @@ print("| phase | requests | outcomes (kind: status × count) | 5xx or no answer 
 print("|---|---|---|---|---|")
 for lo, hi, name in PHASES:
     rows = [r for r in results if lo <= r["t"] < hi]
-    outcomes = collections.Counter((r["kind"], r["status"]) for r in rows)
-    text = ", ".join(f"{k}: {s}×{n}" for (k, s), n in sorted(outcomes.items()))
+    outcomes = collections.Counter((r["kind"], r["status"], r.get("tool_error", False)) for r in rows)
+    text = ", ".join(f"{k}: {s}{' isError' if e else ''}×{n}" for (k, s, e), n in sorted(outcomes.items()))
     bad = sum(1 for r in rows if r["status"] >= 500 or r["status"] == 0)
     answered = [r for r in rows if r["request_id"]]
     found = sum(1 for r in answered if r["request_id"] in audited)
@@ -57,6 +58,10 @@ for lo, hi, name in PHASES:
             problems.append(f"{name}: {r['kind']} answered {r['status']} at {r['t']} s")
         if r["request_id"] and r["request_id"] not in audited:
             problems.append(f"{name}: request {r['request_id']} answered but not audited")
+        # A failing upstream is the tool's error, never the gateway's; a healthy one is never.
+        # (A call sent within half a second of the switch may meet either upstream.)
+        if r["kind"] == "allowed" and r["status"] == 200 and abs(r["t"] - 50) >= 0.5 and r["tool_error"] != (r["t"] >= 50):
+            problems.append(f"{name}: allowed call at {r['t']} s, isError {r['tool_error']}")
 for replica, samples in rss.items():
     first, peak = samples[0][1], max(kb for _, kb in samples)
     if replica != "2" and peak > first * 1.5:

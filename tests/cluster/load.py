@@ -2,14 +2,15 @@
 SDK (through the balancer) to get a real access token, then sends a fixed number of requests
 per second for a fixed time, cycling through four kinds:
 
-- allowed: tools/call of a tool the token may call;
+- allowed: tools/call of a tool the token may call (recorded with whether its result is an
+  `isError`: the upstream's failure, answered as a tool error);
 - denied: tools/call of a tool that needs a scope the token lacks (403 step-up);
 - unauthenticated: no token (401);
 - api_key: tools/list with a gateway-issued API key (checked against PostgreSQL on a miss).
 
 Each request is sent on schedule whether or not earlier ones have answered (open loop), with a
 5 s timeout. Prints one JSON object: every request's send time, kind, status (0 for no answer)
-and X-Request-Id.
+X-Request-Id and, for allowed calls, whether the result was a tool error.
 """
 
 import argparse
@@ -80,13 +81,15 @@ async def main() -> int:
             kind = order[i % len(order)]
             extra, message = kinds[kind]
             body = dict(message, jsonrpc="2.0", id=i)
-            status, request_id = 0, None
+            status, request_id, tool_error = 0, None, False
             try:
                 r = await http.post(opts.url, json=body, headers={**headers, **extra})
                 status, request_id = r.status_code, r.headers.get("x-request-id")
+                if status == 200 and kind == "allowed":
+                    tool_error = bool(r.json().get("result", {}).get("isError"))
             except Exception:
                 pass
-            results.append({"t": round(at, 3), "kind": kind, "status": status, "request_id": request_id})
+            results.append({"t": round(at, 3), "kind": kind, "status": status, "request_id": request_id, "tool_error": tool_error})
 
         if opts.ready:
             open(opts.ready, "w").close()
