@@ -152,12 +152,15 @@ try:
     # Audit: search, then verify the chain.
     browser.find_element(By.LINK_TEXT, "Audit").click()
     submit("#search", subject="ci-bot")
+    # The old page has #records too: wait for the new one.
+    WebDriverWait(browser, 15).until(lambda b: "subject=ci-bot" in b.current_url)
     wait_for("#records")
     rows = browser.find_elements(By.CSS_SELECTOR, "#records tr.decision-allow, #records tr.decision-deny")
     expect(len(rows) >= 1, f"the key's call is found: {len(rows)}")
     expect(all("ci-bot" in r.text for r in rows), "only ci-bot's records")
     report["audit_rows_for_ci_bot"] = len(rows)
     browser.find_element(By.ID, "verify").click()
+    WebDriverWait(browser, 15).until(lambda b: "verify=1" in b.current_url)
     status = wait_for("#chain-status").text
     expect("verified" in status, f"the chain verifies: {status}")
     report["chain"] = status
