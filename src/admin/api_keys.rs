@@ -33,7 +33,6 @@ fn keys(gw: &AdminState) -> Result<&Arc<ApiKeys>, Refusal> {
 
 fn refusal(e: ApiKeyError) -> Refusal {
     match e {
-        ApiKeyError::Disabled => (AdminError::ApiKeysDisabled, None),
         ApiKeyError::Invalid(m) => (AdminError::InvalidApiKey, Some(m)),
         ApiKeyError::ScopeNotAllowed(s) => (AdminError::ScopeNotAllowed, Some(format!("scope {s:?}"))),
         ApiKeyError::NotFound => (AdminError::NoSuchApiKey, None),

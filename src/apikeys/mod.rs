@@ -50,11 +50,9 @@ const MAX_TEXT: usize = 200;
 /// Most scopes, roles or tools on one key.
 const MAX_ITEMS: usize = 64;
 
-/// Why a key could not be issued or revoked. Each has a stable code for the admin API.
+/// Why a key could not be issued or revoked (the admin API turns each into an `AdminError`).
 #[derive(Debug, thiserror::Error)]
 pub enum ApiKeyError {
-    #[error("API keys are not enabled (api_keys.enabled)")]
-    Disabled,
     #[error("{0}")]
     Invalid(String),
     #[error("scope {0:?} is beyond what api_keys.max_scopes allows")]
@@ -63,18 +61,6 @@ pub enum ApiKeyError {
     NotFound,
     #[error("storage failed")]
     Storage(#[from] crate::store::StoreError),
-}
-
-impl ApiKeyError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Disabled => "api_keys_disabled",
-            Self::Invalid(_) => "invalid_request",
-            Self::ScopeNotAllowed(_) => "scope_not_allowed",
-            Self::NotFound => "api_key_not_found",
-            Self::Storage(_) => "vault_unavailable",
-        }
-    }
 }
 
 /// What the admin asks for.

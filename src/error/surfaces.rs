@@ -131,7 +131,8 @@ impl AdminError {
         }
     }
 
-    fn message(self) -> &'static str {
+    /// The short static message (for pages that render a refusal themselves).
+    pub fn message(self) -> &'static str {
         match self {
             Self::Disabled => "the admin API is not enabled",
             Self::Unauthorized => "a valid admin token is required",
@@ -150,11 +151,6 @@ impl AdminError {
             Self::ProviderUnavailable => "the identity provider could not complete the sign-in",
             Self::NotAnAdministrator => "this account does not hold the console's admin role",
         }
-    }
-
-    /// The short static message, for pages that render a refusal themselves.
-    pub fn text(self) -> &'static str {
-        self.message()
     }
 
     pub fn into_response(self) -> Response {

@@ -216,7 +216,7 @@ fn request_facts(mcp: &Mcp, parts: &http::request::Parts) -> RequestFacts {
         .iter()
         .filter_map(|h| parts.headers.get(h).and_then(|v| v.to_str().ok()).map(|v| (h.as_str().to_owned(), v.to_owned())))
         .collect();
-    RequestFacts { time: std::time::SystemTime::now(), client_ip, headers, method: "POST", path: std::borrow::Cow::Borrowed("/mcp") }
+    RequestFacts { time: std::time::SystemTime::now(), client_ip, headers, method: Method::POST, path: std::borrow::Cow::Borrowed("/mcp") }
 }
 
 /// What a response rmcp produced by itself says, for the audit event.

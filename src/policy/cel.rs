@@ -196,7 +196,7 @@ pub fn activation<'a>(
         let value = map([
             ("time", Box::new(cel::common::types::CelTimestamp::from(time)) as Val<'a>),
             ("client_ip", request.client_ip.map_or_else(null, |ip| Box::new(cel::common::types::CelString::from(ip.to_string())))),
-            ("method", text(request.method)),
+            ("method", text(request.method.as_str())),
             ("path", text(&request.path)),
             (
                 "headers",

@@ -51,7 +51,7 @@ pub struct RequestFacts {
     /// Only the headers named in `policy.request_headers`, lower-case.
     pub headers: BTreeMap<String, String>,
     /// The HTTP method (`POST` on `/mcp`; the app's own on a proxy route).
-    pub method: &'static str,
+    pub method: http::Method,
     /// The path: `/mcp`, or on a proxy route the path under the route (`/v1/contacts/7`),
     /// percent-decoded once.
     pub path: std::borrow::Cow<'static, str>,
@@ -63,7 +63,7 @@ impl Default for RequestFacts {
             time: SystemTime::now(),
             client_ip: None,
             headers: BTreeMap::new(),
-            method: "POST",
+            method: http::Method::POST,
             path: std::borrow::Cow::Borrowed("/mcp"),
         }
     }

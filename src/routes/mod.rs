@@ -157,10 +157,6 @@ impl Routes {
         self.by_name.values()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
-    }
-
     /// Scopes some route requires, for the Protected Resource Metadata.
     pub fn scopes(&self) -> impl Iterator<Item = &String> {
         self.by_name.values().flat_map(|r| r.scopes.iter())

@@ -154,7 +154,7 @@ async fn proxy(state: &ProxyState, ctx: &RequestContext, request: Request, recor
         time: std::time::SystemTime::now(),
         client_ip,
         headers,
-        method: static_method(&method),
+        method: method.clone(),
         path: std::borrow::Cow::Owned(checked.decoded.clone()),
     };
     let arguments = serde_json::Value::Object(serde_json::Map::new());
@@ -335,19 +335,5 @@ fn limits_error(refusal: crate::limits::Refusal) -> ProxyError {
             ProxyError::LimitsUndecided { rule, reason: "limits_unavailable" }
         }
         Refusal::KeyError { rule } => ProxyError::LimitsUndecided { rule, reason: "limit_key_error" },
-    }
-}
-
-/// The method as policy sees it (only the route's allowed methods get this far).
-fn static_method(method: &http::Method) -> &'static str {
-    match *method {
-        http::Method::GET => "GET",
-        http::Method::HEAD => "HEAD",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::PATCH => "PATCH",
-        http::Method::DELETE => "DELETE",
-        http::Method::OPTIONS => "OPTIONS",
-        _ => "OTHER",
     }
 }

@@ -197,7 +197,7 @@ fn page_with_status(status: StatusCode, title: &str, session: Option<&Session>, 
 /// A refusal as a page (the status and the stable code shown).
 fn refusal_page(session: Option<&Session>, refusal: crate::error::AdminError, detail: Option<&str>) -> Response {
     let detail = detail.map(|d| format!("<p>{}</p>", esc(d))).unwrap_or_default();
-    let body = format!("<p class=\"error\" id=\"error\">{} <code>{}</code></p>{detail}", esc(refusal.text()), refusal.reason());
+    let body = format!("<p class=\"error\" id=\"error\">{} <code>{}</code></p>{detail}", esc(refusal.message()), refusal.reason());
     page_with_status(refusal.status(), "Refused", session, &body)
 }
 

@@ -12,6 +12,7 @@ use base64::Engine;
 use serde::Deserialize;
 use sha2::Digest;
 
+use super::session::with_cookie;
 use super::{ConsoleState, OidcConfig};
 use crate::admin::{Actor, refused};
 use crate::edge::RequestContext;
@@ -83,11 +84,8 @@ pub async fn start(State(state): State<Arc<ConsoleState>>, Extension(ctx): Exten
         url.query_pairs_mut().append_pair("scope", &oidc.config.scopes.join(" "));
     }
     let sealed = state.sessions.seal(&format!("{}~{}", flow_state.expose(), verifier.expose()));
-    let mut response = Redirect::to(url.as_str()).into_response();
-    if let Ok(v) = http::HeaderValue::from_str(&state.sessions.flow_cookie(FLOW_COOKIE, &sealed, 600)) {
-        response.headers_mut().append(http::header::SET_COOKIE, v);
-    }
-    super::secured(response)
+    let response = Redirect::to(url.as_str()).into_response();
+    super::secured(with_cookie(response, &state.sessions.flow_cookie(FLOW_COOKIE, &sealed, 600)))
 }
 
 #[derive(Deserialize)]
@@ -129,11 +127,8 @@ pub async fn callback(
     if !principal.roles.iter().any(|r| r == &oidc.config.admin_role) {
         return refuse(AdminError::NotAnAdministrator, &actor);
     }
-    let mut response = super::session::start_session(&state, &ctx, &actor, "signed_in_with_identity_provider");
-    if let Ok(v) = http::HeaderValue::from_str(&state.sessions.flow_cookie(FLOW_COOKIE, "", 0)) {
-        response.headers_mut().append(http::header::SET_COOKIE, v);
-    }
-    response
+    let response = super::session::start_session(&state, &ctx, &actor, "signed_in_with_identity_provider");
+    with_cookie(response, &state.sessions.flow_cookie(FLOW_COOKIE, "", 0))
 }
 
 /// The code for an access token at the token endpoint; `None` on any failure (logged).

@@ -62,9 +62,9 @@ impl Sessions {
         Self { key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()), lifetime, secure }
     }
 
-    fn cookie(&self, name: &str, value: &str, max_age: u64) -> String {
+    fn cookie(&self, name: &str, value: &str, max_age: u64, same_site: &str) -> String {
         let secure = if self.secure { "; Secure" } else { "" };
-        format!("{name}={value}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+        format!("{name}={value}; Path=/admin; HttpOnly; SameSite={same_site}; Max-Age={max_age}{secure}")
     }
 
     /// A new session's `Set-Cookie` value.
@@ -77,7 +77,7 @@ impl Sessions {
         };
         let payload = B64.encode(serde_json::to_vec(&session).ok()?);
         let signature = B64.encode(hmac::sign(&self.key, payload.as_bytes()).as_ref());
-        Some(self.cookie(COOKIE, &format!("{payload}.{signature}"), self.lifetime.as_secs()))
+        Some(self.cookie(COOKIE, &format!("{payload}.{signature}"), self.lifetime.as_secs(), "Strict"))
     }
 
     /// The session the request's cookie proves, if any and unexpired.
@@ -91,7 +91,7 @@ impl Sessions {
     }
 
     pub fn clear(&self) -> String {
-        self.cookie(COOKIE, "", 0)
+        self.cookie(COOKIE, "", 0, "Strict")
     }
 
     /// Signs `value` for a short-lived cookie of the sign-in flows.
@@ -108,7 +108,7 @@ impl Sessions {
     /// A sign-in flow's cookie: `SameSite=Lax`, since the identity provider sends the browser
     /// back with a cross-site navigation that must carry it.
     pub fn flow_cookie(&self, name: &str, value: &str, max_age: u64) -> String {
-        self.cookie(name, value, max_age).replace("SameSite=Strict", "SameSite=Lax")
+        self.cookie(name, value, max_age, "Lax")
     }
 }
 
@@ -179,11 +179,7 @@ pub async fn sign_in_page(State(state): State<Arc<ConsoleState>>) -> Response {
          <button id=\"sign-in\">Sign in</button></form>",
         pre = esc(pre.expose())
     );
-    let mut response = page("Sign in", None, &body);
-    if let Ok(v) = http::HeaderValue::from_str(&state.sessions.flow_cookie(PRE_COOKIE, pre.expose(), 600)) {
-        response.headers_mut().append(http::header::SET_COOKIE, v);
-    }
-    response
+    with_cookie(page("Sign in", None, &body), &state.sessions.flow_cookie(PRE_COOKIE, pre.expose(), 600))
 }
 
 #[derive(Deserialize)]
@@ -220,14 +216,19 @@ pub async fn sign_in(
 pub fn start_session(state: &ConsoleState, ctx: &RequestContext, actor: &Actor, reason: &str) -> Response {
     let Some(cookie) = state.sessions.issue(actor) else { return super::refusal_page(None, AdminError::VaultUnavailable, None) };
     state.admin.audit.emit(allowed_by(ctx, actor, "admin/console.sign_in", None, reason));
-    let mut response = super::secured(
+    let response = super::secured(
         axum::response::Html(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url=/admin/tools\">\
              <title>Signed in · Warden</title></head><body><p>Signed in. <a id=\"continue\" href=\"/admin/tools\">Continue to the console</a></p></body></html>",
         )
         .into_response(),
     );
-    if let Ok(v) = http::HeaderValue::from_str(&cookie) {
+    with_cookie(response, &cookie)
+}
+
+/// `response` setting one more cookie (`Set-Cookie` value).
+pub fn with_cookie(mut response: Response, cookie: &str) -> Response {
+    if let Ok(v) = http::HeaderValue::from_str(cookie) {
         response.headers_mut().append(http::header::SET_COOKIE, v);
     }
     response
@@ -249,9 +250,5 @@ pub async fn sign_out(
         Err(refusal) => return *refusal,
     };
     state.admin.audit.emit(allowed_by(&ctx, &session.actor(), "admin/console.sign_out", None, "signed_out"));
-    let mut response = Redirect::to("/admin/sign-in").into_response();
-    if let Ok(v) = http::HeaderValue::from_str(&state.sessions.clear()) {
-        response.headers_mut().append(http::header::SET_COOKIE, v);
-    }
-    response
+    with_cookie(Redirect::to("/admin/sign-in").into_response(), &state.sessions.clear())
 }
