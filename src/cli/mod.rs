@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, ProcessEnv};
 use crate::demo::{Demo, DemoOptions};
-use crate::devidp::{DevIdp, DevIdpConfig, UsersFile};
+use crate::devidp::{DevIdp, DevIdpConfig, SigningKey, UsersFile};
 
 /// A runtime failure.
 pub const EXIT_RUNTIME: u8 = 1;
@@ -79,6 +79,14 @@ pub enum Command {
         /// Extra root certificates (PEM) to trust when fetching client ID metadata documents.
         #[arg(long)]
         client_metadata_ca: Option<PathBuf>,
+        /// Sign with the RSA key in this PEM file (created if missing); its `kid` is its
+        /// thumbprint. Default: a fresh key for each start.
+        #[arg(long)]
+        signing_key: Option<PathBuf>,
+        /// Also publish this earlier key's public half in the JWKS (a rotation's overlap);
+        /// may be repeated.
+        #[arg(long)]
+        publish_key: Vec<PathBuf>,
     },
     /// Test and explain policies.
     #[command(subcommand)]
@@ -418,7 +426,17 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
                 Err(e) => fail(format!("server error: {e}")),
             }
         }
-        Command::DevIdp { insecure_dev_only, listen, issuer, users, auto_approve, token_ttl, client_metadata_ca } => {
+        Command::DevIdp {
+            insecure_dev_only,
+            listen,
+            issuer,
+            users,
+            auto_approve,
+            token_ttl,
+            client_metadata_ca,
+            signing_key,
+            publish_key,
+        } => {
             if !insecure_dev_only {
                 eprintln!(
                     "error: the development authorization server is not a production identity provider.\n       Start it with --insecure-dev-only to acknowledge that, or use `warden demo`."
@@ -435,7 +453,24 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
                 Err(e) => return fail(format!("--client-metadata-ca: {e}")),
             };
             let config = DevIdpConfig { issuer: issuer.clone(), users, auto_approve, access_token_ttl: token_ttl, client_metadata_ca };
-            let idp = match DevIdp::new(config) {
+            let key = match signing_key.as_deref().map_or_else(SigningKey::generate, SigningKey::load_or_create) {
+                Ok(k) => k,
+                Err(e) => return fail(format!("--signing-key: {e}")),
+            };
+            let previous: Result<Vec<SigningKey>, _> = publish_key
+                .iter()
+                .map(|p| {
+                    std::fs::read_to_string(p)
+                        .map_err(|e| format!("{}: {e}", p.display()))
+                        .and_then(|pem| SigningKey::from_pem_with_thumbprint_kid(&pem).map_err(|e| e.to_string()))
+                })
+                .collect();
+            let previous = match previous {
+                Ok(p) => p,
+                Err(e) => return fail(format!("--publish-key: {e}")),
+            };
+            eprintln!("warden dev-idp: signing with kid {}", key.kid);
+            let idp = match DevIdp::with_keys(config, key, &previous) {
                 Ok(idp) => idp,
                 Err(e) => return config_error(e),
             };

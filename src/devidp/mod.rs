@@ -101,6 +101,8 @@ struct Grant {
 pub struct DevIdp {
     config: DevIdpConfig,
     key: SigningKey,
+    /// Public keys published beside `key`'s: earlier signing keys during a rotation.
+    previous: Vec<jsonwebtoken::jwk::Jwk>,
     clients: Mutex<HashMap<String, Client>>,
     /// Fetches client ID metadata documents (HTTPS only, no redirects, bounded).
     metadata_client: reqwest::Client,
@@ -109,13 +111,21 @@ pub struct DevIdp {
 }
 
 impl DevIdp {
+    /// A server signing with a fresh key.
     pub fn new(config: DevIdpConfig) -> Result<Arc<Self>, String> {
+        let key = SigningKey::generate().map_err(|e| e.to_string())?;
+        Self::with_keys(config, key, &[])
+    }
+
+    /// A server signing with `key` that also publishes `previous` keys' public halves, as an
+    /// issuer does while it rotates: tokens signed with an earlier key stay verifiable.
+    pub fn with_keys(config: DevIdpConfig, key: SigningKey, previous: &[SigningKey]) -> Result<Arc<Self>, String> {
         if let Some(user) = &config.auto_approve
             && !config.users.iter().any(|u| &u.id == user)
         {
             return Err(format!("auto-approve user {user:?} is not in the users file"));
         }
-        let key = SigningKey::generate().map_err(|e| e.to_string())?;
+        let previous = previous.iter().filter(|p| p.kid != key.kid).map(|p| p.jwk().clone()).collect();
         let mut builder = reqwest::Client::builder()
             .https_only(true)
             .redirect(reqwest::redirect::Policy::none())
@@ -131,11 +141,19 @@ impl DevIdp {
         Ok(Arc::new(Self {
             config,
             key,
+            previous,
             clients: Mutex::default(),
             metadata_client,
             codes: Mutex::default(),
             refresh_tokens: Mutex::default(),
         }))
+    }
+
+    /// The JWK Set served at `/jwks`: the signing key's public half, then the earlier ones'.
+    pub fn jwks(&self) -> jsonwebtoken::jwk::JwkSet {
+        let mut set = SigningKey::jwks(&[&self.key]);
+        set.keys.extend(self.previous.iter().cloned());
+        set
     }
 
     pub fn issuer(&self) -> &str {

@@ -73,7 +73,7 @@ async fn metadata(State(idp): State<Arc<DevIdp>>) -> Json<Value> {
 }
 
 async fn jwks(State(idp): State<Arc<DevIdp>>) -> Json<Value> {
-    Json(json!(super::SigningKey::jwks(&[&idp.key])))
+    Json(json!(idp.jwks()))
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {

@@ -40,3 +40,37 @@ fn auto_approve_must_name_a_known_user() {
     };
     assert!(DevIdp::new(cfg).is_err());
 }
+
+#[test]
+fn a_kept_key_keeps_its_kid_and_a_rotated_server_publishes_both() {
+    crate::install_crypto();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (old_path, new_path) = (dir.path().join("old.pem"), dir.path().join("new.pem"));
+    let old = SigningKey::load_or_create(&old_path).unwrap_or_else(|e| panic!("{e}"));
+    let again = SigningKey::load_or_create(&old_path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(old.kid, again.kid, "the same file is the same kid");
+    assert!(old.kid.starts_with("dev-") && old.kid.len() == 20, "{}", old.kid);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&old_path).unwrap_or_else(|e| panic!("{e}")).permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let new = SigningKey::load_or_create(&new_path).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(old.kid, new.kid);
+    let users = UsersFile::parse(DEMO_USERS).unwrap_or_else(|e| panic!("{e}")).users;
+    let cfg = DevIdpConfig {
+        issuer: "http://i".into(),
+        users,
+        auto_approve: None,
+        access_token_ttl: Duration::from_secs(60),
+        client_metadata_ca: None,
+    };
+    let new_kid = new.kid.clone();
+    let idp = DevIdp::with_keys(cfg, new, &[again]).unwrap_or_else(|e| panic!("{e}"));
+    let kids: Vec<_> = idp.jwks().keys.iter().filter_map(|k| k.common.key_id.clone()).collect();
+    assert_eq!(kids, vec![new_kid.clone(), old.kid.clone()], "the signing key first, then the earlier one");
+    let token = idp.mint("alice", "c", &[], "http://r").unwrap_or_else(|| panic!("minted"));
+    let header = jsonwebtoken::decode_header(&token).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(header.kid, Some(new_kid), "new tokens name the new key");
+}
