@@ -5,6 +5,9 @@
 # check).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# Packages are not pinned to exact versions (hadolint DL3008): the base images are pinned, and a
+# Debian point release removes the versions it replaces, which would break every later build.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends cmake clang \
     && rm -rf /var/lib/apt/lists/*
@@ -18,6 +21,7 @@ COPY conformance ./conformance
 RUN cargo build --release --locked --bin warden
 
 FROM debian:bookworm-slim
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
