@@ -322,6 +322,7 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         federation: Arc::clone(&gateway.federation),
         limits: Arc::clone(&gateway.limits),
         api_keys: gateway.api_keys.clone(),
+        attempts: crate::admin::attempts::FailedAttempts::default(),
     });
     let console = crate::admin::console::ConsoleState::new(
         Arc::clone(&admin),

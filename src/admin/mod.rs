@@ -24,6 +24,7 @@
 //! signed in to the console.
 
 pub mod api_keys;
+pub mod attempts;
 pub mod console;
 
 use std::sync::Arc;
@@ -72,6 +73,36 @@ pub struct AdminState {
     pub limits: Arc<crate::limits::Limits>,
     /// Gateway-issued API keys, when enabled.
     pub api_keys: Option<Arc<crate::apikeys::ApiKeys>>,
+    /// Wrong admin tokens per client IP (the API's and the console's sign-in together).
+    pub attempts: attempts::FailedAttempts,
+}
+
+impl AdminState {
+    /// The client IP the limits stage trusts: the socket's, or a trusted proxy's forwarded one.
+    pub fn client_ip(&self, socket: Option<std::net::SocketAddr>, headers: &http::HeaderMap) -> std::net::IpAddr {
+        self.limits.client_ip(socket.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |s| s.ip()), headers)
+    }
+
+    /// The refusal of a client that presented too many wrong tokens lately (before any
+    /// comparison), if it is blocked.
+    pub fn refusal_if_blocked(&self, ctx: Option<&RequestContext>, action: &str, ip: std::net::IpAddr) -> Option<Response> {
+        self.attempts.blocked(ip).map(|wait| too_many(self, ctx, action, wait))
+    }
+
+    /// Counts a wrong token; the refusal to send (401, or 429 once there were too many).
+    pub fn wrong_token(&self, ctx: Option<&RequestContext>, action: &str, ip: std::net::IpAddr) -> Response {
+        match self.attempts.failed(ip) {
+            Some(wait) => too_many(self, ctx, action, wait),
+            None => refuse(self, ctx, action, None, AdminError::Unauthorized),
+        }
+    }
+}
+
+fn too_many(gw: &AdminState, ctx: Option<&RequestContext>, action: &str, wait: std::time::Duration) -> Response {
+    tracing::warn!(action, "too many wrong admin tokens from one address");
+    let mut response = refuse(gw, ctx, action, None, AdminError::TooManyAttempts);
+    response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(attempts::retry_after_secs(wait)));
+    response
 }
 
 pub fn routes(gateway: Arc<AdminState>) -> Router {
@@ -125,6 +156,11 @@ async fn authorize(State(gw): State<Arc<AdminState>>, request: Request, next: Ne
     const ACTION: &str = "admin/authenticate";
     let ctx = request.extensions().get::<RequestContext>().cloned();
     let Some(expected) = &gw.admin_token else { return refuse(&gw, ctx.as_ref(), ACTION, None, AdminError::Disabled) };
+    let socket = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+    let ip = gw.client_ip(socket, request.headers());
+    if let Some(refusal) = gw.refusal_if_blocked(ctx.as_ref(), ACTION, ip) {
+        return refusal;
+    }
     let presented = request
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -133,7 +169,7 @@ async fn authorize(State(gw): State<Arc<AdminState>>, request: Request, next: Ne
         .unwrap_or_default();
     let ok = sha2::Sha256::digest(presented.as_bytes()).ct_eq(&sha2::Sha256::digest(expected.expose().as_bytes()));
     if !bool::from(ok) {
-        return refuse(&gw, ctx.as_ref(), ACTION, None, AdminError::Unauthorized);
+        return gw.wrong_token(ctx.as_ref(), ACTION, ip);
     }
     let mut request = request;
     request.extensions_mut().insert(Actor::admin_token());

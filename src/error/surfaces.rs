@@ -43,6 +43,8 @@ pub enum AdminError {
     ProviderUnavailable,
     /// Signed in at the identity provider without the console's admin role.
     NotAnAdministrator,
+    /// Too many wrong admin tokens from this client IP lately (`admin::attempts`).
+    TooManyAttempts,
 }
 
 impl AdminError {
@@ -61,7 +63,8 @@ impl AdminError {
             | Self::InvalidApiKey
             | Self::ScopeNotAllowed
             | Self::CsrfFailed
-            | Self::NotAnAdministrator => Class::Downstream,
+            | Self::NotAnAdministrator
+            | Self::TooManyAttempts => Class::Downstream,
             Self::ProviderUnavailable => Class::Upstream,
             Self::VaultUnavailable => Class::Internal,
         }
@@ -79,6 +82,7 @@ impl AdminError {
             Self::NotShared | Self::InvalidBody | Self::InvalidApiKey | Self::ScopeNotAllowed => StatusCode::BAD_REQUEST,
             Self::NoSuchPendingDefinition => StatusCode::CONFLICT,
             Self::CsrfFailed | Self::NotAnAdministrator => StatusCode::FORBIDDEN,
+            Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             Self::ProviderUnavailable => StatusCode::BAD_GATEWAY,
             Self::VaultUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -102,6 +106,7 @@ impl AdminError {
             Self::CsrfFailed => "csrf_failed",
             Self::ProviderUnavailable => "provider_unavailable",
             Self::NotAnAdministrator => "not_an_administrator",
+            Self::TooManyAttempts => "too_many_attempts",
         }
     }
 
@@ -127,7 +132,8 @@ impl AdminError {
             | Self::ScopeNotAllowed
             | Self::CsrfFailed
             | Self::ProviderUnavailable
-            | Self::NotAnAdministrator => self.reason(),
+            | Self::NotAnAdministrator
+            | Self::TooManyAttempts => self.reason(),
         }
     }
 
@@ -150,6 +156,7 @@ impl AdminError {
             Self::CsrfFailed => "the form is stale or came from elsewhere; reload the page and try again",
             Self::ProviderUnavailable => "the identity provider could not complete the sign-in",
             Self::NotAnAdministrator => "this account does not hold the console's admin role",
+            Self::TooManyAttempts => "too many wrong admin tokens from this address; wait and try again",
         }
     }
 

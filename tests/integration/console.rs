@@ -39,19 +39,25 @@ fn field(html: &str, name: &str) -> String {
 
 /// Signs in with the admin token; returns the session cookie (`name=value`).
 async fn sign_in(gw: &TestGateway, token: &str) -> (u16, Option<String>) {
+    let (status, cookie, _) = sign_in_from(gw, token, "").await;
+    (status, cookie)
+}
+
+/// Signs in with the admin token from the client `forwarded` names (through a trusted proxy,
+/// when not empty); returns the status, the session cookie and the page.
+async fn sign_in_from(gw: &TestGateway, token: &str, forwarded: &str) -> (u16, Option<String>, String) {
     let b = browser();
     let page = b.get(format!("{}/admin/sign-in", gw.url)).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let pre = pair(&set_cookie(&page, "warden_console_pre").expect("the sign-in form's CSRF cookie"));
     let csrf = field(&page.text().await.unwrap(), "csrf");
-    let r = b
-        .post(format!("{}/admin/sign-in", gw.url))
-        .header("cookie", pre)
-        .form(&[("token", token), ("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), set_cookie(&r, "warden_console"))
+    let mut request = b.post(format!("{}/admin/sign-in", gw.url)).header("cookie", pre);
+    if !forwarded.is_empty() {
+        request = request.header("x-forwarded-for", forwarded);
+    }
+    let r = request.form(&[("token", token), ("csrf", csrf.as_str())]).send().await.unwrap();
+    let (status, cookie) = (r.status().as_u16(), set_cookie(&r, "warden_console"));
+    (status, cookie, r.text().await.unwrap())
 }
 
 async fn get(gw: &TestGateway, path: &str, cookie: Option<&str>) -> reqwest::Response {
@@ -159,6 +165,50 @@ async fn the_console_guards_its_sessions_and_every_change() {
         .unwrap();
     assert_eq!(out.status(), 303);
     assert!(set_cookie(&out, "warden_console").unwrap().contains("Max-Age=0"));
+}
+
+#[tokio::test]
+async fn wrong_admin_tokens_are_bounded_per_client_address() {
+    let issuer = TestIssuer::start().await;
+    let db = Db::sqlite();
+    let gw = crate::common::gateway_with(&[&issuer], "", &config(&db), "  trusted_proxies: [127.0.0.1/32]\n").await;
+    let api = |token: &'static str, client: &'static str| {
+        browser().get(format!("{}/admin/v1/api-keys", gw.url)).bearer_auth(token).header("x-forwarded-for", client).send()
+    };
+    let (a, b) = ("198.51.100.7", "198.51.100.8");
+    let right = || ADMIN;
+
+    // Five wrong tokens from one address are refused as wrong; the sixth blocks the address.
+    for _ in 0..5 {
+        assert_eq!(api("wrong-token", a).await.unwrap().status(), 401);
+    }
+    let blocked = api("wrong-token", a).await.unwrap();
+    assert_eq!(blocked.status(), 429);
+    let retry: u64 = blocked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=12).contains(&retry), "Retry-After {retry}");
+    assert_eq!(blocked.json::<Value>().await.unwrap()["error"], "too_many_attempts");
+
+    // While blocked, not even the right token is compared: the API and the console's sign-in
+    // share the budget. Another address is not affected, and right tokens never count.
+    assert_eq!(api(right(), a).await.unwrap().status(), 429);
+    let (status, cookie, page) = sign_in_from(&gw, ADMIN, a).await;
+    assert_eq!((status, cookie), (429, None));
+    assert!(page.contains("Too many wrong admin tokens"), "{page}");
+    for _ in 0..8 {
+        assert_eq!(api(right(), b).await.unwrap().status(), 200);
+    }
+    let (status, cookie, _) = sign_in_from(&gw, ADMIN, b).await;
+    assert_eq!((status, cookie.is_some()), (200, true));
+
+    // Each refusal is audited once, with its reason; the token never appears.
+    let events = gw.audit();
+    let reasons =
+        |m: &str| events.iter().filter(|e| e["method"] == m).map(|e| e["reason"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let mut expected = vec!["admin_unauthorized"; 5];
+    expected.extend(["too_many_attempts", "too_many_attempts"]);
+    assert_eq!(reasons("admin/authenticate"), expected);
+    assert_eq!(reasons("admin/console.sign_in"), ["too_many_attempts", "signed_in_with_admin_token"]);
+    assert!(!gw.audit_text().contains(ADMIN));
 }
 
 #[tokio::test]

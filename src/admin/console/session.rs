@@ -191,11 +191,16 @@ pub struct SignIn {
 pub async fn sign_in(
     State(state): State<Arc<ConsoleState>>,
     Extension(ctx): Extension<RequestContext>,
+    socket: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     Form(form): Form<SignIn>,
 ) -> Response {
     const ACTION: &str = "admin/console.sign_in";
     let admin = Actor::admin_token();
+    let ip = state.admin.client_ip(socket.map(|Extension(c)| c.0), &headers);
+    if let Some(refusal) = state.admin.refusal_if_blocked(Some(&ctx), ACTION, ip) {
+        return too_many_page(refusal);
+    }
     let pre_ok = cookie(&headers, PRE_COOKIE).is_some_and(|pre| same(pre, &form.csrf));
     if !pre_ok {
         state.admin.audit.emit(refused(&ctx, &admin, ACTION, None, AdminError::CsrfFailed));
@@ -203,11 +208,25 @@ pub async fn sign_in(
     }
     let expected = state.admin.admin_token.as_ref().map(crate::secret::Secret::expose).unwrap_or_default();
     if expected.is_empty() || !same(&form.token, expected) {
-        state.admin.audit.emit(refused(&ctx, &admin, ACTION, None, AdminError::Unauthorized));
+        let refusal = state.admin.wrong_token(Some(&ctx), ACTION, ip);
+        if refusal.status() == http::StatusCode::TOO_MANY_REQUESTS {
+            return too_many_page(refusal);
+        }
         let body = "<p class=\"error\" id=\"error\">That is not the admin token.</p><p><a href=\"/admin/sign-in\">Try again</a></p>";
         return page_with_status(http::StatusCode::UNAUTHORIZED, "Sign in", None, body);
     }
     start_session(&state, &ctx, &admin, "signed_in_with_admin_token")
+}
+
+/// The console's page for a client refused `too_many_attempts`, keeping the refusal's status
+/// and `Retry-After`.
+fn too_many_page(refusal: Response) -> Response {
+    let body = "<p class=\"error\" id=\"error\">Too many wrong admin tokens from this address. Wait a minute, then try again.</p>";
+    let mut page = page_with_status(refusal.status(), "Sign in", None, body);
+    if let Some(retry) = refusal.headers().get(http::header::RETRY_AFTER) {
+        page.headers_mut().insert(http::header::RETRY_AFTER, retry.clone());
+    }
+    page
 }
 
 /// Sets the session cookie and sends the browser to the console: by a page of this origin
