@@ -62,7 +62,7 @@ proptest! {
         for body in [&bytes[..], structured.as_bytes()] {
             if let Err((_, e)) = crate::mcp::message::check_message(body, &unserved) {
                 prop_assert!(GATE_CODES.contains(&e.reason()), "unstable code {}", e.reason());
-                let meta = crate::identity::metadata::ResourceMetadata::new("https://gw.example", "https://gw.example/mcp".into(), vec![], vec![]);
+                let meta = crate::identity::metadata::ResourceMetadata::new("https://gw.example", "https://gw.example/mcp".into(), vec![], vec![], None);
                 let _ = e.into_response(&meta, None);
             }
         }

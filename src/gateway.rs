@@ -167,15 +167,14 @@ impl Gateway {
         if let Some(keys) = &api_keys {
             authenticator = authenticator.with_api_keys(Arc::clone(keys) as Arc<dyn crate::identity::KeyVerifier>);
         }
-        let mut scopes = tools.scopes();
-        scopes.extend(config.servers.iter().flat_map(|s| s.scopes.iter().cloned()));
-        scopes.extend(routes.scopes().cloned());
-        scopes.sort();
-        scopes.dedup();
-        let mut metadata = ResourceMetadata::new(&config.server.public_base(), resource, authenticator.issuer_ids(), scopes);
-        if let Some(scopes) = &config.identity.challenge_scopes {
-            metadata.challenge_scopes = scopes.clone();
-        }
+        let scopes = crate::reload::scopes_supported(tools.scopes(), &config.servers, &routes);
+        let metadata = ResourceMetadata::new(
+            &config.server.public_base(),
+            resource,
+            authenticator.issuer_ids(),
+            scopes,
+            config.identity.challenge_scopes.clone(),
+        );
         let origin_guard = crate::edge::OriginGuard::new(
             &config.server.public_base(),
             config.server.allowed_hosts.as_deref(),
@@ -398,6 +397,8 @@ pub async fn run(gateway: Gateway, listener: TcpListener, shutdown: impl Future<
             upstream: Arc::clone(&gateway.upstream),
             policy: Arc::clone(&gateway.policy_reloader),
             federation: Arc::clone(&gateway.federation),
+            routes: Arc::clone(&gateway.routes),
+            metadata: Arc::clone(&gateway.metadata),
             audit: Arc::clone(&gateway.audit),
             last: std::sync::Mutex::new(gateway.config_snapshot.clone()),
         };

@@ -5,13 +5,14 @@
 //! `servers[]` changed, the new tools and servers are built in full (every check `warden check`
 //! makes) with the credentials in force before anything is swapped; then the configured tools
 //! are swapped in at once, servers that were removed or changed are stopped, added or changed
-//! ones are started (unchanged ones keep their sessions), and policy is bound again to the new
-//! catalog. A request in flight keeps the registry it started with. A
-//! config that fails to load or build changes nothing: the last good tools stay in force, and
-//! the failure is logged and audited (`config/reload`, `config_invalid`, with the failing
-//! path). Sections that cannot change at run time (listeners, identity, credentials, servers,
-//! limits, audit) are reported as needing a restart and otherwise ignored. Policy files reload
-//! through their own watcher (`policy::reload`).
+//! ones are started (unchanged ones keep their sessions), the metadata's `scopes_supported`
+//! follows, and policy is bound again to the new catalog. A request in flight keeps the
+//! registry it started with. A config that fails to load or build changes nothing: the last
+//! good tools stay in force, and the failure is logged and audited (`config/reload`,
+//! `config_invalid`, with the failing path). Sections that cannot change at run time
+//! (listeners, identity, credentials, limits, audit, routes, …; a changed secret included) are
+//! reported as needing a restart and otherwise ignored. Policy files reload through their own
+//! watcher (`policy::reload`).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,16 +29,27 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Secrets are compared as their redacted form: a changed secret alone is not noticed (it
-    /// needs a restart anyway).
+    /// Secrets are compared by their keyed fingerprints (`secret::with_fingerprints`), so a
+    /// changed secret alone is noticed (and reported as needing a restart).
     pub fn of(config: &Config) -> Self {
         let mut fixed = config.clone();
         fixed.tools.clear();
         fixed.openapi.clear();
         fixed.servers.clear();
         fixed.policy = crate::config::PolicyConfig::default();
-        Self { tools: format!("{:?}{:?}{:?}", config.tools, config.openapi, config.servers), fixed: format!("{fixed:?}") }
+        crate::secret::with_fingerprints(|| Self {
+            tools: format!("{:?}{:?}{:?}", config.tools, config.openapi, config.servers),
+            fixed: format!("{fixed:?}"),
+        })
     }
+}
+
+/// Every scope the configured tools, the federated servers and the proxy routes require: the
+/// metadata's `scopes_supported` (sorted and deduplicated by the metadata).
+pub fn scopes_supported(mut tools: Vec<String>, servers: &[crate::config::McpServerConfig], routes: &crate::routes::Routes) -> Vec<String> {
+    tools.extend(servers.iter().flat_map(|s| s.scopes.iter().cloned()));
+    tools.extend(routes.scopes().cloned());
+    tools
 }
 
 /// What a reload did.
@@ -56,6 +68,10 @@ pub struct ToolsReload {
     pub upstream: Arc<crate::upstream::Upstream>,
     pub policy: Arc<crate::policy::reload::Reloader>,
     pub federation: Arc<crate::federation::Federation>,
+    /// The proxy routes (not reloaded), whose scopes stay in the metadata.
+    pub routes: Arc<crate::routes::Routes>,
+    /// The Protected Resource Metadata, whose `scopes_supported` follows the tools.
+    pub metadata: Arc<crate::identity::metadata::ResourceMetadata>,
     pub audit: Arc<AuditSink>,
     /// The config in force (its last good snapshot).
     pub last: Mutex<Snapshot>,
@@ -109,10 +125,12 @@ impl ToolsReload {
             &self.credentials,
             &registry,
         )?;
+        let scopes = scopes_supported(registry.scopes(), &config.servers, &self.routes);
         for (name, owner) in self.tools.reconfigure(registry) {
             tracing::warn!(tool = %name, owner = %owner, "a federated tool's name is now taken by a configured tool; it is not exposed");
         }
         self.federation.apply(servers);
+        self.metadata.set_scopes_supported(scopes);
         self.policy.rebind();
         *last = next;
         Ok(Reloaded { tools: true, restart_needed })
@@ -135,5 +153,31 @@ impl ToolsReload {
         }
         #[cfg(not(unix))]
         cancel.cancelled().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Snapshot;
+
+    fn config(token: &str, tool: &str) -> crate::config::Config {
+        let text = format!(
+            "server:\n  public_url: https://gw.example\nidentity:\n  issuers:\n    - issuer: https://issuer.example\nadmin:\n  token: {token}\ntools:\n  - {{name: {tool}, description: d, http: {{url: \"https://api.example/x\"}}}}\n"
+        );
+        crate::config::parse(&text, &std::collections::HashMap::<String, String>::new()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_changed_secret_alone_is_noticed_and_never_shown() {
+        let (one, two) = ("admin-token-one-0123456789abcdef0123", "admin-token-two-0123456789abcdef0123");
+        let base = Snapshot::of(&config(one, "a"));
+        assert_eq!(base, Snapshot::of(&config(one, "a")), "the same config is the same snapshot");
+        let secret = Snapshot::of(&config(two, "a"));
+        assert_eq!(secret.tools, base.tools);
+        assert_ne!(secret.fixed, base.fixed, "only the secret changed, and it shows");
+        let tools = Snapshot::of(&config(one, "b"));
+        assert_ne!(tools.tools, base.tools);
+        assert_eq!(tools.fixed, base.fixed);
+        assert!(!format!("{base:?}{secret:?}").contains("admin-token"));
     }
 }

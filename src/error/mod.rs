@@ -250,7 +250,7 @@ impl GatewayError {
         }
     }
 
-    /// The response. A 401 challenge names `meta.challenge_scopes` (what a fresh token should ask
+    /// The response. A 401 challenge names `meta.scopes().challenge` (what a fresh token should ask
     /// for); `jsonrpc_id` echoes the request's id where one was read.
     pub fn into_response(self, meta: &ResourceMetadata, jsonrpc_id: Option<Value>) -> Response {
         let status = self.status();
@@ -287,7 +287,7 @@ impl GatewayError {
                 json!({"error": "audit_unavailable", "error_description": "the audit trail cannot record requests right now; try again later"}),
             ),
             Self::Unauthorized(AuthError::Missing) => (
-                Some(meta.unauthorized(None, &meta.challenge_scopes)),
+                Some(meta.unauthorized(None, &meta.scopes().challenge)),
                 json!({"error": "unauthorized", "error_description": "a bearer token is required"}),
             ),
             Self::Unauthorized(AuthError::MultipleCredentials) => (
@@ -303,7 +303,7 @@ impl GatewayError {
                 json!({"error": "temporarily_unavailable", "error_description": "the API key could not be checked right now; try again later"}),
             ),
             Self::Unauthorized(_) => (
-                Some(meta.unauthorized(Some("invalid_token"), &meta.challenge_scopes)),
+                Some(meta.unauthorized(Some("invalid_token"), &meta.scopes().challenge)),
                 json!({"error": "invalid_token", "error_description": "the access token is invalid"}),
             ),
             Self::Forbidden { denial: Denial::InsufficientScope { needed, .. }, .. } => (

@@ -178,12 +178,12 @@ impl ProxyError {
         }
         let mut response = (self.status(), axum::Json(body)).into_response();
         let challenge = match self {
-            Self::Unauthorized(AuthError::Missing) => Some(meta.unauthorized(None, &meta.challenge_scopes)),
+            Self::Unauthorized(AuthError::Missing) => Some(meta.unauthorized(None, &meta.scopes().challenge)),
             Self::Unauthorized(AuthError::MultipleCredentials | AuthError::TokenInQuery) => {
                 Some(meta.unauthorized(Some("invalid_request"), &[]))
             }
             Self::Unauthorized(AuthError::KeyStoreUnavailable) => None,
-            Self::Unauthorized(_) => Some(meta.unauthorized(Some("invalid_token"), &meta.challenge_scopes)),
+            Self::Unauthorized(_) => Some(meta.unauthorized(Some("invalid_token"), &meta.scopes().challenge)),
             Self::Forbidden { denial: Denial::InsufficientScope { needed, .. }, .. } => Some(meta.insufficient_scope(needed)),
             _ => None,
         };

@@ -84,13 +84,30 @@ async fn sighup_swaps_tools_and_servers_under_load_and_a_broken_config_changes_n
     // search moves to the second backend, report is added, legacy is removed, and an MCP server
     // is federated: all in one reload.
     let (_server, server_url) = crate::federation::start_upstream_with(Arc::new(|_| async { true })).await;
-    let tools = format!("{}{}", tool("search", &two.url, "/search"), tool("report", &two.url, "/report"));
+    // A tool needing a new scope is added too (alice lacks it, so it is not listed to her).
+    let scopes_supported = || async {
+        let document: Value =
+            http.get(format!("{url}/.well-known/oauth-protected-resource/mcp")).send().await.unwrap().json().await.unwrap();
+        document["scopes_supported"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    assert!(scopes_supported().await.is_empty());
+    let tools = format!(
+        "{}{}  - {{name: export, description: d, scopes: [reports:export], http: {{url: \"{}/export\"}}}}\n",
+        tool("search", &two.url, "/search"),
+        tool("report", &two.url, "/report"),
+        two.url
+    );
     write(&format!("{tools}servers:\n  - {{name: up, url: \"{server_url}\", exclude: [\"admin_*\"]}}\n"));
     hangup(&serving);
     until("the new tools are listed", || async {
         names(&http, &mcp, &token).await == ["search", "report", "up_echo", "up_slow", "up_steps"]
     })
     .await;
+    // The metadata and the 401 challenge name the new scope.
+    assert_eq!(scopes_supported().await, ["reports:export"]);
+    let challenge = http.post(&mcp).json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).send().await.unwrap();
+    let challenge = challenge.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(challenge.contains("scope=\"reports:export\""), "{challenge}");
     let echoed = mcp_post(&http, &mcp, &token, &tool_call(3, "up_echo", json!({"text": "hi"}))).await.2;
     assert_eq!(echoed["result"]["content"][0]["text"], "echo: hi", "{echoed}");
     let before = calls.load(Ordering::SeqCst);
