@@ -71,4 +71,10 @@ const server = http.createServer(async (req, res) => {
     res.end(String(e));
   }
 });
+// Node closes an idle kept-alive connection after 5 s by default; a client that reuses it at
+// that moment (the SDK's pool, on a machine busy enough to pause 5 s between the flow's steps)
+// gets "Server disconnected without sending a response". Identity providers keep connections
+// longer; so does this one.
+server.keepAliveTimeout = 120_000;
+server.headersTimeout = 121_000;
 server.listen(port, "127.0.0.1", () => console.log(`ready ${issuer}`));
