@@ -248,7 +248,9 @@ servers:
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(pins().await["pins"][0]["pending_hash"].is_string(), "the change is pending");
+    let pending = pins().await;
+    assert!(pending["pins"][0]["pending_hash"].is_string(), "the change is pending");
+    let withheld = format!("up_{}", pending["pins"][0]["tool"].as_str().unwrap());
 
     let shots = std::env::var("WARDEN_SCREENSHOTS").map(std::path::PathBuf::from).unwrap_or_else(|_| dir.path().to_path_buf());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/console.py");
@@ -270,6 +272,7 @@ servers:
     assert_eq!(report["oidc_sign_in"], "admin");
     assert_eq!(report["revoked_key_status"], 401);
     assert_eq!(report["connection"], "healthy");
+    assert_eq!(report["withheld"], serde_json::json!([withheld]), "the tools page shows the withheld tool");
     for page in ["sign-in", "tools", "api-keys", "connections", "approvals", "audit", "limits"] {
         assert!(shots.join(format!("console-{page}.png")).exists(), "no screenshot of {page}");
     }

@@ -300,6 +300,13 @@ impl ToolRegistry {
         self.by_name.get(name)
     }
 
+    /// Every name withheld from callers, with why, sorted by name.
+    pub fn withheld_names(&self) -> Vec<(&str, &'static str)> {
+        let mut names: Vec<(&str, &'static str)> = self.withheld.iter().map(|(n, why)| (n.as_str(), *why)).collect();
+        names.sort_unstable();
+        names
+    }
+
     /// Why a tool by that name is withheld, if it is.
     pub fn withheld(&self, name: &str) -> Option<&'static str> {
         self.withheld.get(name).copied()

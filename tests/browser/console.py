@@ -106,7 +106,8 @@ try:
     rows = {r.get_attribute("data-tool"): r.text for r in browser.find_elements(By.CSS_SELECTOR, "#tools tr[data-tool]")}
     expect("visible" in rows.get("echo", ""), f"alice sees echo: {rows}")
     expect("hidden" in rows.get("notes_me", ""), f"alice lacks notes:read: {rows}")
-    report["preview"] = {k: ("visible" if "visible" in v else "hidden") for k, v in rows.items()}
+    report["withheld"] = sorted(k for k, v in rows.items() if "withheld from every caller" in v)
+    report["preview"] = {k: ("visible" if "visible" in v else "hidden") for k, v in rows.items() if k not in report["withheld"]}
     shot("tools")
 
     # API keys: created (shown once), used against /mcp, revoked.

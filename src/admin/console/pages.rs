@@ -106,6 +106,16 @@ pub async fn tools(
             v = verdict.unwrap_or_default(),
         ));
     }
+    // Federated tools withheld from every caller until an operator approves their new definition.
+    for (name, why) in catalog.withheld_names() {
+        rows.push_str(&format!(
+            "<tr data-tool=\"{n}\" class=\"withheld\"><td><code>{n}</code><br><small>withheld from every caller ({w}): \
+             <a href=\"/admin/pins\">review the change</a></small></td><td>server</td><td></td><td></td>{v}</tr>",
+            n = esc(name),
+            w = esc(why),
+            v = if who.is_some() { "<td class=\"no\">withheld</td>" } else { "" },
+        ));
+    }
     let v = |o: &Option<String>| esc(o.as_deref().unwrap_or_default());
     let heading = who.as_ref().map(|p| format!("<th>As {}</th>", esc(p.subject.as_str()))).unwrap_or_default();
     let body = format!(
