@@ -134,6 +134,10 @@ fn flow_aad(link_hash: &str) -> Vec<u8> {
     format!("connect_flow:{link_hash}:verifier").into_bytes()
 }
 
+/// How long a call waits for a PostgreSQL connection before it fails (`StoreError`, answered
+/// as unavailable), e.g. while the server restarts.
+pub const POSTGRES_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Store {
     /// Opens (creating a SQLite file if needed) and migrates.
     pub async fn open(url: &str, keys: Arc<KeyRing>) -> Result<Self, StoreError> {
@@ -148,6 +152,10 @@ impl Store {
         let sqlite = url.starts_with("sqlite:");
         let pool = AnyPoolOptions::new()
             .max_connections(8)
+            // sqlx keeps retrying a refused connection until this deadline: while PostgreSQL is
+            // away, a call that needs it is answered (503, a stable code) after this long, not
+            // after sqlx's default 30 s. A local SQLite file is never away.
+            .acquire_timeout(if sqlite { std::time::Duration::from_secs(30) } else { POSTGRES_ACQUIRE_TIMEOUT })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     // Overwrite deleted and replaced content with zeros, so an envelope under a

@@ -16,7 +16,7 @@ its signing key meanwhile) and sends every later token-bearing request with the 
 Each request is sent on schedule whether or not earlier ones have answered (open loop), with a
 5 s timeout. Prints one JSON object: the `kid` of each token used, and every request's send
 time, kind, token generation, status (0 for no answer), time to answer, X-Request-Id and, for
-tool calls, whether the result was a tool error.
+tool calls, whether the result was a tool error or the JSON-RPC error's code.
 """
 
 import argparse
@@ -89,18 +89,21 @@ async def main() -> int:
             generation = len(tokens)
             extra = {"Authorization": "Bearer " + (tokens[-1] if bearer else opts.key)} if kind != "unauthenticated" else {}
             body = dict(message, jsonrpc="2.0", id=i)
-            status, request_id, tool_error = 0, None, False
+            status, request_id, tool_error, rpc_error = 0, None, False, None
             sent = time.monotonic()
             try:
                 r = await http.post(opts.url, json=body, headers={**HEADERS, **extra})
                 status, request_id = r.status_code, r.headers.get("x-request-id")
                 if status == 200 and kind in ("allowed", "per_user"):
-                    tool_error = bool(r.json().get("result", {}).get("isError"))
+                    answer = r.json()
+                    if "error" in answer:  # a JSON-RPC error: its stable code
+                        rpc_error = (answer["error"].get("data") or {}).get("code") or str(answer["error"].get("code"))
+                    tool_error = bool(answer.get("result", {}).get("isError"))
             except Exception:
                 pass
             results.append({"t": round(at, 3), "kind": kind, "token": generation if bearer else 0,
                             "status": status, "ms": round((time.monotonic() - sent) * 1000), "request_id": request_id,
-                            "tool_error": tool_error})
+                            "tool_error": tool_error, "rpc_error": rpc_error})
 
         if opts.ready:
             open(opts.ready, "w").close()
