@@ -62,11 +62,6 @@ impl FailedAttempts {
     }
 }
 
-/// Whole seconds to put in `Retry-After` (at least 1).
-pub fn retry_after_secs(wait: Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,7 +77,7 @@ mod tests {
         let wait = attempts.failed(a).unwrap_or_else(|| panic!("one failure too many blocks"));
         assert!(wait > Duration::from_secs(10) && wait <= REFILL, "{wait:?}");
         assert!(attempts.blocked(a).is_some_and(|left| left <= wait));
-        assert_eq!(retry_after_secs(Duration::from_millis(11_200)), 12);
+        assert_eq!(crate::limits::retry_after_secs(Duration::from_millis(11_200)), 12);
         assert_eq!(attempts.blocked(b), None, "another address is not blocked");
         assert_eq!(attempts.failed(b), None);
     }

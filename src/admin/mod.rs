@@ -101,7 +101,7 @@ impl AdminState {
 fn too_many(gw: &AdminState, ctx: Option<&RequestContext>, action: &str, wait: std::time::Duration) -> Response {
     tracing::warn!(action, "too many wrong admin tokens from one address");
     let mut response = refuse(gw, ctx, action, None, AdminError::TooManyAttempts);
-    response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(attempts::retry_after_secs(wait)));
+    response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(crate::limits::retry_after_secs(wait)));
     response
 }
 

@@ -457,14 +457,7 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
                 Ok(k) => k,
                 Err(e) => return fail(format!("--signing-key: {e}")),
             };
-            let previous: Result<Vec<SigningKey>, _> = publish_key
-                .iter()
-                .map(|p| {
-                    std::fs::read_to_string(p)
-                        .map_err(|e| format!("{}: {e}", p.display()))
-                        .and_then(|pem| SigningKey::from_pem_with_thumbprint_kid(&pem).map_err(|e| e.to_string()))
-                })
-                .collect();
+            let previous: Result<Vec<SigningKey>, _> = publish_key.iter().map(|p| SigningKey::load(p)).collect();
             let previous = match previous {
                 Ok(p) => p,
                 Err(e) => return fail(format!("--publish-key: {e}")),

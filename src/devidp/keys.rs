@@ -58,28 +58,35 @@ impl SigningKey {
     /// A key from its PEM whose `kid` is its RFC 7638 thumbprint, so the same key always has the
     /// same `kid` (a restarted server keeps publishing the keys its tokens name).
     pub fn from_pem_with_thumbprint_kid(pem: &str) -> Result<Self, KeyError> {
-        let key = Self::from_pem(String::new(), pem)?;
-        let thumbprint = key.jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256).map_err(|e| KeyError(e.to_string()))?;
-        let kid: String = thumbprint.chars().take(16).collect();
-        Self::from_pem(format!("dev-{kid}"), pem)
+        Self::from_pem(String::new(), pem)?.with_thumbprint_kid()
     }
 
-    /// The key kept in `path` (PKCS#8 PEM), created there (mode 0600) if the file does not exist.
+    fn with_thumbprint_kid(mut self) -> Result<Self, KeyError> {
+        let thumbprint = self.jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256).map_err(|e| KeyError(e.to_string()))?;
+        self.kid = format!("dev-{}", thumbprint.chars().take(16).collect::<String>());
+        self.jwk.common.key_id = Some(self.kid.clone());
+        Ok(self)
+    }
+
+    /// The key kept in `path` (PKCS#8 PEM), its `kid` its thumbprint.
+    pub fn load(path: &std::path::Path) -> Result<Self, KeyError> {
+        let pem = std::fs::read_to_string(path).map_err(|e| KeyError(format!("{}: {e}", path.display())))?;
+        Self::from_pem_with_thumbprint_kid(&pem)
+    }
+
+    /// The key kept in `path`, created there (mode 0600) if the file does not exist.
     pub fn load_or_create(path: &std::path::Path) -> Result<Self, KeyError> {
-        match std::fs::read_to_string(path) {
-            Ok(pem) => Self::from_pem_with_thumbprint_kid(&pem),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let fresh = Self::generate()?;
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(path).map_err(|e| KeyError(format!("{}: {e}", path.display())))?;
-                std::io::Write::write_all(&mut file, fresh.pem.as_bytes()).map_err(|e| KeyError(format!("{}: {e}", path.display())))?;
-                Self::from_pem_with_thumbprint_kid(&fresh.pem)
-            }
-            Err(e) => Err(KeyError(format!("{}: {e}", path.display()))),
+        if path.exists() {
+            return Self::load(path);
         }
+        let fresh = Self::generate()?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).map_err(|e| KeyError(format!("{}: {e}", path.display())))?;
+        std::io::Write::write_all(&mut file, fresh.pem.as_bytes()).map_err(|e| KeyError(format!("{}: {e}", path.display())))?;
+        fresh.with_thumbprint_kid()
     }
 
     /// The private key as PEM, to store it (the conformance suite keeps its issuer key on disk).

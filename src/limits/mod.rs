@@ -89,8 +89,13 @@ pub struct Limited {
 impl Limited {
     /// Whole seconds to wait, at least 1 (what `Retry-After` and `retryAfterSeconds` carry).
     pub fn retry_after_secs(&self) -> u64 {
-        (self.retry_after.as_secs() + u64::from(self.retry_after.subsec_nanos() > 0)).max(1)
+        retry_after_secs(self.retry_after)
     }
+}
+
+/// `wait` in whole seconds, rounded up, at least 1: a `Retry-After` value.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// Why [`Limits::admit`] refused a call.
