@@ -108,19 +108,21 @@ async fn python_client(python: String, url: &str, token: &str, tool: &str, args:
 }
 
 async fn ts_client(url: &str, token: &str, tool: &str, args: Value) -> Value {
+    ts_client_completing(url, token, tool, args, None).await
+}
+
+/// The TypeScript client, also asking for a completion (`completion/complete` params).
+async fn ts_client_completing(url: &str, token: &str, tool: &str, args: Value, complete: Option<Value>) -> Value {
     let node = format!("{}/node", env("WARDEN_NODE_BIN"));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/ts_federation_client.mjs");
     let modules = format!("{}/..", env("WARDEN_NODE_BIN"));
     let (url, token, tool, args) = (url.to_owned(), token.to_owned(), tool.to_owned(), args.to_string());
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(node)
-            .args([script, "--url", &url, "--token", &token, "--tool", &tool, "--args", &args])
-            .env("WARDEN_NODE_MODULES", modules)
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let mut argv = vec![script.to_owned(), "--url".into(), url, "--token".into(), token, "--tool".into(), tool, "--args".into(), args];
+    argv.extend(complete.map(|c| ["--complete".to_owned(), c.to_string()]).into_iter().flatten());
+    let output = tokio::task::spawn_blocking(move || Command::new(node).args(&argv).env("WARDEN_NODE_MODULES", modules).output())
+        .await
+        .unwrap()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "ts client failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
@@ -149,8 +151,16 @@ async fn reference_servers_through_warden_with_the_official_sdk_clients() {
     }
     let http = ts_client(&gw.mcp, &token, "everyhttp_echo", json!({"message": "over http"})).await;
     assert_eq!(text(&http["result"]), "Echo: over http", "{http}");
-    let sum = ts_client(&gw.mcp, &token, "every_get-sum", json!({"a": 2, "b": 3})).await;
+    // The SDK's complete() through Warden to server-everything's completable prompt, by its
+    // exposed name, with the context that narrows the second argument by the first.
+    let complete = json!({
+        "ref": {"type": "ref/prompt", "name": "every_completable-prompt"},
+        "argument": {"name": "name", "value": "A"},
+        "context": {"arguments": {"department": "Engineering"}}
+    });
+    let sum = ts_client_completing(&gw.mcp, &token, "every_get-sum", json!({"a": 2, "b": 3}), Some(complete)).await;
     assert!(text(&sum["result"]).contains('5'), "{sum}");
+    assert_eq!(sum["completion"]["values"], json!(["Alice"]), "{sum}");
     let time = ts_client(&gw.mcp, &token, "time_get_current_time", json!({"timezone": "UTC"})).await;
     assert!(text(&time["result"]).contains("UTC"), "{time}");
     let add = python_client(env("WARDEN_PYTHON"), &gw.mcp, &token, "py_add", json!({"a": 2, "b": 40})).await;
@@ -167,6 +177,10 @@ async fn reference_servers_through_warden_with_the_official_sdk_clients() {
     for server in ["every", "everyhttp", "time", "py"] {
         assert!(events.iter().any(|e| e["server"] == server && e["decision"] == "allow"), "{server} calls audited");
     }
+    assert!(
+        events.iter().any(|e| e["method"] == "completion/complete" && e["tool"] == "every_completable-prompt" && e["decision"] == "allow"),
+        "the completion is audited with the prompt's exposed name"
+    );
 }
 
 /// Children of this test process whose command line contains `needle`.

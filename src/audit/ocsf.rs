@@ -14,7 +14,13 @@ pub fn event(record: &Map<String, Value>) -> Value {
     let text = |k: &str| record.get(k).and_then(Value::as_str);
     let method = text("method").unwrap_or_default();
     let (activity_id, activity_name) = match method {
-        "tools/list" | "resources/list" | "resources/templates/list" | "resources/read" | "prompts/list" | "prompts/get" => (2, "Read"),
+        "tools/list"
+        | "resources/list"
+        | "resources/templates/list"
+        | "resources/read"
+        | "prompts/list"
+        | "prompts/get"
+        | "completion/complete" => (2, "Read"),
         _ => (99, "Other"),
     };
     let decision = text("decision").unwrap_or_default();

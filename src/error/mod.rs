@@ -88,6 +88,10 @@ pub enum GatewayError {
     /// A `prompts/get` of a prompt no federated server offers to this caller.
     #[error("prompt not found")]
     PromptNotFound(String),
+    /// A `completion/complete` whose prompt or resource template no federated server offers
+    /// to this caller.
+    #[error("completion reference not found")]
+    CompletionRefNotFound(String),
     /// A federated server did not answer a resource read or prompt get (the failure's stable
     /// code and static text).
     #[error("source failed")]
@@ -151,6 +155,7 @@ impl GatewayError {
             Self::LimitsUndecided { reason, .. } if *reason == "limits_unavailable" => Class::Internal,
             Self::ResourceNotFound(_)
             | Self::PromptNotFound(_)
+            | Self::CompletionRefNotFound(_)
             | Self::RateLimited { .. }
             | Self::QuotaExceeded { .. }
             | Self::LimitsUndecided { .. }
@@ -188,6 +193,7 @@ impl GatewayError {
             | Self::ToolWithheld(_)
             | Self::ResourceNotFound(_)
             | Self::PromptNotFound(_)
+            | Self::CompletionRefNotFound(_)
             | Self::SourceFailed(..)
             | Self::RateLimited { .. }
             | Self::QuotaExceeded { .. }
@@ -227,6 +233,7 @@ impl GatewayError {
             Self::ToolWithheld(_) => "tool_definition_changed",
             Self::ResourceNotFound(_) => "resource_not_found",
             Self::PromptNotFound(_) => "unknown_prompt",
+            Self::CompletionRefNotFound(_) => "unknown_reference",
             Self::SourceFailed(code, _) => code,
             Self::RateLimited { .. } => "rate_limited",
             Self::QuotaExceeded { .. } => "quota_exceeded",
@@ -271,6 +278,7 @@ impl GatewayError {
             }
             Self::ResourceNotFound(_)
             | Self::PromptNotFound(_)
+            | Self::CompletionRefNotFound(_)
             | Self::SourceFailed(..)
             | Self::RateLimited { .. }
             | Self::QuotaExceeded { .. }
@@ -384,6 +392,9 @@ impl GatewayError {
                 ErrorData::new(ErrorCode(-32002), format!("resource not found: {uri}"), Some(json!({"code": code, "uri": uri})))
             }
             Self::PromptNotFound(name) => ErrorData::invalid_params(format!("unknown prompt: {name}"), data),
+            Self::CompletionRefNotFound(reference) => {
+                ErrorData::invalid_params(format!("unknown prompt or resource template: {reference}"), data)
+            }
             Self::SourceFailed(_, text) => ErrorData::internal_error(text, data),
             Self::RateLimited { rule, retry_after, tool } => ErrorData::new(
                 ErrorCode(rpc::RATE_LIMITED as i32),
@@ -452,7 +463,7 @@ impl GatewayError {
                     explanation: Some(explanation),
                 }
             }
-            Self::UnknownTool(name) | Self::ToolWithheld(name) | Self::PromptNotFound(name) => {
+            Self::UnknownTool(name) | Self::ToolWithheld(name) | Self::PromptNotFound(name) | Self::CompletionRefNotFound(name) => {
                 AuditDetails { tool: Some(name.clone()), ..AuditDetails::default() }
             }
             Self::ResourceNotFound(_) | Self::SourceFailed(..) | Self::TooManyRequests(_) | Self::AuditUnavailable => {

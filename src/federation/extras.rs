@@ -18,6 +18,8 @@ pub(super) struct Extras {
     pub(super) resources: Vec<rmcp::model::Resource>,
     pub(super) templates: Vec<rmcp::model::ResourceTemplate>,
     pub(super) prompts: Vec<rmcp::model::Prompt>,
+    /// Whether the server declared the `completions` capability.
+    pub(super) completions: bool,
 }
 
 /// Why a federated resource read or prompt get was not answered.
@@ -138,6 +140,52 @@ impl Federation {
         let request = ClientRequest::GetPromptRequest(rmcp::model::GetPromptRequest::new(params));
         match server.link.request(request, principal, ctx).await {
             Ok(ServerResult::GetPromptResult(result)) => Ok(result),
+            Ok(_) => Err(SourceError::Failed(ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() })),
+            Err(failure) => Err(SourceError::Failed(failure)),
+        }
+    }
+
+    /// `completion/complete` for an argument of an exposed prompt, or of a resource template
+    /// (by its URI template, which Warden does not rewrite), if policy lets the caller see that
+    /// prompt or template. A server that declared no completions has none to offer: the answer
+    /// is then an empty list, as the spec lets a server answer any argument.
+    pub async fn complete(
+        &self,
+        mut params: rmcp::model::CompleteRequestParams,
+        principal: &Principal,
+        ctx: &CallContext,
+        allowed: impl Fn(&crate::policy::ToolFacts<'_>) -> bool,
+    ) -> Result<rmcp::model::CompleteResult, SourceError> {
+        use rmcp::model::Reference;
+        let servers = self.servers.load();
+        let owner = |s: &&Arc<super::Server>| {
+            let extras = s.extras.load();
+            let name = match &params.r#ref {
+                Reference::Prompt(p) => extras.prompts.iter().find(|x| x.name == p.name).map(|x| x.name.clone()),
+                Reference::Resource(r) => extras
+                    .templates
+                    .iter()
+                    .find(|t| t.uri_template == r.uri)
+                    .map(|t| t.name.clone())
+                    .or_else(|| extras.resources.iter().find(|x| x.uri == r.uri).map(|x| x.name.clone())),
+                _ => None,
+            };
+            name.is_some_and(|name| allowed(&s.facts(&name)))
+        };
+        let server = servers.iter().find(owner).cloned().ok_or(SourceError::NotFound)?;
+        if !server.extras.load().completions {
+            return Ok(rmcp::model::CompleteResult::new(rmcp::model::CompletionInfo::default()));
+        }
+        if let Reference::Prompt(p) = &mut params.r#ref
+            && let Some(upstream_name) = p.name.strip_prefix(server.prefix.as_str())
+        {
+            p.name = upstream_name.to_owned();
+        }
+        // Warden's own request metadata (a progress token, say) is not the server's business.
+        params.meta = None;
+        let request = ClientRequest::CompleteRequest(rmcp::model::CompleteRequest::new(params));
+        match server.link.request(request, principal, ctx).await {
+            Ok(ServerResult::CompleteResult(result)) => Ok(result),
             Ok(_) => Err(SourceError::Failed(ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() })),
             Err(failure) => Err(SourceError::Failed(failure)),
         }

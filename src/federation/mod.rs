@@ -479,7 +479,7 @@ impl Server {
         let last = self.extras.load_full();
         let caps = peer.peer_info().map(|info| info.capabilities.clone()).unwrap_or_default();
         let limit = self.link.timeout;
-        let mut extras = Extras::default();
+        let mut extras = Extras { completions: caps.completions.is_some(), ..Extras::default() };
         if caps.resources.is_some() {
             extras.resources = match tokio::time::timeout(limit, peer.list_all_resources()).await {
                 Ok(Ok(list)) => list

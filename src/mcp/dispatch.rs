@@ -123,7 +123,7 @@ pub async fn serve(handler: &McpHandler, admitted: Admitted, kind: Kind, headers
     json_response(&message)
 }
 
-/// `resources/*` and `prompts/*` of the federated servers.
+/// `resources/*`, `prompts/*` and `completion/complete` of the federated servers.
 async fn serve_extra(mcp: &Mcp, admitted: Admitted, id: RequestId, request: rmcp::model::ClientRequest) -> Response {
     use rmcp::model::ClientRequest as R;
     let answer: Result<ServerResult, ErrorData> = match request {
@@ -138,6 +138,7 @@ async fn serve_extra(mcp: &Mcp, admitted: Admitted, id: RequestId, request: rmcp
         R::GetPromptRequest(r) => {
             super::handler::get_prompt(mcp, admitted, &r.params.name, r.params.arguments).await.map(ServerResult::GetPromptResult)
         }
+        R::CompleteRequest(r) => super::handler::complete(mcp, admitted, r.params).await.map(ServerResult::CompleteResult),
         _ => return refuse_with_id(mcp, admitted, GatewayError::MethodNotFound),
     };
     let message = match answer {

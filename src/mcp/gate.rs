@@ -39,13 +39,14 @@ const SERVED_METHODS: &[&str] = &[
     "resources/read",
     "prompts/list",
     "prompts/get",
+    "completion/complete",
 ];
 
 /// Whether `method` is served: on the 2026-07-28 per-request lifecycle, not `initialize`
 /// (that revision removed it); resources and prompts only where federated servers offer them
 /// (they are declared then, and only then).
 fn served(method: &str, per_request: bool, extras: bool) -> bool {
-    let extra = method.starts_with("resources/") || method.starts_with("prompts/");
+    let extra = method.starts_with("resources/") || method.starts_with("prompts/") || method == "completion/complete";
     SERVED_METHODS.contains(&method) && !(per_request && method == "initialize") && (extras || !extra || !per_request)
 }
 

@@ -36,7 +36,7 @@ impl McpHandler {
     /// What `initialize` answers (before the revision is negotiated).
     pub fn info(federates: bool) -> InitializeResult {
         let capabilities = if federates {
-            ServerCapabilities::builder().enable_tools().enable_resources().enable_prompts().build()
+            ServerCapabilities::builder().enable_tools().enable_resources().enable_prompts().enable_completions().build()
         } else {
             ServerCapabilities::builder().enable_tools().build()
         };
@@ -129,6 +129,15 @@ impl ServerHandler for McpHandler {
     ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
         let a = admitted(&context)?;
         get_prompt(&self.mcp, a, &request.name, request.arguments).await.map(Into::into)
+    }
+
+    async fn complete(
+        &self,
+        request: rmcp::model::CompleteRequestParams,
+        context: McpContext<RoleServer>,
+    ) -> Result<rmcp::model::CompleteResult, ErrorData> {
+        let a = admitted(&context)?;
+        complete(&self.mcp, a, request).await
     }
 }
 
@@ -416,6 +425,36 @@ pub async fn get_prompt(
         }
     };
     extra_served(mcp, &a, exposed, Verdict { decision: error.decision(), reason: error.reason(), status: 200 });
+    Err(error.into_error_data())
+}
+
+/// `completion/complete` for an argument of a federated prompt or resource template the caller
+/// may see; audited with the prompt's exposed name or the template's URI.
+pub async fn complete(
+    mcp: &Mcp,
+    a: Admitted,
+    params: rmcp::model::CompleteRequestParams,
+) -> Result<rmcp::model::CompleteResult, ErrorData> {
+    let ctx = CallContext { request_id: a.ctx.request_id.clone(), traceparent: a.ctx.traceparent.clone(), progress: None };
+    let reference = match &params.r#ref {
+        rmcp::model::Reference::Prompt(p) => crate::audit::bounded(&p.name).into_owned(),
+        rmcp::model::Reference::Resource(r) => crate::audit::bounded(&r.uri).into_owned(),
+        // A kind of reference a later revision adds: no server is asked about it.
+        _ => "(unknown reference type)".to_owned(),
+    };
+    let answer = mcp.federation.complete(params, &a.principal, &ctx, visible(mcp, &a)).await;
+    let error = match answer {
+        Ok(mut result) => {
+            extra_served(mcp, &a, Some(reference), Verdict { decision: "allow", reason: "ok", status: 200 });
+            result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
+            return Ok(result);
+        }
+        Err(crate::federation::SourceError::NotFound) => GatewayError::CompletionRefNotFound(reference.clone()),
+        Err(crate::federation::SourceError::Failed(failure)) => {
+            GatewayError::SourceFailed(failure.code(), crate::error::source_failure_text(&failure))
+        }
+    };
+    extra_served(mcp, &a, Some(reference), Verdict { decision: error.decision(), reason: error.reason(), status: 200 });
     Err(error.into_error_data())
 }
 

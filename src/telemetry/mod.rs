@@ -35,6 +35,7 @@ const METHODS: &[&str] = &[
     "resources/read",
     "prompts/list",
     "prompts/get",
+    "completion/complete",
     "notifications/initialized",
     "notifications/cancelled",
     "policy/reload",

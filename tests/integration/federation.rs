@@ -57,8 +57,42 @@ impl Upstream {
 impl ServerHandler for Upstream {
     fn get_info(&self) -> InitializeResult {
         InitializeResult::new(
-            ServerCapabilities::builder().enable_tools().enable_tool_list_changed().enable_resources().enable_prompts().build(),
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .enable_resources()
+                .enable_prompts()
+                .enable_completions()
+                .build(),
         )
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
+        let template = |uri: &str, name: &str| rmcp::model::ResourceTemplate::new(uri, name);
+        Ok(rmcp::model::ListResourceTemplatesResult::with_all_items(vec![
+            template("docs://pages/{page}", "pages"),
+            template("docs://secret/{page}", "secret"),
+        ]))
+    }
+
+    /// Suggestions that start with what was typed, for the prompt `summarize` (by its own name,
+    /// not Warden's prefixed one) and the template of pages.
+    async fn complete(
+        &self,
+        request: rmcp::model::CompleteRequestParams,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CompleteResult, ErrorData> {
+        let candidates: &[&str] = match &request.r#ref {
+            rmcp::model::Reference::Prompt(p) if p.name == "summarize" => &["MCP", "Model Context Protocol", "OAuth"],
+            rmcp::model::Reference::Resource(r) if r.uri == "docs://pages/{page}" => &["intro", "index", "usage"],
+            _ => &[],
+        };
+        let values = candidates.iter().filter(|c| c.starts_with(&request.argument.value)).map(|c| (*c).to_owned()).collect();
+        Ok(rmcp::model::CompleteResult::new(rmcp::model::CompletionInfo::new(values).map_err(|e| ErrorData::internal_error(e, None))?))
     }
 
     async fn list_resources(
@@ -585,10 +619,53 @@ async fn resources_and_prompts_are_federated_under_the_same_policy() {
     let got = gw.rpc(&alice, "prompts/get", json!({"name": "up_summarize", "arguments": {"topic": "MCP"}})).await;
     assert_eq!(got.result()["messages"][0]["content"]["text"], "Summarize MCP", "{got:?}");
     assert_eq!(gw.rpc(&alice, "prompts/get", json!({"name": "summarize"})).await.error_code(), Some(-32602), "only the exposed name");
+
+    // Completions, relayed to the server that offers the prompt or template (the prompt by its
+    // own name), for what the caller may see.
+    assert!(init.result()["capabilities"]["completions"].is_object(), "{init:?}");
+    let complete =
+        |reference: Value, argument: &str, value: &str| json!({"ref": reference, "argument": {"name": argument, "value": value}});
+    let topics = gw.rpc(&alice, "completion/complete", complete(json!({"type": "ref/prompt", "name": "up_summarize"}), "topic", "M")).await;
+    assert_eq!(topics.result()["completion"]["values"], json!(["MCP", "Model Context Protocol"]), "{topics:?}");
+    let pages =
+        gw.rpc(&alice, "completion/complete", complete(json!({"type": "ref/resource", "uri": "docs://pages/{page}"}), "page", "in")).await;
+    assert_eq!(pages.result()["completion"]["values"], json!(["intro", "index"]), "{pages:?}");
+    for (reference, why) in [
+        (json!({"type": "ref/prompt", "name": "summarize"}), "only the exposed name"),
+        (json!({"type": "ref/resource", "uri": "docs://secret/{page}"}), "a template policy hides is not there"),
+        (json!({"type": "ref/prompt", "name": "up_nothing"}), "no such prompt"),
+    ] {
+        let refused = gw.rpc(&alice, "completion/complete", complete(reference, "x", "")).await;
+        assert_eq!(
+            (refused.error_code(), refused.body["error"]["data"]["code"].as_str()),
+            (Some(-32602), Some("unknown_reference")),
+            "{why}"
+        );
+    }
+    let templates = gw.rpc(&alice, "resources/templates/list", json!({})).await;
+    let names: Vec<&str> = templates.result()["resourceTemplates"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(names, ["up_pages"], "{templates:?}");
+
     let events = gw.audit();
     let read_event = events.iter().find(|e| e["method"] == "resources/read" && e["decision"] == "allow").unwrap();
     assert_eq!(read_event["tool"], "up_readme");
     assert!(events.iter().any(|e| e["method"] == "resources/read" && e["reason"] == "resource_not_found"));
+    let completions: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["method"] == "completion/complete")
+        .map(|e| (e["tool"].as_str().unwrap_or_default(), e["reason"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        completions,
+        [
+            ("up_summarize", "ok"),
+            ("docs://pages/{page}", "ok"),
+            ("summarize", "unknown_reference"),
+            ("docs://secret/{page}", "unknown_reference"),
+            ("up_nothing", "unknown_reference")
+        ],
+        "each completion audited once"
+    );
 }
 
 /// `notifications/tools/list_changed` from the server (on its stream to Warden) makes Warden

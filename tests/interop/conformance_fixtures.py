@@ -12,7 +12,16 @@ import json
 
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.prompts.base import UserMessage
-from mcp.types import AudioContent, EmbeddedResource, ImageContent, TextContent, TextResourceContents
+from mcp.types import (
+    AudioContent,
+    Completion,
+    EmbeddedResource,
+    ImageContent,
+    PromptReference,
+    ResourceTemplateReference,
+    TextContent,
+    TextResourceContents,
+)
 
 # A 1x1 red PNG and a minimal (empty, 8 kHz mono) WAV.
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
@@ -114,6 +123,21 @@ def test_prompt_with_embedded_resource(resourceUri: str) -> list:
 @mcp.prompt(description="A prompt with an image.")
 def test_prompt_with_image() -> list:
     return [UserMessage(content=ImageContent(type="image", data=PNG, mimeType="image/png")), UserMessage("Please analyze the image above.")]
+
+
+# Completions (the suite's completion-complete scenario): the suggestions that start with what
+# was typed, for the prompt's arguments and the template's id.
+SUGGESTIONS = {"arg1": ["paris", "park", "party", "test-value"], "arg2": ["alpha", "beta"], "id": ["1", "2", "42"]}
+
+
+@mcp.completion()
+async def complete(ref, argument, context) -> Completion | None:
+    known = isinstance(ref, PromptReference) and ref.name == "test_prompt_with_arguments"
+    known = known or (isinstance(ref, ResourceTemplateReference) and ref.uri == "test://template/{id}/data")
+    if not known:
+        return None
+    values = [v for v in SUGGESTIONS.get(argument.name, []) if v.startswith(argument.value)]
+    return Completion(values=values, total=len(values), hasMore=False)
 
 
 if __name__ == "__main__":
