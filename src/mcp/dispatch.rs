@@ -176,11 +176,8 @@ fn stream_call(mcp: std::sync::Arc<Mcp>, admitted: Admitted, id: RequestId, toke
         let call = super::handler::call_tool(&mcp, admitted, Some(progress_tx));
         tokio::pin!(call);
         let progress = |p: crate::upstream::Progress| {
-            let mut param = rmcp::model::ProgressNotificationParam::new(token.clone(), p.progress);
-            param.total = p.total;
-            param.message = p.message;
             sse_event(&ServerJsonRpcMessage::notification(rmcp::model::ServerNotification::ProgressNotification(
-                rmcp::model::ProgressNotification::new(param),
+                rmcp::model::ProgressNotification::new(super::handler::progress_param(&token, p)),
             )))
         };
         let answer = loop {

@@ -159,9 +159,10 @@ pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -
     let ctx = admitted.ctx.clone();
     let (jsonrpc_id, method) = (admitted.jsonrpc_id.clone(), admitted.method.clone());
     let mut request = Request::from_parts(parts, Body::from(bytes));
-    request.extensions_mut().insert(super::Handoff::new(admitted));
+    let handoff = super::Handoff::new(admitted);
+    request.extensions_mut().insert(handoff.clone());
     let response = endpoint.rmcp.handle(request).await.map(Body::new);
-    if once.written() {
+    if once.written() || handoff.taken() {
         return response;
     }
     // rmcp answered by itself (a notification, a refusal of its own): recorded from the answer.

@@ -78,10 +78,37 @@ impl ServerHandler for McpHandler {
         Ok(list_tools(&self.mcp, &a))
     }
 
-    async fn call_tool(&self, _request: CallToolRequestParams, context: McpContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+    async fn call_tool(&self, request: CallToolRequestParams, context: McpContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
         // The request's arguments were taken by the gate's decision; the call uses those.
         let a = admitted(&context)?;
-        call_tool(&self.mcp, a, None).await
+        // A federated tool's progress reaches a client that asked for it: sent on the request's
+        // peer, it turns rmcp's answer into an SSE stream that ends with the result.
+        let federated = a.call.as_ref().is_some_and(|c| c.tool.server.is_some());
+        // rmcp moves the request's `_meta` into the context.
+        let token = context.meta.get_progress_token().or_else(|| request.meta.as_ref().and_then(|m| m.get_progress_token()));
+        let Some(token) = token.filter(|_| federated) else {
+            return call_tool(&self.mcp, a, None).await;
+        };
+        let (progress_tx, mut progress_rx) = tokio::sync::mpsc::channel::<Progress>(16);
+        let call = call_tool(&self.mcp, a, Some(progress_tx));
+        tokio::pin!(call);
+        let notify = |p| context.peer.notify_progress(progress_param(&token, p));
+        loop {
+            tokio::select! {
+                biased;
+                Some(p) = progress_rx.recv() => {
+                    // A client gone away ends the request, and with it the call.
+                    let _ = notify(p).await;
+                }
+                answer = &mut call => {
+                    // Reports that came with the answer go before it.
+                    while let Ok(p) = progress_rx.try_recv() {
+                        let _ = notify(p).await;
+                    }
+                    return answer;
+                }
+            }
+        }
     }
 
     // Resources and prompts of federated servers (the gate admits these methods only when
@@ -139,6 +166,14 @@ impl ServerHandler for McpHandler {
         let a = admitted(&context)?;
         complete(&self.mcp, a, request).await
     }
+}
+
+/// A backend's progress report, as the client's `notifications/progress` (with its own token).
+pub fn progress_param(token: &rmcp::model::ProgressToken, p: Progress) -> rmcp::model::ProgressNotificationParam {
+    let mut param = rmcp::model::ProgressNotificationParam::new(token.clone(), p.progress);
+    param.total = p.total;
+    param.message = p.message;
+    param
 }
 
 /// `tools/list`: the tools this caller may call.

@@ -119,6 +119,12 @@ impl Handoff {
     pub fn take(&self) -> Option<Admitted> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
+
+    /// Whether the handler took it: the handler then audits the request, also when its answer
+    /// is a stream that outlives rmcp's response.
+    pub fn taken(&self) -> bool {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_none()
+    }
 }
 
 /// The gate's call-time decision: the tool decided on (the handler calls this one, not a

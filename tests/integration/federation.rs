@@ -510,6 +510,35 @@ async fn progress_of_a_federated_call_reaches_the_client_over_sse() {
     assert_eq!((messages[2]["id"].as_i64(), messages[2]["result"]["content"][0]["text"].as_str()), (Some(5), Some("stepped")));
     // Without a progress token: plain JSON, as before.
     assert_eq!(gw.call(&alice, "up_steps", json!({})).await.result()["content"][0]["text"], "stepped");
+
+    // The same on 2026-07-28 (served through rmcp's per-request lifecycle): the reports, then
+    // the result with its `resultType`.
+    let meta = json!({
+        "progressToken": "mine-2",
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let body = json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "up_steps", "arguments": {}, "_meta": meta}});
+    let headers = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "up_steps")];
+    let reply = gw.post_raw(Some(&alice), body.to_string(), &headers).await;
+    assert_eq!(reply.headers["content-type"], "text/event-stream", "{reply:?}");
+    let messages: Vec<Value> =
+        reply.body.as_str().unwrap().lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
+    let progress: Vec<&Value> = messages.iter().filter(|m| m["method"] == "notifications/progress").map(|m| &m["params"]).collect();
+    assert_eq!(
+        progress,
+        [
+            &json!({"progressToken": "mine-2", "progress": 1.0, "total": 2.0, "message": "half"}),
+            &json!({"progressToken": "mine-2", "progress": 2.0, "total": 2.0, "message": "all"})
+        ],
+        "{messages:?}"
+    );
+    let last = messages.last().unwrap();
+    assert_eq!((last["id"].as_i64(), last["result"]["resultType"].as_str()), (Some(6), Some("complete")), "{messages:?}");
+    assert_eq!(last["result"]["content"][0]["text"], "stepped");
+    let calls = gw.audit().iter().filter(|e| e["method"] == "tools/call" && e["tool"] == "up_steps").count();
+    assert_eq!(calls, 3, "each call audited once: {:#?}", gw.audit());
 }
 
 /// The caller's `notifications/cancelled` (its own request, by id) stops the call and reaches
