@@ -110,11 +110,11 @@ impl Federation {
         let Some((server, name)) = found.filter(|(s, name)| allowed(&s.facts(name))) else { return (None, Err(SourceError::NotFound)) };
         let request =
             ClientRequest::ReadResourceRequest(rmcp::model::ReadResourceRequest::new(rmcp::model::ReadResourceRequestParams::new(uri)));
-        let answer = match server.link.request(request, principal, ctx).await {
-            Ok(ServerResult::ReadResourceResult(result)) => Ok(result),
-            Ok(_) => Err(SourceError::Failed(ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() })),
-            Err(failure) => Err(SourceError::Failed(failure)),
-        };
+        let answer = ask(&server, request, principal, ctx, |r| match r {
+            ServerResult::ReadResourceResult(result) => Some(result),
+            _ => None,
+        })
+        .await;
         (Some(name), answer)
     }
 
@@ -138,11 +138,11 @@ impl Federation {
         let mut params = rmcp::model::GetPromptRequestParams::new(upstream_name);
         params.arguments = arguments;
         let request = ClientRequest::GetPromptRequest(rmcp::model::GetPromptRequest::new(params));
-        match server.link.request(request, principal, ctx).await {
-            Ok(ServerResult::GetPromptResult(result)) => Ok(result),
-            Ok(_) => Err(SourceError::Failed(ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() })),
-            Err(failure) => Err(SourceError::Failed(failure)),
-        }
+        ask(&server, request, principal, ctx, |r| match r {
+            ServerResult::GetPromptResult(result) => Some(result),
+            _ => None,
+        })
+        .await
     }
 
     /// `completion/complete` for an argument of an exposed prompt, or of a resource template
@@ -184,12 +184,24 @@ impl Federation {
         // Warden's own request metadata (a progress token, say) is not the server's business.
         params.meta = None;
         let request = ClientRequest::CompleteRequest(rmcp::model::CompleteRequest::new(params));
-        match server.link.request(request, principal, ctx).await {
-            Ok(ServerResult::CompleteResult(result)) => Ok(result),
-            Ok(_) => Err(SourceError::Failed(ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() })),
-            Err(failure) => Err(SourceError::Failed(failure)),
-        }
+        ask(&server, request, principal, ctx, |r| match r {
+            ServerResult::CompleteResult(result) => Some(result),
+            _ => None,
+        })
+        .await
     }
+}
+
+/// One request to a server, answered with the result of the kind `pick` takes.
+async fn ask<T>(
+    server: &super::Server,
+    request: ClientRequest,
+    principal: &Principal,
+    ctx: &CallContext,
+    pick: impl FnOnce(ServerResult) -> Option<T>,
+) -> Result<T, SourceError> {
+    let result = server.link.request(request, principal, ctx).await.map_err(SourceError::Failed)?;
+    pick(result).ok_or_else(|| SourceError::Failed(ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() }))
 }
 
 /// Whether `uri` matches an RFC 6570 template's literal parts, each `{…}` expression standing

@@ -423,19 +423,11 @@ pub fn list_prompts(mcp: &Mcp, a: &Admitted) -> rmcp::model::ListPromptsResult {
 pub async fn read_resource(mcp: &Mcp, a: Admitted, uri: &str) -> Result<rmcp::model::ReadResourceResult, ErrorData> {
     let ctx = CallContext { request_id: a.ctx.request_id.clone(), traceparent: a.ctx.traceparent.clone(), progress: None };
     let (name, answer) = mcp.federation.read_resource(uri, &a.principal, &ctx, visible(mcp, &a)).await;
-    let error = match answer {
-        Ok(mut result) => {
-            extra_served(mcp, &a, name, Verdict { decision: "allow", reason: "ok", status: 200 });
-            result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
-            return Ok(result);
-        }
-        Err(crate::federation::SourceError::NotFound) => GatewayError::ResourceNotFound(crate::audit::bounded(uri).into_owned()),
-        Err(crate::federation::SourceError::Failed(failure)) => {
-            GatewayError::SourceFailed(failure.code(), crate::error::source_failure_text(&failure))
-        }
-    };
-    extra_served(mcp, &a, name, Verdict { decision: error.decision(), reason: error.reason(), status: 200 });
-    Err(error.into_error_data())
+    let mut answer = source_answer(mcp, &a, name, answer, || GatewayError::ResourceNotFound(crate::audit::bounded(uri).into_owned()));
+    if let Ok(result) = &mut answer {
+        result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
+    }
+    answer
 }
 
 /// `prompts/get` of a federated prompt the caller may see.
@@ -447,20 +439,12 @@ pub async fn get_prompt(
 ) -> Result<rmcp::model::GetPromptResult, ErrorData> {
     let ctx = CallContext { request_id: a.ctx.request_id.clone(), traceparent: a.ctx.traceparent.clone(), progress: None };
     let answer = mcp.federation.get_prompt(name, arguments, &a.principal, &ctx, visible(mcp, &a)).await;
-    let exposed = Some(crate::audit::bounded(name).into_owned());
-    let error = match answer {
-        Ok(mut result) => {
-            extra_served(mcp, &a, exposed, Verdict { decision: "allow", reason: "ok", status: 200 });
-            result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
-            return Ok(result);
-        }
-        Err(crate::federation::SourceError::NotFound) => GatewayError::PromptNotFound(crate::audit::bounded(name).into_owned()),
-        Err(crate::federation::SourceError::Failed(failure)) => {
-            GatewayError::SourceFailed(failure.code(), crate::error::source_failure_text(&failure))
-        }
-    };
-    extra_served(mcp, &a, exposed, Verdict { decision: error.decision(), reason: error.reason(), status: 200 });
-    Err(error.into_error_data())
+    let exposed = crate::audit::bounded(name).into_owned();
+    let mut answer = source_answer(mcp, &a, Some(exposed.clone()), answer, || GatewayError::PromptNotFound(exposed));
+    if let Ok(result) = &mut answer {
+        result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
+    }
+    answer
 }
 
 /// `completion/complete` for an argument of a federated prompt or resource template the caller
@@ -478,18 +462,33 @@ pub async fn complete(
         _ => "(unknown reference type)".to_owned(),
     };
     let answer = mcp.federation.complete(params, &a.principal, &ctx, visible(mcp, &a)).await;
+    let mut answer = source_answer(mcp, &a, Some(reference.clone()), answer, || GatewayError::CompletionRefNotFound(reference));
+    if let Ok(result) = &mut answer {
+        result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
+    }
+    answer
+}
+
+/// A federated source's answer, audited once under `name`: the result, or the refusal
+/// (`not_found` when no server offers the item to this caller).
+fn source_answer<T>(
+    mcp: &Mcp,
+    a: &Admitted,
+    name: Option<String>,
+    answer: Result<T, crate::federation::SourceError>,
+    not_found: impl FnOnce() -> GatewayError,
+) -> Result<T, ErrorData> {
     let error = match answer {
-        Ok(mut result) => {
-            extra_served(mcp, &a, Some(reference), Verdict { decision: "allow", reason: "ok", status: 200 });
-            result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
+        Ok(result) => {
+            extra_served(mcp, a, name, Verdict { decision: "allow", reason: "ok", status: 200 });
             return Ok(result);
         }
-        Err(crate::federation::SourceError::NotFound) => GatewayError::CompletionRefNotFound(reference.clone()),
+        Err(crate::federation::SourceError::NotFound) => not_found(),
         Err(crate::federation::SourceError::Failed(failure)) => {
             GatewayError::SourceFailed(failure.code(), crate::error::source_failure_text(&failure))
         }
     };
-    extra_served(mcp, &a, Some(reference), Verdict { decision: error.decision(), reason: error.reason(), status: 200 });
+    extra_served(mcp, a, name, Verdict { decision: error.decision(), reason: error.reason(), status: 200 });
     Err(error.into_error_data())
 }
 
