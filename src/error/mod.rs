@@ -51,6 +51,20 @@ pub enum Class {
     Internal,
 }
 
+/// What a limit refused: a tool, or a federated resource, template or prompt (by its exposed
+/// name), and its server.
+#[derive(Debug, Clone)]
+pub struct LimitedItem {
+    pub name: String,
+    pub server: Option<String>,
+}
+
+impl LimitedItem {
+    pub fn tool(tool: &crate::tools::Tool) -> Self {
+        Self { name: tool.name.clone(), server: tool.server.clone() }
+    }
+}
+
 /// A refusal before the MCP handler runs.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
@@ -96,17 +110,18 @@ pub enum GatewayError {
     /// code and static text).
     #[error("source failed")]
     SourceFailed(&'static str, String),
-    /// A call over a rate limit: the rule, whole seconds until a retry can succeed, the tool.
+    /// A call over a rate limit: the rule, whole seconds until a retry can succeed, what was
+    /// called.
     #[error("rate limited")]
-    RateLimited { rule: String, retry_after: u64, tool: std::sync::Arc<crate::tools::Tool> },
+    RateLimited { rule: String, retry_after: u64, tool: Box<LimitedItem> },
     /// A call over a quota: the quota, when its period resets (RFC 3339), whole seconds until
     /// then, the tool.
     #[error("quota exceeded")]
-    QuotaExceeded { quota: String, resets_at: String, retry_after: u64, tool: std::sync::Arc<crate::tools::Tool> },
+    QuotaExceeded { quota: String, resets_at: String, retry_after: u64, tool: Box<LimitedItem> },
     /// A call the limits could not decide: `limits_unavailable` (Redis with `fail_closed`, or
     /// the quotas' database, did not answer) or `limit_key_error` (a rule's CEL key failed).
     #[error("limits could not decide")]
-    LimitsUndecided { rule: String, reason: &'static str, tool: std::sync::Arc<crate::tools::Tool> },
+    LimitsUndecided { rule: String, reason: &'static str, tool: Box<LimitedItem> },
     /// The audit trail cannot take more records (a sink's spool is full, `on_failure:
     /// refuse`): the request is not run unrecorded.
     #[error("audit unavailable")]

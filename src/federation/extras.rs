@@ -22,13 +22,101 @@ pub(super) struct Extras {
     pub(super) completions: bool,
 }
 
-/// Why a federated resource read or prompt get was not answered.
-#[derive(Debug)]
-pub enum SourceError {
-    /// No server offers it, or policy does not let this caller see it (the same answer, so a
-    /// caller learns nothing of what it may not see).
-    NotFound,
-    Failed(ToolFailure),
+/// A federated resource, resource template or prompt that a caller may see, and the server
+/// that offers it: found by [`Federation::locate_resource`] and the like, then asked. Between
+/// the two, the caller's limits are checked against its facts.
+pub struct Source {
+    server: Arc<super::Server>,
+    /// The exposed name (with the server's prefix).
+    pub name: String,
+}
+
+impl Source {
+    /// What policy and limits see of it: its exposed name and the server's scopes, tags and
+    /// metadata.
+    pub fn facts(&self) -> crate::policy::ToolFacts<'_> {
+        self.server.facts(&self.name)
+    }
+
+    /// The server's name (`servers[].name`).
+    pub fn server(&self) -> &str {
+        &self.server.name
+    }
+
+    /// `resources/read` of `uri`.
+    pub async fn read_resource(
+        &self,
+        uri: &str,
+        principal: &Principal,
+        ctx: &CallContext,
+    ) -> Result<rmcp::model::ReadResourceResult, ToolFailure> {
+        let params = rmcp::model::ReadResourceRequestParams::new(uri);
+        let request = ClientRequest::ReadResourceRequest(rmcp::model::ReadResourceRequest::new(params));
+        self.ask(request, principal, ctx, |r| match r {
+            ServerResult::ReadResourceResult(result) => Some(result),
+            _ => None,
+        })
+        .await
+    }
+
+    /// `prompts/get` of this prompt, by the server's own name for it.
+    pub async fn get_prompt(
+        &self,
+        arguments: Option<Map<String, Value>>,
+        principal: &Principal,
+        ctx: &CallContext,
+    ) -> Result<rmcp::model::GetPromptResult, ToolFailure> {
+        let mut params = rmcp::model::GetPromptRequestParams::new(self.upstream_name());
+        params.arguments = arguments;
+        let request = ClientRequest::GetPromptRequest(rmcp::model::GetPromptRequest::new(params));
+        self.ask(request, principal, ctx, |r| match r {
+            ServerResult::GetPromptResult(result) => Some(result),
+            _ => None,
+        })
+        .await
+    }
+
+    /// `completion/complete` for an argument of this prompt (by the server's own name for it)
+    /// or resource template (by its URI template, which Warden does not rewrite). A server that
+    /// declared no completions has none to offer: the answer is then an empty list, as the
+    /// spec lets a server answer any argument.
+    pub async fn complete(
+        &self,
+        mut params: rmcp::model::CompleteRequestParams,
+        principal: &Principal,
+        ctx: &CallContext,
+    ) -> Result<rmcp::model::CompleteResult, ToolFailure> {
+        if !self.server.extras.load().completions {
+            return Ok(rmcp::model::CompleteResult::new(rmcp::model::CompletionInfo::default()));
+        }
+        if let rmcp::model::Reference::Prompt(p) = &mut params.r#ref {
+            p.name = self.upstream_name().to_owned();
+        }
+        // Warden's own request metadata (a progress token, say) is not the server's business.
+        params.meta = None;
+        let request = ClientRequest::CompleteRequest(rmcp::model::CompleteRequest::new(params));
+        self.ask(request, principal, ctx, |r| match r {
+            ServerResult::CompleteResult(result) => Some(result),
+            _ => None,
+        })
+        .await
+    }
+
+    fn upstream_name(&self) -> &str {
+        self.name.strip_prefix(self.server.prefix.as_str()).unwrap_or(&self.name)
+    }
+
+    /// One request to the server, answered with the result of the kind `pick` takes.
+    async fn ask<T>(
+        &self,
+        request: ClientRequest,
+        principal: &Principal,
+        ctx: &CallContext,
+        pick: impl FnOnce(ServerResult) -> Option<T>,
+    ) -> Result<T, ToolFailure> {
+        let result = self.server.link.request(request, principal, ctx).await?;
+        pick(result).ok_or_else(|| ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() })
+    }
 }
 
 /// Resources and prompts of the federated servers, filtered by `allowed` (policy on the
@@ -88,120 +176,54 @@ impl Federation {
         out
     }
 
-    /// `resources/read`: the server that listed the URI (or whose template matches it), if
-    /// policy lets the caller see that resource. Returns the exposed name with the result.
-    pub async fn read_resource(
-        &self,
-        uri: &str,
-        principal: &Principal,
-        ctx: &CallContext,
-        allowed: impl Fn(&crate::policy::ToolFacts<'_>) -> bool,
-    ) -> (Option<String>, Result<rmcp::model::ReadResourceResult, SourceError>) {
-        let found = self.servers.load().iter().find_map(|s| {
-            let extras = s.extras.load_full();
-            let name = extras
-                .resources
-                .iter()
-                .find(|r| r.uri == uri)
-                .map(|r| r.name.clone())
-                .or_else(|| extras.templates.iter().find(|t| template_matches(&t.uri_template, uri)).map(|t| t.name.clone()))?;
-            Some((Arc::clone(s), name))
-        });
-        let Some((server, name)) = found.filter(|(s, name)| allowed(&s.facts(name))) else { return (None, Err(SourceError::NotFound)) };
-        let request =
-            ClientRequest::ReadResourceRequest(rmcp::model::ReadResourceRequest::new(rmcp::model::ReadResourceRequestParams::new(uri)));
-        let answer = ask(&server, request, principal, ctx, |r| match r {
-            ServerResult::ReadResourceResult(result) => Some(result),
-            _ => None,
-        })
-        .await;
-        (Some(name), answer)
+    /// For `resources/read`: the server that listed the URI (or whose template matches it), if
+    /// policy lets the caller see that resource. A caller learns nothing of what it may not
+    /// see: that is `None` too.
+    pub fn locate_resource(&self, uri: &str, allowed: impl Fn(&crate::policy::ToolFacts<'_>) -> bool) -> Option<Source> {
+        self.locate(
+            |extras| {
+                let listed = extras.resources.iter().find(|r| r.uri == uri).map(|r| r.name.clone());
+                listed.or_else(|| extras.templates.iter().find(|t| template_matches(&t.uri_template, uri)).map(|t| t.name.clone()))
+            },
+            allowed,
+        )
     }
 
-    /// `prompts/get` of an exposed prompt name, if policy lets the caller see it.
-    pub async fn get_prompt(
-        &self,
-        name: &str,
-        arguments: Option<Map<String, Value>>,
-        principal: &Principal,
-        ctx: &CallContext,
-        allowed: impl Fn(&crate::policy::ToolFacts<'_>) -> bool,
-    ) -> Result<rmcp::model::GetPromptResult, SourceError> {
-        let server = self
-            .servers
-            .load()
-            .iter()
-            .find(|s| s.extras.load().prompts.iter().any(|p| p.name == name) && allowed(&s.facts(name)))
-            .cloned()
-            .ok_or(SourceError::NotFound)?;
-        let upstream_name = name.strip_prefix(server.prefix.as_str()).unwrap_or(name);
-        let mut params = rmcp::model::GetPromptRequestParams::new(upstream_name);
-        params.arguments = arguments;
-        let request = ClientRequest::GetPromptRequest(rmcp::model::GetPromptRequest::new(params));
-        ask(&server, request, principal, ctx, |r| match r {
-            ServerResult::GetPromptResult(result) => Some(result),
-            _ => None,
-        })
-        .await
+    /// For `prompts/get`: the server that offers the exposed prompt name, if policy lets the
+    /// caller see it.
+    pub fn locate_prompt(&self, name: &str, allowed: impl Fn(&crate::policy::ToolFacts<'_>) -> bool) -> Option<Source> {
+        self.locate(|extras| extras.prompts.iter().find(|p| p.name == name).map(|p| p.name.clone()), allowed)
     }
 
-    /// `completion/complete` for an argument of an exposed prompt, or of a resource template
-    /// (by its URI template, which Warden does not rewrite), if policy lets the caller see that
-    /// prompt or template. A server that declared no completions has none to offer: the answer
-    /// is then an empty list, as the spec lets a server answer any argument.
-    pub async fn complete(
+    /// For `completion/complete`: the server that offers the prompt (by its exposed name) or
+    /// the resource template (by its URI template, or a resource by its URI), if policy lets the
+    /// caller see it.
+    pub fn locate_reference(
         &self,
-        mut params: rmcp::model::CompleteRequestParams,
-        principal: &Principal,
-        ctx: &CallContext,
+        reference: &rmcp::model::Reference,
         allowed: impl Fn(&crate::policy::ToolFacts<'_>) -> bool,
-    ) -> Result<rmcp::model::CompleteResult, SourceError> {
+    ) -> Option<Source> {
         use rmcp::model::Reference;
-        let servers = self.servers.load();
-        let owner = |s: &&Arc<super::Server>| {
-            let extras = s.extras.load();
-            let name = match &params.r#ref {
+        self.locate(
+            |extras| match reference {
                 Reference::Prompt(p) => extras.prompts.iter().find(|x| x.name == p.name).map(|x| x.name.clone()),
-                Reference::Resource(r) => extras
-                    .templates
-                    .iter()
-                    .find(|t| t.uri_template == r.uri)
-                    .map(|t| t.name.clone())
-                    .or_else(|| extras.resources.iter().find(|x| x.uri == r.uri).map(|x| x.name.clone())),
+                Reference::Resource(r) => {
+                    let template = extras.templates.iter().find(|t| t.uri_template == r.uri).map(|t| t.name.clone());
+                    template.or_else(|| extras.resources.iter().find(|x| x.uri == r.uri).map(|x| x.name.clone()))
+                }
+                // A kind of reference a later revision adds: no server is asked about it.
                 _ => None,
-            };
-            name.is_some_and(|name| allowed(&s.facts(&name)))
-        };
-        let server = servers.iter().find(owner).cloned().ok_or(SourceError::NotFound)?;
-        if !server.extras.load().completions {
-            return Ok(rmcp::model::CompleteResult::new(rmcp::model::CompletionInfo::default()));
-        }
-        if let Reference::Prompt(p) = &mut params.r#ref
-            && let Some(upstream_name) = p.name.strip_prefix(server.prefix.as_str())
-        {
-            p.name = upstream_name.to_owned();
-        }
-        // Warden's own request metadata (a progress token, say) is not the server's business.
-        params.meta = None;
-        let request = ClientRequest::CompleteRequest(rmcp::model::CompleteRequest::new(params));
-        ask(&server, request, principal, ctx, |r| match r {
-            ServerResult::CompleteResult(result) => Some(result),
-            _ => None,
-        })
-        .await
+            },
+            allowed,
+        )
     }
-}
 
-/// One request to a server, answered with the result of the kind `pick` takes.
-async fn ask<T>(
-    server: &super::Server,
-    request: ClientRequest,
-    principal: &Principal,
-    ctx: &CallContext,
-    pick: impl FnOnce(ServerResult) -> Option<T>,
-) -> Result<T, SourceError> {
-    let result = server.link.request(request, principal, ctx).await.map_err(SourceError::Failed)?;
-    pick(result).ok_or_else(|| SourceError::Failed(ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() }))
+    /// The first server (in config order) that has the item `find` names, if policy lets the
+    /// caller see it.
+    fn locate(&self, find: impl Fn(&Extras) -> Option<String>, allowed: impl Fn(&crate::policy::ToolFacts<'_>) -> bool) -> Option<Source> {
+        let found = self.servers.load().iter().find_map(|s| find(&s.extras.load()).map(|name| (Arc::clone(s), name)));
+        found.filter(|(s, name)| allowed(&s.facts(name))).map(|(server, name)| Source { server, name })
+    }
 }
 
 /// Whether `uri` matches an RFC 6570 template's literal parts, each `{…}` expression standing

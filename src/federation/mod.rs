@@ -20,7 +20,7 @@ mod link;
 pub mod pins;
 
 use extras::Extras;
-pub use extras::SourceError;
+pub use extras::Source;
 use link::{FederatedTool, Link, Transport, connect_tool, service_principal};
 
 use std::sync::Arc;

@@ -275,17 +275,23 @@ impl Limits {
     /// The rate limits, then the quotas, of one call. A call refused by a rate limit spends no
     /// quota.
     pub async fn admit(&self, call: &CallFacts<'_>) -> Result<Admission, Refusal> {
-        let admission = match &self.shared {
-            Some(shared) => self.check_shared(shared, call).await?,
-            None => {
-                self.check_call(call)?;
-                Admission::Decided
-            }
-        };
+        let admission = self.admit_rate(call).await?;
         if !self.quotas.is_empty() {
             self.quotas.charge(call.principal, &call.tool, call.cost, call.request_ids).await.map_err(Refusal::Quota)?;
         }
         Ok(admission)
+    }
+
+    /// The rate limits only: for a federated resource read, prompt get or completion, which
+    /// spend no quota (quotas budget tool calls).
+    pub async fn admit_rate(&self, call: &CallFacts<'_>) -> Result<Admission, Refusal> {
+        match &self.shared {
+            Some(shared) => self.check_shared(shared, call).await,
+            None => {
+                self.check_call(call)?;
+                Ok(Admission::Decided)
+            }
+        }
     }
 
     /// The rules that apply to a call, with each one's bucket key.

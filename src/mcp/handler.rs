@@ -238,7 +238,7 @@ pub async fn call_tool(
         match mcp.limits.admit(&call).await {
             Ok(admission) => limits_note = admission.audit_note(),
             Err(refusal) => {
-                let error = limits_error(refusal, &tool);
+                let error = limits_error(refusal, crate::error::LimitedItem::tool(&tool));
                 let details = error.audit_details();
                 let verdict = refused(&error);
                 once.emit(&mcp.audit, AuditEvent { rule: details.rule, explanation: details.explanation, ..event(verdict) });
@@ -314,9 +314,9 @@ fn connect_input_required(connect: &crate::tools::ConnectRequired) -> rmcp::mode
 }
 
 /// A refusal of the limits, as the error the caller gets.
-fn limits_error(refusal: crate::limits::Refusal, tool: &Arc<crate::tools::Tool>) -> GatewayError {
+fn limits_error(refusal: crate::limits::Refusal, tool: crate::error::LimitedItem) -> GatewayError {
     use crate::limits::{QuotaRefusal, Refusal};
-    let tool = Arc::clone(tool);
+    let tool = Box::new(tool);
     match refusal {
         Refusal::Rate(limited) => GatewayError::RateLimited { retry_after: limited.retry_after_secs(), rule: limited.rule, tool },
         Refusal::Quota(QuotaRefusal::Exceeded { quota, resets_at, retry_after }) => GatewayError::QuotaExceeded {
@@ -421,9 +421,13 @@ pub fn list_prompts(mcp: &Mcp, a: &Admitted) -> rmcp::model::ListPromptsResult {
 
 /// `resources/read` of a federated resource the caller may see; audited with its exposed name.
 pub async fn read_resource(mcp: &Mcp, a: Admitted, uri: &str) -> Result<rmcp::model::ReadResourceResult, ErrorData> {
-    let ctx = CallContext { request_id: a.ctx.request_id.clone(), traceparent: a.ctx.traceparent.clone(), progress: None };
-    let (name, answer) = mcp.federation.read_resource(uri, &a.principal, &ctx, visible(mcp, &a)).await;
-    let mut answer = source_answer(mcp, &a, name, answer, || GatewayError::ResourceNotFound(crate::audit::bounded(uri).into_owned()));
+    let source = mcp.federation.locate_resource(uri, visible(mcp, &a));
+    let not_found = || GatewayError::ResourceNotFound(crate::audit::bounded(uri).into_owned());
+    let name = source.as_ref().map(|s| s.name.clone());
+    let mut answer = from_source(mcp, &a, source, name, &Value::Object(Map::new()), not_found, async |s, ctx| {
+        s.read_resource(uri, &a.principal, ctx).await
+    })
+    .await;
     if let Ok(result) = &mut answer {
         result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
     }
@@ -437,10 +441,14 @@ pub async fn get_prompt(
     name: &str,
     arguments: Option<Map<String, Value>>,
 ) -> Result<rmcp::model::GetPromptResult, ErrorData> {
-    let ctx = CallContext { request_id: a.ctx.request_id.clone(), traceparent: a.ctx.traceparent.clone(), progress: None };
-    let answer = mcp.federation.get_prompt(name, arguments, &a.principal, &ctx, visible(mcp, &a)).await;
+    let source = mcp.federation.locate_prompt(name, visible(mcp, &a));
     let exposed = crate::audit::bounded(name).into_owned();
-    let mut answer = source_answer(mcp, &a, Some(exposed.clone()), answer, || GatewayError::PromptNotFound(exposed));
+    let args = Value::Object(arguments.clone().unwrap_or_default());
+    let not_found = || GatewayError::PromptNotFound(exposed.clone());
+    let mut answer = from_source(mcp, &a, source, Some(exposed.clone()), &args, not_found, async |s, ctx| {
+        s.get_prompt(arguments, &a.principal, ctx).await
+    })
+    .await;
     if let Ok(result) = &mut answer {
         result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
     }
@@ -454,46 +462,85 @@ pub async fn complete(
     a: Admitted,
     params: rmcp::model::CompleteRequestParams,
 ) -> Result<rmcp::model::CompleteResult, ErrorData> {
-    let ctx = CallContext { request_id: a.ctx.request_id.clone(), traceparent: a.ctx.traceparent.clone(), progress: None };
     let reference = match &params.r#ref {
         rmcp::model::Reference::Prompt(p) => crate::audit::bounded(&p.name).into_owned(),
         rmcp::model::Reference::Resource(r) => crate::audit::bounded(&r.uri).into_owned(),
         // A kind of reference a later revision adds: no server is asked about it.
         _ => "(unknown reference type)".to_owned(),
     };
-    let answer = mcp.federation.complete(params, &a.principal, &ctx, visible(mcp, &a)).await;
-    let mut answer = source_answer(mcp, &a, Some(reference.clone()), answer, || GatewayError::CompletionRefNotFound(reference));
+    let source = mcp.federation.locate_reference(&params.r#ref, visible(mcp, &a));
+    let not_found = || GatewayError::CompletionRefNotFound(reference.clone());
+    let mut answer = from_source(mcp, &a, source, Some(reference.clone()), &Value::Object(Map::new()), not_found, async |s, ctx| {
+        s.complete(params, &a.principal, ctx).await
+    })
+    .await;
     if let Ok(result) = &mut answer {
         result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
     }
     answer
 }
 
-/// A federated source's answer, audited once under `name`: the result, or the refusal
-/// (`not_found` when no server offers the item to this caller).
-fn source_answer<T>(
+/// A federated resource read, prompt get or completion: `source` is what policy let the
+/// caller see (`not_found` when none), then the caller's rate limits decide (with `arguments`
+/// as `args`; quotas budget tool calls and are not spent here), then `ask` sends it. Audited
+/// once, under `name`.
+async fn from_source<T>(
     mcp: &Mcp,
     a: &Admitted,
+    source: Option<crate::federation::Source>,
     name: Option<String>,
-    answer: Result<T, crate::federation::SourceError>,
+    arguments: &Value,
     not_found: impl FnOnce() -> GatewayError,
+    ask: impl AsyncFnOnce(&crate::federation::Source, &CallContext) -> Result<T, ToolFailure>,
 ) -> Result<T, ErrorData> {
-    let error = match answer {
-        Ok(result) => {
-            extra_served(mcp, a, name, Verdict { decision: "allow", reason: "ok", status: 200 });
-            return Ok(result);
-        }
-        Err(crate::federation::SourceError::NotFound) => not_found(),
-        Err(crate::federation::SourceError::Failed(failure)) => {
-            GatewayError::SourceFailed(failure.code(), crate::error::source_failure_text(&failure))
-        }
+    let refused = |error: GatewayError, server: Option<String>| {
+        let details = error.audit_details();
+        let verdict = Verdict { decision: error.decision(), reason: error.reason(), status: 200 };
+        let event = AuditEvent {
+            tool: name.clone(),
+            server: details.server.or(server),
+            rule: details.rule,
+            explanation: details.explanation,
+            ..AuditEvent::request(&a.ctx, Some(&a.principal), a.jsonrpc_id.clone(), a.method.clone(), verdict)
+        };
+        a.once.emit(&mcp.audit, event);
+        Err(error.into_error_data())
     };
-    extra_served(mcp, a, name, Verdict { decision: error.decision(), reason: error.reason(), status: 200 });
-    Err(error.into_error_data())
-}
-
-fn extra_served(mcp: &Mcp, a: &Admitted, name: Option<String>, verdict: Verdict<'_>) {
-    let event =
-        AuditEvent { tool: name, ..AuditEvent::request(&a.ctx, Some(&a.principal), a.jsonrpc_id.clone(), a.method.clone(), verdict) };
-    a.once.emit(&mcp.audit, event);
+    let Some(source) = source else { return refused(not_found(), None) };
+    let mut limits_note = None;
+    if !mcp.limits.is_empty() {
+        let call = crate::limits::CallFacts {
+            principal: &a.principal,
+            tool: source.facts(),
+            cost: 0,
+            arguments,
+            request: &a.facts,
+            request_ids: (&a.ctx.request_id, &a.ctx.traceparent),
+        };
+        match mcp.limits.admit_rate(&call).await {
+            Ok(admission) => limits_note = admission.audit_note(),
+            Err(refusal) => {
+                let item = crate::error::LimitedItem { name: source.name.clone(), server: Some(source.server().to_owned()) };
+                return refused(limits_error(refusal, item), None);
+            }
+        }
+    }
+    let ctx = CallContext { request_id: a.ctx.request_id.clone(), traceparent: a.ctx.traceparent.clone(), progress: None };
+    match ask(&source, &ctx).await {
+        Ok(result) => {
+            let verdict = Verdict { decision: "allow", reason: "ok", status: 200 };
+            let event = AuditEvent {
+                tool: name,
+                server: Some(source.server().to_owned()),
+                limits: limits_note,
+                ..AuditEvent::request(&a.ctx, Some(&a.principal), a.jsonrpc_id.clone(), a.method.clone(), verdict)
+            };
+            a.once.emit(&mcp.audit, event);
+            Ok(result)
+        }
+        Err(failure) => {
+            let error = GatewayError::SourceFailed(failure.code(), crate::error::source_failure_text(&failure));
+            refused(error, Some(source.server().to_owned()))
+        }
+    }
 }

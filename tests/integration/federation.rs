@@ -697,6 +697,54 @@ async fn resources_and_prompts_are_federated_under_the_same_policy() {
     );
 }
 
+/// Rate limits bound a caller's resource reads, prompt gets and completions as they bound tool
+/// calls, by the exposed name the rule targets; a refused request never reaches the server.
+#[tokio::test]
+async fn rate_limits_count_resource_reads_prompt_gets_and_completions() {
+    let issuer = TestIssuer::start().await;
+    let (upstream, url) = start_upstream().await;
+    let (_dir, extra) = with_policy(&url, "rules:\n  - id: all\n    effect: allow\n    tools: [\"server:up\"]\n");
+    let extra = format!(
+        "{extra}limits:\n  rules:\n    - {{name: sources, tools: [up_readme, up_summarize], key: [subject, tool], rate: 2/minute}}\n"
+    );
+    let gw = gateway(&issuer, "  []", &extra).await;
+    let (alice, bob) = (issuer.sign(&issuer.claims("alice", "", &gw.mcp)), issuer.sign(&issuer.claims("bob", "", &gw.mcp)));
+    let posts = || upstream.posts.load(Ordering::SeqCst);
+
+    let read = || gw.rpc(&alice, "resources/read", json!({"uri": "docs://readme"}));
+    assert!(read().await.error_code().is_none());
+    let completion = json!({"ref": {"type": "ref/prompt", "name": "up_summarize"}, "argument": {"name": "topic", "value": "M"}});
+    assert!(gw.rpc(&alice, "completion/complete", completion.clone()).await.error_code().is_none(), "the prompt's bucket: 1");
+    assert!(gw.rpc(&alice, "prompts/get", json!({"name": "up_summarize"})).await.error_code().is_none(), "the prompt's bucket: 2");
+    assert!(read().await.error_code().is_none(), "the resource's bucket: 2");
+    let before = posts();
+    let limited = read().await;
+    assert_eq!((limited.error_code(), limited.body["error"]["data"]["code"].as_str()), (Some(-32029), Some("rate_limited")), "{limited:?}");
+    assert_eq!(limited.body["error"]["data"]["rule"], "limits/sources");
+    let limited = gw.rpc(&alice, "completion/complete", completion).await;
+    assert_eq!(limited.body["error"]["data"]["code"], "rate_limited", "{limited:?}");
+    assert_eq!(posts(), before, "refused before the server");
+    // Another caller has buckets of its own; what no rule targets is not counted.
+    assert!(gw.rpc(&bob, "resources/read", json!({"uri": "docs://readme"})).await.error_code().is_none());
+    let other = gw
+        .rpc(
+            &alice,
+            "completion/complete",
+            json!({"ref": {"type": "ref/resource", "uri": "docs://pages/{page}"}, "argument": {"name": "page", "value": ""}}),
+        )
+        .await;
+    assert!(other.error_code().is_none(), "{other:?}");
+
+    let events = gw.audit();
+    let refused: Vec<(&str, &str, &str)> = events
+        .iter()
+        .filter(|e| e["reason"] == "rate_limited")
+        .map(|e| (e["method"].as_str().unwrap(), e["tool"].as_str().unwrap(), e["server"].as_str().unwrap()))
+        .collect();
+    assert_eq!(refused, [("resources/read", "up_readme", "up"), ("completion/complete", "up_summarize", "up")], "audited once each");
+    assert!(events.iter().filter(|e| e["reason"] == "rate_limited").all(|e| e["rule"] == "limits/sources" && e["decision"] == "deny"));
+}
+
 /// `notifications/tools/list_changed` from the server (on its stream to Warden) makes Warden
 /// read the catalog again at once: here with no refresh interval at all.
 #[tokio::test]
