@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use rmcp::model::{ClientRequest, ServerResult};
+use rmcp::model::{ClientRequest, ResultType, ServerResult};
 use serde_json::{Map, Value};
 
 use super::Federation;
@@ -53,7 +53,10 @@ impl Source {
         let params = rmcp::model::ReadResourceRequestParams::new(uri);
         let request = ClientRequest::ReadResourceRequest(rmcp::model::ReadResourceRequest::new(params));
         self.ask(request, principal, ctx, |r| match r {
-            ServerResult::ReadResourceResult(result) => Some(result),
+            ServerResult::ReadResourceResult(mut result) => {
+                result.result_type.get_or_insert(ResultType::COMPLETE);
+                Some(result)
+            }
             _ => None,
         })
         .await
@@ -70,7 +73,10 @@ impl Source {
         params.arguments = arguments;
         let request = ClientRequest::GetPromptRequest(rmcp::model::GetPromptRequest::new(params));
         self.ask(request, principal, ctx, |r| match r {
-            ServerResult::GetPromptResult(result) => Some(result),
+            ServerResult::GetPromptResult(mut result) => {
+                result.result_type.get_or_insert(ResultType::COMPLETE);
+                Some(result)
+            }
             _ => None,
         })
         .await
@@ -96,7 +102,10 @@ impl Source {
         params.meta = None;
         let request = ClientRequest::CompleteRequest(rmcp::model::CompleteRequest::new(params));
         self.ask(request, principal, ctx, |r| match r {
-            ServerResult::CompleteResult(result) => Some(result),
+            ServerResult::CompleteResult(mut result) => {
+                result.result_type.get_or_insert(ResultType::COMPLETE);
+                Some(result)
+            }
             _ => None,
         })
         .await
@@ -106,7 +115,9 @@ impl Source {
         self.name.strip_prefix(self.server.prefix.as_str()).unwrap_or(&self.name)
     }
 
-    /// One request to the server, answered with the result of the kind `pick` takes.
+    /// One request to the server, answered with the result of the kind `pick` takes (which
+    /// marks it `resultType: complete`: a server of an older revision leaves it out, and
+    /// 2026-07-28 requires it; the older paths strip it again).
     async fn ask<T>(
         &self,
         request: ClientRequest,

@@ -424,14 +424,8 @@ pub async fn read_resource(mcp: &Mcp, a: Admitted, uri: &str) -> Result<rmcp::mo
     let source = mcp.federation.locate_resource(uri, visible(mcp, &a));
     let not_found = || GatewayError::ResourceNotFound(crate::audit::bounded(uri).into_owned());
     let name = source.as_ref().map(|s| s.name.clone());
-    let mut answer = from_source(mcp, &a, source, name, &Value::Object(Map::new()), not_found, async |s, ctx| {
-        s.read_resource(uri, &a.principal, ctx).await
-    })
-    .await;
-    if let Ok(result) = &mut answer {
-        result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
-    }
-    answer
+    from_source(mcp, &a, source, name, &Value::Object(Map::new()), not_found, async |s, ctx| s.read_resource(uri, &a.principal, ctx).await)
+        .await
 }
 
 /// `prompts/get` of a federated prompt the caller may see.
@@ -445,14 +439,8 @@ pub async fn get_prompt(
     let exposed = crate::audit::bounded(name).into_owned();
     let args = Value::Object(arguments.clone().unwrap_or_default());
     let not_found = || GatewayError::PromptNotFound(exposed.clone());
-    let mut answer = from_source(mcp, &a, source, Some(exposed.clone()), &args, not_found, async |s, ctx| {
-        s.get_prompt(arguments, &a.principal, ctx).await
-    })
-    .await;
-    if let Ok(result) = &mut answer {
-        result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
-    }
-    answer
+    from_source(mcp, &a, source, Some(exposed.clone()), &args, not_found, async |s, ctx| s.get_prompt(arguments, &a.principal, ctx).await)
+        .await
 }
 
 /// `completion/complete` for an argument of a federated prompt or resource template the caller
@@ -470,14 +458,10 @@ pub async fn complete(
     };
     let source = mcp.federation.locate_reference(&params.r#ref, visible(mcp, &a));
     let not_found = || GatewayError::CompletionRefNotFound(reference.clone());
-    let mut answer = from_source(mcp, &a, source, Some(reference.clone()), &Value::Object(Map::new()), not_found, async |s, ctx| {
+    from_source(mcp, &a, source, Some(reference.clone()), &Value::Object(Map::new()), not_found, async |s, ctx| {
         s.complete(params, &a.principal, ctx).await
     })
-    .await;
-    if let Ok(result) = &mut answer {
-        result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
-    }
-    answer
+    .await
 }
 
 /// A federated resource read, prompt get or completion: `source` is what policy let the
