@@ -447,3 +447,15 @@ fn check_protocol_version(headers: &http::HeaderMap, message: &Message) -> Resul
     }
     Err(GatewayError::UnsupportedProtocolVersion)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every method served is a metric label and a span name of its own, not `other`: the
+    /// telemetry keeps its own list (it cannot import this one without a module cycle).
+    #[test]
+    fn every_served_method_is_known_to_telemetry() {
+        for method in super::SERVED_METHODS {
+            assert!(crate::telemetry::known_method(method), "{method} is missing from telemetry::METHODS");
+        }
+    }
+}
