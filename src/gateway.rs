@@ -239,6 +239,7 @@ impl Gateway {
             body_read_timeout: config.server.body_read_timeout,
             connection_limits: crate::server::ConnectionLimits {
                 header_read_timeout: config.server.header_read_timeout,
+                idle_timeout: config.server.idle_timeout,
                 max_per_ip: config.server.max_connections_per_ip,
             },
             policy_reloader: reloader,

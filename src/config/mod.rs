@@ -184,10 +184,16 @@ pub struct ServerConfig {
     /// Largest accepted request body. Default: 1 MiB.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
-    /// Time a client has to send a request's headers, from the connection (or the previous
-    /// response) on; past it the connection is closed. Default: 10s.
+    /// Time a client has to send a request's headers: from the connection on for the first
+    /// request, and from the request's first byte on a kept-alive connection; past it the
+    /// connection is closed. Default: 10s.
     #[serde(default = "default_header_timeout", with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Time a kept-alive HTTP/1.1 connection may stay idle between a response and the next
+    /// request; then it is closed. Longer than the idle time of common client pools, so a
+    /// client does not reuse a connection just as Warden closes it. Default: 120s.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// Time a client has to send a request's body once its headers arrived; past it the request
     /// gets 408. Default: 30s.
     #[serde(default = "default_body_timeout", with = "humantime_serde")]
@@ -211,6 +217,9 @@ fn default_max_body() -> usize {
 }
 fn default_header_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(120)
 }
 fn default_body_timeout() -> Duration {
     Duration::from_secs(30)

@@ -15,6 +15,7 @@ fn defaults_are_documented_values() {
     assert_eq!(c.server.resource(), "http://127.0.0.1:8080/mcp");
     assert_eq!(c.server.max_body_bytes, 1024 * 1024);
     assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.idle_timeout, Duration::from_secs(120));
     assert_eq!(c.server.body_read_timeout, Duration::from_secs(30));
     assert_eq!(c.server.max_connections_per_ip, 256);
     assert_eq!(c.identity.clock_skew, Duration::from_secs(60));
@@ -97,6 +98,7 @@ fn cross_field_rules() {
         ("server: {}", "server:\n  max_body_bytes: 0", "server.max_body_bytes"),
         ("server: {}", "server:\n  header_read_timeout: 0s", "server.header_read_timeout"),
         ("server: {}", "server:\n  body_read_timeout: 1h", "server.body_read_timeout"),
+        ("server: {}", "server:\n  idle_timeout: 0s", "server.idle_timeout"),
         ("server: {}", "server: {}\nidentity_headers:\n  user_id: Authorization", "identity_headers.user_id"),
         ("server: {}", "server: {}\nidentity_headers:\n  roles: X-User-Id", "identity_headers.roles"),
     ] {

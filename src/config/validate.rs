@@ -23,7 +23,12 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             return Err(ConfigError::new("server.max_body_bytes", "must be greater than 0"));
         }
-        for (field, d) in [("header_read_timeout", self.server.header_read_timeout), ("body_read_timeout", self.server.body_read_timeout)] {
+        let server = &self.server;
+        for (field, d) in [
+            ("header_read_timeout", server.header_read_timeout),
+            ("body_read_timeout", server.body_read_timeout),
+            ("idle_timeout", server.idle_timeout),
+        ] {
             if d.is_zero() || d > Duration::from_secs(600) {
                 return Err(ConfigError::new(format!("server.{field}"), "must be between 1ms and 600s"));
             }

@@ -262,6 +262,75 @@ mod connections {
         }
     }
 
+    /// One `GET /healthz` on a kept-alive connection, its whole answer read; `None` if the
+    /// connection was closed instead.
+    async fn healthz(stream: &mut TcpStream) -> Option<String> {
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.ok()?;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let text = String::from_utf8_lossy(&seen).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+                    .and_then(|n| n.trim().parse::<usize>().ok())?;
+                if body.len() >= length {
+                    return Some(text);
+                }
+            }
+            match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                _ => return None,
+            }
+        }
+    }
+
+    /// A kept-alive connection waits `idle_timeout` for its next request, not the header
+    /// timeout: a client pool that reuses it after a pause is answered.
+    #[tokio::test]
+    async fn a_kept_alive_connection_waits_idle_longer_than_the_header_timeout() {
+        let issuer = TestIssuer::start().await;
+        let gw = gateway_with(&[&issuer], "  []", "", "  header_read_timeout: 1s\n  idle_timeout: 20s\n").await;
+        let mut stream = TcpStream::connect(addr(&gw.url)).await.unwrap();
+        assert!(healthz(&mut stream).await.is_some_and(|r| r.starts_with("HTTP/1.1 200")));
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let again = healthz(&mut stream).await;
+        assert!(again.as_deref().is_some_and(|r| r.starts_with("HTTP/1.1 200")), "closed while idle: {again:?}");
+    }
+
+    /// Past `idle_timeout` without a request, the connection is closed.
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+        let issuer = TestIssuer::start().await;
+        let gw = gateway_with(&[&issuer], "  []", "", "  header_read_timeout: 10s\n  idle_timeout: 1s\n").await;
+        let mut stream = TcpStream::connect(addr(&gw.url)).await.unwrap();
+        assert!(healthz(&mut stream).await.is_some());
+        assert!(closed_within(&mut stream, Duration::from_secs(6)).await.is_some(), "still open after the idle timeout");
+    }
+
+    /// On a kept-alive connection, the header timeout counts from the next request's first
+    /// byte: a client trickling it is cut off long before the idle timeout.
+    #[tokio::test]
+    async fn a_second_request_trickling_its_headers_is_disconnected() {
+        let issuer = TestIssuer::start().await;
+        let gw = gateway_with(&[&issuer], "  []", "", "  header_read_timeout: 1s\n  idle_timeout: 60s\n").await;
+        let mut stream = TcpStream::connect(addr(&gw.url)).await.unwrap();
+        assert!(healthz(&mut stream).await.is_some());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let trickle = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let mut closed = false;
+        for byte in trickle {
+            if stream.write_all(&[*byte]).await.is_err() {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        closed = closed || closed_within(&mut stream, Duration::from_secs(5)).await.is_some();
+        assert!(closed, "the trickling request was never cut off");
+    }
+
     #[tokio::test]
     async fn a_client_trickling_headers_is_disconnected() {
         let issuer = TestIssuer::start().await;
