@@ -172,9 +172,7 @@ impl Activity {
     /// (a response that streams for minutes does not use up the idle time).
     fn wrote(&self) {
         self.last_write.store(self.now(), Ordering::Relaxed);
-        if self.first_byte.load(Ordering::Relaxed) != Self::NONE {
-            self.first_byte.store(Self::NONE, Ordering::Relaxed);
-        }
+        self.first_byte.store(Self::NONE, Ordering::Relaxed);
     }
 
     /// When the wait for the next request's headers ends.
@@ -204,21 +202,25 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+impl Watched {
+    /// Notes a write that sent bytes.
+    fn noted(&self, polled: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.wrote();
         }
         polled
     }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.noted(polled)
+    }
 
     fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.wrote();
-        }
-        polled
+        self.noted(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -244,6 +246,8 @@ struct ConnectionTimer {
 }
 
 impl hyper::rt::Timer for ConnectionTimer {
+    /// Not called by hyper's HTTP/1 server, which asks only `sleep_until` (for the header wait);
+    /// given for the trait, as the same wait.
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
         self.sleep_until(Instant::now() + duration)
     }

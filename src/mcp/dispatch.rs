@@ -170,33 +170,16 @@ fn json_response(message: &ServerJsonRpcMessage) -> Response {
 /// task owned by the stream: a client that goes away drops it (the call is cancelled upstream
 /// and audited as `client_closed`).
 fn stream_call(mcp: std::sync::Arc<Mcp>, admitted: Admitted, id: RequestId, token: rmcp::model::ProgressToken) -> Response {
-    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::channel::<crate::upstream::Progress>(16);
     let (events_tx, events_rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(16);
     let task = tokio::spawn(async move {
-        let call = super::handler::call_tool(&mcp, admitted, Some(progress_tx));
-        tokio::pin!(call);
-        let progress = |p: crate::upstream::Progress| {
-            sse_event(&ServerJsonRpcMessage::notification(rmcp::model::ServerNotification::ProgressNotification(
+        let forward = |p| {
+            let event = sse_event(&ServerJsonRpcMessage::notification(rmcp::model::ServerNotification::ProgressNotification(
                 rmcp::model::ProgressNotification::new(super::handler::progress_param(&token, p)),
-            )))
+            )));
+            let events = events_tx.clone();
+            async move { events.send(Ok(event)).await }
         };
-        let answer = loop {
-            tokio::select! {
-                biased;
-                Some(p) = progress_rx.recv() => {
-                    if events_tx.send(Ok(progress(p))).await.is_err() {
-                        return;
-                    }
-                }
-                answer = &mut call => break answer,
-            }
-        };
-        // Reports that came with the answer go before it.
-        while let Ok(p) = progress_rx.try_recv() {
-            if events_tx.send(Ok(progress(p))).await.is_err() {
-                return;
-            }
-        }
+        let Ok(answer) = super::handler::call_with_progress(&mcp, admitted, forward).await else { return };
         let message = match answer {
             Ok(response) => {
                 let mut result = ServerResult::from(response);

@@ -162,7 +162,8 @@ pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -
     let handoff = super::Handoff::new(admitted);
     request.extensions_mut().insert(handoff.clone());
     let response = endpoint.rmcp.handle(request).await.map(Body::new);
-    if once.written() || handoff.taken() {
+    // The handler audits whatever it took, also an answer that streams on after this response.
+    if handoff.taken() {
         return response;
     }
     // rmcp answered by itself (a notification, a refusal of its own): recorded from the answer.

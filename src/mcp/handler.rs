@@ -78,37 +78,26 @@ impl ServerHandler for McpHandler {
         Ok(list_tools(&self.mcp, &a))
     }
 
-    async fn call_tool(&self, request: CallToolRequestParams, context: McpContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+    async fn call_tool(&self, _request: CallToolRequestParams, context: McpContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
         // The request's arguments were taken by the gate's decision; the call uses those.
         let a = admitted(&context)?;
         // A federated tool's progress reaches a client that asked for it: sent on the request's
-        // peer, it turns rmcp's answer into an SSE stream that ends with the result.
+        // peer, it turns rmcp's answer into an SSE stream that ends with the result. (rmcp
+        // moves the request's `_meta` into the context.)
         let federated = a.call.as_ref().is_some_and(|c| c.tool.server.is_some());
-        // rmcp moves the request's `_meta` into the context.
-        let token = context.meta.get_progress_token().or_else(|| request.meta.as_ref().and_then(|m| m.get_progress_token()));
-        let Some(token) = token.filter(|_| federated) else {
+        let Some(token) = context.meta.get_progress_token().filter(|_| federated) else {
             return call_tool(&self.mcp, a, None).await;
         };
-        let (progress_tx, mut progress_rx) = tokio::sync::mpsc::channel::<Progress>(16);
-        let call = call_tool(&self.mcp, a, Some(progress_tx));
-        tokio::pin!(call);
-        let notify = |p| context.peer.notify_progress(progress_param(&token, p));
-        loop {
-            tokio::select! {
-                biased;
-                Some(p) = progress_rx.recv() => {
-                    // A client gone away ends the request, and with it the call.
-                    let _ = notify(p).await;
-                }
-                answer = &mut call => {
-                    // Reports that came with the answer go before it.
-                    while let Ok(p) = progress_rx.try_recv() {
-                        let _ = notify(p).await;
-                    }
-                    return answer;
-                }
+        let forward = |p| {
+            let (peer, param) = (context.peer.clone(), progress_param(&token, p));
+            async move {
+                // A client gone away ends the request, and with it the call: rmcp sees to that.
+                let _ = peer.notify_progress(param).await;
+                Ok::<(), std::convert::Infallible>(())
             }
-        }
+        };
+        let Ok(answer) = call_with_progress(&self.mcp, a, forward).await;
+        answer
     }
 
     // Resources and prompts of federated servers (the gate admits these methods only when
@@ -174,6 +163,30 @@ pub fn progress_param(token: &rmcp::model::ProgressToken, p: Progress) -> rmcp::
     param.total = p.total;
     param.message = p.message;
     param
+}
+
+/// A `tools/call` whose backend reports progress: each report goes to `forward` as it comes, and
+/// those that came with the answer go before it. If `forward` fails (its client went away), the
+/// call is dropped, which cancels it upstream and audits it `client_closed`.
+pub async fn call_with_progress<E, F: Future<Output = Result<(), E>>>(
+    mcp: &Mcp,
+    a: Admitted,
+    mut forward: impl FnMut(Progress) -> F,
+) -> Result<Result<CallToolResponse, ErrorData>, E> {
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::channel::<Progress>(16);
+    let call = call_tool(mcp, a, Some(progress_tx));
+    tokio::pin!(call);
+    let answer = loop {
+        tokio::select! {
+            biased;
+            Some(p) = progress_rx.recv() => forward(p).await?,
+            answer = &mut call => break answer,
+        }
+    };
+    while let Ok(p) = progress_rx.try_recv() {
+        forward(p).await?;
+    }
+    Ok(answer)
 }
 
 /// `tools/list`: the tools this caller may call.

@@ -262,6 +262,18 @@ mod connections {
         }
     }
 
+    /// Sends `bytes` one every 200 ms, as a slowloris client would; whether the server closed
+    /// the connection meanwhile or within 5 s after.
+    async fn trickled_until_closed(stream: &mut TcpStream, bytes: &[u8]) -> bool {
+        for byte in bytes {
+            if stream.write_all(&[*byte]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        closed_within(stream, Duration::from_secs(5)).await.is_some()
+    }
+
     /// One `GET /healthz` on a kept-alive connection, its whole answer read; `None` if the
     /// connection was closed instead.
     async fn healthz(stream: &mut TcpStream) -> Option<String> {
@@ -319,16 +331,7 @@ mod connections {
         assert!(healthz(&mut stream).await.is_some());
         tokio::time::sleep(Duration::from_millis(500)).await;
         let trickle = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-        let mut closed = false;
-        for byte in trickle {
-            if stream.write_all(&[*byte]).await.is_err() {
-                closed = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        closed = closed || closed_within(&mut stream, Duration::from_secs(5)).await.is_some();
-        assert!(closed, "the trickling request was never cut off");
+        assert!(trickled_until_closed(&mut stream, trickle).await, "the trickling request was never cut off");
     }
 
     #[tokio::test]
@@ -339,16 +342,7 @@ mod connections {
         // One header byte every 200 ms: a slowloris client that would hold the connection for
         // as long as it liked.
         let trickle = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-        let mut closed = false;
-        for byte in trickle {
-            if stream.write_all(&[*byte]).await.is_err() {
-                closed = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        closed = closed || closed_within(&mut stream, Duration::from_secs(5)).await.is_some();
-        assert!(closed, "the trickling client was never disconnected");
+        assert!(trickled_until_closed(&mut stream, trickle).await, "the trickling client was never disconnected");
         // The gateway still serves others.
         assert_eq!(reqwest::get(format!("{}/healthz", gw.url)).await.unwrap().status(), 200);
     }
