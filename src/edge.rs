@@ -1,7 +1,9 @@
 //! Edge stage: what every request gets before anything else — a request id (the client's
 //! `X-Request-Id` when it is sane, else a UUIDv7), a W3C trace context (the client's
 //! `traceparent` when valid, else a new one), a start time, and the request id echoed on the
-//! response.
+//! response. And after the answer, a body the handler refused before reading is read and
+//! discarded within the body limits ([`drain_unread`]), so a kept-alive connection survives a
+//! refusal.
 
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -165,4 +167,81 @@ fn host_only(authority: &str) -> String {
 fn is_loopback_origin(origin: &str) -> bool {
     let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) else { return false };
     matches!(host_only(rest).as_str(), "localhost" | "127.0.0.1" | "::1")
+}
+
+/// The body limits an unread body is drained within.
+#[derive(Debug, Clone, Copy)]
+pub struct DrainLimits {
+    pub max_bytes: usize,
+    pub timeout: std::time::Duration,
+}
+
+/// Middleware: a request refused before its body was read (401, 403, 405, 429, framing and
+/// version errors) has its body read and discarded, within `max_bytes` and `timeout`, before
+/// the answer goes out. Otherwise the connection would be reset under a client that sends the
+/// body in a write of its own (the Python SDK's httpx does) and then reuses the connection for
+/// its next request. A body that cannot be drained within the limits gets `Connection: close`
+/// instead, so the client knows not to reuse the connection. A body still being streamed by
+/// the handler (a proxied upload) is left alone.
+pub async fn drain_unread(axum::extract::State(limits): axum::extract::State<DrainLimits>, request: Request, next: Next) -> Response {
+    use http_body::Body as _;
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let (leftover, mut unread) = tokio::sync::oneshot::channel();
+    let watched = Watched { inner: Some(body), ended: false, leftover: Some(leftover) };
+    let mut response = next.run(Request::from_parts(parts, axum::body::Body::new(watched))).await;
+    // Sent only if the handler dropped the body unread; never waited for.
+    let Ok(body) = unread.try_recv() else { return response };
+    let drained = http_body_util::Limited::new(body, limits.max_bytes);
+    let drained = tokio::time::timeout(limits.timeout, http_body_util::BodyExt::collect(drained)).await;
+    if !matches!(drained, Ok(Ok(_))) {
+        response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A request body that hands itself back when dropped before its end.
+struct Watched {
+    inner: Option<axum::body::Body>,
+    ended: bool,
+    leftover: Option<tokio::sync::oneshot::Sender<axum::body::Body>>,
+}
+
+impl http_body::Body for Watched {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let Some(inner) = self.inner.as_mut() else { return std::task::Poll::Ready(None) };
+        let frame = std::pin::Pin::new(inner).poll_frame(cx);
+        if matches!(frame, std::task::Poll::Ready(None | Some(Err(_)))) {
+            self.ended = true;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(http_body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.as_ref().map(http_body::Body::size_hint).unwrap_or_default()
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take()
+            && !self.ended
+            && !http_body::Body::is_end_stream(&inner)
+            && let Some(leftover) = self.leftover.take()
+        {
+            let _ = leftover.send(inner);
+        }
+    }
 }

@@ -60,7 +60,8 @@ proptest! {
         let unserved = |m: &str, _: bool| (m.starts_with('x')).then_some(crate::error::GatewayError::MethodNotFound);
         let structured = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params, "x": extra}).to_string();
         for body in [&bytes[..], structured.as_bytes()] {
-            if let Err((_, e)) = crate::mcp::message::check_message(body, &unserved) {
+            if let Err(refused) = crate::mcp::message::check_message(body, &unserved) {
+                let e = refused.1;
                 prop_assert!(GATE_CODES.contains(&e.reason()), "unstable code {}", e.reason());
                 let meta = crate::identity::metadata::ResourceMetadata::new("https://gw.example", "https://gw.example/mcp".into(), vec![], vec![], None);
                 let _ = e.into_response(&meta, None);

@@ -364,6 +364,10 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         .merge(proxy)
         .merge(telemetry_routes(&gateway, gateway.telemetry.listen.is_none()))
         .fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "not_found"}))) })
+        .layer(axum::middleware::from_fn_with_state(
+            crate::edge::DrainLimits { max_bytes: gateway.max_body_bytes, timeout: gateway.body_read_timeout },
+            crate::edge::drain_unread,
+        ))
         .layer(axum::middleware::from_fn(crate::edge::layer))
 }
 

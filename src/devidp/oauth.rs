@@ -293,11 +293,25 @@ fn issue_code(idp: &DevIdp, p: &AuthorizeParams, redirect_uri: &str, user_id: &s
     let Some(user) = idp.config.users.iter().find(|u| u.id == user_id) else {
         return redirect_with(redirect_uri, &[("error", "access_denied")]);
     };
+    let scope = granted_scope(user, p.scope.as_deref());
+    if scope.is_empty() && p.scope.as_deref().is_some_and(|s| !s.trim().is_empty()) {
+        // Asked only for scopes this user may not have: no token with an empty scope (RFC 6749
+        // §4.1.2.1).
+        let mut pairs = vec![
+            ("error", "invalid_scope"),
+            ("error_description", "none of the requested scopes may be granted to this user"),
+            ("iss", idp.issuer()),
+        ];
+        if let Some(s) = &p.state {
+            pairs.push(("state", s));
+        }
+        return redirect_with(redirect_uri, &pairs);
+    }
     let code = random_token();
     let grant = Grant {
         client_id: p.client_id.clone().unwrap_or_default(),
         user: user.id.clone(),
-        scope: granted_scope(user, p.scope.as_deref()),
+        scope,
         resource: p.resource.clone(),
         redirect_uri: redirect_uri.to_owned(),
         code_challenge: p.code_challenge.clone().unwrap_or_default(),
@@ -399,6 +413,9 @@ async fn token(State(idp): State<Arc<DevIdp>>, headers: HeaderMap, Form(t): Form
             if let Some(scope) = &t.scope {
                 let narrowed: Vec<String> =
                     scope.split_whitespace().filter(|s| grant.scope.iter().any(|g| g == s)).map(str::to_owned).collect();
+                if narrowed.is_empty() && !scope.trim().is_empty() {
+                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "none of the requested scopes was granted");
+                }
                 grant.scope = narrowed;
             }
             grant

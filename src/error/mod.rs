@@ -28,6 +28,8 @@ pub mod rpc {
     pub const INTERNAL_ERROR: i64 = -32603;
     /// A call the policy refuses (server-defined range).
     pub const POLICY_DENIED: i64 = -32003;
+    /// A call whose token lacks a scope (the body of the 403 step-up; server-defined range).
+    pub const INSUFFICIENT_SCOPE: i64 = -32004;
     /// MCP 2026-07-28: a header disagrees with the body (`Mcp-Method`, `MCP-Protocol-Version`).
     pub const HEADER_MISMATCH: i64 = -32020;
     /// MCP 2026-07-28: the request needs a client capability it did not declare.
@@ -329,9 +331,19 @@ impl GatewayError {
                 Some(meta.unauthorized(Some("invalid_token"), &meta.scopes().challenge)),
                 json!({"error": "invalid_token", "error_description": "the access token is invalid"}),
             ),
-            Self::Forbidden { denial: Denial::InsufficientScope { needed, .. }, .. } => (
-                Some(meta.insufficient_scope(needed)),
-                json!({"error": "insufficient_scope", "error_description": "the access token lacks scopes this call needs", "scope": needed.join(" ")}),
+            // The challenge is in the header; the body is a JSON-RPC error an SDK can show its
+            // model (the request's id, a stable code, what is missing).
+            Self::Forbidden { denial: Denial::InsufficientScope { needed, missing, challenge }, .. } => (
+                Some(meta.insufficient_scope(challenge)),
+                json!({
+                    "jsonrpc": "2.0",
+                    "id": jsonrpc_id.clone().unwrap_or(Value::Null),
+                    "error": {
+                        "code": rpc::INSUFFICIENT_SCOPE,
+                        "message": format!("insufficient scope: this call needs {}; sign in again granting it", missing.join(" ")),
+                        "data": {"code": "insufficient_scope", "missing": missing, "required": needed, "scope": challenge.join(" ")},
+                    },
+                }),
             ),
             Self::Forbidden { denial: Denial::Forbidden { reason }, rule, .. } => (
                 None,

@@ -184,7 +184,7 @@ impl ProxyError {
             }
             Self::Unauthorized(AuthError::KeyStoreUnavailable) => None,
             Self::Unauthorized(_) => Some(meta.unauthorized(Some("invalid_token"), &meta.scopes().challenge)),
-            Self::Forbidden { denial: Denial::InsufficientScope { needed, .. }, .. } => Some(meta.insufficient_scope(needed)),
+            Self::Forbidden { denial: Denial::InsufficientScope { challenge, .. }, .. } => Some(meta.insufficient_scope(challenge)),
             _ => None,
         };
         if let Some(challenge) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {

@@ -126,7 +126,10 @@ pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -
     };
     let mut message = match check_message(&bytes, &unserved) {
         Ok(m) => m,
-        Err((id, e)) => return deny(Some(&principal), id.map(|id| (id, None)), e),
+        Err(refused) => {
+            let (id, e) = *refused;
+            return deny(Some(&principal), id.map(|id| (id, None)), e);
+        }
     };
     let id_and_method = |m: &Message| m.id.clone().map(|id| (id, m.method.clone()));
     if let Err(e) = check_protocol_version(&parts.headers, &message) {

@@ -12,6 +12,9 @@ use rmcp::model::{CallToolRequestParams, ClientJsonRpcMessage, InitializeRequest
 
 use crate::error::GatewayError;
 
+/// A refused message: its id when it could be read, and why.
+pub type Refused = Box<(Option<Value>, GatewayError)>;
+
 /// One checked JSON-RPC message.
 #[derive(Debug)]
 pub struct Message {
@@ -49,27 +52,28 @@ const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 pub fn check_message(
     bytes: &[u8],
     unserved: &dyn Fn(&str, bool) -> Option<GatewayError>,
-) -> Result<Message, (Option<Value>, GatewayError)> {
+) -> Result<Message, Refused> {
     let value = match serde_json::from_slice::<Strict>(bytes) {
         Ok(Strict(v)) => v,
-        // Valid JSON that the strict reader refused has a repeated member name.
-        Err(_) if serde_json::from_slice::<de::IgnoredAny>(bytes).is_ok() => {
-            return Err((None, GatewayError::InvalidRequest("a JSON object repeats a member name")));
+        // Valid JSON that the strict reader refused has a repeated member name. (Skipping a
+        // string does not check its UTF-8: text that is not UTF-8 is not JSON, a parse error.)
+        Err(_) if std::str::from_utf8(bytes).is_ok() && serde_json::from_slice::<de::IgnoredAny>(bytes).is_ok() => {
+            return Err(Box::new((None, GatewayError::InvalidRequest("a JSON object repeats a member name"))));
         }
-        Err(_) => return Err((None, GatewayError::Parse)),
+        Err(_) => return Err(Box::new((None, GatewayError::Parse))),
     };
     let obj = match &value {
         Value::Object(o) => o,
-        Value::Array(_) => return Err((None, GatewayError::InvalidRequest("JSON-RPC batches are not supported"))),
-        _ => return Err((None, GatewayError::InvalidRequest("a JSON-RPC message must be an object"))),
+        Value::Array(_) => return Err(Box::new((None, GatewayError::InvalidRequest("JSON-RPC batches are not supported")))),
+        _ => return Err(Box::new((None, GatewayError::InvalidRequest("a JSON-RPC message must be an object")))),
     };
     let id = match obj.get("id") {
         None => None,
         Some(id @ Value::String(_)) => Some(id.clone()),
         Some(id @ Value::Number(n)) if n.is_i64() || n.is_u64() => Some(id.clone()),
-        Some(_) => return Err((None, GatewayError::InvalidRequest("id must be a string or an integer"))),
+        Some(_) => return Err(Box::new((None, GatewayError::InvalidRequest("id must be a string or an integer")))),
     };
-    let fail = |e| Err((id.clone(), e));
+    let fail = |e| Err(Box::new((id.clone(), e)));
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return fail(GatewayError::InvalidRequest("jsonrpc must be \"2.0\""));
     }
@@ -123,7 +127,7 @@ pub fn check_message(
             if let Some(p) = params
                 && rmcp::model::PaginatedRequestParams::deserialize(p).is_err()
             {
-                return Err(mismatch());
+                return Err(Box::new(mismatch()));
             }
             Kind::ListTools
         }

@@ -3,7 +3,7 @@ use serde_json::json;
 use super::message::check_message;
 
 fn reason(body: &str) -> Result<(), &'static str> {
-    check_message(body.as_bytes(), &|_, _| None).map(|_| ()).map_err(|(_, e)| e.reason())
+    check_message(body.as_bytes(), &|_, _| None).map(|_| ()).map_err(|r| r.1.reason())
 }
 
 #[test]
@@ -24,11 +24,21 @@ fn repeated_member_names_are_refused_at_any_depth() {
 }
 
 #[test]
+fn text_that_is_not_utf8_is_a_parse_error() {
+    // JSON is UTF-8 text: invalid bytes inside a string make the body not JSON (-32700), not a
+    // JSON-RPC message of the wrong shape.
+    for body in [&b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{\"x\":\"\xff\"}}"[..], b"\xff\xfe", b"{\"a\":\"\xc3\"}"] {
+        let refused = check_message(body, &|_, _| None).map(|_| ()).map_err(|r| r.1.reason());
+        assert_eq!(refused, Err("parse_error"), "{}", String::from_utf8_lossy(body));
+    }
+}
+
+#[test]
 fn the_strict_reader_reads_what_serde_json_reads() {
     let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "t", "arguments": {
         "i": -3, "u": u64::MAX, "f": 1.5, "s": "é\u{0}\"", "b": true, "n": null, "l": [1, [2, {}]], "o": {"x": []}
     }}});
-    let m = check_message(body.to_string().as_bytes(), &|_, _| None).unwrap_or_else(|(_, e)| panic!("{e}"));
+    let m = check_message(body.to_string().as_bytes(), &|_, _| None).unwrap_or_else(|r| panic!("{}", r.1));
     let super::message::Kind::CallTool(call) = m.kind else { panic!("not a call") };
     assert_eq!(call.arguments.map(serde_json::Value::Object), body["params"].get("arguments").cloned());
     assert_eq!(m.id, Some(json!(7)));

@@ -239,10 +239,20 @@ struct Applicable {
 /// Why a call is not allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
-    /// Only scopes are missing: `needed` is every scope this call needs (for step-up).
-    InsufficientScope { needed: Vec<String>, missing: Vec<String> },
+    /// Only scopes are missing: `needed` is every scope this call needs, `challenge` what a
+    /// step-up asks for: the token's scopes and `needed` (a client that replaces its scopes
+    /// with the challenge's keeps what it had; MCP 2025-11-25, step-up).
+    InsufficientScope { needed: Vec<String>, missing: Vec<String>, challenge: Vec<String> },
     /// A deny rule applied, or no allow rule did.
     Forbidden { reason: String },
+}
+
+/// The scopes a step-up challenge names: those the token holds and those the call needs,
+/// sorted, each once.
+fn step_up_challenge(principal: &Principal, needed: &[String]) -> Vec<String> {
+    let mut all: std::collections::BTreeSet<&String> = principal.scopes.iter().collect();
+    all.extend(needed);
+    all.into_iter().cloned().collect()
 }
 
 /// A decision and the rule that made it.
@@ -288,7 +298,9 @@ impl Policy {
         let floor = format!("tool:{}:scopes", tool.name);
         if !missing.is_empty() {
             note(format!("{floor}: missing {} → step-up", missing.join(" ")));
-            return Decision { outcome: Err(Denial::InsufficientScope { needed: tool.scopes.to_vec(), missing }), rule: floor };
+            let needed = tool.scopes.to_vec();
+            let challenge = step_up_challenge(principal, &needed);
+            return Decision { outcome: Err(Denial::InsufficientScope { needed, missing, challenge }), rule: floor };
         }
         note(format!("{floor}: held ({})", if tool.scopes.is_empty() { "none required".into() } else { tool.scopes.join(" ") }));
         if !self.set.enabled {
@@ -376,7 +388,8 @@ impl Policy {
                 }
             }
             note(format!("→ step-up: {}", needed.join(" ")));
-            return Decision { outcome: Err(Denial::InsufficientScope { needed, missing }), rule: rule.id.clone() };
+            let challenge = step_up_challenge(principal, &needed);
+            return Decision { outcome: Err(Denial::InsufficientScope { needed, missing, challenge }), rule: rule.id.clone() };
         }
         match last_refusal {
             Some(rule) => {

@@ -108,7 +108,14 @@ fn role_gated_model_with_step_up() {
     assert!(!p.visible(&nurse, &t.facts(), &RequestFacts::default()));
     let doctor_without = principal("d2", &["doctor"], &[], None);
     let d = call(&p, &doctor_without, &t, json!({}));
-    assert_eq!(d.outcome, Err(Denial::InsufficientScope { needed: vec!["medical:write".into()], missing: vec!["medical:write".into()] }));
+    assert_eq!(
+        d.outcome,
+        Err(Denial::InsufficientScope {
+            needed: vec!["medical:write".into()],
+            missing: vec!["medical:write".into()],
+            challenge: vec!["medical:write".into()]
+        })
+    );
     assert_eq!(d.rule, "p/doctors");
 }
 
@@ -126,9 +133,22 @@ fn tool_scopes_are_the_floor() {
         d.outcome,
         Err(Denial::InsufficientScope {
             needed: vec!["records:read".into(), "records:write".into()],
-            missing: vec!["records:write".into()]
+            missing: vec!["records:write".into()],
+            challenge: vec!["records:read".into(), "records:write".into()]
         })
     );
+}
+
+#[test]
+fn a_step_up_challenge_keeps_the_scopes_the_token_holds() {
+    // MCP 2025-11-25 clients replace their scopes with the challenge's: alice, holding
+    // calendar:read, must not lose it when a write needs calendar:write.
+    let t = tool("write", &[], &["calendar:write"]);
+    let p = policy("rules:\n  - {id: all, effect: allow, tools: [\"*\"]}\n", &[&t]);
+    let d = call(&p, &principal("alice", &[], &["calendar:read", "mail:send"], None), &t, json!({}));
+    let Err(Denial::InsufficientScope { needed, missing, challenge }) = d.outcome else { panic!("{d:?}") };
+    assert_eq!((needed, missing), (vec!["calendar:write".to_owned()], vec!["calendar:write".to_owned()]));
+    assert_eq!(challenge, ["calendar:read", "calendar:write", "mail:send"]);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! configured base and this path only, so a path that could change where the request goes is
 //! refused outright rather than normalized: dot segments (`..`, `.`, encoded or not), encoded
 //! separators (`%2F`, `%5C`), backslashes, empty segments (`//host`), double encoding, control
-//! characters and a scheme (`http:`) in the first segment.
+//! characters and a scheme (`http:`) in the first segment. A segment is a dot segment also
+//! when only its `;params` follow the dots (`..;jsessionid=x`), as servlet containers read it.
 
 /// A path that passed: as received (percent-encoded, for the upstream URL) and decoded once
 /// (for allow-lists and policy).
@@ -29,7 +30,9 @@ pub fn check(rest: &str) -> Result<CheckedPath, &'static str> {
         }
         let bytes: Vec<u8> = percent_encoding::percent_decode_str(segment).collect();
         let text = std::str::from_utf8(&bytes).map_err(|_| "path_invalid")?;
-        if text == "." || text == ".." {
+        // Tomcat, Jetty and Spring drop a segment's `;params` before resolving dot segments,
+        // so `..;x` (or `%2e%2e;`, `..%3b`) is `..` to them.
+        if matches!(text.split(';').next(), Some("." | "..")) {
             return Err("path_traversal");
         }
         if text.contains(['/', '\\']) || segment.contains('\\') {
@@ -75,6 +78,12 @@ mod tests {
             ("/a/%2E%2e", "path_traversal"),
             ("/a/.%2e/b", "path_traversal"),
             ("/./a", "path_traversal"),
+            ("/public/..;/x", "path_traversal"),
+            ("/public/%2e%2e;/x", "path_traversal"),
+            ("/public/..%3b/x", "path_traversal"),
+            ("/public/..%3B/x", "path_traversal"),
+            ("/public/.;/x", "path_traversal"),
+            ("/public/..;jsessionid=x/x", "path_traversal"),
             ("/a/%2F../b", "path_encoded_separator"),
             ("/a%2fb", "path_encoded_separator"),
             ("/a%5cb", "path_encoded_separator"),

@@ -33,8 +33,9 @@ pub struct ProxyState {
 }
 
 /// Request headers never passed on: hop-by-hop (RFC 9110 §7.6.1), the client's credentials
-/// and cookies, what says where the request came from (the gateway sets identity itself), and
-/// what the gateway sets (`host`, trace context).
+/// and cookies, what says where the request came from (the whole `X-Forwarded-*` family is
+/// dropped too; the gateway sets what it vouches for), and what the gateway sets (`host`,
+/// trace context). Names are compared with `_` read as `-` (see [`spelled_as`]).
 const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "connection",
     "keep-alive",
@@ -50,10 +51,6 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "authorization",
     "cookie",
     "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
     "x-real-ip",
     "traceparent",
     "tracestate",
@@ -190,8 +187,22 @@ async fn proxy(state: &ProxyState, ctx: &RequestContext, request: Request, recor
     let overflow = Arc::new(AtomicBool::new(false));
     let has_body = declared.is_some_and(|n| n > 0) || parts.headers.contains_key(header::TRANSFER_ENCODING);
     let mut builder = state.upstream.request(method.clone(), url).map_err(upstream_error)?;
-    for (name, value) in forwarded_headers(&parts.headers) {
+    for (name, value) in forwarded_headers(&parts.headers, state.upstream.identity_headers()) {
         builder = builder.header(name, value);
+    }
+    // What Warden vouches for: the client's address as it determined it, and how it was reached.
+    if let Some(ip) = client_ip {
+        builder = builder.header(X_FORWARDED_FOR, ip.to_string());
+    }
+    if let Ok(public) = url::Url::parse(&state.metadata.resource) {
+        builder = builder.header(X_FORWARDED_PROTO, public.scheme());
+        if let Some(host) = public.host_str() {
+            let host = match public.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            };
+            builder = builder.header(X_FORWARDED_HOST, host);
+        }
     }
     if let Some(n) = declared {
         builder = builder.header(header::CONTENT_LENGTH, n);
@@ -256,10 +267,30 @@ async fn send(
     }
 }
 
-/// The client's headers that pass: all but [`DROPPED_REQUEST_HEADERS`] and those the
-/// `Connection` header names.
-fn forwarded_headers(headers: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &http::HeaderValue)> {
-    headers.iter().filter(|(name, _)| !dropped(name, headers, DROPPED_REQUEST_HEADERS))
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The client's headers that pass: all but [`DROPPED_REQUEST_HEADERS`], the `X-Forwarded-*`
+/// family, the identity headers Warden sets, and those the `Connection` header names, each
+/// also in any spelling with `_` for `-` (WSGI, CGI, PHP and Rack give `X_User_Id` and
+/// `X-User-Id` the same variable, so either spelling would reach the app as identity).
+fn forwarded_headers<'a>(
+    headers: &'a HeaderMap,
+    identity: &'a crate::upstream::IdentityHeaders,
+) -> impl Iterator<Item = (&'a HeaderName, &'a http::HeaderValue)> {
+    headers.iter().filter(move |(name, _)| {
+        let spelled = spelled_as(name.as_str());
+        !(dropped(name, headers, DROPPED_REQUEST_HEADERS)
+            || DROPPED_REQUEST_HEADERS.contains(&spelled.as_str())
+            || spelled.starts_with("x-forwarded-")
+            || identity.names().any(|n| n.as_str() == spelled))
+    })
+}
+
+/// A header name as CGI-style servers read it: lower case, `_` as `-`.
+fn spelled_as(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
 }
 
 fn dropped(name: &HeaderName, headers: &HeaderMap, list: &[&str]) -> bool {

@@ -65,6 +65,11 @@ pub struct IdentityHeaders {
 }
 
 impl IdentityHeaders {
+    /// Every name Warden sets from the principal.
+    pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
+        [&self.user_id, &self.scopes, &self.roles, &self.tenant, &self.client_id, &self.request_id].into_iter()
+    }
+
     pub fn from_config(c: &IdentityHeadersConfig) -> Result<Self, ConfigError> {
         let parse = |field: &str, v: &str| {
             HeaderName::from_bytes(v.as_bytes())

@@ -126,6 +126,55 @@ async fn bob_is_stepped_up_for_writes() {
 }
 
 #[tokio::test]
+async fn asking_only_for_scopes_the_user_may_not_have_is_invalid_scope() {
+    let (demo, shutdown) = demo(Some("bob")).await;
+    let http = no_redirects();
+    let reg = register(
+        &http,
+        &demo,
+        json!({"redirect_uris": ["http://127.0.0.1:33418/callback"], "token_endpoint_auth_method": "none", "client_name": "t"}),
+    )
+    .await;
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest("v".repeat(64).as_bytes()));
+    let resp = http
+        .get(format!("{}/authorize", demo.issuer))
+        .query(&[
+            ("response_type", "code"),
+            ("client_id", reg["client_id"].as_str().unwrap()),
+            ("redirect_uri", "http://127.0.0.1:33418/callback"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("state", "s1"),
+            ("scope", "calendar:write"),
+            ("resource", &demo.resource),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let location = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+    let q: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!((q.get("error").map(String::as_str), q.get("state").map(String::as_str)), (Some("invalid_scope"), Some("s1")), "{q:?}");
+    assert!(!q.contains_key("code"), "no code for an empty grant: {q:?}");
+
+    // Narrowing a refresh to nothing granted is refused too.
+    let token = sign_in(&demo, "calendar:read").await;
+    let payload = token["access_token"].as_str().unwrap().split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", token["refresh_token"].as_str().unwrap()),
+        ("client_id", claims["client_id"].as_str().unwrap()),
+        ("scope", "calendar:write"),
+    ];
+    let r = http.post(format!("{}/token", demo.issuer)).form(&form).send().await.unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!((status.as_u16(), body["error"].as_str()), (400, Some("invalid_scope")), "{body}");
+    shutdown.cancel();
+}
+
+#[tokio::test]
 async fn authorize_refuses_plain_pkce_and_unregistered_redirects() {
     let (demo, shutdown) = demo(Some("alice")).await;
     let http = no_redirects();

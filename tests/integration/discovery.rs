@@ -83,7 +83,11 @@ async fn missing_scope_is_a_403_step_up_and_the_backend_is_not_contacted() {
         r.challenge(),
         format!("Bearer error=\"insufficient_scope\", scope=\"files:read files:write\", resource_metadata=\"{}\"", gw.metadata_url())
     );
-    assert_eq!(r.body["error"], "insufficient_scope");
+    // The body is a JSON-RPC error with the request's id, for SDKs that show it to the model.
+    assert_eq!(r.body["error"]["data"]["code"], "insufficient_scope", "{}", r.body);
+    assert_eq!(r.body["error"]["data"]["missing"], json!(["files:write"]));
+    assert_eq!(r.body["error"]["code"], -32004);
+    assert!(!r.body["id"].is_null(), "{}", r.body);
     assert!(upstream.requests().is_empty());
     let e = gw.audit().pop().unwrap();
     assert_eq!(
@@ -97,6 +101,13 @@ async fn missing_scope_is_a_403_step_up_and_the_backend_is_not_contacted() {
     let r = gw.call(&token, "write_files", json!({})).await;
     assert_eq!(r.status, 200);
     assert_eq!(upstream.requests().len(), 1);
+
+    // A step-up keeps what the token already holds: a client that replaces its scopes with the
+    // challenge's (MCP 2025-11-25) must not lose them.
+    let token = issuer.sign(&issuer.claims("alice", "files:read calendar:read", &gw.mcp));
+    let r = gw.call(&token, "write_files", json!({})).await;
+    assert_eq!(r.status, 403);
+    assert!(r.challenge().contains("scope=\"calendar:read files:read files:write\""), "{}", r.challenge());
 }
 
 #[tokio::test]

@@ -278,6 +278,11 @@ mod connections {
     /// connection was closed instead.
     async fn healthz(stream: &mut TcpStream) -> Option<String> {
         stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.ok()?;
+        answer(stream).await
+    }
+
+    /// One whole answer (head and `Content-Length` body); `None` if the connection was closed.
+    async fn answer(stream: &mut TcpStream) -> Option<String> {
         let mut seen = Vec::new();
         let mut buf = [0u8; 1024];
         loop {
@@ -309,6 +314,44 @@ mod connections {
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let again = healthz(&mut stream).await;
         assert!(again.as_deref().is_some_and(|r| r.starts_with("HTTP/1.1 200")), "closed while idle: {again:?}");
+    }
+
+    /// A request refused before its body is read (401 without a token, 406 framing, 405) whose
+    /// body comes in a write of its own 2 ms after the headers, as httpx sends it: the answer
+    /// comes, and the same connection serves the next request (the client's metadata GET).
+    #[tokio::test]
+    async fn a_refusal_before_the_body_keeps_the_connection_usable() {
+        let issuer = TestIssuer::start().await;
+        let gw = gateway_with(&[&issuer], "  []", "", "").await;
+        let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+        let cases = [
+            ("POST", String::new(), "application/json, text/event-stream", "401"),
+            ("POST", format!("Authorization: Bearer {token}\r\n"), "text/html", "406"),
+            ("PUT", format!("Authorization: Bearer {token}\r\n"), "application/json, text/event-stream", "405"),
+        ];
+        for round in 0..10 {
+            for (method, auth, accept, status) in &cases {
+                let mut stream = TcpStream::connect(addr(&gw.url)).await.unwrap();
+                let head = format!(
+                    "{method} /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nAccept: {accept}\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                stream.write_all(head.as_bytes()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                stream.write_all(body).await.unwrap();
+                let first = answer(&mut stream).await;
+                assert!(first.as_deref().is_some_and(|a| a.starts_with(&format!("HTTP/1.1 {status}"))), "round {round}: {first:?}");
+                assert!(!first.as_deref().unwrap_or_default().to_ascii_lowercase().contains("connection: close"), "{first:?}");
+                let get = "GET /.well-known/oauth-protected-resource/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+                stream.write_all(get.as_bytes()).await.unwrap();
+                let second = answer(&mut stream).await;
+                assert!(
+                    second.as_deref().is_some_and(|a| a.starts_with("HTTP/1.1 200")),
+                    "round {round}, after {status}: the connection did not serve the next request: {second:?}"
+                );
+            }
+        }
     }
 
     /// Past `idle_timeout` without a request, the connection is closed.

@@ -92,9 +92,11 @@ async fn a_route_injects_identity_and_its_credential_and_passes_nothing_of_the_c
     assert_eq!(sent.headers["x-user-scopes"], "crm:read");
     assert_eq!(sent.headers["x-app"], "kept");
     assert_eq!(sent.headers["content-type"], "application/json");
-    for gone in ["authorization", "cookie", "x-forwarded-for", "x-hop"] {
+    for gone in ["authorization", "cookie", "x-hop"] {
         assert!(sent.headers.get(gone).is_none(), "{gone} must not pass: {:?}", sent.headers.get(gone));
     }
+    // The client's X-Forwarded-For never passes; Warden sets the address it saw (issue 25).
+    assert_eq!(sent.headers["x-forwarded-for"], "127.0.0.1", "the client's 10.0.0.1 must not pass");
     assert!(!sent.headers.values().any(|v| v.to_str().unwrap_or_default().contains(alice.as_str())), "the token never goes upstream");
 
     // Upstream status and headers come back; Set-Cookie never does.
@@ -125,6 +127,61 @@ async fn a_route_injects_identity_and_its_credential_and_passes_nothing_of_the_c
 }
 
 #[tokio::test]
+async fn no_spelling_of_identity_or_forwarding_headers_reaches_the_backend() {
+    let issuer = TestIssuer::start().await;
+    let upstream = Upstream::start().await;
+    let gw = gateway(&issuer, "", &config(&upstream, "")).await;
+    // No tenant in the token: a client must not be able to supply one.
+    let alice = issuer.sign(&issuer.claims("alice", "crm:read", &gw.mcp));
+    let hostile = [
+        ("X_User_Id", "mallory"),
+        ("X-User_Id", "mallory"),
+        ("X_Tenant_Id", "evilcorp"),
+        ("X_User_Roles", "admin"),
+        ("X_User_Scopes", "crm:admin"),
+        ("X_Client_Id", "trusted-app"),
+        ("X_Request_Id", "forged"),
+        ("X_Forwarded_For", "10.0.0.1"),
+        ("X-Forwarded-Prefix", "/admin"),
+        ("X-Forwarded-Uri", "/admin"),
+        ("X-Forwarded-Server", "internal"),
+        ("X-Forwarded-Ssl", "on"),
+        ("X-Forwarded-Scheme", "https"),
+        ("X-Forwarded-Path", "/admin"),
+        ("X-Forwarded-Host", "evil.example"),
+        ("Forwarded", "for=10.0.0.1;host=evil.example"),
+        ("X_Real_Ip", "10.0.0.1"),
+        ("X-Kept_Header", "kept"),
+    ];
+    let r = send(&gw, "GET", "/proxy/crm/contacts", Some(&alice), &hostile, None).await;
+    assert_eq!(r.status(), 200);
+    let sent = upstream.last();
+    let names: Vec<String> = sent.headers.keys().map(|n| n.as_str().to_owned()).collect();
+    for (name, _) in hostile.iter().filter(|(n, _)| *n != "X-Kept_Header") {
+        let lower = name.to_ascii_lowercase();
+        if ["x-forwarded-for", "x-forwarded-host"].contains(&lower.as_str()) {
+            continue;
+        }
+        assert!(!names.contains(&lower), "{name} must not pass: {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.contains('_') && n != "x-kept_header"), "no underscore spelling passes: {names:?}");
+    assert_eq!(sent.headers["x-kept_header"], "kept", "other headers pass");
+    assert_eq!(sent.headers["x-user-id"], "alice");
+    assert!(sent.headers.get("x-tenant-id").is_none(), "no tenant in the token, none sent");
+    assert!(
+        !sent
+            .headers
+            .values()
+            .any(|v| ["mallory", "evilcorp", "trusted-app", "forged", "evil.example", "/admin"].contains(&v.to_str().unwrap_or_default()))
+    );
+    // What Warden vouches for: the client's address and how Warden was reached.
+    assert_eq!(sent.headers["x-forwarded-for"], "127.0.0.1");
+    let public = url::Url::parse(&gw.mcp).unwrap();
+    assert_eq!(sent.headers["x-forwarded-proto"], public.scheme());
+    assert_eq!(sent.headers["x-forwarded-host"].to_str().unwrap(), format!("{}:{}", public.host_str().unwrap(), public.port().unwrap()));
+}
+
+#[tokio::test]
 async fn traversal_and_host_tricks_are_refused_before_anything_is_sent() {
     let issuer = TestIssuer::start().await;
     let upstream = Upstream::start().await;
@@ -141,6 +198,12 @@ async fn traversal_and_host_tricks_are_refused_before_anything_is_sent() {
         ("/proxy/crm//evil.example/contacts", 400),
         ("/proxy/crm/http:%2f%2fevil.example/", 400),
         ("/proxy/crm/contacts/%00", 400),
+        // Servlet containers drop `;params` before resolving dot segments.
+        ("/proxy/crm/contacts/..;/admin", 400),
+        ("/proxy/crm/contacts/%2e%2e;/admin", 400),
+        ("/proxy/crm/contacts/..%3b/admin", 400),
+        ("/proxy/crm/contacts/.;/admin", 400),
+        ("/proxy/crm/contacts/..;jsessionid=x/admin", 400),
         ("/proxy/crm/contactsX", 403),
         ("/proxy/crm/admin", 403),
         ("/proxy/crm", 403),
