@@ -134,6 +134,9 @@ fn check_names_the_failing_server_path() {
         (with("  - {name: \"bad name\", command: x}\n"), "servers[0].name", ""),
         (with("  - {name: a, command: x}\n  - {name: a, command: y}\n"), "servers[1].name", "duplicate"),
         (with("  - {name: a, command: x, prefix: p_}\n  - {name: b, command: y, prefix: p_}\n"), "servers[1].prefix", "server \"a\""),
+        // Default prefixes `a_` and `a_b_`: a's `b_x` and a_b's `x` would both be `a_b_x`.
+        (with("  - {name: a, command: x}\n  - {name: a_b, command: y}\n"), "servers[1].prefix", "start alike"),
+        (with("  - {name: a_b, command: x}\n  - {name: a, command: y}\n"), "servers[1].prefix", "server \"a_b\""),
         (with("  - {name: a, url: ftp://x/mcp}\n"), "servers[0].url", "http(s)"),
         (with("  - {name: a, url: \"http://10.0.0.1/mcp\"}\n"), "servers[0].url", "SSRF"),
         (with("  - {name: a, command: x, credential: nope}\n"), "servers[0].credential", ""),

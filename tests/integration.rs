@@ -34,6 +34,9 @@ mod vault;
 #[path = "integration/hardening.rs"]
 mod hardening;
 
+#[path = "integration/hostile.rs"]
+mod hostile;
+
 #[path = "integration/federation.rs"]
 mod federation;
 

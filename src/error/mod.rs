@@ -581,6 +581,7 @@ pub fn tool_failure_result(failure: &ToolFailure) -> rmcp::model::CallToolResult
         ToolFailure::Unreachable => "upstream unreachable".to_owned(),
         ToolFailure::Blocked => "upstream address not allowed by the gateway's SSRF guard".to_owned(),
         ToolFailure::TooLarge => "upstream response too large".to_owned(),
+        ToolFailure::InvalidResponse(why) => format!("the MCP server behind this tool sent an answer that cannot be read: {why}"),
         ToolFailure::ConnectionRequired(connect) => connect.message.clone(),
         ToolFailure::Credential(e) => format!("the gateway could not obtain its credential for this backend: {e}"),
         ToolFailure::ServerUnavailable => "the MCP server behind this tool is unavailable; try again later".to_owned(),
@@ -612,6 +613,7 @@ pub fn tool_failure_class(failure: &ToolFailure) -> Class {
         | ToolFailure::Timeout(_)
         | ToolFailure::Unreachable
         | ToolFailure::TooLarge
+        | ToolFailure::InvalidResponse(_)
         | ToolFailure::ServerUnavailable
         | ToolFailure::Rpc { .. }
         | ToolFailure::UpstreamRateLimited { .. }

@@ -65,9 +65,36 @@ pub struct McpServerConfig {
     /// Upstream tool name → its cost, where it differs from `cost`.
     #[serde(default)]
     pub costs: BTreeMap<String, u64>,
+    /// The most bytes one answer of the server may hold (a result, a catalog page, an SSE
+    /// event, a stdio line); a larger one fails its request with `upstream_too_large`.
+    /// Default: `upstream.max_response_bytes`.
+    #[serde(default)]
+    pub max_response_bytes: Option<usize>,
+    /// Bounds on reading the server's catalog (tools, resources, templates, prompts).
+    #[serde(default)]
+    pub catalog: CatalogLimits,
     /// `digest`: its tools' audit events carry a SHA-256 of the arguments. Default: `none`.
     #[serde(default)]
     pub audit_arguments: crate::tools::config::AuditArguments,
+}
+
+/// How much of a server's catalog Warden reads: a server past a bound keeps its last good
+/// catalog (none at first) and is logged once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogLimits {
+    /// Pages of one list (`nextCursor` followed). Default: 100.
+    pub max_pages: usize,
+    /// Items of one list (tools, resources, templates or prompts). Default: 10,000.
+    pub max_items: usize,
+    /// Bytes of one list, its items as JSON. Default: 32 MiB.
+    pub max_bytes: usize,
+}
+
+impl Default for CatalogLimits {
+    fn default() -> Self {
+        Self { max_pages: 100, max_items: 10_000, max_bytes: 32 * 1024 * 1024 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -22,6 +22,19 @@ pub(super) struct Extras {
     pub(super) completions: bool,
 }
 
+impl Extras {
+    /// Those `server` serves: none that another server's claim holds.
+    pub(super) fn served_by(&self, claims: &super::claims::Claims, server: &str) -> Self {
+        use super::claims::Kind;
+        Self {
+            resources: self.resources.iter().filter(|r| claims.serves(server, Kind::Resource, &r.uri)).cloned().collect(),
+            templates: self.templates.iter().filter(|t| claims.serves(server, Kind::Template, &t.uri_template)).cloned().collect(),
+            prompts: self.prompts.iter().filter(|p| claims.serves(server, Kind::Prompt, &p.name)).cloned().collect(),
+            completions: self.completions,
+        }
+    }
+}
+
 /// A federated resource, resource template or prompt that a caller may see, and the server
 /// that offers it: found by [`Federation::locate_resource`] and the like, then asked. Between
 /// the two, the caller's limits are checked against its facts.
@@ -142,7 +155,7 @@ impl Federation {
     pub(super) fn governed(&self) -> Vec<crate::tools::Governed> {
         let mut out = Vec::new();
         for server in self.servers.load().iter() {
-            let extras = server.extras.load();
+            let extras = server.served.load();
             let names = extras
                 .resources
                 .iter()
@@ -181,23 +194,41 @@ impl Federation {
     ) -> Vec<T> {
         let mut out = Vec::new();
         for server in self.servers.load().iter() {
-            let extras = server.extras.load();
+            let extras = server.served.load();
             out.extend(kind(&extras).iter().filter(|item| allowed(&server.facts(name(item)))).cloned());
         }
         out
     }
 
-    /// For `resources/read`: the server that listed the URI (or whose template matches it), if
-    /// policy lets the caller see that resource. A caller learns nothing of what it may not
-    /// see: that is `None` too.
+    /// For `resources/read`: the server that listed the URI, else the server whose template
+    /// matches it most specifically, if policy lets the caller see that resource. An exact
+    /// listing beats every template, and a URI one server lists is never sent to another
+    /// (names are claimed, see `claims`). A caller learns nothing of what it may not see: that
+    /// is `None` too.
     pub fn locate_resource(&self, uri: &str, allowed: impl Fn(&crate::policy::ToolFacts<'_>) -> bool) -> Option<Source> {
-        self.locate(
-            |extras| {
-                let listed = extras.resources.iter().find(|r| r.uri == uri).map(|r| r.name.clone());
-                listed.or_else(|| extras.templates.iter().find(|t| template_matches(&t.uri_template, uri)).map(|t| t.name.clone()))
-            },
-            allowed,
-        )
+        let listed = self.locate(|extras| extras.resources.iter().find(|r| r.uri == uri).map(|r| r.name.clone()), |_| true);
+        let found = listed.or_else(|| {
+            let servers = self.servers.load();
+            servers
+                .iter()
+                .flat_map(|s| {
+                    let served = s.served.load_full();
+                    let matching: Vec<(Specificity, String)> = served
+                        .templates
+                        .iter()
+                        .filter(|t| template_matches(&t.uri_template, uri))
+                        .map(|t| (specificity(&t.uri_template), t.name.clone()))
+                        .collect();
+                    matching.into_iter().map(move |(rank, name)| (rank, Arc::clone(s), name))
+                })
+                // The most specific; among equals, the first in config order.
+                .fold(None::<(Specificity, Arc<super::Server>, String)>, |best, next| match &best {
+                    Some(b) if b.0 >= next.0 => best,
+                    _ => Some(next),
+                })
+                .map(|(_, server, name)| Source { server, name })
+        })?;
+        allowed(&found.facts()).then_some(found)
     }
 
     /// For `prompts/get`: the server that offers the exposed prompt name, if policy lets the
@@ -229,12 +260,33 @@ impl Federation {
         )
     }
 
-    /// The first server (in config order) that has the item `find` names, if policy lets the
-    /// caller see it.
+    /// The server that serves the item `find` names (one at most: names are claimed), if
+    /// policy lets the caller see it.
     fn locate(&self, find: impl Fn(&Extras) -> Option<String>, allowed: impl Fn(&crate::policy::ToolFacts<'_>) -> bool) -> Option<Source> {
-        let found = self.servers.load().iter().find_map(|s| find(&s.extras.load()).map(|name| (Arc::clone(s), name)));
+        let found = self.servers.load().iter().find_map(|s| find(&s.served.load()).map(|name| (Arc::clone(s), name)));
         found.filter(|(s, name)| allowed(&s.facts(name))).map(|(server, name)| Source { server, name })
     }
+}
+
+/// How specific a template is: more literal text first, then fewer expressions.
+type Specificity = (usize, std::cmp::Reverse<usize>);
+
+fn specificity(template: &str) -> Specificity {
+    let mut literal = 0;
+    let mut expressions = 0;
+    let mut inside = false;
+    for c in template.chars() {
+        match (c, inside) {
+            ('{', false) => {
+                inside = true;
+                expressions += 1;
+            }
+            ('}', true) => inside = false,
+            (_, false) => literal += 1,
+            (_, true) => {}
+        }
+    }
+    (literal, std::cmp::Reverse(expressions))
 }
 
 /// Whether `uri` matches an RFC 6570 template's literal parts, each `{…}` expression standing
@@ -255,4 +307,17 @@ fn template_matches(template: &str, uri: &str) -> bool {
         }
     }
     !in_expression && crate::policy::glob(pattern.as_bytes(), uri.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_most_specific_template_ranks_first() {
+        let mut ranked = ["{+anything}", "b://secret/{doc}", "b://{kind}/{doc}", "b://secret/doc{?v}"];
+        ranked.sort_by_key(|t| std::cmp::Reverse(specificity(t)));
+        assert_eq!(ranked, ["b://secret/doc{?v}", "b://secret/{doc}", "b://{kind}/{doc}", "{+anything}"]);
+        assert!(template_matches("{+anything}", "b://secret/doc") && template_matches("b://secret/{doc}", "b://secret/doc"));
+    }
 }

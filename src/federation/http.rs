@@ -11,6 +11,8 @@ use rmcp::model::{ClientJsonRpcMessage, GetExtensions};
 use rmcp::transport::streamable_http_client::{StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse};
 use sse_stream::{Error as SseError, Sse};
 
+use super::answers::{self, Decoded, Stash, Unreadable};
+use super::frame::Scanner;
 use crate::credentials::Credential;
 use crate::identity::Principal;
 use crate::upstream::{CallContext, Upstream};
@@ -36,6 +38,10 @@ pub struct FederatedHttp {
     pub service: Arc<Principal>,
     /// What a `429` from the server parks (see `Link::parking_key`).
     pub parking_key: Arc<str>,
+    /// The most one answer (a JSON body, an SSE event) may hold.
+    pub max_bytes: usize,
+    /// Where results of `tools/call` wait, as received, for their call.
+    pub stash: Arc<Stash>,
 }
 
 type Error = StreamableHttpError<reqwest::Error>;
@@ -125,10 +131,7 @@ impl StreamableHttpClient for FederatedHttp {
         _auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, Error> {
-        let (uri, headers) = self.parts_for(uri, &message, custom_headers).await?;
-        let sent = self.upstream.client().post_message(uri, message, session_id, None, headers).await;
-        self.park_on_429(&sent);
-        sent
+        self.post_message_with_max_sse_event_size(uri, message, session_id, None, custom_headers, self.max_bytes).await
     }
 
     async fn post_message_with_max_sse_event_size(
@@ -141,8 +144,16 @@ impl StreamableHttpClient for FederatedHttp {
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, Error> {
         let (uri, headers) = self.parts_for(uri, &message, custom_headers).await?;
-        let sent =
-            self.upstream.client().post_message_with_max_sse_event_size(uri, message, session_id, None, headers, max_sse_event_size).await;
+        let sent = match &message {
+            ClientJsonRpcMessage::Request(r) if answered_here(&r.request) => {
+                let call = matches!(r.request, rmcp::model::ClientRequest::CallToolRequest(_));
+                self.post_request(uri, &message, r.id.clone(), call, session_id, headers).await
+            }
+            _ => {
+                let max = max_sse_event_size.min(self.max_bytes);
+                self.upstream.client().post_message_with_max_sse_event_size(uri, message, session_id, None, headers, max).await
+            }
+        };
         self.park_on_429(&sent);
         sent
     }
@@ -186,3 +197,213 @@ impl StreamableHttpClient for FederatedHttp {
         self.upstream.client().get_stream_with_max_sse_event_size(uri, session_id, last_event_id, None, headers, max_sse_event_size).await
     }
 }
+
+/// Requests whose answer Warden reads itself ([`FederatedHttp::post_request`]): calls and
+/// catalog reads. The session's own (`initialize`, `server/discover`) and what answers nothing
+/// go through rmcp's client.
+fn answered_here(request: &rmcp::model::ClientRequest) -> bool {
+    use rmcp::model::ClientRequest as R;
+    matches!(
+        request,
+        R::CallToolRequest(_)
+            | R::ListToolsRequest(_)
+            | R::ReadResourceRequest(_)
+            | R::ListResourcesRequest(_)
+            | R::ListResourceTemplatesRequest(_)
+            | R::ListPromptsRequest(_)
+            | R::GetPromptRequest(_)
+            | R::CompleteRequest(_)
+    )
+}
+
+/// A JSON-RPC error body of a failed POST is read up to this many bytes.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+impl FederatedHttp {
+    /// One request POSTed, its answer read within `max_bytes` and attributed as
+    /// [`answers::decode`] does: a body or event too large or unreadable becomes this
+    /// request's failure (`upstream_too_large`, `upstream_invalid_response`) at once. The rest
+    /// follows rmcp's client: a challenge, `202`, an expired session, `429` and `5xx`.
+    async fn post_request(
+        &self,
+        uri: Arc<str>,
+        message: &ClientJsonRpcMessage,
+        id: rmcp::model::RequestId,
+        call: bool,
+        session_id: Option<Arc<str>>,
+        headers: HashMap<HeaderName, HeaderValue>,
+    ) -> Result<StreamableHttpPostResponse, Error> {
+        use rmcp::transport::streamable_http_client::{AuthRequiredError, HttpStatusError, InsufficientScopeError};
+        let body = serde_json::to_vec(message).map_err(StreamableHttpError::Deserialize)?;
+        let mut request = self
+            .upstream
+            .client()
+            .post(uri.as_ref())
+            .header(http::header::ACCEPT, "text/event-stream, application/json")
+            .header(http::header::CONTENT_TYPE, "application/json");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let session_was_attached = session_id.is_some();
+        if let Some(session) = &session_id {
+            request = request.header("mcp-session-id", session.as_ref());
+        }
+        let response = request.body(body).send().await.map_err(StreamableHttpError::Client)?;
+        let status = response.status();
+        let challenge = response.headers().get(http::header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        match (status, challenge) {
+            (http::StatusCode::UNAUTHORIZED, Some(c)) => return Err(StreamableHttpError::AuthRequired(AuthRequiredError::new(c))),
+            (http::StatusCode::FORBIDDEN, Some(c)) => {
+                return Err(StreamableHttpError::InsufficientScope(InsufficientScopeError::new(c, None)));
+            }
+            _ => {}
+        }
+        if matches!(status, http::StatusCode::ACCEPTED | http::StatusCode::NO_CONTENT) {
+            return Ok(StreamableHttpPostResponse::Accepted);
+        }
+        if status == http::StatusCode::NOT_FOUND && session_was_attached {
+            return Err(StreamableHttpError::SessionExpired);
+        }
+        let session = response.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let content_type = response.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let json = content_type.starts_with("application/json");
+        if !status.is_success() {
+            let retry_after = response.headers().get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let status_error = (status == http::StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
+                .then(|| HttpStatusError::new(status.as_u16(), retry_after));
+            if json && status != http::StatusCode::TOO_MANY_REQUESTS {
+                // A JSON-RPC error in the body is the server's answer.
+                if let Ok(body) = crate::upstream::read_limited(response, MAX_ERROR_BODY).await
+                    && let Ok(error @ rmcp::model::ServerJsonRpcMessage::Error(_)) = serde_json::from_slice(&body)
+                {
+                    return Ok(StreamableHttpPostResponse::Json(error, session));
+                }
+            }
+            return Err(match status_error {
+                Some(e) => StreamableHttpError::HttpStatus(e),
+                None => StreamableHttpError::UnexpectedServerResponse(format!("HTTP {status}").into()),
+            });
+        }
+        if content_type.starts_with("text/event-stream") {
+            let events = bounded_events(response, self.max_bytes, id, call, Arc::clone(&self.stash));
+            return Ok(StreamableHttpPostResponse::Sse(events, session));
+        }
+        if !json {
+            return Err(StreamableHttpError::UnexpectedContentType(Some(content_type)));
+        }
+        let answer = match crate::upstream::read_limited(response, self.max_bytes).await {
+            Ok(body) => self.answer_for(&id, call, &body),
+            Err(crate::upstream::ReadError::TooLarge) => Unreadable::TooLarge.answer(id),
+            Err(crate::upstream::ReadError::Http(e)) => return Err(StreamableHttpError::Client(e)),
+        };
+        Ok(StreamableHttpPostResponse::Json(answer, session))
+    }
+
+    /// The answer to request `id` in `bytes` (a JSON body), or its failure.
+    fn answer_for(&self, id: &rmcp::model::RequestId, call: bool, bytes: &[u8]) -> rmcp::model::ServerJsonRpcMessage {
+        answer_for(id, call, bytes, &self.stash)
+    }
+}
+
+/// The answer to request `id` in `bytes`, or its failure: an answer to another id is one too.
+fn answer_for(id: &rmcp::model::RequestId, call: bool, bytes: &[u8], stash: &Stash) -> rmcp::model::ServerJsonRpcMessage {
+    let mut scanner = Scanner::default();
+    scanner.feed(bytes);
+    match answers::decode(bytes, &scanner.finish(), |i| call && i == id, stash) {
+        Decoded::Message(message) => match answers::answer_id(&message) {
+            Some(answered) if answered != id => Unreadable::Invalid(answers::UNKNOWN_ID).answer(id.clone()),
+            _ => message,
+        },
+        Decoded::Unreadable { why, .. } => why.answer(id.clone()),
+    }
+}
+
+/// The SSE events of the answer to request `id`, each within `max` bytes: an event too large
+/// ends the stream with this request's failure; an event that cannot be read is this request's
+/// failure; a `tools/call` result passes through the stash.
+fn bounded_events(
+    response: reqwest::Response,
+    max: usize,
+    id: rmcp::model::RequestId,
+    call: bool,
+    stash: Arc<Stash>,
+) -> BoxStream<'static, Result<Sse, SseError>> {
+    use futures::StreamExt;
+    let mut since_boundary = 0usize;
+    let mut newline = false;
+    let bytes = response.bytes_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        for &b in chunk.iter() {
+            match b {
+                b'\n' if newline => since_boundary = 0,
+                b'\n' => newline = true,
+                b'\r' => {}
+                _ => {
+                    newline = false;
+                    since_boundary += 1;
+                }
+            }
+            if since_boundary > max {
+                return Err(std::io::Error::other(EventTooLarge));
+            }
+        }
+        Ok(chunk)
+    });
+    #[allow(deprecated)]
+    let events = sse_stream::SseStream::from_byte_stream(bytes);
+    let mut ended = false;
+    events
+        .map(move |event| match event {
+            Ok(mut event) => {
+                if let Some(data) = event.data.as_deref().filter(|d| !d.trim().is_empty()) {
+                    let message = answer_in_event(&id, call, data.as_bytes(), &stash);
+                    event.data = Some(serde_json::to_string(&message).unwrap_or_default());
+                }
+                Some(Ok(event))
+            }
+            Err(SseError::Body(e)) if e.to_string() == EventTooLarge.to_string() => {
+                let failure = Unreadable::TooLarge.answer(id.clone());
+                let data = serde_json::to_string(&failure).unwrap_or_default();
+                Some(Ok(Sse { event: Some("message".into()), data: Some(data), id: None, retry: None }))
+            }
+            Err(e) => Some(Err(e)),
+        })
+        .take_while(move |item| {
+            // Nothing after a failure that ended the stream.
+            let go = !ended;
+            if let Some(Ok(event)) = item
+                && event.data.as_deref().is_some_and(|d| d.contains("\"upstream_too_large\""))
+            {
+                ended = true;
+            }
+            futures::future::ready(go)
+        })
+        .filter_map(futures::future::ready)
+        .boxed()
+}
+
+/// One SSE event's message: notifications and the server's own requests as they are, the
+/// answer to `id` as [`answer_for`] reads it; what cannot be read is `id`'s failure.
+fn answer_in_event(id: &rmcp::model::RequestId, call: bool, data: &[u8], stash: &Stash) -> rmcp::model::ServerJsonRpcMessage {
+    let mut scanner = Scanner::default();
+    scanner.feed(data);
+    match answers::decode(data, &scanner.finish(), |i| call && i == id, stash) {
+        Decoded::Message(message) => match answers::answer_id(&message) {
+            Some(answered) if answered != id => Unreadable::Invalid(answers::UNKNOWN_ID).answer(id.clone()),
+            _ => message,
+        },
+        Decoded::Unreadable { why, .. } => why.answer(id.clone()),
+    }
+}
+
+/// The bound of one SSE event, passed.
+#[derive(Debug, Clone, Copy)]
+struct EventTooLarge;
+
+impl std::fmt::Display for EventTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an SSE event is larger than max_response_bytes")
+    }
+}
+
+impl std::error::Error for EventTooLarge {}

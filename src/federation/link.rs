@@ -15,11 +15,12 @@ use serde_json::{Map, Value};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::answers::{Stash, Unreadable};
 use super::http;
-use super::{CONNECT_TIMEOUT, STDERR_LINE, Server};
+use super::{CONNECT_TIMEOUT, Server};
 use crate::credentials::{Credential, CredentialError};
 use crate::identity::Principal;
-use crate::tools::{Tool, ToolBackend, ToolFailure, ToolOutcome, ToolResult, ToolSpec};
+use crate::tools::{ResultBody, Tool, ToolBackend, ToolFailure, ToolOutcome, ToolResult, ToolSpec};
 use crate::upstream::{CallContext, Upstream, inject_identity};
 
 /// How calls reach one server: the current session, and what each call needs.
@@ -38,6 +39,10 @@ pub struct Link {
     pub(super) changed: Arc<Notify>,
     /// Calls whose caller wants progress, by the progress token of the upstream request.
     pub(super) progress: Arc<dashmap::DashMap<String, tokio::sync::mpsc::Sender<crate::upstream::Progress>>>,
+    /// The most one answer may hold (`servers[].max_response_bytes`).
+    pub(super) max_bytes: usize,
+    /// Results of `tools/call` as the server sent them, until their call collects them.
+    pub(super) stash: Arc<Stash>,
 }
 
 /// A caller's own session with a server whose credential is per user.
@@ -80,10 +85,44 @@ impl rmcp::ClientHandler for Watcher {
     }
 
     fn get_info(&self) -> rmcp::model::ClientConfig {
+        // No client capability is declared: Warden relays no server-to-client request yet
+        // (sampling, elicitation, roots), and answers each with "method not found".
         let mut info = rmcp::model::ClientConfig::default();
+        info.capabilities = rmcp::model::ClientCapabilities::default();
         info.client_info = rmcp::model::Implementation::new("warden", env!("CARGO_PKG_VERSION"));
         info
     }
+
+    #[allow(deprecated)]
+    async fn create_message(
+        &self,
+        _params: rmcp::model::CreateMessageRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        Err(not_declared("sampling/createMessage"))
+    }
+
+    #[allow(deprecated)]
+    async fn list_roots(&self, _context: rmcp::service::RequestContext<RoleClient>) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
+        Err(not_declared("roots/list"))
+    }
+
+    async fn create_elicitation(
+        &self,
+        _request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        Err(not_declared("elicitation/create"))
+    }
+}
+
+/// A server's request for a capability Warden did not declare: JSON-RPC "method not found".
+fn not_declared(method: &'static str) -> rmcp::ErrorData {
+    rmcp::ErrorData::new(
+        rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+        format!("{method}: Warden declares no such client capability toward federated servers"),
+        None,
+    )
 }
 
 impl Link {
@@ -98,9 +137,12 @@ impl Link {
                     credential: self.credential.clone(),
                     service: owner,
                     parking_key,
+                    max_bytes: self.max_bytes,
+                    stash: Arc::clone(&self.stash),
                 };
                 let mut config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(Arc::clone(url));
                 config.reinit_on_expired_session = true;
+                config.max_sse_event_size = self.max_bytes;
                 let transport = rmcp::transport::StreamableHttpClientTransport::with_client(client, config);
                 rmcp::serve_client(watcher, transport).await.map_err(|e| e.to_string())
             }
@@ -116,13 +158,8 @@ impl Link {
                 if let Some(dir) = cwd {
                     cmd.current_dir(dir);
                 }
-                let (transport, stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
+                let transport = super::stdio::Stdio::spawn(cmd, &self.server, self.max_bytes, Arc::clone(&self.stash))
                     .map_err(|e| format!("cannot start {command}: {}", e.kind()))?;
-                if let Some(stderr) = stderr {
-                    tokio::spawn(log_stderr(self.server.clone(), stderr));
-                }
                 rmcp::serve_client(watcher, transport).await.map_err(|e| e.to_string())
             }
         }
@@ -154,7 +191,13 @@ impl Link {
                 request.extensions_mut().insert(headers);
             }
             match self.send(&peer, ClientRequest::CallToolRequest(request), ctx).await {
-                Ok(ServerResult::CallToolResult(result)) => return Ok(ToolResult { result, upstream_status: 200 }),
+                Ok(ServerResult::CallToolResult(result)) => {
+                    let result = match self.stash.take_for(&result) {
+                        Some(raw) => ResultBody::Raw(raw),
+                        None => ResultBody::Typed(result),
+                    };
+                    return Ok(ToolResult { result, upstream_status: 200 });
+                }
                 Ok(_) => return Err(ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() }),
                 Err(e) if auth_required(&e) && rejected.is_none() && self.credential.as_ref().is_some_and(|c| c.refreshable()) => {
                     rejected = generation;
@@ -399,9 +442,11 @@ type StreamableHttpErrorRef = rmcp::transport::streamable_http_client::Streamabl
 
 fn failure(e: ServiceError, timeout: Duration) -> ToolFailure {
     match e {
-        ServiceError::McpError(error) => {
-            ToolFailure::Rpc { code: error.code.0, message: crate::audit::bounded(&error.message).into_owned() }
-        }
+        ServiceError::McpError(error) => match Unreadable::from_error(&error) {
+            Some(Unreadable::TooLarge) => ToolFailure::TooLarge,
+            Some(Unreadable::Invalid(why)) => ToolFailure::InvalidResponse(why),
+            None => ToolFailure::Rpc { code: error.code.0, message: crate::audit::bounded(&error.message).into_owned() },
+        },
         ServiceError::Timeout { .. } => ToolFailure::Timeout(timeout),
         ServiceError::TransportClosed | ServiceError::TransportSend(_) => ToolFailure::Unreachable,
         ServiceError::Cancelled { .. } => ToolFailure::ServerUnavailable,
@@ -429,15 +474,6 @@ impl Drop for CancelOnDrop {
             let params = rmcp::model::CancelledNotificationParam::new(Some(id), Some("the client went away".into()));
             let _ = peer.notify_cancelled(params).await;
         });
-    }
-}
-
-async fn log_stderr(server: String, stderr: tokio::process::ChildStderr) {
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let line: String = line.chars().take(STDERR_LINE).collect();
-        tracing::info!(server = %server, "{line}");
     }
 }
 
@@ -522,7 +558,7 @@ impl ToolBackend for ConnectTool {
             self.link.user_peer(principal, ctx).await?;
             let text = format!("Connected to {}: list the tools again to see its tools.", self.link.server);
             Ok(ToolResult {
-                result: rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(text)]),
+                result: ResultBody::Typed(rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(text)])),
                 upstream_status: 200,
             })
         })

@@ -13,11 +13,15 @@
 //! The client's token never goes upstream: a call carries the caller's identity headers (HTTP)
 //! and Warden's credential for the server, put on by the tool, per call.
 
+mod answers;
+mod claims;
 pub mod config;
 mod extras;
+mod frame;
 mod http;
 mod link;
 pub mod pins;
+mod stdio;
 
 use extras::Extras;
 pub use extras::Source;
@@ -43,8 +47,10 @@ use pins::{PinVerdict, Pins};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Restart backoff: doubles from the first to the last.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
-/// A line of a stdio server's stderr is logged up to this many bytes.
-const STDERR_LINE: usize = 2048;
+/// A session up this long resets the backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(30);
+/// Catalog reads a notification asks for are at least this far apart.
+const REFRESH_SPACING: Duration = Duration::from_secs(1);
 
 /// Every federated server, and the catalog their tools go into.
 pub struct Federation {
@@ -58,6 +64,13 @@ pub struct Federation {
     root: std::sync::OnceLock<CancellationToken>,
     /// Each running supervisor's cancellation, by server name.
     running: std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>,
+    /// Who serves each exposed name ([`claims`]).
+    claims: std::sync::Mutex<claims::Claims>,
+    /// Whether every server's first connection is over: from then on a served name stays with
+    /// its server; before, contested names go by config order.
+    started: std::sync::atomic::AtomicBool,
+    /// Names a configured tool already has that a server offers, as last logged.
+    shadowed: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 /// One server: what the config says, and the tools it has now.
@@ -84,6 +97,12 @@ pub struct Server {
     withheld: ArcSwap<Vec<(String, &'static str)>>,
     /// Its resources, resource templates and prompts, names prefixed (the last good lists).
     extras: ArcSwap<Extras>,
+    /// Those of them it serves (none that another server's claim holds).
+    served: ArcSwap<Extras>,
+    /// Bounds on reading its catalog.
+    catalog: config::CatalogLimits,
+    /// Why its catalog was last refused (logged once per reason).
+    catalog_refused: std::sync::Mutex<Option<String>>,
     /// Set by `notifications/tools/list_changed`.
     changed: Arc<Notify>,
     /// Whether the first connection attempt is over (either way).
@@ -109,6 +128,9 @@ impl Federation {
             on_change: Box::new(|| {}),
             root: std::sync::OnceLock::new(),
             running: std::sync::Mutex::default(),
+            claims: std::sync::Mutex::default(),
+            started: std::sync::atomic::AtomicBool::new(false),
+            shadowed: std::sync::Mutex::default(),
         })
     }
 
@@ -139,6 +161,18 @@ impl Federation {
                 return Err(ConfigError::new(
                     at("prefix"),
                     format!("{prefix:?} is also the prefix of server {:?}: their tool names could collide", other.name),
+                ));
+            }
+            // `a_` and `a_b_`: server a's tool `b_x` and server a_b's tool `x` are both `a_b_x`.
+            if let Some(other) =
+                servers.iter().find(|s| !s.prefix.is_empty() && !prefix.is_empty() && (s.prefix.starts_with(&prefix) || prefix.starts_with(&s.prefix)))
+            {
+                return Err(ConfigError::new(
+                    at("prefix"),
+                    format!(
+                        "{prefix:?} and the prefix {:?} of server {:?} start alike: their tool names could collide (set a prefix that neither starts with)",
+                        other.prefix, other.name
+                    ),
                 ));
             }
             if let Some(tool) = configured.iter().find(|t| !prefix.is_empty() && t.name.starts_with(&prefix)) {
@@ -237,10 +271,15 @@ impl Federation {
                     users: dashmap::DashMap::new(),
                     changed: Arc::clone(&changed),
                     progress: Arc::new(dashmap::DashMap::new()),
+                    max_bytes: c.max_response_bytes.unwrap_or(upstream.max_response_bytes),
+                    stash: Arc::default(),
                 }),
                 tools: ArcSwap::from_pointee(Vec::new()),
                 withheld: ArcSwap::from_pointee(Vec::new()),
                 extras: ArcSwap::from_pointee(Extras::default()),
+                served: ArcSwap::from_pointee(Extras::default()),
+                catalog: c.catalog,
+                catalog_refused: std::sync::Mutex::new(None),
                 changed,
                 settled,
             }));
@@ -312,6 +351,8 @@ impl Federation {
             }
         }));
         let _ = tokio::time::timeout(limit, all).await;
+        // From now on a served name stays with its server.
+        self.started.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Re-reads every connected server's catalog now (after an approval).
@@ -321,17 +362,45 @@ impl Federation {
         }
     }
 
-    /// Puts every server's current tools in force.
+    /// Puts every server's current tools, resources and prompts in force: each name served by
+    /// the server whose claim holds it ([`claims`]); a newcomer's colliding item is withheld,
+    /// logged and audited once.
     fn publish(&self) {
+        let servers = self.servers.load();
+        let offers: Vec<(String, Vec<claims::Key>)> = servers.iter().map(|s| (s.name.clone(), s.keys())).collect();
+        let mut held = self.claims.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let collisions = held.settle(&offers, self.started.load(std::sync::atomic::Ordering::Acquire));
+        for c in &collisions {
+            tracing::error!(
+                kind = c.kind.label(),
+                name = %c.name,
+                server = %c.newcomer,
+                served_by = %c.owner,
+                "a federated server offers a name another server already serves: withheld from it"
+            );
+            self.pins.audit_collision(&c.newcomer, c.kind.label(), &c.name, &c.owner);
+        }
         let mut tools = Vec::new();
         let mut withheld = Vec::new();
-        for server in self.servers.load().iter() {
-            tools.extend(server.tools.load().iter().cloned());
+        for server in servers.iter() {
+            for tool in server.tools.load().iter() {
+                if held.serves(&server.name, claims::Kind::Tool, &tool.name) {
+                    tools.push(Arc::clone(tool));
+                } else {
+                    withheld.push((tool.name.clone(), "tool_name_collision"));
+                }
+            }
             withheld.extend(server.withheld.load().iter().cloned());
+            server.served.store(Arc::new(server.extras.load().served_by(&held, &server.name)));
         }
-        for (name, owner) in self.catalog.replace(&tools, &withheld) {
+        drop(held);
+        let shadowed: std::collections::HashSet<(String, String)> = self.catalog.replace(&tools, &withheld).into_iter().collect();
+        let mut logged = self.shadowed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (name, owner) in shadowed.difference(&logged) {
             tracing::error!(tool = %name, owner = %owner, "a federated tool's name is already taken: not exposed");
         }
+        *logged = shadowed;
+        drop(logged);
         self.catalog.set_governed(self.governed());
         (self.on_change)();
     }
@@ -348,7 +417,7 @@ impl Federation {
             };
             match connected {
                 Ok(Ok(running)) => {
-                    backoff = BACKOFF.0;
+                    let up_since = tokio::time::Instant::now();
                     let peer = running.peer().clone();
                     server.link.peer.store(Some(Arc::new(peer.clone())));
                     tracing::info!(server = %server.name, "federated server connected");
@@ -368,12 +437,21 @@ impl Federation {
                                 return;
                             }
                             _ = &mut done => break,
-                            () = server.changed.notified() => self.refresh(&server, &peer).await,
+                            () = server.changed.notified() => {
+                                // A storm of list_changed costs one bounded read a second.
+                                tokio::time::sleep(REFRESH_SPACING).await;
+                                self.refresh(&server, &peer).await;
+                            }
                             () = tick => self.refresh(&server, &peer).await,
                         }
                     }
                     server.link.peer.store(None);
-                    tracing::warn!(server = %server.name, "federated server session ended; reconnecting");
+                    // Only a session that stayed up resets the backoff: one that answers
+                    // initialize and then exits is restarted ever more slowly.
+                    if up_since.elapsed() >= STABLE_SESSION {
+                        backoff = BACKOFF.0;
+                    }
+                    tracing::warn!(server = %server.name, retry_in = ?backoff, "federated server session ended; reconnecting");
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(server = %server.name, error = %e, retry_in = ?backoff, "federated server unavailable");
@@ -425,16 +503,17 @@ impl Federation {
     /// Lists the server's tools and puts the ones included and not withheld in force; on
     /// failure the last good catalog stays.
     async fn refresh(&self, server: &Arc<Server>, peer: &Peer<RoleClient>) {
-        let listed = match tokio::time::timeout(server.link.timeout, peer.list_all_tools()).await {
-            Ok(Ok(tools)) => tools,
-            Ok(Err(e)) => {
-                tracing::warn!(server = %server.name, error = %e, "tools/list failed; the last catalog stays");
-                return;
+        let read = pages(server.catalog, |cursor| async move {
+            let page = peer.list_tools(Some(rmcp::model::PaginatedRequestParams::default().with_cursor(cursor))).await?;
+            Ok((page.tools, page.next_cursor))
+        });
+        let listed = match tokio::time::timeout(server.link.timeout, read).await {
+            Ok(Ok(tools)) => {
+                *server.catalog_refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                tools
             }
-            Err(_) => {
-                tracing::warn!(server = %server.name, "tools/list timed out; the last catalog stays");
-                return;
-            }
+            Ok(Err(why)) => return server.catalog_refused(&format!("tools/list: {why}")),
+            Err(_) => return server.catalog_refused("tools/list timed out"),
         };
         let mut tools = Vec::with_capacity(listed.len());
         let mut withheld = Vec::new();
@@ -481,7 +560,11 @@ impl Server {
         let limit = self.link.timeout;
         let mut extras = Extras { completions: caps.completions.is_some(), ..Extras::default() };
         if caps.resources.is_some() {
-            extras.resources = match tokio::time::timeout(limit, peer.list_all_resources()).await {
+            let read = pages(self.catalog, |cursor| async move {
+                let page = peer.list_resources(Some(rmcp::model::PaginatedRequestParams::default().with_cursor(cursor))).await?;
+                Ok((page.resources, page.next_cursor))
+            });
+            extras.resources = match tokio::time::timeout(limit, read).await {
                 Ok(Ok(list)) => list
                     .into_iter()
                     .map(|mut r| {
@@ -491,7 +574,12 @@ impl Server {
                     .collect(),
                 _ => last.resources.clone(),
             };
-            extras.templates = match tokio::time::timeout(limit, peer.list_all_resource_templates()).await {
+            let read = pages(self.catalog, |cursor| async move {
+                let page =
+                    peer.list_resource_templates(Some(rmcp::model::PaginatedRequestParams::default().with_cursor(cursor))).await?;
+                Ok((page.resource_templates, page.next_cursor))
+            });
+            extras.templates = match tokio::time::timeout(limit, read).await {
                 Ok(Ok(list)) => list
                     .into_iter()
                     .map(|mut t| {
@@ -503,7 +591,11 @@ impl Server {
             };
         }
         if caps.prompts.is_some() {
-            extras.prompts = match tokio::time::timeout(limit, peer.list_all_prompts()).await {
+            let read = pages(self.catalog, |cursor| async move {
+                let page = peer.list_prompts(Some(rmcp::model::PaginatedRequestParams::default().with_cursor(cursor))).await?;
+                Ok((page.prompts, page.next_cursor))
+            });
+            extras.prompts = match tokio::time::timeout(limit, read).await {
                 Ok(Ok(list)) => list
                     .into_iter()
                     .map(|mut p| {
@@ -523,8 +615,78 @@ impl Server {
         crate::policy::ToolFacts { name, tags: &self.tags, metadata: &self.metadata, scopes: &self.scopes, server: Some(&self.name) }
     }
 
+    /// Every name it offers now, for [`claims`].
+    fn keys(&self) -> Vec<claims::Key> {
+        let extras = self.extras.load();
+        let tools = self.tools.load();
+        let mut keys: Vec<claims::Key> = tools.iter().map(|t| (claims::Kind::Tool, t.name.clone())).collect();
+        keys.extend(extras.resources.iter().map(|r| (claims::Kind::Resource, r.uri.clone())));
+        keys.extend(extras.templates.iter().map(|t| (claims::Kind::Template, t.uri_template.clone())));
+        keys.extend(extras.prompts.iter().map(|p| (claims::Kind::Prompt, p.name.clone())));
+        keys
+    }
+
+    /// A catalog read failed or passed a bound: the last good catalog stays; logged once per
+    /// reason.
+    fn catalog_refused(&self, why: &str) {
+        let mut last = self.catalog_refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.as_deref() != Some(why) {
+            tracing::warn!(server = %self.name, reason = %why, "the server's catalog was not read; the last good catalog stays");
+            *last = Some(why.to_owned());
+        }
+    }
+
     fn includes(&self, name: &str) -> bool {
         let matches = |g: &String| crate::policy::glob(g.as_bytes(), name.as_bytes());
         (self.include.is_empty() || self.include.iter().any(matches)) && !self.exclude.iter().any(matches)
+    }
+}
+
+/// Every page of one list, within `limits`: a cursor seen before, more pages, items or bytes
+/// (items as JSON) than the limits allow fail the read (the caller keeps its last good list).
+async fn pages<T, F, Fut>(limits: config::CatalogLimits, mut page: F) -> Result<Vec<T>, String>
+where
+    T: serde::Serialize,
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), rmcp::service::ServiceError>>,
+{
+    let mut items = Vec::new();
+    let mut bytes = 0usize;
+    let mut cursors = std::collections::HashSet::new();
+    let mut cursor = None;
+    for _ in 0..limits.max_pages {
+        let (batch, next) = page(cursor.take()).await.map_err(|e| e.to_string())?;
+        for item in &batch {
+            let mut counter = ByteCounter(0);
+            let _ = serde_json::to_writer(&mut counter, item);
+            bytes += counter.0;
+        }
+        items.extend(batch);
+        if items.len() > limits.max_items {
+            return Err(format!("more than catalog.max_items ({}) items", limits.max_items));
+        }
+        if bytes > limits.max_bytes {
+            return Err(format!("more than catalog.max_bytes ({}) bytes", limits.max_bytes));
+        }
+        match next {
+            None => return Ok(items),
+            Some(next) if !cursors.insert(next.clone()) => return Err(format!("the cursor {next:?} came back: the list never ends")),
+            Some(next) => cursor = Some(next),
+        }
+    }
+    Err(format!("more than catalog.max_pages ({}) pages", limits.max_pages))
+}
+
+/// Counts what is written.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

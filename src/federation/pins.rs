@@ -184,6 +184,13 @@ impl Pins {
         }
     }
 
+    /// A name `server` offers that `owner` already serves: audited once per collision.
+    pub fn audit_collision(&self, server: &str, kind: &str, name: &str, owner: &str) {
+        let why = format!("the {kind} {name} is served by server {owner}; server {server} offers it too and is refused it");
+        let verdict = Verdict { decision: "deny", reason: "tool_name_collision", status: 0 };
+        self.audit.emit(AuditEvent::tool_pin(server, name, Some(why), verdict));
+    }
+
     /// Approves the pending definition of `server`'s `tool` when its hash is `hash`; audited.
     pub async fn approve(&self, server: &str, tool: &str, hash: &str) -> Result<bool, crate::store::StoreError> {
         let approved = match &self.vault {

@@ -108,7 +108,11 @@ pub async fn serve(handler: &McpHandler, admitted: Admitted, kind: Kind, headers
             {
                 return stream_call(std::sync::Arc::clone(&handler.mcp), admitted, id, token);
             }
-            super::handler::call_tool(mcp, admitted, None).await.map(ServerResult::from)
+            let body = match super::handler::call_tool(mcp, admitted, None).await {
+                Ok(response) => response.into_legacy_json(&id),
+                Err(error) => serde_json::to_string(&ServerJsonRpcMessage::error(error, Some(id))).unwrap_or_default(),
+            };
+            return json_text_response(body);
         }
         Kind::Other(_) => return refuse_with_id(mcp, admitted, GatewayError::MethodNotFound),
     };
@@ -151,6 +155,13 @@ async fn serve_extra(mcp: &Mcp, admitted: Admitted, id: RequestId, request: rmcp
     json_response(&message)
 }
 
+/// A JSON-RPC message already serialized.
+fn json_text_response(body: String) -> Response {
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 fn json_response(message: &ServerJsonRpcMessage) -> Response {
     match serde_json::to_vec(message) {
         Ok(body) => {
@@ -180,15 +191,11 @@ fn stream_call(mcp: std::sync::Arc<Mcp>, admitted: Admitted, id: RequestId, toke
             async move { events.send(Ok(event)).await }
         };
         let Ok(answer) = super::handler::call_with_progress(&mcp, admitted, forward).await else { return };
-        let message = match answer {
-            Ok(response) => {
-                let mut result = ServerResult::from(response);
-                result.strip_result_type_for_legacy_peer();
-                ServerJsonRpcMessage::response(result, id)
-            }
-            Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
+        let json = match answer {
+            Ok(response) => response.into_legacy_json(&id),
+            Err(error) => serde_json::to_string(&ServerJsonRpcMessage::error(error, Some(id))).unwrap_or_default(),
         };
-        let _ = events_tx.send(Ok(sse_event(&message))).await;
+        let _ = events_tx.send(Ok(sse_data(&json))).await;
     });
     let abort = AbortOnDrop(task);
     let stream =
@@ -202,8 +209,17 @@ fn stream_call(mcp: std::sync::Arc<Mcp>, admitted: Admitted, id: RequestId, toke
 
 /// One SSE `message` event carrying a JSON-RPC message.
 fn sse_event(message: &ServerJsonRpcMessage) -> bytes::Bytes {
-    let json = serde_json::to_string(message).unwrap_or_default();
-    bytes::Bytes::from(format!("event: message\ndata: {json}\n\n"))
+    sse_data(&serde_json::to_string(message).unwrap_or_default())
+}
+
+/// One SSE `message` event carrying a JSON-RPC message already serialized (JSON text has no
+/// newline outside strings, where it is escaped).
+fn sse_data(json: &str) -> bytes::Bytes {
+    let mut event = String::with_capacity(json.len() + 24);
+    event.push_str("event: message\ndata: ");
+    event.push_str(json);
+    event.push_str("\n\n");
+    bytes::Bytes::from(event)
 }
 
 /// Aborts the call's task when the response stream is dropped (the client went away).

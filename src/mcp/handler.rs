@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use super::{Admitted, CallAllowed, Mcp};
 use crate::audit::{AuditEvent, Verdict};
 use crate::error::GatewayError;
+use crate::tools::ResultBody;
 use crate::tools::ToolFailure;
 use crate::upstream::{CallContext, Progress};
 
@@ -86,7 +87,7 @@ impl ServerHandler for McpHandler {
         // moves the request's `_meta` into the context.)
         let federated = a.call.as_ref().is_some_and(|c| c.tool.server.is_some());
         let Some(token) = context.meta.get_progress_token().filter(|_| federated) else {
-            return call_tool(&self.mcp, a, None).await;
+            return call_tool(&self.mcp, a, None).await.map(ToolResponse::into_rmcp);
         };
         let forward = |p| {
             let (peer, param) = (context.peer.clone(), progress_param(&token, p));
@@ -97,7 +98,7 @@ impl ServerHandler for McpHandler {
             }
         };
         let Ok(answer) = call_with_progress(&self.mcp, a, forward).await;
-        answer
+        answer.map(ToolResponse::into_rmcp)
     }
 
     // Resources and prompts of federated servers (the gate admits these methods only when
@@ -172,7 +173,7 @@ pub async fn call_with_progress<E, F: Future<Output = Result<(), E>>>(
     mcp: &Mcp,
     a: Admitted,
     mut forward: impl FnMut(Progress) -> F,
-) -> Result<Result<CallToolResponse, ErrorData>, E> {
+) -> Result<Result<ToolResponse, ErrorData>, E> {
     let (progress_tx, mut progress_rx) = tokio::sync::mpsc::channel::<Progress>(16);
     let call = call_tool(mcp, a, Some(progress_tx));
     tokio::pin!(call);
@@ -210,7 +211,7 @@ pub async fn call_tool(
     mcp: &Mcp,
     a: Admitted,
     progress: Option<tokio::sync::mpsc::Sender<Progress>>,
-) -> Result<CallToolResponse, ErrorData> {
+) -> Result<ToolResponse, ErrorData> {
     let Admitted { principal, ctx, jsonrpc_id, call, once, url_elicitation, facts, .. } = a;
     let refused = |error: &GatewayError| Verdict { decision: error.decision(), reason: error.reason(), status: error.status().as_u16() };
     let Some(CallAllowed { tool, rule, arguments }) = call else {
@@ -234,7 +235,7 @@ pub async fn call_tool(
         // 2025-11-25): the validator's words name the argument and the rule, never its value.
         let error = GatewayError::InvalidArguments(reason);
         once.emit(&mcp.audit, event(refused(&error)));
-        return Ok(CallToolResponse::Complete(crate::error::invalid_arguments_result(&error)));
+        return Ok(ToolResponse::Rpc(CallToolResponse::Complete(crate::error::invalid_arguments_result(&error))));
     }
     // Within the caller's rate limits and quotas? (After validation: a malformed call spends
     // nothing.)
@@ -284,13 +285,18 @@ pub async fn call_tool(
     running.finish();
     let credential = tool.credential_name().map(str::to_owned);
     let failure = match outcome {
-        Ok(mut answer) => {
+        Ok(answer) => {
             let verdict = Verdict { decision: "allow", reason: "ok", status: 200 };
             once.emit(&mcp.audit, AuditEvent { upstream_status: Some(answer.upstream_status), credential, ..event(verdict) });
-            // A federated server of an older revision sends no `resultType`; 2026-07-28 requires
-            // it (the older revisions' path strips it again).
-            answer.result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
-            return Ok(CallToolResponse::Complete(answer.result));
+            return Ok(match answer.result {
+                ResultBody::Typed(mut result) => {
+                    // A federated server of an older revision sends no `resultType`; 2026-07-28
+                    // requires it (the older revisions' path strips it again).
+                    result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
+                    ToolResponse::Rpc(CallToolResponse::Complete(result))
+                }
+                ResultBody::Raw(raw) => ToolResponse::Raw(raw),
+            });
         }
         Err(failure) => failure,
     };
@@ -306,10 +312,61 @@ pub async fn call_tool(
                     GatewayError::ConnectionRequired { url: connect.url.clone(), message: connect.message.clone() }.into_error_data()
                 );
             }
-            super::Elicitation::InputRequired => return Ok(CallToolResponse::InputRequired(connect_input_required(connect))),
+            super::Elicitation::InputRequired => {
+                return Ok(ToolResponse::Rpc(CallToolResponse::InputRequired(connect_input_required(connect))));
+            }
         }
     }
-    Ok(CallToolResponse::Complete(crate::error::tool_failure_result(&failure)))
+    Ok(ToolResponse::Rpc(CallToolResponse::Complete(crate::error::tool_failure_result(&failure))))
+}
+
+/// A `tools/call`'s answer: one Warden built or rmcp's types hold, or a federated server's
+/// result passed through as it came.
+#[derive(Debug)]
+pub enum ToolResponse {
+    Rpc(CallToolResponse),
+    Raw(crate::tools::RawResult),
+}
+
+impl ToolResponse {
+    /// As rmcp's type, for rmcp's 2026-07-28 path (a passed-through result is read into it).
+    pub fn into_rmcp(self) -> CallToolResponse {
+        match self {
+            Self::Rpc(response) => response,
+            Self::Raw(raw) => match raw.into_typed() {
+                Ok(mut result) => {
+                    result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
+                    CallToolResponse::Complete(result)
+                }
+                Err(_) => CallToolResponse::Complete(crate::error::tool_failure_result(&ToolFailure::InvalidResponse(
+                    "not a CallToolResult",
+                ))),
+            },
+        }
+    }
+
+    /// The JSON-RPC response to request `id` on the revisions before 2026-07-28 (no
+    /// `resultType`), as JSON text: a passed-through result is copied in as it came.
+    pub fn into_legacy_json(self, id: &rmcp::model::RequestId) -> String {
+        match self {
+            Self::Rpc(response) => {
+                let mut result = rmcp::model::ServerResult::from(response);
+                result.strip_result_type_for_legacy_peer();
+                serde_json::to_string(&rmcp::model::ServerJsonRpcMessage::response(result, id.clone())).unwrap_or_default()
+            }
+            Self::Raw(raw) => {
+                let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
+                let result = raw.to_json(true);
+                let mut out = String::with_capacity(result.len() + id.len() + 40);
+                out.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+                out.push_str(&id);
+                out.push_str(",\"result\":");
+                out.push_str(&result);
+                out.push('}');
+                out
+            }
+        }
+    }
 }
 
 /// The request to connect an account, as a 2026-07-28 `InputRequiredResult`: one URL-mode

@@ -52,8 +52,16 @@ pub type ToolOutcome = Result<ToolResult, ToolFailure>;
 /// A backend's 2xx answer, mapped.
 #[derive(Debug)]
 pub struct ToolResult {
-    pub result: CallToolResult,
+    pub result: ResultBody,
     pub upstream_status: u16,
+}
+
+/// A result built by Warden (an HTTP tool's mapping, a refusal), or one passed through as the
+/// MCP server sent it.
+#[derive(Debug)]
+pub enum ResultBody {
+    Typed(CallToolResult),
+    Raw(super::raw::RawResult),
 }
 
 /// Why a call produced no answer of the backend's. Each has a stable code; `error` renders
@@ -73,6 +81,9 @@ pub enum ToolFailure {
     /// The destination is refused by the SSRF guard.
     Blocked,
     TooLarge,
+    /// The backend's answer could not be read (not JSON-RPC, not UTF-8, nested too deeply, or
+    /// an answer to no request): the words say which.
+    InvalidResponse(&'static str),
     /// A per-user connection the caller must make first: the MCP handler turns this into a
     /// URL-mode elicitation when the client supports it.
     ConnectionRequired(ConnectRequired),
@@ -105,6 +116,7 @@ impl ToolFailure {
             Self::Unreachable => "upstream_unreachable",
             Self::Blocked => "upstream_blocked",
             Self::TooLarge => "upstream_too_large",
+            Self::InvalidResponse(_) => "upstream_invalid_response",
             Self::ConnectionRequired(_) => "connection_required",
             Self::Credential(e) => e.code(),
             Self::ServerUnavailable => "upstream_unavailable",
@@ -124,6 +136,7 @@ impl ToolFailure {
             | Self::Unreachable
             | Self::Blocked
             | Self::TooLarge
+            | Self::InvalidResponse(_)
             | Self::ConnectionRequired(_)
             | Self::Credential(_)
             | Self::ServerUnavailable
@@ -410,7 +423,7 @@ fn map_response(status: http::StatusCode, headers: &http::HeaderMap, body: &[u8]
             other => serde_json::json!({ "result": other }),
         });
     }
-    Ok(ToolResult { result, upstream_status: status.as_u16() })
+    Ok(ToolResult { result: ResultBody::Typed(result), upstream_status: status.as_u16() })
 }
 
 fn upstream_failure(e: SendError, timeout: Duration) -> ToolFailure {

@@ -9,6 +9,7 @@
 pub mod config;
 pub(crate) mod http;
 pub mod openapi;
+pub mod raw;
 pub(crate) mod template;
 #[cfg(test)]
 mod tests;
@@ -19,7 +20,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-pub use self::http::{ConnectRequired, HttpTool, ToolFailure, ToolOutcome, ToolResult, Wire};
+pub use self::http::{ConnectRequired, HttpTool, ResultBody, ToolFailure, ToolOutcome, ToolResult, Wire};
+pub use self::raw::RawResult;
 pub use template::UrlTemplate;
 
 use crate::config_error::ConfigError;

@@ -1,0 +1,199 @@
+//! Hostile and broken federated servers (issue 25, part A): a real stdio MCP server
+//! (`tests/fixtures/hostile_mcp.py`, Python's standard library only) that answers too much,
+//! answers what cannot be read, pages forever, writes stderr without newlines or UTF-8, exits
+//! after initialize, asks the client for what it never declared, and takes other servers'
+//! names. Warden must stay up, bounded, and clear about what happened.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::{TestGateway, TestIssuer, gateway};
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hostile_mcp.py");
+
+/// A `servers:` entry for the fixture, with its flags and more keys.
+fn server(name: &str, flags: &[&str], more: &str) -> String {
+    let args: Vec<String> = std::iter::once(FIXTURE.to_owned()).chain(flags.iter().map(|f| (*f).to_owned())).collect();
+    format!("  - {{name: {name}, command: python3, args: {}, timeout: 60s{more}}}\n", serde_json::to_string(&args).unwrap())
+}
+
+async fn with_servers(entries: &[String], extra: &str) -> (TestIssuer, TestGateway, String) {
+    let issuer = TestIssuer::start().await;
+    let yaml = format!("servers:\n{}{extra}", entries.concat());
+    let gw = gateway(&issuer, "  []", &yaml).await;
+    let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    (issuer, gw, token)
+}
+
+/// Asks `probe` every 100 ms for up to 10 s until `done` holds; the last answer.
+async fn eventually<T, F: std::future::Future<Output = T>>(mut probe: impl FnMut() -> F, done: impl Fn(&T) -> bool) -> T {
+    let mut last = probe().await;
+    for _ in 0..100 {
+        if done(&last) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = probe().await;
+    }
+    last
+}
+
+async fn wait_for_tool(gw: &TestGateway, token: &str, name: &str) {
+    let names = eventually(|| gw.tool_names(token), |n| n.iter().any(|t| t == name)).await;
+    assert!(names.iter().any(|t| t == name), "{name} never listed: {names:?}");
+}
+
+/// A call's result text and whether it is an error; the call must come back well before the
+/// server's 60 s timeout (the client gives up at 20 s), so nothing waits for the timeout.
+async fn call(gw: &TestGateway, token: &str, tool: &str, args: Value) -> (bool, String) {
+    let r = tokio::time::timeout(Duration::from_secs(20), gw.call(token, tool, args))
+        .await
+        .unwrap_or_else(|_| panic!("{tool}: no answer within 20 s (the caller waited for the timeout)"));
+    assert_eq!(r.status, 200, "{tool}: {:?}", r.body);
+    let result = r.result();
+    (result["isError"].as_bool().unwrap_or(false), result["content"][0]["text"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_too_large_or_unreadable_fails_its_call_at_once_with_a_stable_code() {
+    let (_issuer, gw, token) = with_servers(&[server("h", &[], ", max_response_bytes: 1048576")], "").await;
+    wait_for_tool(&gw, &token, "h_echo").await;
+    let cases = [
+        ("h_big", json!({"bytes": 2_000_000}), "upstream_too_large"),
+        ("h_deep", json!({"depth": 10_000}), "upstream_invalid_response"),
+        ("h_bad_utf8", json!({}), "upstream_invalid_response"),
+        ("h_unknown_id", json!({}), "upstream_invalid_response"),
+        ("h_garbage", json!({}), "upstream_invalid_response"),
+    ];
+    for (tool, args, code) in cases {
+        let (is_error, text) = call(&gw, &token, tool, args).await;
+        assert!(is_error, "{tool}: {text}");
+        let event = gw.audit().into_iter().rev().find(|e| e["tool"] == tool).unwrap_or_else(|| panic!("{tool} not audited"));
+        assert_eq!((event["decision"].as_str(), event["reason"].as_str()), (Some("error"), Some(code)), "{tool}: {event}");
+        // The server is still there for the next call.
+        let (is_error, text) = call(&gw, &token, "h_echo", json!({"text": "still here"})).await;
+        assert_eq!((is_error, text.as_str()), (false, "echo: still here"), "after {tool}");
+    }
+    // Under the bound, a large answer comes through.
+    let (is_error, text) = call(&gw, &token, "h_big", json!({"bytes": 900_000})).await;
+    assert!(!is_error && text.len() == 900_000);
+    assert_eq!(gw.audit().iter().filter(|e| e["tool"] == "h_garbage").count(), 1, "audited once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_of_many_items_passes_through_as_the_server_sent_it() {
+    let (_issuer, gw, token) = with_servers(&[server("h", &[], "")], "").await;
+    wait_for_tool(&gw, &token, "h_items").await;
+    let r = gw.call(&token, "h_items", json!({"count": 50_000})).await;
+    assert_eq!(r.status, 200);
+    let content = r.result()["content"].as_array().unwrap();
+    assert_eq!(content.len(), 50_000);
+    assert!(content.iter().all(|c| *c == json!({"type": "text", "text": "x"})));
+    assert!(r.result().get("resultType").is_none(), "no resultType before 2026-07-28: {:?}", r.result().get("resultType"));
+    assert_eq!(r.body["id"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_from_the_server_for_undeclared_capabilities_are_method_not_found() {
+    let (_issuer, gw, token) = with_servers(&[server("h", &[], "")], "").await;
+    wait_for_tool(&gw, &token, "h_ask_client").await;
+    let (is_error, text) = call(&gw, &token, "h_ask_client", json!({})).await;
+    assert!(!is_error, "{text}");
+    let answers: Value = serde_json::from_str(&text).unwrap();
+    for request in ["roots", "sampling", "elicitation"] {
+        assert_eq!(answers[request]["code"], -32601, "{request}: {answers}");
+    }
+    assert_eq!(answers["capabilities"], json!({}), "Warden declares no client capability");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stderr_without_newlines_or_utf8_is_read_to_the_end() {
+    let binary = server("b", &["--stderr", "binary"], "");
+    let long = server("l", &["--stderr", "no-newline:20000000"], "");
+    let (_issuer, gw, token) = with_servers(&[binary, long], "").await;
+    wait_for_tool(&gw, &token, "b_stderr").await;
+    wait_for_tool(&gw, &token, "l_stderr").await;
+    // A stderr reader that stopped would make the server's next stderr write fail (EPIPE):
+    // Python dies of it, and the calls would fail.
+    for i in 1..=20 {
+        for tool in ["b_stderr", "l_stderr"] {
+            let (is_error, text) = call(&gw, &token, tool, json!({})).await;
+            assert_eq!((is_error, text), (false, format!("wrote stderr line {i}")), "{tool}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_exits_after_initialize_is_restarted_ever_more_slowly() {
+    let dir = tempfile::tempdir().unwrap();
+    let starts = dir.path().join("starts");
+    let starts_arg = starts.display().to_string();
+    let (_issuer, _gw, _token) = with_servers(&[server("c", &["--exit-after-init", "--starts", &starts_arg], "")], "").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let count = std::fs::read_to_string(&starts).unwrap_or_default().lines().count();
+    // Backoff 0.5, 1, 2, 4 s: at most five starts in six seconds (a reset on every initialize
+    // restarted it about every 0.6 s, ten times).
+    assert!((2..=5).contains(&count), "{count} starts in 6 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_that_never_ends_is_refused_within_its_bounds() {
+    let endless = server("e", &["--paging", "endless"], "");
+    let circular = server("s", &["--paging", "same-cursor"], "");
+    let good = server("g", &["--tools", "echo"], "");
+    let (_issuer, gw, token) = with_servers(&[endless, circular, good], "").await;
+    wait_for_tool(&gw, &token, "g_echo").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let names = gw.tool_names(&token).await;
+    assert_eq!(names, ["g_echo"], "nothing of a catalog past its bounds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_name_stays_with_its_server() {
+    // `a` (no prefix, first in config) adds `b_secret` while `b` serves it.
+    let a = server("a", &["--tools", "echo,add_tool", "--label", "a"], ", prefix: \"\"");
+    let b = server("b", &["--tools", "secret", "--label", "b"], "");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(&policy, "rules:\n  - {id: a-all, effect: allow, tools: [\"server:a\"]}\n  - {id: b-for-bob, effect: allow, tools: [\"server:b\"], when: \"principal.sub == 'bob'\"}\n").unwrap();
+    let extra = format!("policy:\n  files: [{}]\n  reload_interval: 0s\n", policy.display());
+    let (issuer, gw, token) = with_servers(&[a, b], &extra).await;
+    let bob = issuer.sign(&issuer.claims("bob", "", &gw.mcp));
+    wait_for_tool(&gw, &bob, "b_secret").await;
+    wait_for_tool(&gw, &token, "add_tool").await;
+    for _ in 0..3 {
+        let (is_error, text) = call(&gw, &token, "add_tool", json!({"name": "b_secret"})).await;
+        assert!(!is_error, "{text}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    // Still b's: bob (allowed only on server:b) calls it, alice (allowed only on a) does not
+    // see it.
+    let (is_error, text) = call(&gw, &bob, "b_secret", json!({})).await;
+    assert_eq!((is_error, text.as_str()), (false, "b: secret"));
+    assert!(!gw.tool_names(&token).await.contains(&"b_secret".to_owned()));
+    let collisions: Vec<Value> = gw.audit().into_iter().filter(|e| e["reason"] == "tool_name_collision").collect();
+    assert_eq!(collisions.len(), 1, "audited once: {collisions:#?}");
+    let event = &collisions[0];
+    assert_eq!((event["server"].as_str(), event["tool"].as_str()), (Some("a"), Some("b_secret")));
+    assert!(event["explanation"].as_str().unwrap_or_default().contains("server b"), "{event}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_uri_is_read_from_the_server_that_listed_it() {
+    // `ra` (first in config) offers a template that matches anything; `rb` lists the URI.
+    let ra = server("ra", &["--tools", "echo", "--label", "ra", "--templates", "{+anything}"], "");
+    let rb = server("rb", &["--tools", "echo", "--label", "rb", "--resources", "b://secret/doc", "--templates", "b://secret/{doc}"], "");
+    let (_issuer, gw, token) = with_servers(&[ra, rb], "").await;
+    wait_for_tool(&gw, &token, "rb_echo").await;
+    wait_for_tool(&gw, &token, "ra_echo").await;
+    let read = |uri: &'static str| {
+        let gw = &gw;
+        let token = &token;
+        async move { gw.rpc(token, "resources/read", json!({"uri": uri})).await.result()["contents"][0]["text"].as_str().unwrap_or_default().to_owned() }
+    };
+    let text = eventually(|| read("b://secret/doc"), |t| !t.is_empty()).await;
+    assert_eq!(text, "rb read b://secret/doc", "an exact listing beats any template");
+    assert_eq!(read("b://secret/other").await, "rb read b://secret/other", "the most specific template wins");
+    assert_eq!(read("x://elsewhere").await, "ra read x://elsewhere");
+}
