@@ -11,7 +11,7 @@
 //! left out, and said why in the log: a required cookie parameter, a parameter on a header
 //! Warden sets itself, a required body that is not a JSON object, two parameters with one name.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -118,6 +118,11 @@ fn load(spec: &str, base_dir: &Path, upstream: &crate::upstream::config::Upstrea
         let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         (text, None)
     };
+    // Parsing time grows faster than the depth of nested brackets: bounded before parsing.
+    let depth = nesting_depth(&text);
+    if depth > MAX_NESTING {
+        return Err(format!("nested {depth} levels deep (at most {MAX_NESTING})"));
+    }
     let doc: Value = serde_norway::from_str(&text).map_err(|e| format!("not a JSON or YAML document: {e}"))?;
     let version = doc.get("openapi").and_then(Value::as_str).unwrap_or_default();
     if !(version.starts_with("3.0.") || version.starts_with("3.1.")) {
@@ -161,6 +166,7 @@ fn fetch(url: &url::Url, upstream: &crate::upstream::config::UpstreamConfig) -> 
 type Failure = (&'static str, String);
 
 fn expand(c: &OpenApiConfig, doc: &Value, location: &Location) -> Result<Vec<ToolConfig>, Failure> {
+    expansion_within_bounds(doc).map_err(|m| ("spec", m))?;
     let v30 = doc.get("openapi").and_then(Value::as_str).is_some_and(|v| v.starts_with("3.0."));
     let base = base_url(c, doc, location)?;
     let prefix = c.prefix.clone().unwrap_or_else(|| format!("{}_", c.name));
@@ -435,6 +441,87 @@ fn output_schema(doc: &Value, v30: bool, op: &Value) -> Option<Value> {
     Some(if is_object { schema } else { json!({"type": "object", "properties": {"result": schema}, "required": ["result"]}) })
 }
 
+/// Brackets (`[`, `{`) nested deeper than this in a document are refused before it is parsed.
+const MAX_NESTING: usize = 256;
+/// Schema nodes all operations of one document may expand to, `$ref`s resolved: a document whose
+/// shared subtrees are referenced many times (each level twice: 2^levels nodes) would otherwise
+/// take memory exponential in its size.
+const MAX_EXPANDED: usize = 1_000_000;
+
+/// The deepest nesting of `[` and `{` outside quoted strings (an upper bound on the parse's
+/// depth for JSON and YAML flow collections; block collections cannot nest deeply in a bounded
+/// document).
+fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut max, mut quote, mut escaped) = (0usize, 0usize, None::<u8>, false);
+    for b in text.bytes() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' && q == b'"' {
+                    escaped = true;
+                } else if b == q {
+                    quote = None;
+                }
+            }
+            None => match b {
+                b'"' | b'\'' => quote = Some(b),
+                b'[' | b'{' => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    max
+}
+
+/// Refuses a document whose operations would expand past [`MAX_EXPANDED`] schema nodes, naming
+/// the path whose `$ref`s explode. Sizes are counted without expanding: each reference's size
+/// is computed once (a reference back into one being counted counts 1, as [`resolve`] makes it
+/// `{}`).
+fn expansion_within_bounds(doc: &Value) -> Result<(), String> {
+    let Some(paths) = doc.get("paths").and_then(Value::as_object) else { return Ok(()) };
+    let mut memo = HashMap::new();
+    let mut total = 0usize;
+    for (path, item) in paths {
+        let size = expanded_size(doc, item, &mut memo, &mut Vec::new());
+        total = total.saturating_add(size);
+        if total > MAX_EXPANDED {
+            return Err(format!(
+                "paths.{path}: its $refs expand to more than {MAX_EXPANDED} schema nodes with those before it (shared schemas referenced many times over); leave such operations out of the document"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn expanded_size(doc: &Value, value: &Value, memo: &mut HashMap<String, usize>, stack: &mut Vec<String>) -> usize {
+    match value {
+        Value::Object(map) => {
+            if let Some(reference) = map.get("$ref").and_then(Value::as_str) {
+                if let Some(size) = memo.get(reference) {
+                    return *size;
+                }
+                if stack.iter().any(|r| r == reference) || stack.len() > 64 {
+                    return 1;
+                }
+                let Some(target) = reference.strip_prefix('#').and_then(|pointer| doc.pointer(pointer)) else { return 1 };
+                stack.push(reference.to_owned());
+                let size = expanded_size(doc, target, memo, stack);
+                stack.pop();
+                memo.insert(reference.to_owned(), size);
+                return size;
+            }
+            map.values().fold(1usize, |n, v| n.saturating_add(expanded_size(doc, v, memo, stack)))
+        }
+        Value::Array(items) => items.iter().fold(1usize, |n, v| n.saturating_add(expanded_size(doc, v, memo, stack))),
+        _ => 1,
+    }
+}
+
 /// `value` with every local `$ref` replaced by its target (recursively; a reference back into
 /// one being resolved becomes `{}`, any value), and 3.0 schema forms made 2020-12.
 fn resolve(doc: &Value, value: &Value, v30: bool, stack: &mut Vec<String>) -> Value {
@@ -498,6 +585,43 @@ fn upgrade_30(schema: &mut Map<String, Value>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_document_whose_refs_fan_out_is_refused_with_the_path() {
+        // 40 levels, each referencing the next twice: 2^40 nodes if expanded.
+        let mut schemas = serde_json::Map::new();
+        for i in 0..40 {
+            let next = serde_json::json!({"$ref": format!("#/components/schemas/L{}", i + 1)});
+            schemas.insert(format!("L{i}"), serde_json::json!({"type": "object", "properties": {"a": next, "b": next}}));
+        }
+        schemas.insert("L40".into(), serde_json::json!({"type": "string"}));
+        let doc = serde_json::json!({
+            "openapi": "3.1.0",
+            "paths": {"/boom": {"post": {"operationId": "boom", "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/L0"}}}}}}},
+            "components": {"schemas": schemas},
+        });
+        let started = std::time::Instant::now();
+        let refused = super::expansion_within_bounds(&doc).unwrap_err();
+        assert!(refused.starts_with("paths./boom:"), "{refused}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "counted without expanding");
+        // A shared schema referenced a few times is fine.
+        let small = serde_json::json!({"openapi": "3.1.0", "paths": {"/a": {"get": {"responses": {"200": {"$ref": "#/r"}}}}}, "r": {"description": "x"}});
+        assert!(super::expansion_within_bounds(&small).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = format!("{{\"openapi\": \"3.1.0\", \"x\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(super::nesting_depth(&deep), 100_001);
+        assert_eq!(super::nesting_depth(r#"{"a": "[[[[", 'b': '{{', "c": [1, {"d": []}]}"#), 4);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("deep.json"), &deep).unwrap();
+        let refused = super::load("deep.json", dir.path(), &crate::upstream::config::UpstreamConfig::default()).unwrap_err();
+        assert!(refused.contains("nested 100001 levels deep"), "{refused}");
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
     use super::*;
 
     #[test]
