@@ -64,13 +64,16 @@ pub async fn issue(gw: &AdminState, ctx: &RequestContext, actor: &Actor, new: Ne
 }
 
 /// Keys, audited as a read.
-pub async fn list_keys(gw: &AdminState, ctx: &RequestContext, actor: &Actor, all: bool) -> Result<Vec<ApiKeyRecord>, Refusal> {
+/// `audited`: whether the listing is the request's own event (not when a page lists the keys
+/// after another change, which has its event).
+pub async fn list_keys(gw: &AdminState, ctx: &RequestContext, actor: &Actor, all: bool, audited: bool) -> Result<Vec<ApiKeyRecord>, Refusal> {
     const ACTION: &str = "admin/api_keys.list";
     let listed = match keys(gw) {
         Ok(keys) => keys.list(all).await.map_err(refusal),
         Err(r) => Err(r),
     };
     match &listed {
+        Ok(_) if !audited => {}
         Ok(_) => gw.audit.emit(allowed_by(ctx, actor, ACTION, None, "ok")),
         Err((refusal, _)) => gw.audit.emit(refused(ctx, actor, ACTION, None, *refusal)),
     }
@@ -78,7 +81,8 @@ pub async fn list_keys(gw: &AdminState, ctx: &RequestContext, actor: &Actor, all
 }
 
 /// Revokes a key, audited.
-pub async fn revoke_key(gw: &AdminState, ctx: &RequestContext, actor: &Actor, id: &str) -> Result<ApiKeyRecord, Refusal> {
+/// `answered` is the status the client gets for a success (the console redirects: 303).
+pub async fn revoke_key(gw: &AdminState, ctx: &RequestContext, actor: &Actor, id: &str, answered: http::StatusCode) -> Result<ApiKeyRecord, Refusal> {
     const ACTION: &str = "admin/api_keys.revoke";
     let revoked = match keys(gw) {
         Ok(keys) => keys.revoke(id).await.map_err(refusal),
@@ -87,6 +91,7 @@ pub async fn revoke_key(gw: &AdminState, ctx: &RequestContext, actor: &Actor, id
     match &revoked {
         Ok(record) => {
             let mut e = allowed_by(ctx, actor, ACTION, None, "api_key_revoked");
+            e.status = answered.as_u16();
             e.explanation = Some(described(record));
             gw.audit.emit(e);
         }
@@ -136,7 +141,7 @@ pub async fn list(
         gw.audit.emit(refused(&ctx, &actor, "admin/api_keys.list", None, AdminError::InvalidBody));
         return AdminError::InvalidBody.into_response();
     };
-    match list_keys(&gw, &ctx, &actor, q.all).await {
+    match list_keys(&gw, &ctx, &actor, q.all, true).await {
         Ok(keys) => Json(json!({"api_keys": keys})).into_response(),
         Err(r) => render(r),
     }
@@ -148,7 +153,7 @@ pub async fn revoke(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Response {
-    match revoke_key(&gw, &ctx, &actor, &id).await {
+    match revoke_key(&gw, &ctx, &actor, &id, http::StatusCode::OK).await {
         Ok(record) => {
             let propagation = gw.api_keys.as_ref().map(|k| k.cache_ttl().as_secs()).unwrap_or_default();
             Json(json!({"revoked": true, "id": record.id, "revoked_at": record.revoked_at, "other_replicas_within_seconds": propagation}))

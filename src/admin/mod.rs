@@ -216,7 +216,13 @@ pub async fn connections(
 }
 
 /// Deletes a connection (shared when `key` names no person).
-pub async fn disconnect_connection(gw: &AdminState, ctx: &RequestContext, actor: &Actor, key: &ConnectionKey) -> Result<(), AdminError> {
+pub async fn disconnect_connection(
+    gw: &AdminState,
+    ctx: &RequestContext,
+    actor: &Actor,
+    key: &ConnectionKey,
+    answered: http::StatusCode,
+) -> Result<(), AdminError> {
     const ACTION: &str = "admin/connections.delete";
     let deleted = async {
         let vault = gw.vault.as_ref().ok_or(AdminError::NoVault)?;
@@ -234,6 +240,7 @@ pub async fn disconnect_connection(gw: &AdminState, ctx: &RequestContext, actor:
                 connection.forget(key);
             }
             let mut e = allowed_by(ctx, actor, ACTION, credential, "connection_deleted");
+            e.status = answered.as_u16();
             e.explanation = (!key.subject.is_empty()).then(|| format!("connection of {} at {}", key.subject, key.issuer));
             gw.audit.emit(e);
             Ok(())
@@ -266,7 +273,14 @@ pub async fn pins(gw: &AdminState, ctx: &RequestContext, actor: &Actor) -> Resul
 }
 
 /// Approves the pending definition with `hash` (the one reviewed) and re-reads catalogs.
-pub async fn approve(gw: &AdminState, ctx: &RequestContext, actor: &Actor, server: &str, tool: &str, hash: &str) -> Result<(), AdminError> {
+/// `answered` is the status the client gets for a success (the console redirects: 303).
+pub async fn approve(
+    gw: &AdminState,
+    ctx: &RequestContext,
+    actor: &Actor,
+    (server, tool, hash): (&str, &str, &str),
+    answered: http::StatusCode,
+) -> Result<(), AdminError> {
     const ACTION: &str = "admin/tools.approve";
     let approved = match gw.federation.pins().approve(server, tool, hash).await {
         Ok(true) => Ok(()),
@@ -277,6 +291,7 @@ pub async fn approve(gw: &AdminState, ctx: &RequestContext, actor: &Actor, serve
         Ok(()) => {
             gw.federation.refresh_all();
             let mut e = allowed_by(ctx, actor, ACTION, None, "tool_definition_approved");
+            e.status = answered.as_u16();
             e.tool = Some(tool.to_owned());
             e.server = Some(server.to_owned());
             gw.audit.emit(e);
@@ -344,7 +359,7 @@ async fn disconnect(
     Query(who): Query<Who>,
 ) -> Response {
     let key = ConnectionKey { credential, issuer: who.issuer.unwrap_or_default(), subject: who.subject.unwrap_or_default() };
-    match disconnect_connection(&gw, &ctx, &actor, &key).await {
+    match disconnect_connection(&gw, &ctx, &actor, &key, http::StatusCode::OK).await {
         Ok(()) => Json(json!({"deleted": true})).into_response(),
         Err(refusal) => refusal.into_response(),
     }
@@ -410,7 +425,7 @@ async fn approve_pin(
         gw.audit.emit(refused(&ctx, &actor, "admin/tools.approve", None, AdminError::InvalidBody));
         return AdminError::InvalidBody.into_response();
     };
-    match approve(&gw, &ctx, &actor, &server, &tool, &approval.hash).await {
+    match approve(&gw, &ctx, &actor, (&server, &tool, &approval.hash), http::StatusCode::OK).await {
         Ok(()) => Json(json!({"approved": true})).into_response(),
         Err(refusal) => refusal.into_response(),
     }

@@ -630,4 +630,22 @@ impl Store {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    /// Ends a console session on every replica until `expires_at` (Unix seconds), when its
+    /// cookie would have expired; rows past that go.
+    pub async fn revoke_console_session(&self, sid: &str, expires_at: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM console_revocations WHERE expires_at < $1").bind(self.now()).execute(&self.pool).await?;
+        sqlx::query("INSERT INTO console_revocations (sid, expires_at) VALUES ($1, $2) ON CONFLICT (sid) DO NOTHING")
+            .bind(sid)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a console session was ended by a sign-out.
+    pub async fn console_session_revoked(&self, sid: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM console_revocations WHERE sid = $1").bind(sid).fetch_optional(&self.pool).await?;
+        Ok(row.is_some())
+    }
 }

@@ -218,3 +218,88 @@ async fn there_is_no_console_without_an_admin_token() {
     assert_eq!(get(&gw, "/admin/sign-in", None).await.status(), 404);
     assert_eq!(get(&gw, "/admin/tools", None).await.status(), 404);
 }
+
+/// Sign-out ends the session server-side: the old cookie is refused on every replica sharing the
+/// vault's database (two gateways here). A form without its `csrf` field, or not a form at all
+/// (a forged cross-site form is `text/plain`), is `403 csrf_failed` and audited; each request is
+/// one event, with the status the client got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_ends_the_session_on_every_replica_and_every_form_is_audited_once() {
+    let issuer = TestIssuer::start().await;
+    let db = Db::sqlite();
+    let one = gateway(&issuer, "  []", &config(&db)).await;
+    let two = gateway(&issuer, "  []", &config(&db)).await;
+    let (_, cookie) = sign_in(&one, ADMIN).await;
+    let session = pair(&cookie.unwrap());
+    let page = get(&two, "/admin/keys", Some(&session)).await;
+    assert_eq!(page.status(), 200, "the session is valid on the other replica");
+    let csrf = field(&page.text().await.unwrap(), "csrf");
+
+    // Forms that cannot be read: no csrf field, and a text/plain body.
+    let post = |path: &'static str, body: &'static str, content_type: &'static str| {
+        let (session, url) = (session.clone(), format!("{}{path}", one.url));
+        async move {
+            browser()
+                .post(url)
+                .header("cookie", session)
+                .header("content-type", content_type)
+                .header("x-request-id", format!("forged-{}", path.replace('/', "-")))
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for path in ["/admin/keys", "/admin/keys/revoke", "/admin/sign-out"] {
+        assert_eq!(post(path, "name=x&subject=y", "application/x-www-form-urlencoded").await, 403, "{path} without csrf");
+        assert_eq!(post(path, "csrf=x&name=y=", "text/plain").await, 403, "{path} as text/plain");
+    }
+    let events = one.audit();
+    for (path, method) in [("/admin/keys", "admin/api_keys.create"), ("/admin/keys/revoke", "admin/api_keys.revoke"), ("/admin/sign-out", "admin/console.sign_out")] {
+        let id = format!("forged-{}", path.replace('/', "-"));
+        let refused: Vec<&Value> = events.iter().filter(|e| e["request_id"] == id.as_str()).collect();
+        assert_eq!(refused.len(), 2, "{path}: one event per request: {refused:#?}");
+        assert!(refused.iter().all(|e| e["method"] == method && e["reason"] == "csrf_failed" && e["status"] == 403), "{refused:#?}");
+    }
+
+    // Creating a key is one event.
+    let created = browser()
+        .post(format!("{}/admin/keys", one.url))
+        .header("cookie", &session)
+        .header("x-request-id", "create-one")
+        .form(&[("csrf", csrf.as_str()), ("name", "ci"), ("subject", "ci-bot")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let events: Vec<Value> = one.audit().into_iter().filter(|e| e["request_id"] == "create-one").collect();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["method"], "admin/api_keys.create");
+
+    // Sign-out: 303, audited 303; the cookie is refused on both replicas.
+    let out = browser()
+        .post(format!("{}/admin/sign-out", one.url))
+        .header("cookie", &session)
+        .header("x-request-id", "sign-out")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    let event = one.audit().into_iter().find(|e| e["request_id"] == "sign-out").unwrap();
+    assert_eq!((event["reason"].as_str(), event["status"].as_u64()), (Some("signed_out"), Some(303)));
+    for gw in [&one, &two] {
+        let r = get(gw, "/admin/keys", Some(&session)).await;
+        assert_eq!((r.status().as_u16(), r.headers()["location"].to_str().unwrap()), (303, "/admin/sign-in"));
+        let change = browser()
+            .post(format!("{}/admin/keys", gw.url))
+            .header("cookie", &session)
+            .form(&[("csrf", csrf.as_str()), ("name", "late"), ("subject", "late")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(change.status(), 401, "a signed-out session changes nothing");
+    }
+}

@@ -205,3 +205,23 @@ fn refusal_page(session: Option<&Session>, refusal: crate::error::AdminError, de
 fn esc(text: &str) -> String {
     crate::error::escape_html(text)
 }
+
+/// A console form, read whatever arrives. axum's `Form` answers a body without a field (`csrf`)
+/// with 422 and one of another type (`text/plain`, a forged cross-site form) with 415, before
+/// any handler runs, so nothing would be audited; here such a body is `None`, which the handler
+/// refuses `403 csrf_failed`, audited ([`ConsoleState::unreadable_form`]).
+pub struct Posted<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Posted<T> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let form = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")));
+        let Ok(body) = axum::body::Bytes::from_request(request, state).await else { return Ok(Self(None)) };
+        Ok(Self(if form { serde_urlencoded::from_bytes(&body).ok() } else { None }))
+    }
+}

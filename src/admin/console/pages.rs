@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::Form;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, http::HeaderMap};
@@ -20,7 +19,7 @@ use crate::identity::{Principal, Subject};
 use crate::store::ConnectionKey;
 
 pub async fn home(State(state): State<Arc<ConsoleState>>, headers: HeaderMap) -> Response {
-    match state.viewer(&headers) {
+    match state.viewer(&headers).await {
         Ok(_) => Redirect::to("/admin/tools").into_response(),
         Err(to_sign_in) => *to_sign_in,
     }
@@ -57,7 +56,7 @@ pub async fn tools(
     headers: HeaderMap,
     Query(preview): Query<Preview>,
 ) -> Response {
-    let session = match state.viewer(&headers) {
+    let session = match state.viewer(&headers).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -136,7 +135,7 @@ pub async fn tools(
 
 /// Federated tools whose definitions changed, with the change, awaiting approval.
 pub async fn pins(State(state): State<Arc<ConsoleState>>, Extension(ctx): Extension<RequestContext>, headers: HeaderMap) -> Response {
-    let session = match state.viewer(&headers) {
+    let session = match state.viewer(&headers).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -208,13 +207,14 @@ pub async fn approve(
     State(state): State<Arc<ConsoleState>>,
     Extension(ctx): Extension<RequestContext>,
     headers: HeaderMap,
-    Form(form): Form<Approve>,
+    super::Posted(form): super::Posted<Approve>,
 ) -> Response {
-    let session = match state.changer(&ctx, &headers, "admin/tools.approve", &form.csrf) {
+    let Some(form) = form else { return state.unreadable_form(&ctx, &headers, "admin/tools.approve").await };
+    let session = match state.changer(&ctx, &headers, "admin/tools.approve", &form.csrf).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
-    match crate::admin::approve(&state.admin, &ctx, &session.actor(), &form.server, &form.tool, &form.hash).await {
+    match crate::admin::approve(&state.admin, &ctx, &session.actor(), (&form.server, &form.tool, &form.hash), http::StatusCode::SEE_OTHER).await {
         Ok(()) => Redirect::to("/admin/pins").into_response(),
         Err(refusal) => refusal_page(Some(&session), refusal, None),
     }
@@ -226,7 +226,7 @@ pub async fn connections(
     Extension(ctx): Extension<RequestContext>,
     headers: HeaderMap,
 ) -> Response {
-    let session = match state.viewer(&headers) {
+    let session = match state.viewer(&headers).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -297,9 +297,10 @@ pub async fn connect(
     State(state): State<Arc<ConsoleState>>,
     Extension(ctx): Extension<RequestContext>,
     headers: HeaderMap,
-    Form(form): Form<Connect>,
+    super::Posted(form): super::Posted<Connect>,
 ) -> Response {
-    let session = match state.changer(&ctx, &headers, "admin/connect_link", &form.csrf) {
+    let Some(form) = form else { return state.unreadable_form(&ctx, &headers, "admin/connect_link").await };
+    let session = match state.changer(&ctx, &headers, "admin/connect_link", &form.csrf).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -331,14 +332,15 @@ pub async fn disconnect(
     State(state): State<Arc<ConsoleState>>,
     Extension(ctx): Extension<RequestContext>,
     headers: HeaderMap,
-    Form(form): Form<Disconnect>,
+    super::Posted(form): super::Posted<Disconnect>,
 ) -> Response {
-    let session = match state.changer(&ctx, &headers, "admin/connections.delete", &form.csrf) {
+    let Some(form) = form else { return state.unreadable_form(&ctx, &headers, "admin/connections.delete").await };
+    let session = match state.changer(&ctx, &headers, "admin/connections.delete", &form.csrf).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
     let key = ConnectionKey { credential: form.credential, issuer: form.issuer, subject: form.subject };
-    match crate::admin::disconnect_connection(&state.admin, &ctx, &session.actor(), &key).await {
+    match crate::admin::disconnect_connection(&state.admin, &ctx, &session.actor(), &key, http::StatusCode::SEE_OTHER).await {
         Ok(()) => Redirect::to("/admin/connections").into_response(),
         Err(refusal) => refusal_page(Some(&session), refusal, None),
     }
@@ -346,7 +348,7 @@ pub async fn disconnect(
 
 /// API keys: create (the key shown once, here), list, revoke.
 pub async fn keys(State(state): State<Arc<ConsoleState>>, Extension(ctx): Extension<RequestContext>, headers: HeaderMap) -> Response {
-    let session = match state.viewer(&headers) {
+    let session = match state.viewer(&headers).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -354,7 +356,8 @@ pub async fn keys(State(state): State<Arc<ConsoleState>>, Extension(ctx): Extens
 }
 
 async fn keys_page(state: &ConsoleState, ctx: &RequestContext, session: &Session, created: Option<(String, String)>) -> Response {
-    let listed = match api_keys::list_keys(&state.admin, ctx, &session.actor(), true).await {
+    // The page after a creation is that request's answer: its event is the creation's.
+    let listed = match api_keys::list_keys(&state.admin, ctx, &session.actor(), true, created.is_none()).await {
         Ok(k) => k,
         Err((refusal, detail)) => return refusal_page(Some(session), refusal, detail.as_deref()),
     };
@@ -431,9 +434,10 @@ pub async fn create_key(
     State(state): State<Arc<ConsoleState>>,
     Extension(ctx): Extension<RequestContext>,
     headers: HeaderMap,
-    Form(form): Form<CreateKey>,
+    super::Posted(form): super::Posted<CreateKey>,
 ) -> Response {
-    let session = match state.changer(&ctx, &headers, "admin/api_keys.create", &form.csrf) {
+    let Some(form) = form else { return state.unreadable_form(&ctx, &headers, "admin/api_keys.create").await };
+    let session = match state.changer(&ctx, &headers, "admin/api_keys.create", &form.csrf).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -449,6 +453,7 @@ pub async fn create_key(
         environment: nonempty(form.environment),
     };
     match api_keys::issue(&state.admin, &ctx, &session.actor(), new).await {
+        // One request, one event: the page after a creation lists the keys unaudited.
         Ok((record, key)) => keys_page(&state, &ctx, &session, Some((record.id, key.expose().to_owned()))).await,
         Err((refusal, detail)) => refusal_page(Some(&session), refusal, detail.as_deref()),
     }
@@ -464,13 +469,14 @@ pub async fn revoke_key(
     State(state): State<Arc<ConsoleState>>,
     Extension(ctx): Extension<RequestContext>,
     headers: HeaderMap,
-    Form(form): Form<Revoke>,
+    super::Posted(form): super::Posted<Revoke>,
 ) -> Response {
-    let session = match state.changer(&ctx, &headers, "admin/api_keys.revoke", &form.csrf) {
+    let Some(form) = form else { return state.unreadable_form(&ctx, &headers, "admin/api_keys.revoke").await };
+    let session = match state.changer(&ctx, &headers, "admin/api_keys.revoke", &form.csrf).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
-    match api_keys::revoke_key(&state.admin, &ctx, &session.actor(), &form.id).await {
+    match api_keys::revoke_key(&state.admin, &ctx, &session.actor(), &form.id, http::StatusCode::SEE_OTHER).await {
         Ok(_) => Redirect::to("/admin/keys").into_response(),
         Err((refusal, detail)) => refusal_page(Some(&session), refusal, detail.as_deref()),
     }
@@ -493,7 +499,7 @@ pub async fn audit(
     headers: HeaderMap,
     Query(q): Query<AuditSearch>,
 ) -> Response {
-    let session = match state.viewer(&headers) {
+    let session = match state.viewer(&headers).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -597,7 +603,7 @@ async fn verify(state: &ConsoleState) -> String {
 
 /// Quota usage per bucket and period.
 pub async fn limits(State(state): State<Arc<ConsoleState>>, Extension(ctx): Extension<RequestContext>, headers: HeaderMap) -> Response {
-    let session = match state.viewer(&headers) {
+    let session = match state.viewer(&headers).await {
         Ok(s) => s,
         Err(r) => return *r,
     };

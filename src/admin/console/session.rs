@@ -1,11 +1,12 @@
-//! Console sessions: a signed cookie (no server-side state, so any replica serves it), its CSRF
-//! token, and sign-in with the admin token.
+//! Console sessions: a signed cookie (any replica reads it), its CSRF token, sign-in with the
+//! admin token, and sign-out, which ends the session server-side: its id is recorded as revoked
+//! in the vault's database (every replica refuses it) and in this process (also without a
+//! vault). Rotating the admin token ends every session (the signing key derives from it).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
-use axum::Form;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, http::HeaderMap};
@@ -33,6 +34,9 @@ pub struct Session {
     /// Unix seconds.
     pub exp: u64,
     pub csrf: String,
+    /// The session's id, which a sign-out revokes. (A cookie without one is not accepted.)
+    #[serde(default)]
+    pub sid: String,
 }
 
 impl Session {
@@ -51,6 +55,8 @@ pub struct Sessions {
     key: hmac::Key,
     lifetime: Duration,
     secure: bool,
+    /// Sessions signed out through this process, until their cookies expire.
+    revoked: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Sessions {
@@ -59,7 +65,7 @@ impl Sessions {
     pub fn new(admin_token: &crate::secret::Secret, lifetime: Duration, secure: bool) -> Self {
         let root = hmac::Key::new(hmac::HMAC_SHA256, admin_token.expose().as_bytes());
         let derived = hmac::sign(&root, b"warden console session v1");
-        Self { key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()), lifetime, secure }
+        Self { key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()), lifetime, secure, revoked: std::sync::Mutex::default() }
     }
 
     fn cookie(&self, name: &str, value: &str, max_age: u64, same_site: &str) -> String {
@@ -74,6 +80,7 @@ impl Sessions {
             issuer: actor.issuer.clone(),
             exp: now().saturating_add(self.lifetime.as_secs()),
             csrf: crate::credentials::vault::random_token()?.expose().to_owned(),
+            sid: crate::credentials::vault::random_token()?.expose().to_owned(),
         };
         let payload = B64.encode(serde_json::to_vec(&session).ok()?);
         let signature = B64.encode(hmac::sign(&self.key, payload.as_bytes()).as_ref());
@@ -87,7 +94,16 @@ impl Sessions {
         let signature = B64.decode(signature).ok()?;
         hmac::verify(&self.key, payload.as_bytes(), &signature).ok()?;
         let session: Session = serde_json::from_slice(&B64.decode(payload).ok()?).ok()?;
-        (session.exp > now()).then_some(session)
+        let revoked = self.revoked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains_key(&session.sid);
+        (session.exp > now() && !session.sid.is_empty() && !revoked).then_some(session)
+    }
+
+    /// Ends `session` in this process.
+    fn revoke(&self, session: &Session) {
+        let mut revoked = self.revoked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = now();
+        revoked.retain(|_, exp| *exp > now);
+        revoked.insert(session.sid.clone(), session.exp);
     }
 
     pub fn clear(&self) -> String {
@@ -134,14 +150,44 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl ConsoleState {
+    /// The request's session, if its cookie is valid and it was not signed out (here, or on
+    /// any replica sharing the vault's database; a database that cannot answer refuses it).
+    pub async fn session(&self, headers: &HeaderMap) -> Option<Session> {
+        let session = self.sessions.read(headers)?;
+        if let Some(vault) = &self.admin.vault {
+            let revoked = match vault.store().await {
+                Ok(store) => store.console_session_revoked(&session.sid).await,
+                Err(e) => Err(e),
+            };
+            match revoked {
+                Ok(false) => {}
+                Ok(true) => return None,
+                Err(e) => {
+                    tracing::error!(error = %e, "console session revocations could not be read: the session is refused");
+                    return None;
+                }
+            }
+        }
+        Some(session)
+    }
+
     /// The session, or a redirect to sign in.
-    pub fn viewer(&self, headers: &HeaderMap) -> Result<Session, Box<Response>> {
-        self.sessions.read(headers).ok_or_else(|| Box::new(Redirect::to("/admin/sign-in").into_response()))
+    pub async fn viewer(&self, headers: &HeaderMap) -> Result<Session, Box<Response>> {
+        self.session(headers).await.ok_or_else(|| Box::new(Redirect::to("/admin/sign-in").into_response()))
+    }
+
+    /// A form that could not be read (no `csrf` field, not a form at all): a forged or broken
+    /// submission, refused `403 csrf_failed` and audited like a wrong CSRF token.
+    pub async fn unreadable_form(&self, ctx: &RequestContext, headers: &HeaderMap, action: &str) -> Response {
+        let session = self.session(headers).await;
+        let actor = session.as_ref().map_or_else(Actor::admin_token, Session::actor);
+        self.admin.audit.emit(refused(ctx, &actor, action, None, AdminError::CsrfFailed));
+        super::refusal_page(session.as_ref(), AdminError::CsrfFailed, None)
     }
 
     /// A change: signed in, from this origin, with the session's CSRF token; refusals audited.
-    pub fn changer(&self, ctx: &RequestContext, headers: &HeaderMap, action: &str, csrf: &str) -> Result<Session, Box<Response>> {
-        let Some(session) = self.sessions.read(headers) else {
+    pub async fn changer(&self, ctx: &RequestContext, headers: &HeaderMap, action: &str, csrf: &str) -> Result<Session, Box<Response>> {
+        let Some(session) = self.session(headers).await else {
             self.admin.audit.emit(refused(ctx, &Actor::admin_token(), action, None, AdminError::Unauthorized));
             return Err(Box::new(super::refusal_page(None, AdminError::Unauthorized, Some("sign in again"))));
         };
@@ -193,9 +239,10 @@ pub async fn sign_in(
     Extension(ctx): Extension<RequestContext>,
     socket: Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
-    Form(form): Form<SignIn>,
+    super::Posted(form): super::Posted<SignIn>,
 ) -> Response {
     const ACTION: &str = "admin/console.sign_in";
+    let Some(form) = form else { return state.unreadable_form(&ctx, &headers, ACTION).await };
     let admin = Actor::admin_token();
     let ip = state.admin.client_ip(socket.map(|Extension(c)| c.0), &headers);
     if let Some(refusal) = state.admin.refusal_if_blocked(Some(&ctx), ACTION, ip) {
@@ -258,16 +305,34 @@ pub struct Csrf {
     csrf: String,
 }
 
+/// Ends the session: revoked here and in the vault's database (every replica), the cookie
+/// cleared. A revocation that cannot be stored is a 503: the session would live on elsewhere.
 pub async fn sign_out(
     State(state): State<Arc<ConsoleState>>,
     Extension(ctx): Extension<RequestContext>,
     headers: HeaderMap,
-    Form(form): Form<Csrf>,
+    super::Posted(form): super::Posted<Csrf>,
 ) -> Response {
-    let session = match state.changer(&ctx, &headers, "admin/console.sign_out", &form.csrf) {
+    const ACTION: &str = "admin/console.sign_out";
+    let Some(form) = form else { return state.unreadable_form(&ctx, &headers, ACTION).await };
+    let session = match state.changer(&ctx, &headers, ACTION, &form.csrf).await {
         Ok(s) => s,
         Err(refusal) => return *refusal,
     };
-    state.admin.audit.emit(allowed_by(&ctx, &session.actor(), "admin/console.sign_out", None, "signed_out"));
+    state.sessions.revoke(&session);
+    if let Some(vault) = &state.admin.vault {
+        let stored = match vault.store().await {
+            Ok(store) => store.revoke_console_session(&session.sid, i64::try_from(session.exp).unwrap_or(i64::MAX)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            tracing::error!(error = %e, "a console sign-out could not be stored");
+            state.admin.audit.emit(refused(&ctx, &session.actor(), ACTION, None, AdminError::VaultUnavailable));
+            return super::refusal_page(Some(&session), AdminError::VaultUnavailable, Some("the session is still valid on other replicas: try again"));
+        }
+    }
+    let mut event = allowed_by(&ctx, &session.actor(), ACTION, None, "signed_out");
+    event.status = http::StatusCode::SEE_OTHER.as_u16();
+    state.admin.audit.emit(event);
     with_cookie(Redirect::to("/admin/sign-in").into_response(), &state.sessions.clear())
 }
