@@ -66,7 +66,13 @@ pub async fn issue(gw: &AdminState, ctx: &RequestContext, actor: &Actor, new: Ne
 /// Keys, audited as a read.
 /// `audited`: whether the listing is the request's own event (not when a page lists the keys
 /// after another change, which has its event).
-pub async fn list_keys(gw: &AdminState, ctx: &RequestContext, actor: &Actor, all: bool, audited: bool) -> Result<Vec<ApiKeyRecord>, Refusal> {
+pub async fn list_keys(
+    gw: &AdminState,
+    ctx: &RequestContext,
+    actor: &Actor,
+    all: bool,
+    audited: bool,
+) -> Result<Vec<ApiKeyRecord>, Refusal> {
     const ACTION: &str = "admin/api_keys.list";
     let listed = match keys(gw) {
         Ok(keys) => keys.list(all).await.map_err(refusal),
@@ -82,7 +88,13 @@ pub async fn list_keys(gw: &AdminState, ctx: &RequestContext, actor: &Actor, all
 
 /// Revokes a key, audited.
 /// `answered` is the status the client gets for a success (the console redirects: 303).
-pub async fn revoke_key(gw: &AdminState, ctx: &RequestContext, actor: &Actor, id: &str, answered: http::StatusCode) -> Result<ApiKeyRecord, Refusal> {
+pub async fn revoke_key(
+    gw: &AdminState,
+    ctx: &RequestContext,
+    actor: &Actor,
+    id: &str,
+    answered: http::StatusCode,
+) -> Result<ApiKeyRecord, Refusal> {
     const ACTION: &str = "admin/api_keys.revoke";
     let revoked = match keys(gw) {
         Ok(keys) => keys.revoke(id).await.map_err(refusal),

@@ -54,9 +54,7 @@ impl Unreadable {
                 "the server's answer is larger than max_response_bytes",
                 Some(serde_json::json!({"code": "upstream_too_large"})),
             ),
-            Self::Invalid(why) => {
-                ErrorData::new(ErrorCode(INVALID), why, Some(serde_json::json!({"code": "upstream_invalid_response"})))
-            }
+            Self::Invalid(why) => ErrorData::new(ErrorCode(INVALID), why, Some(serde_json::json!({"code": "upstream_invalid_response"}))),
         }
     }
 
@@ -282,7 +280,10 @@ mod tests {
         let stash = Stash::default();
         let deep = format!(r#"{{"jsonrpc":"2.0","id":5,"result":{{"x":{}{}}}}}"#, "[".repeat(200), "]".repeat(200));
         let cases: [(&[u8], Unreadable); 4] = [
-            (b"{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"\xff\"}]}}", Unreadable::Invalid(NOT_UTF8)),
+            (
+                b"{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"\xff\"}]}}",
+                Unreadable::Invalid(NOT_UTF8),
+            ),
             (br#"{"jsonrpc":"2.0","id":5,"result":{"content":"nope"}}"#, Unreadable::Invalid(NOT_A_RESULT)),
             (br#"{"jsonrpc":"2.0","id":5,"result":{"content":[]},"#, Unreadable::Invalid(NOT_JSON_RPC)),
             (deep.as_bytes(), Unreadable::Invalid(TOO_DEEP)),

@@ -94,10 +94,7 @@ mod tests {
         assert!(claims.settle(&[("a".into(), tools(&["x"])), ("b".into(), tools(&["b_secret"]))], true).is_empty());
         let offers = [("a".into(), tools(&["x", "b_secret"])), ("b".into(), tools(&["b_secret"]))];
         let reported = claims.settle(&offers, true);
-        assert_eq!(
-            reported,
-            [Collision { kind: Kind::Tool, name: "b_secret".into(), owner: "b".into(), newcomer: "a".into() }]
-        );
+        assert_eq!(reported, [Collision { kind: Kind::Tool, name: "b_secret".into(), owner: "b".into(), newcomer: "a".into() }]);
         assert!(claims.serves("b", Kind::Tool, "b_secret") && !claims.serves("a", Kind::Tool, "b_secret"));
         // Reported once, however often the catalog is read again.
         for _ in 0..100 {

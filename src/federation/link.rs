@@ -103,7 +103,10 @@ impl rmcp::ClientHandler for Watcher {
     }
 
     #[allow(deprecated)]
-    async fn list_roots(&self, _context: rmcp::service::RequestContext<RoleClient>) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
+    async fn list_roots(
+        &self,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
         Err(not_declared("roots/list"))
     }
 

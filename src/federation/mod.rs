@@ -164,8 +164,9 @@ impl Federation {
                 ));
             }
             // `a_` and `a_b_`: server a's tool `b_x` and server a_b's tool `x` are both `a_b_x`.
-            if let Some(other) =
-                servers.iter().find(|s| !s.prefix.is_empty() && !prefix.is_empty() && (s.prefix.starts_with(&prefix) || prefix.starts_with(&s.prefix)))
+            if let Some(other) = servers
+                .iter()
+                .find(|s| !s.prefix.is_empty() && !prefix.is_empty() && (s.prefix.starts_with(&prefix) || prefix.starts_with(&s.prefix)))
             {
                 return Err(ConfigError::new(
                     at("prefix"),
@@ -575,8 +576,7 @@ impl Server {
                 _ => last.resources.clone(),
             };
             let read = pages(self.catalog, |cursor| async move {
-                let page =
-                    peer.list_resource_templates(Some(rmcp::model::PaginatedRequestParams::default().with_cursor(cursor))).await?;
+                let page = peer.list_resource_templates(Some(rmcp::model::PaginatedRequestParams::default().with_cursor(cursor))).await?;
                 Ok((page.resource_templates, page.next_cursor))
             });
             extras.templates = match tokio::time::timeout(limit, read).await {

@@ -110,10 +110,9 @@ impl Transport<RoleClient> for Stdio {
                 return Some(message);
             }
             let decoded = match self.stdout.next().await {
-                Ok(Some(Frame::TooLong(scan))) => Decoded::Unreadable {
-                    id: scan.id.as_deref().and_then(|id| serde_json::from_slice(id).ok()),
-                    why: Unreadable::TooLarge,
-                },
+                Ok(Some(Frame::TooLong(scan))) => {
+                    Decoded::Unreadable { id: scan.id.as_deref().and_then(|id| serde_json::from_slice(id).ok()), why: Unreadable::TooLarge }
+                }
                 Ok(Some(Frame::Line(bytes, scan))) => {
                     let ledger = Arc::clone(&self.ledger);
                     answers::decode(&bytes, &scan, |id| ledger.is_call(id), &self.stash)

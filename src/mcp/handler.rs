@@ -207,11 +207,7 @@ pub fn list_tools(mcp: &Mcp, a: &Admitted) -> ListToolsResult {
 /// `notifications/cancelled` stops it (and the backend is told); if the client goes away
 /// instead, the call is audited as `client_closed` when its future is dropped: every call is
 /// audited once, however it ends. `progress` receives the backend's progress reports.
-pub async fn call_tool(
-    mcp: &Mcp,
-    a: Admitted,
-    progress: Option<tokio::sync::mpsc::Sender<Progress>>,
-) -> Result<ToolResponse, ErrorData> {
+pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mpsc::Sender<Progress>>) -> Result<ToolResponse, ErrorData> {
     let Admitted { principal, ctx, jsonrpc_id, call, once, url_elicitation, facts, .. } = a;
     let refused = |error: &GatewayError| Verdict { decision: error.decision(), reason: error.reason(), status: error.status().as_u16() };
     let Some(CallAllowed { tool, rule, arguments }) = call else {
@@ -338,9 +334,9 @@ impl ToolResponse {
                     result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
                     CallToolResponse::Complete(result)
                 }
-                Err(_) => CallToolResponse::Complete(crate::error::tool_failure_result(&ToolFailure::InvalidResponse(
-                    "not a CallToolResult",
-                ))),
+                Err(_) => {
+                    CallToolResponse::Complete(crate::error::tool_failure_result(&ToolFailure::InvalidResponse("not a CallToolResult")))
+                }
             },
         }
     }

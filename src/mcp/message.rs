@@ -49,10 +49,7 @@ const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 ///
 /// `unserved` judges a request's method first (given whether `_meta` names a revision), so a
 /// method the server does not serve is refused as such, whatever its params.
-pub fn check_message(
-    bytes: &[u8],
-    unserved: &dyn Fn(&str, bool) -> Option<GatewayError>,
-) -> Result<Message, Refused> {
+pub fn check_message(bytes: &[u8], unserved: &dyn Fn(&str, bool) -> Option<GatewayError>) -> Result<Message, Refused> {
     let value = match serde_json::from_slice::<Strict>(bytes) {
         Ok(Strict(v)) => v,
         // Valid JSON that the strict reader refused has a repeated member name. (Skipping a

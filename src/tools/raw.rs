@@ -95,8 +95,7 @@ impl RawResult {
             }
             (true, true) => {
                 // Rebuilt from its members, each kept as it came, without `resultType`.
-                let map: std::collections::BTreeMap<std::borrow::Cow<'_, str>, &RawValue> =
-                    serde_json::from_str(text).unwrap_or_default();
+                let map: std::collections::BTreeMap<std::borrow::Cow<'_, str>, &RawValue> = serde_json::from_str(text).unwrap_or_default();
                 let kept: std::collections::BTreeMap<_, _> = map.into_iter().filter(|(k, _)| k != "resultType").collect();
                 std::borrow::Cow::Owned(serde_json::to_string(&kept).unwrap_or_else(|_| "{}".into()))
             }

@@ -257,7 +257,11 @@ async fn signing_out_ends_the_session_on_every_replica_and_every_form_is_audited
         assert_eq!(post(path, "csrf=x&name=y=", "text/plain").await, 403, "{path} as text/plain");
     }
     let events = one.audit();
-    for (path, method) in [("/admin/keys", "admin/api_keys.create"), ("/admin/keys/revoke", "admin/api_keys.revoke"), ("/admin/sign-out", "admin/console.sign_out")] {
+    for (path, method) in [
+        ("/admin/keys", "admin/api_keys.create"),
+        ("/admin/keys/revoke", "admin/api_keys.revoke"),
+        ("/admin/sign-out", "admin/console.sign_out"),
+    ] {
         let id = format!("forged-{}", path.replace('/', "-"));
         let refused: Vec<&Value> = events.iter().filter(|e| e["request_id"] == id.as_str()).collect();
         assert_eq!(refused.len(), 2, "{path}: one event per request: {refused:#?}");

@@ -190,10 +190,95 @@ async fn a_listed_uri_is_read_from_the_server_that_listed_it() {
     let read = |uri: &'static str| {
         let gw = &gw;
         let token = &token;
-        async move { gw.rpc(token, "resources/read", json!({"uri": uri})).await.result()["contents"][0]["text"].as_str().unwrap_or_default().to_owned() }
+        async move {
+            gw.rpc(token, "resources/read", json!({"uri": uri})).await.result()["contents"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        }
     };
     let text = eventually(|| read("b://secret/doc"), |t| !t.is_empty()).await;
     assert_eq!(text, "rb read b://secret/doc", "an exact listing beats any template");
     assert_eq!(read("b://secret/other").await, "rb read b://secret/other", "the most specific template wins");
     assert_eq!(read("x://elsewhere").await, "ra read x://elsewhere");
+}
+
+/// Peak and current resident memory of a process, in KiB (Linux `/proc`).
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap()
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Issue 25's goal, measured in a process of its own (`warden serve`): a result just under
+/// `max_response_bytes` (4 MiB, the default) made of 150,000 small items raises Warden's peak
+/// RSS by less than 64 MB over idle. (Built into rmcp's types, such a result took about 40
+/// times its size.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_under_the_bound_costs_a_small_multiple_of_its_size() {
+    let issuer = TestIssuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let config = format!(
+        "server:\n  listen: 127.0.0.1:{port}\n  public_url: {url}\nidentity:\n  issuers:\n    - issuer: {}\naudit:\n  output: {}\nservers:\n{}",
+        issuer.url,
+        dir.path().join("audit.jsonl").display(),
+        server("h", &[], "")
+    );
+    let path = dir.path().join("warden.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let token = issuer.sign(&issuer.claims("alice", "", &format!("{url}/mcp")));
+    let http = reqwest::Client::new();
+    let call = |count: u64| {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        async move {
+            let body =
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "h_items", "arguments": {"count": count}}});
+            let r = http
+                .post(format!("{url}/mcp"))
+                .bearer_auth(token)
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-11-25")
+                .json(&body)
+                .send()
+                .await;
+            match r {
+                Ok(r) => r.json::<Value>().await.ok().and_then(|v| v["result"]["content"].as_array().map(Vec::len)),
+                Err(_) => None,
+            }
+        }
+    };
+    let mut ready = None;
+    for _ in 0..200 {
+        ready = call(10).await;
+        if ready == Some(10) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, Some(10), "the server's tools never came");
+    for _ in 0..3 {
+        assert_eq!(call(1000).await, Some(1000));
+    }
+    // The peak from here on (writing 5 to clear_refs resets VmHWM).
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    let (_, idle) = memory_kib(pid);
+    assert_eq!(call(150_000).await, Some(150_000), "under the bound, the whole result comes");
+    let (peak, _) = memory_kib(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    let above = peak.saturating_sub(idle);
+    println!("idle {idle} KiB, peak {peak} KiB, {above} KiB above idle for a 4.05 MB result of 150,000 items");
+    assert!(above < 64 * 1024, "peak RSS {above} KiB above idle (goal: under 64 MB)");
 }

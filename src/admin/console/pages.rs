@@ -214,7 +214,9 @@ pub async fn approve(
         Ok(s) => s,
         Err(r) => return *r,
     };
-    match crate::admin::approve(&state.admin, &ctx, &session.actor(), (&form.server, &form.tool, &form.hash), http::StatusCode::SEE_OTHER).await {
+    match crate::admin::approve(&state.admin, &ctx, &session.actor(), (&form.server, &form.tool, &form.hash), http::StatusCode::SEE_OTHER)
+        .await
+    {
         Ok(()) => Redirect::to("/admin/pins").into_response(),
         Err(refusal) => refusal_page(Some(&session), refusal, None),
     }

@@ -328,7 +328,11 @@ pub async fn sign_out(
         if let Err(e) = stored {
             tracing::error!(error = %e, "a console sign-out could not be stored");
             state.admin.audit.emit(refused(&ctx, &session.actor(), ACTION, None, AdminError::VaultUnavailable));
-            return super::refusal_page(Some(&session), AdminError::VaultUnavailable, Some("the session is still valid on other replicas: try again"));
+            return super::refusal_page(
+                Some(&session),
+                AdminError::VaultUnavailable,
+                Some("the session is still valid on other replicas: try again"),
+            );
         }
     }
     let mut event = allowed_by(&ctx, &session.actor(), ACTION, None, "signed_out");
