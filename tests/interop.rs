@@ -221,6 +221,63 @@ async fn inspector_cli_lists_and_calls_tools_with_a_bearer_header() {
     shutdown.cancel();
 }
 
+/// mcp-remote (npm), the stdio bridge Claude Desktop and Cursor users run to reach a remote MCP
+/// server: a stdio client speaks to it, it speaks Streamable HTTP to Warden with the header it
+/// was given. The bridge lists and calls the caller's tools as Warden lets the token.
+#[tokio::test]
+#[ignore = "needs mcp-remote: run scripts/test"]
+async fn mcp_remote_bridges_a_stdio_client_to_warden_with_a_bearer_header() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (demo, shutdown) = demo(None).await;
+    let token = demo.idp.mint("alice", "mcp-remote", &["calendar:read".into()], &demo.resource).unwrap();
+    let bin = std::env::var("WARDEN_NODE_BIN").expect("WARDEN_NODE_BIN must name the directory holding node: run scripts/test");
+    let config_dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(format!("{bin}/node"))
+        .arg(format!("{bin}/mcp-remote"))
+        .arg(&demo.mcp_url)
+        .args(["--header", &format!("Authorization: Bearer {token}"), "--transport", "http-only", "--allow-http"])
+        .env("MCP_REMOTE_CONFIG_DIR", config_dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cannot run mcp-remote");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut ask = async |id: u64, method: &str, params: Value| -> Value {
+        let mut line = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string() + "\n";
+        if id == 2 {
+            // After initialize's answer, as a client says it.
+            line = format!("{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}}\n{line}");
+        }
+        stdin.write_all(line.as_bytes()).await.unwrap();
+        loop {
+            let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("mcp-remote did not answer {method}"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("mcp-remote exited before answering {method}"));
+            if let Ok(message) = serde_json::from_str::<Value>(&line)
+                && message["id"] == id
+            {
+                return message;
+            }
+        }
+    };
+    let init = ask(1, "initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "stdio-client", "version": "1"}})).await;
+    assert!(init["result"]["serverInfo"].is_object(), "{init}");
+    let listed = ask(2, "tools/list", json!({})).await;
+    let names: Vec<&str> = listed["result"]["tools"].as_array().unwrap_or_else(|| panic!("{listed}")).iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["whoami", "list_events"], "a read-only token sees the read tools");
+    let called = ask(3, "tools/call", json!({"name": "list_events", "arguments": {"limit": 5}})).await;
+    let events = called["result"]["structuredContent"]["events"].as_array().unwrap_or_else(|| panic!("{called}"));
+    assert!(!events.is_empty() && events.iter().all(|e| e["owner"] == "alice"), "{called}");
+    assert_eq!(demo.calendar.seen().last().unwrap().headers["x-user-id"], "alice");
+    let _ = child.kill().await;
+    shutdown.cancel();
+}
+
 /// Starts node-oidc-provider for `resource`; returns its issuer and the child to kill.
 fn start_oidc_provider(resource: &str, scopes: &str, user: &str) -> (String, std::process::Child) {
     use std::io::BufRead;
