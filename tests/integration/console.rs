@@ -306,4 +306,12 @@ async fn signing_out_ends_the_session_on_every_replica_and_every_form_is_audited
             .unwrap();
         assert_eq!(change.status(), 401, "a signed-out session changes nothing");
     }
+
+    // Rotating the admin token ends every session: a replica restarted with a new token (the
+    // same database) refuses a cookie signed under the old one.
+    let (_, cookie) = sign_in(&one, ADMIN).await;
+    let live = pair(&cookie.unwrap());
+    assert_eq!(get(&two, "/admin/keys", Some(&live)).await.status(), 200);
+    let rotated = gateway(&issuer, "  []", &config(&db).replace(ADMIN, "admin-token-rotated-0123456789abcdef01234")).await;
+    assert_eq!(get(&rotated, "/admin/keys", Some(&live)).await.status(), 303, "a session of the old token");
 }
