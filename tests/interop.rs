@@ -265,10 +265,16 @@ async fn mcp_remote_bridges_a_stdio_client_to_warden_with_a_bearer_header() {
             }
         }
     };
-    let init = ask(1, "initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "stdio-client", "version": "1"}})).await;
+    let init = ask(
+        1,
+        "initialize",
+        json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "stdio-client", "version": "1"}}),
+    )
+    .await;
     assert!(init["result"]["serverInfo"].is_object(), "{init}");
     let listed = ask(2, "tools/list", json!({})).await;
-    let names: Vec<&str> = listed["result"]["tools"].as_array().unwrap_or_else(|| panic!("{listed}")).iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        listed["result"]["tools"].as_array().unwrap_or_else(|| panic!("{listed}")).iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["whoami", "list_events"], "a read-only token sees the read tools");
     let called = ask(3, "tools/call", json!({"name": "list_events", "arguments": {"limit": 5}})).await;
     let events = called["result"]["structuredContent"]["events"].as_array().unwrap_or_else(|| panic!("{called}"));
