@@ -305,7 +305,9 @@ impl FederatedHttp {
     }
 }
 
-/// The answer to request `id` in `bytes`, or its failure: an answer to another id is one too.
+/// The message in `bytes` (a JSON body, an SSE event's data): the answer to request `id`, read
+/// and attributed by [`answers::decode`], or this request's failure (an answer to another id is
+/// one too); notifications and the server's requests as they are.
 fn answer_for(id: &rmcp::model::RequestId, call: bool, bytes: &[u8], stash: &Stash) -> rmcp::model::ServerJsonRpcMessage {
     let mut scanner = Scanner::default();
     scanner.feed(bytes);
@@ -356,7 +358,9 @@ fn bounded_events(
         .map(move |event| match event {
             Ok(mut event) => {
                 if let Some(data) = event.data.as_deref().filter(|d| !d.trim().is_empty()) {
-                    let message = answer_in_event(&id, call, data.as_bytes(), &stash);
+                    // Notifications and the server's own requests pass as they are; the answer to `id` is
+                    // read as a JSON body's would be.
+                    let message = answer_for(&id, call, data.as_bytes(), &stash);
                     event.data = Some(serde_json::to_string(&message).unwrap_or_default());
                 }
                 Some(Ok(event))
@@ -380,20 +384,6 @@ fn bounded_events(
         })
         .filter_map(futures::future::ready)
         .boxed()
-}
-
-/// One SSE event's message: notifications and the server's own requests as they are, the
-/// answer to `id` as [`answer_for`] reads it; what cannot be read is `id`'s failure.
-fn answer_in_event(id: &rmcp::model::RequestId, call: bool, data: &[u8], stash: &Stash) -> rmcp::model::ServerJsonRpcMessage {
-    let mut scanner = Scanner::default();
-    scanner.feed(data);
-    match answers::decode(data, &scanner.finish(), |i| call && i == id, stash) {
-        Decoded::Message(message) => match answers::answer_id(&message) {
-            Some(answered) if answered != id => Unreadable::Invalid(answers::UNKNOWN_ID).answer(id.clone()),
-            _ => message,
-        },
-        Decoded::Unreadable { why, .. } => why.answer(id.clone()),
-    }
 }
 
 /// The bound of one SSE event, passed.
