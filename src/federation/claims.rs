@@ -52,7 +52,9 @@ impl Claims {
     /// whether start-up is over (`incumbents`: a served name then stays with its server).
     /// Returns the collisions not reported before.
     pub fn settle(&mut self, offers: &[(String, Vec<Key>)], incumbents: bool) -> Vec<Collision> {
-        let offered = |server: &str, key: &Key| offers.iter().any(|(s, keys)| s == server && keys.contains(key));
+        let by_server: std::collections::HashMap<&str, HashSet<&Key>> =
+            offers.iter().map(|(s, keys)| (s.as_str(), keys.iter().collect())).collect();
+        let offered = |server: &str, key: &Key| by_server.get(server).is_some_and(|keys| keys.contains(key));
         if incumbents {
             // A claim lapses when its server no longer offers the item (or is gone).
             self.owners.retain(|key, owner| offered(owner, key));
