@@ -233,35 +233,54 @@ const STDERR_RATE: f64 = 50.0;
 /// It never stops reading before the end: a server whose stderr is not read blocks on it.
 pub async fn log_stderr(server: String, mut stderr: impl AsyncRead + Unpin) {
     let mut buf = vec![0u8; CHUNK];
-    let mut line: Vec<u8> = Vec::with_capacity(256);
-    let mut cut = false;
+    let mut lines = StderrLines::default();
     let mut limiter = LineLimiter::new();
     loop {
         let n = match stderr.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        for &b in &buf[..n] {
+        lines.feed(&buf[..n], |line, cut| limiter.log(&server, line, cut));
+    }
+    lines.finish(|line, cut| limiter.log(&server, line, cut));
+    limiter.flush(&server);
+}
+
+/// Stderr bytes as log lines: split at `\n` or `\r`, each cut at [`STDERR_LINE`] bytes as it
+/// arrives (emitted then, the rest of the line dropped), so nothing longer is ever held.
+#[derive(Debug, Default)]
+struct StderrLines {
+    line: Vec<u8>,
+    cut: bool,
+}
+
+impl StderrLines {
+    /// Feeds bytes; `emit` gets each line (and whether it was cut) as it completes.
+    fn feed(&mut self, bytes: &[u8], mut emit: impl FnMut(&[u8], bool)) {
+        for &b in bytes {
             if b == b'\n' || b == b'\r' {
-                if !line.is_empty() || cut {
-                    limiter.log(&server, &line, cut);
+                if !self.cut && !self.line.is_empty() {
+                    emit(&self.line, false);
                 }
-                line.clear();
-                cut = false;
-            } else if line.len() < STDERR_LINE {
-                line.push(b);
-            } else if !cut {
-                // Logged now, as far as it goes; the rest of the line is dropped.
-                cut = true;
-                limiter.log(&server, &line, true);
-                line.clear();
+                self.line.clear();
+                self.cut = false;
+            } else if self.line.len() < STDERR_LINE {
+                self.line.push(b);
+            } else if !self.cut {
+                self.cut = true;
+                emit(&self.line, true);
+                self.line.clear();
             }
         }
     }
-    if !line.is_empty() {
-        limiter.log(&server, &line, cut);
+
+    /// The last line, if the stream ended without a line break.
+    fn finish(&mut self, mut emit: impl FnMut(&[u8], bool)) {
+        if !self.cut && !self.line.is_empty() {
+            emit(&self.line, false);
+        }
+        self.line.clear();
     }
-    limiter.flush(&server);
 }
 
 /// A token bucket for one server's stderr lines.
@@ -276,15 +295,22 @@ impl LineLimiter {
         Self { tokens: STDERR_BURST, at: Instant::now(), dropped: 0 }
     }
 
-    fn log(&mut self, server: &str, line: &[u8], cut: bool) {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * STDERR_RATE).min(STDERR_BURST);
-        self.at = now;
+    /// Whether a line may be logged at `now` (one token); counts those that may not.
+    fn admit(&mut self, now: Instant) -> bool {
+        self.tokens = (self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * STDERR_RATE).min(STDERR_BURST);
+        self.at = self.at.max(now);
         if self.tokens < 1.0 {
             self.dropped += 1;
-            return;
+            return false;
         }
         self.tokens -= 1.0;
+        true
+    }
+
+    fn log(&mut self, server: &str, line: &[u8], cut: bool) {
+        if !self.admit(Instant::now()) {
+            return;
+        }
         self.flush(server);
         let text = String::from_utf8_lossy(line);
         if cut {

@@ -94,3 +94,37 @@ async fn a_dropped_read_loses_and_repeats_nothing() {
     drop(writer);
     assert_eq!(lines.next().await.unwrap(), None);
 }
+
+#[test]
+fn stderr_is_split_cut_and_never_held_past_a_line() {
+    let mut lines = StderrLines::default();
+    let mut seen: Vec<(Vec<u8>, bool)> = Vec::new();
+    let mut input = b"progress 1\rprogress 2\r\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', 150_000));
+    input.extend(b"\n\xff\xfe not utf-8\ntail without newline");
+    for chunk in input.chunks(4096) {
+        lines.feed(chunk, |line, cut| seen.push((line.to_vec(), cut)));
+        assert!(lines.line.capacity() <= 2 * STDERR_LINE, "held {} bytes", lines.line.capacity());
+    }
+    lines.finish(|line, cut| seen.push((line.to_vec(), cut)));
+    let expected: Vec<(Vec<u8>, bool)> = vec![
+        (b"progress 1".to_vec(), false),
+        (b"progress 2".to_vec(), false),
+        (vec![b'x'; STDERR_LINE], true),
+        (b"\xff\xfe not utf-8".to_vec(), false),
+        (b"tail without newline".to_vec(), false),
+    ];
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn stderr_logging_is_rate_limited_per_server() {
+    let mut limiter = LineLimiter::new();
+    let start = limiter.at;
+    let admitted = (0..10_000).filter(|_| limiter.admit(start)).count();
+    assert_eq!(admitted, STDERR_BURST as usize, "a burst, then nothing at the same instant");
+    let later = start + std::time::Duration::from_secs(1);
+    let admitted = (0..10_000).filter(|_| limiter.admit(later)).count();
+    assert_eq!(admitted, STDERR_RATE as usize, "then the rate");
+    assert_eq!(limiter.dropped, 20_000 - (STDERR_BURST + STDERR_RATE) as u64);
+}

@@ -150,6 +150,20 @@ async fn a_catalog_that_never_ends_is_refused_within_its_bounds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_that_turns_endless_keeps_the_last_good_one() {
+    let (_issuer, gw, token) = with_servers(&[server("g", &["--tools", "echo,go_endless"], "")], "").await;
+    wait_for_tool(&gw, &token, "g_echo").await;
+    let (is_error, text) = call(&gw, &token, "g_go_endless", json!({})).await;
+    assert!(!is_error, "{text}");
+    // The notification's read (a second after it) fails at its bounds: the last good catalog
+    // stays, and the server's tools keep working.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(gw.tool_names(&token).await, ["g_echo", "g_go_endless"]);
+    let (is_error, text) = call(&gw, &token, "g_echo", json!({"text": "still"})).await;
+    assert_eq!((is_error, text.as_str()), (false, "echo: still"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_served_name_stays_with_its_server() {
     // `a` (no prefix, first in config) adds `b_secret` while `b` serves it.
     let a = server("a", &["--tools", "echo,add_tool", "--label", "a"], ", prefix: \"\"");
@@ -307,4 +321,49 @@ async fn peak_above_idle(entry: &str) -> (u64, u64) {
     let _ = child.kill();
     let _ = child.wait();
     (single, peak.saturating_sub(idle))
+}
+
+/// The bounds on a catalog read, seen from outside (`warden serve` in its own process): a server
+/// that pages forever and one whose cursor comes back are each refused once, with the bound or
+/// the repeated cursor named in one log line, however often they say their list changed, and
+/// Warden's memory stays small (unbounded, the endless catalog took 1.19 GB in 4 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_catalogs_are_refused_once_and_cost_little() {
+    let issuer = TestIssuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        "server:\n  listen: 127.0.0.1:{port}\n  public_url: http://127.0.0.1:{port}\nidentity:\n  issuers:\n    - issuer: {}\naudit:\n  output: {}\nservers:\n{}{}",
+        issuer.url,
+        dir.path().join("audit.jsonl").display(),
+        server("e", &["--paging", "endless"], ", refresh_interval: 1s"),
+        server("s", &["--paging", "same-cursor"], ", refresh_interval: 1s"),
+    );
+    let path = dir.path().join("warden.yaml");
+    std::fs::write(&path, config).unwrap();
+    let log = dir.path().join("warden.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Several refreshes (every second) of each.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (peak, _) = memory_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let refused = |server: &str| {
+        text.lines().filter(|l| l.contains("catalog was not read") && l.contains(&format!("server={server}"))).collect::<Vec<_>>()
+    };
+    let endless = refused("e");
+    assert_eq!(endless.len(), 1, "logged once: {endless:#?}");
+    assert!(endless[0].contains("catalog.max_items"), "{}", endless[0]);
+    let circular = refused("s");
+    assert_eq!(circular.len(), 1, "logged once: {circular:#?}");
+    assert!(circular[0].contains("came back"), "{}", circular[0]);
+    assert!(peak < 300 * 1024, "peak RSS {peak} KiB");
 }
