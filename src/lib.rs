@@ -29,6 +29,7 @@ pub mod reload;
 pub mod routes;
 pub mod secret;
 pub mod server;
+pub mod signing;
 pub mod store;
 pub mod telemetry;
 pub mod tools;

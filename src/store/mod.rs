@@ -477,6 +477,7 @@ impl Store {
             if rows.is_empty() {
                 tx.commit().await?;
                 report.reencrypted += self.rotate_flow_keys().await?;
+                report.reencrypted += self.rotate_signing_keys().await?;
                 return Ok(report);
             }
             for row in &rows {
@@ -648,4 +649,77 @@ impl Store {
         let row = sqlx::query("SELECT 1 FROM console_revocations WHERE sid = $1").bind(sid).fetch_optional(&self.pool).await?;
         Ok(row.is_some())
     }
+
+    /// Warden's signing keys that are not retired, newest first: (kid, alg, PKCS#8 DER).
+    pub async fn signing_keys(&self) -> Result<Vec<(String, String, zeroize::Zeroizing<Vec<u8>>)>, StoreError> {
+        let rows = sqlx::query("SELECT kid, alg, private_key FROM signing_keys WHERE retired_at IS NULL ORDER BY seq DESC, kid DESC")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                let (kid, alg, sealed): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+                let der = zeroize::Zeroizing::new(self.keys.decrypt(&sealed, &signing_aad(&kid))?);
+                Ok((kid, alg, der))
+            })
+            .collect()
+    }
+
+    /// Stores a signing key, its private key sealed under the key ring. Returns false when the
+    /// kid was there already.
+    pub async fn insert_signing_key(&self, kid: &str, alg: &str, pkcs8: &[u8]) -> Result<bool, StoreError> {
+        let sealed = self.keys.encrypt(pkcs8, &signing_aad(kid))?;
+        let done = sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_key, created_at, seq)
+             VALUES ($1, $2, $3, $4, (SELECT COALESCE(MAX(seq), 0) + 1 FROM signing_keys)) ON CONFLICT (kid) DO NOTHING",
+        )
+        .bind(kid)
+        .bind(alg)
+        .bind(sealed)
+        .bind(self.now())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Retires every signing key but `keep` (no longer published; the rows stay for the record).
+    pub async fn retire_signing_keys_except(&self, keep: &[&str]) -> Result<u64, StoreError> {
+        let mut retired = 0;
+        for (kid, _, _) in self.signing_keys().await? {
+            if keep.contains(&kid.as_str()) {
+                continue;
+            }
+            let done = sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL")
+                .bind(self.now())
+                .bind(&kid)
+                .execute(&self.pool)
+                .await?;
+            retired += done.rows_affected();
+        }
+        Ok(retired)
+    }
+
+    /// Re-encrypts the signing keys' private keys not under the active key (with `rotate_keys`).
+    async fn rotate_signing_keys(&self) -> Result<u64, StoreError> {
+        let rows = sqlx::query("SELECT kid, private_key FROM signing_keys").fetch_all(&self.pool).await?;
+        let mut done = 0;
+        for row in &rows {
+            let (kid, sealed): (String, String) = (row.get(0), row.get(1));
+            if !self.keys.needs_rotation(&sealed)? {
+                continue;
+            }
+            let renewed = self.keys.reencrypt(&sealed, &signing_aad(&kid))?;
+            sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2 AND private_key = $3")
+                .bind(renewed)
+                .bind(&kid)
+                .bind(&sealed)
+                .execute(&self.pool)
+                .await?;
+            done += 1;
+        }
+        Ok(done)
+    }
+}
+
+fn signing_aad(kid: &str) -> Vec<u8> {
+    format!("signing_key:{kid}").into_bytes()
 }

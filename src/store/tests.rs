@@ -172,3 +172,71 @@ async fn postgres_keeps_only_envelopes_and_rotates() {
     })
     .await;
 }
+
+/// Warden's signing keys in the store: sealed (no PKCS#8 byte in clear), one made once and
+/// found again by the next load (another replica, a restart), rotation publishing the current
+/// and the previous key only, and the vault's key rotation re-encrypting them.
+async fn signing_keys(url: &str, raw: impl Fn() -> String) {
+    use crate::signing::KeySet;
+    let (k1, k2) = (KeyRing::generate_key(), KeyRing::generate_key());
+    let store = Store::open(url, ring(&format!("k1:{}", k1.expose()))).await.unwrap_or_else(|e| panic!("{e}"));
+    let first = KeySet::load_or_create(&store).await.unwrap_or_else(|e| panic!("{e}"));
+    let again = KeySet::load_or_create(&store).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first.current().kid, again.current().kid, "made once, then found");
+    assert_eq!(first.jwks().keys.len(), 1);
+    let dump = raw();
+    assert!(dump.contains(&first.current().kid) && !dump.contains("BEGIN PRIVATE KEY"));
+
+    let second = KeySet::rotate(&store).await.unwrap_or_else(|e| panic!("{e}"));
+    let published: Vec<String> = second.jwks().keys.iter().filter_map(|k| k.common.key_id.clone()).collect();
+    assert_eq!(published.len(), 2);
+    assert_ne!(second.current().kid, first.current().kid, "a new key signs");
+    assert_eq!(published[1], first.current().kid, "the previous one stays published");
+    let third = KeySet::rotate(&store).await.unwrap_or_else(|e| panic!("{e}"));
+    let published: Vec<String> = third.jwks().keys.iter().filter_map(|k| k.common.key_id.clone()).collect();
+    assert_eq!(published, [third.current().kid.clone(), second.current().kid.clone()], "the oldest is retired");
+
+    // The vault's key rotation re-encrypts them; then the new key alone reads them.
+    let both = Store::open(url, ring(&format!("k2:{},k1:{}", k2.expose(), k1.expose()))).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(both.rotate_keys(10).await.map(|r| r.reencrypted).unwrap_or_else(|e| panic!("{e}")) >= 3);
+    let new_only = Store::open(url, ring(&format!("k2:{}", k2.expose()))).await.unwrap_or_else(|e| panic!("{e}"));
+    let reloaded = KeySet::load_or_create(&new_only).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reloaded.current().kid, third.current().kid);
+}
+
+#[tokio::test]
+async fn sqlite_keeps_signing_keys_sealed_and_rotates_them() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("sqlite://{}", dir.path().join("vault.db").display());
+    let dir_path = dir.path().to_owned();
+    signing_keys(&url, move || {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(&dir_path).into_iter().flatten().flatten() {
+            all.extend(std::fs::read(entry.path()).unwrap_or_default());
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: scripts/test starts one and sets WARDEN_POSTGRES_URL"]
+async fn postgres_keeps_signing_keys_sealed_and_rotates_them() {
+    let base = std::env::var("WARDEN_POSTGRES_URL")
+        .unwrap_or_else(|_| panic!("WARDEN_POSTGRES_URL must name a PostgreSQL database: run scripts/test"));
+    // A database of its own: the other store test rotates the vault keys of the shared one.
+    let name = format!("signing_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base).await.unwrap_or_else(|e| panic!("{e}"));
+    sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("{}/{name}", base.rsplit_once('/').map_or(base.as_str(), |(server, _)| server));
+    let dump_url = url.clone();
+    signing_keys(&url, move || {
+        let out = std::process::Command::new("pg_dump")
+            .args(["--data-only", "--table=signing_keys", &dump_url])
+            .output()
+            .unwrap_or_else(|e| panic!("pg_dump: {e}"));
+        assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await;
+}
