@@ -115,10 +115,8 @@ impl KeySet {
     pub async fn rotate(store: &Store) -> Result<Self, SigningError> {
         let key = SigningKey::generate()?;
         store.insert_signing_key(&key.kid, ALGORITHM, &key.pkcs8).await?;
-        let set = Self::load(store).await?.ok_or(SigningError::BadKey)?;
-        let kept: Vec<&str> = set.keys.iter().map(|k| k.kid.as_str()).collect();
-        store.retire_signing_keys_except(&kept).await?;
-        Ok(set)
+        store.retire_signing_keys_beyond(PUBLISHED).await?;
+        Self::load(store).await?.ok_or(SigningError::BadKey)
     }
 
     /// The keys not retired, newest first, at most [`PUBLISHED`].

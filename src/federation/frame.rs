@@ -130,6 +130,13 @@ impl Scanner {
         }
     }
 
+    /// What a scan of the whole of `bytes` sees.
+    pub fn scan(bytes: &[u8]) -> Scan {
+        let mut scanner = Self::default();
+        scanner.feed(bytes);
+        scanner.finish()
+    }
+
     /// What was seen, and a fresh scanner for the next line.
     pub fn finish(&mut self) -> Scan {
         self.end_capture();

@@ -292,16 +292,11 @@ impl FederatedHttp {
             return Err(StreamableHttpError::UnexpectedContentType(Some(content_type)));
         }
         let answer = match crate::upstream::read_limited(response, self.max_bytes).await {
-            Ok(body) => self.answer_for(&id, call, &body),
+            Ok(body) => answer_for(&id, call, &body, &self.stash),
             Err(crate::upstream::ReadError::TooLarge) => Unreadable::TooLarge.answer(id),
             Err(crate::upstream::ReadError::Http(e)) => return Err(StreamableHttpError::Client(e)),
         };
         Ok(StreamableHttpPostResponse::Json(answer, session))
-    }
-
-    /// The answer to request `id` in `bytes` (a JSON body), or its failure.
-    fn answer_for(&self, id: &rmcp::model::RequestId, call: bool, bytes: &[u8]) -> rmcp::model::ServerJsonRpcMessage {
-        answer_for(id, call, bytes, &self.stash)
     }
 }
 
@@ -309,9 +304,7 @@ impl FederatedHttp {
 /// and attributed by [`answers::decode`], or this request's failure (an answer to another id is
 /// one too); notifications and the server's requests as they are.
 fn answer_for(id: &rmcp::model::RequestId, call: bool, bytes: &[u8], stash: &Stash) -> rmcp::model::ServerJsonRpcMessage {
-    let mut scanner = Scanner::default();
-    scanner.feed(bytes);
-    match answers::decode(bytes, &scanner.finish(), |i| call && i == id, stash) {
+    match answers::decode(bytes, &Scanner::scan(bytes), |i| call && i == id, stash) {
         Decoded::Message(message) => match answers::answer_id(&message) {
             Some(answered) if answered != id => Unreadable::Invalid(answers::UNKNOWN_ID).answer(id.clone()),
             _ => message,
@@ -353,37 +346,35 @@ fn bounded_events(
     });
     #[allow(deprecated)]
     let events = sse_stream::SseStream::from_byte_stream(bytes);
-    let mut ended = false;
+    // `ended`: the bound was passed, its failure sent; nothing comes after it.
     events
-        .map(move |event| match event {
-            Ok(mut event) => {
-                if let Some(data) = event.data.as_deref().filter(|d| !d.trim().is_empty()) {
-                    // Notifications and the server's own requests pass as they are; the answer to `id` is
-                    // read as a JSON body's would be.
-                    let message = answer_for(&id, call, data.as_bytes(), &stash);
-                    event.data = Some(serde_json::to_string(&message).unwrap_or_default());
+        .scan(false, move |ended, event| {
+            let item = match event {
+                _ if *ended => None,
+                Ok(mut event) => {
+                    if let Some(data) = event.data.as_deref().filter(|d| !d.trim().is_empty()) {
+                        // Notifications and the server's own requests pass as they are; the
+                        // answer to `id` is read as a JSON body's would be.
+                        let message = answer_for(&id, call, data.as_bytes(), &stash);
+                        event.data = Some(serde_json::to_string(&message).unwrap_or_default());
+                    }
+                    Some(Ok(event))
                 }
-                Some(Ok(event))
-            }
-            Err(SseError::Body(e)) if e.to_string() == EventTooLarge.to_string() => {
-                let failure = Unreadable::TooLarge.answer(id.clone());
-                let data = serde_json::to_string(&failure).unwrap_or_default();
-                Some(Ok(Sse { event: Some("message".into()), data: Some(data), id: None, retry: None }))
-            }
-            Err(e) => Some(Err(e)),
+                Err(SseError::Body(e)) if is_event_too_large(e.as_ref()) => {
+                    *ended = true;
+                    let data = serde_json::to_string(&Unreadable::TooLarge.answer(id.clone())).unwrap_or_default();
+                    Some(Ok(Sse { event: Some("message".into()), data: Some(data), id: None, retry: None }))
+                }
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(item)
         })
-        .take_while(move |item| {
-            // Nothing after a failure that ended the stream.
-            let go = !ended;
-            if let Some(Ok(event)) = item
-                && event.data.as_deref().is_some_and(|d| d.contains("\"upstream_too_large\""))
-            {
-                ended = true;
-            }
-            futures::future::ready(go)
-        })
-        .filter_map(futures::future::ready)
         .boxed()
+}
+
+/// Whether a body error is the bound of one event, passed.
+fn is_event_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref).is_some_and(|inner| inner.is::<EventTooLarge>())
 }
 
 /// The bound of one SSE event, passed.

@@ -163,12 +163,8 @@ fn json_text_response(body: String) -> Response {
 }
 
 fn json_response(message: &ServerJsonRpcMessage) -> Response {
-    match serde_json::to_vec(message) {
-        Ok(body) => {
-            let mut response = Response::new(Body::from(body));
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
-        }
+    match serde_json::to_string(message) {
+        Ok(body) => json_text_response(body),
         Err(e) => {
             tracing::error!(error = %e, "a JSON-RPC response could not be serialized");
             status_only(StatusCode::INTERNAL_SERVER_ERROR)

@@ -35,7 +35,7 @@ pub struct ProxyState {
 /// Request headers never passed on: hop-by-hop (RFC 9110 §7.6.1), the client's credentials
 /// and cookies, what says where the request came from (the whole `X-Forwarded-*` family is
 /// dropped too; the gateway sets what it vouches for), and what the gateway sets (`host`,
-/// trace context). Names are compared with `_` read as `-` (see [`spelled_as`]).
+/// trace context). Names are compared with `_` read as `-` (see [`spelled_alike`]).
 const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "connection",
     "keep-alive",
@@ -280,17 +280,21 @@ fn forwarded_headers<'a>(
     identity: &'a crate::upstream::IdentityHeaders,
 ) -> impl Iterator<Item = (&'a HeaderName, &'a http::HeaderValue)> {
     headers.iter().filter(move |(name, _)| {
-        let spelled = spelled_as(name.as_str());
+        let name_str = name.as_str();
         !(dropped(name, headers, DROPPED_REQUEST_HEADERS)
-            || DROPPED_REQUEST_HEADERS.contains(&spelled.as_str())
-            || spelled.starts_with("x-forwarded-")
-            || identity.names().any(|n| n.as_str() == spelled))
+            || DROPPED_REQUEST_HEADERS.iter().any(|d| spelled_alike(name_str, d))
+            || name_str.get(..X_FORWARDED.len()).is_some_and(|start| spelled_alike(start, X_FORWARDED))
+            || identity.names().any(|n| spelled_alike(name_str, n.as_str())))
     })
 }
 
-/// A header name as CGI-style servers read it: lower case, `_` as `-`.
-fn spelled_as(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
+const X_FORWARDED: &str = "x-forwarded-";
+
+/// Whether two header names are the same as CGI-style servers read them: case folded, `_` as
+/// `-` (compared byte by byte, nothing allocated per header).
+fn spelled_alike(a: &str, b: &str) -> bool {
+    let fold = |c: u8| if c == b'_' { b'-' } else { c.to_ascii_lowercase() };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
 fn dropped(name: &HeaderName, headers: &HeaderMap, list: &[&str]) -> bool {

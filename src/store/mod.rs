@@ -476,8 +476,21 @@ impl Store {
                 .await?;
             if rows.is_empty() {
                 tx.commit().await?;
-                report.reencrypted += self.rotate_flow_keys().await?;
-                report.reencrypted += self.rotate_signing_keys().await?;
+                // Connect flows in progress (few, gone within the hour) and Warden's signing keys.
+                report.reencrypted += self
+                    .reencrypt_sealed(
+                        "SELECT link_hash, verifier FROM connect_flows WHERE verifier IS NOT NULL",
+                        "UPDATE connect_flows SET verifier = $1 WHERE link_hash = $2 AND verifier = $3",
+                        flow_aad,
+                    )
+                    .await?;
+                report.reencrypted += self
+                    .reencrypt_sealed(
+                        "SELECT kid, private_key FROM signing_keys",
+                        "UPDATE signing_keys SET private_key = $1 WHERE kid = $2 AND private_key = $3",
+                        signing_aad,
+                    )
+                    .await?;
                 return Ok(report);
             }
             for row in &rows {
@@ -502,23 +515,19 @@ impl Store {
         }
     }
 
-    /// Re-encrypts the PKCE verifiers of connect flows in progress (few, and gone within the
-    /// hour), so removing an old key never breaks a sign-in under way.
-    async fn rotate_flow_keys(&self) -> Result<u64, StoreError> {
-        let rows = sqlx::query("SELECT link_hash, verifier FROM connect_flows WHERE verifier IS NOT NULL").fetch_all(&self.pool).await?;
+    /// Re-encrypts one sealed column of a table whose rows are few (so removing an old key
+    /// never breaks, say, a sign-in under way): `select` reads (key, envelope), `update` writes
+    /// ($1 envelope, $2 key, $3 the envelope it replaces), `aad` binds an envelope to its key.
+    async fn reencrypt_sealed(&self, select: &'static str, update: &'static str, aad: fn(&str) -> Vec<u8>) -> Result<u64, StoreError> {
+        let rows = sqlx::query(select).fetch_all(&self.pool).await?;
         let mut done = 0;
         for row in &rows {
-            let (link_hash, verifier): (String, String) = (row.get(0), row.get(1));
-            if !self.keys.needs_rotation(&verifier)? {
+            let (key, sealed): (String, String) = (row.get(0), row.get(1));
+            if !self.keys.needs_rotation(&sealed)? {
                 continue;
             }
-            let renewed = self.keys.reencrypt(&verifier, &flow_aad(&link_hash))?;
-            sqlx::query("UPDATE connect_flows SET verifier = $1 WHERE link_hash = $2 AND verifier = $3")
-                .bind(renewed)
-                .bind(&link_hash)
-                .bind(&verifier)
-                .execute(&self.pool)
-                .await?;
+            let renewed = self.keys.reencrypt(&sealed, &aad(&key))?;
+            sqlx::query(update).bind(renewed).bind(&key).bind(&sealed).execute(&self.pool).await?;
             done += 1;
         }
         Ok(done)
@@ -681,42 +690,18 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Retires every signing key but `keep` (no longer published; the rows stay for the record).
-    pub async fn retire_signing_keys_except(&self, keep: &[&str]) -> Result<u64, StoreError> {
-        let mut retired = 0;
-        for (kid, _, _) in self.signing_keys().await? {
-            if keep.contains(&kid.as_str()) {
-                continue;
-            }
-            let done = sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL")
-                .bind(self.now())
-                .bind(&kid)
-                .execute(&self.pool)
-                .await?;
-            retired += done.rows_affected();
-        }
-        Ok(retired)
-    }
-
-    /// Re-encrypts the signing keys' private keys not under the active key (with `rotate_keys`).
-    async fn rotate_signing_keys(&self) -> Result<u64, StoreError> {
-        let rows = sqlx::query("SELECT kid, private_key FROM signing_keys").fetch_all(&self.pool).await?;
-        let mut done = 0;
-        for row in &rows {
-            let (kid, sealed): (String, String) = (row.get(0), row.get(1));
-            if !self.keys.needs_rotation(&sealed)? {
-                continue;
-            }
-            let renewed = self.keys.reencrypt(&sealed, &signing_aad(&kid))?;
-            sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2 AND private_key = $3")
-                .bind(renewed)
-                .bind(&kid)
-                .bind(&sealed)
-                .execute(&self.pool)
-                .await?;
-            done += 1;
-        }
-        Ok(done)
+    /// Retires every signing key but the `keep` newest (no longer published; the rows stay for
+    /// the record).
+    pub async fn retire_signing_keys_beyond(&self, keep: usize) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL AND kid NOT IN
+               (SELECT kid FROM signing_keys WHERE retired_at IS NULL ORDER BY seq DESC, kid DESC LIMIT $2)",
+        )
+        .bind(self.now())
+        .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -144,16 +144,7 @@ async fn sqlite_file_keeps_only_envelopes_and_rotates() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("vault.db");
     let url = format!("sqlite://{}", path.display());
-    let dir_path = dir.path().to_owned();
-    exercise(&url, move || {
-        // Every file SQLite keeps (the database and its journal), as bytes.
-        let mut all = Vec::new();
-        for entry in std::fs::read_dir(&dir_path).into_iter().flatten().flatten() {
-            all.extend(std::fs::read(entry.path()).unwrap_or_default());
-        }
-        String::from_utf8_lossy(&all).into_owned()
-    })
-    .await;
+    exercise(&url, sqlite_files(dir.path())).await;
 }
 
 #[tokio::test]
@@ -161,16 +152,7 @@ async fn sqlite_file_keeps_only_envelopes_and_rotates() {
 async fn postgres_keeps_only_envelopes_and_rotates() {
     let url = std::env::var("WARDEN_POSTGRES_URL")
         .unwrap_or_else(|_| panic!("WARDEN_POSTGRES_URL must name a PostgreSQL database: run scripts/test"));
-    let dump_url = url.clone();
-    exercise(&url, move || {
-        let out = std::process::Command::new("pg_dump")
-            .args(["--data-only", "--table=connections", &dump_url])
-            .output()
-            .unwrap_or_else(|e| panic!("pg_dump: {e}"));
-        assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    })
-    .await;
+    exercise(&url, pg_dump(&url, "connections")).await;
 }
 
 /// Warden's signing keys in the store: sealed (no PKCS#8 byte in clear), one made once and
@@ -208,15 +190,7 @@ async fn signing_keys(url: &str, raw: impl Fn() -> String) {
 async fn sqlite_keeps_signing_keys_sealed_and_rotates_them() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let url = format!("sqlite://{}", dir.path().join("vault.db").display());
-    let dir_path = dir.path().to_owned();
-    signing_keys(&url, move || {
-        let mut all = Vec::new();
-        for entry in std::fs::read_dir(&dir_path).into_iter().flatten().flatten() {
-            all.extend(std::fs::read(entry.path()).unwrap_or_default());
-        }
-        String::from_utf8_lossy(&all).into_owned()
-    })
-    .await;
+    signing_keys(&url, sqlite_files(dir.path())).await;
 }
 
 #[tokio::test]
@@ -229,14 +203,30 @@ async fn postgres_keeps_signing_keys_sealed_and_rotates_them() {
     let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base).await.unwrap_or_else(|e| panic!("{e}"));
     sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.unwrap_or_else(|e| panic!("{e}"));
     let url = format!("{}/{name}", base.rsplit_once('/').map_or(base.as_str(), |(server, _)| server));
-    let dump_url = url.clone();
-    signing_keys(&url, move || {
+    signing_keys(&url, pg_dump(&url, "signing_keys")).await;
+}
+
+/// Every byte of every file SQLite keeps in `dir` (the database and its journal).
+fn sqlite_files(dir: &std::path::Path) -> impl Fn() -> String {
+    let dir = dir.to_owned();
+    move || {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            all.extend(std::fs::read(entry.path()).unwrap_or_default());
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    }
+}
+
+/// A text dump of `table`'s rows in the PostgreSQL database at `url`.
+fn pg_dump(url: &str, table: &'static str) -> impl Fn() -> String {
+    let url = url.to_owned();
+    move || {
         let out = std::process::Command::new("pg_dump")
-            .args(["--data-only", "--table=signing_keys", &dump_url])
+            .args(["--data-only", &format!("--table={table}"), &url])
             .output()
             .unwrap_or_else(|e| panic!("pg_dump: {e}"));
         assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
-    })
-    .await;
+    }
 }

@@ -102,16 +102,6 @@ impl RawResult {
         }
     }
 
-    /// Bytes held.
-    pub fn len(&self) -> usize {
-        self.json.get().len()
-    }
-
-    /// Whether the result is `{}`-sized (never, for a checked object of content).
-    pub fn is_empty(&self) -> bool {
-        self.json.get().len() <= 2
-    }
-
     /// The result as rmcp's type (for rmcp's 2026-07-28 path, which needs one).
     pub fn into_typed(self) -> Result<rmcp::model::CallToolResult, serde_json::Error> {
         serde_json::from_str(self.json.get())

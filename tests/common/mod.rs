@@ -437,3 +437,17 @@ impl Serving {
         serving
     }
 }
+
+/// Asks `probe` every 100 ms, for up to 10 s, until `done` holds for its answer; returns the
+/// last answer (the caller asserts on it).
+pub async fn eventually<T, Fut: std::future::Future<Output = T>>(mut probe: impl FnMut() -> Fut, done: impl Fn(&T) -> bool) -> T {
+    let mut last = probe().await;
+    for _ in 0..100 {
+        if done(&last) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        last = probe().await;
+    }
+    last
+}

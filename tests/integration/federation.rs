@@ -17,7 +17,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
 
-use crate::common::{TestIssuer, gateway, listen, serve};
+use crate::common::{TestIssuer, eventually, gateway, listen, serve};
 
 const KEY: &str = "upstream-mcp-key-0123456789";
 
@@ -236,20 +236,6 @@ where
     ));
     serve(listener, app);
     (upstream, format!("{url}/mcp"))
-}
-
-/// Asks `probe` every 100 ms, for up to 5 s, until `done` holds for its answer; returns the
-/// last answer (the caller asserts on it).
-async fn eventually<T, Fut: std::future::Future<Output = T>>(mut probe: impl FnMut() -> Fut, done: impl Fn(&T) -> bool) -> T {
-    let mut last = probe().await;
-    for _ in 0..50 {
-        if done(&last) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        last = probe().await;
-    }
-    last
 }
 
 /// The `servers(url, "")` config plus a policy file holding `rules`, reloaded never.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{TestGateway, TestIssuer, gateway};
+use crate::common::{TestGateway, TestIssuer, eventually, gateway};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hostile_mcp.py");
 
@@ -24,19 +24,6 @@ async fn with_servers(entries: &[String], extra: &str) -> (TestIssuer, TestGatew
     let gw = gateway(&issuer, "  []", &yaml).await;
     let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
     (issuer, gw, token)
-}
-
-/// Asks `probe` every 100 ms for up to 10 s until `done` holds; the last answer.
-async fn eventually<T, F: std::future::Future<Output = T>>(mut probe: impl FnMut() -> F, done: impl Fn(&T) -> bool) -> T {
-    let mut last = probe().await;
-    for _ in 0..100 {
-        if done(&last) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        last = probe().await;
-    }
-    last
 }
 
 async fn wait_for_tool(gw: &TestGateway, token: &str, name: &str) {

@@ -209,9 +209,8 @@ pub async fn approve(
     headers: HeaderMap,
     super::Posted(form): super::Posted<Approve>,
 ) -> Response {
-    let Some(form) = form else { return state.unreadable_form(&ctx, &headers, "admin/tools.approve").await };
-    let session = match state.changer(&ctx, &headers, "admin/tools.approve", &form.csrf).await {
-        Ok(s) => s,
+    let (form, session) = match state.posted(&ctx, &headers, "admin/tools.approve", form, |f| &f.csrf).await {
+        Ok(done) => done,
         Err(r) => return *r,
     };
     match crate::admin::approve(&state.admin, &ctx, &session.actor(), (&form.server, &form.tool, &form.hash), http::StatusCode::SEE_OTHER)
@@ -301,9 +300,8 @@ pub async fn connect(
     headers: HeaderMap,
     super::Posted(form): super::Posted<Connect>,
 ) -> Response {
-    let Some(form) = form else { return state.unreadable_form(&ctx, &headers, "admin/connect_link").await };
-    let session = match state.changer(&ctx, &headers, "admin/connect_link", &form.csrf).await {
-        Ok(s) => s,
+    let (form, session) = match state.posted(&ctx, &headers, "admin/connect_link", form, |f| &f.csrf).await {
+        Ok(done) => done,
         Err(r) => return *r,
     };
     match crate::admin::shared_connect_link(&state.admin, &ctx, &session.actor(), &form.credential).await {
@@ -336,9 +334,8 @@ pub async fn disconnect(
     headers: HeaderMap,
     super::Posted(form): super::Posted<Disconnect>,
 ) -> Response {
-    let Some(form) = form else { return state.unreadable_form(&ctx, &headers, "admin/connections.delete").await };
-    let session = match state.changer(&ctx, &headers, "admin/connections.delete", &form.csrf).await {
-        Ok(s) => s,
+    let (form, session) = match state.posted(&ctx, &headers, "admin/connections.delete", form, |f| &f.csrf).await {
+        Ok(done) => done,
         Err(r) => return *r,
     };
     let key = ConnectionKey { credential: form.credential, issuer: form.issuer, subject: form.subject };
@@ -438,9 +435,8 @@ pub async fn create_key(
     headers: HeaderMap,
     super::Posted(form): super::Posted<CreateKey>,
 ) -> Response {
-    let Some(form) = form else { return state.unreadable_form(&ctx, &headers, "admin/api_keys.create").await };
-    let session = match state.changer(&ctx, &headers, "admin/api_keys.create", &form.csrf).await {
-        Ok(s) => s,
+    let (form, session) = match state.posted(&ctx, &headers, "admin/api_keys.create", form, |f| &f.csrf).await {
+        Ok(done) => done,
         Err(r) => return *r,
     };
     let tools = words(form.tools.as_deref());
@@ -473,9 +469,8 @@ pub async fn revoke_key(
     headers: HeaderMap,
     super::Posted(form): super::Posted<Revoke>,
 ) -> Response {
-    let Some(form) = form else { return state.unreadable_form(&ctx, &headers, "admin/api_keys.revoke").await };
-    let session = match state.changer(&ctx, &headers, "admin/api_keys.revoke", &form.csrf).await {
-        Ok(s) => s,
+    let (form, session) = match state.posted(&ctx, &headers, "admin/api_keys.revoke", form, |f| &f.csrf).await {
+        Ok(done) => done,
         Err(r) => return *r,
     };
     match api_keys::revoke_key(&state.admin, &ctx, &session.actor(), &form.id, http::StatusCode::SEE_OTHER).await {

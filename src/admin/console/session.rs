@@ -185,6 +185,21 @@ impl ConsoleState {
         super::refusal_page(session.as_ref(), AdminError::CsrfFailed, None)
     }
 
+    /// A posted change: the form as read (one that could not be read is refused as forged), then
+    /// [`ConsoleState::changer`]'s checks with the form's `csrf` field.
+    pub async fn posted<T>(
+        &self,
+        ctx: &RequestContext,
+        headers: &HeaderMap,
+        action: &str,
+        form: Option<T>,
+        csrf: impl Fn(&T) -> &str,
+    ) -> Result<(T, Session), Box<Response>> {
+        let Some(form) = form else { return Err(Box::new(self.unreadable_form(ctx, headers, action).await)) };
+        let session = self.changer(ctx, headers, action, csrf(&form)).await?;
+        Ok((form, session))
+    }
+
     /// A change: signed in, from this origin, with the session's CSRF token; refusals audited.
     pub async fn changer(&self, ctx: &RequestContext, headers: &HeaderMap, action: &str, csrf: &str) -> Result<Session, Box<Response>> {
         let Some(session) = self.session(headers).await else {
@@ -314,9 +329,8 @@ pub async fn sign_out(
     super::Posted(form): super::Posted<Csrf>,
 ) -> Response {
     const ACTION: &str = "admin/console.sign_out";
-    let Some(form) = form else { return state.unreadable_form(&ctx, &headers, ACTION).await };
-    let session = match state.changer(&ctx, &headers, ACTION, &form.csrf).await {
-        Ok(s) => s,
+    let (_, session) = match state.posted(&ctx, &headers, ACTION, form, |f: &Csrf| &f.csrf).await {
+        Ok(done) => done,
         Err(refusal) => return *refusal,
     };
     state.sessions.revoke(&session);
