@@ -388,3 +388,44 @@ impl std::fmt::Display for EventTooLarge {
 }
 
 impl std::error::Error for EventTooLarge {}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    /// A response whose body arrives in `chunks`, as a server writes its events.
+    fn sse(chunks: Vec<String>) -> reqwest::Response {
+        let stream = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+        reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(stream)))
+    }
+
+    #[tokio::test]
+    async fn an_event_past_the_bound_ends_the_stream_with_this_requests_failure() {
+        let id = rmcp::model::RequestId::Number(7);
+        let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#;
+        let huge = format!(r#"{{"jsonrpc":"2.0","id":7,"result":{{"content":[{{"type":"text","text":"{}"}}]}}}}"#, "x".repeat(10_000));
+        let body = vec![format!("data: {progress}\n\n"), format!("data: {huge}\n\n"), format!("data: {progress}\n\n")];
+        let events: Vec<_> = bounded_events(sse(body), 1000, id.clone(), true, Arc::default()).collect().await;
+        assert_eq!(events.len(), 2, "the notification, then the failure, then nothing: {events:?}");
+        let first = events[0].as_ref().unwrap().data.clone().unwrap_or_default();
+        assert!(first.contains("notifications/progress"), "{first}");
+        let failure: rmcp::model::ServerJsonRpcMessage =
+            serde_json::from_str(events[1].as_ref().unwrap().data.as_deref().unwrap()).unwrap();
+        let rmcp::model::ServerJsonRpcMessage::Error(e) = failure else { panic!("{failure:?}") };
+        assert_eq!((e.id, Unreadable::from_error(&e.error)), (Some(id), Some(Unreadable::TooLarge)));
+    }
+
+    #[tokio::test]
+    async fn an_event_within_the_bound_is_the_answer_and_text_that_names_the_code_ends_nothing() {
+        let id = rmcp::model::RequestId::Number(7);
+        // A notification whose text happens to name the failure's code is just a notification.
+        let log = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"\"upstream_too_large\""}}"#;
+        let answer = r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
+        let body = vec![format!("data: {log}\n\n"), format!("data: {answer}\n\n")];
+        let events: Vec<_> = bounded_events(sse(body), 1000, id, false, Arc::default()).collect().await;
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert!(events[1].as_ref().unwrap().data.as_deref().unwrap().contains("\"ok\""));
+    }
+}
