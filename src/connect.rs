@@ -51,6 +51,8 @@ pub struct ConnectState {
     pub credentials: Arc<Credentials>,
     pub audit: Arc<crate::audit::AuditSink>,
     pub upstream: Arc<crate::upstream::Upstream>,
+    /// Warden's authorization server: the callback of its sign-ins is this one.
+    pub authz: Option<Arc<crate::authz::AuthServer>>,
 }
 
 /// Audits a refusal of `step` and renders it.
@@ -145,6 +147,12 @@ pub async fn callback(
     Query(query): Query<CallbackQuery>,
 ) -> Response {
     const STEP: &str = "oauth/callback";
+    if let (Some(authz), Some(state)) = (&gw.authz, query.state.as_deref())
+        && state.starts_with(crate::authz::STATE_PREFIX)
+    {
+        return crate::authz::callback(authz, &ctx, &headers, state, query.code.as_deref(), query.error.as_deref(), query.iss.as_deref())
+            .await;
+    }
     let Some(vault) = &gw.vault else { return ConnectError::NoVault.into_response() };
     let Some(state) = query.state.as_deref().filter(|s| !s.is_empty()) else {
         return refuse(&gw, &ctx, STEP, None, ConnectError::StateInvalid);

@@ -93,6 +93,26 @@ pub async fn public(request: Request, next: Next) -> Response {
     response
 }
 
+/// The authorization server's JSON endpoints (registration, token, revocation): any origin may
+/// call them (a browser-based MCP client signs in from its own origin); they take no cookie.
+pub async fn oauth(request: Request, next: Next) -> Response {
+    if is_preflight(&request) {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type, accept, mcp-protocol-version"),
+        );
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static(MAX_AGE));
+        return response;
+    }
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response
+}
+
 /// The requested method and headers must be ones an MCP client uses.
 fn check_preflight(headers: &HeaderMap) -> Result<(), &'static str> {
     let method = headers.get(header::ACCESS_CONTROL_REQUEST_METHOD).and_then(|v| v.to_str().ok()).unwrap_or_default();

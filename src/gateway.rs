@@ -41,6 +41,8 @@ pub struct Gateway {
     pub limits: Arc<crate::limits::Limits>,
     pub upstream: Arc<Upstream>,
     pub metadata: Arc<ResourceMetadata>,
+    /// Warden's own authorization server, when configured.
+    pub auth_server: Option<Arc<crate::authz::AuthServer>>,
     pub audit: Arc<AuditSink>,
     /// Upstream credentials, by name.
     pub credentials: Arc<crate::credentials::Credentials>,
@@ -168,13 +170,41 @@ impl Gateway {
             authenticator = authenticator.with_api_keys(Arc::clone(keys) as Arc<dyn crate::identity::KeyVerifier>);
         }
         let scopes = crate::reload::scopes_supported(tools.scopes(), &config.servers, &routes);
-        let metadata = ResourceMetadata::new(
+        // With Warden's own authorization server, clients are sent to it alone; the issuers
+        // listed under `identity` stay trusted (the console's sign-in, machine clients).
+        let authorization_servers =
+            if config.authorization_server.is_some() { vec![config.server.public_base()] } else { authenticator.issuer_ids() };
+        let metadata = Arc::new(ResourceMetadata::new(
             &config.server.public_base(),
-            resource,
-            authenticator.issuer_ids(),
+            resource.clone(),
+            authorization_servers,
             scopes,
             config.identity.challenge_scopes.clone(),
-        );
+        ));
+        let auth_server = match &config.authorization_server {
+            Some(c) => {
+                if authenticator.issuer_ids().contains(&config.server.public_base()) {
+                    return Err(ConfigError::new("identity.issuers", "Warden's own issuer (server.public_url) is trusted already"));
+                }
+                let server = crate::authz::AuthServer::build(
+                    c,
+                    crate::authz::Parts {
+                        public_base: config.server.public_base(),
+                        resource,
+                        vault: vault.clone(),
+                        metadata: Arc::clone(&metadata),
+                        audit: Arc::clone(&audit),
+                        http: control_plane_client()?,
+                        clock: Arc::clone(&clock),
+                        public_url_set: config.server.public_url.is_some(),
+                    },
+                )?;
+                authenticator =
+                    authenticator.with_own_issuer(server.issuer.clone(), Arc::clone(&server.keys) as Arc<dyn crate::identity::LocalKeys>);
+                Some(Arc::new(server))
+            }
+            None => None,
+        };
         let origin_guard = crate::edge::OriginGuard::new(
             &config.server.public_base(),
             config.server.allowed_hosts.as_deref(),
@@ -223,7 +253,8 @@ impl Gateway {
                 },
             )?),
             upstream: Arc::new(upstream),
-            metadata: Arc::new(metadata),
+            metadata,
+            auth_server,
             audit,
             credentials,
             vault,
@@ -354,7 +385,9 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
             credentials: Arc::clone(&gateway.credentials),
             audit: Arc::clone(&gateway.audit),
             upstream: Arc::clone(&gateway.upstream),
+            authz: gateway.auth_server.clone(),
         }))
+        .merge(gateway.auth_server.clone().map_or_else(Router::new, crate::authz::routes))
         .merge(crate::admin::routes(Arc::clone(&admin)))
         .merge(console)
         // These routes' bodies in bounded time; the gate bounds /mcp's itself, with a 408.

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod apikeys;
 pub mod audit;
+pub mod authz;
 pub mod body;
 pub mod cli;
 pub mod clock;

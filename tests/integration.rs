@@ -4,6 +4,9 @@
 
 mod common;
 
+#[path = "integration/authorization_server.rs"]
+mod authorization_server;
+
 #[path = "integration/tokens.rs"]
 mod tokens;
 

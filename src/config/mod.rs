@@ -32,7 +32,11 @@ pub struct Config {
     /// Where the gateway listens and how it names itself.
     pub server: ServerConfig,
     /// Trusted token issuers.
+    #[serde(default)]
     pub identity: IdentityConfig,
+    /// Warden's own authorization server, bridged to the company's IdP. Off without it.
+    #[serde(default)]
+    pub authorization_server: Option<crate::authz::AuthorizationServerConfig>,
     /// Names of the identity headers injected into every upstream call.
     #[serde(default)]
     pub identity_headers: IdentityHeadersConfig,

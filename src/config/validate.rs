@@ -39,8 +39,8 @@ impl Config {
             }
         }
 
-        if self.identity.issuers.is_empty() {
-            return Err(ConfigError::new("identity.issuers", "at least one trusted issuer is required"));
+        if self.identity.issuers.is_empty() && self.authorization_server.is_none() {
+            return Err(ConfigError::new("identity.issuers", "at least one trusted issuer is required (or `authorization_server:`)"));
         }
         for (i, s) in self.identity.challenge_scopes.iter().flatten().enumerate() {
             if !crate::tools::valid_scope(s) {

@@ -4,7 +4,8 @@
 //! Authorization server metadata (RFC 8414), dynamic client registration (RFC 7591),
 //! authorization code with PKCE (S256 only) and a consent page or auto-approve, resource
 //! indicators (RFC 8707) into `aud`, rotating refresh tokens, RS256 JWT access tokens
-//! (RFC 9068) with `kid`, and a JWKS. Users, with roles, scopes and tenant, come from YAML.
+//! (RFC 9068) with `kid`, a JWKS, and OpenID Connect ID tokens (with `nonce`) when `openid` is
+//! asked for, so it can also stand for a company IdP behind Warden's authorization server. Users, with roles, scopes and tenant, come from YAML.
 //! State is in memory. Never logs a code, secret or token.
 
 mod keys;
@@ -95,6 +96,9 @@ struct Grant {
     redirect_uri: String,
     code_challenge: String,
     expires: tokio::time::Instant,
+    /// `openid` was asked for: the token answer carries an ID token (with `nonce`).
+    openid: bool,
+    nonce: Option<String>,
 }
 
 /// The server's state.

@@ -67,6 +67,7 @@ async fn metadata(State(idp): State<Arc<DevIdp>>) -> Json<Value> {
         "scopes_supported": scopes,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
+
         "authorization_response_iss_parameter_supported": true,
         "client_id_metadata_document_supported": true,
     }))
@@ -138,7 +139,11 @@ struct AuthorizeParams {
     state: Option<String>,
     scope: Option<String>,
     resource: Option<String>,
+    nonce: Option<String>,
 }
+
+/// Scopes of OpenID Connect itself, granted to every user (they name no permission).
+const OPENID_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
 
 /// The checked request: either a page to show (the redirect URI cannot be trusted) or the
 /// redirect URI errors go to.
@@ -293,8 +298,11 @@ fn issue_code(idp: &DevIdp, p: &AuthorizeParams, redirect_uri: &str, user_id: &s
     let Some(user) = idp.config.users.iter().find(|u| u.id == user_id) else {
         return redirect_with(redirect_uri, &[("error", "access_denied")]);
     };
-    let scope = granted_scope(user, p.scope.as_deref());
-    if scope.is_empty() && p.scope.as_deref().is_some_and(|s| !s.trim().is_empty()) {
+    let asked: Vec<&str> = p.scope.as_deref().unwrap_or_default().split_whitespace().collect();
+    let openid = asked.contains(&"openid");
+    let permissions: Vec<&str> = asked.iter().copied().filter(|s| !OPENID_SCOPES.contains(s)).collect();
+    let scope = granted_scope(user, p.scope.as_ref().map(|_| permissions.join(" ")).as_deref());
+    if scope.is_empty() && !permissions.is_empty() {
         // Asked only for scopes this user may not have: no token with an empty scope (RFC 6749
         // §4.1.2.1).
         let mut pairs = vec![
@@ -316,6 +324,8 @@ fn issue_code(idp: &DevIdp, p: &AuthorizeParams, redirect_uri: &str, user_id: &s
         redirect_uri: redirect_uri.to_owned(),
         code_challenge: p.code_challenge.clone().unwrap_or_default(),
         expires: tokio::time::Instant::now() + CODE_TTL,
+        openid,
+        nonce: p.nonce.clone(),
     };
     lock(&idp.codes).insert(code.clone(), grant);
     // RFC 9207: name the issuer in the response so clients can detect mix-up attacks.
@@ -436,22 +446,57 @@ async fn token(State(idp): State<Arc<DevIdp>>, headers: HeaderMap, Form(t): Form
         Ok(a) => a,
         Err(_) => return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "signing failed"),
     };
+    let id_token = match grant.openid.then(|| idp.id_token(user, &client_id, grant.nonce.as_deref())).transpose() {
+        Ok(t) => t,
+        Err(_) => return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "signing failed"),
+    };
     let refresh = random_token();
     let scope = grant.scope.join(" ");
-    lock(&idp.refresh_tokens).insert(refresh.clone(), Grant { resource, expires: tokio::time::Instant::now() + REFRESH_TTL, ..grant });
-    let mut r = Json(json!({
+    // A refreshed ID token carries no nonce (OpenID Connect Core §12.2).
+    let refreshed = Grant { resource, expires: tokio::time::Instant::now() + REFRESH_TTL, nonce: None, ..grant };
+    lock(&idp.refresh_tokens).insert(refresh.clone(), refreshed);
+    let mut answer = json!({
         "access_token": access,
         "token_type": "Bearer",
         "expires_in": idp.config.access_token_ttl.as_secs(),
         "refresh_token": refresh,
         "scope": scope,
-    }))
-    .into_response();
+    });
+    if let Some(id_token) = id_token {
+        answer["id_token"] = json!(id_token);
+    }
+    let mut r = Json(answer).into_response();
     r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     r
 }
 
 impl DevIdp {
+    /// An OpenID Connect ID token for `client_id`: who the user is, with the `nonce` the
+    /// authorization request sent.
+    pub(super) fn id_token(&self, user: &DevUser, client_id: &str, nonce: Option<&str>) -> Result<String, super::KeyError> {
+        let now = crate::unix_now();
+        let mut claims = json!({
+            "iss": self.config.issuer,
+            "sub": user.id,
+            "aud": client_id,
+            "iat": now,
+            "exp": now + 600,
+            "name": user.name,
+            "preferred_username": user.id,
+            "roles": user.roles,
+        });
+        if let Some(nonce) = nonce {
+            claims["nonce"] = json!(nonce);
+        }
+        if let Some(tenant) = &user.tenant {
+            claims["tenant"] = json!(tenant);
+        }
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(self.key.kid.clone());
+        header.typ = Some("JWT".into());
+        self.key.sign_with_header(&header, &claims)
+    }
+
     /// An RFC 9068 access token. Without a resource the audience is the client itself, which
     /// no resource server accepts: clients must send `resource` (RFC 8707), as MCP requires.
     pub(super) fn access_token(
@@ -497,6 +542,7 @@ fn consent_page(users: &[DevUser], p: &AuthorizeParams) -> String {
         ("state", &p.state),
         ("scope", &p.scope),
         ("resource", &p.resource),
+        ("nonce", &p.nonce),
     ]);
     for (name, value) in fields {
         if let Some(v) = value {

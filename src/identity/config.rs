@@ -7,7 +7,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
-    /// Trusted issuers; a token from any other issuer is rejected.
+    /// Trusted issuers; a token from any other issuer is rejected. May be empty only with
+    /// `authorization_server:` (whose tokens are trusted without being listed).
+    #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
     /// Allowed clock skew for `exp` and `nbf`. Default: 60s. At most 300s.
     #[serde(default = "default_skew", with = "humantime_serde")]
@@ -52,6 +54,12 @@ pub struct IssuerConfig {
     /// Least time between two fetches triggered by an unknown `kid`. Default: 10s.
     #[serde(default = "default_jwks_min_refresh", with = "humantime_serde")]
     pub jwks_min_refresh: Duration,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self { issuers: Vec::new(), clock_skew: default_skew(), challenge_scopes: None }
+    }
 }
 
 fn default_skew() -> Duration {

@@ -62,6 +62,13 @@ impl KeySet {
     }
 }
 
+/// Keys that need no fetch: Warden's own, read from its store (so a rotation on another replica
+/// is found by an unknown `kid` like any issuer's).
+pub trait LocalKeys: Send + Sync {
+    /// The JWK set's `keys`.
+    fn keys(&self) -> futures::future::BoxFuture<'_, Result<Vec<serde_json::Value>, String>>;
+}
+
 struct RefreshState {
     last_attempt: Option<Instant>,
     jwks_uri: Option<String>,
@@ -76,6 +83,7 @@ pub struct JwksCache {
     refresh: tokio::sync::Mutex<RefreshState>,
     clock: SharedClock,
     metrics: Option<Arc<crate::telemetry::Metrics>>,
+    local: Option<Arc<dyn LocalKeys>>,
 }
 
 impl JwksCache {
@@ -97,7 +105,19 @@ impl JwksCache {
             keys: ArcSwap::from_pointee(KeySet::default()),
             refresh: tokio::sync::Mutex::new(RefreshState { last_attempt: None, jwks_uri }),
             metrics: None,
+            local: None,
         })
+    }
+
+    /// A cache of keys read from `source` instead of fetched.
+    pub fn local(issuer: String, source: Arc<dyn LocalKeys>, ttl: Duration, min_refresh: Duration, clock: SharedClock) -> Arc<Self> {
+        // The HTTP client is never used: no request is made for local keys.
+        let http = crate::upstream::control_plane_client().unwrap_or_default();
+        let mut cache = Self::new(issuer, None, http, ttl, min_refresh, clock);
+        if let Some(this) = Arc::get_mut(&mut cache) {
+            this.local = Some(source);
+        }
+        cache
     }
 
     /// Counts fetches in `metrics`. Call before the cache is shared.
@@ -157,19 +177,10 @@ impl JwksCache {
             return Ok(());
         }
         state.last_attempt = Some(now);
-        let uri = match &state.jwks_uri {
-            Some(uri) => uri.clone(),
-            None => {
-                let uri = self.discover().await?;
-                state.jwks_uri = Some(uri.clone());
-                uri
-            }
+        let doc = match &self.local {
+            Some(local) => JwksDocument { keys: local.keys().await.map_err(JwksError::Fetch)? },
+            None => self.fetch(&mut state).await?,
         };
-        let doc: Result<JwksDocument, JwksError> = self.get_json(&uri).await;
-        if let Some(metrics) = &self.metrics {
-            metrics.jwks_fetch(&self.issuer, doc.is_ok());
-        }
-        let doc = doc?;
         let mut set = KeySet { fetched: Some(self.clock.now()), generation: seen_generation + 1, ..KeySet::default() };
         for raw in doc.keys {
             // One unusable key (unknown kty, encryption key) must not hide the others.
@@ -190,6 +201,23 @@ impl JwksCache {
         tracing::debug!(issuer = %self.issuer, keys = set.by_kid.len() + set.without_kid.len(), "JWKS fetched");
         self.keys.store(Arc::new(set));
         Ok(())
+    }
+
+    /// The issuer's JWK set over HTTP, its `jwks_uri` discovered the first time.
+    async fn fetch(&self, state: &mut RefreshState) -> Result<JwksDocument, JwksError> {
+        let uri = match &state.jwks_uri {
+            Some(uri) => uri.clone(),
+            None => {
+                let uri = self.discover().await?;
+                state.jwks_uri = Some(uri.clone());
+                uri
+            }
+        };
+        let doc: Result<JwksDocument, JwksError> = self.get_json(&uri).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.jwks_fetch(&self.issuer, doc.is_ok());
+        }
+        doc
     }
 
     /// RFC 8414 authorization server metadata, then OpenID Connect discovery.

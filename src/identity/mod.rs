@@ -24,7 +24,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
-pub use jwks::{JwksCache, alg_name, metadata_urls};
+pub use jwks::{JwksCache, LocalKeys, alg_name, metadata_urls};
 pub use presets::Preset;
 pub use principal::{ClaimMapping, Principal, Subject, lookup, scopes_of};
 
@@ -184,6 +184,15 @@ impl Authenticator {
             issuers.insert(c.issuer.clone(), TrustedIssuer { algorithms, jwks, mapping });
         }
         Ok(Self { issuers, resource, skew: config.clock_skew, verified: std::sync::Mutex::default(), clock, api_keys: None })
+    }
+
+    /// Trusts Warden's own authorization server: ES256 tokens of `issuer`, verified with keys
+    /// read from `keys` (its store), their roles in `roles` and tenant in `tenant`.
+    pub fn with_own_issuer(mut self, issuer: String, keys: Arc<dyn LocalKeys>) -> Self {
+        let jwks = JwksCache::local(issuer.clone(), keys, Duration::from_secs(60), Duration::from_secs(1), Arc::clone(&self.clock));
+        let mapping = Preset::Generic.mapping(None, None, Some("tenant"));
+        self.issuers.insert(issuer, TrustedIssuer { algorithms: vec![Algorithm::ES256], jwks, mapping });
+        self
     }
 
     /// Accepts gateway-issued API keys, checked by `keys`.

@@ -22,13 +22,15 @@ pub enum Preset {
     Keycloak,
     /// No roles; tenant from `hd` (the Workspace domain).
     Google,
+    /// Roles from `groups`.
+    Authentik,
 }
 
 impl Preset {
     fn roles_claims(self) -> Vec<String> {
         let paths: &[&str] = match self {
             Self::Generic | Self::Entra => &["roles"],
-            Self::Okta => &["groups"],
+            Self::Okta | Self::Authentik => &["groups"],
             Self::Keycloak => &["realm_access.roles", "resource_access.{client_id}.roles"],
             Self::Auth0 | Self::Google => &[],
         };
@@ -40,8 +42,27 @@ impl Preset {
             Self::Auth0 => Some("org_id"),
             Self::Entra => Some("tid"),
             Self::Google => Some("hd"),
-            Self::Generic | Self::Okta | Self::Keycloak => None,
+            Self::Generic | Self::Okta | Self::Keycloak | Self::Authentik => None,
         }
+    }
+
+    /// The ID token claim that names a person for good: Entra's `oid` (its `sub` differs per
+    /// application), `sub` elsewhere.
+    pub fn subject_claim(self) -> &'static str {
+        match self {
+            Self::Entra => "oid",
+            _ => "sub",
+        }
+    }
+
+    /// The scopes Warden's authorization server asks this IdP for when none are configured:
+    /// OpenID Connect's, and the groups scope where groups are roles.
+    pub fn sign_in_scopes(self) -> Vec<String> {
+        let mut scopes = vec!["openid", "profile", "email"];
+        if matches!(self, Self::Okta | Self::Authentik) {
+            scopes.push("groups");
+        }
+        scopes.into_iter().map(str::to_owned).collect()
     }
 
     /// The mapping for this preset, with explicit settings taking precedence.

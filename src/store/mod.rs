@@ -9,6 +9,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod envelope;
+pub mod oauth;
 #[cfg(test)]
 mod tests;
 pub mod usage;
@@ -476,7 +477,8 @@ impl Store {
                 .await?;
             if rows.is_empty() {
                 tx.commit().await?;
-                // Connect flows in progress (few, gone within the hour) and Warden's signing keys.
+                // Connect flows and sign-ins in progress (few, gone within the hour) and Warden's
+                // signing keys.
                 report.reencrypted += self
                     .reencrypt_sealed(
                         "SELECT link_hash, verifier FROM connect_flows WHERE verifier IS NOT NULL",
@@ -489,6 +491,13 @@ impl Store {
                         "SELECT kid, private_key FROM signing_keys",
                         "UPDATE signing_keys SET private_key = $1 WHERE kid = $2 AND private_key = $3",
                         signing_aad,
+                    )
+                    .await?;
+                report.reencrypted += self
+                    .reencrypt_sealed(
+                        "SELECT state_hash, request FROM oauth_requests",
+                        "UPDATE oauth_requests SET request = $1 WHERE state_hash = $2 AND request = $3",
+                        oauth::request_aad,
                     )
                     .await?;
                 return Ok(report);
