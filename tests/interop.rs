@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 mod common;
 use common::demo;
 
+#[path = "interop/enterprise.rs"]
+mod enterprise;
+
 /// The SDK generations under test: the latest release and the last 1.x.
 fn pythons() -> Vec<(&'static str, String)> {
     ["WARDEN_PYTHON", "WARDEN_PYTHON_1X"]

@@ -10,7 +10,9 @@ Works with the SDK's 2.x API (httpx2, streamable_http_client) and its 1.x API.
 
 import argparse
 import asyncio
+import html
 import json
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -70,11 +72,20 @@ class Browser:
 
         opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
         url = authorization_url
-        for _ in range(10):
+        data = None
+        for _ in range(15):
             try:
-                opener.open(url)
-                raise RuntimeError(f"{url} answered without redirecting")
+                page = opener.open(url, data=data).read().decode()
+                # Warden's consent page (its own authorization server): the person allows.
+                consent = re.search(r'name=consent value="([^"]+)"', page)
+                action = re.search(r'<form method=post action="([^"]+)"', page)
+                if not (consent and action):
+                    raise RuntimeError(f"{url} answered without redirecting")
+                url = html.unescape(action.group(1))
+                data = urllib.parse.urlencode({"consent": html.unescape(consent.group(1)), "decision": "allow"}).encode()
+                continue
             except urllib.error.HTTPError as e:
+                data = None
                 if e.code not in (302, 303, 307):
                     raise RuntimeError(f"authorization failed: HTTP {e.code} at {url}") from e
                 url = urllib.parse.urljoin(url, e.headers["Location"])

@@ -85,13 +85,50 @@ class HeadlessProvider {
   codeVerifier() {
     return this.verifier;
   }
+  /** Stands in for the user's browser: follows redirects with cookies (per host) through the
+   * authorization server's and the IdP's pages until it is sent to the redirect URI, allowing
+   * Warden's consent page when it is shown. */
   async redirectToAuthorization(authorizationUrl) {
-    const response = await loggingFetch(authorizationUrl.toString(), { redirect: "manual" });
-    const location = response.headers.get("location");
-    if (!location) throw new Error(`authorization endpoint answered ${response.status} without a redirect`);
-    const back = new URL(location);
-    if (back.searchParams.get("error")) throw new Error(`authorization error: ${back.searchParams.get("error")}`);
-    this.pendingParams = back.searchParams;
+    const jar = new Map();
+    let url = authorizationUrl.toString();
+    let init = { redirect: "manual" };
+    for (let i = 0; i < 15; i++) {
+      const host = new URL(url).host;
+      const cookies = [...(jar.get(host) ?? new Map())].map(([k, v]) => `${k}=${v}`).join("; ");
+      const headers = { ...(init.headers ?? {}), ...(cookies ? { cookie: cookies } : {}) };
+      const response = await loggingFetch(url, { ...init, headers });
+      for (const c of response.headers.getSetCookie?.() ?? []) {
+        const [pair] = c.split(";");
+        const at = pair.indexOf("=");
+        if (!jar.has(host)) jar.set(host, new Map());
+        jar.get(host).set(pair.slice(0, at).trim(), pair.slice(at + 1));
+      }
+      const location = response.headers.get("location");
+      if (location) {
+        url = new URL(location, url).toString();
+        init = { redirect: "manual" };
+        if (url.startsWith(this.redirectUrl)) {
+          const back = new URL(url);
+          if (back.searchParams.get("error")) throw new Error(`authorization error: ${back.searchParams.get("error")}`);
+          this.pendingParams = back.searchParams;
+          return;
+        }
+        continue;
+      }
+      const page = await response.text();
+      const consent = page.match(/name=consent value="([^"]+)"/);
+      const action = page.match(/<form method=post action="([^"]+)"/);
+      if (!consent || !action) throw new Error(`authorization endpoint answered ${response.status} without a redirect`);
+      const unescape = (s) => s.replaceAll("&amp;", "&").replaceAll("&quot;", '"').replaceAll("&#39;", "'").replaceAll("&lt;", "<").replaceAll("&gt;", ">");
+      url = new URL(unescape(action[1]), url).toString();
+      init = {
+        redirect: "manual",
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams({ consent: unescape(consent[1]), decision: "allow" }).toString(),
+      };
+    }
+    throw new Error("too many redirects during authorization");
   }
   saveDiscoveryState(state) {
     this.discovery = state;

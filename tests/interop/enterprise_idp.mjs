@@ -1,0 +1,136 @@
+// A company identity provider for the authorization-server interop tests: node-oidc-provider (a
+// certified OpenID Provider) configured with the documented quirks of the IdP it stands for, and
+// one confidential client registered for Warden, as an admin would.
+//
+//   entra   issuer http://127.0.0.1:PORT/<tenant>/v2.0; OpenID Connect discovery only (no RFC
+//           8414 document); no registration endpoint; any `resource` parameter is refused with
+//           invalid_target (AADSTS9010010, as Entra does beside v2 scopes since March 2026); ID
+//           tokens carry oid (the stable user id; sub is pairwise per app and differs), tid,
+//           roles (app roles), preferred_username and ver 2.0.
+//   google  issuer http://127.0.0.1:PORT; discovery only; no registration; opaque access tokens;
+//           ID tokens carry sub, email, email_verified, hd (the Workspace domain), name.
+//   okta    issuer http://127.0.0.1:PORT/oauth2/default (a custom authorization server); no
+//           open registration (Okta registers through its management API); the groups scope puts
+//           groups in the ID token; preferred_username is the login (an email).
+//
+// Sign-in is headless: every interaction is completed at once as --user, or refused with
+// access_denied when --deny is given. Prints "ready ISSUER" when listening.
+// Usage: node enterprise_idp.mjs --preset entra|google|okta --port N --client-id ID
+//        --client-secret S --redirect-uri URI --user ID [--roles a,b] [--hd domain] [--deny]
+// WARDEN_NODE_MODULES must name the node_modules directory holding oidc-provider.
+
+import http from "node:http";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+
+const arg = (name, fallback) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : fallback;
+};
+const preset = arg("preset", "entra");
+const port = Number(arg("port"));
+const user = arg("user", "alice");
+const roles = arg("roles", "").split(",").filter(Boolean);
+const hd = arg("hd", "acme.example");
+const deny = process.argv.includes("--deny");
+const tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const prefix = { entra: `/${tenant}/v2.0`, google: "", okta: "/oauth2/default" }[preset];
+if (prefix === undefined) throw new Error(`unknown preset ${preset}`);
+const issuer = `http://127.0.0.1:${port}${prefix}`;
+
+const { default: Provider, errors } = await import(pathToFileURL(join(process.env.WARDEN_NODE_MODULES, "oidc-provider/lib/index.js")).href);
+
+// A stable, made-up object id per user (Entra's oid is a GUID).
+const oid = (id) => `00000000-0000-4000-8000-${Buffer.from(id).toString("hex").padEnd(12, "0").slice(0, 12)}`;
+// The IdP's subject for --user (node-oidc-provider puts the account id in `sub`): Google's is a
+// number, Okta's starts with 00u; Entra's `sub` is pairwise per app, so its stable id is `oid`.
+const account = { entra: `pairwise-${user}`, google: `1${Buffer.from(user).toString("hex")}`, okta: `00u${user}` }[preset];
+const claimsOf = () => {
+  const email = `${user}@${hd}`;
+  switch (preset) {
+    case "entra":
+      return { oid: oid(user), tid: tenant, roles, preferred_username: email, name: user, ver: "2.0" };
+    case "google":
+      return { email, email_verified: true, hd, name: user };
+    default:
+      return { preferred_username: email, email, name: user, groups: ["Everyone", ...roles] };
+  }
+};
+
+const provider = new Provider(issuer, {
+  clients: [
+    {
+      client_id: arg("client-id"),
+      client_secret: arg("client-secret"),
+      redirect_uris: [arg("redirect-uri")],
+      grant_types: ["authorization_code"],
+      response_types: ["code"],
+      token_endpoint_auth_method: preset === "google" ? "client_secret_post" : "client_secret_basic",
+    },
+  ],
+  features: {
+    devInteractions: { enabled: false },
+    registration: { enabled: false },
+    // Entra: any resource indicator beside v2 scopes is refused; the others ignore none.
+    resourceIndicators: {
+      enabled: preset === "entra",
+      defaultResource: () => undefined,
+      getResourceServerInfo: () => {
+        throw new errors.InvalidTarget("AADSTS9010010: The resource parameter provided in the request doesn't match with the requested scopes.");
+      },
+    },
+  },
+  pkce: { required: () => true },
+  // Claims go into the ID token itself (as these IdPs put them), not only into userinfo.
+  conformIdTokenClaims: false,
+  claims: {
+    openid: ["sub", "oid", "tid", "roles", "ver", "hd"],
+    profile: ["name", "preferred_username"],
+    email: ["email", "email_verified"],
+    groups: ["groups"],
+  },
+  scopes: ["openid", "profile", "email", "groups", "offline_access"],
+  findAccount: (_ctx, id) => ({ accountId: id, claims: () => ({ sub: id, ...claimsOf() }) }),
+  interactions: { url: (_ctx, interaction) => `${prefix}/interaction/${interaction.uid}` },
+});
+provider.proxy = false;
+
+const callback = provider.callback();
+const server = http.createServer(async (req, res) => {
+  if (!req.url.startsWith(prefix)) {
+    res.statusCode = 404;
+    return res.end();
+  }
+  const original = req.url;
+  const path = req.url.slice(prefix.length) || "/";
+  const interaction = path.match(/^\/interaction\/([^/?]+)/);
+  if (!interaction) {
+    req.originalUrl = original;
+    req.url = path;
+    return callback(req, res);
+  }
+  try {
+    const details = await provider.interactionDetails(req, res);
+    let result;
+    if (deny) {
+      result = { error: "access_denied", error_description: "the user declined" };
+    } else if (details.prompt.name === "login") {
+      result = { login: { accountId: account } };
+    } else {
+      const grant = details.grantId
+        ? await provider.Grant.find(details.grantId)
+        : new provider.Grant({ accountId: details.session.accountId, clientId: details.params.client_id });
+      const missing = details.prompt.details;
+      if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(" "));
+      if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+      result = { consent: { grantId: await grant.save() } };
+    }
+    await provider.interactionFinished(req, res, result, { mergeWithLastSubmission: true });
+  } catch (e) {
+    res.statusCode = 500;
+    res.end(String(e));
+  }
+});
+server.keepAliveTimeout = 120_000;
+server.headersTimeout = 121_000;
+server.listen(port, "127.0.0.1", () => console.log(`ready ${issuer}`));
