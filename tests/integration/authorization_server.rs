@@ -5,6 +5,8 @@
 //! The same flows against node-oidc-provider emulating Entra, Google and Okta, driven by the
 //! official SDKs, are in `tests/interop.rs`.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
@@ -15,7 +17,10 @@ const UPSTREAM_SECRET: &str = "upstream-secret-0123456789abcdef0123";
 const REDIRECT: &str = "http://127.0.0.1:7777/callback";
 
 pub struct Enterprise {
+    /// The public URL (every replica's).
     pub url: String,
+    /// Where this replica listens.
+    pub at: String,
     pub mcp: String,
     pub backend: Upstream,
     pub idp_url: String,
@@ -55,28 +60,47 @@ async fn company_idp(redirect_uri: &str) -> String {
 /// Warden with `authorization_server:` in front of a fresh company IdP; `extra` is added to the
 /// `authorization_server:` block (indented by two).
 pub async fn enterprise(extra: &str, id_jag: Option<&TestIssuer>) -> Enterprise {
-    warden::install_crypto();
-    let backend = Upstream::start().await;
     let (listener, url) = listen().await;
     let idp_url = company_idp(&format!("{url}/oauth/callback")).await;
     let dir = tempfile::tempdir().unwrap();
-    let audit_path = dir.path().join("audit.jsonl");
     let db = format!("sqlite://{}", dir.path().join("vault.db").display());
-    let id_jag =
-        id_jag.map_or(String::new(), |i| format!("  id_jag:\n    issuers:\n      - {{issuer: \"{}\", algorithms: [RS256]}}\n", i.url));
+    let shared = Shared { url, idp_url, db, keys: crate::common::provider::keyring(), backend: Upstream::start().await };
+    replica(&shared, listener, dir, extra, id_jag).await
+}
+
+/// What the replicas of one deployment share: the public URL, the company IdP, the database
+/// and the vault's keys, and the backend.
+struct Shared {
+    url: String,
+    idp_url: String,
+    db: String,
+    keys: String,
+    backend: Upstream,
+}
+
+async fn replica(shared: &Shared, listener: tokio::net::TcpListener, dir: tempfile::TempDir, extra: &str, id_jag: Option<&TestIssuer>) -> Enterprise {
+    warden::install_crypto();
+    let audit_path = dir.path().join("audit.jsonl");
+    let listener_addr = listener.local_addr().unwrap();
+    let id_jag = id_jag.map_or(String::new(), |i| format!("  id_jag:\n    issuers:\n      - {{issuer: \"{}\", algorithms: [RS256]}}\n", i.url));
     let yaml = format!(
         "server:\n  listen: {addr}\n  public_url: {url}\nauthorization_server:\n  upstream:\n    issuer: {idp_url}\n    client_id: {UPSTREAM_CLIENT}\n    client_secret: {UPSTREAM_SECRET}\n    tenant_claim: tenant\n{extra}{id_jag}vault:\n  database: \"{db}\"\n  keys: \"{keys}\"\nupstream:\n  allow_cidrs: [127.0.0.1/32]\naudit:\n  output: {audit}\ntools:\n  - {{name: list_events, description: d, scopes: [\"calendar:read\"], http: {{url: \"{b}/events\"}}}}\n  - {{name: add_event, description: d, scopes: [\"calendar:write\"], http: {{url: \"{b}/events\", method: POST}}}}\n",
         addr = listener.local_addr().unwrap(),
-        keys = crate::common::provider::keyring(),
+        url = shared.url,
+        idp_url = shared.idp_url,
+        db = shared.db,
+        keys = shared.keys,
         audit = audit_path.display(),
-        b = backend.url,
+        b = shared.backend.url,
     );
     let config = warden::config::parse(&yaml, &HashMap::<String, String>::new()).unwrap_or_else(|e| panic!("config: {e}\n{yaml}"));
     let gw = warden::Gateway::build(&config).unwrap_or_else(|e| panic!("build: {e}"));
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(warden::run(gw, listener, shutdown.clone().cancelled_owned()));
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    Enterprise { mcp: format!("{url}/mcp"), url, backend, idp_url, audit_path, http, shutdown, _dir: dir }
+    let backend = Upstream { url: shared.backend.url.clone(), received: Arc::clone(&shared.backend.received) };
+    let at = format!("http://{}", listener_addr);
+    Enterprise { mcp: format!("{}/mcp", shared.url), url: shared.url.clone(), at, backend, idp_url: shared.idp_url.clone(), audit_path, http, shutdown, _dir: dir }
 }
 
 /// A PKCE verifier and its S256 challenge.
@@ -114,7 +138,7 @@ pub struct Journey {
 
 impl Enterprise {
     pub async fn register(&self, body: Value) -> (u16, Value) {
-        let r = self.http.post(format!("{}/oauth/register", self.url)).json(&body).send().await.unwrap();
+        let r = self.http.post(format!("{}/oauth/register", self.at)).json(&body).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
@@ -176,7 +200,7 @@ impl Enterprise {
     }
 
     pub async fn token(&self, form: &[(&str, &str)]) -> (u16, Value) {
-        let r = self.http.post(format!("{}/oauth/token", self.url)).form(form).send().await.unwrap();
+        let r = self.http.post(format!("{}/oauth/token", self.at)).form(form).send().await.unwrap();
         let status = r.status().as_u16();
         assert_eq!(r.headers().get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"));
         (status, r.json().await.unwrap())
@@ -204,7 +228,7 @@ impl Enterprise {
 
     pub async fn call(&self, token: &str, tool: &str) -> (u16, Value) {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}}});
-        let (status, _, answer) = crate::common::mcp_post(&self.http, &self.mcp, token, &body).await;
+        let (status, _, answer) = crate::common::mcp_post(&self.http, &format!("{}/mcp", self.at), token, &body).await;
         (status, answer)
     }
 
@@ -677,4 +701,75 @@ async fn an_identity_assertion_grant_from_a_trusted_idp_gets_a_token_without_a_b
         ])
         .await;
     assert_eq!((status, answer["error"].as_str()), (400, Some("unauthorized_client")), "{answer}");
+}
+
+/// `url` with the public base replaced by where `replica` listens: the load balancer's choice.
+fn via(url: &url::Url, replica: &Enterprise) -> String {
+    url.as_str().replacen(&replica.url, &replica.at, 1)
+}
+
+/// Two replicas on one PostgreSQL database: a sign-in started on one is finished on the other,
+/// the code redeemed on the first, the refresh token rotated on the second, and a token signed
+/// by either replica's key is accepted by both.
+async fn replicas_share_every_step(db: crate::common::Db) {
+    let (la, url) = listen().await;
+    let (lb, _) = listen().await;
+    let idp_url = company_idp(&format!("{url}/oauth/callback")).await;
+    let shared = Shared { url, idp_url, db: db.url.clone(), keys: crate::common::provider::keyring(), backend: Upstream::start().await };
+    let a = replica(&shared, la, tempfile::tempdir().unwrap(), "", None).await;
+    let b = replica(&shared, lb, tempfile::tempdir().unwrap(), "", None).await;
+    let client = b.public_client().await;
+    let (verifier, challenge) = pkce();
+    let authorize = a.authorize_url(&client, &challenge, "calendar:read");
+    let r = a.http.get(authorize.replacen(&a.url, &a.at, 1)).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let cookie = signin_cookie(&r).unwrap();
+    let r = a.http.get(location(&r)).send().await.unwrap();
+    // The IdP sends the browser back; the load balancer picks B.
+    let r = b.http.get(via(&location(&r), &b)).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.status(), 200, "consent page from the other replica");
+    let page = r.text().await.unwrap();
+    let consent = page.split("name=consent value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let r = a
+        .http
+        .post(format!("{}/oauth/consent", a.at))
+        .header("cookie", &cookie)
+        .form(&[("consent", consent.as_str()), ("decision", "allow")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let code = query(&location(&r), "code").unwrap();
+    let (status, tokens) =
+        b.token(&[("grant_type", "authorization_code"), ("code", &code), ("code_verifier", &verifier), ("client_id", &client), ("redirect_uri", REDIRECT)]).await;
+    assert_eq!(status, 200, "{tokens}");
+    let (status, again) = a.token(&[("grant_type", "refresh_token"), ("refresh_token", tokens["refresh_token"].as_str().unwrap()), ("client_id", &client)]).await;
+    assert_eq!(status, 200, "{again}");
+    // The first refresh token again, on B: reuse is seen across replicas.
+    let (status, _) = b.token(&[("grant_type", "refresh_token"), ("refresh_token", tokens["refresh_token"].as_str().unwrap()), ("client_id", &client)]).await;
+    assert_eq!(status, 400);
+    let (status, _) = a.token(&[("grant_type", "refresh_token"), ("refresh_token", again["refresh_token"].as_str().unwrap()), ("client_id", &client)]).await;
+    assert_eq!(status, 400, "the grant is revoked on every replica");
+    for (token, replica) in [(&tokens, &a), (&again, &b), (&tokens, &b), (&again, &a)] {
+        let (status, answer) = replica.call(token["access_token"].as_str().unwrap(), "list_events").await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    assert_eq!(shared.backend.last().headers["x-user-id"], "alice");
+    // Nothing secret in the database: codes, refresh tokens and states are hashes; the pending
+    // sign-in is sealed.
+    let dump = db.dump();
+    for secret in [code.as_str(), tokens["refresh_token"].as_str().unwrap(), consent.as_str(), cookie.trim_start_matches("warden_signin=")] {
+        assert!(!dump.contains(secret), "a secret in the database");
+    }
+}
+
+#[tokio::test]
+async fn replicas_on_sqlite_share_every_step() {
+    replicas_share_every_step(crate::common::Db::sqlite()).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the PostgreSQL server scripts/test starts"]
+async fn replicas_on_postgres_share_every_step() {
+    replicas_share_every_step(crate::common::Db::postgres().await).await;
 }
