@@ -19,6 +19,8 @@ pub mod config;
 mod flow;
 mod idjag;
 mod registration;
+#[cfg(test)]
+mod tests;
 mod token;
 mod upstream;
 

@@ -213,7 +213,7 @@ impl UpstreamIdp {
         self.identity(claims)
     }
 
-    async fn verify_id_token(&self, token: &str, nonce: &str) -> Result<Map<String, Value>, UpstreamError> {
+    pub(super) async fn verify_id_token(&self, token: &str, nonce: &str) -> Result<Map<String, Value>, UpstreamError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| UpstreamError::IdToken("malformed"))?;
         if !self.algorithms.contains(&header.alg) {
             return Err(UpstreamError::IdToken("algorithm_not_allowed"));
@@ -264,7 +264,7 @@ impl UpstreamIdp {
     }
 
     /// The verified claims through the preset.
-    fn identity(&self, claims: Map<String, Value>) -> Result<Identity, UpstreamError> {
+    pub(super) fn identity(&self, claims: Map<String, Value>) -> Result<Identity, UpstreamError> {
         let subject = claims
             .get(self.preset.subject_claim())
             .or_else(|| claims.get("sub"))

@@ -78,11 +78,18 @@ struct Shared {
     backend: Upstream,
 }
 
-async fn replica(shared: &Shared, listener: tokio::net::TcpListener, dir: tempfile::TempDir, extra: &str, id_jag: Option<&TestIssuer>) -> Enterprise {
+async fn replica(
+    shared: &Shared,
+    listener: tokio::net::TcpListener,
+    dir: tempfile::TempDir,
+    extra: &str,
+    id_jag: Option<&TestIssuer>,
+) -> Enterprise {
     warden::install_crypto();
     let audit_path = dir.path().join("audit.jsonl");
     let listener_addr = listener.local_addr().unwrap();
-    let id_jag = id_jag.map_or(String::new(), |i| format!("  id_jag:\n    issuers:\n      - {{issuer: \"{}\", algorithms: [RS256]}}\n", i.url));
+    let id_jag =
+        id_jag.map_or(String::new(), |i| format!("  id_jag:\n    issuers:\n      - {{issuer: \"{}\", algorithms: [RS256]}}\n", i.url));
     let yaml = format!(
         "server:\n  listen: {addr}\n  public_url: {url}\nauthorization_server:\n  upstream:\n    issuer: {idp_url}\n    client_id: {UPSTREAM_CLIENT}\n    client_secret: {UPSTREAM_SECRET}\n    tenant_claim: tenant\n{extra}{id_jag}vault:\n  database: \"{db}\"\n  keys: \"{keys}\"\nupstream:\n  allow_cidrs: [127.0.0.1/32]\naudit:\n  output: {audit}\ntools:\n  - {{name: list_events, description: d, scopes: [\"calendar:read\"], http: {{url: \"{b}/events\"}}}}\n  - {{name: add_event, description: d, scopes: [\"calendar:write\"], http: {{url: \"{b}/events\", method: POST}}}}\n",
         addr = listener.local_addr().unwrap(),
@@ -100,7 +107,17 @@ async fn replica(shared: &Shared, listener: tokio::net::TcpListener, dir: tempfi
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let backend = Upstream { url: shared.backend.url.clone(), received: Arc::clone(&shared.backend.received) };
     let at = format!("http://{}", listener_addr);
-    Enterprise { mcp: format!("{}/mcp", shared.url), url: shared.url.clone(), at, backend, idp_url: shared.idp_url.clone(), audit_path, http, shutdown, _dir: dir }
+    Enterprise {
+        mcp: format!("{}/mcp", shared.url),
+        url: shared.url.clone(),
+        at,
+        backend,
+        idp_url: shared.idp_url.clone(),
+        audit_path,
+        http,
+        shutdown,
+        _dir: dir,
+    }
 }
 
 /// A PKCE verifier and its S256 challenge.
@@ -740,15 +757,28 @@ async fn replicas_share_every_step(db: crate::common::Db) {
         .unwrap();
     assert_eq!(r.status(), 302);
     let code = query(&location(&r), "code").unwrap();
-    let (status, tokens) =
-        b.token(&[("grant_type", "authorization_code"), ("code", &code), ("code_verifier", &verifier), ("client_id", &client), ("redirect_uri", REDIRECT)]).await;
+    let (status, tokens) = b
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("client_id", &client),
+            ("redirect_uri", REDIRECT),
+        ])
+        .await;
     assert_eq!(status, 200, "{tokens}");
-    let (status, again) = a.token(&[("grant_type", "refresh_token"), ("refresh_token", tokens["refresh_token"].as_str().unwrap()), ("client_id", &client)]).await;
+    let (status, again) = a
+        .token(&[("grant_type", "refresh_token"), ("refresh_token", tokens["refresh_token"].as_str().unwrap()), ("client_id", &client)])
+        .await;
     assert_eq!(status, 200, "{again}");
     // The first refresh token again, on B: reuse is seen across replicas.
-    let (status, _) = b.token(&[("grant_type", "refresh_token"), ("refresh_token", tokens["refresh_token"].as_str().unwrap()), ("client_id", &client)]).await;
+    let (status, _) = b
+        .token(&[("grant_type", "refresh_token"), ("refresh_token", tokens["refresh_token"].as_str().unwrap()), ("client_id", &client)])
+        .await;
     assert_eq!(status, 400);
-    let (status, _) = a.token(&[("grant_type", "refresh_token"), ("refresh_token", again["refresh_token"].as_str().unwrap()), ("client_id", &client)]).await;
+    let (status, _) = a
+        .token(&[("grant_type", "refresh_token"), ("refresh_token", again["refresh_token"].as_str().unwrap()), ("client_id", &client)])
+        .await;
     assert_eq!(status, 400, "the grant is revoked on every replica");
     for (token, replica) in [(&tokens, &a), (&again, &b), (&tokens, &b), (&again, &a)] {
         let (status, answer) = replica.call(token["access_token"].as_str().unwrap(), "list_events").await;
@@ -758,7 +788,8 @@ async fn replicas_share_every_step(db: crate::common::Db) {
     // Nothing secret in the database: codes, refresh tokens and states are hashes; the pending
     // sign-in is sealed.
     let dump = db.dump();
-    for secret in [code.as_str(), tokens["refresh_token"].as_str().unwrap(), consent.as_str(), cookie.trim_start_matches("warden_signin=")] {
+    for secret in [code.as_str(), tokens["refresh_token"].as_str().unwrap(), consent.as_str(), cookie.trim_start_matches("warden_signin=")]
+    {
         assert!(!dump.contains(secret), "a secret in the database");
     }
 }
