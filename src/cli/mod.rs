@@ -155,6 +155,10 @@ pub enum Command {
         /// up when a tool needs more. Default: every scope the tools require.
         #[arg(long)]
         challenge_scopes: Option<String>,
+        /// The enterprise set-up: Warden is the authorization server clients sign in at, and the
+        /// development server stands behind it as the company's IdP.
+        #[arg(long)]
+        enterprise: bool,
     },
 }
 
@@ -373,6 +377,7 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
         auto_approve: None,
         audit: "stdout".into(),
         challenge_scopes: None,
+        enterprise: false,
     });
     match command {
         Command::Health { url } => health(&url).await,
@@ -499,11 +504,19 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
         Command::ApiKeys { gateway, command } => api_keys::run(&gateway, command).await,
         Command::Policy(PolicyCommand::Test { dir }) => policy::test(&dir),
         Command::Policy(PolicyCommand::Explain { config, token, tool, args }) => policy::explain(&config, &token, &tool, args.as_deref()),
-        Command::Demo { port, idp_port, backend_port, auto_approve, audit, challenge_scopes } => {
+        Command::Demo { port, idp_port, backend_port, auto_approve, audit, challenge_scopes, enterprise } => {
             let shutdown = CancellationToken::new();
             let challenge_scopes = challenge_scopes.map(|s| s.split_whitespace().map(str::to_owned).collect());
-            let options =
-                DemoOptions { gateway_port: port, idp_port, backend_port, auto_approve, audit, challenge_scopes, ..DemoOptions::default() };
+            let options = DemoOptions {
+                gateway_port: port,
+                idp_port,
+                backend_port,
+                auto_approve,
+                audit,
+                challenge_scopes,
+                enterprise,
+                ..DemoOptions::default()
+            };
             let demo = match Demo::start(options, shutdown.clone()).await {
                 Ok(d) => d,
                 Err(e) => return fail(e.to_string()),

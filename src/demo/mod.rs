@@ -31,6 +31,9 @@ pub const DEMO_POLICIES: &[(&str, &str)] = &[
 pub const NOTES_CLIENT_ID: &str = "warden-demo-notes";
 /// The admin console's client at the development authorization server.
 pub const CONSOLE_CLIENT_ID: &str = "warden-console";
+/// Warden's authorization server's client at the development server (`--enterprise`), the one
+/// an admin registers at the company IdP.
+pub const SIGN_IN_CLIENT_ID: &str = "warden-sign-in";
 
 /// Where to listen. Port 0 picks a free port.
 #[derive(Debug, Clone)]
@@ -47,6 +50,9 @@ pub struct DemoOptions {
     /// Extra root certificates (PEM) the authorization server trusts when fetching client ID
     /// metadata documents (a test's own HTTPS server).
     pub client_metadata_ca: Option<Vec<u8>>,
+    /// The enterprise set-up: MCP clients sign in at Warden's own authorization server, which
+    /// sends people to the development server standing for the company's IdP.
+    pub enterprise: bool,
 }
 
 impl Default for DemoOptions {
@@ -60,6 +66,7 @@ impl Default for DemoOptions {
             audit: "stdout".into(),
             challenge_scopes: None,
             client_metadata_ca: None,
+            enterprise: false,
         }
     }
 }
@@ -74,6 +81,8 @@ pub struct Demo {
     pub resource: String,
     /// The admin API's and console's token (random per run).
     pub admin_token: crate::secret::Secret,
+    /// Started with [`DemoOptions::enterprise`].
+    pub enterprise: bool,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
     _vault: VaultFile,
 }
@@ -145,6 +154,16 @@ impl Demo {
         if options.challenge_scopes.is_some() {
             config.identity.challenge_scopes = options.challenge_scopes.clone();
         }
+        if options.enterprise {
+            let sign_in_secret = secret()?;
+            idp.register_client(SIGN_IN_CLIENT_ID, sign_in_secret.expose(), vec![format!("http://{gateway_addr}/oauth/callback")]);
+            let yaml = format!(
+                "upstream: {{issuer: \"{issuer}\", client_id: {SIGN_IN_CLIENT_ID}, client_secret: \"{}\", tenant_claim: tenant}}",
+                sign_in_secret.expose()
+            );
+            let server = serde_norway::from_str(&yaml).map_err(|e| DemoError::Setup(format!("demo authorization server: {e}")))?;
+            config.authorization_server = Some(server);
+        }
         let resource = config.server.resource();
         let policies = PolicySource::Embedded(DEMO_POLICIES.iter().map(|(n, t)| ((*n).to_owned(), *t)).collect());
         let gateway = Gateway::build_with_policy(&config, policies).map_err(|e| DemoError::Setup(format!("demo config: {e}")))?;
@@ -162,7 +181,24 @@ impl Demo {
             serve(backend_listener, backend::router(Arc::clone(&calendar)), shutdown.clone()),
             tokio::spawn(crate::gateway::run(gateway, gateway_listener, shutdown.cancelled_owned())),
         ];
-        Ok(Self { mcp_url: resource.clone(), issuer, backend_url, idp, calendar, resource, admin_token, tasks, _vault: vault })
+        let enterprise = options.enterprise;
+        Ok(Self { mcp_url: resource.clone(), issuer, backend_url, idp, calendar, resource, admin_token, enterprise, tasks, _vault: vault })
+    }
+
+    /// What to try with `warden demo --enterprise`.
+    fn enterprise_instructions(&self) -> String {
+        let mcp = &self.mcp_url;
+        let base = mcp.trim_end_matches("/mcp");
+        format!(
+            "Warden demo (enterprise sign-in) is running.\n\n  gateway (MCP)            {mcp}\n  authorization server     {base}  (Warden's own: registration, consent, tokens)\n  company IdP (stand-in)   {issuer}  (the development server; users in demos/users.yaml)\n  calendar backend         {backend}\n\n\
+Clients are sent to Warden, not to the IdP:\n\ncurl -s {base}/.well-known/oauth-protected-resource/mcp   # authorization_servers: [{base}]\ncurl -s {base}/.well-known/oauth-authorization-server\n\n\
+Connect any MCP client to {mcp}; it registers at Warden, Warden sends you to the company IdP\n(pick a user there), then asks your consent once, and the client gets Warden's token:\n\n\
+npx @modelcontextprotocol/inspector   # then connect to {mcp}\n\n\
+Tokens are ES256, signed by Warden's key: {base}/.well-known/jwks.json\n\n\
+Audit events (one JSON line per decision, oauth/* for each sign-in step) follow below. Ctrl-C stops the demo.\n",
+            issuer = self.issuer,
+            backend = self.backend_url,
+        )
     }
 
     /// Waits for all servers to stop.
@@ -175,6 +211,9 @@ impl Demo {
 
     /// What to try next, printed by `warden demo`.
     pub fn instructions(&self) -> String {
+        if self.enterprise {
+            return self.enterprise_instructions();
+        }
         let alice = self
             .idp
             .mint("alice", "demo-cli", &["calendar:read".into(), "calendar:write".into(), "notes:read".into()], &self.resource)

@@ -380,3 +380,68 @@ async fn the_demo_has_a_console_and_takes_api_keys() {
     let (_, refused) = call(&demo, key, "create_event", json!({"title": "x", "start": "2026-12-24T10:00:00Z"})).await;
     assert!(refused.get("error").is_some() || refused["result"]["isError"] == true, "no calendar:write: {refused}");
 }
+
+/// `warden demo --enterprise`: clients are sent to Warden's own authorization server, which
+/// sends the person to the development server (the company IdP stand-in) and back, asks
+/// consent, and issues its own token, which the demo's tools accept.
+#[tokio::test]
+async fn the_enterprise_demo_signs_in_through_warden_in_front_of_the_development_server() {
+    let (demo, shutdown) = crate::common::demo_options(Some("alice"), |o| o.enterprise = true).await;
+    let base = demo.mcp_url.trim_end_matches("/mcp").to_owned();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let prm: Value = http.get(format!("{base}/.well-known/oauth-protected-resource/mcp")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(prm["authorization_servers"], json!([base]));
+    assert!(demo.instructions().contains("company IdP"));
+    let registered: Value = http
+        .post(format!("{base}/oauth/register"))
+        .json(&json!({"redirect_uris": ["http://127.0.0.1:7777/cb"], "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client = registered["client_id"].as_str().unwrap();
+    let verifier = "demo-verifier-0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut authorize = url::Url::parse(&format!("{base}/oauth/authorize")).unwrap();
+    authorize
+        .query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client)
+        .append_pair("redirect_uri", "http://127.0.0.1:7777/cb")
+        .append_pair("code_challenge", &warden::credentials::vault::pkce_challenge(verifier))
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("scope", "calendar:read")
+        .append_pair("resource", &demo.mcp_url);
+    let r = http.get(authorize).send().await.unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let to_idp = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to_idp.starts_with(&demo.issuer), "{to_idp}");
+    let r = http.get(to_idp).send().await.unwrap();
+    let callback = r.headers()["location"].to_str().unwrap().to_owned();
+    let page = http.get(callback).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    let consent = page.split("name=consent value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let r = http
+        .post(format!("{base}/oauth/consent"))
+        .header("cookie", &cookie)
+        .form(&[("consent", consent.as_str()), ("decision", "allow")])
+        .send()
+        .await
+        .unwrap();
+    let back = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let code = back.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    let tokens: Value = http
+        .post(format!("{base}/oauth/token"))
+        .form(&[("grant_type", "authorization_code"), ("code", &code), ("code_verifier", verifier), ("client_id", client)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (status, answer) = call(&demo, tokens["access_token"].as_str().unwrap(), "list_events", json!({"limit": 5})).await;
+    assert_eq!(status, 200, "{answer}");
+    let events = answer["result"]["structuredContent"]["events"].as_array().unwrap();
+    assert!(!events.is_empty() && events.iter().all(|e| e["owner"] == "alice"), "{answer}");
+    shutdown.cancel();
+}
