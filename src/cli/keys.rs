@@ -1,4 +1,4 @@
-//! `warden keys rotate`.
+//! `warden keys rotate` and `warden keys rotate-signing`.
 
 use std::process::ExitCode;
 
@@ -6,23 +6,39 @@ use std::sync::Arc;
 
 use super::{config_error, fail};
 use crate::config::{self, ProcessEnv};
+/// The vault's store named by the config at `path`, and the vault key ring's active key.
+async fn open_store(path: &std::path::Path) -> Result<(crate::store::Store, String), ExitCode> {
+    let config = config::load_file(path, &ProcessEnv).map_err(config_error)?;
+    let Some(vault) = config.vault else {
+        return Err(config_error(format!("{}: no vault section", path.display())));
+    };
+    let keys = Arc::new(vault.key_ring(&config.base_dir).map_err(config_error)?);
+    let active = keys.active_kid().to_owned();
+    let store = crate::store::Store::open(&vault.database, keys).await.map_err(|e| fail(format!("vault.database: {e}")))?;
+    Ok((store, active))
+}
+
+/// `warden keys rotate-signing`: a new signing key; the previous one stays published.
+pub async fn rotate_signing(path: &std::path::Path) -> ExitCode {
+    let store = match open_store(path).await {
+        Ok((store, _)) => store,
+        Err(code) => return code,
+    };
+    match crate::signing::KeySet::rotate(&store).await {
+        Ok(set) => {
+            let published: Vec<String> = set.jwks().keys.iter().filter_map(|k| k.common.key_id.clone()).collect();
+            println!("signing key {} is current; published: {}", set.current().kid, published.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("rotation failed: {e}")),
+    }
+}
+
 /// `warden keys rotate`: re-encrypts every stored secret under the active key.
 pub async fn rotate(path: &std::path::Path, batch: usize) -> ExitCode {
-    let config = match config::load_file(path, &ProcessEnv) {
-        Ok(c) => c,
-        Err(e) => return config_error(e),
-    };
-    let Some(vault) = config.vault else {
-        return config_error(format!("{}: no vault section", path.display()));
-    };
-    let keys = match vault.key_ring(&config.base_dir) {
-        Ok(k) => Arc::new(k),
-        Err(e) => return config_error(e),
-    };
-    let active = keys.active_kid().to_owned();
-    let store = match crate::store::Store::open(&vault.database, keys).await {
-        Ok(s) => s,
-        Err(e) => return fail(format!("vault.database: {e}")),
+    let (store, active) = match open_store(path).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     match store.rotate_keys(batch).await {
         Ok(r) => {

@@ -232,6 +232,14 @@ pub enum KeysCommand {
         #[arg(long, default_value_t = 500)]
         batch: usize,
     },
+    /// Make a new key for what Warden signs (its authorization server's access tokens). Every
+    /// replica signs with it within a minute and accepts it at once; the previous key stays
+    /// published, so tokens it signed verify until they expire; older keys are retired. Rotate
+    /// at most once per access token lifetime.
+    RotateSigning {
+        #[arg(long, short, env = "WARDEN_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -498,6 +506,7 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
             audit::query(&gateway, &filter, limit).await
         }
         Command::Keys(KeysCommand::Rotate { config, batch }) => keys::rotate(&config, batch).await,
+        Command::Keys(KeysCommand::RotateSigning { config }) => keys::rotate_signing(&config).await,
         Command::Connections { gateway, command } => connections::run(&gateway, command).await,
         Command::Tools { gateway, command } => tools::run(&gateway, command).await,
         Command::Limits { gateway, command } => limits::run(&gateway, command).await,

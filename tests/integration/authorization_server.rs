@@ -804,3 +804,34 @@ async fn replicas_on_sqlite_share_every_step() {
 async fn replicas_on_postgres_share_every_step() {
     replicas_share_every_step(crate::common::Db::postgres().await).await;
 }
+
+/// `warden keys rotate-signing` (here the same call on the store): a token signed with the new
+/// key is accepted at once (an unknown `kid` reads the store again, on every replica), and
+/// tokens signed with the previous key keep verifying.
+#[tokio::test]
+async fn a_rotated_signing_key_is_accepted_at_once_and_the_previous_one_keeps_verifying() {
+    let (listener, url) = listen().await;
+    let idp_url = company_idp(&format!("{url}/oauth/callback")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("vault.db").display());
+    let shared = Shared { url, idp_url, db, keys: crate::common::provider::keyring(), backend: Upstream::start().await };
+    let e = replica(&shared, listener, tempfile::tempdir().unwrap(), "", None).await;
+    let (_, tokens) = e.signed_in("calendar:read").await;
+    let old = tokens["access_token"].as_str().unwrap();
+    let ring = warden::credentials::envelope::KeyRing::parse(&warden::secret::Secret::new(shared.keys.clone())).unwrap();
+    let store = warden::store::Store::open(&shared.db, Arc::new(ring)).await.unwrap();
+    let rotated = warden::signing::KeySet::rotate(&store).await.unwrap();
+    assert_ne!(Some(rotated.current().kid.clone()), jsonwebtoken::decode_header(old).unwrap().kid);
+    assert_eq!(rotated.jwks().keys.len(), 2, "the previous key stays published");
+    let mut claims = claims_of(old);
+    claims["jti"] = json!("after-rotation");
+    let new = rotated.current().sign("at+jwt", &claims).unwrap();
+    for token in [new.as_str(), old] {
+        let (status, answer) = e.call(token, "list_events").await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    // A key nobody published is still refused.
+    let stranger = warden::signing::SigningKey::generate().unwrap().sign("at+jwt", &claims).unwrap();
+    let (status, _) = e.call(&stranger, "list_events").await;
+    assert_eq!(status, 401);
+}
