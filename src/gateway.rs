@@ -197,6 +197,8 @@ impl Gateway {
                         http: control_plane_client()?,
                         clock: Arc::clone(&clock),
                         public_url_set: config.server.public_url.is_some(),
+                        upstream_config: config.upstream.clone(),
+                        base_dir: config.base_dir.clone(),
                     },
                 )?;
                 authenticator =

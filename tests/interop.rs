@@ -28,15 +28,19 @@ fn pythons() -> Vec<(&'static str, String)> {
 
 /// Runs the Python client and returns its JSON report.
 async fn run_client(python: String, url: &str, tool: &str, args: Value) -> Value {
+    run_client_with(python, url, tool, args, &[]).await
+}
+
+/// As [`run_client`], with more command-line arguments.
+pub async fn run_client_with(python: String, url: &str, tool: &str, args: Value, extra: &[&str]) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/python_client.py");
-    let args = args.to_string();
-    let url = url.to_owned();
-    let tool = tool.to_owned();
-    let output =
-        tokio::task::spawn_blocking(move || Command::new(python).args([script, "--url", &url, "--tool", &tool, "--args", &args]).output())
-            .await
-            .unwrap()
-            .expect("cannot run the Python client");
+    let mut argv: Vec<String> =
+        [script, "--url", url, "--tool", tool, "--args", &args.to_string()].iter().map(|s| (*s).to_owned()).collect();
+    argv.extend(extra.iter().map(|s| (*s).to_owned()));
+    let output = tokio::task::spawn_blocking(move || Command::new(python).args(&argv).output())
+        .await
+        .unwrap()
+        .expect("cannot run the Python client");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "python client failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("bad report ({e}): {stdout}"))
@@ -396,16 +400,29 @@ async fn python_sdk_receives_url_elicitation_and_succeeds_after_connecting() {
     }
 }
 
-/// Client ID Metadata Documents (the MCP 2025-11-25 recommendation; 2026-07-28 prefers it to
-/// dynamic registration): the latest Python SDK signs in with an HTTPS URL as its `client_id`.
-/// The development authorization server fetches the document (from a local HTTPS server with a
-/// certificate made here by openssl, which it is told to trust), checks it names that URL and
-/// lists the redirect URI, and the flow goes on with no registration at all.
-#[tokio::test]
-#[ignore = "needs the Python SDK virtualenv and openssl: run scripts/test"]
-async fn python_sdk_signs_in_with_a_client_id_metadata_document() {
+/// A client ID metadata document served over HTTPS by a local server whose certificate (for
+/// localhost) a test CA made here by openssl signed; the document names its own URL.
+pub struct MetadataDocument {
+    pub client_id: String,
+    /// The test CA's certificate (PEM), for the authorization server to trust.
+    pub ca: std::path::PathBuf,
+    /// Every request the server received.
+    pub fetched: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    server: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for MetadataDocument {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// Serves a public client's metadata document with `redirect`; `named` replaces the
+/// `client_id` it names (a document that names another URL).
+pub fn metadata_document(python: &str, redirect: &str, named: Option<&str>) -> MetadataDocument {
     use std::io::BufRead;
-    let python = std::env::var("WARDEN_PYTHON").expect("WARDEN_PYTHON");
     let dir = tempfile::tempdir().unwrap();
     // A test CA and a leaf certificate for localhost signed by it (a self-signed leaf cannot be
     // its own trust anchor in webpki).
@@ -449,12 +466,10 @@ async fn python_sdk_signs_in_with_a_client_id_metadata_document() {
         "-out",
         &cert,
     ]);
-
     // The document names its own URL, with the port the server gets (`__PORT__`).
     let path = "/warden-interop/client.json";
-    let redirect = "http://127.0.0.1:65531/callback";
     let document = json!({
-        "client_id": format!("https://localhost:__PORT__{path}"),
+        "client_id": named.map_or_else(|| format!("https://localhost:__PORT__{path}"), str::to_owned),
         "client_name": "warden-interop (CIMD)",
         "redirect_uris": [redirect],
         "grant_types": ["authorization_code", "refresh_token"],
@@ -463,7 +478,7 @@ async fn python_sdk_signs_in_with_a_client_id_metadata_document() {
     })
     .to_string();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/https_json.py");
-    let mut server = Command::new(&python)
+    let mut server = Command::new(python)
         .args([script, cert.as_str(), key.as_str(), path, &document])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -472,36 +487,36 @@ async fn python_sdk_signs_in_with_a_client_id_metadata_document() {
     let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     let client_id = format!("https://localhost:{}{path}", first["port"]);
     let fetched = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    {
-        let fetched = std::sync::Arc::clone(&fetched);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                fetched.lock().unwrap().push(line);
-            }
-        });
-    }
+    let log = std::sync::Arc::clone(&fetched);
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            log.lock().unwrap().push(line);
+        }
+    });
+    MetadataDocument { client_id, ca: ca.into(), fetched, server, _dir: dir }
+}
 
-    let pem = std::fs::read(&ca).unwrap();
+/// Client ID Metadata Documents (the MCP 2025-11-25 recommendation; 2026-07-28 prefers it to
+/// dynamic registration): the latest Python SDK signs in with an HTTPS URL as its `client_id`.
+/// The development authorization server fetches the document (from a local HTTPS server with a
+/// certificate made here by openssl, which it is told to trust), checks it names that URL and
+/// lists the redirect URI, and the flow goes on with no registration at all.
+#[tokio::test]
+#[ignore = "needs the Python SDK virtualenv and openssl: run scripts/test"]
+async fn python_sdk_signs_in_with_a_client_id_metadata_document() {
+    let python = std::env::var("WARDEN_PYTHON").expect("WARDEN_PYTHON");
+    let document = metadata_document(&python, "http://127.0.0.1:65531/callback", None);
+    let pem = std::fs::read(&document.ca).unwrap();
     let (demo, shutdown) = common::demo_options(Some("alice"), |o| o.client_metadata_ca = Some(pem)).await;
-    let url = demo.mcp_url.clone();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/python_client.py");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args([script, "--url", &url, "--tool", "list_events", "--args", r#"{"limit": 2}"#, "--client-metadata-url", &client_id])
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "python client failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    let report =
+        run_client_with(python, &demo.mcp_url, "list_events", json!({"limit": 2}), &["--client-metadata-url", &document.client_id]).await;
     let flow = flow(&report);
     assert!(!flow.iter().any(|e| e.contains("/register")), "no dynamic registration: {flow:?}");
     assert!(flow.contains(&"POST /token 200".to_owned()), "{flow:?}");
     assert_eq!(report["result"]["isError"], false, "{report}");
-    assert!(fetched.lock().unwrap().iter().any(|l| l.contains(path)), "the authorization server fetched the document");
+    assert!(
+        document.fetched.lock().unwrap().iter().any(|l| l.contains("/warden-interop/client.json")),
+        "the authorization server fetched the document"
+    );
     shutdown.cancel();
 }

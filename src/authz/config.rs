@@ -75,11 +75,15 @@ pub struct RegistrationConfig {
     /// characters. Default: any `https` URI, and loopback `http` URIs with any port (RFC 8252).
     #[serde(default)]
     pub redirect_uris: Option<Vec<String>>,
+    /// Certificates (PEM, relative to the config file) trusted besides the system's when
+    /// fetching client ID metadata documents: clients published on an internal PKI.
+    #[serde(default)]
+    pub client_metadata_ca_file: Option<String>,
 }
 
 impl Default for RegistrationConfig {
     fn default() -> Self {
-        Self { dynamic: true, client_id_metadata_documents: true, redirect_uris: None }
+        Self { dynamic: true, client_id_metadata_documents: true, redirect_uris: None, client_metadata_ca_file: None }
     }
 }
 

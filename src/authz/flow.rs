@@ -145,6 +145,9 @@ pub async fn authorize(
         Ok(None) => {
             return server.page(&ctx, step, StatusCode::BAD_REQUEST, "client_unknown", "This application is not registered with Warden.");
         }
+        Err(super::registration::Lookup::Metadata(why)) => {
+            return server.page(&ctx, step, StatusCode::BAD_REQUEST, "client_metadata_invalid", &why);
+        }
         Err(e) => {
             let refusal = super::Refusal::unavailable(&e);
             return server.page(&ctx, step, refusal.status, refusal.reason, "Warden cannot reach its database; try again shortly.");

@@ -68,6 +68,8 @@ pub struct AuthServer {
     audit: Arc<AuditSink>,
     pub keys: Arc<Keys>,
     id_jag: Option<idjag::IdJag>,
+    /// Fetches client ID metadata documents.
+    documents: reqwest::Client,
     clock: SharedClock,
 }
 
@@ -88,6 +90,10 @@ pub struct Parts {
     pub clock: SharedClock,
     /// `server.public_url` was set (an authorization server needs a stable public URL).
     pub public_url_set: bool,
+    /// The upstream settings (the SSRF guard that client metadata fetches go through).
+    pub upstream_config: crate::config::UpstreamConfig,
+    /// Where relative paths in the config start.
+    pub base_dir: std::path::PathBuf,
 }
 
 impl AuthServer {
@@ -125,6 +131,14 @@ impl AuthServer {
             Some(c) => Some(idjag::IdJag::new(c, parts.http, Arc::clone(&parts.clock))?),
             None => None,
         };
+        let mut roots = Vec::new();
+        if let Some(file) = &config.registration.client_metadata_ca_file {
+            let field = "authorization_server.registration.client_metadata_ca_file";
+            let pem = std::fs::read(parts.base_dir.join(file))
+                .map_err(|e| ConfigError::new(field, format!("cannot read {file}: {}", e.kind())))?;
+            roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ConfigError::new(field, e.to_string()))?;
+        }
+        let documents = crate::upstream::document_client(&parts.upstream_config, &roots)?;
         let keys = Arc::new(Keys { vault: Arc::clone(&vault), loaded: ArcSwapOption::empty(), lock: tokio::sync::Mutex::new(()) });
         Ok(Self {
             issuer: parts.public_base,
@@ -139,6 +153,7 @@ impl AuthServer {
             audit: parts.audit,
             keys,
             id_jag,
+            documents,
             clock: parts.clock,
         })
     }
@@ -195,7 +210,7 @@ impl AuthServer {
             "revocation_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
             "scopes_supported": self.grantable(),
             "authorization_response_iss_parameter_supported": true,
-            "client_id_metadata_document_supported": false,
+            "client_id_metadata_document_supported": self.registration.client_id_metadata_documents,
         });
         if self.registration.dynamic {
             doc["registration_endpoint"] = json!(format!("{base}/oauth/register"));

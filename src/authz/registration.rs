@@ -24,7 +24,35 @@ use crate::credentials::vault::{digest, random_token};
 use crate::edge::RequestContext;
 use crate::store::StoreError;
 
+/// How long a fetched client ID metadata document is used before it is fetched again.
+const DOCUMENT_FRESH_SECS: i64 = 3600;
+const DOCUMENT_MAX_BYTES: usize = 5 * 1024;
 const MAX_REDIRECT_URIS: usize = 10;
+
+/// Why a client could not be looked up.
+#[derive(Debug)]
+pub enum Lookup {
+    Store(StoreError),
+    /// The client's metadata document could not be used: why.
+    Metadata(String),
+}
+
+impl std::fmt::Display for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Store(e) => e.fmt(f),
+            Self::Metadata(why) => f.write_str(why),
+        }
+    }
+}
+
+/// A `client_id` that names a metadata document: an `https` URL with a path, no fragment and no
+/// credentials.
+fn metadata_document_url(client_id: &str) -> Option<url::Url> {
+    let url = url::Url::parse(client_id).ok()?;
+    (url.scheme() == "https" && url.path() != "/" && url.fragment().is_none() && url.username().is_empty() && url.password().is_none())
+        .then_some(url)
+}
 const MAX_URI_LEN: usize = 2000;
 const MAX_NAME_LEN: usize = 200;
 const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", super::idjag::GRANT_TYPE];
@@ -133,13 +161,65 @@ impl AuthServer {
         }
     }
 
-    /// A client by id.
-    pub(super) async fn find_client(&self, client_id: &str) -> Result<Option<Client>, StoreError> {
+    /// A client by id: registered here, or (an `https` URL) described by its client ID metadata
+    /// document, fetched and kept for [`DOCUMENT_FRESH_SECS`].
+    pub(super) async fn find_client(&self, client_id: &str) -> Result<Option<Client>, Lookup> {
         if client_id.len() > MAX_URI_LEN {
             return Ok(None);
         }
-        let Some((metadata, secret_hash, _)) = self.vault.store().await?.oauth_client(client_id).await? else { return Ok(None) };
-        Ok(serde_json::from_str(&metadata).ok().map(|metadata| Client { id: client_id.to_owned(), metadata, secret_hash }))
+        let store = self.vault.store().await.map_err(Lookup::Store)?;
+        let cached = store.oauth_client(client_id).await.map_err(Lookup::Store)?;
+        let parse = |metadata: &str, secret_hash: Option<String>| {
+            serde_json::from_str(metadata).ok().map(|metadata| Client { id: client_id.to_owned(), metadata, secret_hash })
+        };
+        let Some(url) = metadata_document_url(client_id) else {
+            return Ok(cached.and_then(|(metadata, secret_hash, _)| parse(&metadata, secret_hash)));
+        };
+        if !self.registration.client_id_metadata_documents {
+            return Ok(None);
+        }
+        if let Some((metadata, _, at)) = &cached
+            && *at >= self.now() - DOCUMENT_FRESH_SECS
+        {
+            return Ok(parse(metadata, None));
+        }
+        let metadata = self.fetch_client_metadata(client_id, url).await.map_err(Lookup::Metadata)?;
+        let text = serde_json::to_string(&metadata).unwrap_or_default();
+        let stored = match cached {
+            Some(_) => store.update_oauth_client(client_id, &text).await,
+            None => store.insert_oauth_client(client_id, &text, None).await.map(drop),
+        };
+        stored.map_err(Lookup::Store)?;
+        Ok(Some(Client { id: client_id.to_owned(), metadata, secret_hash: None }))
+    }
+
+    /// A client ID metadata document (draft-ietf-oauth-client-id-metadata-document): fetched
+    /// through the SSRF guard, HTTPS only, no redirects, at most 5 KiB; it must name its own URL
+    /// as `client_id`, describe a public client (no secret can be published), and pass the
+    /// rules dynamic registration applies.
+    async fn fetch_client_metadata(&self, client_id: &str, url: url::Url) -> Result<ClientMetadata, String> {
+        let response = self
+            .documents
+            .get(url)
+            .header(http::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("the client metadata document could not be fetched: {}", e.without_url()))?;
+        if !response.status().is_success() {
+            return Err(format!("the client metadata document answered HTTP {}", response.status().as_u16()));
+        }
+        let body = crate::body::read_limited(response, DOCUMENT_MAX_BYTES)
+            .await
+            .map_err(|_| "the client metadata document is too large".to_owned())?;
+        let mut doc: Value = serde_json::from_slice(&body).map_err(|_| "the client metadata document is not JSON".to_owned())?;
+        if doc.get("client_id").and_then(Value::as_str) != Some(client_id) {
+            return Err("the client metadata document names another client_id".into());
+        }
+        if doc.get("client_secret").is_some() || doc.get("token_endpoint_auth_method").is_some_and(|m| m != "none") {
+            return Err("a client metadata document describes a public client (token_endpoint_auth_method: none)".into());
+        }
+        doc["token_endpoint_auth_method"] = json!("none");
+        self.check_registration(&doc).map_err(|refusal| format!("the client metadata document is refused: {}", refusal.description))
     }
 
     fn check_registration(&self, body: &Value) -> Result<ClientMetadata, Refusal> {

@@ -105,8 +105,12 @@ impl AuthServer {
             (None, Some(id)) => (id.clone(), body_secret),
             (None, None) => return Err(invalid_client("client_id is required")),
         };
-        let client =
-            self.find_client(&client_id).await.map_err(|e| Refusal::unavailable(&e))?.ok_or_else(|| invalid_client("unknown client"))?;
+        let client = match self.find_client(&client_id).await {
+            Ok(Some(client)) => client,
+            Ok(None) => return Err(invalid_client("unknown client")),
+            Err(super::registration::Lookup::Metadata(why)) => return Err(invalid_client(&why)),
+            Err(e) => return Err(Refusal::unavailable(&e)),
+        };
         match (&client.secret_hash, secret) {
             (None, None) => Ok(client),
             (None, Some(_)) => Err(invalid_client("this client is public and has no secret")),

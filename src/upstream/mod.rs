@@ -255,6 +255,26 @@ pub fn guarded_client(policy: &Arc<AddressPolicy>) -> reqwest::Result<reqwest::C
         .build()
 }
 
+/// A client for documents that callers name by URL (an OAuth client's metadata document): what
+/// [`guarded_client`] permits, HTTPS only, within 5 s, trusting `extra_roots` besides the
+/// system's.
+pub fn document_client(config: &UpstreamConfig, extra_roots: &[reqwest::Certificate]) -> Result<reqwest::Client, ConfigError> {
+    let policy =
+        Arc::new(AddressPolicy { allow_private: config.dangerous_allow_private_upstreams, allow_cidrs: config.allow_cidrs.clone() });
+    let mut builder = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .https_only(true)
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5))
+        .dns_resolver(Arc::new(ssrf::GuardedResolver { policy }));
+    for root in extra_roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    builder.build().map_err(|e| ConfigError::new("authorization_server.registration", format!("cannot build HTTP client: {e}")))
+}
+
 /// A client for the control plane: fetching issuer metadata and JWKS from operator-configured
 /// URLs. No redirects, no environment proxy, short timeouts.
 pub fn control_plane_client() -> Result<reqwest::Client, ConfigError> {

@@ -231,3 +231,42 @@ async fn a_sign_in_the_idp_refuses_reaches_the_client_as_access_denied() {
     assert!(refused.iter().any(|e| e["reason"] == "idp_denied" && e["decision"] == "deny"), "{refused:?}");
     assert!(company.audit("oauth/token").is_empty(), "no token after a refusal");
 }
+
+/// Client ID metadata documents at Warden's authorization server: the latest Python SDK signs in
+/// with an HTTPS URL as its client id, with no registration; Warden fetches the document
+/// through its SSRF guard (trusting the test CA as configured). A document that names another
+/// URL is refused on Warden's page.
+#[tokio::test]
+#[ignore = "needs the Python SDK, Node, oidc-provider and openssl: run scripts/test"]
+async fn the_python_sdk_signs_in_with_a_client_id_metadata_document() {
+    let python = std::env::var("WARDEN_PYTHON").expect("WARDEN_PYTHON");
+    let document = crate::metadata_document(&python, "http://127.0.0.1:65531/callback", None);
+    let registration = format!("  registration:\n    client_metadata_ca_file: {}\n", document.ca.display());
+    let company = company("entra", &registration, &[]).await;
+    let report =
+        crate::run_client_with(python.clone(), &company.mcp, "list_events", json!({}), &["--client-metadata-url", &document.client_id])
+            .await;
+    let flow = flow(&report);
+    assert!(!flow.iter().any(|e| e.contains("/register")), "no registration: {flow:?}");
+    assert!(flow.iter().any(|e| e == "POST /oauth/token 200"), "{flow:?}");
+    assert_eq!(company.seen().0, "00000000-0000-4000-8000-616c69636500");
+    assert!(document.fetched.lock().unwrap().iter().any(|l| l.contains("/warden-interop/client.json")));
+    let token = company.audit("oauth/token").into_iter().find(|e| e["decision"] == "allow").unwrap();
+    assert_eq!(token["client_id"], document.client_id.as_str());
+
+    let lying = crate::metadata_document(&python, "http://127.0.0.1:65531/callback", Some("https://someone-else.example/client.json"));
+    let registration = format!("  registration:\n    client_metadata_ca_file: {}\n", lying.ca.display());
+    let refusing = self::company("entra", &registration, &[]).await;
+    let url = refusing.mcp.clone();
+    let client_id = lying.client_id.clone();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/python_client.py");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python).args([script, "--url", &url, "--tool", "list_events", "--client-metadata-url", &client_id]).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!output.status.success());
+    let refused = refusing.audit("oauth/authorize");
+    assert!(refused.iter().any(|e| e["reason"] == "client_metadata_invalid"), "{refused:?}");
+}
