@@ -270,3 +270,102 @@ async fn the_python_sdk_signs_in_with_a_client_id_metadata_document() {
     let refused = refusing.audit("oauth/authorize");
     assert!(refused.iter().any(|e| e["reason"] == "client_metadata_invalid"), "{refused:?}");
 }
+
+/// A browser for a sign-in: follows redirects, carries cookies per host, allows Warden's
+/// consent page, and stops at the first URL under `until`, which it returns.
+async fn browse(start: &str, until: &str) -> String {
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let mut jar: std::collections::HashMap<String, std::collections::BTreeMap<String, String>> = std::collections::HashMap::new();
+    let mut url = start.to_owned();
+    let mut form: Option<Vec<(String, String)>> = None;
+    for _ in 0..15 {
+        if url.starts_with(until) {
+            return url;
+        }
+        let host = url::Url::parse(&url).unwrap().host_str().unwrap().to_owned()
+            + &url::Url::parse(&url).unwrap().port().map(|p| format!(":{p}")).unwrap_or_default();
+        let cookies: Vec<String> = jar.get(&host).into_iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+        let request = match form.take() {
+            Some(fields) => http.post(&url).form(&fields),
+            None => http.get(&url),
+        };
+        let r = request.header("cookie", cookies.join("; ")).send().await.unwrap();
+        for c in r.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()) {
+            let pair = c.split(';').next().unwrap();
+            if let Some((k, v)) = pair.split_once('=') {
+                jar.entry(host.clone()).or_default().insert(k.trim().to_owned(), v.to_owned());
+            }
+        }
+        if let Some(location) = r.headers().get("location") {
+            url = url::Url::parse(&url).unwrap().join(location.to_str().unwrap()).unwrap().to_string();
+            continue;
+        }
+        let page = r.text().await.unwrap();
+        let consent =
+            page.split("name=consent value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or_else(|| panic!("{url}: {page}"));
+        let action = page.split("<form method=post action=\"").nth(1).and_then(|s| s.split('"').next()).unwrap();
+        url = action.replace("&amp;", "&");
+        form = Some(vec![("consent".into(), consent.into()), ("decision".into(), "allow".into())]);
+    }
+    panic!("too many redirects from {start}");
+}
+
+/// The official conformance suite's authorization server scenarios (RFC 8414 metadata, and the
+/// authorization code grant with PKCE and `resource`) against Warden's own authorization
+/// server, in front of the Entra-like IdP; the suite's sign-in URL is completed by [`browse`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node, oidc-provider and the conformance suite: run scripts/test"]
+async fn the_official_conformance_suite_passes_against_warden_as_authorization_server() {
+    use std::io::BufRead;
+    let company = company("entra", "", &[]).await;
+    let base = company.mcp.trim_end_matches("/mcp").to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let callback = format!("http://127.0.0.1:{port}/callback");
+    let registered: Value = reqwest::Client::new()
+        .post(format!("{base}/oauth/register"))
+        .json(&json!({"redirect_uris": [callback], "token_endpoint_auth_method": "none", "client_name": "conformance"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = registered["client_id"].as_str().unwrap().to_owned();
+    let bin = std::env::var("WARDEN_NODE_BIN").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut suite = Command::new(format!("{bin}/conformance"))
+        .args(["authorization", "--url", &base, "--client-id", &client_id, "--resource", &company.mcp, "--port", &port.to_string()])
+        .args(["-o", out.path().to_str().unwrap()])
+        .env("PATH", format!("{bin}:{}", std::env::var("PATH").unwrap_or_default()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot start the conformance suite");
+    // The suite's output is read on a thread of its own: it prints the sign-in URL once it has
+    // read Warden's metadata, and then waits for the callback.
+    let (url_tx, url_rx) = tokio::sync::oneshot::channel();
+    let stdout = suite.stdout.take().unwrap();
+    let prefix = format!("{base}/oauth/authorize");
+    let reader = std::thread::spawn(move || {
+        let mut url_tx = Some(url_tx);
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with(&prefix)
+                && let Some(tx) = url_tx.take()
+            {
+                let _ = tx.send(line.clone());
+            }
+            seen.push(line);
+        }
+        seen
+    });
+    let authorize = tokio::time::timeout(std::time::Duration::from_secs(60), url_rx).await.expect("no sign-in URL from the suite").unwrap();
+    let back = browse(&authorize, &callback).await;
+    reqwest::get(&back).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || suite.wait().unwrap()).await.unwrap();
+    let report = reader.join().unwrap().join("\n");
+    assert!(status.success(), "{report}");
+    assert!(report.contains("authorization-code-grant: 1 passed, 0 failed"), "{report}");
+    assert!(report.contains("authorization-server-metadata-endpoint: 2 passed, 0 failed"), "{report}");
+    eprintln!("{report}");
+}
