@@ -58,6 +58,7 @@ fn start_idp(preset: &str, redirect_uri: &str, extra: &[&str]) -> (String, std::
 
 struct Company {
     mcp: String,
+    idp_issuer: String,
     calendar: std::sync::Arc<warden::demo::backend::Calendar>,
     audit_path: std::path::PathBuf,
     idp: std::process::Child,
@@ -74,6 +75,12 @@ impl Drop for Company {
 
 /// Warden with `authorization_server:` in front of the emulated `preset` IdP.
 async fn company(preset: &str, upstream_extra: &str, idp_extra: &[&str]) -> Company {
+    company_with(preset, upstream_extra, idp_extra, None).await
+}
+
+/// As [`company`]; with `id_jag`, the IdP also issues ID-JAGs (naming the client id that file
+/// holds) and Warden accepts them.
+async fn company_with(preset: &str, upstream_extra: &str, idp_extra: &[&str], id_jag: Option<&std::path::Path>) -> Company {
     warden::install_crypto();
     let calendar = warden::demo::backend::Calendar::seeded();
     let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -82,7 +89,18 @@ async fn company(preset: &str, upstream_extra: &str, idp_extra: &[&str]) -> Comp
     tokio::spawn(async move { axum::serve(backend, app).await });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = format!("http://{}", listener.local_addr().unwrap());
-    let (issuer, idp) = start_idp(preset, &format!("{gateway}/oauth/callback"), idp_extra);
+    let file = id_jag.map(|f| f.display().to_string());
+    let mut idp_args = idp_extra.to_vec();
+    if let Some(file) = &file {
+        idp_args.extend(["--id-jag", file.as_str()]);
+    }
+    let (issuer, idp) = start_idp(preset, &format!("{gateway}/oauth/callback"), &idp_args);
+    let upstream_extra = match id_jag {
+        Some(_) => format!(
+            "{upstream_extra}  id_jag:\n    issuers:\n      - {{issuer: \"{issuer}\", jwks_uri: \"{issuer}/id-jag/jwks\", preset: okta}}\n"
+        ),
+        None => upstream_extra.to_owned(),
+    };
     let dir = tempfile::tempdir().unwrap();
     let audit_path = dir.path().join("audit.jsonl");
     let yaml = format!(
@@ -96,7 +114,7 @@ async fn company(preset: &str, upstream_extra: &str, idp_extra: &[&str]) -> Comp
         warden::config::parse(&yaml, &std::collections::HashMap::<String, String>::new()).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(warden::run(warden::Gateway::build(&config).unwrap(), listener, shutdown.clone().cancelled_owned()));
-    Company { mcp: format!("{gateway}/mcp"), calendar, audit_path, idp, shutdown, _dir: dir }
+    Company { mcp: format!("{gateway}/mcp"), idp_issuer: issuer, calendar, audit_path, idp, shutdown, _dir: dir }
 }
 
 impl Company {
@@ -368,4 +386,60 @@ async fn the_official_conformance_suite_passes_against_warden_as_authorization_s
     assert!(report.contains("authorization-code-grant: 1 passed, 0 failed"), "{report}");
     assert!(report.contains("authorization-server-metadata-endpoint: 2 passed, 0 failed"), "{report}");
     eprintln!("{report}");
+}
+
+/// Enterprise-managed authorization end to end: the official TypeScript client's
+/// CrossAppAccessProvider gets an ID token from the Okta-like IdP, exchanges it there for an
+/// ID-JAG naming Warden, and redeems it at Warden for an access token, with no consent page;
+/// the backend sees the person, and the assertion cannot be redeemed again.
+#[tokio::test]
+#[ignore = "needs Node and oidc-provider: run scripts/test"]
+async fn the_typescript_cross_app_access_provider_signs_in_with_an_id_jag() {
+    let dir = tempfile::tempdir().unwrap();
+    let mapping = dir.path().join("client-id");
+    std::fs::write(&mapping, "not-yet").unwrap();
+    let company = company_with("okta", "", &[], Some(&mapping)).await;
+    let base = company.mcp.trim_end_matches("/mcp").to_owned();
+    let registered: Value = reqwest::Client::new()
+        .post(format!("{base}/oauth/register"))
+        .json(&json!({"redirect_uris": ["https://agent.example/cb"], "grant_types": ["urn:ietf:params:oauth:grant-type:jwt-bearer"], "token_endpoint_auth_method": "client_secret_basic", "client_name": "agent"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (client_id, secret) =
+        (registered["client_id"].as_str().unwrap().to_owned(), registered["client_secret"].as_str().unwrap().to_owned());
+    std::fs::write(&mapping, &client_id).unwrap();
+    let (node, modules) = node();
+    let idp = company.idp_issuer.clone();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/ts_cross_app.mjs");
+    let args = [
+        script.to_owned(),
+        "--url".into(),
+        company.mcp.clone(),
+        "--idp".into(),
+        idp,
+        "--client-id".into(),
+        client_id.clone(),
+        "--client-secret".into(),
+        secret,
+        "--tool".into(),
+        "list_events".into(),
+    ];
+    let output = tokio::task::spawn_blocking(move || Command::new(node).args(&args).env("WARDEN_NODE_MODULES", modules).output())
+        .await
+        .unwrap()
+        .unwrap();
+    let report = report(output).unwrap_or_else(|e| panic!("cross-app client: {e}"));
+    let flow = flow(&report);
+    assert!(flow.iter().any(|e| e == "POST /oauth/token 200"), "{flow:?}");
+    assert!(!flow.iter().any(|e| e.contains("/oauth/authorize") || e.contains("/oauth/register")), "no browser, no registration: {flow:?}");
+    assert_eq!(report["tools"], json!(["list_events"]), "{report}");
+    let (user, roles, _) = company.seen();
+    assert_eq!((user.as_str(), roles.as_str()), ("00ualice", "Everyone,analyst"));
+    let redeemed = company.audit("oauth/token").into_iter().find(|e| e["reason"] == "assertion_redeemed").expect("audited");
+    assert_eq!((&redeemed["client_id"], &redeemed["issuer"]), (&json!(client_id), &json!(company.idp_issuer)));
+    assert!(redeemed["explanation"].as_str().unwrap().contains("jti"), "{redeemed}");
 }

@@ -15,6 +15,14 @@
 //
 // Sign-in is headless: every interaction is completed at once as --user, or refused with
 // access_denied when --deny is given. Prints "ready ISSUER" when listening.
+//
+// With --id-jag FILE it also issues Identity Assertion JWT Authorization Grants (ID-JAG, Okta's
+// Cross App Access): a second client, `agent` (secret `agent-secret`, redirect
+// http://127.0.0.1:65530/idp-callback), signs its user in and exchanges the ID token (RFC 8693,
+// requested_token_type id-jag) for an ID-JAG for an audience and resource; FILE holds, read at
+// each request, the client id the resource's authorization server knows the agent by (as the IdP
+// admin configured it). ID-JAGs are RS256 with a key of their own, published at
+// ISSUER/id-jag/jwks.
 // Usage: node enterprise_idp.mjs --preset entra|google|okta --port N --client-id ID
 //        --client-secret S --redirect-uri URI --user ID [--roles a,b] [--hd domain] [--deny]
 // WARDEN_NODE_MODULES must name the node_modules directory holding oidc-provider.
@@ -33,12 +41,14 @@ const user = arg("user", "alice");
 const roles = arg("roles", "").split(",").filter(Boolean);
 const hd = arg("hd", "acme.example");
 const deny = process.argv.includes("--deny");
+const idJagFile = arg("id-jag");
 const tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const prefix = { entra: `/${tenant}/v2.0`, google: "", okta: "/oauth2/default" }[preset];
 if (prefix === undefined) throw new Error(`unknown preset ${preset}`);
 const issuer = `http://127.0.0.1:${port}${prefix}`;
 
 const { default: Provider, errors } = await import(pathToFileURL(join(process.env.WARDEN_NODE_MODULES, "oidc-provider/lib/index.js")).href);
+const jose = await import(pathToFileURL(join(process.env.WARDEN_NODE_MODULES, "jose/dist/webapi/index.js")).href);
 
 // A stable, made-up object id per user (Entra's oid is a GUID).
 const oid = (id) => `00000000-0000-4000-8000-${Buffer.from(id).toString("hex").padEnd(12, "0").slice(0, 12)}`;
@@ -67,6 +77,16 @@ const provider = new Provider(issuer, {
       response_types: ["code"],
       token_endpoint_auth_method: preset === "google" ? "client_secret_post" : "client_secret_basic",
     },
+    ...(idJagFile
+      ? [{
+          client_id: "agent",
+          client_secret: "agent-secret",
+          redirect_uris: ["http://127.0.0.1:65530/idp-callback"],
+          grant_types: ["authorization_code", "urn:ietf:params:oauth:grant-type:token-exchange"],
+          response_types: ["code"],
+          token_endpoint_auth_method: "client_secret_basic",
+        }]
+      : []),
   ],
   features: {
     devInteractions: { enabled: false },
@@ -95,6 +115,44 @@ const provider = new Provider(issuer, {
 });
 provider.proxy = false;
 
+// ID-JAG issuance (RFC 8693 token exchange of an ID token this IdP issued).
+const idJagKey = await jose.generateKeyPair("RS256", { extractable: true });
+const idJagJwk = { ...(await jose.exportJWK(idJagKey.publicKey)), kid: "id-jag-1", alg: "RS256", use: "sig" };
+if (idJagFile) {
+  const { readFileSync } = await import("node:fs");
+  const params = ["subject_token", "subject_token_type", "requested_token_type", "audience", "resource", "scope"];
+  provider.registerGrantType("urn:ietf:params:oauth:grant-type:token-exchange", async (ctx) => {
+    const p = ctx.oidc.params;
+    if (p.requested_token_type !== "urn:ietf:params:oauth:token-type:id-jag" || p.subject_token_type !== "urn:ietf:params:oauth:token-type:id_token") {
+      throw new errors.InvalidRequest("only ID tokens are exchanged, for ID-JAGs");
+    }
+    let payload;
+    try {
+      ({ payload } = await provider.IdToken.validate(p.subject_token, ctx.oidc.client));
+    } catch {
+      throw new errors.InvalidGrant("the subject token is not an ID token of this IdP");
+    }
+    const now = Math.floor(Date.now() / 1000);
+    if (payload.exp < now) throw new errors.InvalidGrant("the ID token expired");
+    const jag = await new jose.SignJWT({
+      client_id: readFileSync(idJagFile, "utf8").trim(),
+      resource: p.resource,
+      scope: p.scope,
+      email: `${user}@${hd}`,
+      groups: ["Everyone", ...roles],
+    })
+      .setProtectedHeader({ alg: "RS256", kid: idJagJwk.kid, typ: "oauth-id-jag+jwt" })
+      .setIssuer(issuer)
+      .setSubject(payload.sub)
+      .setAudience(p.audience)
+      .setJti(crypto.randomUUID())
+      .setIssuedAt(now)
+      .setExpirationTime(now + 300)
+      .sign(idJagKey.privateKey);
+    ctx.body = { access_token: jag, issued_token_type: "urn:ietf:params:oauth:token-type:id-jag", token_type: "N_A", expires_in: 300, scope: p.scope };
+  }, params);
+}
+
 const callback = provider.callback();
 const server = http.createServer(async (req, res) => {
   if (!req.url.startsWith(prefix)) {
@@ -103,6 +161,10 @@ const server = http.createServer(async (req, res) => {
   }
   const original = req.url;
   const path = req.url.slice(prefix.length) || "/";
+  if (path === "/id-jag/jwks") {
+    res.setHeader("content-type", "application/json");
+    return res.end(JSON.stringify({ keys: [idJagJwk] }));
+  }
   const interaction = path.match(/^\/interaction\/([^/?]+)/);
   if (!interaction) {
     req.originalUrl = original;
