@@ -234,7 +234,6 @@ async fn inspector_cli_lists_and_calls_tools_with_a_bearer_header() {
 #[tokio::test]
 #[ignore = "needs mcp-remote: run scripts/test"]
 async fn mcp_remote_bridges_a_stdio_client_to_warden_with_a_bearer_header() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let (demo, shutdown) = demo(None).await;
     let token = demo.idp.mint("alice", "mcp-remote", &["calendar:read".into()], &demo.resource).unwrap();
     let bin = std::env::var("WARDEN_NODE_BIN").expect("WARDEN_NODE_BIN must name the directory holding node: run scripts/test");
@@ -250,28 +249,8 @@ async fn mcp_remote_bridges_a_stdio_client_to_warden_with_a_bearer_header() {
         .kill_on_drop(true)
         .spawn()
         .expect("cannot run mcp-remote");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut ask = async |id: u64, method: &str, params: Value| -> Value {
-        let mut line = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string() + "\n";
-        if id == 2 {
-            // After initialize's answer, as a client says it.
-            line = format!("{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}}\n{line}");
-        }
-        stdin.write_all(line.as_bytes()).await.unwrap();
-        loop {
-            let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
-                .await
-                .unwrap_or_else(|_| panic!("mcp-remote did not answer {method}"))
-                .unwrap()
-                .unwrap_or_else(|| panic!("mcp-remote exited before answering {method}"));
-            if let Ok(message) = serde_json::from_str::<Value>(&line)
-                && message["id"] == id
-            {
-                return message;
-            }
-        }
-    };
+    let mut peer = StdioPeer::new(&mut child);
+    let mut ask = async |id: u64, method: &str, params: Value| peer.ask(id, method, params).await;
     let init = ask(
         1,
         "initialize",
@@ -289,6 +268,43 @@ async fn mcp_remote_bridges_a_stdio_client_to_warden_with_a_bearer_header() {
     assert_eq!(demo.calendar.seen().last().unwrap().headers["x-user-id"], "alice");
     let _ = child.kill().await;
     shutdown.cancel();
+}
+
+/// An MCP peer on a child's stdio (mcp-remote): one request at a time.
+pub struct StdioPeer {
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl StdioPeer {
+    pub fn new(child: &mut tokio::process::Child) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        Self { stdin: child.stdin.take().unwrap(), lines: tokio::io::BufReader::new(child.stdout.take().unwrap()).lines() }
+    }
+
+    /// Sends a request (`notifications/initialized` before the one after `initialize`) and
+    /// waits up to a minute for its answer.
+    pub async fn ask(&mut self, id: u64, method: &str, params: Value) -> Value {
+        use tokio::io::AsyncWriteExt;
+        let mut line = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string() + "\n";
+        if id == 2 {
+            // After initialize's answer, as a client says it.
+            line = format!("{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}}\n{line}");
+        }
+        self.stdin.write_all(line.as_bytes()).await.unwrap();
+        loop {
+            let line = tokio::time::timeout(std::time::Duration::from_secs(60), self.lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no answer to {method}"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("the peer exited before answering {method}"));
+            if let Ok(message) = serde_json::from_str::<Value>(&line)
+                && message["id"] == id
+            {
+                return message;
+            }
+        }
+    }
 }
 
 /// Starts node-oidc-provider for `resource`; returns its issuer and the child to kill.

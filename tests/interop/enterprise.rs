@@ -443,3 +443,76 @@ async fn the_typescript_cross_app_access_provider_signs_in_with_an_id_jag() {
     assert_eq!((&redeemed["client_id"], &redeemed["issuer"]), (&json!(client_id), &json!(company.idp_issuer)));
     assert!(redeemed["explanation"].as_str().unwrap().contains("jti"), "{redeemed}");
 }
+
+/// mcp-remote (a stdio bridge many desktop clients use) signs in through Warden's authorization
+/// server: it registers, opens "the browser" ($BROWSER names the headless one, browser.mjs),
+/// which goes through the Entra-like IdP and Warden's consent to mcp-remote's own callback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node, mcp-remote and oidc-provider: run scripts/test"]
+async fn mcp_remote_signs_in_through_warden_with_a_browser() {
+    let company = company("entra", "", &[]).await;
+    let bin = std::env::var("WARDEN_NODE_BIN").unwrap();
+    let config_dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let mut child = tokio::process::Command::new(format!("{bin}/node"))
+        .arg(format!("{bin}/mcp-remote"))
+        .args([company.mcp.as_str(), &port, "--transport", "http-only", "--allow-http"])
+        .env("MCP_REMOTE_CONFIG_DIR", config_dir.path())
+        .env("BROWSER", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/browser.mjs"))
+        .env("PATH", format!("{bin}:{}", std::env::var("PATH").unwrap_or_default()))
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cannot run mcp-remote");
+    let mut peer = crate::StdioPeer::new(&mut child);
+    let init = peer
+        .ask(
+            1,
+            "initialize",
+            json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "stdio-client", "version": "1"}}),
+        )
+        .await;
+    assert!(init["result"]["serverInfo"].is_object(), "{init}");
+    let listed = peer.ask(2, "tools/list", json!({})).await;
+    assert_eq!(listed["result"]["tools"][0]["name"], "list_events", "{listed}");
+    let called = peer.ask(3, "tools/call", json!({"name": "list_events", "arguments": {}})).await;
+    assert!(called["result"]["isError"] != json!(true), "{called}");
+    assert_eq!(company.seen().0, "00000000-0000-4000-8000-616c69636500");
+    for step in ["oauth/register", "oauth/consent", "oauth/token"] {
+        assert!(company.audit(step).iter().any(|e| e["decision"] == "allow"), "{step}");
+    }
+    let _ = child.kill().await;
+}
+
+/// FastMCP 4's client (the standalone `fastmcp` package) signs in through Warden with its OAuth
+/// helper; its browser is the headless one ($BROWSER), through the Google-like IdP and Warden's
+/// consent to FastMCP's callback server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs FastMCP 4, Node and oidc-provider: run scripts/test"]
+async fn fastmcp_4_client_signs_in_through_warden() {
+    let python = std::env::var("WARDEN_PYTHON_FASTMCP").expect("WARDEN_PYTHON_FASTMCP must name a Python with fastmcp 4: run scripts/test");
+    let company = company("google", "", &[]).await;
+    let bin = std::env::var("WARDEN_NODE_BIN").unwrap();
+    let url = company.mcp.clone();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/fastmcp_client.py");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args([script, &url, "list_events"])
+            .env("BROWSER", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/browser.mjs"))
+            .env("PATH", format!("{bin}:{}", std::env::var("PATH").unwrap_or_default()))
+            .env_remove("DISPLAY")
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let report = report(output).unwrap_or_else(|e| panic!("FastMCP client: {e}"));
+    assert!(report["fastmcp_version"].as_str().unwrap().starts_with("4."), "{report}");
+    assert_eq!((&report["tools"], &report["is_error"]), (&json!(["list_events"]), &json!(false)), "{report}");
+    assert_eq!(company.seen().0, "1616c696365");
+    assert!(company.audit("oauth/consent").iter().any(|e| e["reason"] == "consent_given"));
+}

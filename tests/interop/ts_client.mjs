@@ -14,6 +14,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 
+import { browse } from "./browser.mjs";
+
 const arg = (name, fallback) => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? process.argv[i + 1] : fallback;
@@ -85,50 +87,13 @@ class HeadlessProvider {
   codeVerifier() {
     return this.verifier;
   }
-  /** Stands in for the user's browser: follows redirects with cookies (per host) through the
-   * authorization server's and the IdP's pages until it is sent to the redirect URI, allowing
-   * Warden's consent page when it is shown. */
+  /** Stands in for the user's browser (browser.mjs): through the authorization server's and
+   * the IdP's pages, Warden's consent allowed, until it is sent to the redirect URI. */
   async redirectToAuthorization(authorizationUrl) {
-    const jar = new Map();
-    let url = authorizationUrl.toString();
-    let init = { redirect: "manual" };
-    for (let i = 0; i < 15; i++) {
-      const host = new URL(url).host;
-      const cookies = [...(jar.get(host) ?? new Map())].map(([k, v]) => `${k}=${v}`).join("; ");
-      const headers = { ...(init.headers ?? {}), ...(cookies ? { cookie: cookies } : {}) };
-      const response = await loggingFetch(url, { ...init, headers });
-      for (const c of response.headers.getSetCookie?.() ?? []) {
-        const [pair] = c.split(";");
-        const at = pair.indexOf("=");
-        if (!jar.has(host)) jar.set(host, new Map());
-        jar.get(host).set(pair.slice(0, at).trim(), pair.slice(at + 1));
-      }
-      const location = response.headers.get("location");
-      if (location) {
-        url = new URL(location, url).toString();
-        init = { redirect: "manual" };
-        if (url.startsWith(this.redirectUrl)) {
-          const back = new URL(url);
-          if (back.searchParams.get("error")) throw new Error(`authorization error: ${back.searchParams.get("error")}`);
-          this.pendingParams = back.searchParams;
-          return;
-        }
-        continue;
-      }
-      const page = await response.text();
-      const consent = page.match(/name=consent value="([^"]+)"/);
-      const action = page.match(/<form method=post action="([^"]+)"/);
-      if (!consent || !action) throw new Error(`authorization endpoint answered ${response.status} without a redirect`);
-      const unescape = (s) => s.replaceAll("&amp;", "&").replaceAll("&quot;", '"').replaceAll("&#39;", "'").replaceAll("&lt;", "<").replaceAll("&gt;", ">");
-      url = new URL(unescape(action[1]), url).toString();
-      init = {
-        redirect: "manual",
-        method: "POST",
-        headers: { "content-type": "application/x-www-form-urlencoded" },
-        body: new URLSearchParams({ consent: unescape(consent[1]), decision: "allow" }).toString(),
-      };
-    }
-    throw new Error("too many redirects during authorization");
+    const end = await browse(authorizationUrl.toString(), { until: this.redirectUrl, fetch: loggingFetch });
+    const back = new URL(end);
+    if (back.searchParams.get("error")) throw new Error(`authorization error: ${back.searchParams.get("error")}`);
+    this.pendingParams = back.searchParams;
   }
   saveDiscoveryState(state) {
     this.discovery = state;
