@@ -4,7 +4,7 @@
 //! MCP clients register here (RFC 7591), are sent to `/oauth/authorize` (PKCE S256 and
 //! `resource` required), sign in at the upstream IdP (Warden is one confidential OpenID Connect
 //! client there, with its own state, nonce and PKCE), consent once per client, and redeem a code
-//! at `/oauth/token` for Warden's own access token: an ES256 JWT for Warden's resource, signed
+//! at `/oauth/token` for Warden's own access token: an RS256 JWT for Warden's resource, signed
 //! with the keys of [`crate::signing`], which the identity stage trusts like any issuer. Refresh
 //! tokens rotate, and a used one presented again revokes its whole grant. Enterprise-managed
 //! authorization: an identity assertion grant (ID-JAG) from a trusted IdP is redeemed at the
@@ -245,7 +245,7 @@ impl AuthServer {
                 claims[name] = json!(v);
             }
         }
-        Ok((keys.set.current().sign("at+jwt", &claims)?, ttl))
+        Ok((keys.set.current(crate::signing::ACCESS_TOKENS)?.sign("at+jwt", &claims)?, ttl))
     }
 
     /// One audit event for one step.
@@ -352,7 +352,7 @@ impl Keys {
         if let Some(loaded) = self.loaded.load_full().filter(|l| !force && l.at.elapsed() < KEY_RELOAD) {
             return Ok(loaded);
         }
-        let set = KeySet::load_or_create(self.vault.store().await?).await?;
+        let set = KeySet::load_or_create(self.vault.store().await?, crate::signing::ACCESS_TOKENS).await?;
         let loaded = Arc::new(Loaded { set, at: tokio::time::Instant::now() });
         self.loaded.store(Some(Arc::clone(&loaded)));
         Ok(loaded)

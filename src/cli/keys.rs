@@ -24,10 +24,12 @@ pub async fn rotate_signing(path: &std::path::Path) -> ExitCode {
         Ok((store, _)) => store,
         Err(code) => return code,
     };
-    match crate::signing::KeySet::rotate(&store).await {
+    let alg = crate::signing::ACCESS_TOKENS;
+    match crate::signing::KeySet::rotate(&store, alg).await {
         Ok(set) => {
             let published: Vec<String> = set.jwks().keys.iter().filter_map(|k| k.common.key_id.clone()).collect();
-            println!("signing key {} is current; published: {}", set.current().kid, published.join(", "));
+            let current = set.current(alg).map(|k| k.kid.clone()).unwrap_or_default();
+            println!("access token signing key {current} is current; published: {}", published.join(", "));
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("rotation failed: {e}")),

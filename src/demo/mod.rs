@@ -194,7 +194,7 @@ impl Demo {
 Clients are sent to Warden, not to the IdP:\n\ncurl -s {base}/.well-known/oauth-protected-resource/mcp   # authorization_servers: [{base}]\ncurl -s {base}/.well-known/oauth-authorization-server\n\n\
 Connect any MCP client to {mcp}; it registers at Warden, Warden sends you to the company IdP\n(pick a user there), then asks your consent once, and the client gets Warden's token:\n\n\
 npx @modelcontextprotocol/inspector   # then connect to {mcp}\n\n\
-Tokens are ES256, signed by Warden's key: {base}/.well-known/jwks.json\n\n\
+Tokens are RS256, signed by Warden's key: {base}/.well-known/jwks.json\n\n\
 Audit events (one JSON line per decision, oauth/* for each sign-in step) follow below. Ctrl-C stops the demo.\n",
             issuer = self.issuer,
             backend = self.backend_url,

@@ -186,12 +186,13 @@ impl Authenticator {
         Ok(Self { issuers, resource, skew: config.clock_skew, verified: std::sync::Mutex::default(), clock, api_keys: None })
     }
 
-    /// Trusts Warden's own authorization server: ES256 tokens of `issuer`, verified with keys
-    /// read from `keys` (its store), their roles in `roles` and tenant in `tenant`.
+    /// Trusts Warden's own authorization server: tokens of `issuer` signed with the access
+    /// tokens' algorithm (pinned: a key Warden keeps for another purpose verifies none), verified
+    /// with keys read from `keys` (its store), their roles in `roles` and tenant in `tenant`.
     pub fn with_own_issuer(mut self, issuer: String, keys: Arc<dyn LocalKeys>) -> Self {
         let jwks = JwksCache::local(issuer.clone(), keys, Duration::from_secs(60), Duration::from_secs(1), Arc::clone(&self.clock));
         let mapping = Preset::Generic.mapping(None, None, Some("tenant"));
-        self.issuers.insert(issuer, TrustedIssuer { algorithms: vec![Algorithm::ES256], jwks, mapping });
+        self.issuers.insert(issuer, TrustedIssuer { algorithms: vec![crate::signing::ACCESS_TOKENS], jwks, mapping });
         self
     }
 

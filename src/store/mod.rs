@@ -699,14 +699,15 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Retires every signing key but the `keep` newest (no longer published; the rows stay for
-    /// the record).
-    pub async fn retire_signing_keys_beyond(&self, keep: usize) -> Result<u64, StoreError> {
+    /// Retires every signing key of `alg` but the `keep` newest (no longer published; the rows
+    /// stay for the record).
+    pub async fn retire_signing_keys_beyond(&self, alg: &str, keep: usize) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL AND kid NOT IN
-               (SELECT kid FROM signing_keys WHERE retired_at IS NULL ORDER BY seq DESC, kid DESC LIMIT $2)",
+            "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL AND alg = $2 AND kid NOT IN
+               (SELECT kid FROM signing_keys WHERE retired_at IS NULL AND alg = $2 ORDER BY seq DESC, kid DESC LIMIT $3)",
         )
         .bind(self.now())
+        .bind(alg)
         .bind(i64::try_from(keep).unwrap_or(i64::MAX))
         .execute(&self.pool)
         .await?;

@@ -159,31 +159,45 @@ async fn postgres_keeps_only_envelopes_and_rotates() {
 /// found again by the next load (another replica, a restart), rotation publishing the current
 /// and the previous key only, and the vault's key rotation re-encrypting them.
 async fn signing_keys(url: &str, raw: impl Fn() -> String) {
-    use crate::signing::KeySet;
+    use crate::signing::{ACCESS_TOKENS, ASSERTIONS, KeySet};
     let (k1, k2) = (KeyRing::generate_key(), KeyRing::generate_key());
     let store = Store::open(url, ring(&format!("k1:{}", k1.expose()))).await.unwrap_or_else(|e| panic!("{e}"));
-    let first = KeySet::load_or_create(&store).await.unwrap_or_else(|e| panic!("{e}"));
-    let again = KeySet::load_or_create(&store).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(first.current().kid, again.current().kid, "made once, then found");
+    let first = KeySet::load_or_create(&store, ACCESS_TOKENS).await.unwrap_or_else(|e| panic!("{e}"));
+    let again = KeySet::load_or_create(&store, ACCESS_TOKENS).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first.current(ACCESS_TOKENS).unwrap().kid, again.current(ACCESS_TOKENS).unwrap().kid, "made once, then found");
     assert_eq!(first.jwks().keys.len(), 1);
     let dump = raw();
-    assert!(dump.contains(&first.current().kid) && !dump.contains("BEGIN PRIVATE KEY"));
+    assert!(dump.contains(&first.current(ACCESS_TOKENS).unwrap().kid) && !dump.contains("BEGIN PRIVATE KEY"));
 
-    let second = KeySet::rotate(&store).await.unwrap_or_else(|e| panic!("{e}"));
+    let second = KeySet::rotate(&store, ACCESS_TOKENS).await.unwrap_or_else(|e| panic!("{e}"));
     let published: Vec<String> = second.jwks().keys.iter().filter_map(|k| k.common.key_id.clone()).collect();
     assert_eq!(published.len(), 2);
-    assert_ne!(second.current().kid, first.current().kid, "a new key signs");
-    assert_eq!(published[1], first.current().kid, "the previous one stays published");
-    let third = KeySet::rotate(&store).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(second.current(ACCESS_TOKENS).unwrap().kid, first.current(ACCESS_TOKENS).unwrap().kid, "a new key signs");
+    assert_eq!(published[1], first.current(ACCESS_TOKENS).unwrap().kid, "the previous one stays published");
+    let third = KeySet::rotate(&store, ACCESS_TOKENS).await.unwrap_or_else(|e| panic!("{e}"));
     let published: Vec<String> = third.jwks().keys.iter().filter_map(|k| k.common.key_id.clone()).collect();
-    assert_eq!(published, [third.current().kid.clone(), second.current().kid.clone()], "the oldest is retired");
+    assert_eq!(
+        published,
+        [third.current(ACCESS_TOKENS).unwrap().kid.clone(), second.current(ACCESS_TOKENS).unwrap().kid.clone()],
+        "the oldest is retired"
+    );
 
     // The vault's key rotation re-encrypts them; then the new key alone reads them.
     let both = Store::open(url, ring(&format!("k2:{},k1:{}", k2.expose(), k1.expose()))).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(both.rotate_keys(10).await.map(|r| r.reencrypted).unwrap_or_else(|e| panic!("{e}")) >= 3);
     let new_only = Store::open(url, ring(&format!("k2:{}", k2.expose()))).await.unwrap_or_else(|e| panic!("{e}"));
-    let reloaded = KeySet::load_or_create(&new_only).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(reloaded.current().kid, third.current().kid);
+    let reloaded = KeySet::load_or_create(&new_only, ACCESS_TOKENS).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reloaded.current(ACCESS_TOKENS).unwrap().kid, third.current(ACCESS_TOKENS).unwrap().kid);
+    // Each algorithm rotates on its own: an assertion key joins the set, and rotating it retires
+    // no access token key.
+    let with_assertions = KeySet::load_or_create(&new_only, ASSERTIONS).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(with_assertions.jwks().keys.len(), 3);
+    for _ in 0..2 {
+        KeySet::rotate(&new_only, ASSERTIONS).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let both_kinds = KeySet::load_or_create(&new_only, ACCESS_TOKENS).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(both_kinds.jwks().keys.len(), 4, "two of each algorithm");
+    assert_eq!(both_kinds.current(ACCESS_TOKENS).unwrap().kid, third.current(ACCESS_TOKENS).unwrap().kid);
 }
 
 #[tokio::test]

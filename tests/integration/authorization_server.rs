@@ -294,7 +294,7 @@ async fn a_client_registers_signs_in_at_the_company_idp_and_calls_a_tool_as_that
     assert!(tokens["refresh_token"].is_string(), "{tokens}");
     let access = tokens["access_token"].as_str().unwrap();
     let header = jsonwebtoken::decode_header(access).unwrap();
-    assert_eq!((header.alg, header.typ.as_deref()), (jsonwebtoken::Algorithm::ES256, Some("at+jwt")));
+    assert_eq!((header.alg, header.typ.as_deref()), (jsonwebtoken::Algorithm::RS256, Some("at+jwt")));
     let jwks: Value = e.http.get(format!("{}/.well-known/jwks.json", e.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(jwks["keys"][0]["kid"].as_str(), header.kid.as_deref(), "{jwks}");
     assert!(jwks["keys"][0].get("d").is_none());
@@ -820,18 +820,18 @@ async fn a_rotated_signing_key_is_accepted_at_once_and_the_previous_one_keeps_ve
     let old = tokens["access_token"].as_str().unwrap();
     let ring = warden::credentials::envelope::KeyRing::parse(&warden::secret::Secret::new(shared.keys.clone())).unwrap();
     let store = warden::store::Store::open(&shared.db, Arc::new(ring)).await.unwrap();
-    let rotated = warden::signing::KeySet::rotate(&store).await.unwrap();
-    assert_ne!(Some(rotated.current().kid.clone()), jsonwebtoken::decode_header(old).unwrap().kid);
+    let rotated = warden::signing::KeySet::rotate(&store, warden::signing::ACCESS_TOKENS).await.unwrap();
+    assert_ne!(Some(rotated.current(warden::signing::ACCESS_TOKENS).unwrap().kid.clone()), jsonwebtoken::decode_header(old).unwrap().kid);
     assert_eq!(rotated.jwks().keys.len(), 2, "the previous key stays published");
     let mut claims = claims_of(old);
     claims["jti"] = json!("after-rotation");
-    let new = rotated.current().sign("at+jwt", &claims).unwrap();
+    let new = rotated.current(warden::signing::ACCESS_TOKENS).unwrap().sign("at+jwt", &claims).unwrap();
     for token in [new.as_str(), old] {
         let (status, answer) = e.call(token, "list_events").await;
         assert_eq!(status, 200, "{answer}");
     }
     // A key nobody published is still refused.
-    let stranger = warden::signing::SigningKey::generate().unwrap().sign("at+jwt", &claims).unwrap();
+    let stranger = warden::signing::SigningKey::generate(warden::signing::ACCESS_TOKENS).unwrap().sign("at+jwt", &claims).unwrap();
     let (status, _) = e.call(&stranger, "list_events").await;
     assert_eq!(status, 401);
 }
