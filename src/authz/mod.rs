@@ -251,6 +251,8 @@ impl AuthServer {
     /// One audit event for one step.
     fn audit(&self, ctx: &RequestContext, step: &Step<'_>, verdict: Verdict<'_>, explanation: Option<String>) {
         let mut event = AuditEvent::connect(ctx, step.name, None, step.person, verdict);
+        // The IdP concerned, even before anyone signed in.
+        event.issuer = Some(step.person.map_or(self.upstream.issuer.as_str(), |(idp, _)| idp).to_owned());
         event.client_id = step.client_id.map(str::to_owned);
         event.tenant = step.tenant.map(str::to_owned);
         event.explanation = explanation;
