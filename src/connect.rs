@@ -122,17 +122,6 @@ pub struct CallbackQuery {
     iss: Option<String>,
 }
 
-fn browser_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_owned())
-}
-
 /// An OAuth error code as reported by the provider, kept only if it looks like one.
 fn error_code(raw: &str) -> String {
     let clean: String = raw.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')).take(64).collect();
@@ -171,7 +160,8 @@ pub async fn callback(
     if flow.started_at < now(vault) - FLOW_LIFETIME_SECS {
         return refused(ConnectError::StateExpired);
     }
-    let same_browser = browser_cookie(&headers).is_some_and(|c| bool::from(digest(&c).as_bytes().ct_eq(flow.browser_hash.as_bytes())));
+    let same_browser =
+        crate::edge::cookie(&headers, COOKIE).is_some_and(|c| bool::from(digest(c).as_bytes().ct_eq(flow.browser_hash.as_bytes())));
     if !same_browser {
         return refused(ConnectError::BrowserMismatch);
     }

@@ -201,8 +201,8 @@ impl Gateway {
                         base_dir: config.base_dir.clone(),
                     },
                 )?;
-                authenticator =
-                    authenticator.with_own_issuer(server.issuer.clone(), Arc::clone(&server.keys) as Arc<dyn crate::identity::LocalKeys>);
+                let keys = Arc::clone(&server.keys) as Arc<dyn crate::identity::LocalKeys>;
+                authenticator = authenticator.with_own_issuer(server.issuer.clone(), crate::signing::ACCESS_TOKENS, keys);
                 Some(Arc::new(server))
             }
             None => None,

@@ -153,7 +153,7 @@ impl KeySet {
             return Ok(set);
         }
         let key = SigningKey::generate(alg)?;
-        store.insert_signing_key(&key.kid, &crate::identity::alg_name(alg), &key.pkcs8).await?;
+        store.insert_signing_key(&key.kid, &format!("{alg:?}"), &key.pkcs8).await?;
         Self::load(store).await
     }
 
@@ -161,7 +161,7 @@ impl KeySet {
     /// that algorithm are retired.
     pub async fn rotate(store: &Store, alg: Algorithm) -> Result<Self, SigningError> {
         let key = SigningKey::generate(alg)?;
-        let name = crate::identity::alg_name(alg);
+        let name = format!("{alg:?}");
         store.insert_signing_key(&key.kid, &name, &key.pkcs8).await?;
         store.retire_signing_keys_beyond(&name, PUBLISHED).await?;
         Self::load(store).await

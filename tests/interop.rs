@@ -33,6 +33,11 @@ async fn run_client(python: String, url: &str, tool: &str, args: Value) -> Value
 
 /// As [`run_client`], with more command-line arguments.
 pub async fn run_client_with(python: String, url: &str, tool: &str, args: Value, extra: &[&str]) -> Value {
+    try_client(python, url, tool, args, extra).await.unwrap_or_else(|e| panic!("python client failed:\n{e}"))
+}
+
+/// Runs the Python client: its report, or what it printed when it failed.
+pub async fn try_client(python: String, url: &str, tool: &str, args: Value, extra: &[&str]) -> Result<Value, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/python_client.py");
     let mut argv: Vec<String> =
         [script, "--url", url, "--tool", tool, "--args", &args.to_string()].iter().map(|s| (*s).to_owned()).collect();
@@ -41,13 +46,20 @@ pub async fn run_client_with(python: String, url: &str, tool: &str, args: Value,
         .await
         .unwrap()
         .expect("cannot run the Python client");
+    report(output)
+}
+
+/// A client script's last line as its JSON report, or what it printed when it failed.
+pub fn report(output: std::process::Output) -> Result<Value, String> {
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "python client failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("bad report ({e}): {stdout}"))
+    if !output.status.success() {
+        return Err(format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr)));
+    }
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).map_err(|e| format!("bad report ({e}): {stdout}"))
 }
 
 /// The exchanges as `METHOD path STATUS`, hosts dropped.
-fn flow(report: &Value) -> Vec<String> {
+pub fn flow(report: &Value) -> Vec<String> {
     report["exchanges"]
         .as_array()
         .unwrap()
@@ -309,21 +321,27 @@ impl StdioPeer {
 
 /// Starts node-oidc-provider for `resource`; returns its issuer and the child to kill.
 fn start_oidc_provider(resource: &str, scopes: &str, user: &str) -> (String, std::process::Child) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/oidc_provider.mjs");
+    start_node_issuer(&[script, "--port", &port, "--resource", resource, "--scopes", scopes, "--user", user, "--roles", "analyst"])
+}
+
+/// Runs a Node script that prints `ready ISSUER` once it listens; returns the issuer and the
+/// child to kill.
+pub fn start_node_issuer(args: &[&str]) -> (String, std::process::Child) {
     use std::io::BufRead;
     let bin = std::env::var("WARDEN_NODE_BIN").expect("WARDEN_NODE_BIN must name the directory holding node: run scripts/test");
     let modules = std::path::Path::new(&bin).parent().unwrap().to_owned();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/oidc_provider.mjs");
     let mut child = Command::new(format!("{bin}/node"))
-        .args([script, "--port", &port.to_string(), "--resource", resource, "--scopes", scopes, "--user", user, "--roles", "analyst"])
+        .args(args)
         .env("WARDEN_NODE_MODULES", modules)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("cannot start oidc-provider");
+        .expect("cannot start the issuer");
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let ready = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("ready "));
-    let issuer = ready.expect("oidc-provider did not start").trim_start_matches("ready ").to_owned();
+    let issuer = ready.unwrap_or_else(|| panic!("{args:?} did not start")).trim_start_matches("ready ").to_owned();
     // Keep reading: a closed pipe would kill the provider at its next write.
     std::thread::spawn(move || lines.for_each(drop));
     (issuer, child)

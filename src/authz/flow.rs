@@ -20,7 +20,7 @@ use super::{AuthServer, Identity, SIGN_IN_LIFETIME_SECS, Step};
 use crate::audit::Verdict;
 use crate::credentials::vault::{digest, pkce_challenge, random_token};
 use crate::edge::RequestContext;
-use crate::error::{escape_html, html_page};
+use crate::error::{escape_html, html_page, static_page};
 use crate::store::oauth::{CodeRow, GrantRow};
 
 /// Every upstream state of a sign-in starts with this; a connect flow's never does (base64url
@@ -100,22 +100,16 @@ fn redirect(uri: &str, params: &[(&str, &str)]) -> Response {
     response
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, v)| *n == name && v.len() == 43 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-        .map(|(_, value)| value.to_owned())
+/// The browser binding this browser already has (32 random bytes, base64url), if any.
+fn binding(headers: &HeaderMap) -> Option<String> {
+    crate::edge::cookie(headers, COOKIE).filter(|v| valid_challenge(v)).map(str::to_owned)
 }
 
 fn same_browser(headers: &HeaderMap, browser_hash: &str) -> bool {
-    cookie(headers, COOKIE).is_some_and(|c| bool::from(digest(&c).as_bytes().ct_eq(browser_hash.as_bytes())))
+    binding(headers).is_some_and(|c| bool::from(digest(&c).as_bytes().ct_eq(browser_hash.as_bytes())))
 }
 
-/// A PKCE S256 challenge: 43 base64url characters (a SHA-256).
+/// A PKCE S256 challenge, or a 32-byte random value: 43 base64url characters.
 fn valid_challenge(challenge: &str) -> bool {
     challenge.len() == 43 && challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
@@ -201,7 +195,7 @@ pub async fn authorize(
     if query.scope.as_deref().is_some_and(|s| s.split_whitespace().any(|s| s == OFFLINE_ACCESS)) {
         scope.push(OFFLINE_ACCESS.to_owned());
     }
-    let browser = cookie(&headers, COOKIE).map(crate::secret::Secret::new).or_else(random_token);
+    let browser = binding(&headers).map(crate::secret::Secret::new).or_else(random_token);
     let (Some(state), Some(nonce), Some(verifier), Some(browser)) = (random_token(), random_token(), random_token(), browser) else {
         return server.back(&ctx, step, to, "server_error", "entropy_unavailable", "try again");
     };
@@ -385,18 +379,7 @@ fn consent_page(server: &AuthServer, consent: &str, client_name: &str, sign_in: 
         action = escape_html(&format!("{}/oauth/consent", server.issuer)),
         consent = escape_html(consent),
     );
-    let mut response = (StatusCode::OK, body).into_response();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
-    );
-    response
+    static_page(StatusCode::OK, body)
 }
 
 #[derive(Debug, Deserialize)]

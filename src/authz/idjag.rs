@@ -11,7 +11,6 @@
 //! used once across replicas (the store's single-use markers), scopes within what Warden grants.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,14 +51,7 @@ impl IdJag {
         let mut issuers = HashMap::new();
         for (i, c) in config.issuers.iter().enumerate() {
             let at = |f: &str| format!("authorization_server.id_jag.issuers[{i}].{f}");
-            let algorithms = c
-                .algorithms
-                .iter()
-                .map(|a| match Algorithm::from_str(a) {
-                    Ok(alg) if crate::config::validate::ASYMMETRIC_ALGORITHMS.contains(&a.as_str()) => Ok(alg),
-                    _ => Err(ConfigError::new(at("algorithms"), format!("{a:?} is not an asymmetric JWS algorithm"))),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let algorithms = crate::identity::pinned_algorithms(&c.algorithms, &at("algorithms"))?;
             let jwks = JwksCache::new(
                 c.issuer.clone(),
                 c.jwks_uri.clone(),

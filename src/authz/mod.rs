@@ -91,7 +91,7 @@ pub struct Parts {
     /// `server.public_url` was set (an authorization server needs a stable public URL).
     pub public_url_set: bool,
     /// The upstream settings (the SSRF guard that client metadata fetches go through).
-    pub upstream_config: crate::config::UpstreamConfig,
+    pub upstream_config: crate::upstream::config::UpstreamConfig,
     /// Where relative paths in the config start.
     pub base_dir: std::path::PathBuf,
 }
@@ -376,8 +376,8 @@ impl crate::identity::LocalKeys for Keys {
     }
 }
 
-/// The authorization server's endpoints. `/oauth/callback` is shared with the connect flow
-/// ([`crate::connect::callback`] hands states that start with [`STATE_PREFIX`] to [`callback`]).
+/// The authorization server's endpoints. `/oauth/callback` is the connect flow's, which hands
+/// states that start with [`STATE_PREFIX`] to [`callback`].
 pub fn routes(server: Arc<AuthServer>) -> Router {
     let public = Router::new()
         .route("/.well-known/oauth-authorization-server", get(token::metadata))

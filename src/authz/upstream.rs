@@ -8,7 +8,6 @@
 //! `aud` containing Warden's client id (and `azp` equal to it when there are several), `nonce`
 //! equal to the one this sign-in sent, `exp` and `iat` within the skew.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,17 +95,7 @@ pub struct UpstreamIdp {
 impl UpstreamIdp {
     pub fn new(config: &UpstreamIdpConfig, public_base: &str, http: reqwest::Client, clock: SharedClock) -> Result<Self, ConfigError> {
         let at = |f: &str| format!("authorization_server.upstream.{f}");
-        let algorithms = config
-            .algorithms
-            .iter()
-            .map(|a| match Algorithm::from_str(a) {
-                Ok(alg) if crate::config::validate::ASYMMETRIC_ALGORITHMS.contains(&a.as_str()) => Ok(alg),
-                _ => Err(ConfigError::new(at("algorithms"), format!("{a:?} is not an asymmetric JWS algorithm"))),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if algorithms.is_empty() {
-            return Err(ConfigError::new(at("algorithms"), "at least one algorithm is required"));
-        }
+        let algorithms = crate::identity::pinned_algorithms(&config.algorithms, &at("algorithms"))?;
         let jwks = JwksCache::new(
             config.issuer.clone(),
             None,

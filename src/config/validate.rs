@@ -6,10 +6,6 @@ use std::time::Duration;
 
 use super::{Config, ConfigError};
 
-/// Signature algorithms an issuer may be pinned to. Symmetric (HS*) and `none` are never
-/// accepted: a gateway holds no shared secret with an identity provider.
-pub const ASYMMETRIC_ALGORITHMS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
-
 pub use crate::upstream::config::RESERVED_UPSTREAM_HEADERS;
 
 impl Config {
@@ -66,17 +62,7 @@ impl Config {
             if let Some(uri) = &iss.jwks_uri {
                 check_http_url(uri).map_err(|m| ConfigError::new(at("jwks_uri"), m))?;
             }
-            if iss.algorithms.is_empty() {
-                return Err(ConfigError::new(at("algorithms"), "at least one algorithm is required"));
-            }
-            for (j, alg) in iss.algorithms.iter().enumerate() {
-                if !ASYMMETRIC_ALGORITHMS.contains(&alg.as_str()) {
-                    return Err(ConfigError::new(
-                        format!("identity.issuers[{i}].algorithms[{j}]"),
-                        format!("unsupported algorithm {alg:?}; allowed: {}", ASYMMETRIC_ALGORITHMS.join(", ")),
-                    ));
-                }
-            }
+            crate::identity::pinned_algorithms(&iss.algorithms, &at("algorithms"))?;
             if iss.roles_claim.as_deref().is_some_and(str::is_empty) {
                 return Err(ConfigError::new(at("roles_claim"), "must not be empty"));
             }

@@ -370,6 +370,12 @@ pub fn html_page(status: StatusCode, title: &str, message: &str, code: &str) -> 
         m = escape_html(message),
         c = escape_html(code)
     );
+    static_page(status, body)
+}
+
+/// An HTML page of Warden's own: `no-store`, `no-referrer` (URLs may hold a code), and a CSP that
+/// allows no script, no load and no framing (forms still post).
+pub fn static_page(status: StatusCode, body: String) -> Response {
     let mut response = (status, body).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));

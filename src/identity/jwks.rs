@@ -76,7 +76,8 @@ struct RefreshState {
 
 pub struct JwksCache {
     issuer: String,
-    http: reqwest::Client,
+    /// None for local keys, which are never fetched.
+    http: Option<reqwest::Client>,
     ttl: Duration,
     min_refresh: Duration,
     keys: ArcSwap<KeySet>,
@@ -96,6 +97,17 @@ impl JwksCache {
         min_refresh: Duration,
         clock: SharedClock,
     ) -> Arc<Self> {
+        Self::build(issuer, jwks_uri, Some(http), ttl, min_refresh, clock)
+    }
+
+    fn build(
+        issuer: String,
+        jwks_uri: Option<String>,
+        http: Option<reqwest::Client>,
+        ttl: Duration,
+        min_refresh: Duration,
+        clock: SharedClock,
+    ) -> Arc<Self> {
         Arc::new(Self {
             clock,
             issuer,
@@ -111,9 +123,7 @@ impl JwksCache {
 
     /// A cache of keys read from `source` instead of fetched.
     pub fn local(issuer: String, source: Arc<dyn LocalKeys>, ttl: Duration, min_refresh: Duration, clock: SharedClock) -> Arc<Self> {
-        // The HTTP client is never used: no request is made for local keys.
-        let http = crate::upstream::control_plane_client().unwrap_or_default();
-        let mut cache = Self::new(issuer, None, http, ttl, min_refresh, clock);
+        let mut cache = Self::build(issuer, None, None, ttl, min_refresh, clock);
         if let Some(this) = Arc::get_mut(&mut cache) {
             this.local = Some(source);
         }
@@ -243,7 +253,8 @@ impl JwksCache {
             Err(_) => tracing::Span::none(),
         };
         let fetched = async {
-            let resp = self.http.get(url).timeout(FETCH_TIMEOUT).send().await.map_err(|e| JwksError::Fetch(format!("{url}: {e}")))?;
+            let http = self.http.as_ref().ok_or_else(|| JwksError::Fetch("local keys are not fetched".into()))?;
+            let resp = http.get(url).timeout(FETCH_TIMEOUT).send().await.map_err(|e| JwksError::Fetch(format!("{url}: {e}")))?;
             crate::telemetry::traces::record_outcome(&span, Some(resp.status().as_u16()), None);
             if !resp.status().is_success() {
                 return Err(JwksError::Fetch(format!("{url}: HTTP {}", resp.status())));

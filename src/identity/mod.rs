@@ -32,6 +32,29 @@ use crate::clock::SharedClock;
 use crate::config_error::ConfigError;
 use config::IdentityConfig;
 
+/// Signature algorithms an issuer may be pinned to. Symmetric (HS*) and `none` are never
+/// accepted: a gateway holds no shared secret with an identity provider.
+pub const ASYMMETRIC_ALGORITHMS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
+
+/// Configured algorithm names as algorithms; `field` names the list in errors. At least one,
+/// each asymmetric.
+pub fn pinned_algorithms(names: &[String], field: &str) -> Result<Vec<Algorithm>, ConfigError> {
+    if names.is_empty() {
+        return Err(ConfigError::new(field, "at least one algorithm is required"));
+    }
+    names
+        .iter()
+        .enumerate()
+        .map(|(j, name)| match Algorithm::from_str(name) {
+            Ok(alg) if ASYMMETRIC_ALGORITHMS.contains(&name.as_str()) => Ok(alg),
+            _ => Err(ConfigError::new(
+                format!("{field}[{j}]"),
+                format!("unsupported algorithm {name:?}; allowed: {}", ASYMMETRIC_ALGORITHMS.join(", ")),
+            )),
+        })
+        .collect()
+}
+
 /// Longest token considered; anything longer is refused before parsing.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
@@ -168,15 +191,7 @@ impl Authenticator {
     ) -> Result<Self, ConfigError> {
         let mut issuers = HashMap::new();
         for (i, c) in config.issuers.iter().enumerate() {
-            let algorithms = c
-                .algorithms
-                .iter()
-                .enumerate()
-                .map(|(j, a)| {
-                    Algorithm::from_str(a)
-                        .map_err(|_| ConfigError::new(format!("identity.issuers[{i}].algorithms[{j}]"), "unknown algorithm"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let algorithms = pinned_algorithms(&c.algorithms, &format!("identity.issuers[{i}].algorithms"))?;
             let jwks =
                 JwksCache::new(c.issuer.clone(), c.jwks_uri.clone(), http.clone(), c.jwks_ttl, c.jwks_min_refresh, Arc::clone(&clock))
                     .with_metrics(Arc::clone(&metrics));
@@ -186,13 +201,13 @@ impl Authenticator {
         Ok(Self { issuers, resource, skew: config.clock_skew, verified: std::sync::Mutex::default(), clock, api_keys: None })
     }
 
-    /// Trusts Warden's own authorization server: tokens of `issuer` signed with the access
-    /// tokens' algorithm (pinned: a key Warden keeps for another purpose verifies none), verified
-    /// with keys read from `keys` (its store), their roles in `roles` and tenant in `tenant`.
-    pub fn with_own_issuer(mut self, issuer: String, keys: Arc<dyn LocalKeys>) -> Self {
+    /// Trusts Warden's own authorization server: tokens of `issuer` signed with `algorithm` only
+    /// (pinned: a key Warden keeps for another purpose verifies none), verified with keys read
+    /// from `keys` (its store), their roles in `roles` and tenant in `tenant`.
+    pub fn with_own_issuer(mut self, issuer: String, algorithm: Algorithm, keys: Arc<dyn LocalKeys>) -> Self {
         let jwks = JwksCache::local(issuer.clone(), keys, Duration::from_secs(60), Duration::from_secs(1), Arc::clone(&self.clock));
         let mapping = Preset::Generic.mapping(None, None, Some("tenant"));
-        self.issuers.insert(issuer, TrustedIssuer { algorithms: vec![crate::signing::ACCESS_TOKENS], jwks, mapping });
+        self.issuers.insert(issuer, TrustedIssuer { algorithms: vec![algorithm], jwks, mapping });
         self
     }
 

@@ -229,18 +229,22 @@ impl Enterprise {
         let (verifier, challenge) = pkce();
         let journey = self.journey(&self.authorize_url(&client, &challenge, scope), "allow").await;
         let code = query(&journey.end, "code").unwrap_or_else(|| panic!("{}", journey.end));
-        let (status, tokens) = self
-            .token(&[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("code_verifier", &verifier),
-                ("client_id", &client),
-                ("redirect_uri", REDIRECT),
-                ("resource", &self.mcp),
-            ])
-            .await;
+        (client.clone(), self.redeem(&code, &verifier, &client).await)
+    }
+
+    /// Redeems a code for `client`, as the client would (with `resource`); the token answer.
+    pub async fn redeem(&self, code: &str, verifier: &str, client: &str) -> Value {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("code_verifier", verifier),
+            ("client_id", client),
+            ("redirect_uri", REDIRECT),
+            ("resource", &self.mcp),
+        ];
+        let (status, tokens) = self.token(&form).await;
         assert_eq!(status, 200, "{tokens}");
-        (client, tokens)
+        tokens
     }
 
     pub async fn call(&self, token: &str, tool: &str) -> (u16, Value) {
@@ -757,16 +761,7 @@ async fn replicas_share_every_step(db: crate::common::Db) {
         .unwrap();
     assert_eq!(r.status(), 302);
     let code = query(&location(&r), "code").unwrap();
-    let (status, tokens) = b
-        .token(&[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("code_verifier", &verifier),
-            ("client_id", &client),
-            ("redirect_uri", REDIRECT),
-        ])
-        .await;
-    assert_eq!(status, 200, "{tokens}");
+    let tokens = b.redeem(&code, &verifier, &client).await;
     let (status, again) = a
         .token(&[("grant_type", "refresh_token"), ("refresh_token", tokens["refresh_token"].as_str().unwrap()), ("client_id", &client)])
         .await;

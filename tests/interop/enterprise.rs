@@ -8,6 +8,8 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
+use crate::{flow, report};
+
 /// The client id and secret an admin registered for Warden at the emulated IdP.
 const CLIENT_ID: &str = "warden-at-the-idp";
 const CLIENT_SECRET: &str = "idp-secret-0123456789abcdef";
@@ -20,8 +22,6 @@ fn node() -> (String, std::path::PathBuf) {
 
 /// Starts the emulated IdP; returns its issuer and the child.
 fn start_idp(preset: &str, redirect_uri: &str, extra: &[&str]) -> (String, std::process::Child) {
-    use std::io::BufRead;
-    let (node, modules) = node();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/enterprise_idp.mjs");
     let mut args = vec![
@@ -42,18 +42,7 @@ fn start_idp(preset: &str, redirect_uri: &str, extra: &[&str]) -> (String, std::
         "analyst",
     ];
     args.extend_from_slice(extra);
-    let mut child = Command::new(node)
-        .args(&args)
-        .env("WARDEN_NODE_MODULES", modules)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("cannot start the emulated IdP");
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("ready "));
-    let issuer = ready.expect("the emulated IdP did not start").trim_start_matches("ready ").to_owned();
-    std::thread::spawn(move || lines.for_each(drop));
-    (issuer, child)
+    crate::start_node_issuer(&args)
 }
 
 struct Company {
@@ -138,13 +127,7 @@ impl Company {
 
 async fn python(var: &str, url: &str) -> Result<Value, String> {
     let python = std::env::var(var).unwrap_or_else(|_| panic!("{var} must name a Python with the mcp package: run scripts/test"));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/python_client.py");
-    let url = url.to_owned();
-    let output = tokio::task::spawn_blocking(move || Command::new(python).args([script, "--url", &url, "--tool", "list_events"]).output())
-        .await
-        .unwrap()
-        .expect("cannot run the Python client");
-    report(output)
+    crate::try_client(python, url, "list_events", json!({}), &[]).await
 }
 
 async fn typescript(url: &str) -> Result<Value, String> {
@@ -157,27 +140,6 @@ async fn typescript(url: &str) -> Result<Value, String> {
         .unwrap()
         .expect("cannot run node");
     report(output)
-}
-
-fn report(output: std::process::Output) -> Result<Value, String> {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        return Err(format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr)));
-    }
-    serde_json::from_str(stdout.lines().last().unwrap_or_default()).map_err(|e| format!("bad report ({e}): {stdout}"))
-}
-
-/// The exchanges as `METHOD path STATUS`.
-fn flow(report: &Value) -> Vec<String> {
-    report["exchanges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let url = url::Url::parse(e["url"].as_str().unwrap()).unwrap();
-            format!("{} {} {}", e["method"].as_str().unwrap(), url.path(), e["status"])
-        })
-        .collect()
 }
 
 fn assert_signed_in_at_warden(report: &Value, company: &Company) {
@@ -275,16 +237,8 @@ async fn the_python_sdk_signs_in_with_a_client_id_metadata_document() {
     let lying = crate::metadata_document(&python, "http://127.0.0.1:65531/callback", Some("https://someone-else.example/client.json"));
     let registration = format!("  registration:\n    client_metadata_ca_file: {}\n", lying.ca.display());
     let refusing = self::company("entra", &registration, &[]).await;
-    let url = refusing.mcp.clone();
-    let client_id = lying.client_id.clone();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/python_client.py");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python).args([script, "--url", &url, "--tool", "list_events", "--client-metadata-url", &client_id]).output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(!output.status.success());
+    let failed = crate::try_client(python, &refusing.mcp, "list_events", json!({}), &["--client-metadata-url", &lying.client_id]).await;
+    assert!(failed.is_err(), "{failed:?}");
     let refused = refusing.audit("oauth/authorize");
     assert!(refused.iter().any(|e| e["reason"] == "client_metadata_invalid"), "{refused:?}");
 }
