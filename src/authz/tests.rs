@@ -119,3 +119,33 @@ async fn the_redirect_to_the_idp_never_carries_the_resource_and_asks_the_preset_
     assert_eq!((query["code_challenge_method"].as_str(), query["client_id"].as_str()), ("S256", CLIENT));
     assert!(!query.contains_key("resource"));
 }
+
+/// What `authorization_server:` needs and refuses, named by its path.
+#[test]
+fn the_config_needs_a_vault_a_public_url_and_sane_lifetimes() {
+    crate::install_crypto();
+    let build = |server: &str, extra: &str| {
+        let yaml = format!(
+            "server:\n  listen: 127.0.0.1:0\n{server}authorization_server:\n  upstream: {{issuer: \"https://idp.example\", client_id: c, client_secret: s}}\n{extra}audit:\n  output: off\ntools: []\n"
+        );
+        let config = crate::config::parse(&yaml, &std::collections::HashMap::<String, String>::new()).map_err(|e| e.to_string())?;
+        crate::Gateway::build(&config).map(drop).map_err(|e| e.to_string())
+    };
+    let public = "  public_url: https://mcp.example\n";
+    let vault = format!(
+        "vault:\n  database: \"sqlite://{}/v.db\"\n  keys: \"k1:{}\"\n",
+        std::env::temp_dir().display(),
+        crate::credentials::envelope::KeyRing::generate_key().expose()
+    );
+    assert!(build(public, "").unwrap_err().contains("vault"), "no vault");
+    assert!(build("", &vault).unwrap_err().contains("server.public_url"), "no public URL");
+    let ttl = |t: &str| build(public, &format!("  access_token_ttl: {t}\n{vault}"));
+    assert!(ttl("2h").unwrap_err().contains("access_token_ttl"));
+    assert!(ttl("10s").unwrap_err().contains("access_token_ttl"));
+    let algorithms =
+        build(public, &format!("  id_jag:\n    issuers: [{{issuer: \"https://corp.example\", algorithms: [HS256]}}]\n{vault}"));
+    assert!(algorithms.unwrap_err().contains("authorization_server.id_jag.issuers[0].algorithms[0]"));
+    let pattern = build(public, &format!("  registration:\n    redirect_uris: [\"not a uri\"]\n{vault}"));
+    assert!(pattern.unwrap_err().contains("registration.redirect_uris[0]"));
+    assert_eq!(build(public, &vault), Ok(()), "no identity.issuers needed beside it");
+}
