@@ -181,6 +181,15 @@ impl Gateway {
             scopes,
             config.identity.challenge_scopes.clone(),
         ));
+        let limits = Arc::new(crate::limits::Limits::build(
+            &config.limits,
+            crate::limits::Context {
+                trusted_proxies: config.server.trusted_proxies.clone(),
+                vault: vault.clone(),
+                audit: Arc::clone(&audit),
+                clock: Arc::clone(&clock),
+            },
+        )?);
         let auth_server = match &config.authorization_server {
             Some(c) => {
                 if authenticator.issuer_ids().contains(&config.server.public_base()) {
@@ -199,6 +208,7 @@ impl Gateway {
                         public_url_set: config.server.public_url.is_some(),
                         upstream_config: config.upstream.clone(),
                         base_dir: config.base_dir.clone(),
+                        limits: Arc::clone(&limits),
                     },
                 )?;
                 let keys = Arc::clone(&server.keys) as Arc<dyn crate::identity::LocalKeys>;
@@ -245,15 +255,7 @@ impl Gateway {
             telemetry: config.telemetry.clone(),
             tools,
             federation: Arc::new(federation),
-            limits: Arc::new(crate::limits::Limits::build(
-                &config.limits,
-                crate::limits::Context {
-                    trusted_proxies: config.server.trusted_proxies.clone(),
-                    vault: vault.clone(),
-                    audit: Arc::clone(&audit),
-                    clock: Arc::clone(&clock),
-                },
-            )?),
+            limits,
             upstream: Arc::new(upstream),
             metadata,
             auth_server,

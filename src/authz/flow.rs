@@ -118,10 +118,23 @@ fn valid_challenge(challenge: &str) -> bool {
 pub async fn authorize(
     State(server): State<Arc<AuthServer>>,
     Extension(ctx): Extension<RequestContext>,
+    peer: super::Peer,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let step = Step::new("oauth/authorize");
+    let ip = server.client_ip(peer.map(|p| p.0.0), &headers);
+    if let Err(wait) = super::Pace::take(&server.pace.sign_ins, ip) {
+        let mut page = server.page(
+            &ctx,
+            step,
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sign_ins",
+            "Too many sign-ins from this address; try again shortly.",
+        );
+        super::retry_after(&mut page, wait);
+        return page;
+    }
     let Ok(query) = serde_urlencoded::from_str::<AuthorizeQuery>(raw.as_deref().unwrap_or_default()) else {
         return server.page(
             &ctx,

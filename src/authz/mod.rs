@@ -70,6 +70,8 @@ pub struct AuthServer {
     id_jag: Option<idjag::IdJag>,
     /// Fetches client ID metadata documents.
     documents: reqwest::Client,
+    pace: Pace,
+    limits: Arc<crate::limits::Limits>,
     clock: SharedClock,
 }
 
@@ -94,6 +96,8 @@ pub struct Parts {
     pub upstream_config: crate::upstream::config::UpstreamConfig,
     /// Where relative paths in the config start.
     pub base_dir: std::path::PathBuf,
+    /// Which address a request comes from (`server.trusted_proxies`).
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl AuthServer {
@@ -154,6 +158,8 @@ impl AuthServer {
             keys,
             id_jag,
             documents,
+            pace: Pace::default(),
+            limits: parts.limits,
             clock: parts.clock,
         })
     }
@@ -260,6 +266,52 @@ impl AuthServer {
     }
 }
 
+/// Bounds, per client address, on what a caller who has not signed in can make Warden store:
+/// registrations (a row each, kept) and sign-ins started (a row each, for an hour).
+struct Pace {
+    registrations: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    sign_ins: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+}
+
+/// Above this many tracked addresses, those whose allowance has fully come back are dropped.
+const PACE_TRACKED: usize = 4096;
+
+impl Default for Pace {
+    fn default() -> Self {
+        let quota = |burst: u32, every: Duration| {
+            let burst = std::num::NonZeroU32::new(burst).unwrap_or(std::num::NonZeroU32::MIN);
+            governor::Quota::with_period(every).map_or_else(|| governor::Quota::per_minute(burst), |q| q.allow_burst(burst))
+        };
+        Self {
+            // 10 at once, then one every 6 s (600 an hour).
+            registrations: governor::RateLimiter::keyed(quota(10, Duration::from_secs(6))),
+            // 30 at once, then one a second.
+            sign_ins: governor::RateLimiter::keyed(quota(30, Duration::from_secs(1))),
+        }
+    }
+}
+
+impl Pace {
+    /// Takes one from `ip`'s allowance; how long to wait when there is none.
+    fn take(limiter: &governor::DefaultKeyedRateLimiter<std::net::IpAddr>, ip: std::net::IpAddr) -> Result<(), Duration> {
+        use governor::clock::Clock;
+        if limiter.len() > PACE_TRACKED {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&ip).map_err(|not_until| not_until.wait_time_from(governor::clock::DefaultClock::default().now()))
+    }
+}
+
+impl AuthServer {
+    /// The client address of a request (behind `server.trusted_proxies`, the forwarded one).
+    fn client_ip(&self, socket: Option<std::net::SocketAddr>, headers: &http::HeaderMap) -> std::net::IpAddr {
+        self.limits.client_ip(socket.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |s| s.ip()), headers)
+    }
+}
+
+/// The connection's address, when the server recorded it.
+type Peer = Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
+
 /// Which step an audit event is about, and who it concerns so far.
 #[derive(Debug, Clone, Copy)]
 struct Step<'a> {
@@ -290,6 +342,11 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     let mut response = (status, axum::Json(json!({"error": error, "error_description": description}))).into_response();
     no_store(&mut response);
     response
+}
+
+/// `Retry-After`, in whole seconds (at least one).
+fn retry_after(response: &mut Response, wait: Duration) {
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
 }
 
 fn no_store(response: &mut Response) {

@@ -282,7 +282,13 @@ impl AuthServer {
 }
 
 /// `POST /oauth/register`.
-pub async fn register(State(server): State<Arc<AuthServer>>, Extension(ctx): Extension<RequestContext>, body: Bytes) -> Response {
+pub async fn register(
+    State(server): State<Arc<AuthServer>>,
+    Extension(ctx): Extension<RequestContext>,
+    peer: super::Peer,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let step = Step::new("oauth/register");
     let refuse = |refusal: Refusal| {
         server.audit(&ctx, &step, Verdict { decision: "deny", reason: refusal.reason, status: refusal.status.as_u16() }, None);
@@ -290,6 +296,17 @@ pub async fn register(State(server): State<Arc<AuthServer>>, Extension(ctx): Ext
     };
     if !server.registration.dynamic {
         return refuse(Refusal::new(StatusCode::FORBIDDEN, "access_denied", "registration_disabled", "dynamic client registration is off"));
+    }
+    let ip = server.client_ip(peer.map(|p| p.0.0), &headers);
+    if let Err(wait) = super::Pace::take(&server.pace.registrations, ip) {
+        let mut response = refuse(Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            "too_many_registrations",
+            "too many registrations from this address; try again later",
+        ));
+        super::retry_after(&mut response, wait);
+        return response;
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return refuse(Refusal::bad("invalid_client_metadata", "metadata_invalid", "the body must be JSON"));

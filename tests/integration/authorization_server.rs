@@ -830,3 +830,29 @@ async fn a_rotated_signing_key_is_accepted_at_once_and_the_previous_one_keeps_ve
     let (status, _) = e.call(&stranger, "list_events").await;
     assert_eq!(status, 401);
 }
+
+/// What a caller who has not signed in can make Warden store is bounded per address:
+/// registrations (10 at once, then one every 6 s) and sign-ins started (30, then one a second).
+#[tokio::test]
+async fn registrations_and_sign_ins_are_paced_per_address() {
+    let e = enterprise("", None).await;
+    for _ in 0..10 {
+        let (status, body) = e.register(json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"})).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let r = e.http.post(format!("{}/oauth/register", e.at)).json(&json!({"redirect_uris": [REDIRECT]})).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "temporarily_unavailable");
+    e.audited("oauth/register", "too_many_registrations").await;
+    let (_, challenge) = pkce();
+    let (status, body) = e.register(json!({})).await;
+    assert_eq!((status, body["error"].as_str()), (429, Some("temporarily_unavailable")));
+    let authorize = e.authorize_url("any-client", &challenge, "calendar:read");
+    let mut last = 0;
+    for _ in 0..31 {
+        last = e.http.get(&authorize).send().await.unwrap().status().as_u16();
+    }
+    assert_eq!(last, 429, "the 31st sign-in in a row");
+    e.audited("oauth/authorize", "too_many_sign_ins").await;
+}
