@@ -149,3 +149,11 @@ fn the_config_needs_a_vault_a_public_url_and_sane_lifetimes() {
     assert!(pattern.unwrap_err().contains("registration.redirect_uris[0]"));
     assert_eq!(build(public, &vault), Ok(()), "no identity.issuers needed beside it");
 }
+
+#[test]
+fn google_id_tokens_may_name_the_issuer_without_its_scheme_and_no_one_else_may() {
+    use super::upstream::accepted_issuers;
+    assert_eq!(accepted_issuers(Preset::Google, "https://accounts.google.com"), ["https://accounts.google.com", "accounts.google.com"]);
+    assert_eq!(accepted_issuers(Preset::Generic, "https://accounts.google.com"), ["https://accounts.google.com"]);
+    assert_eq!(accepted_issuers(Preset::Google, "https://idp.example"), ["https://idp.example"]);
+}

@@ -213,7 +213,7 @@ impl UpstreamIdp {
         }
         let key = self.jwks.key(header.kid.as_deref(), header.alg).await.map_err(|_| UpstreamError::IdToken("key_unknown"))?;
         let mut validation = Validation::new(header.alg);
-        validation.set_issuer(&[self.issuer.as_str()]);
+        validation.set_issuer(&accepted_issuers(self.preset, &self.issuer));
         validation.set_audience(&[self.client_id.as_str()]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_exp = false;
@@ -276,6 +276,15 @@ impl UpstreamIdp {
             claims,
         );
         Ok(Identity { subject, idp: self.issuer.clone(), roles: principal.roles, tenant: principal.tenant, username, email })
+    }
+}
+
+/// The `iss` values an ID token of this IdP may carry: the configured issuer, and for Google
+/// also `accounts.google.com` without the scheme, which Google documents its ID tokens may carry.
+pub(super) fn accepted_issuers(preset: Preset, issuer: &str) -> Vec<&str> {
+    match (preset, issuer) {
+        (Preset::Google, "https://accounts.google.com") => vec![issuer, "accounts.google.com"],
+        _ => vec![issuer],
     }
 }
 
