@@ -297,3 +297,115 @@ servers:
     assert!(tools.contains(&"echo".to_owned()) && !tools.contains(&"notes_me".to_owned()), "{tools:?}");
     shutdown.cancel();
 }
+
+/// Signing in through Warden's own authorization server in Chromium (tests/browser/sign_in.py):
+/// the development server as the company IdP shows its page, the person picks Alice, Warden's
+/// consent page (plain HTML, no script) names the client, the scopes and the person, and Allow
+/// takes the browser to the client's redirect URI with a code that redeems for a token Warden
+/// accepts; Deny takes it there with `access_denied`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, chromium-driver and Selenium: run scripts/test"]
+async fn signing_in_through_warden_in_chromium() {
+    let python = std::env::var("WARDEN_BROWSER_PYTHON").expect("WARDEN_BROWSER_PYTHON must name a python with selenium: run scripts/test");
+    warden::install_crypto();
+    let (idp_listener, idp_url) = common::listen().await;
+    let (gw_listener, gw_url) = common::listen().await;
+    let users = warden::devidp::UsersFile::parse(
+        "users:\n  - {id: alice, name: Alice (analyst), roles: [analyst], scopes: []}\n  - {id: bob, name: Bob, scopes: []}\n",
+    )
+    .unwrap();
+    let idp = warden::devidp::DevIdp::new(warden::devidp::DevIdpConfig {
+        issuer: idp_url.clone(),
+        users: users.users,
+        auto_approve: None,
+        access_token_ttl: std::time::Duration::from_secs(600),
+        client_metadata_ca: None,
+    })
+    .unwrap();
+    idp.register_client("warden-sign-in", "sign-in-secret", vec![format!("{gw_url}/oauth/callback")]);
+    common::serve(idp_listener, warden::devidp::router(idp));
+    let upstream = common::Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "server:\n  listen: {listen}\n  public_url: {gw_url}\nauthorization_server:\n  upstream: {{issuer: \"{idp_url}\", client_id: warden-sign-in, client_secret: sign-in-secret}}\nvault:\n  database: \"sqlite://{db}\"\n  keys: \"k1:{key}\"\nupstream:\n  allow_cidrs: [127.0.0.1/32]\naudit:\n  output: off\ntools:\n  - {{name: echo, description: Echo., scopes: [\"calendar:read\"], http: {{url: \"{up}/echo\"}}}}\n  - {{name: write, description: Write., scopes: [\"calendar:write\"], http: {{url: \"{up}/write\"}}}}\n",
+        listen = gw_listener.local_addr().unwrap(),
+        db = dir.path().join("vault.db").display(),
+        key = warden::credentials::envelope::KeyRing::generate_key().expose(),
+        up = upstream.url,
+    );
+    let config = warden::config::parse(&yaml, &std::collections::HashMap::<String, String>::new()).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(warden::run(warden::Gateway::build(&config).unwrap(), gw_listener, shutdown.clone().cancelled_owned()));
+    // The client: its redirect URI is a page of its own on loopback.
+    let redirect = serve_page("127.0.0.1", "<!doctype html><title>client</title><p>signed in</p>".into()).await + "callback";
+    let http = reqwest::Client::new();
+    let registered: Value = http
+        .post(format!("{gw_url}/oauth/register"))
+        .json(&serde_json::json!({"client_name": "Browser <Client>", "redirect_uris": [redirect], "token_endpoint_auth_method": "none"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client = registered["client_id"].as_str().unwrap().to_owned();
+    let verifier = "chromium-verifier-0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut authorize = url::Url::parse(&format!("{gw_url}/oauth/authorize")).unwrap();
+    authorize
+        .query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client)
+        .append_pair("redirect_uri", &redirect)
+        .append_pair("code_challenge", &warden::credentials::vault::pkce_challenge(verifier))
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("scope", "calendar:read")
+        .append_pair("state", "s-1")
+        .append_pair("resource", &format!("{gw_url}/mcp"));
+    let shots = std::env::var("WARDEN_SCREENSHOTS").map(std::path::PathBuf::from).unwrap_or_else(|_| dir.path().to_owned());
+    let report = sign_in_page(&python, authorize.as_str(), &redirect, "allow", &shots).await;
+    let text = report["consent_text"].as_str().unwrap();
+    assert!(text.contains("Browser <Client>") && text.contains("alice") && text.contains("calendar:read"), "{report}");
+    let ended = url::Url::parse(report["ended_at"].as_str().unwrap()).unwrap();
+    let param = |name: &str| ended.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    assert_eq!((param("state").as_deref(), param("iss").as_deref()), (Some("s-1"), Some(gw_url.as_str())), "{report}");
+    let code = param("code").unwrap_or_else(|| panic!("no code: {report}"));
+    let tokens: Value = http
+        .post(format!("{gw_url}/oauth/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", verifier),
+            ("client_id", &client),
+            ("redirect_uri", &redirect),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = tokens["access_token"].as_str().unwrap_or_else(|| panic!("{tokens}"));
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {}}});
+    let (status, _, answer) = common::mcp_post(&http, &format!("{gw_url}/mcp"), token, &call).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(upstream.last().headers["x-user-id"], "alice");
+
+    // The consent is remembered for this person, client and scope; a wider scope asks again:
+    // deny it.
+    let wider = authorize.as_str().replace("scope=calendar%3Aread", "scope=calendar%3Aread+calendar%3Awrite");
+    let denied = sign_in_page(&python, &wider, &redirect, "deny", &shots).await;
+    assert!(denied["ended_at"].as_str().unwrap().contains("error=access_denied"), "{denied}");
+    shutdown.cancel();
+}
+
+/// Runs tests/browser/sign_in.py: Chromium from `authorize` through the IdP's page and Warden's
+/// consent (answered with `decision`) to `redirect`; its report.
+async fn sign_in_page(python: &str, authorize: &str, redirect: &str, decision: &str, shots: &std::path::Path) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/sign_in.py");
+    let mut command = Command::new(python);
+    command.arg(script).env("AUTHORIZE", authorize).env("REDIRECT", redirect).env("DECISION", decision).env("SCREENSHOTS", shots);
+    let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "sign_in.py failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
+}
