@@ -324,6 +324,8 @@ fn example_env() -> HashMap<String, String> {
         ("WARDEN_CONSOLE_CLIENT_SECRET".into(), "example-secret".into()),
         ("CRM_API_KEY".into(), "example-key".into()),
         ("ENTRA_TENANT_ID".into(), "00000000-0000-0000-0000-000000000000".into()),
+        ("ENTRA_CLIENT_ID".into(), "11111111-1111-1111-1111-111111111111".into()),
+        ("WARDEN_IDP_SECRET".into(), "example-secret".into()),
         ("CRM_API_TOKEN".into(), "example-token".into()),
         ("WARDEN_VAULT_KEYS".into(), "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into()),
         ("WARDEN_VAULT_DATABASE".into(), "postgres://warden@db.internal/warden".into()),
