@@ -225,6 +225,20 @@ proptest! {
             let _ = condition.eval(&activation);
         }
     }
+
+    /// Redirect URI patterns (`authorization_server.registration.redirect_uris`): any pattern
+    /// against any URI answers without a panic, a pattern without `*` matches itself only, and
+    /// `prefix*` matches what starts with the prefix.
+    #[test]
+    fn redirect_patterns_match_what_they_say(pattern in "[a-z:/.*é]{0,16}", text in "[a-z:/.é]{0,24}") {
+        let matched = crate::authz::registration::matches(&pattern, &text);
+        if !pattern.contains('*') {
+            prop_assert_eq!(matched, pattern == text);
+        }
+        prop_assert!(crate::authz::registration::matches("*", &text));
+        let prefix: String = pattern.chars().filter(|c| *c != '*').collect();
+        prop_assert_eq!(crate::authz::registration::matches(&format!("{prefix}*"), &text), text.starts_with(&prefix));
+    }
 }
 
 const ISSUER: &str = "https://issuer.fuzz.example";

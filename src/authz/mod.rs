@@ -18,7 +18,7 @@
 pub mod config;
 mod flow;
 mod idjag;
-mod registration;
+pub(crate) mod registration;
 #[cfg(test)]
 mod tests;
 mod token;

@@ -115,7 +115,7 @@ pub fn check_pattern(pattern: &str) -> Result<(), String> {
 }
 
 /// Whether `text` matches `pattern`, where `*` stands for any run of characters.
-fn matches(pattern: &str, text: &str) -> bool {
+pub(crate) fn matches(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
     let (first, last) = (parts[0], parts[parts.len() - 1]);
     if parts.len() == 1 {
