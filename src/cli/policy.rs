@@ -64,6 +64,12 @@ pub fn explain(config: &std::path::Path, token: &str, tool: &str, args: Option<&
             println!("decision: step-up, needs {} (by {})", needed.join(" "), decision.rule)
         }
         Err(crate::policy::Denial::Forbidden { reason }) => println!("decision: deny: {reason} (by {})", decision.rule),
+        Err(crate::policy::Denial::ApprovalRequired { approval, reason }) => println!(
+            "decision: approve: {reason}; approval by {}, within {} (by {})",
+            approval.approvers(),
+            humantime::format_duration(approval.expires_in),
+            decision.rule
+        ),
     }
     ExitCode::SUCCESS
 }

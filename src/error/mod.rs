@@ -222,7 +222,7 @@ impl GatewayError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => StatusCode::FORBIDDEN,
             // A policy refusal of a well-formed call is a JSON-RPC error, like any other.
-            Self::Forbidden { denial: Denial::Forbidden { .. }, .. } => StatusCode::OK,
+            Self::Forbidden { denial: Denial::Forbidden { .. } | Denial::ApprovalRequired { .. }, .. } => StatusCode::OK,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BodyUnreadable | Self::Parse | Self::InvalidRequest(_) | Self::InvalidParams(_) | Self::UnsupportedProtocolVersion => {
@@ -260,6 +260,7 @@ impl GatewayError {
             Self::Unauthorized(e) => e.code(),
             Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => "insufficient_scope",
             Self::Forbidden { denial: Denial::Forbidden { .. }, .. } => "policy_denied",
+            Self::Forbidden { denial: Denial::ApprovalRequired { .. }, .. } => "approval_required",
             Self::BodyTooLarge => "body_too_large",
             Self::BodyUnreadable => "body_unreadable",
             Self::BodyTimeout => "body_timeout",
@@ -342,6 +343,18 @@ impl GatewayError {
                         "code": rpc::INSUFFICIENT_SCOPE,
                         "message": format!("insufficient scope: this call needs {}; sign in again granting it", missing.join(" ")),
                         "data": {"code": "insufficient_scope", "missing": missing, "required": needed, "scope": challenge.join(" ")},
+                    },
+                }),
+            ),
+            Self::Forbidden { denial: Denial::ApprovalRequired { approval, reason }, rule, .. } => (
+                None,
+                json!({
+                    "jsonrpc": "2.0",
+                    "id": jsonrpc_id.clone().unwrap_or(Value::Null),
+                    "error": {
+                        "code": rpc::POLICY_DENIED,
+                        "message": format!("this call needs approval by {}: {reason}", approval.approvers()),
+                        "data": {"code": "approval_required", "rule": rule, "reason": reason, "approvers": approval.approvers()},
                     },
                 }),
             ),
@@ -481,6 +494,7 @@ impl GatewayError {
             Self::Forbidden { denial, rule, tool } => {
                 let explanation = match denial {
                     Denial::Forbidden { reason } => reason.clone(),
+                    Denial::ApprovalRequired { approval, reason } => format!("needs approval by {}: {reason}", approval.approvers()),
                     Denial::InsufficientScope { missing, .. } => format!("missing scopes: {}", missing.join(" ")),
                 };
                 AuditDetails {

@@ -112,6 +112,7 @@ impl ProxyError {
             Self::PathNotAllowed => "path_not_allowed",
             Self::Forbidden { denial: Denial::InsufficientScope { .. }, .. } => "insufficient_scope",
             Self::Forbidden { denial: Denial::Forbidden { .. }, .. } => "policy_denied",
+            Self::Forbidden { denial: Denial::ApprovalRequired { .. }, .. } => "approval_required",
             Self::RateLimited { .. } => "rate_limited",
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::LimitsUndecided { reason, .. } => reason,
@@ -155,6 +156,10 @@ impl ProxyError {
                 format!("the access token lacks scopes this route needs: {}", needed.join(" "))
             }
             Self::Forbidden { denial: Denial::Forbidden { reason }, .. } => format!("forbidden by policy: {reason}"),
+            // A proxied request cannot wait for a person: approvals are for MCP tool calls.
+            Self::Forbidden { denial: Denial::ApprovalRequired { approval, reason }, .. } => {
+                format!("forbidden: {reason}; approval by {} is given to MCP tool calls only", approval.approvers())
+            }
             Self::QuotaExceeded { resets_at, .. } => format!("quota exhausted until {resets_at}"),
             Self::LimitsUndecided { .. } => "the request's limits could not be checked; try again later".into(),
             Self::ConnectionRequired { .. } => "connect your account first, at connect_url".into(),

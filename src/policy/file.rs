@@ -34,9 +34,27 @@ struct RuleConfig {
     /// A CEL condition over `principal`, `tool`, `args` and `request`.
     #[serde(default)]
     when: Option<String>,
-    /// Short text given to the caller when this rule denies.
+    /// Short text given to the caller when this rule denies (or asks approval).
     #[serde(default)]
     reason: Option<String>,
+    /// `approve` rules: who may approve.
+    #[serde(default)]
+    approvers: Option<ApproversConfig>,
+    /// `approve` rules: how long a request may wait. Default 15m; 1m to 7 days.
+    #[serde(default, with = "humantime_serde")]
+    expires_in: Option<std::time::Duration>,
+    /// `approve` rules: whether a caller may approve their own request. Default false.
+    #[serde(default)]
+    self_approval: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproversConfig {
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    subjects: Vec<String>,
 }
 
 /// A policy file problem: which file, which rule, what.
@@ -103,6 +121,27 @@ pub fn compile(name: &str, text: &str) -> Result<Vec<Rule>, PolicyError> {
             return Err(err(at, format!("scopes: {bad:?} is not a valid scope token")));
         }
         let when = r.when.as_deref().map(Condition::compile).transpose().map_err(|m| err(at.clone(), format!("when: {m}")))?;
+        let approval = match (r.effect, r.approvers) {
+            (Effect::Approve, Some(a)) if !a.roles.is_empty() || !a.subjects.is_empty() => {
+                let expires_in = r.expires_in.unwrap_or(std::time::Duration::from_secs(900));
+                if expires_in < std::time::Duration::from_secs(60) || expires_in > std::time::Duration::from_secs(7 * 24 * 3600) {
+                    return Err(err(at, "expires_in: between 1m and 7d".into()));
+                }
+                Some(std::sync::Arc::new(super::Approval {
+                    rule: id.clone(),
+                    roles: a.roles,
+                    subjects: a.subjects,
+                    expires_in,
+                    self_approval: r.self_approval,
+                }))
+            }
+            (Effect::Approve, _) => return Err(err(at, "approvers: an approve rule names roles or subjects who may approve".into())),
+            (_, Some(_)) => return Err(err(at, "approvers: only approve rules have approvers".into())),
+            (_, None) if r.expires_in.is_some() || r.self_approval => {
+                return Err(err(at, "expires_in and self_approval belong to approve rules".into()));
+            }
+            (_, None) => None,
+        };
         rules.push(Rule {
             id,
             description: r.description,
@@ -112,6 +151,7 @@ pub fn compile(name: &str, text: &str) -> Result<Vec<Rule>, PolicyError> {
             roles: r.roles,
             when,
             reason: r.reason,
+            approval,
         });
     }
     Ok(rules)

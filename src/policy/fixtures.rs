@@ -103,6 +103,8 @@ enum Expect {
     Allow,
     Deny,
     StepUp,
+    /// Allowed once a person approves.
+    Approve,
 }
 
 /// The outcome of one case.
@@ -164,6 +166,7 @@ fn run_case(file: &str, policy: &Policy, tools: &[FixtureTool], case: &Case) -> 
         Ok(()) => (Expect::Allow, None),
         Err(Denial::InsufficientScope { needed, .. }) => (Expect::StepUp, Some(needed.clone())),
         Err(Denial::Forbidden { .. }) => (Expect::Deny, None),
+        Err(Denial::ApprovalRequired { .. }) => (Expect::Approve, None),
     };
     let mut problems = Vec::new();
     if got != case.expect {

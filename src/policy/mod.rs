@@ -74,6 +74,49 @@ impl Default for RequestFacts {
 pub enum Effect {
     Allow,
     Deny,
+    /// An otherwise allowed call waits for a person's approval (docs/approvals.md).
+    Approve,
+}
+
+/// Who may approve what an `approve` rule holds back, and for how long a request waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    /// The rule that asks (`<policy>/<rule>`).
+    pub rule: String,
+    /// An approver holds one of these roles, or is one of these subjects.
+    pub roles: Vec<String>,
+    pub subjects: Vec<String>,
+    /// How long a request may wait for a decision.
+    pub expires_in: std::time::Duration,
+    /// Whether the caller may approve their own request.
+    pub self_approval: bool,
+}
+
+impl Approval {
+    /// Whether `principal` may decide a request this rule made for `requester` (issuer, subject).
+    pub fn may_decide(&self, principal: &Principal, requester: (&str, &str)) -> Result<(), &'static str> {
+        let named = self.subjects.iter().any(|s| s == principal.subject.as_str());
+        let holds_role = self.roles.iter().any(|r| principal.roles.contains(r));
+        if !named && !holds_role {
+            return Err("not_an_approver");
+        }
+        if !self.self_approval && principal.issuer == requester.0 && principal.subject.as_str() == requester.1 {
+            return Err("self_approval");
+        }
+        Ok(())
+    }
+
+    /// Who may approve, in words (`roles finance-manager; alice`).
+    pub fn approvers(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.roles.is_empty() {
+            parts.push(format!("role {}", self.roles.join(" or ")));
+        }
+        if !self.subjects.is_empty() {
+            parts.push(self.subjects.join(", "));
+        }
+        parts.join("; ")
+    }
 }
 
 /// How a rule names its tools.
@@ -160,6 +203,8 @@ pub struct Rule {
     pub roles: Vec<String>,
     pub when: Option<Condition>,
     pub reason: Option<String>,
+    /// For `approve` rules: who approves, and how long a request waits.
+    pub approval: Option<Arc<Approval>>,
 }
 
 /// All rules from all policy files. `enabled` is false when no policy files are configured:
@@ -168,13 +213,18 @@ pub struct Rule {
 pub struct PolicySet {
     pub enabled: bool,
     pub rules: Vec<Rule>,
+    /// SHA-256 (hex) of every source, by name: an approval is bound to the policy it was asked
+    /// under, so a changed policy never runs a call approved under another.
+    pub version: String,
 }
 
 impl PolicySet {
     /// Compiles named sources (`(policy name, YAML text)`); the first error fails the set.
     pub fn from_sources<'a>(sources: impl IntoIterator<Item = (String, &'a str)>) -> Result<Self, PolicyError> {
         let mut set = Self { enabled: true, ..Self::default() };
+        let mut digest = String::new();
         for (name, text) in sources {
+            digest.push_str(&format!("{name}\n{}\n", crate::sha256_hex(text)));
             let rules = compile(&name, text)?;
             if let Some(dup) = rules.iter().find(|r| set.rules.iter().any(|o| o.id == r.id)) {
                 return Err(PolicyError {
@@ -185,6 +235,7 @@ impl PolicySet {
             }
             set.rules.extend(rules);
         }
+        set.version = crate::sha256_hex(&digest);
         Ok(set)
     }
 
@@ -245,6 +296,8 @@ pub enum Denial {
     InsufficientScope { needed: Vec<String>, missing: Vec<String>, challenge: Vec<String> },
     /// A deny rule applied, or no allow rule did.
     Forbidden { reason: String },
+    /// Allowed once a person approves this exact call (an `approve` rule applied).
+    ApprovalRequired { approval: Arc<Approval>, reason: String },
 }
 
 /// The scopes a step-up challenge names: those the token holds and those the call needs,
@@ -362,6 +415,30 @@ impl Policy {
             match condition(rule) {
                 Ok(true) if missing.is_empty() => {
                     note(format!("{} (allow): applies → allow", rule.id));
+                    // Allowed: unless an approve rule holds this call back for a person's yes.
+                    if args.is_some() {
+                        for held in rules().filter(|r| r.effect == Effect::Approve) {
+                            if let Err(why) = gates(held, principal) {
+                                note(format!("{} (approve): not applicable, {why}", held.id));
+                                continue;
+                            }
+                            let applies = match condition(held) {
+                                Ok(applies) => applies,
+                                Err(e) => {
+                                    note(format!("{} (approve): condition error ({e}) → approval (fail closed)", held.id));
+                                    true
+                                }
+                            };
+                            if !applies {
+                                note(format!("{} (approve): condition false", held.id));
+                                continue;
+                            }
+                            let Some(approval) = held.approval.clone() else { continue };
+                            note(format!("{} (approve): applies → approval by {}", held.id, approval.approvers()));
+                            let reason = held.reason.clone().unwrap_or_else(|| "this call needs approval".into());
+                            return Decision { outcome: Err(Denial::ApprovalRequired { approval, reason }), rule: held.id.clone() };
+                        }
+                    }
                     return Decision { outcome: Ok(()), rule: rule.id.clone() };
                 }
                 Ok(true) => {

@@ -400,3 +400,81 @@ fn comparisons_of_different_kinds_fail_closed() {
         assert!(d.outcome.is_err(), "allow {when} with {args}: {d:?}");
     }
 }
+
+const APPROVALS: &str = r#"
+rules:
+  - {id: pay, effect: allow, tools: [transfer_funds], roles: [clerk]}
+  - id: large-transfers
+    effect: approve
+    tools: [transfer_funds]
+    when: args.amount > 1000
+    approvers: {roles: [finance-manager], subjects: [cfo]}
+    expires_in: 30m
+    reason: transfers over 1,000 need a manager's approval
+  - {id: frozen, effect: deny, tools: [transfer_funds], when: "args.to == 'frozen'", reason: account frozen}
+"#;
+
+#[test]
+fn an_approve_rule_holds_back_an_otherwise_allowed_call_and_deny_still_overrides() {
+    let t = tool("transfer_funds", &[], &[]);
+    let p = policy(APPROVALS, &[&t]);
+    let clerk = principal("bob", &["clerk"], &[], None);
+    assert!(call(&p, &clerk, &t, json!({"amount": 10, "to": "acme"})).outcome.is_ok(), "under the threshold: allowed");
+    let held = call(&p, &clerk, &t, json!({"amount": 5000, "to": "acme"}));
+    assert_eq!(held.rule, "p/large-transfers");
+    let Err(Denial::ApprovalRequired { approval, reason }) = held.outcome else { panic!("{held:?}") };
+    assert_eq!((approval.roles.as_slice(), approval.subjects.as_slice()), (&["finance-manager".to_owned()][..], &["cfo".to_owned()][..]));
+    assert_eq!((approval.expires_in.as_secs(), reason.as_str()), (1800, "transfers over 1,000 need a manager's approval"));
+    // A deny overrides; a caller no allow rule lets in is refused, not asked to wait.
+    assert!(matches!(call(&p, &clerk, &t, json!({"amount": 5000, "to": "frozen"})).outcome, Err(Denial::Forbidden { .. })));
+    let stranger = principal("eve", &[], &[], None);
+    assert!(matches!(call(&p, &stranger, &t, json!({"amount": 5000, "to": "acme"})).outcome, Err(Denial::Forbidden { .. })));
+    // At list time the tool is shown: some calls need no approval, the others can be approved.
+    assert!(p.visible(&clerk, &t.facts(), &RequestFacts::default()));
+    // A condition that cannot be evaluated holds the call back (fail closed).
+    assert!(matches!(call(&p, &clerk, &t, json!({"amount": "lots", "to": "acme"})).outcome, Err(Denial::ApprovalRequired { .. })));
+}
+
+#[test]
+fn who_may_decide_an_approval_and_self_approval() {
+    let t = tool("transfer_funds", &[], &[]);
+    let p = policy(APPROVALS, &[&t]);
+    let Err(Denial::ApprovalRequired { approval, .. }) =
+        call(&p, &principal("bob", &["clerk"], &[], None), &t, json!({"amount": 5000, "to": "acme"})).outcome
+    else {
+        panic!("not held back")
+    };
+    let requester = ("https://issuer.test", "bob");
+    assert_eq!(approval.may_decide(&principal("mary", &["finance-manager"], &[], None), requester), Ok(()));
+    assert_eq!(approval.may_decide(&principal("cfo", &[], &[], None), requester), Ok(()));
+    assert_eq!(approval.may_decide(&principal("joe", &["clerk"], &[], None), requester), Err("not_an_approver"));
+    assert_eq!(approval.may_decide(&principal("bob", &["finance-manager", "clerk"], &[], None), requester), Err("self_approval"));
+    let allowed = APPROVALS.replace("expires_in: 30m", "expires_in: 30m\n    self_approval: true");
+    let p = policy(&allowed, &[&t]);
+    let Err(Denial::ApprovalRequired { approval, .. }) =
+        call(&p, &principal("bob", &["clerk"], &[], None), &t, json!({"amount": 5000, "to": "acme"})).outcome
+    else {
+        panic!("not held back")
+    };
+    assert_eq!(approval.may_decide(&principal("bob", &["finance-manager"], &[], None), requester), Ok(()));
+}
+
+#[test]
+fn approve_rules_name_their_approvers_and_only_they_have_them() {
+    for (yaml, says) in [
+        ("rules:\n  - {id: a, effect: approve, tools: [t]}\n", "approvers"),
+        ("rules:\n  - {id: a, effect: approve, tools: [t], approvers: {roles: []}}\n", "approvers"),
+        ("rules:\n  - {id: a, effect: allow, tools: [t], approvers: {roles: [x]}}\n", "only approve rules"),
+        ("rules:\n  - {id: a, effect: deny, tools: [t], expires_in: 5m}\n", "belong to approve rules"),
+        ("rules:\n  - {id: a, effect: approve, tools: [t], approvers: {roles: [x]}, expires_in: 10s}\n", "between 1m and 7d"),
+    ] {
+        let e = PolicySet::from_sources([("p".to_owned(), yaml)]).expect_err(yaml);
+        assert!(e.to_string().contains(says), "{yaml}: {e}");
+    }
+    // The version names the sources: any change makes another.
+    let one = PolicySet::from_sources([("p".to_owned(), APPROVALS)]).unwrap_or_else(|e| panic!("{e}"));
+    let same = PolicySet::from_sources([("p".to_owned(), APPROVALS)]).unwrap_or_else(|e| panic!("{e}"));
+    let other = PolicySet::from_sources([("p".to_owned(), &*APPROVALS.replace("1000", "2000"))]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(one.version, same.version);
+    assert_ne!(one.version, other.version);
+}
