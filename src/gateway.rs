@@ -43,6 +43,8 @@ pub struct Gateway {
     pub metadata: Arc<ResourceMetadata>,
     /// Warden's own authorization server, when configured.
     pub auth_server: Option<Arc<crate::authz::AuthServer>>,
+    /// Calls `approve` policy rules hold back (with the vault).
+    pub approvals: Option<Arc<crate::approvals::Approvals>>,
     pub audit: Arc<AuditSink>,
     /// Upstream credentials, by name.
     pub credentials: Arc<crate::credentials::Credentials>,
@@ -249,8 +251,20 @@ impl Gateway {
             .iter()
             .filter_map(|h| http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok())
             .collect();
+        let authenticator = Arc::new(authenticator);
+        let approvals = vault.as_ref().map(|vault| {
+            Arc::new(crate::approvals::Approvals::new(
+                Arc::clone(vault),
+                Arc::clone(&audit),
+                config.server.public_base(),
+                admin_token.clone(),
+                config.approvals.admin_token_may_approve,
+                Arc::clone(&authenticator),
+            ))
+        });
         Ok(Self {
-            authenticator: Arc::new(authenticator),
+            authenticator,
+            approvals,
             metrics,
             telemetry: config.telemetry.clone(),
             tools,
@@ -300,6 +314,7 @@ impl Gateway {
             federation: Arc::clone(&self.federation),
             limits: Arc::clone(&self.limits),
             metrics: Arc::clone(&self.metrics),
+            approvals: self.approvals.clone(),
         }
     }
 
@@ -392,6 +407,9 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
             authz: gateway.auth_server.clone(),
         }))
         .merge(gateway.auth_server.clone().map_or_else(Router::new, crate::authz::routes))
+        .merge(gateway.approvals.clone().map_or_else(Router::new, |approvals| {
+            crate::approvals::api::routes(Arc::new(crate::approvals::api::Api { approvals, admin: Arc::clone(&admin) }))
+        }))
         .merge(crate::admin::routes(Arc::clone(&admin)))
         .merge(console)
         // These routes' bodies in bounded time; the gate bounds /mcp's itself, with a 408.

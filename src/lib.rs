@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod apikeys;
+pub mod approvals;
 pub mod audit;
 pub mod authz;
 pub mod body;

@@ -4,6 +4,9 @@
 
 mod common;
 
+#[path = "integration/approvals.rs"]
+mod approvals;
+
 #[path = "integration/authorization_server.rs"]
 mod authorization_server;
 

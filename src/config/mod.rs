@@ -76,6 +76,9 @@ pub struct Config {
     /// Rate limits on tool calls and before authentication.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Who may decide the calls `approve` policy rules hold back.
+    #[serde(default)]
+    pub approvals: crate::approvals::ApprovalsConfig,
     /// Metrics and health endpoints.
     #[serde(default)]
     pub telemetry: crate::telemetry::TelemetryConfig,

@@ -98,6 +98,10 @@ pub enum GatewayError {
     /// is for them alone, sent as a URL-mode elicitation (MCP 2025-11-25).
     #[error("connection required")]
     ConnectionRequired { url: String, message: String },
+    /// A call an `approve` rule holds back waits for a person (docs/approvals.md): `url` is the
+    /// request's status page.
+    #[error("approval pending")]
+    ApprovalPending { url: String, message: String, code: &'static str },
     /// A `resources/read` of a URI no federated server offers to this caller.
     #[error("resource not found")]
     ResourceNotFound(String),
@@ -181,6 +185,7 @@ impl GatewayError {
             | Self::CorsRefused(_)
             | Self::InvalidArguments(_)
             | Self::ConnectionRequired { .. }
+            | Self::ApprovalPending { .. }
             | Self::Unauthorized(_)
             | Self::Forbidden { .. }
             | Self::HttpMethodNotAllowed
@@ -204,7 +209,7 @@ impl GatewayError {
         match self {
             Self::OriginRefused(_) | Self::CorsRefused(_) => StatusCode::FORBIDDEN,
             // Errors inside a served JSON-RPC exchange are JSON-RPC errors on HTTP 200.
-            Self::InvalidArguments(_) | Self::ConnectionRequired { .. } | Self::NoDecision => StatusCode::OK,
+            Self::InvalidArguments(_) | Self::ConnectionRequired { .. } | Self::ApprovalPending { .. } | Self::NoDecision => StatusCode::OK,
             Self::HttpMethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnknownTool(_)
             | Self::ToolWithheld(_)
@@ -244,6 +249,7 @@ impl GatewayError {
             Self::OriginRefused(code) | Self::CorsRefused(code) => code,
             Self::InvalidArguments(_) => "invalid_arguments",
             Self::ConnectionRequired { .. } => "connection_required",
+            Self::ApprovalPending { code, .. } => code,
             Self::NoDecision => "no_decision",
             Self::HttpMethodNotAllowed => "method_not_allowed",
             Self::UnknownTool(_) => "unknown_tool",
@@ -282,7 +288,7 @@ impl GatewayError {
         let (challenge, body) = match &self {
             Self::OriginRefused(code) => (None, json!({"error": code, "error_description": "request origin or host not allowed"})),
             Self::CorsRefused(code) => (None, json!({"error": code, "error_description": "cross-origin request not allowed"})),
-            Self::InvalidArguments(_) | Self::ConnectionRequired { .. } | Self::NoDecision => {
+            Self::InvalidArguments(_) | Self::ConnectionRequired { .. } | Self::ApprovalPending { .. } | Self::NoDecision => {
                 let error = self.clone().into_error_data();
                 (None, json!({"jsonrpc": "2.0", "id": jsonrpc_id.clone().unwrap_or(Value::Null), "error": error}))
             }
@@ -454,7 +460,7 @@ impl GatewayError {
             Self::MethodNotFound | Self::MethodNotFoundOnThisRevision => {
                 ErrorData::new(ErrorCode::METHOD_NOT_FOUND, "method not found", data)
             }
-            Self::ConnectionRequired { url, message } => {
+            Self::ConnectionRequired { url, message } | Self::ApprovalPending { url, message, .. } => {
                 let data = json!({
                     "elicitations": [{
                         "mode": "url",
@@ -526,6 +532,7 @@ impl GatewayError {
                 AuditDetails { tool: Some(tool.name.clone()), server: tool.server.clone(), rule: Some(rule.clone()), explanation: None }
             }
             Self::ConnectionRequired { .. }
+            | Self::ApprovalPending { .. }
             | Self::OriginRefused(_)
             | Self::CorsRefused(_)
             | Self::InvalidArguments(_)
@@ -555,6 +562,12 @@ pub fn invalid_arguments_result(error: &GatewayError) -> rmcp::model::CallToolRe
         other => other.to_string(),
     };
     rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(text)])
+}
+
+/// A held-back call's answer for a client that cannot be sent a link: a tool error the model
+/// reads (who must approve, the request's id, how to retry).
+pub fn approval_result(message: &str) -> rmcp::model::CallToolResult {
+    rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(message.to_owned())])
 }
 
 /// What a refusal adds to its audit event.

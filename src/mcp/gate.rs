@@ -190,10 +190,17 @@ fn decide_call(mcp: &Mcp, principal: &Principal, facts: &RequestFacts, message: 
     };
     // Taken from the message: the arguments live in one place, the decision.
     let arguments = Value::Object(call.arguments.take().unwrap_or_default());
-    let decision = mcp.policy.load().decide(principal, &tool.facts(), Stage::Call(&arguments), facts, None);
+    let policy = mcp.policy.load();
+    let decision = policy.decide(principal, &tool.facts(), Stage::Call(&arguments), facts, None);
     match decision.outcome {
         // Limits are the handler's, once the arguments are known to be valid.
-        Ok(()) => Ok(Some(CallAllowed { tool: Arc::clone(tool), rule: decision.rule, arguments })),
+        Ok(()) => Ok(Some(CallAllowed { tool: Arc::clone(tool), rule: decision.rule, arguments, held: None })),
+        // Held back for a person's yes: the handler asks the approvals, after validation (a
+        // malformed call asks nobody). Without the vault there are none: refused.
+        Err(crate::policy::Denial::ApprovalRequired { approval, reason }) if mcp.approvals.is_some() => {
+            let held = Some((approval, reason, policy.set.version.clone()));
+            Ok(Some(CallAllowed { tool: Arc::clone(tool), rule: decision.rule, arguments, held }))
+        }
         Err(denial) => Err(GatewayError::Forbidden { denial, rule: decision.rule, tool: Arc::clone(tool) }),
     }
 }

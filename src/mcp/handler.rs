@@ -210,7 +210,7 @@ pub fn list_tools(mcp: &Mcp, a: &Admitted) -> ListToolsResult {
 pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mpsc::Sender<Progress>>) -> Result<ToolResponse, ErrorData> {
     let Admitted { principal, ctx, jsonrpc_id, call, once, url_elicitation, facts, .. } = a;
     let refused = |error: &GatewayError| Verdict { decision: error.decision(), reason: error.reason(), status: error.status().as_u16() };
-    let Some(CallAllowed { tool, rule, arguments }) = call else {
+    let Some(CallAllowed { tool, rule, arguments, held }) = call else {
         // The gate decides every call it admits; a call without a decision is never served.
         let error = GatewayError::NoDecision;
         once.emit(&mcp.audit, AuditEvent::request(&ctx, Some(&principal), jsonrpc_id, Some("tools/call".into()), refused(&error)));
@@ -233,6 +233,51 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mps
         once.emit(&mcp.audit, event(refused(&error)));
         return Ok(ToolResponse::Rpc(CallToolResponse::Complete(crate::error::invalid_arguments_result(&error))));
     }
+    // Held back by an `approve` rule: runs only with this caller's approval of exactly this
+    // call, used up here; otherwise the request is recorded (or reported) and nothing runs.
+    let mut approved = None;
+    if let (Some((approval, reason, version)), Some(approvals)) = (&held, &mcp.approvals) {
+        let call = crate::approvals::Call {
+            principal: &principal,
+            tool: &tool.name,
+            server: tool.server.as_deref(),
+            arguments: &arguments,
+            approval,
+            reason,
+            policy_version: version,
+        };
+        match approvals.resolve(&call).await {
+            Ok(crate::approvals::Held::Run { approval }) => approved = Some(approval),
+            Ok(crate::approvals::Held::Wait(pending)) => {
+                let verdict = Verdict { decision: "deny", reason: pending.reason, status: 200 };
+                once.emit(&mcp.audit, AuditEvent { explanation: Some(format!("approval {}", pending.id)), ..event(verdict) });
+                return Ok(match url_elicitation {
+                    super::Elicitation::Text => {
+                        ToolResponse::Rpc(CallToolResponse::Complete(crate::error::approval_result(&pending.message)))
+                    }
+                    super::Elicitation::Error => {
+                        return Err(GatewayError::ApprovalPending { url: pending.url, message: pending.message, code: pending.reason }
+                            .into_error_data());
+                    }
+                    super::Elicitation::InputRequired => {
+                        let ask = crate::tools::ConnectRequired { url: pending.url, message: pending.message };
+                        ToolResponse::Rpc(CallToolResponse::InputRequired(connect_input_required(&ask)))
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "approvals unavailable");
+                let error = GatewayError::LimitsUndecided {
+                    rule: rule.clone(),
+                    reason: "approvals_unavailable",
+                    tool: Box::new(crate::error::LimitedItem::tool(&tool)),
+                };
+                once.emit(&mcp.audit, event(refused(&error)));
+                return Err(error.into_error_data());
+            }
+        }
+    }
+    let event = |verdict| AuditEvent { explanation: approved.as_ref().map(|id| format!("approval {id}")), ..event(verdict) };
     // Within the caller's rate limits and quotas? (After validation: a malformed call spends
     // nothing.)
     let mut limits_note = None;

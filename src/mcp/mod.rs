@@ -67,6 +67,8 @@ pub struct Mcp {
     pub federation: Arc<crate::federation::Federation>,
     pub limits: Arc<crate::limits::Limits>,
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// Calls `approve` rules hold back (with the vault).
+    pub approvals: Option<Arc<crate::approvals::Approvals>>,
 }
 
 /// The key of a call in [`Mcp::in_flight`]: a caller may cancel only their own calls.
@@ -136,4 +138,7 @@ pub struct CallAllowed {
     pub rule: String,
     /// A JSON object.
     pub arguments: serde_json::Value,
+    /// Allowed only once a person approves this exact call: the rule's terms, its reason, and
+    /// the policy version it was decided under.
+    pub held: Option<(Arc<crate::policy::Approval>, String, String)>,
 }

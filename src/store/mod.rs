@@ -7,6 +7,7 @@
 //! logs a token.
 
 pub mod api_keys;
+pub mod approvals;
 pub mod audit;
 pub mod envelope;
 pub mod oauth;
@@ -491,6 +492,13 @@ impl Store {
                         "SELECT kid, private_key FROM signing_keys",
                         "UPDATE signing_keys SET private_key = $1 WHERE kid = $2 AND private_key = $3",
                         signing_aad,
+                    )
+                    .await?;
+                report.reencrypted += self
+                    .reencrypt_sealed(
+                        "SELECT id, arguments FROM approvals",
+                        "UPDATE approvals SET arguments = $1 WHERE id = $2 AND arguments = $3",
+                        approvals::arguments_aad,
                     )
                     .await?;
                 report.reencrypted += self

@@ -1,0 +1,307 @@
+//! The approvers' surface: `GET /admin/v1/approvals` (requests, newest first; `?status=pending`),
+//! `POST /admin/v1/approvals/{id}/approve` and `…/deny` (optional `{"comment": "…"}`), and the
+//! caller's status page `GET /approvals/{id}`.
+//!
+//! Approvers act as themselves: their own bearer token, verified by the identity stage, whose
+//! principal must be one of the request's approvers (and not its requester, unless the rule
+//! allows it); they list only what they may decide. The admin token lists everything, and
+//! decides only with `approvals.admin_token_may_approve` (recorded as `admin`). Each request is
+//! audited once: `approval_granted`, `approval_denied`, or the refusal.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Digest;
+use subtle::ConstantTimeEq;
+
+use super::Approvals;
+use crate::admin::AdminState;
+use crate::audit::{AuditEvent, Verdict};
+use crate::edge::RequestContext;
+use crate::identity::Principal;
+
+/// Who is asking.
+enum Actor {
+    /// The admin token.
+    Admin,
+    Person(Arc<Principal>),
+}
+
+impl Actor {
+    fn name(&self) -> String {
+        match self {
+            Self::Admin => "admin".into(),
+            Self::Person(p) => p.subject.as_str().to_owned(),
+        }
+    }
+}
+
+fn answer(status: StatusCode, body: Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
+    answer(status, json!({"error": code, "message": message}))
+}
+
+/// The API's state: the approvals, and the admin API's (its token and its bound on wrong ones).
+pub struct Api {
+    pub approvals: Arc<Approvals>,
+    pub admin: Arc<AdminState>,
+}
+
+/// The connection's address, when the server recorded it.
+type Peer = Option<Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
+
+impl Api {
+    /// Who presents the request's bearer token: the admin token, or a person whose token the
+    /// identity stage verifies. A wrong token that is not a JWT counts against the address as a
+    /// wrong admin token does at the admin API (so neither is a faster way to guess it).
+    async fn actor(&self, ctx: &RequestContext, action: &str, peer: Peer, headers: &HeaderMap) -> Result<Actor, Response> {
+        let ip = self.admin.client_ip(peer.map(|p| p.0.0), headers);
+        if let Some(blocked) = self.admin.refusal_if_blocked(Some(ctx), action, ip) {
+            return Err(blocked);
+        }
+        let approvals = &self.approvals;
+        let presented = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let Some(presented) = presented else {
+            approvals.audit.emit(approvals.event(
+                ctx,
+                None,
+                action,
+                Verdict { decision: "deny", reason: "token_missing", status: 401 },
+                None,
+            ));
+            return Err(refusal(StatusCode::UNAUTHORIZED, "token_missing", "an approver's bearer token or the admin token is required"));
+        };
+        if let Some(admin) = &approvals.admin_token {
+            let same = sha2::Sha256::digest(presented.as_bytes()).ct_eq(&sha2::Sha256::digest(admin.expose().as_bytes()));
+            if bool::from(same) {
+                return Ok(Actor::Admin);
+            }
+        }
+        match approvals.authenticator.authenticate_header(headers.get(http::header::AUTHORIZATION)).await {
+            Ok(principal) => Ok(Actor::Person(principal)),
+            Err(_) if presented.split('.').count() != 3 && !presented.starts_with(crate::identity::API_KEY_PREFIX) => {
+                Err(self.admin.wrong_token(Some(ctx), action, ip))
+            }
+            Err(e) => {
+                let verdict = Verdict { decision: "deny", reason: e.code(), status: 401 };
+                approvals.audit.emit(approvals.event(ctx, None, action, verdict, None));
+                Err(refusal(StatusCode::UNAUTHORIZED, e.code(), "the bearer token is invalid"))
+            }
+        }
+    }
+}
+
+impl Approvals {
+    fn event(
+        &self,
+        ctx: &RequestContext,
+        actor: Option<&Actor>,
+        method: &str,
+        verdict: Verdict<'_>,
+        explanation: Option<String>,
+    ) -> AuditEvent {
+        let mut event = match actor {
+            Some(Actor::Person(p)) => AuditEvent::request(ctx, Some(p), None, Some(method.to_owned()), verdict),
+            _ => AuditEvent::connect(ctx, method, None, None, verdict),
+        };
+        if let Some(Actor::Admin) = actor {
+            event.subject = Some("admin".into());
+        }
+        event.explanation = explanation;
+        event
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// `GET /admin/v1/approvals`.
+pub async fn list(
+    State(api): State<Arc<Api>>,
+    Extension(ctx): Extension<RequestContext>,
+    peer: Peer,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    const METHOD: &str = "approvals/list";
+    let actor = match api.actor(&ctx, METHOD, peer, &headers).await {
+        Ok(actor) => actor,
+        Err(refused) => return refused,
+    };
+    let approvals = &api.approvals;
+    let listed = async { approvals.vault.store().await?.list_approvals(query.status.as_deref()).await };
+    let all = match listed.await {
+        Ok(all) => all,
+        Err(e) => {
+            tracing::error!(error = %e, "approvals unavailable");
+            approvals.audit.emit(approvals.event(
+                &ctx,
+                Some(&actor),
+                METHOD,
+                Verdict { decision: "error", reason: "store_unavailable", status: 503 },
+                None,
+            ));
+            return refusal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "try again shortly");
+        }
+    };
+    let visible: Vec<_> = match &actor {
+        Actor::Admin => all,
+        Actor::Person(p) => all.into_iter().filter(|r| super::may_decide(p, r).is_ok()).collect(),
+    };
+    approvals.audit.emit(approvals.event(&ctx, Some(&actor), METHOD, Verdict { decision: "allow", reason: "ok", status: 200 }, None));
+    answer(StatusCode::OK, json!({"approvals": visible}))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Decision {
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// `POST /admin/v1/approvals/{id}/approve`.
+pub async fn approve(
+    state: State<Arc<Api>>,
+    ctx: Extension<RequestContext>,
+    peer: Peer,
+    headers: HeaderMap,
+    id: Path<String>,
+    body: Bytes,
+) -> Response {
+    decide(state, ctx, peer, headers, id, body, true).await
+}
+
+/// `POST /admin/v1/approvals/{id}/deny`.
+pub async fn deny(
+    state: State<Arc<Api>>,
+    ctx: Extension<RequestContext>,
+    peer: Peer,
+    headers: HeaderMap,
+    id: Path<String>,
+    body: Bytes,
+) -> Response {
+    decide(state, ctx, peer, headers, id, body, false).await
+}
+
+async fn decide(
+    State(api): State<Arc<Api>>,
+    Extension(ctx): Extension<RequestContext>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+    approve: bool,
+) -> Response {
+    let method = if approve { "approvals/approve" } else { "approvals/deny" };
+    let approvals = &api.approvals;
+    let refuse = |actor: Option<&Actor>, status: StatusCode, code: &'static str, message: &str| {
+        let verdict = Verdict { decision: "deny", reason: code, status: status.as_u16() };
+        approvals.audit.emit(approvals.event(&ctx, actor, method, verdict, Some(format!("approval {}", crate::audit::bounded(&id)))));
+        refusal(status, code, message)
+    };
+    let actor = match api.actor(&ctx, method, peer, &headers).await {
+        Ok(actor) => actor,
+        Err(refused) => return refused,
+    };
+    let decision: Decision = if body.is_empty() {
+        Decision::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(d) => d,
+            Err(_) => {
+                return refuse(Some(&actor), StatusCode::BAD_REQUEST, "invalid_request", "the body is {\"comment\": \"…\"} or nothing");
+            }
+        }
+    };
+    if decision.comment.as_deref().is_some_and(|c| c.chars().count() > 1000) {
+        return refuse(Some(&actor), StatusCode::BAD_REQUEST, "invalid_request", "the comment is at most 1000 characters");
+    }
+    let store = match approvals.vault.store().await {
+        Ok(store) => store,
+        Err(_) => return refuse(Some(&actor), StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "try again shortly"),
+    };
+    let request = match store.approval(&id).await {
+        Ok(Some(request)) => request,
+        Ok(None) => return refuse(Some(&actor), StatusCode::NOT_FOUND, "approval_unknown", "no such approval request"),
+        Err(_) => return refuse(Some(&actor), StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "try again shortly"),
+    };
+    match &actor {
+        Actor::Admin if !approvals.admin_token_may_approve => {
+            return refuse(Some(&actor), StatusCode::FORBIDDEN, "admin_token_may_not_approve", "approvers decide with their own token");
+        }
+        Actor::Admin => {}
+        Actor::Person(p) => {
+            if let Err(why) = super::may_decide(p, &request) {
+                let message =
+                    if why == "self_approval" { "you may not decide your own request" } else { "you are not an approver of this request" };
+                return refuse(Some(&actor), StatusCode::FORBIDDEN, why, message);
+            }
+        }
+    }
+    if request.status != "pending" {
+        return refuse(Some(&actor), StatusCode::CONFLICT, "approval_not_pending", &format!("the request is {}", request.status));
+    }
+    let by = actor.name();
+    let window = (request.expires_at - request.created_at).max(60);
+    match store.decide_approval(&id, approve, &by, decision.comment.as_deref(), window).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return refuse(Some(&actor), StatusCode::CONFLICT, "approval_not_pending", "the request was decided or expired meanwhile");
+        }
+        Err(_) => return refuse(Some(&actor), StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "try again shortly"),
+    }
+    let reason = if approve { "approval_granted" } else { "approval_denied" };
+    let comment = decision.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
+    let explanation = format!("approval {id} of {} for {}{comment}", request.subject, request.tool);
+    let mut event = approvals.event(&ctx, Some(&actor), method, Verdict { decision: "allow", reason, status: 200 }, Some(explanation));
+    event.tool = Some(request.tool.clone());
+    event.server = request.server.clone();
+    event.rule = Some(request.rule.clone());
+    approvals.audit.emit(event);
+    answer(StatusCode::OK, json!({"id": id, "status": if approve { "approved" } else { "denied" }, "decided_by": by}))
+}
+
+/// `GET /approvals/{id}`: where the caller's client sends the person, to see how the request
+/// stands. Shows no arguments.
+pub async fn status_page(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    let approvals = &api.approvals;
+    let found = async { approvals.vault.store().await?.approval(&id).await };
+    let Ok(Some(request)) = found.await else {
+        return crate::error::html_page(StatusCode::NOT_FOUND, "Approval", "No such approval request.", "approval_unknown");
+    };
+    let message = match request.status.as_str() {
+        "pending" => format!(
+            "The call of {} is waiting for approval: {}. Retry it in your application once it is approved.",
+            request.tool, request.reason
+        ),
+        "approved" => format!("The call of {} is approved. Retry it in your application: it runs once.", request.tool),
+        "denied" => {
+            format!("The call of {} was denied{}.", request.tool, request.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default())
+        }
+        "used" => format!("The approved call of {} has run.", request.tool),
+        _ => format!("The request for {} expired. Retry the call to ask again.", request.tool),
+    };
+    crate::error::html_page(StatusCode::OK, "Approval", &message, &format!("approval_{}", request.status))
+}
+
+/// The approvals' routes.
+pub fn routes(api: Arc<Api>) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/admin/v1/approvals", get(list))
+        .route("/admin/v1/approvals/{id}/approve", post(approve))
+        .route("/admin/v1/approvals/{id}/deny", post(deny))
+        .route("/approvals/{id}", get(status_page))
+        .with_state(api)
+}

@@ -1,0 +1,210 @@
+//! Approvals: a call an `approve` policy rule holds back waits for a person's yes
+//! (docs/approvals.md).
+//!
+//! A request is bound to the exact call: the caller (issuer and subject), the tool, a SHA-256 of
+//! the arguments in canonical JSON, and the policy version. The first call records a pending
+//! request and does not reach the upstream; the caller is told who must approve and how to
+//! retry. An approver decides through the admin API as themselves (their own bearer token, whose
+//! principal must be one of the rule's approvers; not their own request unless the rule allows
+//! it). Once approved, the same caller retrying the same call runs it once: using an approval is
+//! a conditional write, so of concurrent retries on any replica exactly one runs. Other
+//! arguments, another caller, another tool, a changed policy or an expired request do not.
+//!
+//! In: the policy's `ApprovalRequired`, the vault's store. Out: a run (with the approval's id for
+//! the audit) or an answer for the caller; one audit event per admin request.
+
+pub mod api;
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::audit::AuditSink;
+use crate::credentials::Vault;
+use crate::identity::Principal;
+use crate::policy::Approval;
+use crate::store::StoreError;
+use crate::store::approvals::{ApprovalRecord, NewApproval};
+
+/// `approvals:` as written.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// Whether the admin token may decide requests (recorded as `admin`). Default: false:
+    /// approvers decide as themselves, with their own token.
+    #[serde(default)]
+    pub admin_token_may_approve: bool,
+}
+
+pub struct Approvals {
+    vault: Arc<Vault>,
+    audit: Arc<AuditSink>,
+    /// Where status pages live: `{public_url}/approvals/{id}`.
+    public_base: String,
+    /// The admin API's token: it may list requests, and decide them only when
+    /// `approvals.admin_token_may_approve` is set (recorded as `admin`).
+    admin_token: Option<crate::secret::Secret>,
+    admin_token_may_approve: bool,
+    authenticator: Arc<crate::identity::Authenticator>,
+}
+
+/// What becomes of a held-back call.
+#[derive(Debug)]
+pub enum Held {
+    /// Approved: run it (once; this caller won the approval).
+    Run { approval: String },
+    /// Not (yet) approved: what to tell the caller.
+    Wait(Pending),
+}
+
+/// A call that waits, or was refused.
+#[derive(Debug)]
+pub struct Pending {
+    pub id: String,
+    /// `approval_requested`, `approval_pending`, `approval_denied` or `approval_used`: the
+    /// call's audit reason.
+    pub reason: &'static str,
+    /// What the caller reads.
+    pub message: String,
+    /// The request's status page.
+    pub url: String,
+}
+
+/// The SHA-256 (hex) of arguments in canonical JSON (the audit chain's encoding).
+pub fn arguments_digest(arguments: &Value) -> String {
+    let mut canonical = Vec::new();
+    crate::audit::chain::canonical(arguments, &mut canonical);
+    crate::sha256_hex(&String::from_utf8_lossy(&canonical))
+}
+
+/// What the held-back call is.
+pub struct Call<'a> {
+    pub principal: &'a Principal,
+    pub tool: &'a str,
+    pub server: Option<&'a str>,
+    pub arguments: &'a Value,
+    pub approval: &'a Approval,
+    pub reason: &'a str,
+    pub policy_version: &'a str,
+}
+
+impl Approvals {
+    pub fn new(
+        vault: Arc<Vault>,
+        audit: Arc<AuditSink>,
+        public_base: String,
+        admin_token: Option<crate::secret::Secret>,
+        admin_token_may_approve: bool,
+        authenticator: Arc<crate::identity::Authenticator>,
+    ) -> Self {
+        Self { vault, audit, public_base, admin_token, admin_token_may_approve, authenticator }
+    }
+
+    fn now(&self) -> i64 {
+        i64::try_from(self.vault.clock.unix()).unwrap_or(i64::MAX)
+    }
+
+    fn status_url(&self, id: &str) -> String {
+        format!("{}/approvals/{id}", self.public_base)
+    }
+
+    /// Runs the call if this caller holds an approval for exactly it (using it up), else
+    /// records or reports the request.
+    pub async fn resolve(&self, call: &Call<'_>) -> Result<Held, StoreError> {
+        let store = self.vault.store().await?;
+        let digest = arguments_digest(call.arguments);
+        let (issuer, subject) = (call.principal.issuer.as_str(), call.principal.subject.as_str());
+        let open = store.open_approvals(issuer, subject, call.tool, &digest, call.policy_version).await?;
+        let approvers = call.approval.approvers();
+        let waiting = |found: &ApprovalRecord| {
+            let message = format!(
+                "This call is waiting for approval by {approvers} (request {}, until {}). Retry the same call with the same arguments once it is approved; it runs once.",
+                found.id,
+                time(found.expires_at)
+            );
+            Held::Wait(Pending { id: found.id.clone(), reason: "approval_pending", message, url: self.status_url(&found.id) })
+        };
+        // Approved and not yet used: this attempt runs it, unless a concurrent one did.
+        if let Some(found) = open.iter().find(|a| a.status == "approved") {
+            if store.use_approval(&found.id).await? {
+                return Ok(Held::Run { approval: found.id.clone() });
+            }
+            let message = format!(
+                "This call's approval (request {}) was used by another attempt of the same call, which ran. Call again to ask for a new approval.",
+                found.id
+            );
+            return Ok(Held::Wait(Pending { id: found.id.clone(), reason: "approval_used", message, url: self.status_url(&found.id) }));
+        }
+        if let Some(found) = open.iter().find(|a| a.status == "pending") {
+            return Ok(waiting(found));
+        }
+        if let Some(found) = open.iter().find(|a| a.status == "denied") {
+            let by = found.decided_by.as_deref().unwrap_or("an approver");
+            let comment = found.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
+            let message = format!("This call was denied by {by}{comment} (request {}). It will not run.", found.id);
+            return Ok(Held::Wait(Pending { id: found.id.clone(), reason: "approval_denied", message, url: self.status_url(&found.id) }));
+        }
+        let expired = store.expired_approval(issuer, subject, call.tool, &digest).await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let expires_at = self.now() + i64::try_from(call.approval.expires_in.as_secs()).unwrap_or(900);
+        let approvers_json =
+            json!({"roles": call.approval.roles, "subjects": call.approval.subjects, "self_approval": call.approval.self_approval});
+        let inserted = store
+            .insert_approval(&NewApproval {
+                id: &id,
+                issuer,
+                subject,
+                client_id: call.principal.client_id.as_deref(),
+                tool: call.tool,
+                server: call.server,
+                arguments_sha256: &digest,
+                arguments: call.arguments,
+                policy_version: call.policy_version,
+                rule: &call.approval.rule,
+                reason: call.reason,
+                approvers: &approvers_json,
+                expires_at,
+            })
+            .await?;
+        if !inserted {
+            // A concurrent attempt of the same call opened the request: wait on that one.
+            let open = store.open_approvals(issuer, subject, call.tool, &digest, call.policy_version).await?;
+            return match open.iter().find(|a| a.status == "pending") {
+                Some(found) => Ok(waiting(found)),
+                None => Err(StoreError::Database(sqlx::Error::RowNotFound)),
+            };
+        }
+        let earlier = if expired { " The earlier request for this call expired." } else { "" };
+        let message = format!(
+            "This call needs approval by {approvers}: {}. Request {id} is pending until {}; once it is approved, retry the same call with the same arguments and it runs once.{earlier}",
+            call.reason,
+            time(expires_at)
+        );
+        Ok(Held::Wait(Pending { id: id.clone(), reason: "approval_requested", message, url: self.status_url(&id) }))
+    }
+}
+
+/// Unix seconds as RFC 3339 (UTC).
+fn time(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0).map_or_else(|| unix.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// Whether `principal` may decide `request`, by the approvers the rule named when it was made.
+pub fn may_decide(principal: &Principal, request: &ApprovalRecord) -> Result<(), &'static str> {
+    let list = |k: &str| -> Vec<String> {
+        request
+            .approvers
+            .get(k)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let rule = Approval {
+        rule: request.rule.clone(),
+        roles: list("roles"),
+        subjects: list("subjects"),
+        expires_in: std::time::Duration::ZERO,
+        self_approval: request.approvers.get("self_approval").and_then(Value::as_bool).unwrap_or(false),
+    };
+    rule.may_decide(principal, (&request.issuer, &request.subject))
+}

@@ -1,0 +1,230 @@
+//! A human approves the consequential calls (`effect: approve`): the first call records a
+//! request and does not reach the upstream; an approver decides through the admin API with their
+//! own token; the same caller retrying the same call runs it once; nothing else does.
+
+use serde_json::{Value, json};
+
+use crate::common::{TestGateway, TestIssuer, Upstream, gateway};
+
+const ADMIN: &str = "approvals-admin-token-0123456789abcdef";
+const POLICY: &str = r#"
+rules:
+  - {id: pay, effect: allow, tools: [transfer_funds], roles: [clerk]}
+  - id: large-transfers
+    effect: approve
+    tools: [transfer_funds]
+    when: args.amount > 1000
+    approvers: {roles: [finance-manager]}
+    expires_in: 15m
+    reason: transfers over 1,000 need a manager's approval
+"#;
+
+struct Bank {
+    gw: TestGateway,
+    db: String,
+    _db: crate::common::Db,
+    keys: String,
+    issuer: TestIssuer,
+    upstream: Upstream,
+    _dir: tempfile::TempDir,
+}
+
+async fn bank() -> Bank {
+    bank_on(crate::common::Db::sqlite()).await
+}
+
+async fn bank_on(db: crate::common::Db) -> Bank {
+    let issuer = TestIssuer::start().await;
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("bank.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let tools = format!(
+        "  - {{name: transfer_funds, description: Pay., input_schema: {{type: object, properties: {{amount: {{type: number}}, to: {{type: string}}}}, required: [amount, to]}}, http: {{url: \"{}/transfer\", method: POST}}}}\n",
+        upstream.url
+    );
+    let (db_url, keys) = (db.url.clone(), crate::common::provider::keyring());
+    let extra = format!(
+        "upstream:\n  allow_cidrs: [127.0.0.1/32]\npolicy:\n  files: [{}]\nvault:\n  database: \"{db_url}\"\n  keys: \"{keys}\"\nadmin:\n  token: {ADMIN}",
+        policy.display(),
+    );
+    let gw = gateway(&issuer, &tools, &extra).await;
+    Bank { gw, db: db_url, _db: db, keys, issuer, upstream, _dir: dir }
+}
+
+impl Bank {
+    fn token(&self, sub: &str, roles: &[&str]) -> String {
+        let mut claims = self.issuer.claims(sub, "", &self.gw.mcp);
+        claims["roles"] = json!(roles);
+        // Valid past the expiry test's jump of the gateway's clock.
+        claims["exp"] = json!(crate::common::now() + 3600);
+        self.issuer.sign(&claims)
+    }
+
+    fn transfers(&self) -> usize {
+        self.upstream.requests().iter().filter(|r| r.path == "/transfer").count()
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.gw.http.request(method, format!("{}{path}", self.gw.url)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let r = request.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn pending(&self) -> Vec<Value> {
+        let (status, body) = self.admin(reqwest::Method::GET, "/admin/v1/approvals?status=pending", ADMIN, None).await;
+        assert_eq!(status, 200, "{body}");
+        body["approvals"].as_array().unwrap().clone()
+    }
+
+    async fn decide(&self, id: &str, verb: &str, token: &str, comment: &str) -> (u16, Value) {
+        self.admin(reqwest::Method::POST, &format!("/admin/v1/approvals/{id}/{verb}"), token, Some(json!({"comment": comment}))).await
+    }
+
+    /// A call on 2025-06-18 (no URL elicitation): the answer is a tool result.
+    async fn call_text(&self, token: &str, args: Value) -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "transfer_funds", "arguments": args}});
+        let reply = self.gw.post_raw(Some(token), body.to_string(), &[("mcp-protocol-version", "2025-06-18")]).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        reply.body["result"].clone()
+    }
+
+    fn audit_reasons(&self) -> Vec<(String, String)> {
+        self.gw
+            .audit()
+            .iter()
+            .map(|e| (e["method"].as_str().unwrap_or_default().to_owned(), e["reason"].as_str().unwrap_or_default().to_owned()))
+            .collect()
+    }
+}
+
+fn text(result: &Value) -> &str {
+    result["content"][0]["text"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_back_call_runs_once_after_a_managers_approval_and_only_as_asked() {
+    held_back_call_runs_once(bank().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the PostgreSQL server scripts/test starts"]
+async fn on_postgres_a_held_back_call_runs_once_after_a_managers_approval() {
+    held_back_call_runs_once(bank_on(crate::common::Db::postgres().await).await).await;
+}
+
+async fn held_back_call_runs_once(b: Bank) {
+    let bob = b.token("bob", &["clerk"]);
+    let args = json!({"amount": 5000, "to": "acme"});
+    // Under the threshold: no approval.
+    let small = b.call_text(&bob, json!({"amount": 10, "to": "acme"})).await;
+    assert_eq!(small["isError"], false, "{small}");
+    assert_eq!(b.transfers(), 1);
+
+    // 2025-11-25: URL elicitation (-32042) with the request's status page; nothing ran.
+    let reply = b.gw.call(&bob, "transfer_funds", args.clone()).await;
+    assert_eq!(reply.error_code(), Some(-32042), "{:?}", reply.body);
+    let data = &reply.body["error"]["data"];
+    assert_eq!(data["code"], "approval_requested");
+    let url = data["elicitations"][0]["url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("{}/approvals/", b.gw.url)), "{url}");
+    assert!(reply.body["error"]["message"].as_str().unwrap().contains("role finance-manager"), "{:?}", reply.body);
+    assert_eq!(b.transfers(), 1, "the held-back call did not reach the upstream");
+    let pending = b.pending().await;
+    assert_eq!(pending.len(), 1);
+    let id = pending[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!((&pending[0]["subject"], &pending[0]["tool"], &pending[0]["arguments"]), (&json!("bob"), &json!("transfer_funds"), &args));
+    let page = b.gw.http.get(url).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("waiting for approval") && !page.contains("acme"), "{page}");
+
+    // Asked again before a decision: still waiting, same request.
+    let again = b.call_text(&bob, args.clone()).await;
+    assert!(again["isError"] == true && text(&again).contains(&id) && text(&again).contains("waiting"), "{again}");
+
+    // Who may not decide: a clerk, the requester (even as a manager), the admin token here.
+    let joe = b.token("joe", &["clerk"]);
+    assert_eq!(b.decide(&id, "approve", &joe, "").await.0, 403);
+    let bob_as_manager = b.token("bob", &["clerk", "finance-manager"]);
+    let (status, body) = b.decide(&id, "approve", &bob_as_manager, "").await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("self_approval")));
+    let (status, body) = b.decide(&id, "approve", ADMIN, "").await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("admin_token_may_not_approve")));
+    // A manager sees it, and approves as herself.
+    let mary = b.token("mary", &["finance-manager"]);
+    let (status, mine) = b.admin(reqwest::Method::GET, "/admin/v1/approvals", &mary, None).await;
+    assert_eq!((status, mine["approvals"].as_array().map(Vec::len)), (200, Some(1)), "{mine}");
+    let (status, _) = b.admin(reqwest::Method::GET, "/admin/v1/approvals", &joe, None).await;
+    assert_eq!(status, 200);
+    let (status, body) = b.decide(&id, "approve", &mary, "checked with the vendor").await;
+    assert_eq!((status, body["status"].as_str(), body["decided_by"].as_str()), (200, Some("approved"), Some("mary")), "{body}");
+    assert_eq!(b.decide(&id, "approve", &mary, "").await.0, 409, "decided once");
+
+    // Other arguments, another caller: not approved.
+    let other = b.call_text(&bob, json!({"amount": 5001, "to": "acme"})).await;
+    assert!(other["isError"] == true && !text(&other).contains(&id), "{other}");
+    let carol = b.token("carol", &["clerk"]);
+    let theirs = b.call_text(&carol, args.clone()).await;
+    assert_eq!(theirs["isError"], true);
+    assert_eq!(b.transfers(), 1);
+    // The same caller, the same call: runs once, among 20 concurrent retries.
+    let retries: Vec<_> = (0..20).map(|_| b.call_text(&bob, args.clone())).collect();
+    let answers = futures::future::join_all(retries).await;
+    assert_eq!(answers.iter().filter(|a| a["isError"] == false).count(), 1, "{answers:?}");
+    // The others are told the approval was used, or (coming after the run) wait on one new
+    // request for another approval: a used approval never runs the call again.
+    let new: Vec<Value> = b.pending().await.into_iter().filter(|p| p["arguments"] == args && p["subject"] == "bob").collect();
+    assert!(new.len() <= 1, "{new:?}");
+    for answer in answers.iter().filter(|a| a["isError"] == true) {
+        let said = text(answer);
+        assert!(said.contains("was used by another attempt") || new.iter().any(|n| said.contains(n["id"].as_str().unwrap())), "{said}");
+    }
+    assert_eq!(b.transfers(), 2, "the approved call ran exactly once");
+    // Used up, on every replica: the store refuses a second use outright.
+    let ring = warden::credentials::envelope::KeyRing::parse(&warden::secret::Secret::new(b.keys.clone())).unwrap();
+    let store = warden::store::Store::open(&b.db, std::sync::Arc::new(ring)).await.unwrap();
+    assert!(!store.use_approval(&id).await.unwrap(), "an approval is used once");
+    assert_eq!(store.approval(&id).await.unwrap().unwrap().status, "used");
+
+    let reasons = b.audit_reasons();
+    for wanted in [("tools/call", "approval_requested"), ("tools/call", "approval_pending"), ("approvals/approve", "approval_granted")] {
+        assert!(reasons.iter().any(|(m, r)| (m.as_str(), r.as_str()) == wanted), "{wanted:?} not in {reasons:?}");
+    }
+    let ran =
+        b.gw.audit()
+            .into_iter()
+            .find(|e| e["method"] == "tools/call" && e["reason"] == "ok" && e["explanation"] == format!("approval {id}"));
+    assert!(ran.is_some(), "the executed call names its approval");
+    let granted = b.gw.audit().into_iter().find(|e| e["reason"] == "approval_granted").unwrap();
+    assert_eq!(granted["subject"], "mary");
+    assert!(granted["explanation"].as_str().unwrap().contains("checked with the vendor"), "{granted}");
+}
+
+#[tokio::test]
+async fn a_denial_and_an_expiry_are_refusals_the_agent_can_read() {
+    let b = bank().await;
+    let bob = b.token("bob", &["clerk"]);
+    let mary = b.token("mary", &["finance-manager"]);
+    let args = json!({"amount": 2500, "to": "globex"});
+    let first = b.call_text(&bob, args.clone()).await;
+    assert!(first["isError"] == true && text(&first).contains("need a manager's approval"), "{first}");
+    let id = b.pending().await[0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = b.decide(&id, "deny", &mary, "not on the vendor list").await;
+    assert_eq!(status, 200);
+    let denied = b.call_text(&bob, args.clone()).await;
+    assert!(text(&denied).contains("denied by mary: not on the vendor list"), "{denied}");
+    assert_eq!(b.transfers(), 0);
+
+    // A request nobody decides expires; the retry asks again, saying so.
+    let later = json!({"amount": 3000, "to": "initech"});
+    b.call_text(&bob, later.clone()).await;
+    let waiting = b.pending().await;
+    let old = waiting.iter().find(|a| a["arguments"] == later).unwrap()["id"].as_str().unwrap().to_owned();
+    b.gw.clock.advance(std::time::Duration::from_secs(16 * 60));
+    assert_eq!(b.decide(&old, "approve", &mary, "").await.0, 409, "too late to approve");
+    let again = b.call_text(&bob, later).await;
+    assert!(text(&again).contains("expired") && !text(&again).contains(&old), "{again}");
+    assert_eq!(b.transfers(), 0);
+}
