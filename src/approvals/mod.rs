@@ -61,8 +61,8 @@ pub enum Held {
 #[derive(Debug)]
 pub struct Pending {
     pub id: String,
-    /// `approval_requested`, `approval_pending`, `approval_denied` or `approval_used`: the
-    /// call's audit reason.
+    /// `approval_requested`, `approval_expired` (an earlier request expired; a new one is made),
+    /// `approval_pending`, `approval_denied` or `approval_used`: the call's audit reason.
     pub reason: &'static str,
     /// What the caller reads.
     pub message: String,
@@ -180,7 +180,10 @@ impl Approvals {
             call.reason,
             time(expires_at)
         );
-        Ok(Held::Wait(Pending { id: id.clone(), reason: "approval_requested", message, url: self.status_url(&id) }))
+        // An earlier request of this call expired undecided: this call's event says so (the new
+        // request's id beside it).
+        let reason = if expired { "approval_expired" } else { "approval_requested" };
+        Ok(Held::Wait(Pending { id: id.clone(), reason, message, url: self.status_url(&id) }))
     }
 }
 

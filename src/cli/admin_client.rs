@@ -20,6 +20,11 @@ impl AdminClient {
             eprintln!("error: set WARDEN_ADMIN_TOKEN to the gateway's admin.token");
             return Err(ExitCode::from(2));
         };
+        Self::with_token(gateway, token)
+    }
+
+    /// A client presenting `token` (an approver's own bearer token).
+    pub fn with_token(gateway: &str, token: String) -> Result<Self, ExitCode> {
         let client = crate::upstream::control_plane_client().map_err(|e| fail(e.to_string()))?;
         Ok(Self { client, base: gateway.trim_end_matches('/').to_owned(), token })
     }

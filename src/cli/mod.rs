@@ -5,6 +5,7 @@
 
 mod admin_client;
 mod api_keys;
+mod approvals;
 mod audit;
 mod connections;
 mod keys;
@@ -133,6 +134,16 @@ pub enum Command {
         #[command(subcommand)]
         command: ApiKeysCommand,
     },
+    /// The calls `approve` policy rules hold back: list them, approve or deny one. An approver
+    /// uses their own bearer token (WARDEN_APPROVER_TOKEN); else the admin token
+    /// (WARDEN_ADMIN_TOKEN) lists.
+    Approvals {
+        /// The gateway's base URL.
+        #[arg(long, env = "WARDEN_GATEWAY_URL", default_value = "http://127.0.0.1:8080", global = true)]
+        gateway: String,
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
     /// Run the demo: gateway, development authorization server and a calendar backend. The default
     /// when no command is given.
     Demo {
@@ -207,6 +218,30 @@ pub enum AuditCommand {
         /// database of this config.
         #[arg(long, conflicts_with = "files")]
         database: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ApprovalsCommand {
+    /// Requests waiting for a decision (with --all, every recent one).
+    List {
+        #[arg(long)]
+        all: bool,
+        /// The admin API's JSON, as it came.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a request: the caller's retry of the same call then runs, once.
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Deny a request.
+    Deny {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
     },
 }
 
@@ -511,6 +546,7 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
         Command::Tools { gateway, command } => tools::run(&gateway, command).await,
         Command::Limits { gateway, command } => limits::run(&gateway, command).await,
         Command::ApiKeys { gateway, command } => api_keys::run(&gateway, command).await,
+        Command::Approvals { gateway, command } => approvals::run(&gateway, command).await,
         Command::Policy(PolicyCommand::Test { dir }) => policy::test(&dir),
         Command::Policy(PolicyCommand::Explain { config, token, tool, args }) => policy::explain(&config, &token, &tool, args.as_deref()),
         Command::Demo { port, idp_port, backend_port, auto_approve, audit, challenge_scopes, enterprise } => {

@@ -202,7 +202,7 @@ async fn held_back_call_runs_once(b: Bank) {
     assert!(granted["explanation"].as_str().unwrap().contains("checked with the vendor"), "{granted}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denial_and_an_expiry_are_refusals_the_agent_can_read() {
     let b = bank().await;
     let bob = b.token("bob", &["clerk"]);
@@ -211,8 +211,24 @@ async fn a_denial_and_an_expiry_are_refusals_the_agent_can_read() {
     let first = b.call_text(&bob, args.clone()).await;
     assert!(first["isError"] == true && text(&first).contains("need a manager's approval"), "{first}");
     let id = b.pending().await[0]["id"].as_str().unwrap().to_owned();
-    let (status, _) = b.decide(&id, "deny", &mary, "not on the vendor list").await;
-    assert_eq!(status, 200);
+    // From the command line: the admin token lists, the approver denies as herself.
+    let cli = |args: &[&str], token: (&str, &str)| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["approvals", "--gateway", &b.gw.url])
+            .args(args)
+            .env(token.0, token.1)
+            .env_remove(if token.0 == "WARDEN_ADMIN_TOKEN" { "WARDEN_APPROVER_TOKEN" } else { "WARDEN_ADMIN_TOKEN" })
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, listed, _) = tokio::task::block_in_place(|| cli(&["list"], ("WARDEN_ADMIN_TOKEN", ADMIN)));
+    assert!(ok && listed.contains(&id) && listed.contains("transfer_funds") && listed.contains("globex"), "{listed}");
+    let (ok, _, err) = tokio::task::block_in_place(|| cli(&["approve", &id], ("WARDEN_ADMIN_TOKEN", ADMIN)));
+    assert!(!ok && err.contains("403"), "the admin token may not approve here: {err}");
+    let (ok, said, err) =
+        tokio::task::block_in_place(|| cli(&["deny", &id, "--comment", "not on the vendor list"], ("WARDEN_APPROVER_TOKEN", &mary)));
+    assert!(ok && said.contains("denied by mary"), "{said}{err}");
     let denied = b.call_text(&bob, args.clone()).await;
     assert!(text(&denied).contains("denied by mary: not on the vendor list"), "{denied}");
     assert_eq!(b.transfers(), 0);
@@ -227,4 +243,8 @@ async fn a_denial_and_an_expiry_are_refusals_the_agent_can_read() {
     let again = b.call_text(&bob, later).await;
     assert!(text(&again).contains("expired") && !text(&again).contains(&old), "{again}");
     assert_eq!(b.transfers(), 0);
+    let reasons = b.audit_reasons();
+    for wanted in [("tools/call", "approval_denied"), ("approvals/deny", "approval_denied"), ("tools/call", "approval_expired")] {
+        assert!(reasons.iter().any(|(m, r)| (m.as_str(), r.as_str()) == wanted), "{wanted:?} not in {reasons:?}");
+    }
 }
