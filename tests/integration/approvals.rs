@@ -248,3 +248,62 @@ async fn a_denial_and_an_expiry_are_refusals_the_agent_can_read() {
         assert!(reasons.iter().any(|(m, r)| (m.as_str(), r.as_str()) == wanted), "{wanted:?} not in {reasons:?}");
     }
 }
+
+/// Three replicas on one database: a request made on the first is approved through the
+/// second and runs on the third, once.
+async fn across_replicas(db: crate::common::Db) {
+    let issuer = TestIssuer::start().await;
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("bank.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let tools = format!(
+        "  - {{name: transfer_funds, description: Pay., input_schema: {{type: object, properties: {{amount: {{type: number}}, to: {{type: string}}}}, required: [amount, to]}}, http: {{url: \"{}/transfer\", method: POST}}}}\n",
+        upstream.url
+    );
+    let extra = format!(
+        "upstream:\n  allow_cidrs: [127.0.0.1/32]\npolicy:\n  files: [{}]\nvault:\n  database: \"{}\"\n  keys: \"{}\"\nadmin:\n  token: {ADMIN}",
+        policy.display(),
+        db.url,
+        crate::common::provider::keyring(),
+    );
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(gateway(&issuer, &tools, &extra).await);
+    }
+    let token = |gw: &TestGateway, sub: &str, roles: &[&str]| {
+        let mut claims = issuer.claims(sub, "", &gw.mcp);
+        claims["roles"] = json!(roles);
+        issuer.sign(&claims)
+    };
+    let args = json!({"amount": 9000, "to": "acme"});
+    async fn call(gw: &TestGateway, bob: &str, args: Value) -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "transfer_funds", "arguments": args}});
+        gw.post_raw(Some(bob), body.to_string(), &[("mcp-protocol-version", "2025-06-18")]).await.body["result"].clone()
+    }
+    let bob: Vec<String> = replicas.iter().map(|gw| token(gw, "bob", &["clerk"])).collect();
+    let first = call(&replicas[0], &bob[0], args.clone()).await;
+    assert_eq!(first["isError"], true, "{first}");
+    let listed: Value =
+        replicas[1].http.get(format!("{}/admin/v1/approvals?status=pending", replicas[1].url)).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    let id = listed["approvals"][0]["id"].as_str().unwrap_or_else(|| panic!("{listed}")).to_owned();
+    let mary = token(&replicas[1], "mary", &["finance-manager"]);
+    let approved = replicas[1].http.post(format!("{}/admin/v1/approvals/{id}/approve", replicas[1].url)).bearer_auth(&mary).send().await.unwrap();
+    assert_eq!(approved.status(), 200);
+    let ran = call(&replicas[2], &bob[2], args.clone()).await;
+    assert_eq!(ran["isError"], false, "{ran}");
+    let again = call(&replicas[0], &bob[0], args).await;
+    assert_eq!(again["isError"], true, "used once: {again}");
+    assert_eq!(upstream.requests().iter().filter(|r| r.path == "/transfer").count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_made_on_one_replica_is_approved_on_a_second_and_runs_on_a_third() {
+    across_replicas(crate::common::Db::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the PostgreSQL server scripts/test starts"]
+async fn on_postgres_three_replicas_share_approvals() {
+    across_replicas(crate::common::Db::postgres().await).await;
+}
