@@ -252,16 +252,21 @@ impl Gateway {
             .filter_map(|h| http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok())
             .collect();
         let authenticator = Arc::new(authenticator);
-        let approvals = vault.as_ref().map(|vault| {
-            Arc::new(crate::approvals::Approvals::new(
+        let approvals = match &vault {
+            Some(vault) => Some(Arc::new(crate::approvals::Approvals::new(
                 Arc::clone(vault),
                 Arc::clone(&audit),
                 config.server.public_base(),
                 admin_token.clone(),
-                config.approvals.admin_token_may_approve,
+                &config.approvals,
+                &config.upstream,
                 Arc::clone(&authenticator),
-            ))
-        });
+            )?)),
+            None if config.approvals.webhook.is_some() => {
+                return Err(ConfigError::new("approvals", "approvals need `vault:` (requests are kept in its store)"));
+            }
+            None => None,
+        };
         Ok(Self {
             authenticator,
             approvals,

@@ -34,6 +34,37 @@ pub struct ApprovalsConfig {
     /// approvers decide as themselves, with their own token.
     #[serde(default)]
     pub admin_token_may_approve: bool,
+    /// Where to announce each new request: a Slack-compatible incoming webhook (a JSON body
+    /// with `text`; the request's fields beside it, never its arguments). Reached through the
+    /// upstream SSRF guard.
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: crate::secret::Secret,
+}
+
+/// Announces new requests to the configured webhook, without holding up the call.
+struct Notifier {
+    url: url::Url,
+    client: reqwest::Client,
+}
+
+impl Notifier {
+    fn announce(&self, body: Value) {
+        let (client, url) = (self.client.clone(), self.url.clone());
+        tokio::spawn(async move {
+            let sent = client.post(url).timeout(std::time::Duration::from_secs(5)).json(&body).send().await;
+            match sent {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => tracing::warn!(status = r.status().as_u16(), "the approvals webhook refused a notification"),
+                Err(e) => tracing::warn!(error = %e.without_url(), "the approvals webhook could not be reached"),
+            }
+        });
+    }
 }
 
 pub struct Approvals {
@@ -46,6 +77,7 @@ pub struct Approvals {
     admin_token: Option<crate::secret::Secret>,
     admin_token_may_approve: bool,
     authenticator: Arc<crate::identity::Authenticator>,
+    notifier: Option<Notifier>,
 }
 
 /// What becomes of a held-back call.
@@ -94,10 +126,36 @@ impl Approvals {
         audit: Arc<AuditSink>,
         public_base: String,
         admin_token: Option<crate::secret::Secret>,
-        admin_token_may_approve: bool,
+        config: &ApprovalsConfig,
+        upstream: &crate::upstream::config::UpstreamConfig,
         authenticator: Arc<crate::identity::Authenticator>,
-    ) -> Self {
-        Self { vault, audit, public_base, admin_token, admin_token_may_approve, authenticator }
+    ) -> Result<Self, crate::config_error::ConfigError> {
+        let notifier = match &config.webhook {
+            Some(hook) => {
+                let field = "approvals.webhook.url";
+                let url = url::Url::parse(hook.url.expose())
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| crate::config_error::ConfigError::new(field, "must be an absolute http(s) URL"))?;
+                let policy = Arc::new(crate::upstream::AddressPolicy {
+                    allow_private: upstream.dangerous_allow_private_upstreams,
+                    allow_cidrs: upstream.allow_cidrs.clone(),
+                });
+                let client = crate::upstream::guarded_client(&policy)
+                    .map_err(|e| crate::config_error::ConfigError::new(field, format!("cannot build HTTP client: {e}")))?;
+                Some(Notifier { url, client })
+            }
+            None => None,
+        };
+        Ok(Self {
+            vault,
+            audit,
+            public_base,
+            admin_token,
+            admin_token_may_approve: config.admin_token_may_approve,
+            authenticator,
+            notifier,
+        })
     }
 
     fn now(&self) -> i64 {
@@ -173,6 +231,21 @@ impl Approvals {
                 Some(found) => Ok(waiting(found)),
                 None => Err(StoreError::Database(sqlx::Error::RowNotFound)),
             };
+        }
+        if let Some(notifier) = &self.notifier {
+            notifier.announce(json!({
+                "text": format!(
+                    "Approval needed: {subject} asks to call {} ({}). Approvers: {approvers}. Request {id}, until {}: warden approvals approve {id}",
+                    call.tool,
+                    call.reason,
+                    time(expires_at)
+                ),
+                "approval": {
+                    "id": id, "caller": subject, "issuer": issuer, "tool": call.tool, "server": call.server,
+                    "rule": call.approval.rule, "reason": call.reason, "approvers": approvers_json, "expires_at": expires_at,
+                    "status_url": self.status_url(&id),
+                },
+            }));
         }
         let earlier = if expired { " The earlier request for this call expired." } else { "" };
         let message = format!(

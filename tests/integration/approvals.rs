@@ -45,8 +45,9 @@ async fn bank_on(db: crate::common::Db) -> Bank {
     );
     let (db_url, keys) = (db.url.clone(), crate::common::provider::keyring());
     let extra = format!(
-        "upstream:\n  allow_cidrs: [127.0.0.1/32]\npolicy:\n  files: [{}]\nvault:\n  database: \"{db_url}\"\n  keys: \"{keys}\"\nadmin:\n  token: {ADMIN}",
+        "upstream:\n  allow_cidrs: [127.0.0.1/32]\npolicy:\n  files: [{}]\nvault:\n  database: \"{db_url}\"\n  keys: \"{keys}\"\nadmin:\n  token: {ADMIN}\napprovals:\n  webhook: {{url: \"{}/hook\"}}",
         policy.display(),
+        upstream.url,
     );
     let gw = gateway(&issuer, &tools, &extra).await;
     Bank { gw, db: db_url, _db: db, keys, issuer, upstream, _dir: dir }
@@ -137,6 +138,14 @@ async fn held_back_call_runs_once(b: Bank) {
     assert_eq!(pending.len(), 1);
     let id = pending[0]["id"].as_str().unwrap().to_owned();
     assert_eq!((&pending[0]["subject"], &pending[0]["tool"], &pending[0]["arguments"]), (&json!("bob"), &json!("transfer_funds"), &args));
+    // The webhook heard of it (Slack-compatible `text`), without the arguments.
+    let hook = crate::common::eventually(|| async { b.upstream.requests().into_iter().find(|r| r.path == "/hook") }, Option::is_some)
+        .await
+        .unwrap();
+    let announced: Value = serde_json::from_slice(&hook.body).unwrap();
+    assert!(announced["text"].as_str().unwrap().contains(&format!("warden approvals approve {id}")), "{announced}");
+    assert_eq!((&announced["approval"]["caller"], &announced["approval"]["tool"]), (&json!("bob"), &json!("transfer_funds")));
+    assert!(!String::from_utf8_lossy(&hook.body).contains("acme"), "no arguments in the notification");
     let page = b.gw.http.get(url).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("waiting for approval") && !page.contains("acme"), "{page}");
 
@@ -284,11 +293,20 @@ async fn across_replicas(db: crate::common::Db) {
     let bob: Vec<String> = replicas.iter().map(|gw| token(gw, "bob", &["clerk"])).collect();
     let first = call(&replicas[0], &bob[0], args.clone()).await;
     assert_eq!(first["isError"], true, "{first}");
-    let listed: Value =
-        replicas[1].http.get(format!("{}/admin/v1/approvals?status=pending", replicas[1].url)).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    let listed: Value = replicas[1]
+        .http
+        .get(format!("{}/admin/v1/approvals?status=pending", replicas[1].url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let id = listed["approvals"][0]["id"].as_str().unwrap_or_else(|| panic!("{listed}")).to_owned();
     let mary = token(&replicas[1], "mary", &["finance-manager"]);
-    let approved = replicas[1].http.post(format!("{}/admin/v1/approvals/{id}/approve", replicas[1].url)).bearer_auth(&mary).send().await.unwrap();
+    let approved =
+        replicas[1].http.post(format!("{}/admin/v1/approvals/{id}/approve", replicas[1].url)).bearer_auth(&mary).send().await.unwrap();
     assert_eq!(approved.status(), 200);
     let ran = call(&replicas[2], &bob[2], args.clone()).await;
     assert_eq!(ran["isError"], false, "{ran}");
