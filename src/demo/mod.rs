@@ -252,10 +252,20 @@ HOUSE={house}\nJOY={joy}\n\
 WARDEN_ADMIN_TOKEN={admin_token}\n\
 KEY=$(WARDEN_ADMIN_TOKEN=$WARDEN_ADMIN_TOKEN WARDEN_GATEWAY_URL={base} warden api-keys create --name demo --subject ci-bot --scope calendar:read)\n\
 {call_key}\n\n\
+# 9. A human approves: an all-hands event lands in everyone's calendar, so policies/calendar.yaml
+#    holds it back for a manager. Alice's call returns -32042 with the request's status page;
+#    Dana (a manager) approves it as herself; Alice's same call then runs, once.
+DANA={dana}\n\
+{call_all_hands}\n\
+WARDEN_APPROVER_TOKEN=$DANA WARDEN_GATEWAY_URL={base} warden approvals list\n\
+WARDEN_APPROVER_TOKEN=$DANA WARDEN_GATEWAY_URL={base} warden approvals approve <id> --comment 'ok for Thursday'\n\
+{call_all_hands}\n\n\
 Audit events (one JSON line per decision) follow below. Ctrl-C stops the demo.\n",
             issuer = self.issuer,
             backend = self.backend_url,
             admin_token = self.admin_token.expose(),
+            dana = self.idp.mint("dana", "demo-cli", &["calendar:read".into()], &self.resource).unwrap_or_default(),
+            call_all_hands = post("$ALICE", r#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"create_event","arguments":{"title":"all-hands: Q4 plans","start":"2026-12-10T10:00:00Z"}}}"#),
             call_key = post("$KEY", r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"list_events","arguments":{"limit":5}}}"#),
             list_alice = post("$ALICE", r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
             call_alice = post("$ALICE", r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list_events","arguments":{"limit":5}}}"#),

@@ -445,3 +445,28 @@ async fn the_enterprise_demo_signs_in_through_warden_in_front_of_the_development
     assert!(!events.is_empty() && events.iter().all(|e| e["owner"] == "alice"), "{answer}");
     shutdown.cancel();
 }
+
+/// The demo's worked approval: an all-hands event lands in everyone's calendar, so it waits for
+/// a manager (policies/calendar.yaml); Dana approves as herself, and Alice's retry creates it once.
+#[tokio::test]
+async fn the_demo_holds_an_all_hands_event_for_a_managers_yes() {
+    let (demo, shutdown) = demo(Some("alice")).await;
+    let alice = demo.idp.mint("alice", "demo-cli", &["calendar:write".into()], &demo.resource).unwrap();
+    let dana = demo.idp.mint("dana", "demo-cli", &["calendar:read".into()], &demo.resource).unwrap();
+    let args = json!({"title": "all-hands: Q4 plans", "start": "2026-12-10T10:00:00Z"});
+    let created = |d: &Demo| d.calendar.seen().iter().filter(|s| s.path == "/events (POST)").count();
+    let (status, held) = call(&demo, &alice, "create_event", args.clone()).await;
+    assert_eq!((status, held["error"]["code"].as_i64()), (200, Some(-32042)), "{held}");
+    assert_eq!(created(&demo), 0);
+    let base = demo.mcp_url.trim_end_matches("/mcp").to_owned();
+    let http = reqwest::Client::new();
+    let listed: Value = http.get(format!("{base}/admin/v1/approvals")).bearer_auth(&dana).send().await.unwrap().json().await.unwrap();
+    let id = listed["approvals"][0]["id"].as_str().unwrap_or_else(|| panic!("{listed}")).to_owned();
+    let approved = http.post(format!("{base}/admin/v1/approvals/{id}/approve")).bearer_auth(&dana).send().await.unwrap();
+    assert_eq!(approved.status(), 200);
+    let (_, ran) = call(&demo, &alice, "create_event", args).await;
+    assert_eq!(ran["result"]["isError"], false, "{ran}");
+    assert_eq!(created(&demo), 1);
+    assert!(demo.instructions().contains("warden approvals approve"));
+    shutdown.cancel();
+}
