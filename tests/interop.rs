@@ -554,3 +554,50 @@ async fn python_sdk_signs_in_with_a_client_id_metadata_document() {
     );
     shutdown.cancel();
 }
+
+/// A call a person must approve, with the official Python SDK (latest and last 1.x): the first
+/// call is held back (-32042 with the request's status page, or the request as isError text),
+/// the approver approves as herself, and the SDK's retry of the same call runs, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python SDK virtualenv: run scripts/test"]
+async fn python_sdk_waits_for_an_approval_and_then_runs_the_call_once() {
+    use std::io::{BufRead, Write};
+    let (demo, shutdown) = demo(Some("alice")).await;
+    let base = demo.mcp_url.trim_end_matches("/mcp").to_owned();
+    for (var, python) in pythons() {
+        let alice = demo.idp.mint("alice", "sdk", &["calendar:write".into()], &demo.resource).unwrap();
+        let dana = demo.idp.mint("dana", "sdk", &["calendar:read".into()], &demo.resource).unwrap();
+        let args = json!({"title": format!("all-hands: {var}"), "start": "2026-12-10T10:00:00Z"});
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/python_approval.py");
+        let mut child = Command::new(&python)
+            .args([script, "--url", &demo.mcp_url, "--token", &alice, "--tool", "create_event", "--args", &args.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first: Value = tokio::task::block_in_place(|| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap());
+        let id = first["id"].as_str().unwrap_or_else(|| panic!("{var}: no request id in {first}")).to_owned();
+        let created = |d: &warden::demo::Demo| d.calendar.seen().iter().filter(|s| s.path == "/events (POST)").count();
+        let before = created(&demo);
+        let approved =
+            reqwest::Client::new().post(format!("{base}/admin/v1/approvals/{id}/approve")).bearer_auth(&dana).send().await.unwrap();
+        assert_eq!(approved.status(), 200, "{var}");
+        writeln!(stdin, "approved").unwrap();
+        let report: Value = tokio::task::block_in_place(|| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap());
+        assert!(child.wait().unwrap().success());
+        eprintln!("{var}: mcp SDK {} speaking {}: first answer {}", report["sdk_version"], report["protocol_version"], report["first"]);
+        if report["protocol_version"].as_str().is_some_and(|v| v >= "2025-11-25") {
+            assert_eq!(report["first"]["error_code"], -32042, "{report}");
+            assert_eq!(report["status_page"], 200, "{report}");
+        } else {
+            assert_eq!(report["first"]["isError"], true, "{report}");
+        }
+        assert_eq!(report["second"]["isError"], false, "{var}: the approved call ran: {report}");
+        assert_ne!(report["third"]["isError"], false, "{var}: and only once: {report}");
+        assert_eq!(created(&demo), before + 1, "{var}");
+    }
+    shutdown.cancel();
+}

@@ -260,8 +260,7 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mps
                             .into_error_data());
                     }
                     super::Elicitation::InputRequired => {
-                        let ask = crate::tools::ConnectRequired { url: pending.url, message: pending.message };
-                        ToolResponse::Rpc(CallToolResponse::InputRequired(connect_input_required(&ask)))
+                        ToolResponse::Rpc(CallToolResponse::InputRequired(url_input_required("approval", pending.url, pending.message)))
                     }
                 });
             }
@@ -354,7 +353,8 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mps
                 );
             }
             super::Elicitation::InputRequired => {
-                return Ok(ToolResponse::Rpc(CallToolResponse::InputRequired(connect_input_required(connect))));
+                let input = url_input_required("connect", connect.url.clone(), connect.message.clone());
+                return Ok(ToolResponse::Rpc(CallToolResponse::InputRequired(input)));
             }
         }
     }
@@ -410,18 +410,19 @@ impl ToolResponse {
     }
 }
 
-/// The request to connect an account, as a 2026-07-28 `InputRequiredResult`: one URL-mode
-/// elicitation (key `connect`). Nothing is kept here between the rounds: the retried call
-/// resolves the caller's credential again, and completes once they have connected.
-fn connect_input_required(connect: &crate::tools::ConnectRequired) -> rmcp::model::InputRequiredResult {
+/// A page the person must visit, as a 2026-07-28 `InputRequiredResult`: one URL-mode elicitation
+/// under `key` (`connect`: connect an account; `approval`: the approval's status page). Nothing
+/// is kept here between the rounds: the retried call resolves the caller's credential, or finds
+/// the approval, again.
+fn url_input_required(key: &str, url: String, message: String) -> rmcp::model::InputRequiredResult {
     let params = rmcp::model::ElicitRequestParams::UrlElicitationParams {
         meta: None,
-        message: connect.message.clone(),
-        url: connect.url.clone(),
+        message,
+        url,
         elicitation_id: uuid::Uuid::now_v7().to_string(),
     };
     let request = rmcp::model::InputRequest::Elicitation(rmcp::model::ElicitRequest::new(params));
-    rmcp::model::InputRequiredResult::new(Some([("connect".to_owned(), request)].into_iter().collect()), None)
+    rmcp::model::InputRequiredResult::new(Some([(key.to_owned(), request)].into_iter().collect()), None)
 }
 
 /// A refusal of the limits, as the error the caller gets.

@@ -291,10 +291,26 @@ async fn notes_need_each_users_own_connection() {
 /// A `tools/call` as a 2026-07-28 client sends it: the revision's headers and `_meta`, URL
 /// elicitation declared (or not), and the answers of a previous round.
 async fn call_2026(demo: &Demo, token: &str, tool: &str, url_elicitation: bool, responses: Option<Value>) -> (u16, Value) {
+    call_2026_args(demo, token, tool, json!({}), url_elicitation, responses).await
+}
+
+/// As [`call_2026`] with URL elicitation declared, with `arguments`.
+async fn call_2026_with(demo: &Demo, token: &str, tool: &str, arguments: Value, responses: Option<Value>) -> (u16, Value) {
+    call_2026_args(demo, token, tool, arguments, true, responses).await
+}
+
+async fn call_2026_args(
+    demo: &Demo,
+    token: &str,
+    tool: &str,
+    arguments: Value,
+    url_elicitation: bool,
+    responses: Option<Value>,
+) -> (u16, Value) {
     let capabilities = if url_elicitation { json!({"elicitation": {"url": {}}}) } else { json!({}) };
     let mut params = json!({
         "name": tool,
-        "arguments": {},
+        "arguments": arguments,
         "_meta": {
             "io.modelcontextprotocol/protocolVersion": "2026-07-28",
             "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
@@ -468,5 +484,31 @@ async fn the_demo_holds_an_all_hands_event_for_a_managers_yes() {
     assert_eq!(ran["result"]["isError"], false, "{ran}");
     assert_eq!(created(&demo), 1);
     assert!(demo.instructions().contains("warden approvals approve"));
+    shutdown.cancel();
+}
+
+/// On 2026-07-28 the held-back call is an `InputRequiredResult` whose input request links to
+/// the approval's status page; the client's retry of the same call runs once it is approved.
+#[tokio::test]
+async fn a_2026_client_waits_for_an_approval_by_an_input_required_result() {
+    let (demo, shutdown) = demo(Some("alice")).await;
+    let alice = demo.idp.mint("alice", "t", &["calendar:write".into()], &demo.resource).unwrap();
+    let dana = demo.idp.mint("dana", "t", &["calendar:read".into()], &demo.resource).unwrap();
+    let (status, first) =
+        call_2026_with(&demo, &alice, "create_event", json!({"title": "all-hands 2026", "start": "2026-12-10T10:00:00Z"}), None).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let request = &first["result"]["inputRequests"]["approval"];
+    let link = request["params"]["url"].as_str().unwrap_or_else(|| panic!("{first}"));
+    let id = link.rsplit('/').next().unwrap().to_owned();
+    let base = demo.mcp_url.trim_end_matches("/mcp").to_owned();
+    let approved = reqwest::Client::new().post(format!("{base}/admin/v1/approvals/{id}/approve")).bearer_auth(&dana).send().await.unwrap();
+    assert_eq!(approved.status(), 200);
+    let answered = json!({"approval": {"action": "accept"}});
+    let (_, done) =
+        call_2026_with(&demo, &alice, "create_event", json!({"title": "all-hands 2026", "start": "2026-12-10T10:00:00Z"}), Some(answered))
+            .await;
+    assert_ne!(done["result"]["resultType"], "input_required", "{done}");
+    assert_eq!(done["result"]["isError"], false, "{done}");
     shutdown.cancel();
 }
