@@ -413,7 +413,8 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         }))
         .merge(gateway.auth_server.clone().map_or_else(Router::new, crate::authz::routes))
         .merge(gateway.approvals.clone().map_or_else(Router::new, |approvals| {
-            crate::approvals::api::routes(Arc::new(crate::approvals::api::Api { approvals, admin: Arc::clone(&admin) }))
+            let admin = Arc::clone(&admin) as Arc<dyn crate::approvals::api::WrongTokens>;
+            crate::approvals::api::routes(Arc::new(crate::approvals::api::Api { approvals, admin }))
         }))
         .merge(crate::admin::routes(Arc::clone(&admin)))
         .merge(console)

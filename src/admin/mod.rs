@@ -98,6 +98,18 @@ impl AdminState {
     }
 }
 
+impl crate::approvals::api::WrongTokens for AdminState {
+    fn client_ip(&self, socket: Option<std::net::SocketAddr>, headers: &http::HeaderMap) -> std::net::IpAddr {
+        AdminState::client_ip(self, socket, headers)
+    }
+    fn refusal_if_blocked(&self, ctx: Option<&RequestContext>, action: &str, ip: std::net::IpAddr) -> Option<Response> {
+        AdminState::refusal_if_blocked(self, ctx, action, ip)
+    }
+    fn wrong_token(&self, ctx: Option<&RequestContext>, action: &str, ip: std::net::IpAddr) -> Response {
+        AdminState::wrong_token(self, ctx, action, ip)
+    }
+}
+
 fn too_many(gw: &AdminState, ctx: Option<&RequestContext>, action: &str, wait: std::time::Duration) -> Response {
     tracing::warn!(action, "too many wrong admin tokens from one address");
     let mut response = refuse(gw, ctx, action, None, AdminError::TooManyAttempts);

@@ -21,7 +21,6 @@ use sha2::Digest;
 use subtle::ConstantTimeEq;
 
 use super::Approvals;
-use crate::admin::AdminState;
 use crate::audit::{AuditEvent, Verdict};
 use crate::edge::RequestContext;
 use crate::identity::Principal;
@@ -50,10 +49,21 @@ fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
     answer(status, json!({"error": code, "message": message}))
 }
 
-/// The API's state: the approvals, and the admin API's (its token and its bound on wrong ones).
+/// The admin API's bound on wrong tokens per client address, which these routes share (so they
+/// are no faster way to guess the admin token). The admin API implements it.
+pub trait WrongTokens: Send + Sync {
+    /// The client's address (behind `server.trusted_proxies`, the forwarded one).
+    fn client_ip(&self, socket: Option<std::net::SocketAddr>, headers: &HeaderMap) -> std::net::IpAddr;
+    /// The refusal of an address that presented too many wrong tokens lately, if it is blocked.
+    fn refusal_if_blocked(&self, ctx: Option<&RequestContext>, action: &str, ip: std::net::IpAddr) -> Option<Response>;
+    /// Counts a wrong token; the refusal to send.
+    fn wrong_token(&self, ctx: Option<&RequestContext>, action: &str, ip: std::net::IpAddr) -> Response;
+}
+
+/// The API's state: the approvals, and the admin API's bound on wrong tokens.
 pub struct Api {
     pub approvals: Arc<Approvals>,
-    pub admin: Arc<AdminState>,
+    pub admin: Arc<dyn WrongTokens>,
 }
 
 /// The connection's address, when the server recorded it.
@@ -87,6 +97,17 @@ impl Api {
             }
         }
         match approvals.authenticator.authenticate_header(headers.get(http::header::AUTHORIZATION)).await {
+            // A person decides, never a machine credential: API keys are not approvers.
+            Ok(principal) if principal.issuer == crate::apikeys::ISSUER => {
+                approvals.audit.emit(approvals.event(
+                    ctx,
+                    None,
+                    action,
+                    Verdict { decision: "deny", reason: "api_key_not_an_approver", status: 403 },
+                    None,
+                ));
+                Err(refusal(StatusCode::FORBIDDEN, "api_key_not_an_approver", "approvers use their own sign-in, not an API key"))
+            }
             Ok(principal) => Ok(Actor::Person(principal)),
             Err(_) if presented.split('.').count() != 3 && !presented.starts_with(crate::identity::API_KEY_PREFIX) => {
                 Err(self.admin.wrong_token(Some(ctx), action, ip))

@@ -33,7 +33,18 @@ async fn bank() -> Bank {
     bank_on(crate::common::Db::sqlite()).await
 }
 
-async fn bank_on(db: crate::common::Db) -> Bank {
+/// What every replica of the bank is configured with: the issuer, the upstream, the policy, the
+/// shared database and keys.
+struct Setup {
+    issuer: TestIssuer,
+    upstream: Upstream,
+    dir: tempfile::TempDir,
+    tools: String,
+    extra: String,
+    keys: String,
+}
+
+async fn setup(db_url: &str) -> Setup {
     let issuer = TestIssuer::start().await;
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -43,14 +54,19 @@ async fn bank_on(db: crate::common::Db) -> Bank {
         "  - {{name: transfer_funds, description: Pay., input_schema: {{type: object, properties: {{amount: {{type: number}}, to: {{type: string}}}}, required: [amount, to]}}, http: {{url: \"{}/transfer\", method: POST}}}}\n",
         upstream.url
     );
-    let (db_url, keys) = (db.url.clone(), crate::common::provider::keyring());
+    let keys = crate::common::provider::keyring();
     let extra = format!(
         "upstream:\n  allow_cidrs: [127.0.0.1/32]\npolicy:\n  files: [{}]\nvault:\n  database: \"{db_url}\"\n  keys: \"{keys}\"\nadmin:\n  token: {ADMIN}\napprovals:\n  webhook: {{url: \"{}/hook\"}}",
         policy.display(),
         upstream.url,
     );
+    Setup { issuer, upstream, dir, tools, extra, keys }
+}
+
+async fn bank_on(db: crate::common::Db) -> Bank {
+    let Setup { issuer, upstream, dir, tools, extra, keys } = setup(&db.url).await;
     let gw = gateway(&issuer, &tools, &extra).await;
-    Bank { gw, db: db_url, _db: db, keys, issuer, upstream, _dir: dir }
+    Bank { gw, db: db.url.clone(), _db: db, keys, issuer, upstream, _dir: dir }
 }
 
 impl Bank {
@@ -261,21 +277,7 @@ async fn a_denial_and_an_expiry_are_refusals_the_agent_can_read() {
 /// Three replicas on one database: a request made on the first is approved through the
 /// second and runs on the third, once.
 async fn across_replicas(db: crate::common::Db) {
-    let issuer = TestIssuer::start().await;
-    let upstream = Upstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("bank.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let tools = format!(
-        "  - {{name: transfer_funds, description: Pay., input_schema: {{type: object, properties: {{amount: {{type: number}}, to: {{type: string}}}}, required: [amount, to]}}, http: {{url: \"{}/transfer\", method: POST}}}}\n",
-        upstream.url
-    );
-    let extra = format!(
-        "upstream:\n  allow_cidrs: [127.0.0.1/32]\npolicy:\n  files: [{}]\nvault:\n  database: \"{}\"\n  keys: \"{}\"\nadmin:\n  token: {ADMIN}",
-        policy.display(),
-        db.url,
-        crate::common::provider::keyring(),
-    );
+    let Setup { issuer, upstream, tools, extra, dir: _dir, .. } = setup(&db.url).await;
     let mut replicas = Vec::new();
     for _ in 0..3 {
         replicas.push(gateway(&issuer, &tools, &extra).await);
