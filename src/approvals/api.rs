@@ -33,10 +33,10 @@ enum Actor {
 }
 
 impl Actor {
-    fn name(&self) -> String {
+    fn decider(&self) -> super::Decider<'_> {
         match self {
-            Self::Admin => "admin".into(),
-            Self::Person(p) => p.subject.as_str().to_owned(),
+            Self::Admin => super::Decider::AdminToken,
+            Self::Person(p) => super::Decider::Person(p),
         }
     }
 }
@@ -162,9 +162,8 @@ pub async fn list(
         Err(refused) => return refused,
     };
     let approvals = &api.approvals;
-    let listed = async { approvals.vault.store().await?.list_approvals(query.status.as_deref()).await };
-    let all = match listed.await {
-        Ok(all) => all,
+    let visible = match approvals.list(&actor.decider(), query.status.as_deref()).await {
+        Ok(visible) => visible,
         Err(e) => {
             tracing::error!(error = %e, "approvals unavailable");
             approvals.audit.emit(approvals.event(
@@ -176,10 +175,6 @@ pub async fn list(
             ));
             return refusal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "try again shortly");
         }
-    };
-    let visible: Vec<_> = match &actor {
-        Actor::Admin => all,
-        Actor::Person(p) => all.into_iter().filter(|r| super::may_decide(p, r).is_ok()).collect(),
     };
     approvals.audit.emit(approvals.event(&ctx, Some(&actor), METHOD, Verdict { decision: "allow", reason: "ok", status: 200 }, None));
     answer(StatusCode::OK, json!({"approvals": visible}))
@@ -225,72 +220,27 @@ async fn decide(
     approve: bool,
 ) -> Response {
     let method = if approve { "approvals/approve" } else { "approvals/deny" };
-    let approvals = &api.approvals;
-    let refuse = |actor: Option<&Actor>, status: StatusCode, code: &'static str, message: &str| {
-        let verdict = Verdict { decision: "deny", reason: code, status: status.as_u16() };
-        approvals.audit.emit(approvals.event(&ctx, actor, method, verdict, Some(format!("approval {}", crate::audit::bounded(&id)))));
-        refusal(status, code, message)
-    };
     let actor = match api.actor(&ctx, method, peer, &headers).await {
         Ok(actor) => actor,
         Err(refused) => return refused,
     };
-    let decision: Decision = if body.is_empty() {
-        Decision::default()
+    let decider = actor.decider();
+    let comment = if body.is_empty() {
+        None
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(d) => d,
+        match serde_json::from_slice::<Decision>(&body) {
+            Ok(d) => d.comment,
             Err(_) => {
-                return refuse(Some(&actor), StatusCode::BAD_REQUEST, "invalid_request", "the body is {\"comment\": \"…\"} or nothing");
+                let refused = super::DecideError::Invalid("the body is {\"comment\": \"…\"} or nothing");
+                api.approvals.audit_refusal(&ctx, &decider, method, &id, &refused);
+                return refusal(refused.status(), refused.code(), &refused.to_string());
             }
         }
     };
-    if decision.comment.as_deref().is_some_and(|c| c.chars().count() > 1000) {
-        return refuse(Some(&actor), StatusCode::BAD_REQUEST, "invalid_request", "the comment is at most 1000 characters");
+    match api.approvals.decide(&ctx, &decider, &id, approve, comment.as_deref()).await {
+        Ok(by) => answer(StatusCode::OK, json!({"id": id, "status": if approve { "approved" } else { "denied" }, "decided_by": by})),
+        Err(refused) => refusal(refused.status(), refused.code(), &refused.to_string()),
     }
-    let store = match approvals.vault.store().await {
-        Ok(store) => store,
-        Err(_) => return refuse(Some(&actor), StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "try again shortly"),
-    };
-    let request = match store.approval(&id).await {
-        Ok(Some(request)) => request,
-        Ok(None) => return refuse(Some(&actor), StatusCode::NOT_FOUND, "approval_unknown", "no such approval request"),
-        Err(_) => return refuse(Some(&actor), StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "try again shortly"),
-    };
-    match &actor {
-        Actor::Admin if !approvals.admin_token_may_approve => {
-            return refuse(Some(&actor), StatusCode::FORBIDDEN, "admin_token_may_not_approve", "approvers decide with their own token");
-        }
-        Actor::Admin => {}
-        Actor::Person(p) => {
-            if let Err(why) = super::may_decide(p, &request) {
-                let message =
-                    if why == "self_approval" { "you may not decide your own request" } else { "you are not an approver of this request" };
-                return refuse(Some(&actor), StatusCode::FORBIDDEN, why, message);
-            }
-        }
-    }
-    if request.status != "pending" {
-        return refuse(Some(&actor), StatusCode::CONFLICT, "approval_not_pending", &format!("the request is {}", request.status));
-    }
-    let by = actor.name();
-    let window = (request.expires_at - request.created_at).max(60);
-    match store.decide_approval(&id, approve, &by, decision.comment.as_deref(), window).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return refuse(Some(&actor), StatusCode::CONFLICT, "approval_not_pending", "the request was decided or expired meanwhile");
-        }
-        Err(_) => return refuse(Some(&actor), StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "try again shortly"),
-    }
-    let reason = if approve { "approval_granted" } else { "approval_denied" };
-    let comment = decision.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
-    let explanation = format!("approval {id} of {} for {}{comment}", request.subject, request.tool);
-    let mut event = approvals.event(&ctx, Some(&actor), method, Verdict { decision: "allow", reason, status: 200 }, Some(explanation));
-    event.tool = Some(request.tool.clone());
-    event.server = request.server.clone();
-    event.rule = Some(request.rule.clone());
-    approvals.audit.emit(event);
-    answer(StatusCode::OK, json!({"id": id, "status": if approve { "approved" } else { "denied" }, "decided_by": by}))
 }
 
 /// `GET /approvals/{id}`: where the caller's client sends the person, to see how the request

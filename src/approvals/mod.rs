@@ -265,6 +265,154 @@ fn time(unix: i64) -> String {
     chrono::DateTime::from_timestamp(unix, 0).map_or_else(|| unix.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
+/// Who decides a request.
+pub enum Decider<'a> {
+    /// The admin token (recorded as `admin`), where the config allows it.
+    AdminToken,
+    /// A person, as the identity stage (or the console's sign-in) knows them.
+    Person(&'a Principal),
+}
+
+impl Decider<'_> {
+    fn name(&self) -> String {
+        match self {
+            Self::AdminToken => "admin".into(),
+            Self::Person(p) => p.subject.as_str().to_owned(),
+        }
+    }
+}
+
+/// Why a decision was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecideError {
+    #[error("{0}")]
+    Invalid(&'static str),
+    #[error("no such approval request")]
+    Unknown,
+    #[error("the request is {0}")]
+    NotPending(String),
+    #[error("approvers decide with their own sign-in")]
+    AdminTokenMayNot,
+    #[error("you are not an approver of this request")]
+    NotAnApprover,
+    #[error("you may not decide your own request")]
+    SelfApproval,
+    #[error("try again shortly")]
+    Unavailable,
+}
+
+impl DecideError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "invalid_request",
+            Self::Unknown => "approval_unknown",
+            Self::NotPending(_) => "approval_not_pending",
+            Self::AdminTokenMayNot => "admin_token_may_not_approve",
+            Self::NotAnApprover => "not_an_approver",
+            Self::SelfApproval => "self_approval",
+            Self::Unavailable => "store_unavailable",
+        }
+    }
+
+    pub fn status(&self) -> http::StatusCode {
+        use http::StatusCode;
+        match self {
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::Unknown => StatusCode::NOT_FOUND,
+            Self::NotPending(_) => StatusCode::CONFLICT,
+            Self::AdminTokenMayNot | Self::NotAnApprover | Self::SelfApproval => StatusCode::FORBIDDEN,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl Approvals {
+    /// Decides request `id` as `decider` (once, while it waits), and audits the outcome either
+    /// way: `approval_granted` / `approval_denied` with the approver, the tool, the rule and the
+    /// comment, or the refusal. Returns who decided.
+    pub async fn decide(
+        &self,
+        ctx: &crate::edge::RequestContext,
+        decider: &Decider<'_>,
+        id: &str,
+        approve: bool,
+        comment: Option<&str>,
+    ) -> Result<String, DecideError> {
+        let method = if approve { "approvals/approve" } else { "approvals/deny" };
+        let refuse = |refused: DecideError| {
+            self.audit_refusal(ctx, decider, method, id, &refused);
+            Err(refused)
+        };
+        if comment.is_some_and(|c| c.chars().count() > 1000) {
+            return refuse(DecideError::Invalid("the comment is at most 1000 characters"));
+        }
+        let Ok(store) = self.vault.store().await else { return refuse(DecideError::Unavailable) };
+        let request = match store.approval(id).await {
+            Ok(Some(request)) => request,
+            Ok(None) => return refuse(DecideError::Unknown),
+            Err(_) => return refuse(DecideError::Unavailable),
+        };
+        match decider {
+            Decider::AdminToken if !self.admin_token_may_approve => return refuse(DecideError::AdminTokenMayNot),
+            Decider::AdminToken => {}
+            Decider::Person(p) => match may_decide(p, &request) {
+                Ok(()) => {}
+                Err("self_approval") => return refuse(DecideError::SelfApproval),
+                Err(_) => return refuse(DecideError::NotAnApprover),
+            },
+        }
+        if request.status != "pending" {
+            return refuse(DecideError::NotPending(request.status));
+        }
+        let by = decider.name();
+        let window = (request.expires_at - request.created_at).max(60);
+        match store.decide_approval(id, approve, &by, comment, window).await {
+            Ok(true) => {}
+            Ok(false) => return refuse(DecideError::NotPending("decided or expired meanwhile".into())),
+            Err(_) => return refuse(DecideError::Unavailable),
+        }
+        let reason = if approve { "approval_granted" } else { "approval_denied" };
+        let said = comment.map(|c| format!(": {c}")).unwrap_or_default();
+        let explanation = format!("approval {id} of {} for {}{said}", request.subject, request.tool);
+        let mut event = self.decider_event(ctx, decider, method, crate::audit::Verdict { decision: "allow", reason, status: 200 });
+        event.explanation = Some(explanation);
+        event.tool = Some(request.tool.clone());
+        event.server = request.server.clone();
+        event.rule = Some(request.rule.clone());
+        self.audit.emit(event);
+        Ok(by)
+    }
+
+    /// Audits a refused decision.
+    pub fn audit_refusal(&self, ctx: &crate::edge::RequestContext, decider: &Decider<'_>, method: &str, id: &str, refused: &DecideError) {
+        let verdict = crate::audit::Verdict { decision: "deny", reason: refused.code(), status: refused.status().as_u16() };
+        let mut event = self.decider_event(ctx, decider, method, verdict);
+        event.explanation = Some(format!("approval {}", crate::audit::bounded(id)));
+        self.audit.emit(event);
+    }
+
+    fn decider_event(&self, ctx: &crate::edge::RequestContext, decider: &Decider<'_>, method: &str, verdict: crate::audit::Verdict<'_>) -> crate::audit::AuditEvent {
+        match decider {
+            Decider::Person(p) => crate::audit::AuditEvent::request(ctx, Some(p), None, Some(method.to_owned()), verdict),
+            Decider::AdminToken => {
+                let mut event = crate::audit::AuditEvent::connect(ctx, method, None, None, verdict);
+                event.subject = Some("admin".into());
+                event
+            }
+        }
+    }
+
+    /// The requests, newest first (`pending` narrows to those waiting), that `decider` may see:
+    /// the admin token all, a person those they may decide.
+    pub async fn list(&self, decider: &Decider<'_>, status: Option<&str>) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let all = self.vault.store().await?.list_approvals(status).await?;
+        Ok(match decider {
+            Decider::AdminToken => all,
+            Decider::Person(p) => all.into_iter().filter(|r| may_decide(p, r).is_ok()).collect(),
+        })
+    }
+}
+
 /// Whether `principal` may decide `request`, by the approvers the rule named when it was made.
 pub fn may_decide(principal: &Principal, request: &ApprovalRecord) -> Result<(), &'static str> {
     let list = |k: &str| -> Vec<String> {
