@@ -388,7 +388,7 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         gateway.public_base.clone(),
         gateway.console.clone(),
     )
-    .map_or_else(Router::new, |state| crate::admin::console::routes(Arc::new(state)));
+    .map_or_else(Router::new, |state| crate::admin::console::routes(Arc::new(state.with_approvals(gateway.approvals.clone()))));
     // Proxy routes stream bodies both ways, bounded by each route's size and time limits.
     let proxy =
         Router::new().route("/proxy/{*rest}", axum::routing::any(crate::routes::handle)).with_state(Arc::new(crate::routes::ProxyState {

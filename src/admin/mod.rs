@@ -51,12 +51,29 @@ use crate::store::ConnectionKey;
 pub struct Actor {
     pub subject: String,
     pub issuer: Option<String>,
+    /// The person's roles at sign-in (none for the admin token): what an approval checks.
+    pub roles: Vec<String>,
 }
 
 impl Actor {
     /// Whoever presented `admin.token`.
     pub fn admin_token() -> Self {
-        Self { subject: "admin".into(), issuer: None }
+        Self { subject: "admin".into(), issuer: None, roles: Vec::new() }
+    }
+
+    /// Who decides an approval from the console: the admin token, or the person signed in.
+    pub fn principal(&self) -> Option<crate::identity::Principal> {
+        let issuer = self.issuer.clone()?;
+        Some(crate::identity::Principal {
+            subject: crate::identity::Subject::new(self.subject.clone())?,
+            issuer,
+            client_id: None,
+            scopes: Default::default(),
+            roles: self.roles.clone(),
+            tenant: None,
+            claims: Default::default(),
+            tools: None,
+        })
     }
 }
 

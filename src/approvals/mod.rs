@@ -391,7 +391,13 @@ impl Approvals {
         self.audit.emit(event);
     }
 
-    fn decider_event(&self, ctx: &crate::edge::RequestContext, decider: &Decider<'_>, method: &str, verdict: crate::audit::Verdict<'_>) -> crate::audit::AuditEvent {
+    fn decider_event(
+        &self,
+        ctx: &crate::edge::RequestContext,
+        decider: &Decider<'_>,
+        method: &str,
+        verdict: crate::audit::Verdict<'_>,
+    ) -> crate::audit::AuditEvent {
         match decider {
             Decider::Person(p) => crate::audit::AuditEvent::request(ctx, Some(p), None, Some(method.to_owned()), verdict),
             Decider::AdminToken => {

@@ -45,18 +45,23 @@ struct Setup {
 }
 
 async fn setup(db_url: &str) -> Setup {
+    setup_with(db_url, "").await
+}
+
+/// As [`setup`], with more lines in the `approvals:` block (indented by two).
+async fn setup_with(db_url: &str, approvals: &str) -> Setup {
     let issuer = TestIssuer::start().await;
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("bank.yaml");
     std::fs::write(&policy, POLICY).unwrap();
     let tools = format!(
-        "  - {{name: transfer_funds, description: Pay., input_schema: {{type: object, properties: {{amount: {{type: number}}, to: {{type: string}}}}, required: [amount, to]}}, http: {{url: \"{}/transfer\", method: POST}}}}\n",
+        "  - {{name: transfer_funds, description: Pay., input_schema: {{type: object, properties: {{amount: {{type: number}}, to: {{type: string}}, pin: {{type: string, writeOnly: true}}}}, required: [amount, to]}}, http: {{url: \"{}/transfer\", method: POST}}}}\n",
         upstream.url
     );
     let keys = crate::common::provider::keyring();
     let extra = format!(
-        "upstream:\n  allow_cidrs: [127.0.0.1/32]\npolicy:\n  files: [{}]\nvault:\n  database: \"{db_url}\"\n  keys: \"{keys}\"\nadmin:\n  token: {ADMIN}\napprovals:\n  webhook: {{url: \"{}/hook\"}}",
+        "upstream:\n  allow_cidrs: [127.0.0.1/32]\npolicy:\n  files: [{}]\nvault:\n  database: \"{db_url}\"\n  keys: \"{keys}\"\nadmin:\n  token: {ADMIN}\napprovals:\n  webhook: {{url: \"{}/hook\"}}\n{approvals}",
         policy.display(),
         upstream.url,
     );
@@ -326,4 +331,48 @@ async fn a_request_made_on_one_replica_is_approved_on_a_second_and_runs_on_a_thi
 #[ignore = "needs the PostgreSQL server scripts/test starts"]
 async fn on_postgres_three_replicas_share_approvals() {
     across_replicas(crate::common::Db::postgres().await).await;
+}
+
+/// The console's page of calls waiting for approval: the request with its arguments (a
+/// `writeOnly` one redacted), and Approve with a comment; here the admin-token session may
+/// decide (`approvals.admin_token_may_approve`), recorded as `admin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_a_waiting_call_and_approves_it() {
+    let db = crate::common::Db::sqlite();
+    let Setup { issuer, upstream, tools, extra, dir: _dir, .. } = setup_with(&db.url, "  admin_token_may_approve: true\n").await;
+    let gw = gateway(&issuer, &tools, &extra).await;
+    let mut claims = issuer.claims("bob", "", &gw.mcp);
+    claims["roles"] = json!(["clerk"]);
+    let bob = issuer.sign(&claims);
+    let args = json!({"amount": 7000, "to": "acme", "pin": "4321"});
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "transfer_funds", "arguments": args}});
+    let held = gw.post_raw(Some(&bob), body.to_string(), &[("mcp-protocol-version", "2025-06-18")]).await;
+    assert_eq!(held.body["result"]["isError"], true, "{:?}", held.body);
+
+    let (status, cookie) = crate::console::sign_in(&gw, ADMIN).await;
+    assert_eq!(status, 200);
+    let cookie = cookie.unwrap().split(';').next().unwrap().to_owned();
+    let http = crate::console::browser();
+    let page = http.get(format!("{}/admin/approvals", gw.url)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("transfer_funds") && page.contains("bob") && page.contains("acme"), "{page}");
+    assert!(page.contains("[redacted]") && !page.contains("4321"), "the writeOnly pin is not shown: {page}");
+    let id = crate::console::field(&page, "id");
+    let csrf = crate::console::field(&page, "csrf");
+    let decided = http
+        .post(format!("{}/admin/approvals/decide", gw.url))
+        .header("cookie", &cookie)
+        .header("origin", &gw.url)
+        .form(&[("csrf", csrf.as_str()), ("id", id.as_str()), ("decision", "approve"), ("comment", "ok by phone")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(decided.status(), 303);
+    let done = decided.headers()["location"].to_str().unwrap().to_owned();
+    let page = http.get(format!("{}{done}", gw.url)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(&format!("Request {id} approved by admin")), "{page}");
+    let ran = gw.post_raw(Some(&bob), body.to_string(), &[("mcp-protocol-version", "2025-06-18")]).await;
+    assert_eq!(ran.body["result"]["isError"], false, "{:?}", ran.body);
+    assert_eq!(upstream.requests().iter().filter(|r| r.path == "/transfer").count(), 1);
+    let granted = gw.audit().into_iter().find(|e| e["reason"] == "approval_granted").expect("audited");
+    assert_eq!(granted["subject"], "admin");
 }

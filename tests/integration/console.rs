@@ -19,7 +19,7 @@ fn config(db: &Db) -> String {
     )
 }
 
-fn browser() -> reqwest::Client {
+pub(crate) fn browser() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
@@ -31,14 +31,14 @@ fn pair(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap().to_owned()
 }
 
-fn field(html: &str, name: &str) -> String {
+pub(crate) fn field(html: &str, name: &str) -> String {
     let at = html.find(&format!("name=\"{name}\" value=\"")).unwrap_or_else(|| panic!("no {name} field in {html}"));
     let rest = &html[at + name.len() + 15..];
     rest[..rest.find('"').unwrap()].to_owned()
 }
 
 /// Signs in with the admin token; returns the session cookie (`name=value`).
-async fn sign_in(gw: &TestGateway, token: &str) -> (u16, Option<String>) {
+pub(crate) async fn sign_in(gw: &TestGateway, token: &str) -> (u16, Option<String>) {
     let (status, cookie, _) = sign_in_from(gw, token, "").await;
     (status, cookie)
 }

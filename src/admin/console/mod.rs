@@ -13,6 +13,7 @@
 //! `frame-ancestors 'none'`. No page renders a secret: an API key is shown once, on the page
 //! that created it.
 
+mod approvals;
 mod oidc;
 mod pages;
 mod session;
@@ -83,6 +84,8 @@ pub struct ConsoleState {
     pub config: ConsoleConfig,
     sessions: session::Sessions,
     oidc: Option<oidc::Oidc>,
+    /// The calls `approve` rules hold back (with the vault).
+    pub approvals: Option<Arc<crate::approvals::Approvals>>,
 }
 
 impl ConsoleState {
@@ -101,7 +104,13 @@ impl ConsoleState {
         let sessions = session::Sessions::new(&token, config.session_lifetime, secure);
         let oidc = config.oidc.clone().map(oidc::Oidc::new);
         let resource = format!("{public_base}/mcp");
-        Some(Self { admin, tools, routes, policy, authenticator, public_base, resource, config, sessions, oidc })
+        Some(Self { admin, tools, routes, policy, authenticator, public_base, resource, config, sessions, oidc, approvals: None })
+    }
+
+    /// Shows and decides approval requests.
+    pub fn with_approvals(mut self, approvals: Option<Arc<crate::approvals::Approvals>>) -> Self {
+        self.approvals = approvals;
+        self
     }
 }
 
@@ -123,6 +132,8 @@ pub fn routes(state: Arc<ConsoleState>) -> Router {
         .route("/admin/keys/revoke", post(pages::revoke_key))
         .route("/admin/audit", get(pages::audit))
         .route("/admin/limits", get(pages::limits))
+        .route("/admin/approvals", get(approvals::list))
+        .route("/admin/approvals/decide", post(approvals::decide))
         .route("/admin/assets/console.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))
         .route("/admin/assets/console.js", get(|| async { asset(JS, "text/javascript; charset=utf-8") }))
         .with_state(state)
@@ -166,7 +177,8 @@ fn page_with_status(status: StatusCode, title: &str, session: Option<&Session>, 
         Some(s) => {
             let links = [
                 ("/admin/tools", "Tools"),
-                ("/admin/pins", "Approvals"),
+                ("/admin/pins", "Tool pins"),
+                ("/admin/approvals", "Call approvals"),
                 ("/admin/connections", "Connections"),
                 ("/admin/keys", "API keys"),
                 ("/admin/audit", "Audit"),

@@ -123,7 +123,8 @@ pub async fn callback(
         Ok(p) if p.issuer == oidc.config.issuer => p,
         Ok(_) | Err(_) => return refuse(AdminError::Unauthorized, &anyone),
     };
-    let actor = Actor { subject: principal.subject.as_str().to_owned(), issuer: Some(principal.issuer.clone()) };
+    let actor =
+        Actor { subject: principal.subject.as_str().to_owned(), issuer: Some(principal.issuer.clone()), roles: principal.roles.clone() };
     if !principal.roles.iter().any(|r| r == &oidc.config.admin_role) {
         return refuse(AdminError::NotAnAdministrator, &actor);
     }

@@ -37,11 +37,14 @@ pub struct Session {
     /// The session's id, which a sign-out revokes. (A cookie without one is not accepted.)
     #[serde(default)]
     pub sid: String,
+    /// The person's roles at sign-in (for deciding approvals as themselves).
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 impl Session {
     pub fn actor(&self) -> Actor {
-        Actor { subject: self.subject.clone(), issuer: self.issuer.clone() }
+        Actor { subject: self.subject.clone(), issuer: self.issuer.clone(), roles: self.roles.clone() }
     }
 
     /// The hidden form field every change carries.
@@ -81,6 +84,7 @@ impl Sessions {
             exp: now().saturating_add(self.lifetime.as_secs()),
             csrf: crate::credentials::vault::random_token()?.expose().to_owned(),
             sid: crate::credentials::vault::random_token()?.expose().to_owned(),
+            roles: actor.roles.clone(),
         };
         let payload = B64.encode(serde_json::to_vec(&session).ok()?);
         let signature = B64.encode(hmac::sign(&self.key, payload.as_bytes()).as_ref());
