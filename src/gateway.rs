@@ -253,15 +253,18 @@ impl Gateway {
             .collect();
         let authenticator = Arc::new(authenticator);
         let approvals = match &vault {
-            Some(vault) => Some(Arc::new(crate::approvals::Approvals::new(
-                Arc::clone(vault),
-                Arc::clone(&audit),
-                config.server.public_base(),
-                admin_token.clone(),
-                &config.approvals,
-                &config.upstream,
-                Arc::clone(&authenticator),
-            )?)),
+            Some(vault) => Some(Arc::new(
+                crate::approvals::Approvals::new(
+                    Arc::clone(vault),
+                    Arc::clone(&audit),
+                    config.server.public_base(),
+                    admin_token.clone(),
+                    &config.approvals,
+                    &config.upstream,
+                    Arc::clone(&authenticator),
+                )?
+                .with_tools(Arc::clone(&tools)),
+            )),
             None if config.approvals.webhook.is_some() => {
                 return Err(ConfigError::new("approvals", "approvals need `vault:` (requests are kept in its store)"));
             }

@@ -78,6 +78,8 @@ pub struct Approvals {
     admin_token_may_approve: bool,
     authenticator: Arc<crate::identity::Authenticator>,
     notifier: Option<Notifier>,
+    /// The tools, whose input schemas say which arguments an approver sees redacted.
+    tools: Option<Arc<crate::tools::Catalog>>,
 }
 
 /// What becomes of a held-back call.
@@ -155,7 +157,33 @@ impl Approvals {
             admin_token_may_approve: config.admin_token_may_approve,
             authenticator,
             notifier,
+            tools: None,
         })
+    }
+
+    /// Redacts, in what approvers are shown, the arguments these tools' schemas mark secret.
+    pub fn with_tools(mut self, tools: Arc<crate::tools::Catalog>) -> Self {
+        self.tools = Some(tools);
+        self
+    }
+
+    /// The arguments as an approver sees them: a property the tool's input schema marks
+    /// `writeOnly` or `format: password` is `[redacted]`.
+    pub fn shown(&self, tool: &str, arguments: &Value) -> Value {
+        let mut arguments = arguments.clone();
+        let schema = self.tools.as_ref().and_then(|c| c.load().get(tool).map(|t| Arc::clone(&t.input_schema)));
+        if let (Some(schema), Some(object)) = (schema, arguments.as_object_mut()) {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            for (name, value) in object.iter_mut() {
+                let secret = properties.and_then(|p| p.get(name)).is_some_and(|p| {
+                    p.get("writeOnly") == Some(&Value::Bool(true)) || p.get("format").and_then(Value::as_str) == Some("password")
+                });
+                if secret {
+                    *value = Value::String("[redacted]".into());
+                }
+            }
+        }
+        arguments
     }
 
     fn now(&self) -> i64 {
@@ -412,10 +440,14 @@ impl Approvals {
     /// the admin token all, a person those they may decide.
     pub async fn list(&self, decider: &Decider<'_>, status: Option<&str>) -> Result<Vec<ApprovalRecord>, StoreError> {
         let all = self.vault.store().await?.list_approvals(status).await?;
-        Ok(match decider {
+        let mut visible: Vec<ApprovalRecord> = match decider {
             Decider::AdminToken => all,
             Decider::Person(p) => all.into_iter().filter(|r| may_decide(p, r).is_ok()).collect(),
-        })
+        };
+        for r in &mut visible {
+            r.arguments = self.shown(&r.tool, &r.arguments);
+        }
+        Ok(visible)
     }
 }
 

@@ -356,6 +356,9 @@ async fn the_console_shows_a_waiting_call_and_approves_it() {
     let page = http.get(format!("{}/admin/approvals", gw.url)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("transfer_funds") && page.contains("bob") && page.contains("acme"), "{page}");
     assert!(page.contains("[redacted]") && !page.contains("4321"), "the writeOnly pin is not shown: {page}");
+    let listed: Value =
+        gw.http.get(format!("{}/admin/v1/approvals", gw.url)).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["approvals"][0]["arguments"]["pin"], "[redacted]", "{listed}");
     let id = crate::console::field(&page, "id");
     let csrf = crate::console::field(&page, "csrf");
     let decided = http

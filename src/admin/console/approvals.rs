@@ -10,7 +10,6 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, http::HeaderMap};
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::{ConsoleState, Session, esc, page};
 use crate::approvals::Decider;
@@ -21,24 +20,6 @@ fn decider_of(session: &Session) -> (Option<crate::identity::Principal>, bool) {
     let principal = session.actor().principal();
     let admin_token = principal.is_none();
     (principal, admin_token)
-}
-
-/// The arguments as the approver reads them: properties the tool's schema marks `writeOnly` or
-/// `format: password` are shown as `[redacted]`.
-fn shown(state: &ConsoleState, tool: &str, arguments: &Value) -> String {
-    let mut arguments = arguments.clone();
-    if let (Some(t), Some(object)) = (state.tools.load().get(tool).cloned(), arguments.as_object_mut()) {
-        let properties = t.input_schema.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
-        for (name, value) in object.iter_mut() {
-            let secret = properties.get(name).is_some_and(|p| {
-                p.get("writeOnly") == Some(&Value::Bool(true)) || p.get("format").and_then(Value::as_str) == Some("password")
-            });
-            if secret {
-                *value = Value::String("[redacted]".into());
-            }
-        }
-    }
-    serde_json::to_string_pretty(&arguments).unwrap_or_default()
 }
 
 #[derive(Deserialize)]
@@ -92,7 +73,7 @@ async fn render(state: &ConsoleState, headers: &HeaderMap, notice: Notice) -> Re
             reason = esc(&r.reason),
             rule = esc(&r.rule),
             until = esc(&chrono::DateTime::from_timestamp(r.expires_at, 0).map(|t| t.to_rfc3339()).unwrap_or_default()),
-            args = esc(&shown(state, &r.tool, &r.arguments)),
+            args = esc(&serde_json::to_string_pretty(&r.arguments).unwrap_or_default()),
             csrf = session.csrf_field(),
         ));
     }
