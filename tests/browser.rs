@@ -409,3 +409,54 @@ async fn sign_in_page(python: &str, authorize: &str, redirect: &str, decision: &
     assert!(output.status.success(), "sign_in.py failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
 }
+
+/// The console's Call approvals page in Chromium (tests/browser/approvals.py): a call an approve
+/// rule held back is shown with its secret argument redacted, and approving it there (with a
+/// comment) lets the caller's retry run once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium, chromium-driver and Selenium: run scripts/test"]
+async fn approving_a_call_in_the_console_in_chromium() {
+    let python = std::env::var("WARDEN_BROWSER_PYTHON").expect("WARDEN_BROWSER_PYTHON must name a python with selenium: run scripts/test");
+    let issuer = TestIssuer::start().await;
+    let upstream = common::Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("bank.yaml");
+    std::fs::write(
+        &policy,
+        "rules:\n  - {id: pay, effect: allow, tools: [transfer_funds]}\n  - {id: big, effect: approve, tools: [transfer_funds], when: args.amount > 1000, approvers: {roles: [finance-manager]}}\n",
+    )
+    .unwrap();
+    let tools = format!(
+        "  - {{name: transfer_funds, description: Pay., input_schema: {{type: object, properties: {{amount: {{type: number}}, pin: {{type: string, writeOnly: true}}}}}}, http: {{url: \"{}/transfer\", method: POST}}}}\n",
+        upstream.url
+    );
+    let admin = "console-approvals-admin-token-0123456789";
+    let extra = format!(
+        "upstream:\n  allow_cidrs: [127.0.0.1/32]\npolicy:\n  files: [{}]\nvault:\n  database: \"sqlite://{}\"\n  keys: \"k1:{}\"\nadmin:\n  token: {admin}\napprovals:\n  admin_token_may_approve: true",
+        policy.display(),
+        dir.path().join("vault.db").display(),
+        warden::credentials::envelope::KeyRing::generate_key().expose(),
+    );
+    let gw = gateway(&issuer, &tools, &extra).await;
+    let bob = issuer.sign(&issuer.claims("bob", "", &gw.mcp));
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "transfer_funds", "arguments": {"amount": 5000, "pin": "9876"}}});
+    let held = gw.post_raw(Some(&bob), call.to_string(), &[("mcp-protocol-version", "2025-06-18")]).await;
+    assert_eq!(held.body["result"]["isError"], true, "{:?}", held.body);
+
+    let shots = std::env::var("WARDEN_SCREENSHOTS").map(std::path::PathBuf::from).unwrap_or_else(|_| dir.path().to_owned());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/approvals.py");
+    let mut command = Command::new(python);
+    command.arg(script).env("CONSOLE", &gw.url).env("ADMIN_TOKEN", admin).env("SCREENSHOTS", &shots);
+    let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "approvals.py failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    let card = report["card"].as_str().unwrap();
+    assert!(card.contains("transfer_funds") && card.contains("bob") && card.contains("[redacted]") && !card.contains("9876"), "{report}");
+    assert!(report["done"].as_str().unwrap().contains("approved by admin"), "{report}");
+    assert!(report["left"].as_str().unwrap().contains("No calls wait for approval"), "{report}");
+    let ran = gw.post_raw(Some(&bob), call.to_string(), &[("mcp-protocol-version", "2025-06-18")]).await;
+    assert_eq!(ran.body["result"]["isError"], false, "{:?}", ran.body);
+    let granted = gw.audit().into_iter().find(|e| e["reason"] == "approval_granted").expect("audited");
+    assert!(granted["explanation"].as_str().unwrap().contains("ok by phone"), "{granted}");
+}

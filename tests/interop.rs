@@ -601,3 +601,40 @@ async fn python_sdk_waits_for_an_approval_and_then_runs_the_call_once() {
     }
     shutdown.cancel();
 }
+
+/// The same on 2026-07-28 with the official Python SDK 2.x's `Client`: the held-back call is an
+/// `InputRequiredResult` whose URL elicitation (the approval's status page) the SDK hands to its
+/// elicitation callback; once the approver approved, the SDK's own retry runs the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python SDK virtualenv: run scripts/test"]
+async fn python_sdk_2x_on_2026_07_28_waits_for_an_approval_through_its_input_required_driver() {
+    use std::io::{BufRead, Write};
+    let python = std::env::var("WARDEN_PYTHON").expect("WARDEN_PYTHON");
+    let (demo, shutdown) = demo(Some("alice")).await;
+    let base = demo.mcp_url.trim_end_matches("/mcp").to_owned();
+    let alice = demo.idp.mint("alice", "sdk", &["calendar:write".into()], &demo.resource).unwrap();
+    let dana = demo.idp.mint("dana", "sdk", &["calendar:read".into()], &demo.resource).unwrap();
+    let args = json!({"title": "all-hands 2026-07-28", "start": "2026-12-10T10:00:00Z"});
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/python_approval_2026.py");
+    let mut child = Command::new(&python)
+        .args([script, "--url", &demo.mcp_url, "--token", &alice, "--tool", "create_event", "--args", &args.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let asked: Value = tokio::task::block_in_place(|| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap());
+    let link = asked["url"].as_str().unwrap_or_else(|| panic!("{asked}"));
+    assert!(link.starts_with(&format!("{base}/approvals/")), "{link}");
+    let id = link.rsplit('/').next().unwrap();
+    let approved = reqwest::Client::new().post(format!("{base}/admin/v1/approvals/{id}/approve")).bearer_auth(&dana).send().await.unwrap();
+    assert_eq!(approved.status(), 200);
+    writeln!(stdin, "approved").unwrap();
+    let report: Value = tokio::task::block_in_place(|| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap());
+    assert!(child.wait().unwrap().success());
+    assert_eq!(report["result"]["isError"], false, "{report}");
+    assert_eq!(demo.calendar.seen().iter().filter(|s| s.path == "/events (POST)").count(), 1);
+    shutdown.cancel();
+}

@@ -142,7 +142,7 @@ try:
     shot("connections")
 
     # The changed tool definition: read the diff, approve it.
-    browser.find_element(By.LINK_TEXT, "Approvals").click()
+    browser.find_element(By.LINK_TEXT, "Tool pins").click()
     diff = wait_for("section.pending pre.diff").text
     expect("evil.example" in diff and "+" in diff, f"the diff shows the change: {diff}")
     shot("approvals")
