@@ -596,3 +596,15 @@ fn the_dockerfile_copies_what_the_build_reads_and_runs_unprivileged() {
     assert!(healthy, "warden health never saw the gateway healthy");
     assert_eq!(warden().args(["health", "--url", &url]).output().unwrap().status.code(), Some(1), "nothing listens now");
 }
+
+/// A base64url key may begin with `-` (one key in 64): it is taken as the key, not as a flag.
+#[test]
+fn an_audit_key_that_begins_with_a_dash_is_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    std::fs::write(&file, "").unwrap();
+    let out = warden().args(["audit", "verify", "--key", "-QZ8yWQ5bN6x0Yw3m0l2n1x6t5c4b3a2z1y0x9w8v7u6"]).arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("unexpected argument"), "{stderr}");
+    assert_ne!(out.status.code(), Some(2), "not a usage error: {stderr}");
+}

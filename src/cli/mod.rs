@@ -208,8 +208,8 @@ pub enum AuditCommand {
         #[arg(required_unless_present = "database")]
         files: Vec<PathBuf>,
         /// A checkpoint public key (base64url), as `warden keys generate --audit` printed it;
-        /// once per key when the key was rotated.
-        #[arg(long, conflicts_with = "keys_url")]
+        /// once per key when the key was rotated. (A key may begin with `-`.)
+        #[arg(long, conflicts_with = "keys_url", allow_hyphen_values = true)]
         key: Vec<String>,
         /// Fetch the keys from a gateway's `/.well-known/warden-audit-keys`.
         #[arg(long)]
