@@ -555,39 +555,67 @@ async fn python_sdk_signs_in_with_a_client_id_metadata_document() {
     shutdown.cancel();
 }
 
+/// A Python client script that prints one JSON line when its call is held back for approval,
+/// then waits for a line on standard input (the approver approves meanwhile), then prints its
+/// report: the first line, and a way to go on.
+struct ApprovalClient {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl ApprovalClient {
+    /// Starts `script` for `tool` with `args` as the caller `token`; returns it and its first line.
+    fn start(python: &str, script: &str, mcp: &str, token: &str, tool: &str, args: &Value) -> (Self, Value) {
+        use std::io::BufRead;
+        let mut child = Command::new(python)
+            .args([script, "--url", mcp, "--token", token, "--tool", tool, "--args", &args.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = tokio::task::block_in_place(|| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap());
+        (Self { child, stdin, lines }, first)
+    }
+
+    /// Tells the script the request was approved; its report.
+    fn go_on(mut self) -> Value {
+        use std::io::Write;
+        writeln!(self.stdin, "approved").unwrap();
+        let report = tokio::task::block_in_place(|| serde_json::from_str(&self.lines.next().unwrap().unwrap()).unwrap());
+        assert!(self.child.wait().unwrap().success());
+        report
+    }
+}
+
+/// Approves request `id` at the demo as Dana (a manager).
+async fn approve_as_dana(demo: &warden::demo::Demo, id: &str) {
+    let base = demo.mcp_url.trim_end_matches("/mcp");
+    let dana = demo.idp.mint("dana", "sdk", &["calendar:read".into()], &demo.resource).unwrap();
+    let approved = reqwest::Client::new().post(format!("{base}/admin/v1/approvals/{id}/approve")).bearer_auth(&dana).send().await.unwrap();
+    assert_eq!(approved.status(), 200);
+}
+
 /// A call a person must approve, with the official Python SDK (latest and last 1.x): the first
 /// call is held back (-32042 with the request's status page, or the request as isError text),
 /// the approver approves as herself, and the SDK's retry of the same call runs, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the Python SDK virtualenv: run scripts/test"]
 async fn python_sdk_waits_for_an_approval_and_then_runs_the_call_once() {
-    use std::io::{BufRead, Write};
     let (demo, shutdown) = demo(Some("alice")).await;
-    let base = demo.mcp_url.trim_end_matches("/mcp").to_owned();
+    let created = |d: &warden::demo::Demo| d.calendar.seen().iter().filter(|s| s.path == "/events (POST)").count();
     for (var, python) in pythons() {
         let alice = demo.idp.mint("alice", "sdk", &["calendar:write".into()], &demo.resource).unwrap();
-        let dana = demo.idp.mint("dana", "sdk", &["calendar:read".into()], &demo.resource).unwrap();
         let args = json!({"title": format!("all-hands: {var}"), "start": "2026-12-10T10:00:00Z"});
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/python_approval.py");
-        let mut child = Command::new(&python)
-            .args([script, "--url", &demo.mcp_url, "--token", &alice, "--tool", "create_event", "--args", &args.to_string()])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let first: Value = tokio::task::block_in_place(|| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap());
+        let (client, first) = ApprovalClient::start(&python, script, &demo.mcp_url, &alice, "create_event", &args);
         let id = first["id"].as_str().unwrap_or_else(|| panic!("{var}: no request id in {first}")).to_owned();
-        let created = |d: &warden::demo::Demo| d.calendar.seen().iter().filter(|s| s.path == "/events (POST)").count();
         let before = created(&demo);
-        let approved =
-            reqwest::Client::new().post(format!("{base}/admin/v1/approvals/{id}/approve")).bearer_auth(&dana).send().await.unwrap();
-        assert_eq!(approved.status(), 200, "{var}");
-        writeln!(stdin, "approved").unwrap();
-        let report: Value = tokio::task::block_in_place(|| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap());
-        assert!(child.wait().unwrap().success());
+        approve_as_dana(&demo, &id).await;
+        let report = client.go_on();
         eprintln!("{var}: mcp SDK {} speaking {}: first answer {}", report["sdk_version"], report["protocol_version"], report["first"]);
         if report["protocol_version"].as_str().is_some_and(|v| v >= "2025-11-25") {
             assert_eq!(report["first"]["error_code"], -32042, "{report}");
@@ -608,32 +636,17 @@ async fn python_sdk_waits_for_an_approval_and_then_runs_the_call_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the Python SDK virtualenv: run scripts/test"]
 async fn python_sdk_2x_on_2026_07_28_waits_for_an_approval_through_its_input_required_driver() {
-    use std::io::{BufRead, Write};
     let python = std::env::var("WARDEN_PYTHON").expect("WARDEN_PYTHON");
     let (demo, shutdown) = demo(Some("alice")).await;
     let base = demo.mcp_url.trim_end_matches("/mcp").to_owned();
     let alice = demo.idp.mint("alice", "sdk", &["calendar:write".into()], &demo.resource).unwrap();
-    let dana = demo.idp.mint("dana", "sdk", &["calendar:read".into()], &demo.resource).unwrap();
     let args = json!({"title": "all-hands 2026-07-28", "start": "2026-12-10T10:00:00Z"});
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/python_approval_2026.py");
-    let mut child = Command::new(&python)
-        .args([script, "--url", &demo.mcp_url, "--token", &alice, "--tool", "create_event", "--args", &args.to_string()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let asked: Value = tokio::task::block_in_place(|| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap());
+    let (client, asked) = ApprovalClient::start(&python, script, &demo.mcp_url, &alice, "create_event", &args);
     let link = asked["url"].as_str().unwrap_or_else(|| panic!("{asked}"));
     assert!(link.starts_with(&format!("{base}/approvals/")), "{link}");
-    let id = link.rsplit('/').next().unwrap();
-    let approved = reqwest::Client::new().post(format!("{base}/admin/v1/approvals/{id}/approve")).bearer_auth(&dana).send().await.unwrap();
-    assert_eq!(approved.status(), 200);
-    writeln!(stdin, "approved").unwrap();
-    let report: Value = tokio::task::block_in_place(|| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap());
-    assert!(child.wait().unwrap().success());
+    approve_as_dana(&demo, link.rsplit('/').next().unwrap()).await;
+    let report = client.go_on();
     assert_eq!(report["result"]["isError"], false, "{report}");
     assert_eq!(demo.calendar.seen().iter().filter(|s| s.path == "/events (POST)").count(), 1);
     shutdown.cancel();
