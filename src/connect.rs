@@ -29,7 +29,7 @@ use crate::audit::{AuditEvent, Verdict};
 use crate::credentials::vault::{FLOW_LIFETIME_SECS, digest, pkce_challenge, random_token};
 use crate::credentials::{Credentials, Vault};
 use crate::edge::RequestContext;
-use crate::error::{CLEAR_CONNECT_COOKIE, ConnectError, ConnectStep, html_page};
+use crate::error::{CLEAR_CONNECT_COOKIE, ConnectError, ConnectStep, html_page, oauth_error_code};
 use crate::store::ConnectionKey;
 
 const COOKIE: &str = "warden_connect";
@@ -122,12 +122,6 @@ pub struct CallbackQuery {
     iss: Option<String>,
 }
 
-/// An OAuth error code as reported by the provider, kept only if it looks like one.
-fn error_code(raw: &str) -> String {
-    let clean: String = raw.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')).take(64).collect();
-    if clean.is_empty() { "unknown".into() } else { clean }
-}
-
 /// `GET /oauth/callback`.
 pub async fn callback(
     State(gw): State<Arc<ConnectState>>,
@@ -172,7 +166,7 @@ pub async fn callback(
         return refused(ConnectError::IssuerMismatch);
     }
     if let Some(error) = &query.error {
-        return refused(ConnectError::ProviderDenied(error_code(error)));
+        return refused(ConnectError::ProviderDenied(oauth_error_code(error)));
     }
     let Some(code) = query.code.as_deref().filter(|c| !c.is_empty()) else {
         return refused(ConnectError::CodeMissing);

@@ -80,31 +80,26 @@ pub async fn mcp(State(mcp): State<Arc<Mcp>>, request: Request, next: Next) -> R
 
 /// CORS for public documents (Protected Resource Metadata): any origin may read them.
 pub async fn public(request: Request, next: Next) -> Response {
-    if is_preflight(&request) {
-        let mut response = StatusCode::NO_CONTENT.into_response();
-        let h = response.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET"));
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static(MAX_AGE));
-        return response;
-    }
-    let mut response = next.run(request).await;
-    response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    response
+    open(request, next, "GET", None).await
 }
 
 /// The authorization server's JSON endpoints (registration, token, revocation): any origin may
 /// call them (a browser-based MCP client signs in from its own origin); they take no cookie.
 pub async fn oauth(request: Request, next: Next) -> Response {
+    open(request, next, "GET, POST", Some("authorization, content-type, accept, mcp-protocol-version")).await
+}
+
+/// Any origin, these methods (and request headers): preflights answered here, every answer
+/// marked readable by any origin. Never for what takes a cookie.
+async fn open(request: Request, next: Next, methods: &'static str, headers: Option<&'static str>) -> Response {
     if is_preflight(&request) {
         let mut response = StatusCode::NO_CONTENT.into_response();
         let h = response.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("authorization, content-type, accept, mcp-protocol-version"),
-        );
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(methods));
+        if let Some(headers) = headers {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(headers));
+        }
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static(MAX_AGE));
         return response;
     }

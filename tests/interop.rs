@@ -351,13 +351,8 @@ pub fn start_node_issuer(args: &[&str]) -> (String, std::process::Child) {
 #[ignore = "needs the Python SDK and oidc-provider: run scripts/test"]
 async fn python_sdk_signs_in_through_oidc_provider() {
     warden::install_crypto();
-    let calendar = warden::demo::backend::Calendar::seeded();
-    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend_url = format!("http://{}", backend.local_addr().unwrap());
-    let app = warden::demo::backend::router(calendar.clone());
-    tokio::spawn(async move { axum::serve(backend, app).await });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gateway = format!("http://{}", listener.local_addr().unwrap());
+    let (calendar, backend_url) = common::calendar().await;
+    let (listener, gateway) = common::listen().await;
     let resource = format!("{gateway}/mcp");
     let (issuer, mut provider) = start_oidc_provider(&resource, "calendar:read calendar:write", "alice");
 

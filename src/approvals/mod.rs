@@ -139,11 +139,7 @@ impl Approvals {
                     .ok()
                     .filter(|u| matches!(u.scheme(), "http" | "https"))
                     .ok_or_else(|| crate::config_error::ConfigError::new(field, "must be an absolute http(s) URL"))?;
-                let policy = Arc::new(crate::upstream::AddressPolicy {
-                    allow_private: upstream.dangerous_allow_private_upstreams,
-                    allow_cidrs: upstream.allow_cidrs.clone(),
-                });
-                let client = crate::upstream::guarded_client(&policy)
+                let client = crate::upstream::guarded_client(&crate::upstream::AddressPolicy::of(upstream))
                     .map_err(|e| crate::config_error::ConfigError::new(field, format!("cannot build HTTP client: {e}")))?;
                 Some(Notifier { url, client })
             }
@@ -301,7 +297,12 @@ pub enum Decider<'a> {
     Person(&'a Principal),
 }
 
-impl Decider<'_> {
+impl<'a> Decider<'a> {
+    /// A person when one signed in, else the admin token.
+    pub fn of(person: Option<&'a Principal>) -> Self {
+        person.map_or(Self::AdminToken, Self::Person)
+    }
+
     fn name(&self) -> String {
         match self {
             Self::AdminToken => "admin".into(),

@@ -318,7 +318,7 @@ pub async fn callback(
         return server.back(ctx, step, to, "access_denied", "sign_in_expired", "the sign-in took too long");
     }
     if let Some(error) = error {
-        let code = super::upstream::clean_code(error);
+        let code = crate::error::oauth_error_code(error);
         tracing::info!(idp_error = %code, "the identity provider refused a sign-in");
         return server.back(ctx, step, to, "access_denied", "idp_denied", &format!("the identity provider refused the sign-in ({code})"));
     }

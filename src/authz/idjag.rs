@@ -106,7 +106,8 @@ impl AuthServer {
         if !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(TYP)) {
             return Err(bad("assertion_type_invalid", "the assertion's typ must be oauth-id-jag+jwt"));
         }
-        let issuer = unverified_claim(assertion, "iss").ok_or_else(|| bad("assertion_malformed", "the assertion has no issuer"))?;
+        let issuer =
+            crate::identity::unverified_claim(assertion, "iss").ok_or_else(|| bad("assertion_malformed", "the assertion has no issuer"))?;
         let trusted =
             id_jag.issuers.get(&issuer).ok_or_else(|| bad("assertion_issuer_untrusted", "the assertion's issuer is not trusted"))?;
         if !trusted.algorithms.contains(&header.alg) {
@@ -203,13 +204,4 @@ impl AuthServer {
         });
         Ok((answer, identity, jti))
     }
-}
-
-/// A claim of a JWT before verification: only to choose whose keys verify it.
-fn unverified_claim(token: &str, name: &str) -> Option<String> {
-    use base64::Engine;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    let claims: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
-    claims.get(name)?.as_str().map(str::to_owned)
 }

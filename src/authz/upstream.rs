@@ -195,7 +195,7 @@ impl UpstreamIdp {
         let answer: Map<String, Value> = serde_json::from_slice(&body).map_err(|_| UpstreamError::Exchange(format!("HTTP {status}")))?;
         if !status.is_success() {
             let error = answer.get("error").and_then(Value::as_str).unwrap_or("unknown");
-            return Err(UpstreamError::Exchange(format!("HTTP {status} {}", clean_code(error))));
+            return Err(UpstreamError::Exchange(format!("HTTP {status} {}", crate::error::oauth_error_code(error))));
         }
         let id_token = answer.get("id_token").and_then(Value::as_str).ok_or(UpstreamError::IdToken("missing"))?;
         let claims = self.verify_id_token(id_token, nonce).await?;
@@ -286,10 +286,4 @@ pub(super) fn accepted_issuers(preset: Preset, issuer: &str) -> Vec<&str> {
         (Preset::Google, "https://accounts.google.com") => vec![issuer, "accounts.google.com"],
         _ => vec![issuer],
     }
-}
-
-/// An OAuth error code from the IdP, kept only as far as it looks like one.
-pub fn clean_code(raw: &str) -> String {
-    let clean: String = raw.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')).take(64).collect();
-    if clean.is_empty() { "unknown".into() } else { clean }
 }

@@ -17,7 +17,7 @@ mod proxy;
 mod surfaces;
 
 pub use proxy::ProxyError;
-pub use surfaces::{AdminError, CLEAR_CONNECT_COOKIE, ConnectError, ConnectStep, escape_html, html_page, static_page};
+pub use surfaces::{AdminError, CLEAR_CONNECT_COOKIE, ConnectError, ConnectStep, escape_html, html_page, oauth_error_code, static_page};
 
 /// JSON-RPC 2.0 error codes.
 pub mod rpc {

@@ -342,6 +342,13 @@ impl ConnectError {
 /// The `Set-Cookie` that removes the connect flow's browser binding.
 pub const CLEAR_CONNECT_COOKIE: &str = "warden_connect=; Path=/oauth/callback; Max-Age=0";
 
+/// An OAuth error code as reported by a provider, kept only as far as it looks like one (the
+/// connect flow's and the sign-in's callbacks).
+pub fn oauth_error_code(raw: &str) -> String {
+    let clean: String = raw.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')).take(64).collect();
+    if clean.is_empty() { "unknown".into() } else { clean }
+}
+
 pub fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {

@@ -7,6 +7,17 @@ use sqlx::Row;
 
 use super::{Store, StoreError};
 
+/// A query of whole records (the columns [`Store::approval_record`] reads), then `$rest`.
+macro_rules! select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, status, issuer, subject, client_id, tool, server, arguments_sha256, arguments, policy_version, rule, ",
+            "reason, approvers, created_at, expires_at, decided_by, decided_at, comment, used_at FROM approvals ",
+            $rest
+        )
+    };
+}
+
 /// Requests listed at most.
 const LIST_ROWS: i64 = 500;
 
@@ -65,15 +76,19 @@ pub struct NewApproval<'a> {
 }
 
 impl Store {
+    /// A row's status as callers see it: pending or approved past its time is `expired`.
+    fn approval_status(&self, r: &sqlx::any::AnyRow) -> String {
+        let status: String = r.get(1);
+        let expires_at: i64 = r.get(14);
+        if matches!(status.as_str(), "pending" | "approved") && expires_at < self.now() { "expired".into() } else { status }
+    }
+
     fn approval_record(&self, r: &sqlx::any::AnyRow) -> Result<ApprovalRecord, StoreError> {
         let id: String = r.get(0);
         let sealed: String = r.get(8);
         let arguments = serde_json::from_slice(&self.keys.decrypt(&sealed, &arguments_aad(&id))?).unwrap_or_default();
-        let mut status: String = r.get(1);
+        let status = self.approval_status(r);
         let expires_at: i64 = r.get(14);
-        if matches!(status.as_str(), "pending" | "approved") && expires_at < self.now() {
-            status = "expired".into();
-        }
         Ok(ApprovalRecord {
             id,
             status,
@@ -148,10 +163,10 @@ impl Store {
         arguments_sha256: &str,
         policy_version: &str,
     ) -> Result<Vec<ApprovalRecord>, StoreError> {
-        let sql = "SELECT id, status, issuer, subject, client_id, tool, server, arguments_sha256, arguments, policy_version, rule, \
-                   reason, approvers, created_at, expires_at, decided_by, decided_at, comment, used_at FROM approvals \
-                   WHERE issuer = $1 AND subject = $2 AND tool = $3 AND arguments_sha256 = $4 AND policy_version = $5 \
-                   AND status IN ('pending', 'approved', 'denied') AND expires_at >= $6 ORDER BY created_at DESC, id DESC LIMIT 20";
+        let sql = select!(
+            "WHERE issuer = $1 AND subject = $2 AND tool = $3 AND arguments_sha256 = $4 AND policy_version = $5 \
+             AND status IN ('pending', 'approved', 'denied') AND expires_at >= $6 ORDER BY created_at DESC, id DESC LIMIT 20"
+        );
         let rows = sqlx::query(sql)
             .bind(issuer)
             .bind(subject)
@@ -181,20 +196,17 @@ impl Store {
     }
 
     pub async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
-        let sql = "SELECT id, status, issuer, subject, client_id, tool, server, arguments_sha256, arguments, policy_version, rule, \
-                   reason, approvers, created_at, expires_at, decided_by, decided_at, comment, used_at FROM approvals WHERE id = $1";
+        let sql = select!("WHERE id = $1");
         let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
         row.map(|r| self.approval_record(&r)).transpose()
     }
 
     /// Requests, newest first; `status` narrows (`pending`: waiting and not expired).
     pub async fn list_approvals(&self, status: Option<&str>) -> Result<Vec<ApprovalRecord>, StoreError> {
-        let sql = "SELECT id, status, issuer, subject, client_id, tool, server, arguments_sha256, arguments, policy_version, rule, \
-                   reason, approvers, created_at, expires_at, decided_by, decided_at, comment, used_at FROM approvals \
-                   ORDER BY created_at DESC, id DESC LIMIT $1";
+        let sql = select!("ORDER BY created_at DESC, id DESC LIMIT $1");
         let rows = sqlx::query(sql).bind(LIST_ROWS).fetch_all(&self.pool).await?;
-        let all = rows.iter().map(|r| self.approval_record(r)).collect::<Result<Vec<_>, _>>()?;
-        Ok(all.into_iter().filter(|a| status.is_none_or(|s| a.status == s)).collect())
+        // Filtered before the arguments are decrypted: only the rows returned are opened.
+        rows.iter().filter(|r| status.is_none_or(|s| self.approval_status(r) == s)).map(|r| self.approval_record(r)).collect()
     }
 
     /// Decides a pending request that has not expired, once: approved (usable for `use_for`

@@ -239,24 +239,33 @@ impl Store {
 
     /// Redeems a code: the first use wins; a later one reports the grant.
     pub async fn redeem_oauth_code(&self, code_hash: &str) -> Result<Redeemed<CodeRow>, StoreError> {
-        let done = sqlx::query("UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL")
-            .bind(self.now())
-            .bind(code_hash)
-            .execute(&self.pool)
-            .await?;
-        let row = sqlx::query("SELECT grant_id, client_id, redirect_uri, code_challenge, created_at FROM oauth_codes WHERE code_hash = $1")
-            .bind(code_hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let update = "UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL";
+        let select = "SELECT grant_id, client_id, redirect_uri, code_challenge, created_at FROM oauth_codes WHERE code_hash = $1";
+        self.redeem(update, select, code_hash, |r| CodeRow {
+            grant_id: r.get(0),
+            client_id: r.get(1),
+            redirect_uri: r.get(2),
+            code_challenge: r.get(3),
+            created_at: r.get(4),
+        })
+        .await
+    }
+
+    /// Marks the row of `hash` used (`update`: $1 now, $2 the hash, only where still unused) and
+    /// reads it back (`select`, grant id first): the first use gets `fresh(row)`, a later one the
+    /// grant it belongs to.
+    async fn redeem<T>(
+        &self,
+        update: &'static str,
+        select: &'static str,
+        hash: &str,
+        fresh: impl FnOnce(&sqlx::any::AnyRow) -> T,
+    ) -> Result<Redeemed<T>, StoreError> {
+        let done = sqlx::query(update).bind(self.now()).bind(hash).execute(&self.pool).await?;
+        let row = sqlx::query(select).bind(hash).fetch_optional(&self.pool).await?;
         Ok(match (row, done.rows_affected()) {
             (None, _) => Redeemed::Unknown,
-            (Some(r), 1) => Redeemed::Fresh(CodeRow {
-                grant_id: r.get(0),
-                client_id: r.get(1),
-                redirect_uri: r.get(2),
-                code_challenge: r.get(3),
-                created_at: r.get(4),
-            }),
+            (Some(r), 1) => Redeemed::Fresh(fresh(&r)),
             (Some(r), _) => Redeemed::Reused { grant_id: r.get(0) },
         })
     }
@@ -276,20 +285,9 @@ impl Store {
     /// Redeems a refresh token: the first use wins (returning its grant and expiry); a later one
     /// reports the grant, so the caller can revoke it.
     pub async fn redeem_refresh_token(&self, token_hash: &str) -> Result<Redeemed<(String, i64)>, StoreError> {
-        let done = sqlx::query("UPDATE oauth_refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
-            .bind(self.now())
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await?;
-        let row = sqlx::query("SELECT grant_id, expires_at FROM oauth_refresh_tokens WHERE token_hash = $1")
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match (row, done.rows_affected()) {
-            (None, _) => Redeemed::Unknown,
-            (Some(r), 1) => Redeemed::Fresh((r.get(0), r.get(1))),
-            (Some(r), _) => Redeemed::Reused { grant_id: r.get(0) },
-        })
+        let update = "UPDATE oauth_refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL";
+        let select = "SELECT grant_id, expires_at FROM oauth_refresh_tokens WHERE token_hash = $1";
+        self.redeem(update, select, token_hash, |r| (r.get(0), r.get(1))).await
     }
 
     /// The grant a refresh token belongs to, without using it (revocation).

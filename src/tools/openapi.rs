@@ -134,10 +134,7 @@ fn load(spec: &str, base_dir: &Path, upstream: &crate::upstream::config::Upstrea
 /// The document at `url`, through the SSRF guard (the upstream address policy), bounded in
 /// size and time. Start-up is synchronous: the fetch runs on a thread with its own runtime.
 fn fetch(url: &url::Url, upstream: &crate::upstream::config::UpstreamConfig) -> Result<String, String> {
-    let policy = std::sync::Arc::new(crate::upstream::AddressPolicy {
-        allow_private: upstream.dangerous_allow_private_upstreams,
-        allow_cidrs: upstream.allow_cidrs.clone(),
-    });
+    let policy = crate::upstream::AddressPolicy::of(upstream);
     if !policy.permits_literal(url) {
         return Err("an internal address the SSRF guard does not allow (see upstream.allow_cidrs)".into());
     }

@@ -110,8 +110,7 @@ pub struct Progress {
 
 impl Upstream {
     pub fn new(config: &UpstreamConfig, headers: &IdentityHeadersConfig) -> Result<Self, ConfigError> {
-        let policy =
-            Arc::new(AddressPolicy { allow_private: config.dangerous_allow_private_upstreams, allow_cidrs: config.allow_cidrs.clone() });
+        let policy = AddressPolicy::of(config);
         let client = guarded_client(&policy).map_err(|e| ConfigError::new("upstream", format!("cannot build HTTP client: {e}")))?;
         Ok(Self {
             client,
@@ -245,6 +244,11 @@ pub use crate::body::{ReadError, read_limited};
 /// with [`AddressPolicy::permits_literal`]), follows no redirect and uses no proxy from the
 /// environment: for tools, federated servers and the audit webhook.
 pub fn guarded_client(policy: &Arc<AddressPolicy>) -> reqwest::Result<reqwest::Client> {
+    guarded_builder(policy).build()
+}
+
+/// [`guarded_client`]'s settings, for a client that adds its own.
+fn guarded_builder(policy: &Arc<AddressPolicy>) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())
@@ -252,23 +256,13 @@ pub fn guarded_client(policy: &Arc<AddressPolicy>) -> reqwest::Result<reqwest::C
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(60))
         .dns_resolver(Arc::new(ssrf::GuardedResolver { policy: Arc::clone(policy) }))
-        .build()
 }
 
 /// A client for documents that callers name by URL (an OAuth client's metadata document): what
 /// [`guarded_client`] permits, HTTPS only, within 5 s, trusting `extra_roots` besides the
 /// system's.
 pub fn document_client(config: &UpstreamConfig, extra_roots: &[reqwest::Certificate]) -> Result<reqwest::Client, ConfigError> {
-    let policy =
-        Arc::new(AddressPolicy { allow_private: config.dangerous_allow_private_upstreams, allow_cidrs: config.allow_cidrs.clone() });
-    let mut builder = reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .https_only(true)
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(5))
-        .dns_resolver(Arc::new(ssrf::GuardedResolver { policy }));
+    let mut builder = guarded_builder(&AddressPolicy::of(config)).https_only(true).timeout(Duration::from_secs(5));
     for root in extra_roots {
         builder = builder.add_root_certificate(root.clone());
     }

@@ -18,6 +18,12 @@ pub struct AddressPolicy {
 }
 
 impl AddressPolicy {
+    /// The policy `upstream:` configures, for everything Warden reaches on a caller's or a
+    /// config's word (tools, federated servers, OpenAPI documents, client metadata, webhooks).
+    pub fn of(config: &super::config::UpstreamConfig) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self { allow_private: config.dangerous_allow_private_upstreams, allow_cidrs: config.allow_cidrs.clone() })
+    }
+
     /// Whether a call may go to `ip`. An IPv6 address that carries IPv4 addresses (see
     /// [`embedded_v4`]) is judged by every address it carries: all must be allowed.
     pub fn permits(&self, ip: IpAddr) -> bool {

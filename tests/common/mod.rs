@@ -33,6 +33,15 @@ pub fn serve(listener: TcpListener, app: Router) {
 
 pub use warden::unix_now as now;
 
+/// The demo's calendar backend, seeded and served on 127.0.0.1:0: the calendar (to read what it
+/// saw) and its URL.
+pub async fn calendar() -> (Arc<warden::demo::backend::Calendar>, String) {
+    let calendar = warden::demo::backend::Calendar::seeded();
+    let (listener, url) = listen().await;
+    serve(listener, warden::demo::backend::router(calendar.clone()));
+    (calendar, url)
+}
+
 /// A token issuer that serves its JWKS and metadata over HTTP.
 pub struct TestIssuer {
     pub url: String,

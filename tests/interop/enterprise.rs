@@ -71,13 +71,8 @@ async fn company(preset: &str, upstream_extra: &str, idp_extra: &[&str]) -> Comp
 /// holds) and Warden accepts them.
 async fn company_with(preset: &str, upstream_extra: &str, idp_extra: &[&str], id_jag: Option<&std::path::Path>) -> Company {
     warden::install_crypto();
-    let calendar = warden::demo::backend::Calendar::seeded();
-    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend_url = format!("http://{}", backend.local_addr().unwrap());
-    let app = warden::demo::backend::router(calendar.clone());
-    tokio::spawn(async move { axum::serve(backend, app).await });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gateway = format!("http://{}", listener.local_addr().unwrap());
+    let (calendar, backend_url) = crate::common::calendar().await;
+    let (listener, gateway) = crate::common::listen().await;
     let file = id_jag.map(|f| f.display().to_string());
     let mut idp_args = idp_extra.to_vec();
     if let Some(file) = &file {

@@ -11,16 +11,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, http::HeaderMap};
 use serde::Deserialize;
 
-use super::{ConsoleState, Session, esc, page};
+use super::{ConsoleState, esc, page};
 use crate::approvals::Decider;
 use crate::edge::RequestContext;
-
-/// How the signed-in administrator decides.
-fn decider_of(session: &Session) -> (Option<crate::identity::Principal>, bool) {
-    let principal = session.actor().principal();
-    let admin_token = principal.is_none();
-    (principal, admin_token)
-}
 
 #[derive(Deserialize)]
 pub struct Notice {
@@ -38,11 +31,9 @@ async fn render(state: &ConsoleState, headers: &HeaderMap, notice: Notice) -> Re
     let Some(approvals) = &state.approvals else {
         return page("Call approvals", Some(&session), "<p>Approvals need the vault (<code>vault:</code>).</p>");
     };
-    let (principal, admin_token) = decider_of(&session);
-    let decider = match &principal {
-        Some(p) => Decider::Person(p),
-        None => Decider::AdminToken,
-    };
+    // The person signed in decides as themselves; an admin-token session has no principal.
+    let principal = session.actor().principal();
+    let decider = Decider::of(principal.as_ref());
     let mut body = String::new();
     if let Some(done) = &notice.done {
         body.push_str(&format!("<p class=\"notice\" id=\"done\">{}</p>", esc(done)));
@@ -56,7 +47,7 @@ async fn render(state: &ConsoleState, headers: &HeaderMap, notice: Notice) -> Re
         Ok(r) => r,
         Err(_) => return page("Call approvals", Some(&session), "<p class=\"error\">The vault's database does not answer.</p>"),
     };
-    if admin_token {
+    if principal.is_none() {
         body.push_str("<p><small>Signed in with the admin token: every request is shown; deciding needs <code>approvals.admin_token_may_approve</code>.</small></p>");
     }
     for r in &requests {
@@ -109,11 +100,8 @@ pub async fn decide(
         Err(r) => return *r,
     };
     let Some(approvals) = &state.approvals else { return Redirect::to("/admin/approvals").into_response() };
-    let (principal, _) = decider_of(&session);
-    let decider = match &principal {
-        Some(p) => Decider::Person(p),
-        None => Decider::AdminToken,
-    };
+    let principal = session.actor().principal();
+    let decider = Decider::of(principal.as_ref());
     let approve = form.decision == "approve";
     let comment = form.comment.as_deref().map(str::trim).filter(|c| !c.is_empty());
     let back = |key: &str, text: String| {
