@@ -128,6 +128,10 @@ pub enum GatewayError {
     /// the quotas' database, did not answer) or `limit_key_error` (a rule's CEL key failed).
     #[error("limits could not decide")]
     LimitsUndecided { rule: String, reason: &'static str, tool: Box<LimitedItem> },
+    /// A call an `approve` rule holds back, and the approvals' database did not answer: it is
+    /// not run (`approvals_unavailable`).
+    #[error("approvals unavailable")]
+    ApprovalsUnavailable { rule: String, tool: Box<LimitedItem> },
     /// The audit trail cannot take more records (a sink's spool is full, `on_failure:
     /// refuse`): the request is not run unrecorded.
     #[error("audit unavailable")]
@@ -174,6 +178,7 @@ impl GatewayError {
             // The server changed the tool; the gateway's pinning refuses it.
             Self::ToolWithheld(_) | Self::SourceFailed(..) => Class::Upstream,
             Self::LimitsUndecided { reason, .. } if *reason == "limits_unavailable" => Class::Internal,
+            Self::ApprovalsUnavailable { .. } => Class::Internal,
             Self::ResourceNotFound(_)
             | Self::PromptNotFound(_)
             | Self::CompletionRefNotFound(_)
@@ -219,7 +224,8 @@ impl GatewayError {
             | Self::SourceFailed(..)
             | Self::RateLimited { .. }
             | Self::QuotaExceeded { .. }
-            | Self::LimitsUndecided { .. } => StatusCode::OK,
+            | Self::LimitsUndecided { .. }
+            | Self::ApprovalsUnavailable { .. } => StatusCode::OK,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized(AuthError::MultipleCredentials | AuthError::TokenInQuery) => StatusCode::BAD_REQUEST,
@@ -261,6 +267,7 @@ impl GatewayError {
             Self::RateLimited { .. } => "rate_limited",
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::LimitsUndecided { reason, .. } => reason,
+            Self::ApprovalsUnavailable { .. } => "approvals_unavailable",
             Self::TooManyRequests(_) => "pre_auth_rate_limited",
             Self::AuditUnavailable => "audit_unavailable",
             Self::Unauthorized(e) => e.code(),
@@ -306,7 +313,8 @@ impl GatewayError {
             | Self::SourceFailed(..)
             | Self::RateLimited { .. }
             | Self::QuotaExceeded { .. }
-            | Self::LimitsUndecided { .. } => {
+            | Self::LimitsUndecided { .. }
+            | Self::ApprovalsUnavailable { .. } => {
                 let error = self.clone().into_error_data();
                 (None, json!({"jsonrpc": "2.0", "id": jsonrpc_id.clone().unwrap_or(Value::Null), "error": error}))
             }
@@ -457,6 +465,11 @@ impl GatewayError {
                 format!("{} was not called: its limits ({rule}) could not be checked", tool.name),
                 Some(json!({"code": code, "rule": rule})),
             ),
+            Self::ApprovalsUnavailable { rule, tool } => ErrorData::new(
+                ErrorCode::INTERNAL_ERROR,
+                format!("{} was not called: the approval {rule} asks for could not be checked", tool.name),
+                Some(json!({"code": code, "rule": rule})),
+            ),
             Self::MethodNotFound | Self::MethodNotFoundOnThisRevision => {
                 ErrorData::new(ErrorCode::METHOD_NOT_FOUND, "method not found", data)
             }
@@ -528,7 +541,7 @@ impl GatewayError {
                 rule: Some(quota.clone()),
                 explanation: Some(format!("resets at {resets_at}")),
             },
-            Self::LimitsUndecided { rule, tool, .. } => {
+            Self::LimitsUndecided { rule, tool, .. } | Self::ApprovalsUnavailable { rule, tool } => {
                 AuditDetails { tool: Some(tool.name.clone()), server: tool.server.clone(), rule: Some(rule.clone()), explanation: None }
             }
             Self::ConnectionRequired { .. }

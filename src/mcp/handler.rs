@@ -266,11 +266,8 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mps
             }
             Err(e) => {
                 tracing::error!(error = %e, "approvals unavailable");
-                let error = GatewayError::LimitsUndecided {
-                    rule: rule.clone(),
-                    reason: "approvals_unavailable",
-                    tool: Box::new(crate::error::LimitedItem::tool(&tool)),
-                };
+                let error =
+                    GatewayError::ApprovalsUnavailable { rule: rule.clone(), tool: Box::new(crate::error::LimitedItem::tool(&tool)) };
                 once.emit(&mcp.audit, event(refused(&error)));
                 return Err(error.into_error_data());
             }

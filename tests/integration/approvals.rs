@@ -279,6 +279,27 @@ async fn a_denial_and_an_expiry_are_refusals_the_agent_can_read() {
     }
 }
 
+/// An approvals database that does not answer: the held-back call is refused with a code of its
+/// own (not the limits'), recorded once, and never run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_back_call_is_refused_when_the_approvals_database_fails() {
+    let b = bank().await;
+    let bob = b.token("bob", &["clerk"]);
+    // The store opens on first use: one request made while it answers.
+    let first = b.call_text(&bob, json!({"amount": 2500, "to": "globex"})).await;
+    assert!(first["isError"] == true && text(&first).contains("need a manager's approval"), "{first}");
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&b.db).await.unwrap();
+    sqlx::Executor::execute(&mut db, "DROP TABLE approvals").await.unwrap();
+    let reply = b.gw.call(&bob, "transfer_funds", json!({"amount": 5000, "to": "acme"})).await;
+    assert_eq!(reply.error_code(), Some(-32603), "{:?}", reply.body);
+    assert_eq!(reply.body["error"]["data"]["code"], "approvals_unavailable", "{:?}", reply.body);
+    let message = reply.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("approval") && !message.contains("limits"), "{message}");
+    assert_eq!(b.transfers(), 0);
+    let refused = b.audit_reasons().into_iter().filter(|(m, r)| m == "tools/call" && r == "approvals_unavailable").count();
+    assert_eq!(refused, 1, "{:?}", b.audit_reasons());
+}
+
 /// Three replicas on one database: a request made on the first is approved through the
 /// second and runs on the third, once.
 async fn across_replicas(db: crate::common::Db) {
