@@ -47,6 +47,7 @@ fn main() {
             tenant: Some(format!("tenant-{}", i % 20)),
             claims: Map::new(),
             tools: None,
+            token: None,
         })
         .collect();
     let metadata = Map::new();

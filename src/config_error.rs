@@ -14,3 +14,13 @@ impl ConfigError {
         Self { path: path.into(), message: message.into() }
     }
 }
+
+/// A configured assertion audience (`audience:` on a tool, server, OpenAPI source or route): 1
+/// to 512 visible ASCII characters, usually an origin or an API's identifier URI.
+pub fn audience(value: Option<&str>) -> Result<Option<std::sync::Arc<str>>, &'static str> {
+    match value {
+        None => Ok(None),
+        Some(a) if !a.is_empty() && a.len() <= 512 && a.bytes().all(|b| b.is_ascii_graphic()) => Ok(Some(std::sync::Arc::from(a))),
+        Some(_) => Err("must be 1 to 512 visible ASCII characters (an origin or an API identifier)"),
+    }
+}

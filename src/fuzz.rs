@@ -153,6 +153,7 @@ proptest! {
             tenant: Some(tenant),
             claims: Map::new(),
             tools: None,
+            token: None,
         };
         let names = crate::upstream::IdentityHeaders::from_config(&crate::upstream::config::IdentityHeadersConfig::default())
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -216,6 +217,7 @@ proptest! {
                 tenant: None,
                 claims: args.as_object().cloned().unwrap_or_default(),
                 tools: None,
+                token: None,
             };
             let metadata = Map::new();
             let facts = crate::policy::ToolFacts { name: "t", tags: &[], metadata: &metadata, scopes: &[], server: None };

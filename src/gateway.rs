@@ -43,6 +43,9 @@ pub struct Gateway {
     pub metadata: Arc<ResourceMetadata>,
     /// Warden's own authorization server, when configured.
     pub auth_server: Option<Arc<crate::authz::AuthServer>>,
+    /// Warden's signing keys, published at `/.well-known/jwks.json` (with the authorization
+    /// server or identity assertions).
+    pub signing: Option<Arc<crate::signing::Keys>>,
     /// Calls `approve` policy rules hold back (with the vault).
     pub approvals: Option<Arc<crate::approvals::Approvals>>,
     pub audit: Arc<AuditSink>,
@@ -100,7 +103,7 @@ impl Gateway {
     }
 
     fn build_with(config: &Config, source: PolicySource, clock: SharedClock) -> Result<Self, ConfigError> {
-        let upstream = Upstream::new(&config.upstream, &config.identity_headers)?;
+        let mut upstream = Upstream::new(&config.upstream, &config.identity_headers)?;
         // The trace keys are checked here (the environment is read when `serve` starts them).
         config.telemetry.trace_plan(&|_| None)?;
         let metrics = Arc::new(crate::telemetry::Metrics::default());
@@ -126,6 +129,33 @@ impl Gateway {
             }
             _ => None,
         };
+        // One set of signing keys for what Warden signs: access tokens (RS256) with the
+        // authorization server, identity assertions (ES256) with `identity_headers.assertion`.
+        let mut algorithms = Vec::new();
+        if config.authorization_server.is_some() {
+            algorithms.push(crate::signing::ACCESS_TOKENS);
+        }
+        if config.identity_headers.assertion.is_some() {
+            algorithms.push(crate::signing::ASSERTIONS);
+        }
+        let signing = match &vault {
+            Some(vault) if !algorithms.is_empty() => {
+                Some(Arc::new(crate::signing::Keys::new(Arc::clone(vault), algorithms, Arc::clone(&clock))))
+            }
+            _ => None,
+        };
+        if let (Some(a), Some(keys)) = (&config.identity_headers.assertion, &signing) {
+            let header =
+                upstream.identity_headers().assertion.clone().ok_or_else(|| ConfigError::new("identity_headers.assertion", "no header"))?;
+            let signer = Arc::clone(keys) as Arc<dyn crate::upstream::assertion::AssertionSigner>;
+            upstream.set_assertions(crate::upstream::assertion::Assertions::new(
+                header,
+                a.ttl,
+                config.server.public_base(),
+                signer,
+                Arc::clone(&clock),
+            ));
+        }
         let admin_token = match &config.admin {
             Some(a) if a.token.expose().len() < 32 => {
                 return Err(ConfigError::new("admin.token", "must be at least 32 characters (e.g. from `warden keys generate`)"));
@@ -211,6 +241,7 @@ impl Gateway {
                         upstream_config: config.upstream.clone(),
                         base_dir: config.base_dir.clone(),
                         limits: Arc::clone(&limits),
+                        keys: signing.clone(),
                     },
                 )?;
                 let keys = Arc::clone(&server.keys) as Arc<dyn crate::identity::LocalKeys>;
@@ -281,6 +312,7 @@ impl Gateway {
             upstream: Arc::new(upstream),
             metadata,
             auth_server,
+            signing,
             audit,
             credentials,
             vault,
@@ -415,6 +447,12 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
             authz: gateway.auth_server.clone(),
         }))
         .merge(gateway.auth_server.clone().map_or_else(Router::new, crate::authz::routes))
+        .merge(gateway.signing.clone().map_or_else(Router::new, |keys| {
+            Router::new()
+                .route("/.well-known/jwks.json", get(crate::signing::jwks_document))
+                .layer(axum::middleware::from_fn(crate::cors::oauth))
+                .with_state(keys)
+        }))
         .merge(gateway.approvals.clone().map_or_else(Router::new, |approvals| {
             let admin = Arc::clone(&admin) as Arc<dyn crate::approvals::api::WrongTokens>;
             crate::approvals::api::routes(Arc::new(crate::approvals::api::Api { approvals, admin }))

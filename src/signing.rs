@@ -168,7 +168,7 @@ impl KeySet {
     }
 
     /// The keys not retired, newest first, at most [`PUBLISHED`] per algorithm.
-    async fn load(store: &Store) -> Result<Self, SigningError> {
+    pub async fn load(store: &Store) -> Result<Self, SigningError> {
         let mut keys: Vec<SigningKey> = Vec::new();
         for (_, alg, der) in store.signing_keys().await? {
             let Ok(alg) = alg.parse::<Algorithm>() else { continue };
@@ -177,6 +177,115 @@ impl KeySet {
             }
         }
         Ok(Self { keys })
+    }
+}
+
+/// How often the signing keys are read again (a rotation on another replica is picked up).
+const KEY_RELOAD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Warden's signing keys as the running gateway uses them: read from the vault's store (a first
+/// key of each algorithm in use made there), read again every minute so a rotation on another
+/// replica is picked up. One for the whole gateway: the authorization server signs access tokens
+/// with it, the upstream stage identity assertions, and `/.well-known/jwks.json` publishes it.
+pub struct Keys {
+    vault: std::sync::Arc<crate::credentials::Vault>,
+    algorithms: Vec<Algorithm>,
+    loaded: arc_swap::ArcSwapOption<Loaded>,
+    lock: tokio::sync::Mutex<()>,
+    clock: crate::clock::SharedClock,
+}
+
+/// The keys as last read.
+pub struct Loaded {
+    pub set: KeySet,
+    at: std::time::Instant,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys").field("algorithms", &self.algorithms).finish_non_exhaustive()
+    }
+}
+
+impl Keys {
+    /// Keys of `algorithms`, kept in `vault`'s store.
+    pub fn new(vault: std::sync::Arc<crate::credentials::Vault>, algorithms: Vec<Algorithm>, clock: crate::clock::SharedClock) -> Self {
+        Self { vault, algorithms, loaded: arc_swap::ArcSwapOption::empty(), lock: tokio::sync::Mutex::new(()), clock }
+    }
+
+    fn fresh(&self, loaded: &Loaded) -> bool {
+        self.clock.now().saturating_duration_since(loaded.at) < KEY_RELOAD
+    }
+
+    /// The keys, read again when they are older than a minute.
+    pub async fn current(&self) -> Result<std::sync::Arc<Loaded>, SigningError> {
+        if let Some(loaded) = self.loaded.load_full().filter(|l| self.fresh(l)) {
+            return Ok(loaded);
+        }
+        self.reload(false).await
+    }
+
+    /// The keys read from the store now (with `force`) or when stale, once for all callers.
+    pub async fn reload(&self, force: bool) -> Result<std::sync::Arc<Loaded>, SigningError> {
+        let _one = self.lock.lock().await;
+        if let Some(loaded) = self.loaded.load_full().filter(|l| !force && self.fresh(l)) {
+            return Ok(loaded);
+        }
+        let store = self.vault.store().await?;
+        let mut set = KeySet::load(store).await?;
+        for alg in &self.algorithms {
+            if set.current(*alg).is_err() {
+                set = KeySet::load_or_create(store, *alg).await?;
+            }
+        }
+        let loaded = std::sync::Arc::new(Loaded { set, at: self.clock.now() });
+        self.loaded.store(Some(std::sync::Arc::clone(&loaded)));
+        Ok(loaded)
+    }
+
+    /// The published JWK set (`/.well-known/jwks.json`): only the algorithms in use here.
+    pub async fn jwks(&self) -> Result<JwkSet, SigningError> {
+        let loaded = self.current().await?;
+        let keys = loaded.set.keys.iter().filter(|k| self.algorithms.contains(&k.alg)).map(|k| k.jwk.clone()).collect();
+        Ok(JwkSet { keys })
+    }
+}
+
+impl crate::identity::LocalKeys for Keys {
+    fn keys(&self) -> futures::future::BoxFuture<'_, Result<Vec<serde_json::Value>, String>> {
+        Box::pin(async {
+            let loaded = self.reload(true).await.map_err(|e| e.to_string())?;
+            let set = serde_json::to_value(loaded.set.jwks()).map_err(|e| e.to_string())?;
+            Ok(set.get("keys").and_then(serde_json::Value::as_array).cloned().unwrap_or_default())
+        })
+    }
+}
+
+impl crate::upstream::assertion::AssertionSigner for Keys {
+    fn sign_assertion<'a>(&'a self, claims: &'a serde_json::Value) -> futures::future::BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let loaded = self.current().await.map_err(|e| e.to_string())?;
+            let key = loaded.set.current(ASSERTIONS).map_err(|e| e.to_string())?;
+            key.sign(crate::upstream::assertion::ASSERTION_TYP, claims).map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// `GET /.well-known/jwks.json`: the public keys that verify what Warden signs (access tokens,
+/// identity assertions), cacheable for five minutes.
+pub async fn jwks_document(axum::extract::State(keys): axum::extract::State<std::sync::Arc<Keys>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match keys.jwks().await {
+        Ok(set) => {
+            let mut response = axum::Json(set).into_response();
+            response.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("max-age=300"));
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "signing keys unavailable");
+            let body = serde_json::json!({"error": "temporarily_unavailable", "error_description": "signing keys unavailable"});
+            (http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+        }
     }
 }
 

@@ -7,6 +7,9 @@ mod common;
 #[path = "integration/approvals.rs"]
 mod approvals;
 
+#[path = "integration/assertions.rs"]
+mod assertions;
+
 #[path = "integration/authorization_server.rs"]
 mod authorization_server;
 

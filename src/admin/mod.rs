@@ -73,6 +73,7 @@ impl Actor {
             tenant: None,
             claims: Default::default(),
             tools: None,
+            token: None,
         })
     }
 }

@@ -340,6 +340,7 @@ impl ApiKeys {
             tenant: record.tenant,
             claims,
             tools: record.tools.map(Arc::from),
+            token: None,
         }
     }
 

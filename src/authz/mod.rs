@@ -27,7 +27,6 @@ mod upstream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use axum::Router;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,7 +39,7 @@ use crate::config_error::ConfigError;
 use crate::credentials::Vault;
 use crate::edge::RequestContext;
 use crate::identity::metadata::ResourceMetadata;
-use crate::signing::{KeySet, SigningError};
+use crate::signing::{Keys, SigningError};
 pub use config::AuthorizationServerConfig;
 pub use flow::{STATE_PREFIX, callback};
 pub use upstream::Identity;
@@ -49,8 +48,6 @@ pub use upstream::Identity;
 const CODE_LIFETIME_SECS: i64 = 60;
 /// How long a sign-in may take, from `/authorize` to the consent decision.
 const SIGN_IN_LIFETIME_SECS: i64 = 600;
-/// How often the signing keys are read again (a rotation on another replica is picked up).
-const KEY_RELOAD: Duration = Duration::from_secs(60);
 
 /// The authorization server.
 pub struct AuthServer {
@@ -98,6 +95,8 @@ pub struct Parts {
     pub base_dir: std::path::PathBuf,
     /// Which address a request comes from (`server.trusted_proxies`).
     pub limits: Arc<crate::limits::Limits>,
+    /// Warden's signing keys (with the vault).
+    pub keys: Option<Arc<Keys>>,
 }
 
 impl AuthServer {
@@ -130,6 +129,8 @@ impl AuthServer {
         if config.upstream.client_id.is_empty() {
             return Err(ConfigError::new("authorization_server.upstream.client_id", "must not be empty"));
         }
+        let keys =
+            parts.keys.ok_or_else(|| ConfigError::new("authorization_server", "needs `vault:` (its signing keys are kept there)"))?;
         let upstream = upstream::UpstreamIdp::new(&config.upstream, &parts.public_base, parts.http.clone(), Arc::clone(&parts.clock))?;
         let id_jag = match &config.id_jag {
             Some(c) => Some(idjag::IdJag::new(c, parts.http, Arc::clone(&parts.clock))?),
@@ -143,7 +144,6 @@ impl AuthServer {
             roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ConfigError::new(field, e.to_string()))?;
         }
         let documents = crate::upstream::document_client(&parts.upstream_config, &roots)?;
-        let keys = Arc::new(Keys { vault: Arc::clone(&vault), loaded: ArcSwapOption::empty(), lock: tokio::sync::Mutex::new(()) });
         Ok(Self {
             issuer: parts.public_base,
             resource: parts.resource,
@@ -385,60 +385,11 @@ impl Refusal {
     }
 }
 
-/// Warden's signing keys as the authorization server uses them: read from the store (the first
-/// one made there), read again every minute so a rotation on another replica is picked up.
-pub struct Keys {
-    vault: Arc<Vault>,
-    loaded: ArcSwapOption<Loaded>,
-    lock: tokio::sync::Mutex<()>,
-}
-
-struct Loaded {
-    set: KeySet,
-    at: tokio::time::Instant,
-}
-
-impl Keys {
-    async fn current(&self) -> Result<Arc<Loaded>, SigningError> {
-        if let Some(loaded) = self.loaded.load_full().filter(|l| l.at.elapsed() < KEY_RELOAD) {
-            return Ok(loaded);
-        }
-        self.reload(false).await
-    }
-
-    async fn reload(&self, force: bool) -> Result<Arc<Loaded>, SigningError> {
-        let _one = self.lock.lock().await;
-        if let Some(loaded) = self.loaded.load_full().filter(|l| !force && l.at.elapsed() < KEY_RELOAD) {
-            return Ok(loaded);
-        }
-        let set = KeySet::load_or_create(self.vault.store().await?, crate::signing::ACCESS_TOKENS).await?;
-        let loaded = Arc::new(Loaded { set, at: tokio::time::Instant::now() });
-        self.loaded.store(Some(Arc::clone(&loaded)));
-        Ok(loaded)
-    }
-
-    /// The published JWK set (`/.well-known/jwks.json`).
-    pub async fn jwks(&self) -> Result<jsonwebtoken::jwk::JwkSet, SigningError> {
-        Ok(self.current().await?.set.jwks())
-    }
-}
-
-impl crate::identity::LocalKeys for Keys {
-    fn keys(&self) -> futures::future::BoxFuture<'_, Result<Vec<Value>, String>> {
-        Box::pin(async {
-            let loaded = self.reload(true).await.map_err(|e| e.to_string())?;
-            let set = serde_json::to_value(loaded.set.jwks()).map_err(|e| e.to_string())?;
-            Ok(set.get("keys").and_then(Value::as_array).cloned().unwrap_or_default())
-        })
-    }
-}
-
 /// The authorization server's endpoints. `/oauth/callback` is the connect flow's, which hands
 /// states that start with [`STATE_PREFIX`] to [`callback`].
 pub fn routes(server: Arc<AuthServer>) -> Router {
     let public = Router::new()
         .route("/.well-known/oauth-authorization-server", get(token::metadata))
-        .route("/.well-known/jwks.json", get(token::jwks))
         .route("/oauth/register", post(registration::register))
         .route("/oauth/token", post(token::token))
         .route("/oauth/revoke", post(token::revoke))

@@ -34,21 +34,6 @@ pub async fn metadata(State(server): State<Arc<AuthServer>>) -> Response {
     axum::Json(server.metadata_document()).into_response()
 }
 
-/// `GET /.well-known/jwks.json`: the keys that verify what Warden signs.
-pub async fn jwks(State(server): State<Arc<AuthServer>>) -> Response {
-    match server.keys.jwks().await {
-        Ok(set) => {
-            let mut response = axum::Json(set).into_response();
-            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
-            response
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "signing keys unavailable");
-            super::oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "signing keys unavailable")
-        }
-    }
-}
-
 /// A form body as name → value; a repeated or oversized parameter is refused (RFC 6749 §3.2).
 fn form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, Refusal> {
     let form_type = headers

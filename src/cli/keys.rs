@@ -18,18 +18,30 @@ async fn open_store(path: &std::path::Path) -> Result<(crate::store::Store, Stri
     Ok((store, active))
 }
 
+/// Which of Warden's signing keys to rotate.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SigningKind {
+    /// The authorization server's access tokens (RS256).
+    AccessTokens,
+    /// The identity assertions sent to backends (ES256).
+    Assertions,
+}
+
 /// `warden keys rotate-signing`: a new signing key; the previous one stays published.
-pub async fn rotate_signing(path: &std::path::Path) -> ExitCode {
+pub async fn rotate_signing(path: &std::path::Path, kind: SigningKind) -> ExitCode {
     let store = match open_store(path).await {
         Ok((store, _)) => store,
         Err(code) => return code,
     };
-    let alg = crate::signing::ACCESS_TOKENS;
+    let (alg, what) = match kind {
+        SigningKind::AccessTokens => (crate::signing::ACCESS_TOKENS, "access token"),
+        SigningKind::Assertions => (crate::signing::ASSERTIONS, "identity assertion"),
+    };
     match crate::signing::KeySet::rotate(&store, alg).await {
         Ok(set) => {
             let published: Vec<String> = set.jwks().keys.iter().filter_map(|k| k.common.key_id.clone()).collect();
             let current = set.current(alg).map(|k| k.kid.clone()).unwrap_or_default();
-            println!("access token signing key {current} is current; published: {}", published.join(", "));
+            println!("{what} signing key {current} is current; published: {}", published.join(", "));
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("rotation failed: {e}")),

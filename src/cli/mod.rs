@@ -267,13 +267,18 @@ pub enum KeysCommand {
         #[arg(long, default_value_t = 500)]
         batch: usize,
     },
-    /// Make a new key for what Warden signs (its authorization server's access tokens). Every
-    /// replica signs with it within a minute and accepts it at once; the previous key stays
-    /// published, so tokens it signed verify until they expire; older keys are retired. Rotate
-    /// at most once per access token lifetime.
+    /// Make a new key for what Warden signs: its authorization server's access tokens (default)
+    /// or, with `--key assertions`, the identity assertions it sends backends. Every replica
+    /// signs with it within a minute (and accepts a new access token key at once); the previous
+    /// key stays published, so what it signed verifies until it expires; older keys are retired.
+    /// Rotate at most once per token (or assertion) lifetime.
     RotateSigning {
         #[arg(long, short, env = "WARDEN_CONFIG")]
         config: PathBuf,
+        /// Which key: `access-tokens` (RS256, the authorization server's) or `assertions`
+        /// (ES256, the identity assertions sent to backends).
+        #[arg(long, value_enum, default_value = "access-tokens")]
+        key: keys::SigningKind,
     },
 }
 
@@ -541,7 +546,7 @@ pub async fn dispatch(command: Option<Command>) -> ExitCode {
             audit::query(&gateway, &filter, limit).await
         }
         Command::Keys(KeysCommand::Rotate { config, batch }) => keys::rotate(&config, batch).await,
-        Command::Keys(KeysCommand::RotateSigning { config }) => keys::rotate_signing(&config).await,
+        Command::Keys(KeysCommand::RotateSigning { config, key }) => keys::rotate_signing(&config, key).await,
         Command::Connections { gateway, command } => connections::run(&gateway, command).await,
         Command::Tools { gateway, command } => tools::run(&gateway, command).await,
         Command::Limits { gateway, command } => limits::run(&gateway, command).await,

@@ -76,6 +76,7 @@ impl Config {
 
         let h = &self.identity_headers;
         let mut names = HashSet::new();
+        let assertion = h.assertion.as_ref().map(|a| ("assertion.header", &a.header));
         for (field, name) in [
             ("user_id", &h.user_id),
             ("scopes", &h.scopes),
@@ -83,7 +84,10 @@ impl Config {
             ("tenant", &h.tenant),
             ("client_id", &h.client_id),
             ("request_id", &h.request_id),
-        ] {
+        ]
+        .into_iter()
+        .chain(assertion)
+        {
             let at = format!("identity_headers.{field}");
             let parsed =
                 http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConfigError::new(at.clone(), "not a valid header name"))?;
@@ -92,6 +96,15 @@ impl Config {
             }
             if !names.insert(parsed) {
                 return Err(ConfigError::new(at, "the same header is used for two identity fields"));
+            }
+        }
+
+        if let Some(a) = &h.assertion {
+            if a.ttl < Duration::from_secs(10) || a.ttl > Duration::from_secs(600) {
+                return Err(ConfigError::new("identity_headers.assertion.ttl", "must be between 10s and 10m"));
+            }
+            if self.vault.is_none() {
+                return Err(ConfigError::new("identity_headers.assertion", "needs `vault:` (the signing key is kept there, sealed)"));
             }
         }
 

@@ -178,8 +178,9 @@ impl Credential {
         principal: &crate::identity::Principal,
         ctx: &crate::upstream::CallContext,
         timeout: std::time::Duration,
+        audience: Option<&str>,
     ) -> Result<(http::StatusCode, http::HeaderMap, bytes::Bytes), SendError> {
-        let mut request = upstream.prepare(request, principal, ctx, timeout)?;
+        let mut request = upstream.prepare(request, principal, ctx, timeout, audience).await?;
         let (secret, generation) = self.resolve(upstream, principal, ctx, None).await?;
         self.apply(&mut request, &secret);
         let replay = if self.refreshable() { request.try_clone() } else { None };

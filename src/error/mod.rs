@@ -627,6 +627,9 @@ pub fn tool_failure_result(failure: &ToolFailure) -> rmcp::model::CallToolResult
         ToolFailure::ServerUnavailable => "the MCP server behind this tool is unavailable; try again later".to_owned(),
         ToolFailure::Rpc { code, message } => format!("the MCP server behind this tool answered error {code}: {message}"),
         ToolFailure::Cancelled => "the call was cancelled by the client".to_owned(),
+        ToolFailure::AssertionUnavailable => {
+            "the gateway could not sign the identity assertion for this backend; try again later".to_owned()
+        }
         ToolFailure::UpstreamRateLimited { retry_after, .. } => {
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             if secs == 0 {
@@ -661,7 +664,7 @@ pub fn tool_failure_class(failure: &ToolFailure) -> Class {
             Class::Upstream
         }
         // The destination is configured by the operator; the vault is ours.
-        ToolFailure::Blocked | ToolFailure::Credential(CredentialError::Vault) => Class::Internal,
+        ToolFailure::Blocked | ToolFailure::AssertionUnavailable | ToolFailure::Credential(CredentialError::Vault) => Class::Internal,
         ToolFailure::Credential(CredentialError::ConnectionRequired { .. }) => Class::Downstream,
     }
 }

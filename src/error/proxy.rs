@@ -57,12 +57,14 @@ pub enum ProxyError {
     /// The SSRF guard refused the destination.
     UpstreamBlocked,
     UpstreamTooLarge,
+    /// The signed identity assertion could not be made; nothing was sent.
+    AssertionUnavailable,
 }
 
 impl ProxyError {
     pub fn class(&self) -> Class {
         match self {
-            Self::AuditUnavailable | Self::Unauthorized(AuthError::KeyStoreUnavailable) => Class::Internal,
+            Self::AuditUnavailable | Self::AssertionUnavailable | Self::Unauthorized(AuthError::KeyStoreUnavailable) => Class::Internal,
             Self::LimitsUndecided { reason, .. } if *reason == "limits_unavailable" => Class::Internal,
             Self::Unauthorized(_)
             | Self::TooManyRequests(_)
@@ -85,9 +87,10 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized(AuthError::MultipleCredentials | AuthError::TokenInQuery) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(AuthError::KeyStoreUnavailable) | Self::AuditUnavailable | Self::LimitsUndecided { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Unauthorized(AuthError::KeyStoreUnavailable)
+            | Self::AuditUnavailable
+            | Self::AssertionUnavailable
+            | Self::LimitsUndecided { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::TooManyRequests(_) | Self::RateLimited { .. } | Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnknownRoute => StatusCode::NOT_FOUND,
@@ -123,6 +126,7 @@ impl ProxyError {
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamBlocked => "upstream_blocked",
             Self::UpstreamTooLarge => "upstream_too_large",
+            Self::AssertionUnavailable => "identity_assertion_unavailable",
         }
     }
 
@@ -169,6 +173,7 @@ impl ProxyError {
             Self::UpstreamUnreachable => "the upstream could not be reached".into(),
             Self::UpstreamBlocked => "the upstream's address is not allowed".into(),
             Self::UpstreamTooLarge => "the upstream's response is too large".into(),
+            Self::AssertionUnavailable => "the gateway could not sign the identity assertion for this upstream; try again later".into(),
         }
     }
 

@@ -39,6 +39,10 @@ pub struct McpServerConfig {
     /// The upstream credential (from `credentials[]`) Warden presents to a remote server.
     #[serde(default)]
     pub credential: Option<String>,
+    /// The `aud` of the signed identity assertion (`identity_headers.assertion`) sent to it.
+    /// Default: the upstream's origin, `scheme://host[:port]`.
+    #[serde(default)]
+    pub audience: Option<String>,
     /// Call timeout. Default: `upstream.default_timeout`.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,

@@ -28,6 +28,8 @@ pub struct Link {
     pub(super) server: String,
     pub(super) transport: Transport,
     pub(super) credential: Option<Arc<Credential>>,
+    /// The `aud` of the signed identity assertion (HTTP servers only).
+    pub(super) audience: Option<Arc<str>>,
     pub(super) timeout: Duration,
     pub(super) upstream: Upstream,
     /// The shared session (stdio, or HTTP with no per-user credential).
@@ -385,6 +387,9 @@ impl Link {
     ) -> Result<(http::CallHeaders, Option<u64>), ToolFailure> {
         let mut headers = ::http::HeaderMap::new();
         inject_identity(&mut headers, self.upstream.identity_headers(), principal, ctx);
+        if let Some(audience) = &self.audience {
+            self.upstream.assert_identity(&mut headers, principal, ctx, audience).await.map_err(|_| ToolFailure::AssertionUnavailable)?;
+        }
         let mut uri = None;
         let mut generation = None;
         if let Some(credential) = &self.credential {
@@ -416,6 +421,7 @@ pub(super) fn service_principal() -> Principal {
         tenant: None,
         claims: Map::new(),
         tools: None,
+        token: None,
     }
 }
 

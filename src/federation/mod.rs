@@ -228,6 +228,17 @@ impl Federation {
                 }
                 _ => return Err(ConfigError::new(at("url"), "set exactly one of url and command")),
             };
+            let audience = match (crate::config_error::audience(c.audience.as_deref()), &transport) {
+                (Err(m), _) => return Err(ConfigError::new(at("audience"), m)),
+                (Ok(Some(_)), Transport::Stdio { .. }) => {
+                    return Err(ConfigError::new(at("audience"), "a stdio server is sent no identity assertion"));
+                }
+                (Ok(Some(a)), Transport::Http { .. }) => Some(a),
+                (Ok(None), Transport::Http { url }) => {
+                    url::Url::parse(url).ok().map(|u| Arc::from(crate::upstream::assertion::origin(&u).as_str()))
+                }
+                (Ok(None), Transport::Stdio { .. }) => None,
+            };
             let credential = match &c.credential {
                 None => None,
                 Some(name) => {
@@ -265,6 +276,7 @@ impl Federation {
                     server: c.name.clone(),
                     transport,
                     credential,
+                    audience,
                     timeout,
                     upstream: upstream.clone(),
                     peer: ArcSwapOption::empty(),

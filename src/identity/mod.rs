@@ -348,7 +348,9 @@ impl Authenticator {
         let claims = data.claims;
         self.check_times(&claims)?;
         let subject = claims.get("sub").and_then(Value::as_str).and_then(Subject::new).ok_or(AuthError::MissingSubject)?;
-        Ok(issuer.mapping.principal(subject, issuer_id, claims))
+        let mut principal = issuer.mapping.principal(subject, issuer_id, claims);
+        principal.token = Some(crate::secret::Secret::new(token));
+        Ok(principal)
     }
 }
 

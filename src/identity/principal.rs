@@ -49,6 +49,10 @@ pub struct Principal {
     /// The tools (and `route:NAME`s) this credential may reach at most, whatever policy
     /// allows: an API key's allow-list. None: policy alone decides.
     pub tools: Option<std::sync::Arc<[String]>>,
+    /// The bearer token the caller presented, when it was a JWT from a trusted issuer: the
+    /// subject token of a token exchange (`credentials[].token_exchange`). Redacted in `Debug`;
+    /// never sent upstream as it is.
+    pub token: Option<crate::secret::Secret>,
 }
 
 impl Principal {
@@ -114,7 +118,7 @@ impl ClaimMapping {
             _ => None,
         });
         let client_id = ["client_id", "azp", "cid"].iter().find_map(|k| claims.get(*k).and_then(Value::as_str).map(str::to_owned));
-        Principal { subject, issuer, client_id, scopes, roles, tenant, claims, tools: None }
+        Principal { subject, issuer, client_id, scopes, roles, tenant, claims, tools: None, token: None }
     }
 }
 

@@ -17,6 +17,7 @@ fn principal(sub: &str, tenant: Option<&str>) -> Principal {
         tenant: tenant.map(str::to_owned),
         claims: Map::new(),
         tools: None,
+        token: None,
     }
 }
 

@@ -64,6 +64,7 @@ impl FixturePrincipal {
             tenant: self.tenant.clone(),
             claims: self.claims.clone(),
             tools: None,
+            token: None,
         }
     }
 }

@@ -33,6 +33,10 @@ pub struct RouteConfig {
     /// The upstream credential (from `credentials[]`) put on every request. Default: none.
     #[serde(default)]
     pub credential: Option<String>,
+    /// The `aud` of the signed identity assertion (`identity_headers.assertion`) sent to it.
+    /// Default: the upstream's origin, `scheme://host[:port]`.
+    #[serde(default)]
+    pub audience: Option<String>,
     /// Cost units a request spends of each quota it falls under. Default: 1.
     #[serde(default = "crate::tools::config::default_cost")]
     pub cost: u64,

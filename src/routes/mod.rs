@@ -42,6 +42,8 @@ pub struct Route {
     tags: Vec<String>,
     metadata: serde_json::Map<String, serde_json::Value>,
     credential: Option<Arc<Credential>>,
+    /// The signed identity assertion's audience, when not the upstream's origin.
+    pub audience: Option<Arc<str>>,
     cost: u64,
     timeout: Duration,
     max_request_bytes: u64,
@@ -123,6 +125,7 @@ impl Routes {
                 }
                 None => None,
             };
+            let audience = crate::config_error::audience(c.audience.as_deref()).map_err(|m| err("audience", m.into()))?;
             let timeout = c.timeout.unwrap_or(default_timeout);
             if timeout.is_zero() {
                 return Err(err("timeout", "must be greater than 0".into()));
@@ -139,6 +142,7 @@ impl Routes {
                 tags: c.tags.clone(),
                 metadata: c.metadata.clone(),
                 credential,
+                audience,
                 cost: c.cost,
                 timeout,
                 max_request_bytes: c.max_request_bytes,

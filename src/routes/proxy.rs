@@ -249,7 +249,8 @@ async fn send(
     principal: &Principal,
     ctx: &CallContext,
 ) -> Result<reqwest::Response, ProxyError> {
-    let mut request = state.upstream.prepare(builder, principal, ctx, route.timeout).map_err(upstream_error)?;
+    let mut request =
+        state.upstream.prepare(builder, principal, ctx, route.timeout, route.audience.as_deref()).await.map_err(upstream_error)?;
     let Some(credential) = &route.credential else {
         return state.upstream.execute(request, route.timeout).await.map_err(upstream_error);
     };
@@ -349,6 +350,7 @@ fn upstream_error(e: UpstreamError) -> ProxyError {
         UpstreamError::Unreachable => ProxyError::UpstreamUnreachable,
         UpstreamError::Blocked => ProxyError::UpstreamBlocked,
         UpstreamError::TooLarge => ProxyError::UpstreamTooLarge,
+        UpstreamError::Assertion => ProxyError::AssertionUnavailable,
     }
 }
 

@@ -33,6 +33,10 @@ pub struct ToolConfig {
     /// The upstream credential (from `credentials[]`) put on every call. Default: none.
     #[serde(default)]
     pub credential: Option<String>,
+    /// The `aud` of the signed identity assertion (`identity_headers.assertion`) sent to it.
+    /// Default: the upstream's origin, `scheme://host[:port]`.
+    #[serde(default)]
+    pub audience: Option<String>,
     /// Cost units one call spends of each quota it falls under (`limits.quotas`). Default: 1.
     #[serde(default = "default_cost")]
     pub cost: u64,

@@ -44,6 +44,8 @@ pub struct HttpTool {
     credential: Option<Arc<Credential>>,
     /// `scheme://host[:port]`, for parking after a `429`.
     origin: String,
+    /// The signed identity assertion's audience, when not the origin (`tools[].audience`).
+    audience: Option<Arc<str>>,
 }
 
 /// What a call produced: the backend's answer as an MCP result, or why there is none.
@@ -104,6 +106,8 @@ pub enum ToolFailure {
         retry_after: Duration,
         status: Option<u16>,
     },
+    /// The signed identity assertion could not be made; nothing was sent.
+    AssertionUnavailable,
 }
 
 impl ToolFailure {
@@ -123,6 +127,7 @@ impl ToolFailure {
             Self::Rpc { .. } => "upstream_error",
             Self::Cancelled => "client_cancelled",
             Self::UpstreamRateLimited { .. } => "upstream_rate_limited",
+            Self::AssertionUnavailable => "identity_assertion_unavailable",
         }
     }
 
@@ -141,7 +146,8 @@ impl ToolFailure {
             | Self::Credential(_)
             | Self::ServerUnavailable
             | Self::Rpc { .. }
-            | Self::Cancelled => None,
+            | Self::Cancelled
+            | Self::AssertionUnavailable => None,
         }
     }
 }
@@ -212,7 +218,7 @@ impl HttpTool {
         }
         let authority_end = c.url.find("://").map_or(0, |i| i + 3);
         let origin = c.url[..c.url[authority_end..].find(['/', '?', '#']).map_or(c.url.len(), |i| i + authority_end)].to_ascii_lowercase();
-        Ok(Self { method, url, query, headers, rest, body: c.body.clone(), timeout, credential, origin })
+        Ok(Self { method, url, query, headers, rest, body: c.body.clone(), timeout, credential, origin, audience: None })
     }
 
     pub fn credential_name(&self) -> Option<&str> {
@@ -229,6 +235,12 @@ impl HttpTool {
     }
 
     /// Calls the backend. Arguments have been validated against the schema already.
+    /// Signs the identity assertion for `audience` instead of the origin.
+    pub fn with_audience(mut self, audience: Option<Arc<str>>) -> Self {
+        self.audience = audience;
+        self
+    }
+
     /// `scheme://host[:port]` of the backend.
     pub fn origin(&self) -> &str {
         &self.origin
@@ -249,8 +261,8 @@ impl HttpTool {
             Err(Built::Upstream(e)) => return Err(upstream_failure(SendError::Upstream(e), self.timeout)),
         };
         let sent = match &self.credential {
-            Some(credential) => credential.send(upstream, request, principal, ctx, self.timeout).await,
-            None => upstream.send(request, principal, ctx, self.timeout).await.map_err(SendError::Upstream),
+            Some(credential) => credential.send(upstream, request, principal, ctx, self.timeout, self.audience.as_deref()).await,
+            None => upstream.send(request, principal, ctx, self.timeout, self.audience.as_deref()).await.map_err(SendError::Upstream),
         };
         match sent {
             Ok((status, headers, _)) if status == http::StatusCode::TOO_MANY_REQUESTS => {
@@ -432,6 +444,7 @@ fn upstream_failure(e: SendError, timeout: Duration) -> ToolFailure {
         SendError::Upstream(UpstreamError::Unreachable) => ToolFailure::Unreachable,
         SendError::Upstream(UpstreamError::Blocked) => ToolFailure::Blocked,
         SendError::Upstream(UpstreamError::TooLarge) => ToolFailure::TooLarge,
+        SendError::Upstream(UpstreamError::Assertion) => ToolFailure::AssertionUnavailable,
         SendError::Credential(CredentialError::ConnectionRequired { url, message }) => {
             ToolFailure::ConnectionRequired(ConnectRequired { url, message })
         }

@@ -265,8 +265,10 @@ impl ToolRegistry {
                         .ok_or_else(|| ConfigError::new(at("credential"), format!("no credential named {name:?} in credentials[]")))?,
                 )),
             };
+            let audience = crate::config_error::audience(c.audience.as_deref()).map_err(|m| ConfigError::new(at("audience"), m))?;
             let http = HttpTool::compile(&c.http, identity_headers, default_timeout, credential)
-                .map_err(|e| ConfigError::new(format!("tools[{i}].http.{}", e.path), e.message))?;
+                .map_err(|e| ConfigError::new(format!("tools[{i}].http.{}", e.path), e.message))?
+                .with_audience(audience);
             let properties = schema.get("properties").and_then(Value::as_object);
             for name in http.argument_names() {
                 if !properties.is_some_and(|p| p.contains_key(name)) {

@@ -50,6 +50,10 @@ pub struct OpenApiConfig {
     /// Security scheme name → `credentials[]` entry.
     #[serde(default)]
     pub credentials: BTreeMap<String, String>,
+    /// The `aud` of the signed identity assertion (`identity_headers.assertion`) sent to it.
+    /// Default: the upstream's origin, `scheme://host[:port]`.
+    #[serde(default)]
+    pub audience: Option<String>,
     /// Scopes every tool of the document needs.
     #[serde(default)]
     pub scopes: Vec<String>,
@@ -407,6 +411,7 @@ fn operation(
         tags: tool_tags,
         metadata,
         credential,
+        audience: c.audience.clone(),
         cost: c.cost,
         audit_arguments: c.audit_arguments,
         http: HttpToolConfig {

@@ -21,6 +21,29 @@ pub struct IdentityHeadersConfig {
     pub client_id: String,
     /// Default: `X-Request-Id`.
     pub request_id: String,
+    /// A signed identity assertion (a JWT backends verify against Warden's published keys) on
+    /// every upstream request. Off without it.
+    pub assertion: Option<AssertionConfig>,
+}
+
+/// `identity_headers.assertion`: where the signed assertion goes and how long it is valid.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssertionConfig {
+    /// Default: `X-Warden-Identity`.
+    #[serde(default = "default_assertion_header")]
+    pub header: String,
+    /// Lifetime of each assertion (10s–10m). Default: 60s.
+    #[serde(default = "default_assertion_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+fn default_assertion_header() -> String {
+    "X-Warden-Identity".into()
+}
+
+fn default_assertion_ttl() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +70,7 @@ impl Default for IdentityHeadersConfig {
             tenant: "X-Tenant-Id".into(),
             client_id: "X-Client-Id".into(),
             request_id: "X-Request-Id".into(),
+            assertion: None,
         }
     }
 }

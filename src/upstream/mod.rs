@@ -8,6 +8,7 @@
 //! destination passes the SSRF guard; redirects are not followed; no proxy from the
 //! environment is used.
 
+pub mod assertion;
 pub mod config;
 pub mod parking;
 mod ssrf;
@@ -40,6 +41,10 @@ pub enum UpstreamError {
     Unreachable,
     #[error("response too large")]
     TooLarge,
+    /// The signed identity assertion could not be made (the signing keys are unavailable):
+    /// nothing is sent, as a backend that expects one would take the call as anonymous.
+    #[error("identity assertion unavailable")]
+    Assertion,
 }
 
 /// The shared upstream client, with the SSRF guard built in.
@@ -48,6 +53,8 @@ pub struct Upstream {
     client: reqwest::Client,
     policy: Arc<AddressPolicy>,
     headers: Arc<IdentityHeaders>,
+    /// The signed identity assertion, when `identity_headers.assertion` is set.
+    assertions: Option<Arc<assertion::Assertions>>,
     pub max_response_bytes: usize,
     /// Upstreams parked after a `429`, shared by every tool.
     pub parking: Arc<parking::Parking>,
@@ -62,12 +69,14 @@ pub struct IdentityHeaders {
     pub tenant: HeaderName,
     pub client_id: HeaderName,
     pub request_id: HeaderName,
+    /// The signed identity assertion's header, when it is on.
+    pub assertion: Option<HeaderName>,
 }
 
 impl IdentityHeaders {
     /// Every name Warden sets from the principal.
     pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
-        [&self.user_id, &self.scopes, &self.roles, &self.tenant, &self.client_id, &self.request_id].into_iter()
+        [&self.user_id, &self.scopes, &self.roles, &self.tenant, &self.client_id, &self.request_id].into_iter().chain(&self.assertion)
     }
 
     pub fn from_config(c: &IdentityHeadersConfig) -> Result<Self, ConfigError> {
@@ -82,11 +91,12 @@ impl IdentityHeaders {
             tenant: parse("tenant", &c.tenant)?,
             client_id: parse("client_id", &c.client_id)?,
             request_id: parse("request_id", &c.request_id)?,
+            assertion: c.assertion.as_ref().map(|a| parse("assertion.header", &a.header)).transpose()?,
         })
     }
 
     pub fn contains(&self, name: &HeaderName) -> bool {
-        [&self.user_id, &self.scopes, &self.roles, &self.tenant, &self.client_id, &self.request_id].contains(&name)
+        self.names().any(|n| n == name)
     }
 }
 
@@ -116,6 +126,7 @@ impl Upstream {
             client,
             policy,
             headers: Arc::new(IdentityHeaders::from_config(headers)?),
+            assertions: None,
             max_response_bytes: config.max_response_bytes,
             parking: Arc::default(),
         })
@@ -123,6 +134,33 @@ impl Upstream {
 
     pub fn identity_headers(&self) -> &IdentityHeaders {
         &self.headers
+    }
+
+    /// Signs an identity assertion onto every request from now on (`identity_headers.assertion`).
+    pub fn set_assertions(&mut self, assertions: assertion::Assertions) {
+        self.assertions = Some(Arc::new(assertions));
+    }
+
+    /// Puts the signed identity assertion for `audience` on `headers`, when assertions are on
+    /// (replacing any value already there).
+    pub async fn assert_identity(
+        &self,
+        headers: &mut HeaderMap,
+        principal: &Principal,
+        ctx: &CallContext,
+        audience: &str,
+    ) -> Result<(), UpstreamError> {
+        let Some(assertions) = &self.assertions else { return Ok(()) };
+        match assertions.header_value(principal, &ctx.request_id, audience).await {
+            Ok(value) => {
+                headers.insert(assertions.header.clone(), value);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "identity assertion could not be signed");
+                Err(UpstreamError::Assertion)
+            }
+        }
     }
 
     /// Starts a request. The URL's literal IP, if any, is checked here; host names are checked
@@ -153,22 +191,29 @@ impl Upstream {
         principal: &Principal,
         ctx: &CallContext,
         timeout: Duration,
+        audience: Option<&str>,
     ) -> Result<(http::StatusCode, HeaderMap, Bytes), UpstreamError> {
-        let request = self.prepare(request, principal, ctx, timeout)?;
+        let request = self.prepare(request, principal, ctx, timeout, audience).await?;
         let response = self.execute(request, timeout).await?;
         self.read(response, timeout).await
     }
 
-    /// Builds the request and puts identity on it; the client's `Authorization` is removed.
-    pub fn prepare(
+    /// Builds the request and puts identity on it (the signed assertion for `audience`, else
+    /// for the request's origin); the client's `Authorization` is removed.
+    pub async fn prepare(
         &self,
         request: reqwest::RequestBuilder,
         principal: &Principal,
         ctx: &CallContext,
         timeout: Duration,
+        audience: Option<&str>,
     ) -> Result<reqwest::Request, UpstreamError> {
         let mut request = request.timeout(timeout).build().map_err(|_| UpstreamError::Unreachable)?;
         inject_identity(request.headers_mut(), &self.headers, principal, ctx);
+        if self.assertions.is_some() {
+            let audience = audience.map_or_else(|| assertion::origin(request.url()), str::to_owned);
+            self.assert_identity(request.headers_mut(), principal, ctx, &audience).await?;
+        }
         Ok(request)
     }
 

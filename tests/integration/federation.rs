@@ -26,6 +26,7 @@ const KEY: &str = "upstream-mcp-key-0123456789";
 struct Seen {
     user: Option<String>,
     authorization: Option<String>,
+    assertion: Option<String>,
 }
 
 #[derive(Clone)]
@@ -150,7 +151,11 @@ impl ServerHandler for Upstream {
     async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
         let parts = context.extensions.get::<http::request::Parts>();
         let header = |name: &str| parts.and_then(|p| p.headers.get(name)).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        self.seen.lock().unwrap().push(Seen { user: header("x-user-id"), authorization: header("authorization") });
+        self.seen.lock().unwrap().push(Seen {
+            user: header("x-user-id"),
+            authorization: header("authorization"),
+            assertion: header("x-warden-identity"),
+        });
         match request.name.as_ref() {
             "echo" => {
                 let text = request.arguments.as_ref().and_then(|a| a.get("text")).and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -288,6 +293,27 @@ async fn federated_tools_are_listed_called_with_identity_and_credential_and_audi
     let call = events.iter().find(|e| e["tool"] == "up_echo" && e["decision"] == "allow").expect("the call is audited");
     assert_eq!((call["server"].as_str(), call["credential"].as_str()), (Some("up"), Some("up-key")));
     assert!(events.iter().any(|e| e["method"] == "tools/pin" && e["reason"] == "tool_pinned" && e["tool"] == "echo"));
+}
+
+#[tokio::test]
+async fn a_federated_call_carries_a_signed_assertion_for_its_server() {
+    let issuer = TestIssuer::start().await;
+    let (upstream, url) = start_upstream().await;
+    let db = crate::common::Db::sqlite();
+    let vault = format!(
+        "identity_headers:\n  assertion: {{}}\nvault:\n  database: \"{}\"\n  keys: \"{}\"\n",
+        db.url,
+        crate::common::provider::keyring()
+    );
+    let gw = gateway(&issuer, "  []", &format!("{}{vault}", servers(&url, "    audience: \"urn:mcp:up\"\n"))).await;
+    let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    let reply = gw.call(&alice, "up_echo", json!({"text": "hi"})).await;
+    assert_eq!(reply.result()["content"][0]["text"], "echo: hi", "{reply:?}");
+    let seen = upstream.seen.lock().unwrap().last().cloned().unwrap();
+    let token = seen.assertion.expect("the call carries an assertion");
+    let claims = crate::assertions::verify(&gw.url, &token, "urn:mcp:up").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((claims["sub"].as_str(), claims["act"]["sub"].as_str()), (Some("alice"), Some("test-client")));
+    assert_eq!(seen.authorization, Some(format!("Bearer {KEY}")), "beside Warden's credential");
 }
 
 #[tokio::test]

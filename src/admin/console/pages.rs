@@ -73,6 +73,7 @@ pub async fn tools(
             tenant: nonempty(preview.tenant.clone()),
             claims,
             tools: None,
+            token: None,
         }
     });
     let policy = state.policy.load();
