@@ -53,6 +53,12 @@ impl Default for ManualClock {
 }
 
 impl ManualClock {
+    /// A clock whose wall time starts at `wall` (a test that moves time forward while its peers
+    /// keep the machine's time starts it in the past).
+    pub fn starting_at(wall: SystemTime) -> Self {
+        Self { start: Instant::now(), start_wall: wall, offset: Mutex::new(Duration::ZERO) }
+    }
+
     pub fn advance(&self, by: Duration) {
         *self.offset.lock().unwrap_or_else(PoisonError::into_inner) += by;
     }

@@ -27,6 +27,9 @@ pub const ACCESS_TOKENS: Algorithm = Algorithm::RS256;
 pub const ASSERTIONS: Algorithm = Algorithm::ES256;
 /// Keys published at once per algorithm: the current one and the one before it.
 const PUBLISHED: usize = 2;
+/// How long a new assertion key is published before it signs (seconds): the JWK set's
+/// `max-age`, so a backend that cached the set before a rotation never meets an unknown `kid`.
+pub const ASSERTION_KEY_SETTLE: i64 = 300;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SigningError {
@@ -46,6 +49,8 @@ pub enum SigningError {
 pub struct SigningKey {
     pub kid: String,
     pub alg: Algorithm,
+    /// When it was stored (Unix seconds; 0 for a key not read from the store).
+    pub created_at: i64,
     encoding: EncodingKey,
     jwk: Jwk,
     pkcs8: Zeroizing<Vec<u8>>,
@@ -95,7 +100,7 @@ impl SigningKey {
         let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(|_| SigningError::BadKey)?;
         jwk.common.key_id = Some(kid.clone());
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-        Ok(Self { kid, alg, encoding, jwk, pkcs8: Zeroizing::new(der.to_vec()) })
+        Ok(Self { kid, alg, created_at: 0, encoding, jwk, pkcs8: Zeroizing::new(der.to_vec()) })
     }
 
     /// A compact JWS of `claims`, with this key's `kid` and the media type `typ` (for example
@@ -139,6 +144,16 @@ impl KeySet {
         self.keys.iter().find(|k| k.alg == alg).ok_or(SigningError::BadKey)
     }
 
+    /// The key that signs with `alg` for verifiers that cache the JWK set: the newest one that
+    /// has been published for `delay` at `now` (Unix seconds), else the oldest one published (a
+    /// new key is then still being picked up by verifiers' caches; the first key ever signs at
+    /// once, as nobody can have cached anything older).
+    pub fn settled(&self, alg: Algorithm, now: i64, delay: i64) -> Result<&SigningKey, SigningError> {
+        let mut of_alg = self.keys.iter().filter(|k| k.alg == alg);
+        let newest = of_alg.clone().find(|k| k.created_at.saturating_add(delay) <= now);
+        newest.or_else(|| of_alg.next_back()).ok_or(SigningError::BadKey)
+    }
+
     /// The public keys, newest first.
     pub fn jwks(&self) -> JwkSet {
         JwkSet { keys: self.keys.iter().map(|k| k.jwk.clone()).collect() }
@@ -170,10 +185,12 @@ impl KeySet {
     /// The keys not retired, newest first, at most [`PUBLISHED`] per algorithm.
     pub async fn load(store: &Store) -> Result<Self, SigningError> {
         let mut keys: Vec<SigningKey> = Vec::new();
-        for (_, alg, der) in store.signing_keys().await? {
-            let Ok(alg) = alg.parse::<Algorithm>() else { continue };
+        for stored in store.signing_keys().await? {
+            let Ok(alg) = stored.alg.parse::<Algorithm>() else { continue };
             if matches!(alg, Algorithm::ES256 | Algorithm::RS256) && keys.iter().filter(|k| k.alg == alg).count() < PUBLISHED {
-                keys.push(SigningKey::from_pkcs8(alg, &der)?);
+                let mut key = SigningKey::from_pkcs8(alg, &stored.pkcs8)?;
+                key.created_at = stored.created_at;
+                keys.push(key);
             }
         }
         Ok(Self { keys })
@@ -265,7 +282,8 @@ impl crate::upstream::assertion::AssertionSigner for Keys {
     fn sign_assertion<'a>(&'a self, claims: &'a serde_json::Value) -> futures::future::BoxFuture<'a, Result<String, String>> {
         Box::pin(async move {
             let loaded = self.current().await.map_err(|e| e.to_string())?;
-            let key = loaded.set.current(ASSERTIONS).map_err(|e| e.to_string())?;
+            let now = i64::try_from(self.clock.unix()).unwrap_or(i64::MAX);
+            let key = loaded.set.settled(ASSERTIONS, now, ASSERTION_KEY_SETTLE).map_err(|e| e.to_string())?;
             key.sign(crate::upstream::assertion::ASSERTION_TYP, claims).map_err(|e| e.to_string())
         })
     }

@@ -18,6 +18,9 @@ use common::demo;
 #[path = "interop/enterprise.rs"]
 mod enterprise;
 
+#[path = "interop/delegation.rs"]
+mod delegation;
+
 /// The SDK generations under test: the latest release and the last 1.x.
 fn pythons() -> Vec<(&'static str, String)> {
     ["WARDEN_PYTHON", "WARDEN_PYTHON_1X"]

@@ -60,6 +60,10 @@ pub struct AuditEvent {
     /// The upstream credential (connection) concerned, by name: never its secret.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+    /// A call made with the caller's identity delegated (a token exchange): who acts for the
+    /// subject, and through how many parties.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<Delegation>,
     /// `allow`, `deny` or `error`.
     pub decision: &'static str,
     /// A stable code: `ok`, `token_expired`, `insufficient_scope`, `upstream_timeout`, ...
@@ -111,6 +115,24 @@ impl AuditEvent {
             tenant: principal.tenant.clone(),
             ..Self::default()
         }
+    }
+}
+
+/// The delegation of a call whose upstream token was exchanged for the caller's: `actor` is the
+/// RFC 8693 actor chain (the MCP client, then any actor its token named), `depth` the parties
+/// between the subject and the upstream (those actors and Warden, which exchanged the token).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Delegation {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<serde_json::Value>,
+    pub depth: usize,
+}
+
+impl Delegation {
+    pub fn of(principal: &crate::identity::Principal) -> Self {
+        let actor = crate::upstream::assertion::actor(principal);
+        let depth = crate::upstream::assertion::delegation_depth(actor.as_ref()) + 1;
+        Self { actor, depth }
     }
 }
 

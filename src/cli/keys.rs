@@ -42,6 +42,12 @@ pub async fn rotate_signing(path: &std::path::Path, kind: SigningKind) -> ExitCo
             let published: Vec<String> = set.jwks().keys.iter().filter_map(|k| k.common.key_id.clone()).collect();
             let current = set.current(alg).map(|k| k.kid.clone()).unwrap_or_default();
             println!("{what} signing key {current} is current; published: {}", published.join(", "));
+            if matches!(kind, SigningKind::Assertions) {
+                println!(
+                    "it signs assertions once it has been published for {} s (backends' JWKS caches pick it up first)",
+                    crate::signing::ASSERTION_KEY_SETTLE
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("rotation failed: {e}")),

@@ -63,6 +63,9 @@ pub enum CredentialError {
     /// The vault's database failed.
     #[error("the gateway's credential store is unavailable")]
     Vault,
+    /// A token exchange gave no token for the caller.
+    #[error(transparent)]
+    Exchange(#[from] super::exchange::ExchangeError),
 }
 
 impl CredentialError {
@@ -74,6 +77,7 @@ impl CredentialError {
             Self::NotConnected => "upstream_credential_not_connected",
             Self::Unhealthy => "upstream_credential_unhealthy",
             Self::Vault => "upstream_credential_unavailable",
+            Self::Exchange(e) => e.code(),
         }
     }
 }

@@ -14,6 +14,7 @@
 //! presets; `envelope` is the encryption at rest of the vault's storage (`store`).
 
 pub mod connection;
+pub mod exchange;
 pub mod oauth;
 pub mod provider;
 #[cfg(test)]
@@ -79,7 +80,14 @@ pub struct CredentialConfig {
     /// or per user), placed as a bearer token.
     #[serde(default)]
     pub oauth: Option<OAuthClientConfig>,
-    pub placement: PlacementKind,
+    /// Instead of a fixed secret, a token for the upstream obtained from the caller's identity
+    /// at the company IdP (RFC 8693 token exchange or Entra's on-behalf-of), placed as a bearer
+    /// token.
+    #[serde(default)]
+    pub token_exchange: Option<exchange::TokenExchangeConfig>,
+    /// Required for a static secret; `oauth` and `token_exchange` tokens are `bearer`.
+    #[serde(default)]
+    pub placement: Option<PlacementKind>,
     /// The header, with `placement: header`.
     #[serde(default)]
     pub header: Option<String>,
@@ -108,6 +116,7 @@ enum Source {
     Static(Secret),
     ClientCredentials(oauth::ClientCredentials),
     Connection(Arc<OAuthConnection>),
+    Exchange(Arc<exchange::TokenExchange>),
 }
 
 /// A usable credential.
@@ -139,14 +148,23 @@ impl Credential {
     /// Whether the secret is a token that can be refreshed (so an upstream 401 is worth one
     /// forced refresh and one replay).
     pub fn refreshable(&self) -> bool {
-        matches!(self.source, Source::ClientCredentials(_) | Source::Connection(_))
+        matches!(self.source, Source::ClientCredentials(_) | Source::Connection(_) | Source::Exchange(_))
+    }
+
+    /// The token exchange behind this credential, if it is one: its token is the caller's own
+    /// identity, delegated.
+    pub fn exchange(&self) -> Option<&Arc<exchange::TokenExchange>> {
+        match &self.source {
+            Source::Exchange(x) => Some(x),
+            Source::Static(_) | Source::ClientCredentials(_) | Source::Connection(_) => None,
+        }
     }
 
     /// The authorization-code connection behind this credential, if it is one.
     pub fn connection(&self) -> Option<&Arc<OAuthConnection>> {
         match &self.source {
             Source::Connection(c) => Some(c),
-            Source::Static(_) | Source::ClientCredentials(_) => None,
+            Source::Static(_) | Source::ClientCredentials(_) | Source::Exchange(_) => None,
         }
     }
 
@@ -164,6 +182,7 @@ impl Credential {
             Source::Static(s) => Ok((s.clone(), None)),
             Source::ClientCredentials(c) => Ok(c.token(upstream, rejected).await.map(|(t, g)| (t, Some(g)))?),
             Source::Connection(c) => c.token(upstream, principal, ctx, rejected).await.map(|(t, v)| (t, Some(v))),
+            Source::Exchange(x) => x.token(upstream, principal, rejected).await.map(|(t, g)| (t, Some(g))),
         }
     }
 
@@ -259,6 +278,16 @@ impl Credentials {
             if by_name.contains_key(&c.name) {
                 return Err(ConfigError::new(at("name"), format!("duplicate credential {:?}", c.name)));
             }
+            if let Some(x) = &c.token_exchange {
+                if c.secret.is_some() || c.secret_file.is_some() || c.oauth.is_some() {
+                    return Err(ConfigError::new(at("token_exchange"), "set exactly one of secret, secret_file, oauth and token_exchange"));
+                }
+                bearer_only(c, &at, "a token_exchange token is placed as bearer")?;
+                let exchange = Arc::new(exchange::TokenExchange::new(x, clock, &at)?);
+                let credential = Credential { name: c.name.clone(), source: Source::Exchange(exchange), placement: Placement::Bearer };
+                by_name.insert(c.name.clone(), Arc::new(credential));
+                continue;
+            }
             let secret = match (&c.secret, &c.secret_file, &c.oauth) {
                 (Some(s), None, None) => s.clone(),
                 (None, Some(file), None) => {
@@ -268,25 +297,16 @@ impl Credentials {
                     Secret::new(text.trim_end_matches(['\n', '\r']))
                 }
                 (None, None, Some(o)) => {
-                    if c.placement != PlacementKind::Bearer {
-                        return Err(ConfigError::new(at("placement"), "an oauth token is placed as bearer"));
-                    }
-                    for (field, set) in [
-                        ("header", c.header.is_some()),
-                        ("prefix", c.prefix.is_some()),
-                        ("query_param", c.query_param.is_some()),
-                        ("username", c.username.is_some()),
-                    ] {
-                        if set {
-                            return Err(ConfigError::new(at(field), "an oauth token is placed as bearer"));
-                        }
-                    }
+                    bearer_only(c, &at, "an oauth token is placed as bearer")?;
                     let source = oauth_source(&c.name, o, vault, clock, &at)?;
                     let credential = Credential { name: c.name.clone(), source, placement: Placement::Bearer };
                     by_name.insert(c.name.clone(), Arc::new(credential));
                     continue;
                 }
-                _ => return Err(ConfigError::new(at("secret"), "set exactly one of secret, secret_file and oauth")),
+                _ => return Err(ConfigError::new(at("secret"), "set exactly one of secret, secret_file, oauth and token_exchange")),
+            };
+            let Some(placement) = c.placement else {
+                return Err(ConfigError::new(at("placement"), "a secret needs a placement: bearer, header, query or basic"));
             };
             if secret.expose().is_empty() {
                 return Err(ConfigError::new(at("secret"), "is empty"));
@@ -295,7 +315,7 @@ impl Credentials {
             let unused = |field: &str, set: bool, placement: &str| {
                 if set { Err(ConfigError::new(at(field), format!("is only used with placement: {placement}"))) } else { Ok(()) }
             };
-            let placement = match c.placement {
+            let placement = match placement {
                 PlacementKind::Bearer => {
                     unused("header", c.header.is_some(), "header")?;
                     unused("prefix", c.prefix.is_some(), "header")?;
@@ -367,6 +387,29 @@ impl Credentials {
     pub fn connections(&self) -> impl Iterator<Item = &Arc<OAuthConnection>> {
         self.by_name.values().filter_map(|c| c.connection())
     }
+
+    /// Every token exchange.
+    pub fn exchanges(&self) -> impl Iterator<Item = &Arc<exchange::TokenExchange>> {
+        self.by_name.values().filter_map(|c| c.exchange())
+    }
+}
+
+/// A token Warden obtains is placed as a bearer token: any other placement field is a mistake.
+fn bearer_only(c: &CredentialConfig, at: &dyn Fn(&str) -> String, message: &str) -> Result<(), ConfigError> {
+    if c.placement.is_some_and(|p| p != PlacementKind::Bearer) {
+        return Err(ConfigError::new(at("placement"), message));
+    }
+    for (field, set) in [
+        ("header", c.header.is_some()),
+        ("prefix", c.prefix.is_some()),
+        ("query_param", c.query_param.is_some()),
+        ("username", c.username.is_some()),
+    ] {
+        if set {
+            return Err(ConfigError::new(at(field), message));
+        }
+    }
+    Ok(())
 }
 
 /// Parameters of the authorization request that Warden sets itself.

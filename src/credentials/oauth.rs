@@ -158,6 +158,28 @@ pub struct ClientIdentity {
     pub auth: ClientAuth,
 }
 
+/// What a token endpoint said when it refused: its OAuth `error`, `error_description` and
+/// (Entra) `suberror`, as sent, cut to a bounded length and stripped of control characters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OAuthRefusal {
+    pub error: String,
+    pub description: Option<String>,
+    pub suberror: Option<String>,
+}
+
+/// Why a token request failed, with the provider's own words when it refused.
+#[derive(Debug, Clone)]
+pub struct TokenFailure {
+    pub kind: TokenError,
+    pub refusal: Option<OAuthRefusal>,
+}
+
+impl From<TokenError> for TokenFailure {
+    fn from(kind: TokenError) -> Self {
+        Self { kind, refusal: None }
+    }
+}
+
 /// POSTs `form` to a token endpoint with client authentication; retries network errors and 5xx
 /// with backoff, nothing else. The one place Warden talks to token endpoints.
 pub async fn post_token(
@@ -166,6 +188,17 @@ pub async fn post_token(
     client: &ClientIdentity,
     form: &[(&str, &str)],
 ) -> Result<TokenResponse, TokenError> {
+    post_token_request(upstream, token_url, client, form).await.map_err(|f| f.kind)
+}
+
+/// As [`post_token`], keeping what the provider said when it refused (for a refusal the caller
+/// must see, as a token exchange's).
+pub async fn post_token_request(
+    upstream: &Upstream,
+    token_url: &url::Url,
+    client: &ClientIdentity,
+    form: &[(&str, &str)],
+) -> Result<TokenResponse, TokenFailure> {
     let mut form: Vec<(&str, &str)> = form.to_vec();
     if client.auth == ClientAuth::Post {
         form.push(("client_id", &client.client_id));
@@ -176,7 +209,7 @@ pub async fn post_token(
             tokio::time::sleep(BACKOFF * 2u32.pow(attempt - 1)).await;
         }
         let Ok(mut request) = upstream.request(reqwest::Method::POST, token_url.clone()) else {
-            return Err(TokenError::Refused);
+            return Err(TokenError::Refused.into());
         };
         request = request.form(&form).header(http::header::ACCEPT, "application/json").timeout(FETCH_TIMEOUT);
         if client.auth == ClientAuth::Basic {
@@ -197,12 +230,37 @@ pub async fn post_token(
             continue;
         }
         if !status.is_success() {
-            return Err(TokenError::Refused);
+            let body = read_limited(response, 64 * 1024).await.unwrap_or_default();
+            return Err(TokenFailure { kind: TokenError::Refused, refusal: refusal(&body) });
         }
         let body = read_limited(response, 64 * 1024).await.map_err(|_| TokenError::Malformed)?;
-        return parse_token_response(&body);
+        return parse_token_response(&body).map_err(|kind| TokenFailure { kind, refusal: refusal(&body) });
     }
-    Err(TokenError::Unavailable)
+    Err(TokenError::Unavailable.into())
+}
+
+/// The OAuth error of a token endpoint's answer, if it has one.
+pub(crate) fn refusal(body: &[u8]) -> Option<OAuthRefusal> {
+    #[derive(Deserialize)]
+    struct Raw {
+        error: String,
+        #[serde(default)]
+        error_description: Option<String>,
+        #[serde(default)]
+        suberror: Option<String>,
+    }
+    let raw: Raw = serde_json::from_slice(body).ok()?;
+    let clean = |s: &str, max: usize| -> String { s.chars().filter(|c| !c.is_control()).take(max).collect::<String>().trim().to_owned() };
+    let error = clean(&raw.error, 64);
+    // An OAuth error code is ASCII without spaces or quotes (RFC 6749 §5.2).
+    if error.is_empty() || !error.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\') {
+        return None;
+    }
+    Some(OAuthRefusal {
+        error,
+        description: raw.error_description.as_deref().map(|d| clean(d, 300)).filter(|d| !d.is_empty()),
+        suberror: raw.suberror.as_deref().map(|d| clean(d, 64)).filter(|d| !d.is_empty()),
+    })
 }
 
 /// A 2xx body: a token, or an OAuth `error` (GitHub and Slack answer errors with 200).

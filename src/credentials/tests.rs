@@ -46,6 +46,43 @@ fn impossible_combinations_are_refused_with_their_path() {
         ("{name: k, secret: \"a\\nb\", placement: bearer}", "credentials[0].secret"),
         ("{name: 'bad name', secret: s, placement: bearer}", "credentials[0].name"),
         ("{name: k, secret_file: /nonexistent/warden-secret, placement: bearer}", "credentials[0].secret_file"),
+        ("{name: k, secret: s}", "credentials[0].placement"),
+        (
+            "{name: k, secret: s, token_exchange: {token_endpoint: 'https://idp/t', client_id: c, client_secret: x}}",
+            "credentials[0].token_exchange",
+        ),
+        (
+            "{name: k, placement: header, header: X-K, token_exchange: {token_endpoint: 'https://idp/t', client_id: c, client_secret: x}}",
+            "credentials[0].placement",
+        ),
+        (
+            "{name: k, token_exchange: {token_endpoint: 'ftp://idp/t', client_id: c, client_secret: x}}",
+            "credentials[0].token_exchange.token_endpoint",
+        ),
+        (
+            "{name: k, token_exchange: {token_endpoint: 'https://idp/t', client_id: '', client_secret: x}}",
+            "credentials[0].token_exchange.client_id",
+        ),
+        (
+            "{name: k, token_exchange: {token_endpoint: 'https://idp/t', client_id: c, client_secret: ''}}",
+            "credentials[0].token_exchange.client_secret",
+        ),
+        (
+            "{name: k, token_exchange: {token_endpoint: 'https://idp/t', style: entra_obo, client_id: c, client_secret: x}}",
+            "credentials[0].token_exchange.scopes",
+        ),
+        (
+            "{name: k, token_exchange: {token_endpoint: 'https://idp/t', style: entra_obo, client_id: c, client_secret: x, scopes: [a], resource: 'https://api'}}",
+            "credentials[0].token_exchange.resource",
+        ),
+        (
+            "{name: k, token_exchange: {token_endpoint: 'https://idp/t', client_id: c, client_secret: x, audience: 'two words'}}",
+            "credentials[0].token_exchange.audience",
+        ),
+        (
+            "{name: k, token_exchange: {token_endpoint: 'https://idp/t', client_id: c, client_secret: x, scopes: ['a b']}}",
+            "credentials[0].token_exchange.scopes",
+        ),
     ] {
         match build(&format!("credentials:\n  - {yaml}\n")) {
             Ok(_) => panic!("accepted: {yaml}"),
@@ -278,5 +315,53 @@ mod envelope {
             let env = r.encrypt(&value, &aad).unwrap_or_default();
             prop_assert_eq!(r.decrypt(&env, &aad), Ok(value));
         }
+    }
+}
+
+#[test]
+fn a_token_exchange_is_a_refreshable_bearer_credential_whose_debug_shows_no_secret() {
+    let yaml = "credentials:\n  - {name: graph, token_exchange: {token_endpoint: 'https://login.example/t', style: entra_obo, client_id: warden, client_secret: hunter2, audience: 'https://graph.example', scopes: [User.Read, 'api://other/x']}}\n";
+    let creds = build(yaml).unwrap_or_else(|e| panic!("{e}"));
+    let graph = creds.get("graph").unwrap_or_else(|| panic!("no credential"));
+    assert!(graph.refreshable() && graph.exchange().is_some());
+    assert_eq!(graph.header(), Some(&http::header::AUTHORIZATION));
+    assert_eq!(creds.exchanges().count(), 1);
+    assert!(!format!("{creds:?}").contains("hunter2"));
+}
+
+#[test]
+fn an_idps_refusal_keeps_its_code_and_words_and_only_the_caller_is_blamed_for_theirs() {
+    use exchange::ExchangeError;
+    let refusal = |error: &str| {
+        ExchangeError::Refused(oauth::OAuthRefusal {
+            error: error.into(),
+            description: Some("AADSTS65001: not consented".into()),
+            suberror: Some("consent_required".into()),
+        })
+    };
+    let consent = refusal("invalid_grant");
+    assert_eq!(
+        consent.to_string(),
+        "the identity provider refused to exchange the caller's token: invalid_grant (consent_required): AADSTS65001: not consented"
+    );
+    assert_eq!(consent.audit_explanation().as_deref(), Some("invalid_grant (consent_required)"));
+    assert!(consent.callers());
+    assert!(!refusal("invalid_client").callers(), "Warden's own client refused: the operator's to fix");
+    assert_eq!(CredentialError::from(consent).code(), "token_exchange_refused");
+    assert!(ExchangeError::NoSubjectToken.callers());
+}
+
+#[test]
+fn a_token_endpoints_error_is_kept_bounded_and_clean_or_not_at_all() {
+    let long = "x".repeat(1000);
+    let body = serde_json::json!({"error": "invalid_grant", "error_description": format!("line one\nline\u{7} two {long}"), "suberror": "consent_required", "error_codes": [65001]});
+    let r = oauth::refusal(body.to_string().as_bytes()).unwrap_or_else(|| panic!("no refusal"));
+    assert_eq!((r.error.as_str(), r.suberror.as_deref()), ("invalid_grant", Some("consent_required")));
+    let d = r.description.unwrap_or_default();
+    assert!(d.starts_with("line oneline two") && d.chars().count() <= 300, "{d}");
+    for bad in
+        [r#"{"error": "has space"}"#, r#"{"error": ""}"#, r#"{"error": "quote\""}"#, "not json", r#"{"error_description": "no code"}"#]
+    {
+        assert_eq!(oauth::refusal(bad.as_bytes()), None, "{bad}");
     }
 }

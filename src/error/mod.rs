@@ -666,6 +666,15 @@ pub fn tool_failure_class(failure: &ToolFailure) -> Class {
         // The destination is configured by the operator; the vault is ours.
         ToolFailure::Blocked | ToolFailure::AssertionUnavailable | ToolFailure::Credential(CredentialError::Vault) => Class::Internal,
         ToolFailure::Credential(CredentialError::ConnectionRequired { .. }) => Class::Downstream,
+        // The IdP refused the caller's token (expired, consent or MFA needed): theirs to fix;
+        // it refused Warden's own client: the operator's.
+        ToolFailure::Credential(CredentialError::Exchange(e)) => {
+            if e.callers() {
+                Class::Downstream
+            } else {
+                Class::Upstream
+            }
+        }
     }
 }
 

@@ -78,6 +78,7 @@ impl ProxyError {
             | Self::LimitsUndecided { .. }
             | Self::ConnectionRequired { .. }
             | Self::BodyTooLarge => Class::Downstream,
+            Self::Credential(CredentialError::Exchange(e)) if e.callers() => Class::Downstream,
             Self::Credential(_) | Self::UpstreamTimeout | Self::UpstreamUnreachable | Self::UpstreamBlocked | Self::UpstreamTooLarge => {
                 Class::Upstream
             }
@@ -97,6 +98,7 @@ impl ProxyError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PathRefused(_) => StatusCode::BAD_REQUEST,
             Self::PathNotAllowed | Self::Forbidden { .. } | Self::ConnectionRequired { .. } => StatusCode::FORBIDDEN,
+            Self::Credential(CredentialError::Exchange(e)) if e.callers() => StatusCode::FORBIDDEN,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Credential(_) | Self::UpstreamUnreachable | Self::UpstreamBlocked | Self::UpstreamTooLarge => StatusCode::BAD_GATEWAY,

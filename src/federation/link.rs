@@ -497,6 +497,10 @@ impl ToolBackend for FederatedTool {
         self.link.credential.as_ref().map(|c| c.name.as_str())
     }
 
+    fn delegates(&self) -> bool {
+        self.link.credential.as_ref().is_some_and(|c| c.exchange().is_some())
+    }
+
     fn call<'a>(
         &'a self,
         _upstream: &'a Upstream,

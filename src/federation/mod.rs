@@ -253,10 +253,12 @@ impl Federation {
                 return Err(ConfigError::new(at("timeout"), "must be greater than 0"));
             }
             let (settled, _) = tokio::sync::watch::channel(false);
-            let per_user = credential
-                .as_ref()
-                .and_then(|c| c.connection())
-                .is_some_and(|conn| conn.settings.mode == crate::credentials::oauth::ConnectionMode::PerUser);
+            // A caller's own token (a per-user connection, or one exchanged for their identity)
+            // is good for their own session only.
+            let per_user = credential.as_ref().is_some_and(|c| {
+                c.exchange().is_some()
+                    || c.connection().is_some_and(|conn| conn.settings.mode == crate::credentials::oauth::ConnectionMode::PerUser)
+            });
             let changed = Arc::new(Notify::new());
             servers.push(Arc::new(Server {
                 name: c.name.clone(),

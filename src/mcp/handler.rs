@@ -321,10 +321,11 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mps
     // Answered: from here the call's own event is written below.
     running.finish();
     let credential = tool.credential_name().map(str::to_owned);
+    let delegation = tool.backend.delegates().then(|| crate::audit::Delegation::of(&principal));
     let failure = match outcome {
         Ok(answer) => {
             let verdict = Verdict { decision: "allow", reason: "ok", status: 200 };
-            once.emit(&mcp.audit, AuditEvent { upstream_status: Some(answer.upstream_status), credential, ..event(verdict) });
+            once.emit(&mcp.audit, AuditEvent { upstream_status: Some(answer.upstream_status), credential, delegation, ..event(verdict) });
             return Ok(match answer.result {
                 ResultBody::Typed(mut result) => {
                     // A federated server of an older revision sends no `resultType`; 2026-07-28
@@ -337,9 +338,10 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mps
         }
         Err(failure) => failure,
     };
-    let decision = if matches!(failure, ToolFailure::ConnectionRequired(_)) { "deny" } else { "error" };
+    let decision = if failure.denies() { "deny" } else { "error" };
     let verdict = Verdict { decision, reason: failure.code(), status: 200 };
-    once.emit(&mcp.audit, AuditEvent { upstream_status: failure.upstream_status(), credential, ..event(verdict) });
+    let explanation = failure.audit_explanation();
+    once.emit(&mcp.audit, AuditEvent { upstream_status: failure.upstream_status(), credential, explanation, delegation, ..event(verdict) });
     // The caller must connect an account first: never a token that is not theirs.
     if let ToolFailure::ConnectionRequired(connect) = &failure {
         match url_elicitation {

@@ -41,7 +41,7 @@ pub struct Route {
     scopes: Vec<String>,
     tags: Vec<String>,
     metadata: serde_json::Map<String, serde_json::Value>,
-    credential: Option<Arc<Credential>>,
+    pub credential: Option<Arc<Credential>>,
     /// The signed identity assertion's audience, when not the upstream's origin.
     pub audience: Option<Arc<str>>,
     cost: u64,

@@ -68,7 +68,7 @@ pub async fn handle(State(state): State<Arc<ProxyState>>, request: Request) -> R
         None => RequestContext::from_headers(request.headers()),
     };
     let once = AuditOnce::for_span(ctx.span.clone());
-    let mut record = Record { state: &state, ctx: &ctx, once: &once, principal: None, route: None, what: None };
+    let mut record = Record { state: &state, ctx: &ctx, once: &once, principal: None, route: None, what: None, delegates: false };
     match proxy(&state, &ctx, request, &mut record).await {
         Ok((response, upstream_status)) => {
             let reason = if upstream_status >= 500 { "upstream_status" } else { "ok" };
@@ -91,6 +91,9 @@ struct Record<'a> {
     route: Option<String>,
     /// `GET /v1/contacts/7`.
     what: Option<String>,
+    /// The route's credential is the caller's identity, exchanged: the event records the
+    /// delegation.
+    delegates: bool,
 }
 
 impl Record<'_> {
@@ -100,6 +103,9 @@ impl Record<'_> {
         event.rule = rule.map(str::to_owned);
         event.explanation = self.what.as_deref().map(|w| crate::audit::bounded(w).into_owned());
         event.upstream_status = upstream_status;
+        if self.delegates {
+            event.delegation = self.principal.as_deref().map(crate::audit::Delegation::of);
+        }
         self.once.emit(&self.state.audit, event);
     }
 }
@@ -124,6 +130,7 @@ async fn proxy(state: &ProxyState, ctx: &RequestContext, request: Request, recor
     let (name, rest) = raw.split_at(raw.find('/').unwrap_or(raw.len()));
     let route = Arc::clone(state.routes.get(name).ok_or(ProxyError::UnknownRoute)?);
     record.route = Some(route.target.clone());
+    record.delegates = route.credential.as_ref().is_some_and(|c| c.exchange().is_some());
     let method = request.method().clone();
     record.what = Some(format!("{method} {}", crate::audit::bounded(rest)));
     if !route.methods.contains(&method) {

@@ -677,15 +677,16 @@ impl Store {
     }
 
     /// Warden's signing keys that are not retired, newest first: (kid, alg, PKCS#8 DER).
-    pub async fn signing_keys(&self) -> Result<Vec<(String, String, zeroize::Zeroizing<Vec<u8>>)>, StoreError> {
-        let rows = sqlx::query("SELECT kid, alg, private_key FROM signing_keys WHERE retired_at IS NULL ORDER BY seq DESC, kid DESC")
-            .fetch_all(&self.pool)
-            .await?;
+    pub async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
+        let rows =
+            sqlx::query("SELECT kid, alg, private_key, created_at FROM signing_keys WHERE retired_at IS NULL ORDER BY seq DESC, kid DESC")
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter()
             .map(|r| {
-                let (kid, alg, sealed): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-                let der = zeroize::Zeroizing::new(self.keys.decrypt(&sealed, &signing_aad(&kid))?);
-                Ok((kid, alg, der))
+                let (kid, alg, sealed, created_at): (String, String, String, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+                let pkcs8 = zeroize::Zeroizing::new(self.keys.decrypt(&sealed, &signing_aad(&kid))?);
+                Ok(StoredSigningKey { alg, pkcs8, created_at })
             })
             .collect()
     }
@@ -721,6 +722,14 @@ impl Store {
         .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// A signing key as stored: its algorithm, its private key (unsealed) and when it was made.
+pub struct StoredSigningKey {
+    pub alg: String,
+    pub pkcs8: zeroize::Zeroizing<Vec<u8>>,
+    /// Unix seconds.
+    pub created_at: i64,
 }
 
 fn signing_aad(kid: &str) -> Vec<u8> {

@@ -131,6 +131,25 @@ impl ToolFailure {
         }
     }
 
+    /// Whether the call's audit decision is `deny`, not `error`: the caller must act first (make
+    /// a connection; get the IdP to accept their token for a token exchange).
+    pub fn denies(&self) -> bool {
+        match self {
+            Self::ConnectionRequired(_) => true,
+            Self::Credential(CredentialError::Exchange(e)) => e.callers(),
+            _ => false,
+        }
+    }
+
+    /// What the audit event says of the failure beyond its code: the IdP's error of a refused
+    /// token exchange.
+    pub fn audit_explanation(&self) -> Option<String> {
+        match self {
+            Self::Credential(CredentialError::Exchange(e)) => e.audit_explanation(),
+            _ => None,
+        }
+    }
+
     /// The backend's HTTP status, when it answered.
     pub fn upstream_status(&self) -> Option<u16> {
         match self {
@@ -223,6 +242,10 @@ impl HttpTool {
 
     pub fn credential_name(&self) -> Option<&str> {
         self.credential.as_deref().map(|c| c.name.as_str())
+    }
+
+    pub fn credential(&self) -> Option<&Arc<Credential>> {
+        self.credential.as_ref()
     }
 
     /// Arguments named by the path, `query` and `headers`.

@@ -79,6 +79,12 @@ pub trait ToolBackend: Send + Sync {
     /// The upstream credential the calls carry, by name (for audit; never its secret).
     fn credential_name(&self) -> Option<&str>;
 
+    /// Whether calls carry the caller's identity delegated upstream (a token-exchange
+    /// credential), which their audit events record.
+    fn delegates(&self) -> bool {
+        false
+    }
+
     /// Calls the backend with arguments policy allowed and the input schema accepted, as
     /// `principal`. A failure is a [`ToolFailure`] with a stable code, which `error` renders
     /// as a tool result with `isError` (the model sees it): never a panic, never a hang.
@@ -103,6 +109,10 @@ pub trait ToolBackend: Send + Sync {
 impl ToolBackend for HttpTool {
     fn credential_name(&self) -> Option<&str> {
         HttpTool::credential_name(self)
+    }
+
+    fn delegates(&self) -> bool {
+        self.credential().is_some_and(|c| c.exchange().is_some())
     }
 
     fn call<'a>(

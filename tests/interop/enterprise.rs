@@ -240,7 +240,7 @@ async fn the_python_sdk_signs_in_with_a_client_id_metadata_document() {
 
 /// A browser for a sign-in: follows redirects, carries cookies per host, allows Warden's
 /// consent page, and stops at the first URL under `until`, which it returns.
-async fn browse(start: &str, until: &str) -> String {
+pub(crate) async fn browse(start: &str, until: &str) -> String {
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let mut jar: std::collections::HashMap<String, std::collections::BTreeMap<String, String>> = std::collections::HashMap::new();
     let mut url = start.to_owned();
