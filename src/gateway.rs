@@ -242,11 +242,16 @@ impl Gateway {
                         base_dir: config.base_dir.clone(),
                         limits: Arc::clone(&limits),
                         keys: signing.clone(),
+                        keep_idp_tokens: credentials.exchanges().next().is_some(),
                     },
                 )?;
+                let server = Arc::new(server);
+                for exchange in credentials.exchanges() {
+                    exchange.set_subject_tokens(Arc::clone(&server) as Arc<dyn crate::credentials::exchange::SubjectTokens>);
+                }
                 let keys = Arc::clone(&server.keys) as Arc<dyn crate::identity::LocalKeys>;
                 authenticator = authenticator.with_own_issuer(server.issuer.clone(), crate::signing::ACCESS_TOKENS, keys);
-                Some(Arc::new(server))
+                Some(server)
             }
             None => None,
         };

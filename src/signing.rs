@@ -343,6 +343,24 @@ mod tests {
     }
 
     #[test]
+    fn a_new_assertion_key_signs_only_once_it_has_been_published_long_enough() {
+        let key = |created_at| {
+            let mut k = SigningKey::generate(ASSERTIONS).unwrap();
+            k.created_at = created_at;
+            k
+        };
+        let (new, old) = (key(1_000), key(100));
+        let (new_kid, old_kid) = (new.kid.clone(), old.kid.clone());
+        let set = KeySet { keys: vec![new, old] };
+        assert_eq!(set.settled(ASSERTIONS, 1_100, 300).unwrap().kid, old_kid, "the new key is still being picked up");
+        assert_eq!(set.settled(ASSERTIONS, 1_300, 300).unwrap().kid, new_kid, "published long enough");
+        assert_eq!(set.current(ASSERTIONS).unwrap().kid, new_kid, "access tokens take the newest at once");
+        let first = KeySet { keys: vec![key(1_000)] };
+        assert!(first.settled(ASSERTIONS, 1_000, 300).is_ok(), "the first key ever signs at once");
+        assert!(first.settled(ACCESS_TOKENS, 1_000, 300).is_err());
+    }
+
+    #[test]
     fn a_key_keeps_its_kid_across_a_reload() {
         for alg in [ACCESS_TOKENS, ASSERTIONS] {
             let key = SigningKey::generate(alg).unwrap();

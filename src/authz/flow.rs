@@ -325,8 +325,8 @@ pub async fn callback(
     let Some(code) = code.filter(|c| !c.is_empty()) else {
         return server.back(ctx, step, to, "access_denied", "code_missing", "the identity provider sent no code");
     };
-    let identity = match server.upstream.sign_in(code, &sign_in.verifier, &sign_in.nonce).await {
-        Ok(identity) => identity,
+    let (identity, idp_tokens) = match server.upstream.sign_in(code, &sign_in.verifier, &sign_in.nonce).await {
+        Ok(signed_in) => signed_in,
         Err(e) => {
             tracing::warn!(error = %e, "sign-in at the identity provider failed");
             return server.back(ctx, step, to, "access_denied", e.code(), "the sign-in at the identity provider failed");
@@ -335,6 +335,7 @@ pub async fn callback(
     let step = step.person(&identity);
     let remembered = async {
         let store = server.vault.store().await?;
+        server.keep_idp_tokens(store, &identity, &idp_tokens).await?;
         let identity_json = serde_json::to_string(&identity).unwrap_or_default();
         store.set_oauth_identity(&digest(consent.expose()), &identity_json).await?;
         let agreed = store.oauth_consent(&identity.subject, &sign_in.client_id).await?;

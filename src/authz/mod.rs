@@ -70,6 +70,10 @@ pub struct AuthServer {
     pace: Pace,
     limits: Arc<crate::limits::Limits>,
     clock: SharedClock,
+    /// Keep each person's IdP tokens from their sign-in (a token exchange needs them).
+    keep_idp_tokens: bool,
+    /// One refresh of a person's IdP tokens at a time.
+    refreshing: dashmap::DashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl std::fmt::Debug for AuthServer {
@@ -97,6 +101,9 @@ pub struct Parts {
     pub limits: Arc<crate::limits::Limits>,
     /// Warden's signing keys (with the vault).
     pub keys: Option<Arc<Keys>>,
+    /// A `token_exchange` credential is configured: keep each person's IdP tokens, sealed, as
+    /// its subject token.
+    pub keep_idp_tokens: bool,
 }
 
 impl AuthServer {
@@ -161,7 +168,25 @@ impl AuthServer {
             pace: Pace::default(),
             limits: parts.limits,
             clock: parts.clock,
+            keep_idp_tokens: parts.keep_idp_tokens,
+            refreshing: dashmap::DashMap::new(),
         })
+    }
+
+    /// Keeps `identity`'s IdP tokens from their sign-in, sealed, when a token exchange needs
+    /// them; nothing otherwise.
+    pub(crate) async fn keep_idp_tokens(
+        &self,
+        store: &crate::store::Store,
+        identity: &upstream::Identity,
+        tokens: &upstream::IdpTokens,
+    ) -> Result<(), crate::store::StoreError> {
+        if !self.keep_idp_tokens {
+            return Ok(());
+        }
+        let json = zeroize::Zeroizing::new(serde_json::to_vec(tokens).unwrap_or_default());
+        let expires_at = tokens.expires_in.map(|s| self.now().saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
+        store.put_idp_tokens(&identity.subject, &json, expires_at).await
     }
 
     /// The upstream IdP's issuer.
@@ -399,4 +424,44 @@ pub fn routes(server: Arc<AuthServer>) -> Router {
         .route("/oauth/consent", post(flow::consent))
         .merge(public)
         .with_state(server)
+}
+
+/// With Warden as the authorization server, a caller's token is Warden's own: the subject token
+/// of a token exchange is the IdP token kept from their sign-in, refreshed (once at a time per
+/// person) when it is about to expire.
+impl crate::credentials::exchange::SubjectTokens for AuthServer {
+    fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    fn subject_token<'a>(
+        &'a self,
+        principal: &'a crate::identity::Principal,
+        kind: crate::credentials::exchange::IdpToken,
+    ) -> futures::future::BoxFuture<'a, Option<crate::secret::Secret>> {
+        Box::pin(async move {
+            let subject = principal.subject.as_str();
+            let store = self.vault.store().await.ok()?;
+            let lock = Arc::clone(&self.refreshing.entry(subject.to_owned()).or_default());
+            let _one = lock.lock().await;
+            let (json, expires_at) = store.idp_tokens(subject).await.ok()??;
+            let mut tokens: upstream::IdpTokens = serde_json::from_slice(&json).ok()?;
+            if expires_at.is_some_and(|at| at <= self.now().saturating_add(30)) {
+                tokens = match self.upstream.refresh(&tokens).await {
+                    Ok(fresh) => fresh,
+                    Err(e) => {
+                        tracing::info!(error = %e, "the IdP tokens of a sign-in could not be refreshed");
+                        return None;
+                    }
+                };
+                let expires_at = tokens.expires_in.map(|s| self.now().saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
+                let json = zeroize::Zeroizing::new(serde_json::to_vec(&tokens).unwrap_or_default());
+                store.put_idp_tokens(subject, &json, expires_at).await.ok()?;
+            }
+            match kind {
+                crate::credentials::exchange::IdpToken::AccessToken => tokens.access_token,
+                crate::credentials::exchange::IdpToken::IdToken => tokens.id_token,
+            }
+        })
+    }
 }

@@ -76,6 +76,54 @@ pub struct Identity {
     pub email: Option<String>,
 }
 
+/// The company IdP's tokens from a person's sign-in, kept (sealed) as the subject token of a
+/// token exchange. `Debug` shows no token.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct IdpTokens {
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "secret_string")]
+    pub access_token: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "secret_string")]
+    pub id_token: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "secret_string")]
+    pub refresh_token: Option<Secret>,
+    /// Seconds the access token lives, as the IdP said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+}
+
+impl IdpTokens {
+    /// The tokens of a token endpoint's answer; what a refresh answer leaves out is kept from
+    /// `before`.
+    fn of(answer: &Map<String, Value>, before: Option<&IdpTokens>) -> Self {
+        let token = |name: &str| answer.get(name).and_then(Value::as_str).filter(|t| !t.is_empty()).map(Secret::new);
+        Self {
+            access_token: token("access_token"),
+            id_token: token("id_token").or_else(|| before.and_then(|b| b.id_token.clone())),
+            refresh_token: token("refresh_token").or_else(|| before.and_then(|b| b.refresh_token.clone())),
+            expires_in: answer.get("expires_in").and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))),
+        }
+    }
+}
+
+/// A [`Secret`] as a plain JSON string, for the sealed copy only.
+mod secret_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::secret::Secret;
+
+    #[allow(clippy::ref_option)]
+    pub fn serialize<S: Serializer>(value: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => s.serialize_some(v.expose()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(Secret::new))
+    }
+}
+
 pub struct UpstreamIdp {
     pub issuer: String,
     preset: Preset,
@@ -166,20 +214,39 @@ impl UpstreamIdp {
         Ok(url)
     }
 
-    /// The code to an identity: exchanged at the IdP's token endpoint with the verifier, the ID
-    /// token verified, its claims mapped through the preset.
-    pub async fn sign_in(&self, code: &str, verifier: &str, nonce: &str) -> Result<Identity, UpstreamError> {
-        let endpoints = self.endpoints().await?;
-        let basic = endpoints
-            .token_endpoint_auth_methods_supported
-            .as_ref()
-            .is_none_or(|methods| methods.iter().any(|m| m == "client_secret_basic"));
-        let mut form = vec![
+    /// The code to an identity and the IdP's tokens: exchanged at the IdP's token endpoint with
+    /// the verifier, the ID token verified, its claims mapped through the preset.
+    pub async fn sign_in(&self, code: &str, verifier: &str, nonce: &str) -> Result<(Identity, IdpTokens), UpstreamError> {
+        let form = [
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", self.redirect_uri.as_str()),
             ("code_verifier", verifier),
         ];
+        let answer = self.token_request(&form).await?;
+        let id_token = answer.get("id_token").and_then(Value::as_str).ok_or(UpstreamError::IdToken("missing"))?;
+        let claims = self.verify_id_token(id_token, nonce).await?;
+        let identity = self.identity(claims)?;
+        Ok((identity, IdpTokens::of(&answer, None)))
+    }
+
+    /// New IdP tokens for a refresh token (kept from a sign-in, for a token exchange's subject
+    /// token). A rotated refresh token replaces the old one; without one the old one is kept.
+    pub async fn refresh(&self, tokens: &IdpTokens) -> Result<IdpTokens, UpstreamError> {
+        let refresh = tokens.refresh_token.as_ref().ok_or_else(|| UpstreamError::Exchange("no refresh token".into()))?;
+        let answer = self.token_request(&[("grant_type", "refresh_token"), ("refresh_token", refresh.expose())]).await?;
+        Ok(IdpTokens::of(&answer, Some(tokens)))
+    }
+
+    /// A request to the IdP's token endpoint with Warden's client authentication (Basic unless
+    /// the IdP lists only other methods); its JSON answer, or why there is none.
+    async fn token_request(&self, form: &[(&str, &str)]) -> Result<Map<String, Value>, UpstreamError> {
+        let endpoints = self.endpoints().await?;
+        let basic = endpoints
+            .token_endpoint_auth_methods_supported
+            .as_ref()
+            .is_none_or(|methods| methods.iter().any(|m| m == "client_secret_basic"));
+        let mut form = form.to_vec();
         let mut request = self.http.post(&endpoints.token_endpoint).header(http::header::ACCEPT, "application/json");
         if basic {
             // RFC 6749 §2.3.1: each part form-urlencoded before the Basic encoding.
@@ -197,9 +264,7 @@ impl UpstreamIdp {
             let error = answer.get("error").and_then(Value::as_str).unwrap_or("unknown");
             return Err(UpstreamError::Exchange(format!("HTTP {status} {}", crate::error::oauth_error_code(error))));
         }
-        let id_token = answer.get("id_token").and_then(Value::as_str).ok_or(UpstreamError::IdToken("missing"))?;
-        let claims = self.verify_id_token(id_token, nonce).await?;
-        self.identity(claims)
+        Ok(answer)
     }
 
     pub(super) async fn verify_id_token(&self, token: &str, nonce: &str) -> Result<Map<String, Value>, UpstreamError> {

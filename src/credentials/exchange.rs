@@ -72,6 +72,11 @@ pub struct TokenExchangeConfig {
     /// `rfc8693` only.
     #[serde(default)]
     pub requested_token_type: Option<String>,
+    /// With Warden as the authorization server: which of the IdP's tokens from the caller's
+    /// sign-in is the subject token, `access_token` (default) or `id_token` (then the default
+    /// `subject_token_type` is `urn:ietf:params:oauth:token-type:id_token`).
+    #[serde(default)]
+    pub idp_token: IdpToken,
     /// Exchange again this long before the exchanged token expires. Default: 60s.
     #[serde(default = "default_refresh_before", with = "humantime_serde")]
     pub refresh_before: Duration,
@@ -80,6 +85,17 @@ pub struct TokenExchangeConfig {
 fn default_refresh_before() -> Duration {
     Duration::from_secs(60)
 }
+
+/// Which of the IdP's tokens from a sign-in through Warden is the subject token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdpToken {
+    #[default]
+    AccessToken,
+    IdToken,
+}
+
+pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -151,7 +167,7 @@ pub trait SubjectTokens: Send + Sync {
     /// The issuer whose tokens this source stands in for (Warden's own).
     fn issuer(&self) -> &str;
     /// The IdP token of `principal`'s sign-in, if Warden holds one.
-    fn subject_token<'a>(&'a self, principal: &'a Principal) -> BoxFuture<'a, Option<Secret>>;
+    fn subject_token<'a>(&'a self, principal: &'a Principal, kind: IdpToken) -> BoxFuture<'a, Option<Secret>>;
 }
 
 struct Exchanged {
@@ -170,6 +186,9 @@ pub struct TokenExchange {
     scope: String,
     subject_token_type: String,
     requested_token_type: String,
+    /// The `subject_token_type` of a kept IdP token (Warden as the authorization server).
+    idp_token_type: String,
+    idp_token: IdpToken,
     refresh_before: Duration,
     cache: DashMap<[u8; 32], Arc<tokio::sync::Mutex<Option<Exchanged>>>>,
     subjects: std::sync::OnceLock<Arc<dyn SubjectTokens>>,
@@ -254,6 +273,11 @@ impl TokenExchange {
             scope: scopes.join(" "),
             subject_token_type: c.subject_token_type.clone().unwrap_or_else(|| ACCESS_TOKEN_TYPE.to_owned()),
             requested_token_type: c.requested_token_type.clone().unwrap_or_else(|| ACCESS_TOKEN_TYPE.to_owned()),
+            idp_token_type: c
+                .subject_token_type
+                .clone()
+                .unwrap_or_else(|| (if c.idp_token == IdpToken::IdToken { ID_TOKEN_TYPE } else { ACCESS_TOKEN_TYPE }).to_owned()),
+            idp_token: c.idp_token,
             refresh_before: c.refresh_before,
             cache: DashMap::new(),
             subjects: std::sync::OnceLock::new(),
@@ -275,7 +299,7 @@ impl TokenExchange {
         principal: &Principal,
         rejected: Option<u64>,
     ) -> Result<(Secret, u64), super::CredentialError> {
-        let subject = self.subject_token(principal).await.ok_or(ExchangeError::NoSubjectToken)?;
+        let (subject, subject_type) = self.subject_token(principal).await.ok_or(ExchangeError::NoSubjectToken)?;
         let key: [u8; 32] = {
             let mut key = [0u8; 32];
             key.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, subject.expose().as_bytes()).as_ref());
@@ -290,26 +314,35 @@ impl TokenExchange {
         if let Some(e) = held.as_ref().filter(|e| now < e.renew_at && rejected.is_none_or(|g| e.generation > g)) {
             return Ok((e.token.clone(), e.generation));
         }
-        let response = self.exchange(upstream, &subject).await?;
+        let response = self.exchange(upstream, &subject, subject_type).await?;
         let lifetime = response.expires_in.map_or(UNDATED, |s| Duration::from_secs(s).saturating_sub(self.refresh_before));
         let generation = held.as_ref().map_or(1, |e| e.generation + 1);
         *held = Some(Exchanged { token: response.access_token.clone(), renew_at: now + lifetime, generation });
         Ok((response.access_token, generation))
     }
 
-    async fn subject_token(&self, principal: &Principal) -> Option<Secret> {
+    /// The subject token and its type: the IdP token kept from the caller's sign-in when their
+    /// token is Warden's own, else the token they presented.
+    async fn subject_token(&self, principal: &Principal) -> Option<(Secret, &str)> {
         match self.subjects.get() {
-            Some(source) if principal.issuer == source.issuer() => source.subject_token(principal).await,
-            _ => principal.token.clone(),
+            Some(source) if principal.issuer == source.issuer() => {
+                Some((source.subject_token(principal, self.idp_token).await?, self.idp_token_type.as_str()))
+            }
+            _ => Some((principal.token.clone()?, self.subject_token_type.as_str())),
         }
     }
 
-    async fn exchange(&self, upstream: &Upstream, subject: &Secret) -> Result<super::oauth::TokenResponse, super::CredentialError> {
+    async fn exchange(
+        &self,
+        upstream: &Upstream,
+        subject: &Secret,
+        subject_type: &str,
+    ) -> Result<super::oauth::TokenResponse, super::CredentialError> {
         let mut form: Vec<(&str, &str)> = match self.style {
             ExchangeStyle::Rfc8693 => vec![
                 ("grant_type", GRANT_TOKEN_EXCHANGE),
                 ("subject_token", subject.expose()),
-                ("subject_token_type", &self.subject_token_type),
+                ("subject_token_type", subject_type),
                 ("requested_token_type", &self.requested_token_type),
             ],
             ExchangeStyle::EntraObo => {

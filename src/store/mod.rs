@@ -508,6 +508,13 @@ impl Store {
                         oauth::request_aad,
                     )
                     .await?;
+                report.reencrypted += self
+                    .reencrypt_sealed(
+                        "SELECT subject, tokens FROM oauth_idp_tokens",
+                        "UPDATE oauth_idp_tokens SET tokens = $1 WHERE subject = $2 AND tokens = $3",
+                        oauth::idp_tokens_aad,
+                    )
+                    .await?;
                 return Ok(report);
             }
             for row in &rows {

@@ -17,6 +17,10 @@ pub(super) fn request_aad(state_hash: &str) -> Vec<u8> {
     format!("oauth_request:{state_hash}").into_bytes()
 }
 
+pub(super) fn idp_tokens_aad(subject: &str) -> Vec<u8> {
+    format!("oauth_idp_tokens:{subject}").into_bytes()
+}
+
 /// A sign-in in progress, as the callback or the consent decision takes it.
 #[derive(Debug)]
 pub struct PendingSignIn {
@@ -321,6 +325,33 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Keeps a person's IdP tokens (`tokens`, their JSON), sealed, replacing older ones.
+    pub async fn put_idp_tokens(&self, subject: &str, tokens: &[u8], expires_at: Option<i64>) -> Result<(), StoreError> {
+        let sealed = self.keys.encrypt(tokens, &idp_tokens_aad(subject))?;
+        sqlx::query(
+            "INSERT INTO oauth_idp_tokens (subject, tokens, expires_at, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (subject) DO UPDATE SET tokens = excluded.tokens, expires_at = excluded.expires_at, updated_at = excluded.updated_at",
+        )
+        .bind(subject)
+        .bind(sealed)
+        .bind(expires_at)
+        .bind(self.now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A person's IdP tokens (their JSON, unsealed) and when the access token expires.
+    pub async fn idp_tokens(&self, subject: &str) -> Result<Option<(zeroize::Zeroizing<Vec<u8>>, Option<i64>)>, StoreError> {
+        let row = sqlx::query("SELECT tokens, expires_at FROM oauth_idp_tokens WHERE subject = $1")
+            .bind(subject)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let (sealed, expires_at): (String, Option<i64>) = (row.get(0), row.get(1));
+        Ok(Some((zeroize::Zeroizing::new(self.keys.decrypt(&sealed, &idp_tokens_aad(subject))?), expires_at)))
     }
 
     /// Marks `marker` used until `expires_at`. True the first time only, on every replica.

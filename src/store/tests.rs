@@ -182,10 +182,21 @@ async fn signing_keys(url: &str, raw: impl Fn() -> String) {
         "the oldest is retired"
     );
 
+    // A person's IdP tokens kept from a sign-in (for a token exchange): sealed, the newest
+    // replacing the older.
+    store.put_idp_tokens("alice", br#"{"access_token":"idp-secret-older"}"#, Some(100)).await.unwrap_or_else(|e| panic!("{e}"));
+    store.put_idp_tokens("alice", br#"{"access_token":"idp-secret-newer"}"#, Some(200)).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!raw().contains("idp-secret"), "IdP tokens are sealed");
+    let (kept, expires_at) = store.idp_tokens("alice").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("none kept"));
+    assert_eq!((kept.as_slice(), expires_at), (br#"{"access_token":"idp-secret-newer"}"#.as_slice(), Some(200)));
+    assert!(store.idp_tokens("bob").await.unwrap_or_else(|e| panic!("{e}")).is_none());
+
     // The vault's key rotation re-encrypts them; then the new key alone reads them.
     let both = Store::open(url, ring(&format!("k2:{},k1:{}", k2.expose(), k1.expose()))).await.unwrap_or_else(|e| panic!("{e}"));
-    assert!(both.rotate_keys(10).await.map(|r| r.reencrypted).unwrap_or_else(|e| panic!("{e}")) >= 3);
+    assert!(both.rotate_keys(10).await.map(|r| r.reencrypted).unwrap_or_else(|e| panic!("{e}")) >= 4);
     let new_only = Store::open(url, ring(&format!("k2:{}", k2.expose()))).await.unwrap_or_else(|e| panic!("{e}"));
+    let kept = new_only.idp_tokens("alice").await.unwrap_or_else(|e| panic!("{e}")).map(|(t, _)| t.to_vec());
+    assert_eq!(kept.as_deref(), Some(br#"{"access_token":"idp-secret-newer"}"#.as_slice()), "re-encrypted under the new key");
     let reloaded = KeySet::load_or_create(&new_only, ACCESS_TOKENS).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(reloaded.current(ACCESS_TOKENS).unwrap().kid, third.current(ACCESS_TOKENS).unwrap().kid);
     // Each algorithm rotates on its own: an assertion key joins the set, and rotating it retires

@@ -47,6 +47,7 @@ fn start_idp(preset: &str, redirect_uri: &str, extra: &[&str]) -> (String, std::
 
 struct Company {
     mcp: String,
+    backend_url: String,
     idp_issuer: String,
     calendar: std::sync::Arc<warden::demo::backend::Calendar>,
     audit_path: std::path::PathBuf,
@@ -64,12 +65,13 @@ impl Drop for Company {
 
 /// Warden with `authorization_server:` in front of the emulated `preset` IdP.
 async fn company(preset: &str, upstream_extra: &str, idp_extra: &[&str]) -> Company {
-    company_with(preset, upstream_extra, idp_extra, None).await
+    company_with(preset, upstream_extra, idp_extra, None, false).await
 }
 
 /// As [`company`]; with `id_jag`, the IdP also issues ID-JAGs (naming the client id that file
-/// holds) and Warden accepts them.
-async fn company_with(preset: &str, upstream_extra: &str, idp_extra: &[&str], id_jag: Option<&std::path::Path>) -> Company {
+/// holds) and Warden accepts them; with `exchange`, `list_events` calls the calendar with a
+/// token the IdP exchanges (RFC 8693) for the one it gave Warden at the caller's sign-in.
+async fn company_with(preset: &str, upstream_extra: &str, idp_extra: &[&str], id_jag: Option<&std::path::Path>, exchange: bool) -> Company {
     warden::install_crypto();
     let (calendar, backend_url) = crate::common::calendar().await;
     let (listener, gateway) = crate::common::listen().await;
@@ -78,6 +80,9 @@ async fn company_with(preset: &str, upstream_extra: &str, idp_extra: &[&str], id
     if let Some(file) = &file {
         idp_args.extend(["--id-jag", file.as_str()]);
     }
+    if exchange {
+        idp_args.extend(["--downstream", backend_url.as_str()]);
+    }
     let (issuer, idp) = start_idp(preset, &format!("{gateway}/oauth/callback"), &idp_args);
     let upstream_extra = match id_jag {
         Some(_) => format!(
@@ -85,10 +90,20 @@ async fn company_with(preset: &str, upstream_extra: &str, idp_extra: &[&str], id
         ),
         None => upstream_extra.to_owned(),
     };
+    let (credentials, credential) = if exchange {
+        (
+            format!(
+                "credentials:\n  - name: calendar-for-the-caller\n    token_exchange: {{token_endpoint: \"{issuer}/token\", client_id: {CLIENT_ID}, client_secret: {CLIENT_SECRET}, audience: \"{backend_url}\", scopes: [calendar.read]}}\n"
+            ),
+            "    credential: calendar-for-the-caller\n",
+        )
+    } else {
+        (String::new(), "")
+    };
     let dir = tempfile::tempdir().unwrap();
     let audit_path = dir.path().join("audit.jsonl");
     let yaml = format!(
-        "server:\n  listen: {addr}\n  public_url: {gateway}\nauthorization_server:\n  upstream:\n    issuer: {issuer}\n    preset: {preset}\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n{upstream_extra}vault:\n  database: \"sqlite://{db}\"\n  keys: \"k1:{key}\"\nupstream:\n  allow_cidrs: [127.0.0.1/32]\naudit:\n  output: {audit}\ntools:\n  - name: list_events\n    description: The caller's events.\n    scopes: [\"calendar:read\"]\n    http:\n      url: {backend_url}/events\n",
+        "{credentials}server:\n  listen: {addr}\n  public_url: {gateway}\nauthorization_server:\n  upstream:\n    issuer: {issuer}\n    preset: {preset}\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n{upstream_extra}vault:\n  database: \"sqlite://{db}\"\n  keys: \"k1:{key}\"\nupstream:\n  allow_cidrs: [127.0.0.1/32]\naudit:\n  output: {audit}\ntools:\n  - name: list_events\n    description: The caller's events.\n    scopes: [\"calendar:read\"]\n{credential}    http:\n      url: {backend_url}/events\n",
         addr = listener.local_addr().unwrap(),
         db = dir.path().join("vault.db").display(),
         key = warden::credentials::envelope::KeyRing::generate_key().expose(),
@@ -98,7 +113,7 @@ async fn company_with(preset: &str, upstream_extra: &str, idp_extra: &[&str], id
         warden::config::parse(&yaml, &std::collections::HashMap::<String, String>::new()).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(warden::run(warden::Gateway::build(&config).unwrap(), listener, shutdown.clone().cancelled_owned()));
-    Company { mcp: format!("{gateway}/mcp"), idp_issuer: issuer, calendar, audit_path, idp, shutdown, _dir: dir }
+    Company { mcp: format!("{gateway}/mcp"), backend_url, idp_issuer: issuer, calendar, audit_path, idp, shutdown, _dir: dir }
 }
 
 impl Company {
@@ -165,6 +180,29 @@ async fn entra_like_idp_the_python_sdk_and_the_typescript_client_sign_in_through
     assert_eq!(company.seen().0, "00000000-0000-4000-8000-616c69636500");
     let token = company.audit("oauth/token").into_iter().find(|e| e["decision"] == "allow").unwrap();
     assert_eq!(token["tenant"], "72f988bf-86f1-41af-91ab-2d7cd011db47", "{token}");
+}
+
+/// With Warden as the authorization server the caller's token is Warden's own; a token exchange
+/// presents the IdP's access token kept (sealed) from the person's sign-in instead, and the
+/// backend receives a token the IdP issued for it, for that person, naming Warden as the actor.
+#[tokio::test]
+#[ignore = "needs the Python SDK, Node and oidc-provider: run scripts/test"]
+async fn the_idp_token_kept_from_a_sign_in_through_warden_is_exchanged_for_the_backend() {
+    let company = company_with("okta", "", &[], None, true).await;
+    let report = python("WARDEN_PYTHON", &company.mcp).await.unwrap_or_else(|e| panic!("Python SDK: {e}"));
+    assert_signed_in_at_warden(&report, &company);
+    let seen = company.calendar.seen();
+    let authorization = seen.last().unwrap().headers["authorization"].to_str().unwrap().to_owned();
+    let token = authorization.strip_prefix("Bearer ").unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        reqwest::get(format!("{}/exchange/jwks", company.idp_issuer)).await.unwrap().json().await.unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(&jwks.keys[0]).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_issuer(&[company.idp_issuer.as_str()]);
+    validation.set_audience(&[company.backend_url.as_str()]);
+    let claims = jsonwebtoken::decode::<Value>(token, &key, &validation).unwrap_or_else(|e| panic!("{e}")).claims;
+    assert_eq!((claims["sub"].as_str(), claims["act"]["sub"].as_str()), (Some("00ualice"), Some(CLIENT_ID)));
+    assert_eq!(claims["scope"], "calendar.read");
 }
 
 #[tokio::test]
@@ -347,7 +385,7 @@ async fn the_typescript_cross_app_access_provider_signs_in_with_an_id_jag() {
     let dir = tempfile::tempdir().unwrap();
     let mapping = dir.path().join("client-id");
     std::fs::write(&mapping, "not-yet").unwrap();
-    let company = company_with("okta", "", &[], Some(&mapping)).await;
+    let company = company_with("okta", "", &[], Some(&mapping), false).await;
     let base = company.mcp.trim_end_matches("/mcp").to_owned();
     let registered: Value = reqwest::Client::new()
         .post(format!("{base}/oauth/register"))

@@ -23,6 +23,10 @@
 // each request, the client id the resource's authorization server knows the agent by (as the IdP
 // admin configured it). ID-JAGs are RS256 with a key of their own, published at
 // ISSUER/id-jag/jwks.
+// With --downstream URL, Warden's own client may exchange (RFC 8693) an access token this IdP
+// issued it at a person's sign-in for a token for that downstream API (audience URL): an RS256
+// JWT with the person's sub, the requested scope, and act naming Warden's client, published at
+// ISSUER/exchange/jwks; a subject token that is not an active access token is invalid_grant.
 // Usage: node enterprise_idp.mjs --preset entra|google|okta --port N --client-id ID
 //        --client-secret S --redirect-uri URI --user ID [--roles a,b] [--hd domain] [--deny]
 // WARDEN_NODE_MODULES must name the node_modules directory holding oidc-provider.
@@ -42,6 +46,8 @@ const roles = arg("roles", "").split(",").filter(Boolean);
 const hd = arg("hd", "acme.example");
 const deny = process.argv.includes("--deny");
 const idJagFile = arg("id-jag");
+const downstream = arg("downstream");
+const TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange";
 const tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const prefix = { entra: `/${tenant}/v2.0`, google: "", okta: "/oauth2/default" }[preset];
 if (prefix === undefined) throw new Error(`unknown preset ${preset}`);
@@ -73,7 +79,7 @@ const provider = new Provider(issuer, {
       client_id: arg("client-id"),
       client_secret: arg("client-secret"),
       redirect_uris: [arg("redirect-uri")],
-      grant_types: ["authorization_code"],
+      grant_types: ["authorization_code", ...(downstream ? [TOKEN_EXCHANGE] : [])],
       response_types: ["code"],
       token_endpoint_auth_method: preset === "google" ? "client_secret_post" : "client_secret_basic",
     },
@@ -118,12 +124,37 @@ provider.proxy = false;
 // ID-JAG issuance (RFC 8693 token exchange of an ID token this IdP issued).
 const idJagKey = await jose.generateKeyPair("RS256", { extractable: true });
 const idJagJwk = { ...(await jose.exportJWK(idJagKey.publicKey)), kid: "id-jag-1", alg: "RS256", use: "sig" };
-if (idJagFile) {
+// Downstream tokens (RFC 8693 token exchange of an access token this IdP issued).
+const exchangeKey = await jose.generateKeyPair("RS256", { extractable: true });
+const exchangeJwk = { ...(await jose.exportJWK(exchangeKey.publicKey)), kid: "exchange-1", alg: "RS256", use: "sig" };
+const exchangeAccessToken = async (ctx) => {
+  const p = ctx.oidc.params;
+  if (p.subject_token_type !== "urn:ietf:params:oauth:token-type:access_token") {
+    throw new errors.InvalidRequest("only access tokens are exchanged for downstream tokens");
+  }
+  const subject = await provider.AccessToken.find(p.subject_token);
+  if (!subject || subject.isExpired) throw new errors.InvalidGrant("the subject token is not an active access token of this IdP");
+  if (p.audience !== downstream) throw new errors.InvalidTarget("unknown audience");
+  const now = Math.floor(Date.now() / 1000);
+  const clientId = ctx.oidc.client.clientId;
+  const token = await new jose.SignJWT({ scope: p.scope, client_id: clientId, act: { sub: clientId } })
+    .setProtectedHeader({ alg: "RS256", kid: exchangeJwk.kid, typ: "at+jwt" })
+    .setIssuer(issuer)
+    .setSubject(subject.accountId)
+    .setAudience(downstream)
+    .setJti(crypto.randomUUID())
+    .setIssuedAt(now)
+    .setExpirationTime(now + 300)
+    .sign(exchangeKey.privateKey);
+  ctx.body = { access_token: token, issued_token_type: "urn:ietf:params:oauth:token-type:access_token", token_type: "Bearer", expires_in: 300, scope: p.scope };
+};
+if (idJagFile || downstream) {
   const { readFileSync } = await import("node:fs");
   const params = ["subject_token", "subject_token_type", "requested_token_type", "audience", "resource", "scope"];
-  provider.registerGrantType("urn:ietf:params:oauth:grant-type:token-exchange", async (ctx) => {
+  provider.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
     const p = ctx.oidc.params;
-    if (p.requested_token_type !== "urn:ietf:params:oauth:token-type:id-jag" || p.subject_token_type !== "urn:ietf:params:oauth:token-type:id_token") {
+    if (downstream && p.requested_token_type !== "urn:ietf:params:oauth:token-type:id-jag") return exchangeAccessToken(ctx);
+    if (!idJagFile || p.requested_token_type !== "urn:ietf:params:oauth:token-type:id-jag" || p.subject_token_type !== "urn:ietf:params:oauth:token-type:id_token") {
       throw new errors.InvalidRequest("only ID tokens are exchanged, for ID-JAGs");
     }
     let payload;
@@ -161,9 +192,9 @@ const server = http.createServer(async (req, res) => {
   }
   const original = req.url;
   const path = req.url.slice(prefix.length) || "/";
-  if (path === "/id-jag/jwks") {
+  if (path === "/id-jag/jwks" || path === "/exchange/jwks") {
     res.setHeader("content-type", "application/json");
-    return res.end(JSON.stringify({ keys: [idJagJwk] }));
+    return res.end(JSON.stringify({ keys: [path === "/id-jag/jwks" ? idJagJwk : exchangeJwk] }));
   }
   const interaction = path.match(/^\/interaction\/([^/?]+)/);
   if (!interaction) {
