@@ -141,7 +141,7 @@ impl Company {
         };
         let yaml = format!(
             "server:\n  listen: {addr}\n  public_url: {gateway}\nidentity:\n  issuers:\n    - {{issuer: \"{idp}\", roles_claim: roles}}\n\
-             upstream:\n  allow_cidrs: [127.0.0.1/32]\naudit:\n  output: {audit}\ncredentials:\n{e1}{e2}{o1}{o2}{o3}tools:\n{t1}{t2}{t3}{t4}{t5}{t6}",
+             upstream:\n  allow_cidrs: [127.0.0.1/32]\naudit:\n  output: {audit}\ncredentials:\n{e1}{e2}{o1}{o2}{o3}tools:\n{t1}{t2}{t3}{t4}{t5}{t6}{t7}",
             addr = listener.local_addr().unwrap(),
             audit = audit_path.display(),
             e1 = exchange("items", "items:read"),
@@ -155,6 +155,7 @@ impl Company {
             t4 = tool("graph_items", "graph", "/graph/items"),
             t5 = tool("graph_write", "graph-write", "/graph/write"),
             t6 = tool("graph_admin", "graph-admin", "/graph/admin"),
+            t7 = tool("graph_rejected", "graph", "/status/401"),
         );
         let config =
             warden::config::parse(&yaml, &std::collections::HashMap::<String, String>::new()).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
@@ -259,9 +260,10 @@ async fn rfc8693_token_exchange_at_a_real_authorization_server() {
     assert!(!audit_text.contains(&first) && !audit_text.contains(&alice), "no token in the audit trail");
 }
 
-/// Entra's on-behalf-of as emulated at node-oidc-provider: success for a consented scope;
-/// consent required and MFA required reach the caller in Entra's words (AADSTS codes); nothing
-/// reaches the upstream then.
+/// Entra's on-behalf-of as emulated at node-oidc-provider: success for a consented scope, reuse,
+/// renewal before expiry and a fresh exchange when the upstream rejects the token; consent
+/// required and MFA required reach the caller in Entra's words (AADSTS codes); nothing reaches
+/// the upstream then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Node and oidc-provider: run scripts/test"]
 async fn entra_on_behalf_of_with_consent_and_mfa_refusals() {
@@ -276,6 +278,20 @@ async fn entra_on_behalf_of_with_consent_and_mfa_refusals() {
         (claims["sub"].as_str(), claims["scp"].as_str(), claims["azp"].as_str()),
         (Some("alice"), Some("Items.Read"), Some("warden-obo"))
     );
+    c.call(&alice, "graph_items").await;
+    assert_eq!((c.last_bearer(), c.exchanges().await), (token.clone(), 1), "reused");
+    // Expiry: exchanged again 60 s before the 90 s token expires.
+    c.clock.advance(Duration::from_secs(31));
+    c.call(&alice, "graph_items").await;
+    assert_ne!(c.last_bearer(), token);
+    assert_eq!(c.exchanges().await, 2);
+    // Rejected upstream: one more on-behalf-of exchange and one replay.
+    let before = c.upstream.requests().len();
+    assert_eq!(c.call(&alice, "graph_rejected").await["isError"], true);
+    let tries = &c.upstream.requests()[before..];
+    assert_eq!(tries.len(), 2);
+    assert_ne!(tries[0].headers["authorization"], tries[1].headers["authorization"]);
+    assert_eq!(c.exchanges().await, 3);
 
     let before = c.upstream.requests().len();
     let consent = c.call(&alice, "graph_write").await;

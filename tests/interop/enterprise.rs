@@ -205,6 +205,22 @@ async fn the_idp_token_kept_from_a_sign_in_through_warden_is_exchanged_for_the_b
     assert_eq!(claims["scope"], "calendar.read");
 }
 
+/// The IdP's access token kept from the sign-in is about to expire (the IdP gives 20 s): Warden
+/// refreshes it with the refresh token it kept (offline_access) before exchanging it.
+#[tokio::test]
+#[ignore = "needs the Python SDK, Node and oidc-provider: run scripts/test"]
+async fn a_kept_idp_token_about_to_expire_is_refreshed_before_it_is_exchanged() {
+    let scopes = "    scopes: [openid, profile, email, groups, offline_access]\n";
+    let company = company_with("okta", scopes, &["--access-ttl", "20"], None, true).await;
+    let report = python("WARDEN_PYTHON", &company.mcp).await.unwrap_or_else(|e| panic!("Python SDK: {e}"));
+    assert_signed_in_at_warden(&report, &company);
+    let refreshes: Value = reqwest::get(format!("{}/refreshes", company.idp_issuer)).await.unwrap().json().await.unwrap();
+    assert!(refreshes["refreshes"].as_u64().unwrap() >= 1, "the kept IdP token was refreshed: {refreshes}");
+    let seen = company.calendar.seen();
+    let authorization = seen.last().unwrap().headers["authorization"].to_str().unwrap().to_owned();
+    assert!(authorization.starts_with("Bearer ey"), "an exchanged token reached the backend");
+}
+
 #[tokio::test]
 #[ignore = "needs the Python SDK, Node and oidc-provider: run scripts/test"]
 async fn google_like_idp_maps_the_workspace_domain_and_allowed_domains_hold() {

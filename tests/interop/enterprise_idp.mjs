@@ -27,6 +27,10 @@
 // issued it at a person's sign-in for a token for that downstream API (audience URL): an RS256
 // JWT with the person's sub, the requested scope, and act naming Warden's client, published at
 // ISSUER/exchange/jwks; a subject token that is not an active access token is invalid_grant.
+// Warden's client may then also refresh: like Okta, the IdP honours offline_access without
+// prompt=consent (node-oidc-provider follows OpenID Connect Core §11 and needs it, so the fixture
+// adds it to such authorization requests); --access-ttl N sets its access tokens' lifetime, and
+// ISSUER/refreshes answers how many refresh grants succeeded.
 // Usage: node enterprise_idp.mjs --preset entra|google|okta --port N --client-id ID
 //        --client-secret S --redirect-uri URI --user ID [--roles a,b] [--hd domain] [--deny]
 // WARDEN_NODE_MODULES must name the node_modules directory holding oidc-provider.
@@ -79,7 +83,7 @@ const provider = new Provider(issuer, {
       client_id: arg("client-id"),
       client_secret: arg("client-secret"),
       redirect_uris: [arg("redirect-uri")],
-      grant_types: ["authorization_code", ...(downstream ? [TOKEN_EXCHANGE] : [])],
+      grant_types: ["authorization_code", ...(downstream ? [TOKEN_EXCHANGE, "refresh_token"] : [])],
       response_types: ["code"],
       token_endpoint_auth_method: preset === "google" ? "client_secret_post" : "client_secret_basic",
     },
@@ -107,6 +111,7 @@ const provider = new Provider(issuer, {
     },
   },
   pkce: { required: () => true },
+  ttl: { AccessToken: Number(arg("access-ttl", "3600")) },
   // Claims go into the ID token itself (as these IdPs put them), not only into userinfo.
   conformIdTokenClaims: false,
   claims: {
@@ -184,17 +189,34 @@ if (idJagFile || downstream) {
   }, params);
 }
 
+let refreshes = 0;
+provider.on("grant.success", (ctx) => {
+  if (ctx.oidc.params.grant_type === "refresh_token") refreshes += 1;
+});
+
 const callback = provider.callback();
 const server = http.createServer(async (req, res) => {
   if (!req.url.startsWith(prefix)) {
     res.statusCode = 404;
     return res.end();
   }
-  const original = req.url;
-  const path = req.url.slice(prefix.length) || "/";
+  let original = req.url;
+  let path = req.url.slice(prefix.length) || "/";
   if (path === "/id-jag/jwks" || path === "/exchange/jwks") {
     res.setHeader("content-type", "application/json");
     return res.end(JSON.stringify({ keys: [path === "/id-jag/jwks" ? idJagJwk : exchangeJwk] }));
+  }
+  if (path === "/refreshes") {
+    res.setHeader("content-type", "application/json");
+    return res.end(JSON.stringify({ refreshes }));
+  }
+  if (downstream && path.startsWith("/auth?")) {
+    const url = new URL(path, issuer);
+    if (url.searchParams.get("scope")?.split(" ").includes("offline_access") && !url.searchParams.has("prompt")) {
+      url.searchParams.set("prompt", "consent");
+      path = `${url.pathname}${url.search}`;
+      original = `${prefix}${path}`;
+    }
   }
   const interaction = path.match(/^\/interaction\/([^/?]+)/);
   if (!interaction) {
