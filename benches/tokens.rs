@@ -2,7 +2,9 @@
 //! keys fetched once over HTTP) against one Warden's own authorization server issued (RS256, keys
 //! read from the vault's store), each through the full check (`Authenticator::authenticate`:
 //! parse, key lookup, signature, claims) and through the per-token cache every later request of
-//! the same token takes (`authenticate_header`). `scripts/bench` runs it in release mode.
+//! the same token takes (`authenticate_header`); and what signing the identity assertion
+//! (`identity_headers.assertion`, ES256) adds to each upstream request. `scripts/bench` runs it in
+//! release mode.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::collections::HashMap;
@@ -82,5 +84,29 @@ async fn main() {
     let own_cached =
         measure("Warden's authorization server, cached", || async { auth.authenticate_header(Some(&own_header)).await.is_ok() }).await;
     eprintln!("ratio own/upstream: full {:.2}, cached {:.2}", own_full / upstream_full, own_cached / upstream_cached);
+
+    // The identity assertion: claims built from the principal, signed with the ES256 key.
+    struct Local(warden::signing::KeySet);
+    impl warden::upstream::assertion::AssertionSigner for Local {
+        fn sign_assertion<'a>(&'a self, claims: &'a serde_json::Value) -> futures::future::BoxFuture<'a, Result<String, String>> {
+            Box::pin(async move {
+                let key = self.0.current(warden::signing::ASSERTIONS).map_err(|e| e.to_string())?;
+                key.sign(warden::upstream::assertion::ASSERTION_TYP, claims).map_err(|e| e.to_string())
+            })
+        }
+    }
+    let set = warden::signing::KeySet::load_or_create(&store, warden::signing::ASSERTIONS).await.unwrap();
+    let assertions = warden::upstream::assertion::Assertions::new(
+        http::HeaderName::from_static("x-warden-identity"),
+        std::time::Duration::from_secs(60),
+        public.to_owned(),
+        Arc::new(Local(set)),
+        warden::clock::system(),
+    );
+    let principal = auth.authenticate(&upstream_token).await.unwrap();
+    measure("identity assertion (ES256) for one upstream request", || async {
+        assertions.header_value(&principal, "0193f1a2-7c3e-7a51-9d2e-5f0c8b1e4a77", "https://api.example.com").await.is_ok()
+    })
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
