@@ -97,6 +97,9 @@ async fn downstream_claims(issuer: &str, token: &str, audience: &str) -> Value {
     jsonwebtoken::decode::<Value>(token, &key, &validation).unwrap_or_else(|e| panic!("{e}: {token}")).claims
 }
 
+/// Starts an MCP server given the IdP's issuer and the audience it admits; returns its URL.
+type StartServer<'a> = dyn Fn(&str, &str) -> String + 'a;
+
 struct Company {
     mcp: String,
     idp: String,
@@ -118,6 +121,13 @@ impl Drop for Company {
 
 impl Company {
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// As [`Company::start`]; with `federated`, a function of the IdP's issuer and the
+    /// downstream audience that starts an MCP server protected by the IdP and returns its URL,
+    /// federated as `fed` with the `items` token exchange.
+    async fn start_with(federated: Option<&StartServer<'_>>) -> Self {
         warden::install_crypto();
         let upstream = Upstream::start().await;
         let (listener, gateway) = listen().await;
@@ -139,8 +149,12 @@ impl Company {
         let tool = |name: &str, credential: &str, path: &str| {
             format!("  - {{name: {name}, description: Items., credential: {credential}, http: {{url: \"{down}{path}\"}}}}\n")
         };
+        let servers = federated.map_or_else(String::new, |start| {
+            let url = start(&idp, down);
+            format!("servers:\n  - {{name: fed, url: \"{url}\", credential: items, timeout: 10s}}\n")
+        });
         let yaml = format!(
-            "server:\n  listen: {addr}\n  public_url: {gateway}\nidentity:\n  issuers:\n    - {{issuer: \"{idp}\", roles_claim: roles}}\n\
+            "{servers}server:\n  listen: {addr}\n  public_url: {gateway}\nidentity:\n  issuers:\n    - {{issuer: \"{idp}\", roles_claim: roles}}\n\
              upstream:\n  allow_cidrs: [127.0.0.1/32]\naudit:\n  output: {audit}\ncredentials:\n{e1}{e2}{o1}{o2}{o3}tools:\n{t1}{t2}{t3}{t4}{t5}{t6}{t7}",
             addr = listener.local_addr().unwrap(),
             audit = audit_path.display(),
@@ -170,6 +184,7 @@ impl Company {
     async fn call(&self, token: &str, tool: &str) -> Value {
         let http = reqwest::Client::new();
         let (_, _, body) = crate::common::mcp_post(&http, &self.mcp, token, &crate::common::tool_call(1, tool, json!({}))).await;
+        assert!(body.get("error").is_none(), "{tool}: {body}");
         body["result"].clone()
     }
 
@@ -438,4 +453,59 @@ impl Drop for Kill {
     fn drop(&mut self) {
         let _ = self.0.kill();
     }
+}
+
+/// A federated MCP server that admits only the IdP's tokens: each caller gets their own upstream
+/// session with a token exchanged for them, and the server sees each caller as themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python SDK 1.x, Node and oidc-provider: run scripts/test"]
+async fn a_federated_server_sees_each_caller_through_their_own_exchanged_token() {
+    use std::io::BufRead;
+    let server = std::sync::Mutex::new(None);
+    let start = |issuer: &str, audience: &str| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+        let python = std::env::var("WARDEN_PYTHON_1X").expect("WARDEN_PYTHON_1X must name a Python with mcp 1.x: run scripts/test");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/exchange_mcp_server.py");
+        let mut child = std::process::Command::new(python)
+            .args([script, port.as_str(), issuer, audience])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("cannot start the MCP server");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        assert!(lines.by_ref().map_while(Result::ok).any(|l| l == "ready"), "the MCP server did not start");
+        std::thread::spawn(move || lines.for_each(drop));
+        *server.lock().unwrap() = Some(Kill(child));
+        format!("http://127.0.0.1:{port}/mcp")
+    };
+    let c = Company::start_with(Some(&start)).await;
+    let alice = sign_in(&c.idp, &c.mcp, "alice").await;
+    let bob = sign_in(&c.idp, &c.mcp, "bob").await;
+    // As with a per-user connection, the server's catalog comes through the first caller's
+    // session: `fed_connect` opens alice's (nothing to connect: her token is exchanged).
+    let connected = c.call(&alice, "fed_connect").await;
+    assert!(connected["isError"] != true, "{connected}");
+    let http = reqwest::Client::new();
+    let listed = crate::common::eventually(
+        || async {
+            let (_, _, body) =
+                crate::common::mcp_post(&http, &c.mcp, &alice, &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).await;
+            body["result"]["tools"].as_array().cloned().unwrap_or_default()
+        },
+        |tools| tools.iter().any(|t| t["name"] == "fed_whoami"),
+    )
+    .await;
+    assert!(listed.iter().any(|t| t["name"] == "fed_whoami"));
+    for (token, who) in [(&alice, "alice"), (&bob, "bob"), (&alice, "alice")] {
+        let result = c.call(token, "fed_whoami").await;
+        assert!(result["isError"] != true, "{who}: {result}");
+        // FastMCP 1.x sends a dict as JSON text.
+        let seen: Value = serde_json::from_str(&text(&result)).unwrap_or_else(|e| panic!("{e}: {result}"));
+        assert_eq!(seen["sub"], who, "{result}");
+        assert_eq!((seen["act"]["sub"].as_str(), seen["scope"].as_str()), (Some("warden-exchange"), Some("items:read")));
+    }
+    let events = c.audit();
+    let call = events.iter().find(|e| e["tool"] == "fed_whoami" && e["decision"] == "allow").unwrap();
+    assert_eq!((call["server"].as_str(), call["credential"].as_str()), (Some("fed"), Some("items")));
+    assert_eq!(call["delegation"]["depth"], 2, "{call}");
+    drop(server);
 }
