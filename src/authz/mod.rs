@@ -441,27 +441,41 @@ impl crate::credentials::exchange::SubjectTokens for AuthServer {
     ) -> futures::future::BoxFuture<'a, Option<crate::secret::Secret>> {
         Box::pin(async move {
             let subject = principal.subject.as_str();
-            let store = self.vault.store().await.ok()?;
             let lock = Arc::clone(&self.refreshing.entry(subject.to_owned()).or_default());
-            let _one = lock.lock().await;
-            let (json, expires_at) = store.idp_tokens(subject).await.ok()??;
-            let mut tokens: upstream::IdpTokens = serde_json::from_slice(&json).ok()?;
-            if expires_at.is_some_and(|at| at <= self.now().saturating_add(30)) {
-                tokens = match self.upstream.refresh(&tokens).await {
-                    Ok(fresh) => fresh,
-                    Err(e) => {
-                        tracing::info!(error = %e, "the IdP tokens of a sign-in could not be refreshed");
-                        return None;
-                    }
-                };
-                let expires_at = tokens.expires_in.map(|s| self.now().saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
-                let json = zeroize::Zeroizing::new(serde_json::to_vec(&tokens).unwrap_or_default());
-                store.put_idp_tokens(subject, &json, expires_at).await.ok()?;
-            }
-            match kind {
-                crate::credentials::exchange::IdpToken::AccessToken => tokens.access_token,
-                crate::credentials::exchange::IdpToken::IdToken => tokens.id_token,
-            }
+            let token = {
+                let _one = lock.lock().await;
+                self.kept_idp_token(subject, kind).await
+            };
+            drop(lock);
+            // The person's lock goes when nobody else holds it: the map stays as small as the
+            // refreshes under way.
+            self.refreshing.remove_if(subject, |_, l| Arc::strong_count(l) == 1);
+            token
         })
+    }
+}
+
+impl AuthServer {
+    /// A person's kept IdP token of `kind`, refreshed first when about to expire.
+    async fn kept_idp_token(&self, subject: &str, kind: crate::credentials::exchange::IdpToken) -> Option<crate::secret::Secret> {
+        let store = self.vault.store().await.ok()?;
+        let (json, expires_at) = store.idp_tokens(subject).await.ok()??;
+        let mut tokens: upstream::IdpTokens = serde_json::from_slice(&json).ok()?;
+        if expires_at.is_some_and(|at| at <= self.now().saturating_add(30)) {
+            tokens = match self.upstream.refresh(&tokens).await {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    tracing::info!(error = %e, "the IdP tokens of a sign-in could not be refreshed");
+                    return None;
+                }
+            };
+            let expires_at = tokens.expires_in.map(|s| self.now().saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
+            let json = zeroize::Zeroizing::new(serde_json::to_vec(&tokens).unwrap_or_default());
+            store.put_idp_tokens(subject, &json, expires_at).await.ok()?;
+        }
+        match kind {
+            crate::credentials::exchange::IdpToken::AccessToken => tokens.access_token,
+            crate::credentials::exchange::IdpToken::IdToken => tokens.id_token,
+        }
     }
 }
