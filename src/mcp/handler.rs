@@ -357,6 +357,12 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mps
             }
         }
     }
+    // A federated server's own JSON-RPC error (invalid params, a refused request state) is a
+    // protocol error: the caller gets it as the server sent it, not as a tool result.
+    if let (ToolFailure::Rpc { code, message }, Some(server)) = (&failure, &tool.server) {
+        let data = serde_json::json!({"code": "upstream_error", "server": server});
+        return Err(ErrorData::new(rmcp::model::ErrorCode(*code), message.clone(), Some(data)));
+    }
     Ok(ToolResponse::Rpc(CallToolResponse::Complete(crate::error::tool_failure_result(&failure))))
 }
 

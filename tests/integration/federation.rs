@@ -159,6 +159,9 @@ impl ServerHandler for Upstream {
         match request.name.as_ref() {
             "echo" => {
                 let text = request.arguments.as_ref().and_then(|a| a.get("text")).and_then(Value::as_str).unwrap_or_default().to_owned();
+                if text == "refuse" {
+                    return Err(ErrorData::invalid_params("the server refuses this text", None));
+                }
                 let mut result = CallToolResult::success(vec![ContentBlock::text(format!("echo: {text}"))]);
                 result.structured_content = Some(json!({"echoed": text}));
                 Ok(CallToolResponse::Complete(result))
@@ -314,6 +317,21 @@ async fn a_federated_call_carries_a_signed_assertion_for_its_server() {
     let claims = crate::assertions::verify(&gw.url, &token, "urn:mcp:up").await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((claims["sub"].as_str(), claims["act"]["sub"].as_str()), (Some("alice"), Some("test-client")));
     assert_eq!(seen.authorization, Some(format!("Bearer {KEY}")), "beside Warden's credential");
+}
+
+#[tokio::test]
+async fn a_federated_servers_json_rpc_error_reaches_the_caller_as_that_error() {
+    let issuer = TestIssuer::start().await;
+    let (_upstream, url) = start_upstream().await;
+    let gw = gateway(&issuer, "  []", &servers(&url, "")).await;
+    let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    let reply = gw.call(&alice, "up_echo", json!({"text": "refuse"})).await;
+    assert_eq!(reply.error_code(), Some(-32602), "the server's own code, not an isError result: {reply:?}");
+    assert_eq!(reply.body["error"]["message"], "the server refuses this text");
+    assert_eq!(reply.body["error"]["data"], json!({"code": "upstream_error", "server": "up"}));
+    let events = gw.audit();
+    let call = events.iter().find(|e| e["tool"] == "up_echo").expect("audited");
+    assert_eq!((call["decision"].as_str(), call["reason"].as_str()), (Some("error"), Some("upstream_error")));
 }
 
 #[tokio::test]
