@@ -229,3 +229,42 @@ async fn assertion_settings_are_checked() {
     );
     assert!(parse(&bad).unwrap_err().contains("tools[0].audience"));
 }
+
+/// Replicas share the vault: two gateways started at once on one database sign with the same
+/// key, and what one signed verifies against the other's published keys.
+#[tokio::test]
+async fn replicas_on_one_vault_sign_with_one_key_and_publish_the_same_set() {
+    let issuer = TestIssuer::start().await;
+    let upstream = Upstream::start().await;
+    let db = Db::sqlite();
+    let keys = crate::common::provider::keyring();
+    let tools = format!("  - {{name: whoami, description: Who am I., http: {{url: \"{}/whoami\"}}}}\n", upstream.url);
+    let extra = format!(
+        "identity_headers:\n  assertion: {{}}\nupstream:\n  allow_cidrs: [127.0.0.1/32]\nvault:\n  database: \"{}\"\n  keys: \"{keys}\"\n",
+        db.url
+    );
+    let (a, b) = tokio::join!(gateway(&issuer, &tools, &extra), gateway(&issuer, &tools, &extra));
+    // Both make their first key at once (neither finds one), as replicas starting together do.
+    let (ta, tb) = (issuer.sign(&issuer.claims("alice", "", &a.mcp)), issuer.sign(&issuer.claims("alice", "", &b.mcp)));
+    let (ra, rb) = tokio::join!(a.call(&ta, "whoami", json!({})), b.call(&tb, "whoami", json!({})));
+    assert!(ra.result()["isError"] != true && rb.result()["isError"] != true, "{ra:?} {rb:?}");
+    let assertions: Vec<String> = upstream.requests().iter().map(assertion).collect();
+    assert_eq!(assertions.len(), 2);
+    let mut kids = Vec::new();
+    for token in &assertions {
+        let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+        // Each verifies against either replica's published keys (only the key is shared: each
+        // replica's issuer is its own URL here).
+        for published_by in [&a, &b] {
+            let jwks: jsonwebtoken::jwk::JwkSet =
+                reqwest::get(format!("{}/.well-known/jwks.json", published_by.url)).await.unwrap().json().await.unwrap();
+            let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).expect("published by both")).unwrap();
+            let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+            validation.set_audience(&[origin(&upstream.url)]);
+            validation.set_issuer(&[a.url.as_str(), b.url.as_str()]);
+            jsonwebtoken::decode::<Value>(token, &key, &validation).unwrap();
+        }
+        kids.push(kid);
+    }
+    assert_eq!(kids[0], kids[1], "one signing key for both replicas");
+}
