@@ -184,9 +184,19 @@ impl AuthServer {
         if !self.keep_idp_tokens {
             return Ok(());
         }
+        self.put_idp_tokens(store, &identity.subject, tokens).await
+    }
+
+    /// Stores `subject`'s IdP tokens, sealed, with when their access token expires.
+    async fn put_idp_tokens(
+        &self,
+        store: &crate::store::Store,
+        subject: &str,
+        tokens: &upstream::IdpTokens,
+    ) -> Result<(), crate::store::StoreError> {
         let json = zeroize::Zeroizing::new(serde_json::to_vec(tokens).unwrap_or_default());
         let expires_at = tokens.expires_in.map(|s| self.now().saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
-        store.put_idp_tokens(&identity.subject, &json, expires_at).await
+        store.put_idp_tokens(subject, &json, expires_at).await
     }
 
     /// The upstream IdP's issuer.
@@ -469,9 +479,7 @@ impl AuthServer {
                     return None;
                 }
             };
-            let expires_at = tokens.expires_in.map(|s| self.now().saturating_add(i64::try_from(s).unwrap_or(i64::MAX)));
-            let json = zeroize::Zeroizing::new(serde_json::to_vec(&tokens).unwrap_or_default());
-            store.put_idp_tokens(subject, &json, expires_at).await.ok()?;
+            self.put_idp_tokens(store, subject, &tokens).await.ok()?;
         }
         match kind {
             crate::credentials::exchange::IdpToken::AccessToken => tokens.access_token,

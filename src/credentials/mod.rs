@@ -151,8 +151,13 @@ impl Credential {
         matches!(self.source, Source::ClientCredentials(_) | Source::Connection(_) | Source::Exchange(_))
     }
 
-    /// The token exchange behind this credential, if it is one: its token is the caller's own
-    /// identity, delegated.
+    /// Whether this credential is the caller's own identity, delegated (a token exchange): its
+    /// calls need a session per caller and record the delegation in their audit events.
+    pub fn delegates(&self) -> bool {
+        matches!(self.source, Source::Exchange(_))
+    }
+
+    /// The token exchange behind this credential, if it is one.
     pub fn exchange(&self) -> Option<&Arc<exchange::TokenExchange>> {
         match &self.source {
             Source::Exchange(x) => Some(x),

@@ -498,7 +498,7 @@ impl ToolBackend for FederatedTool {
     }
 
     fn delegates(&self) -> bool {
-        self.link.credential.as_ref().is_some_and(|c| c.exchange().is_some())
+        self.link.credential.as_deref().is_some_and(Credential::delegates)
     }
 
     fn call<'a>(

@@ -256,8 +256,7 @@ impl Federation {
             // A caller's own token (a per-user connection, or one exchanged for their identity)
             // is good for their own session only.
             let per_user = credential.as_ref().is_some_and(|c| {
-                c.exchange().is_some()
-                    || c.connection().is_some_and(|conn| conn.settings.mode == crate::credentials::oauth::ConnectionMode::PerUser)
+                c.delegates() || c.connection().is_some_and(|conn| conn.settings.mode == crate::credentials::oauth::ConnectionMode::PerUser)
             });
             let changed = Arc::new(Notify::new());
             servers.push(Arc::new(Server {

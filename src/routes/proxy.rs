@@ -130,7 +130,7 @@ async fn proxy(state: &ProxyState, ctx: &RequestContext, request: Request, recor
     let (name, rest) = raw.split_at(raw.find('/').unwrap_or(raw.len()));
     let route = Arc::clone(state.routes.get(name).ok_or(ProxyError::UnknownRoute)?);
     record.route = Some(route.target.clone());
-    record.delegates = route.credential.as_ref().is_some_and(|c| c.exchange().is_some());
+    record.delegates = route.credential.as_deref().is_some_and(crate::credentials::Credential::delegates);
     let method = request.method().clone();
     record.what = Some(format!("{method} {}", crate::audit::bounded(rest)));
     if !route.methods.contains(&method) {

@@ -244,8 +244,9 @@ impl HttpTool {
         self.credential.as_deref().map(|c| c.name.as_str())
     }
 
-    pub fn credential(&self) -> Option<&Arc<Credential>> {
-        self.credential.as_ref()
+    /// Whether calls carry the caller's identity delegated (a token-exchange credential).
+    pub fn delegates(&self) -> bool {
+        self.credential.as_deref().is_some_and(Credential::delegates)
     }
 
     /// Arguments named by the path, `query` and `headers`.
@@ -257,7 +258,6 @@ impl HttpTool {
             .chain(self.body.as_deref())
     }
 
-    /// Calls the backend. Arguments have been validated against the schema already.
     /// Signs the identity assertion for `audience` instead of the origin.
     pub fn with_audience(mut self, audience: Option<Arc<str>>) -> Self {
         self.audience = audience;
@@ -273,6 +273,7 @@ impl HttpTool {
         &self.method
     }
 
+    /// Calls the backend. Arguments have been validated against the schema already.
     pub async fn call(&self, upstream: &Upstream, principal: &Principal, ctx: &CallContext, args: &Map<String, Value>) -> ToolOutcome {
         let parked = self.parking_key(principal);
         if let Some(retry_after) = upstream.parking.remaining(&parked) {

@@ -112,7 +112,7 @@ impl ToolBackend for HttpTool {
     }
 
     fn delegates(&self) -> bool {
-        self.credential().is_some_and(|c| c.exchange().is_some())
+        HttpTool::delegates(self)
     }
 
     fn call<'a>(

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::common::{Upstream, listen};
@@ -57,8 +56,7 @@ async fn sign_in(issuer: &str, resource: &str, user: &str) -> String {
         .unwrap();
     let client_id = registered["client_id"].as_str().unwrap_or_else(|| panic!("{registered}")).to_owned();
     let verifier = format!("v{}", uuid::Uuid::now_v7().simple()).repeat(2);
-    let challenge =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()));
+    let challenge = warden::credentials::vault::pkce_challenge(&verifier);
     let mut authorize = url::Url::parse(&format!("{issuer}/auth")).unwrap();
     authorize
         .query_pairs_mut()
@@ -193,6 +191,16 @@ impl Company {
         v["exchanged"].as_u64().unwrap()
     }
 
+    /// Calls `tool`, whose upstream rejects every token: the upstream sees exactly two tries,
+    /// the second with a freshly exchanged token, and the caller an `isError` result.
+    async fn rejected_once(&self, token: &str, tool: &str) {
+        let before = self.upstream.requests().len();
+        assert_eq!(self.call(token, tool).await["isError"], true);
+        let tries = &self.upstream.requests()[before..];
+        assert_eq!(tries.len(), 2, "one replay");
+        assert_ne!(tries[0].headers["authorization"], tries[1].headers["authorization"], "with a fresh exchange");
+    }
+
     /// The bearer token the upstream received on its last request.
     fn last_bearer(&self) -> String {
         let last = self.upstream.last();
@@ -248,12 +256,7 @@ async fn rfc8693_token_exchange_at_a_real_authorization_server() {
     assert_eq!(c.exchanges().await, 3);
 
     // Rejected upstream: one more exchange and one replay, never more.
-    let before = c.upstream.requests().len();
-    let rejected = c.call(&alice, "rejected_items").await;
-    assert_eq!(rejected["isError"], true);
-    let tries = &c.upstream.requests()[before..];
-    assert_eq!(tries.len(), 2, "one replay");
-    assert_ne!(tries[0].headers["authorization"], tries[1].headers["authorization"], "with a fresh exchange");
+    c.rejected_once(&alice, "rejected_items").await;
     assert_eq!(c.exchanges().await, 4);
 
     // Refused by the IdP: its error reaches the caller, nothing reaches the upstream.
@@ -301,11 +304,7 @@ async fn entra_on_behalf_of_with_consent_and_mfa_refusals() {
     assert_ne!(c.last_bearer(), token);
     assert_eq!(c.exchanges().await, 2);
     // Rejected upstream: one more on-behalf-of exchange and one replay.
-    let before = c.upstream.requests().len();
-    assert_eq!(c.call(&alice, "graph_rejected").await["isError"], true);
-    let tries = &c.upstream.requests()[before..];
-    assert_eq!(tries.len(), 2);
-    assert_ne!(tries[0].headers["authorization"], tries[1].headers["authorization"]);
+    c.rejected_once(&alice, "graph_rejected").await;
     assert_eq!(c.exchanges().await, 3);
 
     let before = c.upstream.requests().len();
