@@ -76,7 +76,7 @@ impl Unreadable {
 
 /// The static words of an [`Unreadable::Invalid`] back from its message.
 fn invalid_reason(message: &str) -> &'static str {
-    const REASONS: &[&str] = &[NOT_UTF8, TOO_DEEP, NOT_JSON_RPC, NOT_A_RESULT, UNKNOWN_ID];
+    const REASONS: &[&str] = &[NOT_UTF8, TOO_DEEP, NOT_JSON_RPC, NOT_A_RESULT, NOT_ANSWERED, UNKNOWN_ID];
     REASONS.iter().find(|r| **r == message).copied().unwrap_or(NOT_JSON_RPC)
 }
 
@@ -84,6 +84,7 @@ pub const NOT_UTF8: &str = "the answer is not UTF-8";
 pub const TOO_DEEP: &str = "the answer is nested too deeply";
 pub const NOT_JSON_RPC: &str = "the answer is not a JSON-RPC message MCP defines";
 pub const NOT_A_RESULT: &str = "the answer is not a CallToolResult";
+pub const NOT_ANSWERED: &str = "the server accepted a request without answering it";
 pub const UNKNOWN_ID: &str = "the server answered a request that was not sent (an unknown id)";
 
 /// One message read: for rmcp, or a failure for the request it answers (when one is known).

@@ -42,7 +42,31 @@ pub struct FederatedHttp {
     pub max_bytes: usize,
     /// Where results of `tools/call` wait, as received, for their call.
     pub stash: Arc<Stash>,
+    /// The session rmcp's client established, as its requests last carried it (see
+    /// [`super::direct`]); empty until the handshake is done.
+    pub session: Arc<arc_swap::ArcSwapOption<SessionState>>,
 }
+
+/// What a request sent past rmcp's client worker needs of its session: the session id (none
+/// for a stateless server) and the negotiated revision.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SessionState {
+    pub id: Option<Arc<str>>,
+    /// As sent in `MCP-Protocol-Version`.
+    pub version: HeaderValue,
+    /// The revision, when it is 2026-07-28 or later: every request then carries the revision,
+    /// the client's name and capabilities in `_meta`, and `Mcp-Method`/`Mcp-Name` headers.
+    pub per_request: Option<rmcp::model::ProtocolVersion>,
+}
+
+impl SessionState {
+    /// The session's headers as rmcp's client passes them to its transport.
+    pub fn headers(&self) -> HashMap<HeaderName, HeaderValue> {
+        HashMap::from([(PROTOCOL_VERSION, self.version.clone())])
+    }
+}
+
+const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 
 type Error = StreamableHttpError<reqwest::Error>;
 
@@ -93,6 +117,67 @@ impl FederatedHttp {
 }
 
 impl FederatedHttp {
+    /// A request whose answer Warden reads itself ([`answered_here`]), POSTed with the call's
+    /// headers: from rmcp's worker, or past it ([`super::direct`]).
+    pub(super) async fn post_answered(
+        &self,
+        uri: Arc<str>,
+        message: &ClientJsonRpcMessage,
+        session_id: Option<Arc<str>>,
+        custom_headers: HashMap<HeaderName, HeaderValue>,
+    ) -> Result<StreamableHttpPostResponse, Error> {
+        let ClientJsonRpcMessage::Request(r) = message else { return Err(refused("not a request")) };
+        let call = matches!(r.request, rmcp::model::ClientRequest::CallToolRequest(_));
+        let (uri, headers) = self.parts_for(uri, message, custom_headers).await?;
+        let sent = self.post_request(uri, message, r.id.clone(), call, session_id, headers).await;
+        self.park_on_429(&sent);
+        sent
+    }
+
+    /// Remembers the session rmcp's client uses once its handshake is done (every message
+    /// after `initialize` carries it), for requests sent past the worker.
+    fn note_session(&self, message: &ClientJsonRpcMessage, id: Option<&Arc<str>>, custom: &HashMap<HeaderName, HeaderValue>) {
+        if let ClientJsonRpcMessage::Request(r) = message
+            && matches!(r.request, rmcp::model::ClientRequest::InitializeRequest(_) | rmcp::model::ClientRequest::DiscoverRequest(_))
+        {
+            return;
+        }
+        let Some(version) = custom.get(&PROTOCOL_VERSION) else { return };
+        let current = self.session.load();
+        if current.as_deref().is_some_and(|s| s.id.as_ref() == id && s.version == version) {
+            return;
+        }
+        let per_request = version
+            .to_str()
+            .ok()
+            .and_then(|v| serde_json::from_value::<rmcp::model::ProtocolVersion>(serde_json::Value::String(v.to_owned())).ok())
+            .filter(|v| *v >= rmcp::model::ProtocolVersion::STANDARD_HEADERS);
+        self.session.store(Some(Arc::new(SessionState { id: id.cloned(), version: version.clone(), per_request })));
+    }
+
+    /// The rest of a request's SSE stream after it broke, from the last event seen (a GET with
+    /// `Last-Event-ID`, as the spec's resumption has it), each event read as the POST's were.
+    pub(super) async fn resume(
+        &self,
+        uri: Arc<str>,
+        session: &SessionState,
+        last_event_id: String,
+        id: rmcp::model::RequestId,
+        call: bool,
+    ) -> Result<BoxStream<'static, Result<Sse, SseError>>, Error> {
+        use futures::StreamExt;
+        let (session_id, custom) = (session.id.clone(), session.headers());
+        let events = self.get_stream_with_max_sse_event_size(uri, session_id, Some(last_event_id), None, custom, self.max_bytes).await?;
+        let stash = Arc::clone(&self.stash);
+        let read = move |mut event: Sse| {
+            if let Some(data) = event.data.as_deref().filter(|d| !d.trim().is_empty()) {
+                event.data = Some(serde_json::to_string(&answer_for(&id, call, data.as_bytes(), &stash)).unwrap_or_default());
+            }
+            event
+        };
+        Ok(events.map(move |event| event.map(&read)).boxed())
+    }
+
     /// A `429` with `Retry-After` parks the server for this session's credential holder (rmcp
     /// keeps the status and the header's value for Warden).
     fn park_on_429<T>(&self, sent: &Result<T, Error>) {
@@ -143,17 +228,15 @@ impl StreamableHttpClient for FederatedHttp {
         custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, Error> {
+        self.note_session(&message, session_id.as_ref(), &custom_headers);
+        if let ClientJsonRpcMessage::Request(r) = &message
+            && answered_here(&r.request)
+        {
+            return self.post_answered(uri, &message, session_id, custom_headers).await;
+        }
         let (uri, headers) = self.parts_for(uri, &message, custom_headers).await?;
-        let sent = match &message {
-            ClientJsonRpcMessage::Request(r) if answered_here(&r.request) => {
-                let call = matches!(r.request, rmcp::model::ClientRequest::CallToolRequest(_));
-                self.post_request(uri, &message, r.id.clone(), call, session_id, headers).await
-            }
-            _ => {
-                let max = max_sse_event_size.min(self.max_bytes);
-                self.upstream.client().post_message_with_max_sse_event_size(uri, message, session_id, None, headers, max).await
-            }
-        };
+        let max = max_sse_event_size.min(self.max_bytes);
+        let sent = self.upstream.client().post_message_with_max_sse_event_size(uri, message, session_id, None, headers, max).await;
         self.park_on_429(&sent);
         sent
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use futures::future::BoxFuture;
-use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, GetExtensions, ServerResult};
+use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, GetExtensions, GetMeta, RequestId, ServerResult};
 use rmcp::service::{Peer, PeerRequestOptions, RoleClient, RunningService, ServiceError};
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
@@ -33,7 +33,7 @@ pub struct Link {
     pub(super) timeout: Duration,
     pub(super) upstream: Upstream,
     /// The shared session (stdio, or HTTP with no per-user credential).
-    pub(super) peer: ArcSwapOption<Peer<RoleClient>>,
+    pub(super) session: ArcSwapOption<Session>,
     /// With a per-user credential: one session per caller, each with that caller's token.
     pub(super) per_user: bool,
     pub(super) users: dashmap::DashMap<String, Arc<tokio::sync::Mutex<Option<UserSession>>>>,
@@ -47,12 +47,24 @@ pub struct Link {
     pub(super) stash: Arc<Stash>,
 }
 
+/// A session with the server: rmcp's client, and over HTTP the transport it was started on,
+/// through which callers' requests go past rmcp's worker once the handshake is done
+/// ([`super::direct`]).
+pub(super) struct Session {
+    pub(super) peer: Peer<RoleClient>,
+    http: Option<http::FederatedHttp>,
+}
+
 /// A caller's own session with a server whose credential is per user.
 pub(super) struct UserSession {
-    peer: Arc<Peer<RoleClient>>,
+    session: Arc<Session>,
     stop: CancellationToken,
     last_used: std::sync::Mutex<std::time::Instant>,
 }
+
+/// Ids of the requests sent past rmcp's worker: strings, so they never meet the worker's own
+/// numbers on the same session.
+static DIRECT_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Per-user sessions idle this long are closed; at most this many are kept per server.
 const USER_SESSION_IDLE: Duration = Duration::from_secs(15 * 60);
@@ -91,7 +103,7 @@ impl rmcp::ClientHandler for Watcher {
         // (sampling, elicitation, roots), and answers each with "method not found".
         let mut info = rmcp::model::ClientConfig::default();
         info.capabilities = rmcp::model::ClientCapabilities::default();
-        info.client_info = rmcp::model::Implementation::new("warden", env!("CARGO_PKG_VERSION"));
+        info.client_info = client_info();
         info
     }
 
@@ -121,8 +133,13 @@ impl rmcp::ClientHandler for Watcher {
     }
 }
 
+/// Who Warden's client says it is to federated servers.
+pub(super) fn client_info() -> rmcp::model::Implementation {
+    rmcp::model::Implementation::new("warden", env!("CARGO_PKG_VERSION"))
+}
+
 /// A server's request for a capability Warden did not declare: JSON-RPC "method not found".
-fn not_declared(method: &'static str) -> rmcp::ErrorData {
+pub(super) fn not_declared(method: &'static str) -> rmcp::ErrorData {
     rmcp::ErrorData::new(
         rmcp::model::ErrorCode::METHOD_NOT_FOUND,
         format!("{method}: Warden declares no such client capability toward federated servers"),
@@ -132,7 +149,7 @@ fn not_declared(method: &'static str) -> rmcp::ErrorData {
 
 impl Link {
     /// Starts a session: spawns the process (stdio) or initializes over HTTP.
-    pub(super) async fn connect(&self, owner: Arc<Principal>) -> Result<RunningService<RoleClient, Watcher>, String> {
+    pub(super) async fn connect(&self, owner: Arc<Principal>) -> Result<(RunningService<RoleClient, Watcher>, Session), String> {
         let watcher = Watcher { changed: Arc::clone(&self.changed), progress: Arc::clone(&self.progress) };
         match &self.transport {
             Transport::Http { url } => {
@@ -144,12 +161,15 @@ impl Link {
                     parking_key,
                     max_bytes: self.max_bytes,
                     stash: Arc::clone(&self.stash),
+                    session: Arc::default(),
                 };
                 let mut config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(Arc::clone(url));
                 config.reinit_on_expired_session = true;
                 config.max_sse_event_size = self.max_bytes;
-                let transport = rmcp::transport::StreamableHttpClientTransport::with_client(client, config);
-                rmcp::serve_client(watcher, transport).await.map_err(|e| e.to_string())
+                let transport = rmcp::transport::StreamableHttpClientTransport::with_client(client.clone(), config);
+                let running = rmcp::serve_client(watcher, transport).await.map_err(|e| e.to_string())?;
+                let session = Session { peer: running.peer().clone(), http: Some(client) };
+                Ok((running, session))
             }
             Transport::Stdio { command, args, env, cwd } => {
                 let mut cmd = tokio::process::Command::new(command);
@@ -165,19 +185,29 @@ impl Link {
                 }
                 let transport = super::stdio::Stdio::spawn(cmd, &self.server, self.max_bytes, Arc::clone(&self.stash))
                     .map_err(|e| format!("cannot start {command}: {}", e.kind()))?;
-                rmcp::serve_client(watcher, transport).await.map_err(|e| e.to_string())
+                let running = rmcp::serve_client(watcher, transport).await.map_err(|e| e.to_string())?;
+                let session = Session { peer: running.peer().clone(), http: None };
+                Ok((running, session))
             }
         }
     }
 
     /// One `tools/call` as `principal`: identity and credential on it (HTTP), within the
-    /// timeout; cancelled upstream if the caller goes away first.
-    async fn call(&self, name: &str, principal: &Principal, ctx: &CallContext, args: &Map<String, Value>) -> ToolOutcome {
+    /// timeout; cancelled upstream if the caller goes away first. `param_headers`: the tool's
+    /// schema promotes arguments to `Mcp-Param-*` headers (2026-07-28), which rmcp's worker writes.
+    async fn call(
+        &self,
+        name: &str,
+        principal: &Principal,
+        ctx: &CallContext,
+        args: &Map<String, Value>,
+        param_headers: bool,
+    ) -> ToolOutcome {
         let parked = self.parking_key(principal);
         if let Some(retry_after) = self.upstream.parking.remaining(&parked) {
             return Err(ToolFailure::UpstreamRateLimited { retry_after, status: None });
         }
-        let peer = self.peer_for(principal, ctx).await?;
+        let session = self.session_for(principal, ctx).await?;
         let mut generation = None;
         let mut rejected = None;
         for _attempt in 0..2 {
@@ -195,7 +225,7 @@ impl Link {
                 generation = g;
                 request.extensions_mut().insert(headers);
             }
-            match self.send(&peer, ClientRequest::CallToolRequest(request), ctx).await {
+            match self.send(&session, ClientRequest::CallToolRequest(request), ctx, !param_headers).await {
                 Ok(ServerResult::CallToolResult(result)) => {
                     let result = match self.stash.take_for(&result) {
                         Some(raw) => ResultBody::Raw(raw),
@@ -240,26 +270,62 @@ impl Link {
         principal: &Principal,
         ctx: &CallContext,
     ) -> Result<ServerResult, ToolFailure> {
-        let peer = self.peer_for(principal, ctx).await?;
+        let session = self.session_for(principal, ctx).await?;
         if matches!(self.transport, Transport::Http { .. }) {
             let (headers, _) = self.call_headers(principal, ctx, None).await?;
             request.extensions_mut().insert(headers);
         }
-        self.send(&peer, request, ctx).await.map_err(|e| failure(e, self.timeout))
+        self.send(&session, request, ctx, true).await.map_err(|e| failure(e, self.timeout))
     }
 
     /// The session a request of `principal` goes through: the caller's own with a per-user
     /// credential, else the server's (none while it is down: refused at once).
-    async fn peer_for(&self, principal: &Principal, ctx: &CallContext) -> Result<Arc<Peer<RoleClient>>, ToolFailure> {
-        if self.per_user { self.user_peer(principal, ctx).await } else { self.peer.load_full().ok_or(ToolFailure::ServerUnavailable) }
+    async fn session_for(&self, principal: &Principal, ctx: &CallContext) -> Result<Arc<Session>, ToolFailure> {
+        if self.per_user { self.user_session(principal, ctx).await } else { self.session.load_full().ok_or(ToolFailure::ServerUnavailable) }
     }
 
-    /// Sends one request within the timeout and waits for its answer. Dropped before the
-    /// answer, the server is sent `notifications/cancelled`; the server's progress goes to
+    /// Sends one request within the timeout and waits for its answer: past rmcp's worker on an
+    /// established HTTP session ([`super::direct`]), else through it. Dropped before the answer,
+    /// the server is sent `notifications/cancelled`; the server's progress goes to
     /// `ctx.progress` while the request runs.
-    async fn send(&self, peer: &Arc<Peer<RoleClient>>, request: ClientRequest, ctx: &CallContext) -> Result<ServerResult, ServiceError> {
+    async fn send(
+        &self,
+        session: &Session,
+        mut request: ClientRequest,
+        ctx: &CallContext,
+        direct: bool,
+    ) -> Result<ServerResult, ServiceError> {
+        if let (Some(http), Transport::Http { url }, true) = (&session.http, &self.transport, direct)
+            && let Some(state) = http.session.load_full()
+        {
+            let id = RequestId::String(format!("warden-{}", DIRECT_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)).into());
+            let token = rmcp::model::ProgressToken(id.clone());
+            if ctx.progress.is_some() {
+                request.get_meta_mut().set_progress_token(token.clone());
+            }
+            let headers = super::direct::prepare(&state, &mut request);
+            let message = rmcp::model::ClientJsonRpcMessage::request(request, id.clone());
+            let guard = CancelOnDrop { peer: Some(session.peer.clone()), id };
+            let listeners = super::direct::Listeners { changed: &self.changed, progress: ctx.progress.as_ref().map(|p| (&token, p)) };
+            match tokio::time::timeout(self.timeout, super::direct::send(http, url, &state, &message, headers, &listeners)).await {
+                Ok(Some(answer)) => {
+                    guard.disarm();
+                    return answer;
+                }
+                // Forgotten by the server, so not done: sent through rmcp's worker, which
+                // starts a new session.
+                Ok(None) => {
+                    guard.disarm();
+                    let Some((sent, _)) = message.into_request() else { return Err(ServiceError::UnexpectedResponse) };
+                    request = sent;
+                }
+                // The guard tells the server the request is given up on.
+                Err(_) => return Err(ServiceError::Timeout { timeout: self.timeout }),
+            }
+        }
+        let peer = &session.peer;
         let handle = peer.send_request_with_option(request, PeerRequestOptions::with_timeout(self.timeout)).await?;
-        let guard = CancelOnDrop { peer: Some((**peer).clone()), id: handle.id.clone() };
+        let guard = CancelOnDrop { peer: Some(peer.clone()), id: handle.id.clone() };
         let progress_key = ctx.progress.as_ref().map(|caller| {
             let key = serde_json::to_string(&handle.progress_token).unwrap_or_default();
             self.progress.insert(key.clone(), caller.clone());
@@ -280,18 +346,18 @@ impl Link {
 
     /// The caller's own session, started on first use. The caller's token is checked first, so
     /// an unconnected caller gets the connection request (a URL elicitation), not an error.
-    async fn user_peer(&self, principal: &Principal, ctx: &CallContext) -> Result<Arc<Peer<RoleClient>>, ToolFailure> {
+    async fn user_session(&self, principal: &Principal, ctx: &CallContext) -> Result<Arc<Session>, ToolFailure> {
         if let Some(credential) = &self.credential {
             credential.resolve(&self.upstream, principal, ctx, None).await.map_err(credential_failure)?;
         }
         let key = format!("{}\n{}", principal.issuer, principal.subject.as_str());
         let slot = Arc::clone(self.users.entry(key.clone()).or_default().value());
         let mut session = slot.lock().await;
-        if let Some(s) = session.as_ref().filter(|s| !s.peer.is_transport_closed()) {
+        if let Some(s) = session.as_ref().filter(|s| !s.session.peer.is_transport_closed()) {
             *s.last_used.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
-            return Ok(Arc::clone(&s.peer));
+            return Ok(Arc::clone(&s.session));
         }
-        let running = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect(Arc::new(principal.clone()))).await {
+        let (running, started) = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect(Arc::new(principal.clone()))).await {
             Ok(Ok(running)) => running,
             Ok(Err(e)) => {
                 tracing::warn!(server = %self.server, error = %e, "a caller's session could not be started");
@@ -299,7 +365,7 @@ impl Link {
             }
             Err(_) => return Err(ToolFailure::ServerUnavailable),
         };
-        let peer = Arc::new(running.peer().clone());
+        let started = Arc::new(started);
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let service_stop = running.cancellation_token();
@@ -314,21 +380,22 @@ impl Link {
                 }
             }
         });
-        *session = Some(UserSession { peer: Arc::clone(&peer), stop, last_used: std::sync::Mutex::new(std::time::Instant::now()) });
+        let last_used = std::sync::Mutex::new(std::time::Instant::now());
+        *session = Some(UserSession { session: Arc::clone(&started), stop, last_used });
         drop(session);
         if self.users.len() > USER_SESSIONS_MAX {
             self.evict_oldest(&key);
         }
         // A first session brings the catalog in; later ones keep it fresh.
         self.changed.notify_one();
-        Ok(peer)
+        Ok(started)
     }
 
     /// A live caller session, for reading the catalog.
-    pub(super) fn any_user_peer(&self) -> Option<Arc<Peer<RoleClient>>> {
+    pub(super) fn any_user_session(&self) -> Option<Arc<Session>> {
         self.users.iter().find_map(|entry| {
             let session = entry.value().try_lock().ok()?;
-            session.as_ref().filter(|s| !s.peer.is_transport_closed()).map(|s| Arc::clone(&s.peer))
+            session.as_ref().filter(|s| !s.session.peer.is_transport_closed()).map(|s| Arc::clone(&s.session))
         })
     }
 
@@ -338,7 +405,7 @@ impl Link {
             let Ok(session) = slot.try_lock() else { return true };
             let Some(s) = session.as_ref() else { return false };
             let fresh = s.last_used.lock().map(|t| t.elapsed() < USER_SESSION_IDLE).unwrap_or(false);
-            if fresh && !s.peer.is_transport_closed() {
+            if fresh && !s.session.peer.is_transport_closed() {
                 return true;
             }
             s.stop.cancel();
@@ -490,6 +557,8 @@ impl Drop for CancelOnDrop {
 pub(super) struct FederatedTool {
     pub(super) link: Arc<Link>,
     pub(super) upstream_name: String,
+    /// Its schema promotes arguments to `Mcp-Param-*` headers (`x-mcp-header`).
+    pub(super) param_headers: bool,
 }
 
 impl ToolBackend for FederatedTool {
@@ -508,7 +577,7 @@ impl ToolBackend for FederatedTool {
         ctx: &'a CallContext,
         args: &'a Map<String, Value>,
     ) -> BoxFuture<'a, ToolOutcome> {
-        Box::pin(self.link.call(&self.upstream_name, principal, ctx, args))
+        Box::pin(self.link.call(&self.upstream_name, principal, ctx, args, self.param_headers))
     }
 
     fn client_span(&self, parent: &tracing::Span, _tool: &str) -> tracing::Span {
@@ -568,7 +637,7 @@ impl ToolBackend for ConnectTool {
         _args: &'a Map<String, Value>,
     ) -> BoxFuture<'a, ToolOutcome> {
         Box::pin(async move {
-            self.link.user_peer(principal, ctx).await?;
+            self.link.user_session(principal, ctx).await?;
             let text = format!("Connected to {}: list the tools again to see its tools.", self.link.server);
             Ok(ToolResult {
                 result: ResultBody::Typed(rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(text)])),

@@ -16,6 +16,7 @@
 mod answers;
 mod claims;
 pub mod config;
+mod direct;
 mod extras;
 mod frame;
 mod http;
@@ -280,7 +281,7 @@ impl Federation {
                     audience,
                     timeout,
                     upstream: upstream.clone(),
-                    peer: ArcSwapOption::empty(),
+                    session: ArcSwapOption::empty(),
                     per_user,
                     users: dashmap::DashMap::new(),
                     changed: Arc::clone(&changed),
@@ -430,10 +431,10 @@ impl Federation {
                 r = tokio::time::timeout(CONNECT_TIMEOUT, server.link.connect(Arc::new(service_principal()))) => r,
             };
             match connected {
-                Ok(Ok(running)) => {
+                Ok(Ok((running, session))) => {
                     let up_since = tokio::time::Instant::now();
                     let peer = running.peer().clone();
-                    server.link.peer.store(Some(Arc::new(peer.clone())));
+                    server.link.session.store(Some(Arc::new(session)));
                     tracing::info!(server = %server.name, "federated server connected");
                     let stop = running.cancellation_token();
                     let mut done = tokio::spawn(running.waiting());
@@ -445,7 +446,7 @@ impl Federation {
                             async { if interval.is_zero() { std::future::pending().await } else { tokio::time::sleep(interval).await } };
                         tokio::select! {
                             () = cancel.cancelled() => {
-                                server.link.peer.store(None);
+                                server.link.session.store(None);
                                 stop.cancel();
                                 let _ = tokio::time::timeout(Duration::from_secs(5), &mut done).await;
                                 return;
@@ -459,7 +460,7 @@ impl Federation {
                             () = tick => self.refresh(&server, &peer).await,
                         }
                     }
-                    server.link.peer.store(None);
+                    server.link.session.store(None);
                     // Only a session that stayed up resets the backoff: one that answers
                     // initialize and then exits is restarted ever more slowly.
                     if up_since.elapsed() >= STABLE_SESSION {
@@ -508,8 +509,8 @@ impl Federation {
                 () = server.changed.notified() => {}
                 () = tokio::time::sleep(interval) => server.link.close_idle(),
             }
-            if let Some(peer) = server.link.any_user_peer() {
-                self.refresh(&server, &peer).await;
+            if let Some(session) = server.link.any_user_session() {
+                self.refresh(&server, &session.peer).await;
             }
         }
     }
@@ -541,7 +542,8 @@ impl Federation {
                 withheld.push((exposed, "tool_definition_changed"));
                 continue;
             }
-            let backend = FederatedTool { link: Arc::clone(&server.link), upstream_name: upstream_name.clone() };
+            let param_headers = promotes_arguments(&upstream_tool.input_schema);
+            let backend = FederatedTool { link: Arc::clone(&server.link), upstream_name: upstream_name.clone(), param_headers };
             let spec = ToolSpec {
                 name: exposed.clone(),
                 description: upstream_tool,
@@ -702,4 +704,17 @@ impl std::io::Write for ByteCounter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Whether a tool's input schema promotes arguments to `Mcp-Param-*` headers (SEP-2243's
+/// `x-mcp-header` annotation, anywhere in it).
+fn promotes_arguments(schema: &serde_json::Map<String, serde_json::Value>) -> bool {
+    fn annotated(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::Object(o) => o.contains_key("x-mcp-header") || o.values().any(annotated),
+            serde_json::Value::Array(a) => a.iter().any(annotated),
+            _ => false,
+        }
+    }
+    schema.contains_key("x-mcp-header") || schema.values().any(annotated)
 }
