@@ -10,6 +10,9 @@ pub enum ReadError {
     TooLarge,
     #[error(transparent)]
     Http(#[from] reqwest::Error),
+    /// Reading a body of hyper's client failed.
+    #[error("reading the body failed: {0}")]
+    Body(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Reads a response body, refusing more than `limit` bytes.
@@ -19,6 +22,30 @@ pub async fn read_limited(mut response: reqwest::Response, limit: usize) -> Resu
     }
     let mut buf = BytesMut::new();
     while let Some(chunk) = response.chunk().await? {
+        if buf.len() + chunk.len() > limit {
+            return Err(ReadError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads a body of hyper's client ([`crate::upstream::lean`]), refusing more than `limit`
+/// bytes (a declared length over it at once, before reading).
+pub async fn read_body_limited<B>(body: B, limit: usize) -> Result<Bytes, ReadError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    if body.size_hint().lower() > limit as u64 {
+        return Err(ReadError::TooLarge);
+    }
+    let mut body = body;
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ReadError::Body(e.into()))?;
+        let Ok(chunk) = frame.into_data() else { continue };
         if buf.len() + chunk.len() > limit {
             return Err(ReadError::TooLarge);
         }

@@ -456,48 +456,7 @@ impl Drop for MetadataDocument {
 pub fn metadata_document(python: &str, redirect: &str, named: Option<&str>) -> MetadataDocument {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    // A test CA and a leaf certificate for localhost signed by it (a self-signed leaf cannot be
-    // its own trust anchor in webpki).
-    let at = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
-    let (ca, ca_key, cert, key, csr, ext) = (at("ca.pem"), at("ca.key"), at("cert.pem"), at("key.pem"), at("leaf.csr"), at("leaf.ext"));
-    std::fs::write(&ext, "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=warden-test-ca",
-        "-keyout",
-        &ca_key,
-        "-out",
-        &ca,
-    ]);
-    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", &key, "-out", &csr]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        &ext,
-        "-out",
-        &cert,
-    ]);
+    let crate::common::TestCertificates { ca, cert, key } = crate::common::test_certificates(dir.path());
     // The document names its own URL, with the port the server gets (`__PORT__`).
     let path = "/warden-interop/client.json";
     let document = json!({

@@ -42,6 +42,8 @@ pub struct FederatedHttp {
     pub max_bytes: usize,
     /// Where results of `tools/call` wait, as received, for their call.
     pub stash: Arc<Stash>,
+    /// The server's URL, parsed and checked once ([`FederatedHttp::endpoint`]).
+    pub endpoint: Option<(Arc<str>, http::Uri)>,
     /// The session rmcp's client established, as its requests last carried it (see
     /// [`super::direct`]); empty until the handshake is done.
     pub session: Arc<arc_swap::ArcSwapOption<SessionState>>,
@@ -76,7 +78,7 @@ fn refused(why: &'static str) -> Error {
 
 impl FederatedHttp {
     /// The headers and URL of a request outside any call: the credential only, no identity.
-    async fn session_parts(&self, uri: Arc<str>) -> Result<(Arc<str>, HashMap<HeaderName, HeaderValue>), Error> {
+    async fn session_parts(&self, uri: Arc<str>) -> Result<(Arc<str>, HeaderMap), Error> {
         let mut url = url::Url::parse(&uri).map_err(|_| refused("invalid server URL"))?;
         self.upstream.check_literal(&url).map_err(|_| refused("destination not allowed"))?;
         let mut headers = HeaderMap::new();
@@ -87,32 +89,40 @@ impl FederatedHttp {
             credential.apply_parts(&mut headers, Some(&mut url), &secret);
         }
         let uri = if url.as_str() == &*uri { uri } else { Arc::from(url.as_str()) };
-        Ok((uri, to_map(headers)))
+        Ok((uri, headers))
     }
 
-    async fn parts_for(
-        &self,
-        uri: Arc<str>,
-        message: &ClientJsonRpcMessage,
-        custom: HashMap<HeaderName, HeaderValue>,
-    ) -> Result<(Arc<str>, HashMap<HeaderName, HeaderValue>), Error> {
+    /// Where a request Warden answers itself goes, and its headers: a call's own (the caller's
+    /// identity, the credential; see [`CallHeaders`]), else the session's. The server's URL was
+    /// parsed and checked once ([`FederatedHttp::endpoint`]); a credential in the query makes a
+    /// URL of its own, checked here.
+    async fn target_for(&self, uri: Arc<str>, message: &ClientJsonRpcMessage) -> Result<(http::Uri, HeaderMap), Error> {
         let call = match message {
-            ClientJsonRpcMessage::Request(r) => r.request.extensions().get::<CallHeaders>().cloned(),
+            ClientJsonRpcMessage::Request(r) => r.request.extensions().get::<CallHeaders>(),
             _ => None,
         };
-        let (uri, mut headers) = match call {
-            Some(call) => {
-                let uri = call.uri.unwrap_or(uri);
-                let url = url::Url::parse(&uri).map_err(|_| refused("invalid server URL"))?;
-                self.upstream.check_literal(&url).map_err(|_| refused("destination not allowed"))?;
-                (uri, to_map(call.headers))
-            }
-            None => self.session_parts(uri).await?,
+        let Some(call) = call else {
+            let (uri, headers) = self.session_parts(uri).await?;
+            return Ok((self.checked(&uri)?, headers));
         };
-        for (name, value) in custom {
-            headers.entry(name).or_insert(value);
-        }
-        Ok((uri, headers))
+        let target = match (&call.uri, &self.endpoint) {
+            (None, Some((configured, parsed))) if **configured == *uri => parsed.clone(),
+            (chosen, _) => self.checked(chosen.as_deref().unwrap_or(&uri))?,
+        };
+        Ok((target, call.headers.clone()))
+    }
+
+    /// A URL parsed, its literal address checked against the guard.
+    fn checked(&self, uri: &str) -> Result<http::Uri, Error> {
+        let url = url::Url::parse(uri).map_err(|_| refused("invalid server URL"))?;
+        self.upstream.check_literal(&url).map_err(|_| refused("destination not allowed"))?;
+        http::Uri::try_from(url.as_str()).map_err(|_| refused("invalid server URL"))
+    }
+
+    /// The server's URL as rmcp's client passes it, parsed and checked once, for the calls.
+    pub fn endpoint(upstream: &Upstream, uri: &Arc<str>) -> Option<(Arc<str>, http::Uri)> {
+        let url = url::Url::parse(uri).ok().filter(|u| upstream.check_literal(u).is_ok())?;
+        Some((Arc::clone(uri), http::Uri::try_from(url.as_str()).ok()?))
     }
 }
 
@@ -128,8 +138,11 @@ impl FederatedHttp {
     ) -> Result<StreamableHttpPostResponse, Error> {
         let ClientJsonRpcMessage::Request(r) = message else { return Err(refused("not a request")) };
         let call = matches!(r.request, rmcp::model::ClientRequest::CallToolRequest(_));
-        let (uri, headers) = self.parts_for(uri, message, custom_headers).await?;
-        let sent = self.post_request(uri, message, r.id.clone(), call, session_id, headers).await;
+        let (target, mut headers) = self.target_for(uri, message).await?;
+        for (name, value) in custom_headers {
+            headers.entry(name).or_insert(value);
+        }
+        let sent = self.post_request(target, message, r.id.clone(), call, session_id, headers).await;
         self.park_on_429(&sent);
         sent
     }
@@ -234,7 +247,11 @@ impl StreamableHttpClient for FederatedHttp {
         {
             return self.post_answered(uri, &message, session_id, custom_headers).await;
         }
-        let (uri, headers) = self.parts_for(uri, &message, custom_headers).await?;
+        let (uri, headers) = self.session_parts(uri).await?;
+        let mut headers = to_map(headers);
+        for (name, value) in custom_headers {
+            headers.entry(name).or_insert(value);
+        }
         let max = max_sse_event_size.min(self.max_bytes);
         let sent = self.upstream.client().post_message_with_max_sse_event_size(uri, message, session_id, None, headers, max).await;
         self.park_on_429(&sent);
@@ -248,7 +265,8 @@ impl StreamableHttpClient for FederatedHttp {
         _auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<(), Error> {
-        let (uri, mut headers) = self.session_parts(uri).await?;
+        let (uri, headers) = self.session_parts(uri).await?;
+        let mut headers = to_map(headers);
         headers.extend(custom_headers);
         self.upstream.client().delete_session(uri, session_id, None, headers).await
     }
@@ -261,7 +279,8 @@ impl StreamableHttpClient for FederatedHttp {
         _auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<BoxStream<'static, Result<Sse, SseError>>, Error> {
-        let (uri, mut headers) = self.session_parts(uri).await?;
+        let (uri, headers) = self.session_parts(uri).await?;
+        let mut headers = to_map(headers);
         headers.extend(custom_headers);
         self.upstream.client().get_stream(uri, session_id, last_event_id, None, headers).await
     }
@@ -275,7 +294,8 @@ impl StreamableHttpClient for FederatedHttp {
         custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<BoxStream<'static, Result<Sse, SseError>>, Error> {
-        let (uri, mut headers) = self.session_parts(uri).await?;
+        let (uri, headers) = self.session_parts(uri).await?;
+        let mut headers = to_map(headers);
         headers.extend(custom_headers);
         self.upstream.client().get_stream_with_max_sse_event_size(uri, session_id, last_event_id, None, headers, max_sse_event_size).await
     }
@@ -309,29 +329,28 @@ impl FederatedHttp {
     /// follows rmcp's client: a challenge, `202`, an expired session, `429` and `5xx`.
     async fn post_request(
         &self,
-        uri: Arc<str>,
+        target: http::Uri,
         message: &ClientJsonRpcMessage,
         id: rmcp::model::RequestId,
         call: bool,
         session_id: Option<Arc<str>>,
-        headers: HashMap<HeaderName, HeaderValue>,
+        mut headers: HeaderMap,
     ) -> Result<StreamableHttpPostResponse, Error> {
         use rmcp::transport::streamable_http_client::{AuthRequiredError, HttpStatusError, InsufficientScopeError};
         let body = serde_json::to_vec(message).map_err(StreamableHttpError::Deserialize)?;
-        let mut request = self
-            .upstream
-            .client()
-            .post(uri.as_ref())
-            .header(http::header::ACCEPT, "text/event-stream, application/json")
-            .header(http::header::CONTENT_TYPE, "application/json");
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
+        headers.insert(http::header::ACCEPT, HeaderValue::from_static("text/event-stream, application/json"));
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let session_was_attached = session_id.is_some();
-        if let Some(session) = &session_id {
-            request = request.header("mcp-session-id", session.as_ref());
+        if let Some(session) = &session_id
+            && let Ok(value) = HeaderValue::from_str(session)
+        {
+            headers.insert(HeaderName::from_static("mcp-session-id"), value);
         }
-        let response = request.body(body).send().await.map_err(StreamableHttpError::Client)?;
+        let mut request = http::Request::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = target;
+        *request.headers_mut() = headers;
+        let response = self.upstream.lean().send(request).await.map_err(|e| StreamableHttpError::Io(std::io::Error::other(e)))?;
         let status = response.status();
         let challenge = response.headers().get(http::header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_owned);
         match (status, challenge) {
@@ -356,7 +375,7 @@ impl FederatedHttp {
                 .then(|| HttpStatusError::new(status.as_u16(), retry_after));
             if json && status != http::StatusCode::TOO_MANY_REQUESTS {
                 // A JSON-RPC error in the body is the server's answer.
-                if let Ok(body) = crate::upstream::read_limited(response, MAX_ERROR_BODY).await
+                if let Ok(body) = crate::body::read_body_limited(response.into_body(), MAX_ERROR_BODY).await
                     && let Ok(error @ rmcp::model::ServerJsonRpcMessage::Error(_)) = serde_json::from_slice(&body)
                 {
                     return Ok(StreamableHttpPostResponse::Json(error, session));
@@ -368,16 +387,18 @@ impl FederatedHttp {
             });
         }
         if content_type.starts_with("text/event-stream") {
-            let events = bounded_events(response, self.max_bytes, id, call, Arc::clone(&self.stash));
+            use futures::TryStreamExt;
+            let bytes = http_body_util::BodyDataStream::new(response.into_body()).map_err(std::io::Error::other);
+            let events = bounded_events(bytes, self.max_bytes, id, call, Arc::clone(&self.stash));
             return Ok(StreamableHttpPostResponse::Sse(events, session));
         }
         if !json {
             return Err(StreamableHttpError::UnexpectedContentType(Some(content_type)));
         }
-        let answer = match crate::upstream::read_limited(response, self.max_bytes).await {
+        let answer = match crate::body::read_body_limited(response.into_body(), self.max_bytes).await {
             Ok(body) => answer_for(&id, call, &body, &self.stash),
-            Err(crate::upstream::ReadError::TooLarge) => Unreadable::TooLarge.answer(id),
-            Err(crate::upstream::ReadError::Http(e)) => return Err(StreamableHttpError::Client(e)),
+            Err(crate::body::ReadError::TooLarge) => Unreadable::TooLarge.answer(id),
+            Err(e) => return Err(StreamableHttpError::Io(std::io::Error::other(e))),
         };
         Ok(StreamableHttpPostResponse::Json(answer, session))
     }
@@ -400,7 +421,7 @@ fn answer_for(id: &rmcp::model::RequestId, call: bool, bytes: &[u8], stash: &Sta
 /// ends the stream with this request's failure; an event that cannot be read is this request's
 /// failure; a `tools/call` result passes through the stash.
 fn bounded_events(
-    response: reqwest::Response,
+    bytes: impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
     max: usize,
     id: rmcp::model::RequestId,
     call: bool,
@@ -409,8 +430,8 @@ fn bounded_events(
     use futures::StreamExt;
     let mut since_boundary = 0usize;
     let mut newline = false;
-    let bytes = response.bytes_stream().map(move |chunk| {
-        let chunk = chunk.map_err(std::io::Error::other)?;
+    let bytes = bytes.map(move |chunk| {
+        let chunk = chunk?;
         for &b in chunk.iter() {
             match b {
                 b'\n' if newline => since_boundary = 0,
@@ -478,10 +499,9 @@ mod tests {
 
     use super::*;
 
-    /// A response whose body arrives in `chunks`, as a server writes its events.
-    fn sse(chunks: Vec<String>) -> reqwest::Response {
-        let stream = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
-        reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(stream)))
+    /// A body that arrives in `chunks`, as a server writes its events.
+    fn sse(chunks: Vec<String>) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+        futures::stream::iter(chunks.into_iter().map(|c| Ok(bytes::Bytes::from(c))))
     }
 
     #[tokio::test]

@@ -161,6 +161,7 @@ impl Link {
                     parking_key,
                     max_bytes: self.max_bytes,
                     stash: Arc::clone(&self.stash),
+                    endpoint: http::FederatedHttp::endpoint(&self.upstream, url),
                     session: Arc::default(),
                 };
                 let mut config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(Arc::clone(url));

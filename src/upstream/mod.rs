@@ -10,6 +10,7 @@
 
 pub mod assertion;
 pub mod config;
+pub mod lean;
 pub mod parking;
 mod ssrf;
 #[cfg(test)]
@@ -51,6 +52,8 @@ pub enum UpstreamError {
 #[derive(Clone)]
 pub struct Upstream {
     client: reqwest::Client,
+    /// hyper's client under the same guard, for federated calls ([`lean`]).
+    lean: lean::Lean,
     policy: Arc<AddressPolicy>,
     headers: Arc<IdentityHeaders>,
     /// The signed identity assertion, when `identity_headers.assertion` is set.
@@ -122,8 +125,10 @@ impl Upstream {
     pub fn new(config: &UpstreamConfig, headers: &IdentityHeadersConfig) -> Result<Self, ConfigError> {
         let policy = AddressPolicy::of(config);
         let client = guarded_client(&policy).map_err(|e| ConfigError::new("upstream", format!("cannot build HTTP client: {e}")))?;
+        let lean = lean::Lean::new(&policy).map_err(|e| ConfigError::new("upstream", format!("cannot build HTTP client: {e}")))?;
         Ok(Self {
             client,
+            lean,
             policy,
             headers: Arc::new(IdentityHeaders::from_config(headers)?),
             assertions: None,
@@ -174,6 +179,12 @@ impl Upstream {
     /// federation's MCP client); check each URL with [`Upstream::check_literal`] first.
     pub fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    /// hyper's client under the same guard, for the request of each federated call; check each
+    /// URL with [`Upstream::check_literal`] first.
+    pub fn lean(&self) -> &lean::Lean {
+        &self.lean
     }
 
     /// Refuses a URL whose host is an IP literal the SSRF guard does not permit (host names
@@ -236,6 +247,7 @@ impl Upstream {
             .map_err(|e| match e {
                 ReadError::TooLarge => UpstreamError::TooLarge,
                 ReadError::Http(e) => classify(e),
+                ReadError::Body(_) => UpstreamError::Unreachable,
             })?;
         Ok((status, headers, body))
     }

@@ -460,3 +460,27 @@ pub async fn eventually<T, Fut: std::future::Future<Output = T>>(mut probe: impl
     }
     last
 }
+
+/// A test CA and a certificate for `localhost` it signed (a self-signed leaf cannot be its own
+/// trust anchor in webpki), made by openssl in `dir`: paths to the PEM files.
+pub struct TestCertificates {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+pub fn test_certificates(dir: &std::path::Path) -> TestCertificates {
+    let at = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let (ca, ca_key, cert, key, csr, ext) = (at("ca.pem"), at("ca.key"), at("cert.pem"), at("key.pem"), at("leaf.csr"), at("leaf.ext"));
+    std::fs::write(&ext, "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ca_subject = ["-subj", "/CN=warden-test-ca", "-keyout", &ca_key, "-out", &ca];
+    openssl(&[&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"][..], &ca_subject].concat());
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", &key, "-out", &csr]);
+    let sign = ["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-days", "1"];
+    openssl(&[&sign[..], &["-extfile", &ext, "-out", &cert]].concat());
+    TestCertificates { ca, cert, key }
+}

@@ -370,3 +370,68 @@ async fn endless_catalogs_are_refused_once_and_cost_little() {
     assert!(circular[0].contains("came back"), "{}", circular[0]);
     assert!(peak < 300 * 1024, "peak RSS {peak} KiB");
 }
+
+/// A federated server over HTTPS: its certificate is checked against the platform's trust
+/// store (here a test CA, given as `SSL_CERT_FILE`, which the store honours on Linux) for the
+/// session and for each call, which goes over hyper's client (`upstream::lean`) rather than the
+/// session's; a Warden whose store does not trust the certificate never connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federated_server_over_https_is_reached_only_with_a_trusted_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificates = crate::common::test_certificates(dir.path());
+    let mut https = tokio::process::Command::new("python3")
+        .args([FIXTURE, "--http", "--tls", &certificates.cert, &certificates.key])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(https.stdout.take().unwrap()));
+    let port = lines.next_line().await.unwrap().unwrap().trim_start_matches("listening ").to_owned();
+    let issuer = TestIssuer::start().await;
+    let serve = |trust: Option<&str>| {
+        let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{listen}");
+        let config = format!(
+            "server:\n  listen: 127.0.0.1:{listen}\n  public_url: {url}\nidentity:\n  issuers:\n    - issuer: {}\naudit:\n  output: {}\n\
+             upstream:\n  allow_cidrs: [127.0.0.1/32, \"::1/128\"]\nservers:\n  - {{name: h, url: \"https://localhost:{port}/mcp\"}}\n",
+            issuer.url,
+            dir.path().join(format!("audit-{listen}.jsonl")).display(),
+        );
+        let path = dir.path().join(format!("warden-{listen}.yaml"));
+        std::fs::write(&path, config).unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+        command.args(["serve", "--config"]).arg(&path).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        if let Some(ca) = trust {
+            command.env("SSL_CERT_FILE", ca);
+        }
+        (crate::common::Serving(command.spawn().unwrap()), url)
+    };
+    let call = |url: String, token: String, text: &'static str| async move {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "h_echo", "arguments": {"text": text}}});
+        let r = reqwest::Client::new()
+            .post(format!("{url}/mcp"))
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&body)
+            .send()
+            .await;
+        match r {
+            Ok(r) => r.json::<Value>().await.unwrap_or_default(),
+            Err(_) => Value::Null,
+        }
+    };
+
+    let (_trusting, url) = serve(Some(&certificates.ca));
+    let token = issuer.sign(&issuer.claims("alice", "", &format!("{url}/mcp")));
+    let first = eventually(|| call(url.clone(), token.clone(), "one"), |r| r["result"]["content"][0]["text"] == "echo: one").await;
+    assert_eq!(first["result"]["content"][0]["text"], "echo: one", "{first}");
+    let second = call(url.clone(), token.clone(), "two").await;
+    assert_eq!(second["result"]["content"][0]["text"], "echo: two", "{second}");
+
+    let (_distrusting, url) = serve(None);
+    let token = issuer.sign(&issuer.claims("alice", "", &format!("{url}/mcp")));
+    let refused = eventually(|| call(url.clone(), token.clone(), "three"), |r| !r.is_null()).await;
+    assert_eq!(refused["error"]["data"]["code"], "unknown_tool", "the untrusted server's tools never came: {refused}");
+    let _ = https.kill().await;
+}
