@@ -38,11 +38,13 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     use http_body_util::BodyExt;
-    if body.size_hint().lower() > limit as u64 {
+    let declared = body.size_hint().lower();
+    if declared > limit as u64 {
         return Err(ReadError::TooLarge);
     }
     let mut body = body;
-    let mut buf = BytesMut::new();
+    // A declared length is room made once, not doubled into (which held up to twice the body).
+    let mut buf = BytesMut::with_capacity(usize::try_from(declared).unwrap_or(0));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ReadError::Body(e.into()))?;
         let Ok(chunk) = frame.into_data() else { continue };

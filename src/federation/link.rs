@@ -282,7 +282,12 @@ impl Link {
     /// The session a request of `principal` goes through: the caller's own with a per-user
     /// credential, else the server's (none while it is down: refused at once).
     async fn session_for(&self, principal: &Principal, ctx: &CallContext) -> Result<Arc<Session>, ToolFailure> {
-        if self.per_user { self.user_session(principal, ctx).await } else { self.session.load_full().ok_or(ToolFailure::ServerUnavailable) }
+        // Boxed: starting a caller's session (rmcp's handshake) is a large future, and rare.
+        if self.per_user {
+            Box::pin(self.user_session(principal, ctx)).await
+        } else {
+            self.session.load_full().ok_or(ToolFailure::ServerUnavailable)
+        }
     }
 
     /// Sends one request within the timeout and waits for its answer: past rmcp's worker on an
@@ -324,7 +329,18 @@ impl Link {
                 Err(_) => return Err(ServiceError::Timeout { timeout: self.timeout }),
             }
         }
-        let peer = &session.peer;
+        // Boxed: rmcp's request future is large, and past the worker it is not taken.
+        Box::pin(self.through_worker(&session.peer, request, ctx)).await
+    }
+
+    /// Sends one request through rmcp's worker (stdio, a forgotten session, a tool with
+    /// `Mcp-Param-*` headers) and waits for its answer.
+    async fn through_worker(
+        &self,
+        peer: &Peer<RoleClient>,
+        request: ClientRequest,
+        ctx: &CallContext,
+    ) -> Result<ServerResult, ServiceError> {
         let handle = peer.send_request_with_option(request, PeerRequestOptions::with_timeout(self.timeout)).await?;
         let guard = CancelOnDrop { peer: Some(peer.clone()), id: handle.id.clone() };
         let progress_key = ctx.progress.as_ref().map(|caller| {

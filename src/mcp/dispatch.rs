@@ -69,8 +69,9 @@ pub async fn serve(handler: &McpHandler, admitted: Admitted, kind: Kind, headers
                 return super::gate::refuse(mcp, &admitted.once, &admitted.ctx, Some(&admitted.principal), None, error);
             }
             // Federated resources and prompts (when there are federated servers).
+            // Boxed: a federated request's future is large, and a call does not take it.
             ClientJsonRpcMessage::Request(request) if mcp.federation.offers_extras() => {
-                return serve_extra(mcp, admitted, request.id, request.request).await;
+                return Box::pin(serve_extra(mcp, admitted, request.id, request.request)).await;
             }
             // The gate lets through only the methods it serves (and `server/discover` goes to rmcp).
             ClientJsonRpcMessage::Request(_) => return refuse_with_id(mcp, admitted, GatewayError::MethodNotFound),
