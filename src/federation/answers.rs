@@ -135,31 +135,40 @@ struct Peek<'a> {
 }
 
 /// Reads one message of at most the bound. `is_call` says whether an id is that of a
-/// `tools/call` in flight (whose result is passed through).
-pub fn decode(bytes: &[u8], scan: &Scan, is_call: impl Fn(&RequestId) -> bool, stash: &Stash) -> Decoded {
+/// `tools/call` in flight, whose result is passed through: kept in the message it came in,
+/// never copied out of it.
+pub fn decode(bytes: Vec<u8>, scan: &Scan, is_call: impl Fn(&RequestId) -> bool, stash: &Stash) -> Decoded {
     let scanned = || scan.id.as_deref().and_then(|id| serde_json::from_slice::<RequestId>(id).ok());
     let unreadable = |why| Decoded::Unreadable { id: scanned(), why: Unreadable::Invalid(why) };
     if scan.depth > MAX_DEPTH {
         return unreadable(TOO_DEEP);
     }
-    let Ok(text) = std::str::from_utf8(bytes) else { return unreadable(NOT_UTF8) };
-    let Ok(peek) = serde_json::from_str::<Peek<'_>>(text) else { return unreadable(NOT_JSON_RPC) };
-    if let (None, Some(result), Some(id)) = (peek.method, peek.result, &peek.id)
-        && is_call(id)
-    {
-        match RawResult::check(result.to_owned()) {
+    let Ok(text) = String::from_utf8(bytes) else { return unreadable(NOT_UTF8) };
+    let Ok(peek) = serde_json::from_str::<Peek<'_>>(&text) else { return unreadable(NOT_JSON_RPC) };
+    let (id, result) = (peek.id, peek.result.filter(|_| peek.method.is_none()));
+    // Where the result is in the message: a `RawValue` borrows its text from it.
+    let range = result.map(|r| {
+        let start = (r.get().as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+        start..start + r.get().len()
+    });
+    let text = match (range, id) {
+        (Some(range), Some(id)) if is_call(&id) => match RawResult::check_within(text, range) {
             Ok(raw) => {
                 let stand_in = stash.put(raw);
-                return Decoded::Message(ServerJsonRpcMessage::response(ServerResult::CallToolResult(stand_in), id.clone()));
+                return Decoded::Message(ServerJsonRpcMessage::response(ServerResult::CallToolResult(stand_in), id));
             }
-            Err((RawRefusal::Shape, _)) => return Decoded::Unreadable { id: Some(id.clone()), why: Unreadable::Invalid(NOT_A_RESULT) },
+            Err((RawRefusal::Shape, _)) => return Decoded::Unreadable { id: Some(id), why: Unreadable::Invalid(NOT_A_RESULT) },
             // An input request (2026-07-28) is read into rmcp's types below.
-            Err((RawRefusal::NotComplete, _)) => {}
-        }
-    }
-    match serde_json::from_str::<ServerJsonRpcMessage>(text) {
+            Err((RawRefusal::NotComplete, text)) => text,
+        },
+        (_, _) => text,
+    };
+    match serde_json::from_str::<ServerJsonRpcMessage>(&text) {
         Ok(message) => Decoded::Message(message),
-        Err(_) => Decoded::Unreadable { id: peek.id.or_else(scanned), why: Unreadable::Invalid(NOT_JSON_RPC) },
+        Err(_) => {
+            let id = serde_json::from_str::<Peek<'_>>(&text).ok().and_then(|p| p.id);
+            Decoded::Unreadable { id: id.or_else(scanned), why: Unreadable::Invalid(NOT_JSON_RPC) }
+        }
     }
 }
 
@@ -260,7 +269,7 @@ mod tests {
     }
 
     fn decode_call(text: &[u8], stash: &Stash) -> Decoded {
-        decode(text, &scan(text), |_| true, stash)
+        decode(text.to_vec(), &scan(text), |_| true, stash)
     }
 
     #[test]
@@ -274,6 +283,13 @@ mod tests {
         assert!(raw.is_error);
         assert_eq!(raw.to_json(true), r#"{"content":[{"type":"text","text":"hi"}],"isError":true}"#);
         assert!(stash.take_for(&stand_in).is_none(), "collected once");
+
+        // Found where it is in the message, whatever comes around it.
+        let text = " { \"result\" :\t{\"content\":[{\"type\":\"text\",\"text\":\"é\"}]} , \"jsonrpc\":\"2.0\",\"id\":4 }\n".as_bytes();
+        let Decoded::Message(ServerJsonRpcMessage::Response(r)) = decode_call(text, &stash) else { panic!() };
+        let ServerResult::CallToolResult(stand_in) = r.result else { panic!() };
+        let raw = stash.take_for(&stand_in).expect("stashed");
+        assert_eq!(raw.to_json(true), r#"{"content":[{"type":"text","text":"é"}]}"#);
     }
 
     #[test]

@@ -183,9 +183,7 @@ impl FederatedHttp {
         let events = self.get_stream_with_max_sse_event_size(uri, session_id, Some(last_event_id), None, custom, self.max_bytes).await?;
         let stash = Arc::clone(&self.stash);
         let read = move |mut event: Sse| {
-            if let Some(data) = event.data.as_deref().filter(|d| !d.trim().is_empty()) {
-                event.data = Some(serde_json::to_string(&answer_for(&id, call, data.as_bytes(), &stash)).unwrap_or_default());
-            }
+            event.data = event.data.take().map(|data| read_event(&id, call, data, &stash));
             event
         };
         Ok(events.map(move |event| event.map(&read)).boxed())
@@ -396,7 +394,7 @@ impl FederatedHttp {
             return Err(StreamableHttpError::UnexpectedContentType(Some(content_type)));
         }
         let answer = match crate::body::read_body_limited(response.into_body(), self.max_bytes).await {
-            Ok(body) => answer_for(&id, call, &body, &self.stash),
+            Ok(body) => answer_for(&id, call, Vec::from(body), &self.stash),
             Err(crate::body::ReadError::TooLarge) => Unreadable::TooLarge.answer(id),
             Err(e) => return Err(StreamableHttpError::Io(std::io::Error::other(e))),
         };
@@ -407,14 +405,23 @@ impl FederatedHttp {
 /// The message in `bytes` (a JSON body, an SSE event's data): the answer to request `id`, read
 /// and attributed by [`answers::decode`], or this request's failure (an answer to another id is
 /// one too); notifications and the server's requests as they are.
-fn answer_for(id: &rmcp::model::RequestId, call: bool, bytes: &[u8], stash: &Stash) -> rmcp::model::ServerJsonRpcMessage {
-    match answers::decode(bytes, &Scanner::scan(bytes), |i| call && i == id, stash) {
+fn answer_for(id: &rmcp::model::RequestId, call: bool, bytes: Vec<u8>, stash: &Stash) -> rmcp::model::ServerJsonRpcMessage {
+    let scan = Scanner::scan(&bytes);
+    match answers::decode(bytes, &scan, |i| call && i == id, stash) {
         Decoded::Message(message) => match answers::answer_id(&message) {
             Some(answered) if answered != id => Unreadable::Invalid(answers::UNKNOWN_ID).answer(id.clone()),
             _ => message,
         },
         Decoded::Unreadable { why, .. } => why.answer(id.clone()),
     }
+}
+
+/// An SSE event's data, read by [`answer_for`] (blank data passes as it is).
+fn read_event(id: &rmcp::model::RequestId, call: bool, data: String, stash: &Stash) -> String {
+    if data.trim().is_empty() {
+        return data;
+    }
+    serde_json::to_string(&answer_for(id, call, data.into_bytes(), stash)).unwrap_or_default()
 }
 
 /// The SSE events of the answer to request `id`, each within `max` bytes: an event too large
@@ -456,12 +463,9 @@ fn bounded_events(
             let item = match event {
                 _ if *ended => None,
                 Ok(mut event) => {
-                    if let Some(data) = event.data.as_deref().filter(|d| !d.trim().is_empty()) {
-                        // Notifications and the server's own requests pass as they are; the
-                        // answer to `id` is read as a JSON body's would be.
-                        let message = answer_for(&id, call, data.as_bytes(), &stash);
-                        event.data = Some(serde_json::to_string(&message).unwrap_or_default());
-                    }
+                    // Notifications and the server's own requests pass as they are; the answer
+                    // to `id` is read as a JSON body's would be.
+                    event.data = event.data.take().map(|data| read_event(&id, call, data, &stash));
                     Some(Ok(event))
                 }
                 Err(SseError::Body(e)) if is_event_too_large(e.as_ref()) => {

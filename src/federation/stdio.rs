@@ -113,7 +113,7 @@ impl Transport<RoleClient> for Stdio {
                 Ok(Some(Frame::TooLong(scan))) => {
                     Decoded::Unreadable { id: scan.id.as_deref().and_then(|id| serde_json::from_slice(id).ok()), why: Unreadable::TooLarge }
                 }
-                Ok(Some(Frame::Line(bytes, scan))) => answers::decode(&bytes, &scan, |id| self.ledger.is_call(id), &self.stash),
+                Ok(Some(Frame::Line(bytes, scan))) => answers::decode(bytes, &scan, |id| self.ledger.is_call(id), &self.stash),
                 Ok(None) | Err(_) => return None,
             };
             match decoded {

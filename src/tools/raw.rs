@@ -10,10 +10,12 @@ use serde::Deserialize;
 use serde::de::{self, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-/// A checked `CallToolResult`, as received.
+/// A checked `CallToolResult`, as received: the message it came in, kept whole (never copied
+/// out of it), and where in it the result is.
 #[derive(Debug)]
 pub struct RawResult {
-    json: Box<RawValue>,
+    source: String,
+    range: std::ops::Range<usize>,
     pub is_error: bool,
     /// Whether the object has a `resultType` member of its own.
     has_result_type: bool,
@@ -67,24 +69,37 @@ impl<'de> Deserialize<'de> for Items {
 
 impl RawResult {
     /// Checks `json` (one JSON value, already known to be JSON) as a `CallToolResult`.
-    pub fn check(json: Box<RawValue>) -> Result<Self, (RawRefusal, Box<RawValue>)> {
-        let shape = match serde_json::from_str::<Shape<'_>>(json.get()) {
+    pub fn check(json: Box<RawValue>) -> Result<Self, (RawRefusal, String)> {
+        let source = String::from(Box::<str>::from(json));
+        let whole = 0..source.len();
+        Self::check_within(source, whole)
+    }
+
+    /// Checks the JSON value at `range` of `source` (a message already known to be JSON) as a
+    /// `CallToolResult`, keeping `source` as it is; `source` back when refused.
+    pub fn check_within(source: String, range: std::ops::Range<usize>) -> Result<Self, (RawRefusal, String)> {
+        let Some(json) = source.get(range.clone()) else { return Err((RawRefusal::Shape, source)) };
+        let shape = match serde_json::from_str::<Shape<'_>>(json) {
             Ok(shape) => shape,
-            Err(_) => return Err((RawRefusal::Shape, json)),
+            Err(_) => return Err((RawRefusal::Shape, source)),
         };
         let _ = shape.content;
-        match shape.result_type.as_deref() {
-            None | Some("complete") => {}
-            Some(_) => return Err((RawRefusal::NotComplete, json)),
-        }
+        let complete = matches!(shape.result_type.as_deref(), None | Some("complete"));
         let (is_error, has_result_type) = (shape.is_error.unwrap_or(false), shape.result_type.is_some());
-        Ok(Self { json, is_error, has_result_type })
+        if !complete {
+            return Err((RawRefusal::NotComplete, source));
+        }
+        Ok(Self { source, range, is_error, has_result_type })
+    }
+
+    fn text(&self) -> &str {
+        self.source.get(self.range.clone()).unwrap_or("{}")
     }
 
     /// The result as JSON, with `resultType: "complete"` (2026-07-28) or without any
     /// (`legacy`, the revisions before it).
     pub fn to_json(&self, legacy: bool) -> std::borrow::Cow<'_, str> {
-        let text = self.json.get();
+        let text = self.text();
         match (legacy, self.has_result_type) {
             (false, true) | (true, false) => std::borrow::Cow::Borrowed(text),
             (false, false) => {
@@ -104,7 +119,7 @@ impl RawResult {
 
     /// The result as rmcp's type (for rmcp's 2026-07-28 path, which needs one).
     pub fn into_typed(self) -> Result<rmcp::model::CallToolResult, serde_json::Error> {
-        serde_json::from_str(self.json.get())
+        serde_json::from_str(self.text())
     }
 }
 
