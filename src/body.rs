@@ -30,7 +30,7 @@ pub async fn read_limited(mut response: reqwest::Response, limit: usize) -> Resu
     Ok(buf.freeze())
 }
 
-/// Reads a body of hyper's client ([`crate::upstream::lean`]), refusing more than `limit`
+/// Reads a body of hyper's client (the lean upstream client), refusing more than `limit`
 /// bytes (a declared length over it at once, before reading).
 pub async fn read_body_limited<B>(body: B, limit: usize) -> Result<Bytes, ReadError>
 where
