@@ -4,7 +4,7 @@
 //! new handshake when the server forgets it) and carries the session's own traffic: `initialize`,
 //! the catalog reads, notifications, cancellations, the standalone stream. A caller's request on
 //! that session — a `tools/call`, a resource read, a prompt — needs none of that machinery:
-//! it is one POST on the upstream's pooled client with the session's id and revision, the
+//! it is one POST on hyper's pooled client (`upstream::lean`) with the session's id and revision, the
 //! caller's identity and Warden's credential ([`FederatedHttp::post_answered`], the same code
 //! the worker's POSTs go through), and its answer is read where it arrives: a JSON body, or the
 //! events of its own SSE stream (the server's progress for it, the server's requests during it,
