@@ -103,27 +103,26 @@ impl FederatedHttp {
         };
         let Some(call) = call else {
             let (uri, headers) = self.session_parts(uri).await?;
-            return Ok((self.checked(&uri)?, headers));
+            return Ok((checked(&self.upstream, &uri)?, headers));
         };
         let target = match (&call.uri, &self.endpoint) {
             (None, Some((configured, parsed))) if **configured == *uri => parsed.clone(),
-            (chosen, _) => self.checked(chosen.as_deref().unwrap_or(&uri))?,
+            (chosen, _) => checked(&self.upstream, chosen.as_deref().unwrap_or(&uri))?,
         };
         Ok((target, call.headers.clone()))
     }
 
-    /// A URL parsed, its literal address checked against the guard.
-    fn checked(&self, uri: &str) -> Result<http::Uri, Error> {
-        let url = url::Url::parse(uri).map_err(|_| refused("invalid server URL"))?;
-        self.upstream.check_literal(&url).map_err(|_| refused("destination not allowed"))?;
-        http::Uri::try_from(url.as_str()).map_err(|_| refused("invalid server URL"))
-    }
-
     /// The server's URL as rmcp's client passes it, parsed and checked once, for the calls.
     pub fn endpoint(upstream: &Upstream, uri: &Arc<str>) -> Option<(Arc<str>, http::Uri)> {
-        let url = url::Url::parse(uri).ok().filter(|u| upstream.check_literal(u).is_ok())?;
-        Some((Arc::clone(uri), http::Uri::try_from(url.as_str()).ok()?))
+        checked(upstream, uri).ok().map(|parsed| (Arc::clone(uri), parsed))
     }
+}
+
+/// A URL parsed, its literal address checked against the guard.
+fn checked(upstream: &Upstream, uri: &str) -> Result<http::Uri, Error> {
+    let url = url::Url::parse(uri).map_err(|_| refused("invalid server URL"))?;
+    upstream.check_literal(&url).map_err(|_| refused("destination not allowed"))?;
+    http::Uri::try_from(url.as_str()).map_err(|_| refused("invalid server URL"))
 }
 
 impl FederatedHttp {
