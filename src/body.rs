@@ -17,41 +17,51 @@ pub enum ReadError {
 
 /// Reads a response body, refusing more than `limit` bytes.
 pub async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Bytes, ReadError> {
-    if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(ReadError::TooLarge);
-    }
-    let mut buf = BytesMut::new();
+    let mut gathered = Gathered::new(response.content_length().unwrap_or(0), limit)?;
     while let Some(chunk) = response.chunk().await? {
-        if buf.len() + chunk.len() > limit {
-            return Err(ReadError::TooLarge);
-        }
-        buf.extend_from_slice(&chunk);
+        gathered.push(&chunk)?;
     }
-    Ok(buf.freeze())
+    Ok(gathered.buf.freeze())
 }
 
-/// Reads a body of hyper's client (the lean upstream client), refusing more than `limit`
-/// bytes (a declared length over it at once, before reading).
-pub async fn read_body_limited<B>(body: B, limit: usize) -> Result<Bytes, ReadError>
+/// Reads a body of hyper's client (the lean upstream client), refusing more than `limit` bytes.
+pub async fn read_body_limited<B>(mut body: B, limit: usize) -> Result<Bytes, ReadError>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     use http_body_util::BodyExt;
-    let declared = body.size_hint().lower();
-    if declared > limit as u64 {
-        return Err(ReadError::TooLarge);
-    }
-    let mut body = body;
-    // A declared length is room made once, not doubled into (which held up to twice the body).
-    let mut buf = BytesMut::with_capacity(usize::try_from(declared).unwrap_or(0));
+    let mut gathered = Gathered::new(body.size_hint().lower(), limit)?;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ReadError::Body(e.into()))?;
-        let Ok(chunk) = frame.into_data() else { continue };
-        if buf.len() + chunk.len() > limit {
+        if let Ok(chunk) = frame.into_data() {
+            gathered.push(&chunk)?;
+        }
+    }
+    Ok(gathered.buf.freeze())
+}
+
+/// A body's bytes gathered within a limit: a declared length over it is refused before reading,
+/// and room for a declared length is made once, not doubled into (which held up to twice the
+/// body).
+struct Gathered {
+    buf: BytesMut,
+    limit: usize,
+}
+
+impl Gathered {
+    fn new(declared: u64, limit: usize) -> Result<Self, ReadError> {
+        if declared > limit as u64 {
             return Err(ReadError::TooLarge);
         }
-        buf.extend_from_slice(&chunk);
+        Ok(Self { buf: BytesMut::with_capacity(usize::try_from(declared).unwrap_or(0)), limit })
     }
-    Ok(buf.freeze())
+
+    fn push(&mut self, chunk: &[u8]) -> Result<(), ReadError> {
+        if self.buf.len() + chunk.len() > self.limit {
+            return Err(ReadError::TooLarge);
+        }
+        self.buf.extend_from_slice(chunk);
+        Ok(())
+    }
 }

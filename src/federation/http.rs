@@ -102,8 +102,9 @@ impl FederatedHttp {
             _ => None,
         };
         let Some(call) = call else {
+            // Parsed and checked by `session_parts` (with the credential in its query, if any).
             let (uri, headers) = self.session_parts(uri).await?;
-            return Ok((checked(&self.upstream, &uri)?, headers));
+            return Ok((http::Uri::try_from(&*uri).map_err(|_| refused("invalid server URL"))?, headers));
         };
         let target = match (&call.uri, &self.endpoint) {
             (None, Some((configured, parsed))) if **configured == *uri => parsed.clone(),

@@ -231,14 +231,7 @@ async fn a_result_under_the_bound_costs_a_small_multiple_of_its_size() {
     println!("stdio: {single} KiB above idle for one 4.05 MB result of 150,000 items, {four} KiB for four at once");
     assert!(single < 64 * 1024, "stdio: peak RSS {single} KiB above idle (goal: under 64 MB)");
 
-    let mut http = tokio::process::Command::new("python3")
-        .args([FIXTURE, "--http"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(http.stdout.take().unwrap()));
-    let port = lines.next_line().await.unwrap().unwrap().trim_start_matches("listening ").to_owned();
+    let (mut http, port) = http_fixture(&[]).await;
     let entry = format!("  - {{name: h, url: \"http://127.0.0.1:{port}/mcp\", timeout: 60s}}\n");
     let (single, four) = peak_above_idle(&entry).await;
     println!("HTTP: {single} KiB above idle for one 4.05 MB result of 150,000 items, {four} KiB for four at once");
@@ -251,42 +244,14 @@ async fn a_result_under_the_bound_costs_a_small_multiple_of_its_size() {
 async fn peak_above_idle(entry: &str) -> (u64, u64) {
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("http://127.0.0.1:{port}");
-    let config = format!(
-        "server:\n  listen: 127.0.0.1:{port}\n  public_url: {url}\nidentity:\n  issuers:\n    - issuer: {}\naudit:\n  output: {}\nupstream:\n  allow_cidrs: [127.0.0.1/32]\nservers:\n{entry}",
-        issuer.url,
-        dir.path().join("audit.jsonl").display(),
-    );
-    let path = dir.path().join("warden.yaml");
-    std::fs::write(&path, config).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
+    let (serving, url) = warden_serve(&issuer, dir.path(), entry, &[]);
+    let pid = serving.0.id();
     let token = issuer.sign(&issuer.claims("alice", "", &format!("{url}/mcp")));
-    let http = reqwest::Client::new();
     let call = |count: u64| {
-        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        let (url, token) = (url.clone(), token.clone());
         async move {
-            let body =
-                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "h_items", "arguments": {"count": count}}});
-            let r = http
-                .post(format!("{url}/mcp"))
-                .bearer_auth(token)
-                .header("accept", "application/json, text/event-stream")
-                .header("mcp-protocol-version", "2025-11-25")
-                .json(&body)
-                .send()
-                .await;
-            match r {
-                Ok(r) => r.json::<Value>().await.ok().and_then(|v| v["result"]["content"].as_array().map(Vec::len)),
-                Err(_) => None,
-            }
+            let answer = tools_call(&url, &token, "h_items", json!({"count": count})).await;
+            answer["result"]["content"].as_array().map(Vec::len)
         }
     };
     let mut ready = None;
@@ -312,9 +277,64 @@ async fn peak_above_idle(entry: &str) -> (u64, u64) {
     let four = futures::future::join_all((0..4).map(|_| call(150_000))).await;
     assert!(four.iter().all(|n| *n == Some(150_000)), "{four:?}");
     let (peak, _) = memory_kib(pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(serving);
     (single, peak.saturating_sub(idle))
+}
+
+/// The fixture serving Streamable HTTP (`--http`, then `flags`): the process and its port.
+async fn http_fixture(flags: &[&str]) -> (tokio::process::Child, String) {
+    let mut http = tokio::process::Command::new("python3")
+        .arg(FIXTURE)
+        .arg("--http")
+        .args(flags)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(http.stdout.take().unwrap()));
+    let port = lines.next_line().await.unwrap().unwrap().trim_start_matches("listening ").to_owned();
+    (http, port)
+}
+
+/// `warden serve` in a process of its own (its config and audit in `dir`), in front of
+/// `servers` (entries of `servers:`), with `env` set: the process and its URL.
+fn warden_serve(issuer: &TestIssuer, dir: &std::path::Path, servers: &str, env: &[(&str, &str)]) -> (crate::common::Serving, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let config = format!(
+        "server:\n  listen: 127.0.0.1:{port}\n  public_url: {url}\nidentity:\n  issuers:\n    - issuer: {}\naudit:\n  output: {}\n\
+         upstream:\n  allow_cidrs: [127.0.0.1/32, \"::1/128\"]\nservers:\n{servers}",
+        issuer.url,
+        dir.join(format!("audit-{port}.jsonl")).display(),
+    );
+    let path = dir.join(format!("warden-{port}.yaml"));
+    std::fs::write(&path, config).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    (crate::common::Serving(child), url)
+}
+
+/// A `tools/call` through `url`'s `/mcp`: the JSON-RPC answer, `Null` when none came.
+async fn tools_call(url: &str, token: &str, tool: &str, arguments: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": arguments}});
+    let sent = reqwest::Client::new()
+        .post(format!("{url}/mcp"))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&body)
+        .send()
+        .await;
+    match sent {
+        Ok(r) => r.json::<Value>().await.unwrap_or_default(),
+        Err(_) => Value::Null,
+    }
 }
 
 /// The bounds on a catalog read, seen from outside (`warden serve` in its own process): a server
@@ -379,57 +399,20 @@ async fn endless_catalogs_are_refused_once_and_cost_little() {
 async fn a_federated_server_over_https_is_reached_only_with_a_trusted_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let certificates = crate::common::test_certificates(dir.path());
-    let mut https = tokio::process::Command::new("python3")
-        .args([FIXTURE, "--http", "--tls", &certificates.cert, &certificates.key])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(https.stdout.take().unwrap()));
-    let port = lines.next_line().await.unwrap().unwrap().trim_start_matches("listening ").to_owned();
+    let (mut https, port) = http_fixture(&["--tls", &certificates.cert, &certificates.key]).await;
     let issuer = TestIssuer::start().await;
-    let serve = |trust: Option<&str>| {
-        let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let url = format!("http://127.0.0.1:{listen}");
-        let config = format!(
-            "server:\n  listen: 127.0.0.1:{listen}\n  public_url: {url}\nidentity:\n  issuers:\n    - issuer: {}\naudit:\n  output: {}\n\
-             upstream:\n  allow_cidrs: [127.0.0.1/32, \"::1/128\"]\nservers:\n  - {{name: h, url: \"https://localhost:{port}/mcp\"}}\n",
-            issuer.url,
-            dir.path().join(format!("audit-{listen}.jsonl")).display(),
-        );
-        let path = dir.path().join(format!("warden-{listen}.yaml"));
-        std::fs::write(&path, config).unwrap();
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_warden"));
-        command.args(["serve", "--config"]).arg(&path).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-        if let Some(ca) = trust {
-            command.env("SSL_CERT_FILE", ca);
-        }
-        (crate::common::Serving(command.spawn().unwrap()), url)
-    };
-    let call = |url: String, token: String, text: &'static str| async move {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "h_echo", "arguments": {"text": text}}});
-        let r = reqwest::Client::new()
-            .post(format!("{url}/mcp"))
-            .bearer_auth(token)
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-11-25")
-            .json(&body)
-            .send()
-            .await;
-        match r {
-            Ok(r) => r.json::<Value>().await.unwrap_or_default(),
-            Err(_) => Value::Null,
-        }
-    };
+    let servers = format!("  - {{name: h, url: \"https://localhost:{port}/mcp\"}}\n");
+    let call =
+        |url: String, token: String, text: &'static str| async move { tools_call(&url, &token, "h_echo", json!({"text": text})).await };
 
-    let (_trusting, url) = serve(Some(&certificates.ca));
+    let (_trusting, url) = warden_serve(&issuer, dir.path(), &servers, &[("SSL_CERT_FILE", &certificates.ca)]);
     let token = issuer.sign(&issuer.claims("alice", "", &format!("{url}/mcp")));
     let first = eventually(|| call(url.clone(), token.clone(), "one"), |r| r["result"]["content"][0]["text"] == "echo: one").await;
     assert_eq!(first["result"]["content"][0]["text"], "echo: one", "{first}");
     let second = call(url.clone(), token.clone(), "two").await;
     assert_eq!(second["result"]["content"][0]["text"], "echo: two", "{second}");
 
-    let (_distrusting, url) = serve(None);
+    let (_distrusting, url) = warden_serve(&issuer, dir.path(), &servers, &[]);
     let token = issuer.sign(&issuer.claims("alice", "", &format!("{url}/mcp")));
     let refused = eventually(|| call(url.clone(), token.clone(), "three"), |r| !r.is_null()).await;
     assert_eq!(refused["error"]["data"]["code"], "unknown_tool", "the untrusted server's tools never came: {refused}");
