@@ -9,8 +9,6 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::StatusCode;
-use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +19,6 @@ use crate::federation::Federation;
 use crate::federation::pins::Pins;
 use crate::identity::Authenticator;
 use crate::identity::metadata::ResourceMetadata;
-use crate::mcp::handler::McpHandler;
 use crate::policy::reload::{Binder, PolicySource, Reloader};
 use crate::policy::{PolicyError, PolicySet};
 use crate::tools::{Catalog, ToolRegistry};
@@ -384,23 +381,12 @@ impl Gateway {
 }
 
 /// The HTTP application: metadata, health, and `/mcp` behind the gate.
-pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
+pub fn router(gateway: Arc<Gateway>) -> Router {
     let mcp = Arc::new(gateway.mcp());
-    let handler = McpHandler { mcp: Arc::clone(&mcp) };
-    let mcp_config = StreamableHttpServerConfig::default()
-        .with_legacy_session_mode(false)
-        .with_json_response(true)
-        .with_sse_keep_alive(None)
-        .disable_allowed_hosts()
-        .disable_allowed_origins()
-        .with_max_request_body_bytes(gateway.max_body_bytes)
-        .with_cancellation_token(shutdown);
-    let rmcp = StreamableHttpService::new(move || Ok(handler.clone()), Arc::new(NeverSessionManager::default()), mcp_config);
-    let endpoint = Arc::new(crate::mcp::gate::Endpoint { handler: McpHandler { mcp: Arc::clone(&mcp) }, rmcp });
     // CORS runs before the gate: a browser's preflight carries no token.
     let mcp = Router::new()
         .route("/mcp", axum::routing::any(crate::mcp::gate::endpoint))
-        .with_state(endpoint)
+        .with_state(Arc::clone(&mcp))
         .layer(axum::middleware::from_fn_with_state(mcp, crate::cors::mcp));
     let metadata = Router::new()
         .route("/.well-known/oauth-protected-resource", get(resource_metadata))
@@ -533,7 +519,7 @@ pub async fn run(gateway: Gateway, listener: TcpListener, shutdown: impl Future<
     }
     let limits = gateway.connection_limits;
     let audit = Arc::clone(&gateway.audit);
-    let app = router(gateway, cancel.clone());
+    let app = router(gateway);
     let served = crate::server::serve(listener, app, limits, async move {
         shutdown.await;
         cancel.cancel();

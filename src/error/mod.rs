@@ -162,9 +162,19 @@ pub enum GatewayError {
     /// `initialize` and `logging/setLevel` were): HTTP 404 with -32601 (SEP-2575).
     #[error("method not found")]
     MethodNotFoundOnThisRevision,
-    /// 2026-07-28 (SEP-2243): `Mcp-Method` or `Mcp-Name` missing, or disagreeing with the body.
+    /// 2026-07-28 (SEP-2243): `Mcp-Method`, `Mcp-Name` or an `Mcp-Param-*` header missing or
+    /// disagreeing with the body, or `MCP-Protocol-Version` disagreeing with the request's
+    /// `_meta`. The words name headers and properties, never a value.
     #[error("header mismatch: {0}")]
-    HeaderMismatch(&'static str),
+    HeaderMismatch(std::borrow::Cow<'static, str>),
+    /// 2026-07-28 (SEP-2575): a request on the per-request lifecycle without the `_meta` it
+    /// must carry (its revision, the client's capabilities): the keys missing or malformed.
+    #[error("request _meta is missing or has malformed required fields")]
+    RequestMetaMissing(Vec<&'static str>),
+    /// 2026-07-28: the revision a request's `_meta` names (as sent, bounded) is not one this
+    /// server serves (-32022, with the revisions it does serve).
+    #[error("unsupported protocol revision")]
+    UnsupportedRevision { requested: String, supported: &'static [rmcp::model::ProtocolVersion] },
     #[error("content type must be application/json")]
     UnsupportedMediaType,
     #[error("the client must accept application/json and text/event-stream")]
@@ -205,6 +215,8 @@ impl GatewayError {
             | Self::MethodNotFound
             | Self::MethodNotFoundOnThisRevision
             | Self::HeaderMismatch(_)
+            | Self::RequestMetaMissing(_)
+            | Self::UnsupportedRevision { .. }
             | Self::UnsupportedMediaType
             | Self::NotAcceptable => Class::Downstream,
         }
@@ -243,7 +255,7 @@ impl GatewayError {
             // any JSON-RPC response, so clients surface the error instead of an HTTP failure.
             Self::MethodNotFound => StatusCode::OK,
             Self::MethodNotFoundOnThisRevision => StatusCode::NOT_FOUND,
-            Self::HeaderMismatch(_) => StatusCode::BAD_REQUEST,
+            Self::HeaderMismatch(_) | Self::RequestMetaMissing(_) | Self::UnsupportedRevision { .. } => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
         }
@@ -283,6 +295,8 @@ impl GatewayError {
             Self::InvalidParams(_) => "invalid_params",
             Self::MethodNotFound | Self::MethodNotFoundOnThisRevision => "method_not_found",
             Self::HeaderMismatch(_) => "header_mismatch",
+            Self::RequestMetaMissing(_) => "invalid_params",
+            Self::UnsupportedRevision { .. } => "unsupported_protocol_version",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::NotAcceptable => "not_acceptable",
         }
@@ -397,6 +411,22 @@ impl GatewayError {
                 (None, rpc_error(jsonrpc_id, rpc::METHOD_NOT_FOUND, "method not found", "method_not_found"))
             }
             Self::HeaderMismatch(why) => (None, rpc_error(jsonrpc_id, rpc::HEADER_MISMATCH, why, "header_mismatch")),
+            Self::RequestMetaMissing(keys) => {
+                let message = format!("request _meta is missing or has malformed required fields: {}", keys.join(", "));
+                (None, rpc_error(jsonrpc_id, rpc::INVALID_PARAMS, &message, "invalid_params"))
+            }
+            Self::UnsupportedRevision { requested, supported } => {
+                let mut body = rpc_error(
+                    jsonrpc_id,
+                    rpc::UNSUPPORTED_PROTOCOL_VERSION,
+                    "unsupported protocol version",
+                    "unsupported_protocol_version",
+                );
+                let supported: Vec<&str> = supported.iter().map(|v| v.as_str()).collect();
+                body["error"]["data"]["requested"] = json!(requested);
+                body["error"]["data"]["supported"] = json!(supported);
+                (None, body)
+            }
             Self::UnsupportedMediaType => {
                 (None, rpc_error(None, rpc::INVALID_REQUEST, "Content-Type must be application/json", "unsupported_media_type"))
             }
@@ -502,6 +532,8 @@ impl GatewayError {
             | Self::TooManyRequests(_)
             | Self::AuditUnavailable
             | Self::HeaderMismatch(_)
+            | Self::RequestMetaMissing(_)
+            | Self::UnsupportedRevision { .. }
             | Self::NotAcceptable => ErrorData::invalid_request("the request was refused", data),
         }
     }
@@ -562,6 +594,8 @@ impl GatewayError {
             | Self::MethodNotFound
             | Self::MethodNotFoundOnThisRevision
             | Self::HeaderMismatch(_)
+            | Self::RequestMetaMissing(_)
+            | Self::UnsupportedRevision { .. }
             | Self::UnsupportedMediaType
             | Self::NotAcceptable => AuditDetails::default(),
         }

@@ -1,41 +1,67 @@
-//! Dispatch of an admitted message: served directly for the revisions that negotiate with
-//! `initialize` (up to 2025-11-25), or handed to rmcp's `StreamableHttpService` for the
-//! 2026-07-28 per-request lifecycle.
+//! Dispatch of an admitted message, for every revision: one typed message in, one JSON-RPC
+//! response out (or, for a federated call that reports progress, an SSE stream that ends with
+//! it).
 //!
-//! Why: in stateless JSON mode rmcp's service parses the body again, builds a one-shot
-//! transport, spawns a task per request and copies the response back through a channel; the
-//! profile in docs/architecture.md showed that machinery as the largest part of a `ping`. What
-//! it checks for the older revisions (the header against `initialize`'s body) is done here. For
-//! 2026-07-28 it implements header and `_meta` rules (SEP-2243, per-request versions, result
-//! shaping) that Warden does not duplicate; those requests pay its cost.
+//! The revisions that negotiate with `initialize` (up to 2025-11-25) and the 2026-07-28
+//! per-request lifecycle differ in little once the gate has checked a request (its SEP-2243
+//! headers and SEP-2575 `_meta`): on 2026-07-28, `server/discover` is served and `ping` is gone;
+//! results carry `resultType` and cache hints; a missing resource is -32602; and an error that
+//! refuses the request itself has an HTTP status of its own (`http_status`). Everything else
+//! (policy, limits, audit, the call) is the same code. rmcp's server service is not used: its
+//! stateless mode parsed the body again, built a one-shot transport, spawned a task per request
+//! and copied the answer back through a channel (the profile in docs/architecture.md), and
+//! Warden then had to read rmcp's answers back to audit them.
 //!
-//! In: an [`Admitted`] and its typed message. Out: the JSON-RPC response, and the request's
-//! audit event where the handler did not write it.
+//! In: an [`Admitted`], its typed message and its [`Revision`]. Out: the response; the
+//! request's one audit event is written by whoever answers.
 
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use rmcp::ServerHandler;
-use rmcp::model::{ClientJsonRpcMessage, ErrorData, RequestId, ServerJsonRpcMessage, ServerResult};
-use rmcp::transport::streamable_http_server::StreamableHttpService;
-use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::model::{ClientJsonRpcMessage, ErrorCode, ErrorData, ProtocolVersion, RequestId, ServerJsonRpcMessage, ServerResult};
 
-use super::handler::McpHandler;
 use super::message::{Kind, Message};
 use super::{Admitted, Mcp};
 use crate::audit::{AuditEvent, Verdict};
 use crate::error::GatewayError;
 
-/// rmcp's service, for the requests it serves.
-pub type RmcpService = StreamableHttpService<McpHandler, NeverSessionManager>;
+/// Which lifecycle a request is answered on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revision {
+    /// The revisions that negotiate with `initialize` (up to 2025-11-25): no `resultType`.
+    Handshake,
+    /// 2026-07-28 and later: each request names its revision (`server/discover` included).
+    PerRequest,
+}
 
-/// The first revision whose per-request lifecycle rmcp's service implements for Warden.
-const PER_REQUEST_REVISION: &str = "2026-07-28";
+impl Revision {
+    /// The request's revision is the one its `_meta` names, else its header's (the gate has
+    /// checked that the two agree); `server/discover` exists only on the per-request lifecycle.
+    pub fn of(headers: &HeaderMap, message: &Message) -> Self {
+        let named = message.meta.as_ref().and_then(|m| m.protocol_version());
+        let per_request = match &named {
+            Some(revision) => revision.as_str() >= ProtocolVersion::V_2026_07_28.as_str(),
+            None => per_request_header(headers),
+        };
+        if per_request || message.method.as_deref() == Some("server/discover") { Self::PerRequest } else { Self::Handshake }
+    }
 
-/// Whether a message is on the 2026-07-28 per-request lifecycle: `server/discover`, a
-/// protocol revision in `_meta`, or that revision (or a later one) in the header.
-pub fn needs_rmcp(headers: &HeaderMap, message: &Message) -> bool {
-    message.meta_protocol_version || message.method.as_deref() == Some("server/discover") || per_request_header(headers)
+    /// A result in this revision's shape: `resultType` and the cache hints 2026-07-28 requires
+    /// on cacheable results, or neither for the older revisions.
+    fn shape(self, result: &mut ServerResult) {
+        match self {
+            Self::PerRequest => result.fill_missing_cache_hints(),
+            Self::Handshake => result.strip_result_type_for_legacy_peer(),
+        }
+    }
+
+    /// An error in this revision's terms: 2026-07-28 reports a missing resource as -32602.
+    fn error(self, mut error: ErrorData) -> ErrorData {
+        if self == Self::PerRequest && error.code == ErrorCode::RESOURCE_NOT_FOUND {
+            error.code = ErrorCode::INVALID_PARAMS;
+        }
+        error
+    }
 }
 
 /// Whether `MCP-Protocol-Version` names 2026-07-28 or a later revision this server knows (an
@@ -44,12 +70,15 @@ pub fn per_request_header(headers: &HeaderMap) -> bool {
     headers
         .get("mcp-protocol-version")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v >= PER_REQUEST_REVISION && rmcp::model::ProtocolVersion::KNOWN_VERSIONS.iter().any(|k| k.as_str() == v))
+        .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28.as_str() && ProtocolVersion::KNOWN_VERSIONS.iter().any(|k| k.as_str() == v))
 }
 
-/// Serves a message directly: one typed message in, one JSON-RPC response out.
-pub async fn serve(handler: &McpHandler, admitted: Admitted, kind: Kind, headers: &HeaderMap) -> Response {
-    let mcp = &*handler.mcp;
+/// The newest revision with an `initialize` handshake, which a client asking for one Warden
+/// does not serve (or 2026-07-28, which has none) is offered instead.
+const NEWEST_HANDSHAKE: ProtocolVersion = ProtocolVersion::V_2025_11_25;
+
+/// Serves a message: one typed message in, one JSON-RPC response out.
+pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, headers: &HeaderMap, revision: Revision) -> Response {
     let request = match kind {
         Kind::Other(message) => match *message {
             ClientJsonRpcMessage::Notification(notification) => {
@@ -68,12 +97,18 @@ pub async fn serve(handler: &McpHandler, admitted: Admitted, kind: Kind, headers
                 let error = GatewayError::InvalidRequest("a stateless server has sent no request to answer");
                 return super::gate::refuse(mcp, &admitted.once, &admitted.ctx, Some(&admitted.principal), None, error);
             }
+            ClientJsonRpcMessage::Request(request) if matches!(request.request, rmcp::model::ClientRequest::DiscoverRequest(_)) => {
+                served(mcp, &admitted, StatusCode::OK);
+                let info = super::handler::info(mcp.federation.offers_extras());
+                let result = rmcp::model::DiscoverResult::from_server_info(super::handler::PROTOCOL_VERSIONS.to_vec(), info);
+                return json_response(&ServerJsonRpcMessage::response(ServerResult::DiscoverResult(result), request.id), revision);
+            }
             // Federated resources and prompts (when there are federated servers).
             // Boxed: a federated request's future is large, and a call does not take it.
             ClientJsonRpcMessage::Request(request) if mcp.federation.offers_extras() => {
-                return Box::pin(serve_extra(mcp, admitted, request.id, request.request)).await;
+                return Box::pin(serve_extra(mcp, admitted, request.id, request.request, revision)).await;
             }
-            // The gate lets through only the methods it serves (and `server/discover` goes to rmcp).
+            // The gate lets through only the methods it serves.
             ClientJsonRpcMessage::Request(_) => return refuse_with_id(mcp, admitted, GatewayError::MethodNotFound),
         },
         request => request,
@@ -89,12 +124,21 @@ pub async fn serve(handler: &McpHandler, admitted: Admitted, kind: Kind, headers
                 let error = GatewayError::InvalidRequest("the MCP-Protocol-Version header does not match params.protocolVersion");
                 return refuse_with_id(mcp, admitted, error);
             }
-            // rmcp's negotiation, with Warden's revisions: the client's when it has a handshake.
-            let Ok(result) = handler.negotiate_initialize(&initialize) else {
-                return refuse_with_id(mcp, admitted, GatewayError::UnsupportedProtocolVersion);
+            // The client's revision when Warden serves it and it has a handshake; otherwise the
+            // newest that has one.
+            let mut result = super::handler::info(mcp.federation.offers_extras());
+            let requested = &initialize.protocol_version;
+            result.protocol_version = if requested.has_initialize() && super::handler::PROTOCOL_VERSIONS.contains(requested) {
+                requested.clone()
+            } else {
+                NEWEST_HANDSHAKE
             };
             served(mcp, &admitted, StatusCode::OK);
             Ok(ServerResult::InitializeResult(result))
+        }
+        // 2026-07-28 removed `ping` (SEP-2575).
+        Kind::Ping if revision == Revision::PerRequest => {
+            return refuse_with_id(mcp, admitted, GatewayError::MethodNotFoundOnThisRevision);
         }
         Kind::Ping => {
             served(mcp, &admitted, StatusCode::OK);
@@ -107,29 +151,20 @@ pub async fn serve(handler: &McpHandler, admitted: Admitted, kind: Kind, headers
             if let Some(token) = params.meta.as_ref().and_then(|m| m.get_progress_token())
                 && federated
             {
-                return stream_call(std::sync::Arc::clone(&handler.mcp), admitted, id, token);
+                return stream_call(std::sync::Arc::clone(mcp), admitted, id, token, revision);
             }
-            let body = match super::handler::call_tool(mcp, admitted, None).await {
-                Ok(response) => response.into_legacy_json(&id),
-                Err(error) => serde_json::to_string(&ServerJsonRpcMessage::error(error, Some(id))).unwrap_or_default(),
+            return match super::handler::call_tool(mcp, admitted, None).await {
+                Ok(response) => json_text_response(response.into_json(&id, revision), StatusCode::OK),
+                Err(error) => json_response(&ServerJsonRpcMessage::error(revision.error(error), Some(id)), revision),
             };
-            return json_text_response(body);
         }
         Kind::Other(_) => return refuse_with_id(mcp, admitted, GatewayError::MethodNotFound),
     };
-    let message = match answer {
-        Ok(mut result) => {
-            // The revisions served here predate `resultType`.
-            result.strip_result_type_for_legacy_peer();
-            ServerJsonRpcMessage::response(result, id)
-        }
-        Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
-    };
-    json_response(&message)
+    json_response(&answer_message(answer, id, revision), revision)
 }
 
 /// `resources/*`, `prompts/*` and `completion/complete` of the federated servers.
-async fn serve_extra(mcp: &Mcp, admitted: Admitted, id: RequestId, request: rmcp::model::ClientRequest) -> Response {
+async fn serve_extra(mcp: &Mcp, admitted: Admitted, id: RequestId, request: rmcp::model::ClientRequest, revision: Revision) -> Response {
     use rmcp::model::ClientRequest as R;
     let answer: Result<ServerResult, ErrorData> = match request {
         R::ListResourcesRequest(_) => Ok(ServerResult::ListResourcesResult(super::handler::list_resources(mcp, &admitted))),
@@ -146,26 +181,48 @@ async fn serve_extra(mcp: &Mcp, admitted: Admitted, id: RequestId, request: rmcp
         R::CompleteRequest(r) => super::handler::complete(mcp, admitted, r.params).await.map(ServerResult::CompleteResult),
         _ => return refuse_with_id(mcp, admitted, GatewayError::MethodNotFound),
     };
-    let message = match answer {
+    json_response(&answer_message(answer, id, revision), revision)
+}
+
+/// An answer as the JSON-RPC message of `revision`.
+fn answer_message(answer: Result<ServerResult, ErrorData>, id: RequestId, revision: Revision) -> ServerJsonRpcMessage {
+    match answer {
         Ok(mut result) => {
-            result.strip_result_type_for_legacy_peer();
+            revision.shape(&mut result);
             ServerJsonRpcMessage::response(result, id)
         }
-        Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
-    };
-    json_response(&message)
+        Err(error) => ServerJsonRpcMessage::error(revision.error(error), Some(id)),
+    }
+}
+
+/// The HTTP status of an answer: 200, except that on 2026-07-28 an error refusing the request
+/// itself has its own (a method this revision lacks: 404; a header or revision the server cannot
+/// take, or a capability the client lacks: 400), as rmcp's server maps them.
+fn http_status(message: &ServerJsonRpcMessage, revision: Revision) -> StatusCode {
+    let ServerJsonRpcMessage::Error(error) = message else { return StatusCode::OK };
+    if revision == Revision::Handshake {
+        return StatusCode::OK;
+    }
+    match error.error.code {
+        ErrorCode::UNSUPPORTED_PROTOCOL_VERSION | ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY | ErrorCode::HEADER_MISMATCH => {
+            StatusCode::BAD_REQUEST
+        }
+        ErrorCode::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
+    }
 }
 
 /// A JSON-RPC message already serialized.
-fn json_text_response(body: String) -> Response {
+fn json_text_response(body: String, status: StatusCode) -> Response {
     let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
-fn json_response(message: &ServerJsonRpcMessage) -> Response {
+fn json_response(message: &ServerJsonRpcMessage, revision: Revision) -> Response {
     match serde_json::to_string(message) {
-        Ok(body) => json_text_response(body),
+        Ok(body) => json_text_response(body, http_status(message, revision)),
         Err(e) => {
             tracing::error!(error = %e, "a JSON-RPC response could not be serialized");
             status_only(StatusCode::INTERNAL_SERVER_ERROR)
@@ -177,7 +234,13 @@ fn json_response(message: &ServerJsonRpcMessage) -> Response {
 /// `notifications/progress` with the client's token, then the response. The call runs in a
 /// task owned by the stream: a client that goes away drops it (the call is cancelled upstream
 /// and audited as `client_closed`).
-fn stream_call(mcp: std::sync::Arc<Mcp>, admitted: Admitted, id: RequestId, token: rmcp::model::ProgressToken) -> Response {
+fn stream_call(
+    mcp: std::sync::Arc<Mcp>,
+    admitted: Admitted,
+    id: RequestId,
+    token: rmcp::model::ProgressToken,
+    revision: Revision,
+) -> Response {
     let (events_tx, events_rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(16);
     let task = tokio::spawn(async move {
         let forward = |p| {
@@ -189,8 +252,8 @@ fn stream_call(mcp: std::sync::Arc<Mcp>, admitted: Admitted, id: RequestId, toke
         };
         let Ok(answer) = super::handler::call_with_progress(&mcp, admitted, forward).await else { return };
         let json = match answer {
-            Ok(response) => response.into_legacy_json(&id),
-            Err(error) => serde_json::to_string(&ServerJsonRpcMessage::error(error, Some(id))).unwrap_or_default(),
+            Ok(response) => response.into_json(&id, revision),
+            Err(error) => serde_json::to_string(&ServerJsonRpcMessage::error(revision.error(error), Some(id))).unwrap_or_default(),
         };
         let _ = events_tx.send(Ok(sse_data(&json))).await;
     });

@@ -3,18 +3,14 @@
 //! for why each stands where it does. What passes is an [`Admitted`], handed to dispatch.
 //!
 //! Every request to `/mcp` is recorded by exactly one audit event: each refusal here writes its
-//! own, dispatch and the handler write the event of what they served, and when a request went
-//! to rmcp and rmcp answered by itself (a refusal of its own) [`settle`] writes one from the
-//! response. [`AuditOnce`] makes a second write impossible. [`settle`] also turns any
-//! plain-text answer of rmcp's into a JSON-RPC error with a stable code, so no library text
-//! reaches a client.
+//! own, and dispatch and the handler write the event of what they served. [`AuditOnce`] makes a
+//! second write impossible.
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use http::{HeaderValue, Method, StatusCode, header};
+use http::{Method, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 
@@ -22,12 +18,12 @@ use super::message::{Kind, Message, check_message};
 use super::{Admitted, CallAllowed, Mcp};
 use crate::audit::{AuditEvent, AuditOnce, Verdict};
 use crate::edge::RequestContext;
-use crate::error::{GatewayError, rpc};
+use crate::error::GatewayError;
 use crate::identity::Principal;
 use crate::policy::{RequestFacts, Stage};
 
-/// The requests Warden serves (it advertises the tools capability only). Notifications and
-/// responses pass to rmcp; any other request gets -32601 here, audited as such.
+/// The requests Warden serves (the tools capability; resources, prompts and completions when
+/// federated servers offer them). Any other request gets -32601 here, audited as such.
 const SERVED_METHODS: &[&str] = &[
     "initialize",
     "ping",
@@ -50,21 +46,9 @@ fn served(method: &str, per_request: bool, extras: bool) -> bool {
     SERVED_METHODS.contains(&method) && !(per_request && method == "initialize") && (extras || !extra || !per_request)
 }
 
-/// The largest rmcp response the gate reads to record its outcome (rmcp's own answers are a
-/// few hundred bytes; the handler's results are never read here).
-const SETTLE_READ_LIMIT: usize = 1 << 20;
-
-/// The MCP endpoint's state: the stage's own state and rmcp's service, for the requests it
-/// serves (see [`super::dispatch`]).
-pub struct Endpoint {
-    /// The handler dispatch serves through (it holds the stage's state).
-    pub handler: super::handler::McpHandler,
-    pub rmcp: super::dispatch::RmcpService,
-}
-
 /// `/mcp`, every HTTP method: the gate, then dispatch.
-pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Response {
-    let mcp = &*endpoint.handler.mcp;
+pub async fn endpoint(State(endpoint): State<Arc<Mcp>>, request: Request) -> Response {
+    let mcp = &*endpoint;
     let ctx = match request.extensions().get::<RequestContext>() {
         Some(ctx) => ctx.clone(),
         None => RequestContext::from_headers(request.headers()),
@@ -99,7 +83,7 @@ pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -
     if let Err(e) = check_framing(request.headers()) {
         return deny(Some(&principal), None, e);
     }
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     // A body that came with its headers is read without arming a timer (a timer costs a lock on
     // the runtime's timer wheel); one still on its way must arrive within the time limit.
     let mut read = std::pin::pin!(Limited::new(body, mcp.max_body_bytes).collect());
@@ -135,45 +119,37 @@ pub async fn endpoint(State(endpoint): State<Arc<Endpoint>>, request: Request) -
     if let Err(e) = check_protocol_version(&parts.headers, &message) {
         return deny(Some(&principal), id_and_method(&message), e);
     }
-    let per_request = super::dispatch::needs_rmcp(&parts.headers, &message);
-    if per_request && let Err(e) = check_mcp_headers(&parts.headers, &message) {
+    // The 2026-07-28 per-request lifecycle's own rules (SEP-2243 headers, SEP-2575 metadata),
+    // for a request that names that lifecycle by its header, its `_meta` or its method.
+    let per_request_lifecycle = message.names_revision() || message.method.as_deref() == Some("server/discover") || header_per_request;
+    if per_request_lifecycle
+        && let Err(e) = check_mcp_headers(&parts.headers, &message).and_then(|()| check_request_meta(&parts.headers, &message))
+    {
         return deny(Some(&principal), id_and_method(&message), e);
     }
+    let revision = super::dispatch::Revision::of(&parts.headers, &message);
 
     let facts = request_facts(mcp, &parts);
     let call = match decide_call(mcp, &principal, &facts, &mut message) {
         Ok(call) => call,
         Err(e) => return deny(Some(&principal), id_and_method(&message), e),
     };
-    let url_elicitation = match (supports_url_elicitation(&parts.headers, &message.kind), per_request) {
+    // SEP-2243: the arguments a call promotes to `Mcp-Param-*` headers, checked against the
+    // arguments the decision was made on.
+    if revision == super::dispatch::Revision::PerRequest
+        && let Some(call) = &call
+        && let Err(e) = check_param_headers(&parts.headers, &call.tool.input_schema, &call.arguments)
+    {
+        return deny(Some(&principal), id_and_method(&message), e);
+    }
+    let url_elicitation = match (supports_url_elicitation(&parts.headers, &message.kind), revision) {
         (false, _) => super::Elicitation::Text,
-        (true, false) => super::Elicitation::Error,
-        (true, true) => super::Elicitation::InputRequired,
+        (true, super::dispatch::Revision::Handshake) => super::Elicitation::Error,
+        (true, super::dispatch::Revision::PerRequest) => super::Elicitation::InputRequired,
     };
-    let to_rmcp = per_request;
     let admitted =
         Admitted { principal, ctx, facts, jsonrpc_id: message.id, method: message.method, url_elicitation, call, once: Arc::clone(&once) };
-    if !to_rmcp {
-        return super::dispatch::serve(&endpoint.handler, admitted, message.kind, &parts.headers).await;
-    }
-    // The framing check accepted `*/*`; rmcp wants the two types named.
-    parts.headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
-    let principal = Arc::clone(&admitted.principal);
-    let ctx = admitted.ctx.clone();
-    let (jsonrpc_id, method) = (admitted.jsonrpc_id.clone(), admitted.method.clone());
-    let mut request = Request::from_parts(parts, Body::from(bytes));
-    let handoff = super::Handoff::new(admitted);
-    request.extensions_mut().insert(handoff.clone());
-    let response = endpoint.rmcp.handle(request).await.map(Body::new);
-    // The handler audits whatever it took, also an answer that streams on after this response.
-    if handoff.taken() {
-        return response;
-    }
-    // rmcp answered by itself (a notification, a refusal of its own): recorded from the answer.
-    let (response, outcome) = settle(response).await;
-    let verdict = Verdict { decision: outcome.decision, reason: outcome.reason, status: response.status().as_u16() };
-    once.emit(&mcp.audit, AuditEvent::request(&ctx, Some(&principal), jsonrpc_id, method, verdict));
-    response
+    super::dispatch::serve(&endpoint, admitted, message.kind, &parts.headers, revision).await
 }
 
 /// The call-time decision, made once, here (a step-up must be an HTTP 403): `Ok(None)` for
@@ -232,133 +208,6 @@ fn request_facts(mcp: &Mcp, parts: &http::request::Parts) -> RequestFacts {
     RequestFacts { time: std::time::SystemTime::now(), client_ip, headers, method: Method::POST, path: std::borrow::Cow::Borrowed("/mcp") }
 }
 
-/// What a response rmcp produced by itself says, for the audit event.
-#[derive(Clone, Copy)]
-struct Outcome {
-    decision: &'static str,
-    reason: &'static str,
-}
-
-const SERVED: Outcome = Outcome { decision: "allow", reason: "ok" };
-
-/// Reads the outcome of a response no stage recorded, and makes sure it is JSON with a stable
-/// code: a plain-text refusal becomes a JSON-RPC error, and a JSON-RPC error without
-/// `data.code` gets one.
-async fn settle(response: Response) -> (Response, Outcome) {
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.split(';').next().is_some_and(|e| e.trim().eq_ignore_ascii_case("application/json")));
-    if status.is_success() && !is_json {
-        // 202 for a notification or a response; a stream is never read here.
-        return (response, SERVED);
-    }
-    let (parts, body) = response.into_parts();
-    let internal = |parts| {
-        let error = rpc_body(rpc::INTERNAL_ERROR, "internal error", "internal_error");
-        (json_response(parts, StatusCode::INTERNAL_SERVER_ERROR, error), Outcome { decision: "error", reason: "internal_error" })
-    };
-    let Ok(bytes) = axum::body::to_bytes(body, SETTLE_READ_LIMIT).await else {
-        return internal(parts);
-    };
-    if !is_json {
-        let (code, stable) = http_code(status);
-        let error = rpc_body(code, message_for(stable), stable);
-        return (json_response(parts, status, error), outcome_for(status, code, stable));
-    }
-    // A result (the usual case) is passed on as it came; only an error is read.
-    let pass_on = |mut parts: http::response::Parts, bytes| {
-        parts.headers.remove(header::CONTENT_LENGTH);
-        (Response::from_parts(parts, Body::from(bytes)), SERVED)
-    };
-    if status.is_success() && !bytes.windows(7).any(|w| w == b"\"error\"") {
-        return pass_on(parts, bytes);
-    }
-    let Ok(mut message) = serde_json::from_slice::<Value>(&bytes) else { return internal(parts) };
-    let Some(error) = message.get_mut("error").and_then(Value::as_object_mut) else { return pass_on(parts, bytes) };
-    let code = error.get("code").and_then(Value::as_i64).unwrap_or(rpc::INTERNAL_ERROR);
-    let stable = rpc_code(code);
-    let data = error.entry("data").or_insert(Value::Null);
-    match data {
-        Value::Object(d) => {
-            d.entry("code").or_insert_with(|| Value::String(stable.into()));
-        }
-        Value::Null => *data = serde_json::json!({"code": stable}),
-        _ => {}
-    }
-    (json_response(parts, status, message), outcome_for(status, code, stable))
-}
-
-fn outcome_for(status: StatusCode, code: i64, stable: &'static str) -> Outcome {
-    let decision = if status.is_server_error() || code == rpc::INTERNAL_ERROR { "error" } else { "deny" };
-    Outcome { decision, reason: stable }
-}
-
-fn json_response(mut parts: http::response::Parts, status: StatusCode, body: Value) -> Response {
-    parts.status = status;
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Response::from_parts(parts, Body::from(body.to_string()))
-}
-
-fn rpc_body(code: i64, message: &str, stable: &str) -> Value {
-    crate::error::rpc_error(None, code, message, stable)
-}
-
-/// The stable code of a JSON-RPC error code.
-fn rpc_code(code: i64) -> &'static str {
-    match code {
-        rpc::PARSE_ERROR => "parse_error",
-        rpc::INVALID_REQUEST => "invalid_request",
-        rpc::METHOD_NOT_FOUND => "method_not_found",
-        rpc::INVALID_PARAMS => "invalid_params",
-        rpc::INTERNAL_ERROR => "internal_error",
-        rpc::POLICY_DENIED => "policy_denied",
-        rpc::HEADER_MISMATCH => "header_mismatch",
-        rpc::MISSING_CLIENT_CAPABILITY => "missing_client_capability",
-        rpc::UNSUPPORTED_PROTOCOL_VERSION => "unsupported_protocol_version",
-        rpc::URL_ELICITATION_REQUIRED => "connection_required",
-        _ => "jsonrpc_error",
-    }
-}
-
-/// The JSON-RPC code and stable code for an HTTP refusal that came without a JSON body.
-fn http_code(status: StatusCode) -> (i64, &'static str) {
-    let stable = match status.as_u16() {
-        400 => "bad_request",
-        401 => "unauthorized",
-        403 => "forbidden",
-        404 => "not_found",
-        405 => "method_not_allowed",
-        406 => "not_acceptable",
-        408 => "request_timeout",
-        409 => "conflict",
-        413 => "body_too_large",
-        415 => "unsupported_media_type",
-        429 => "rate_limited",
-        502 => "bad_gateway",
-        503 => "unavailable",
-        504 => "gateway_timeout",
-        _ if status.is_server_error() => "internal_error",
-        _ => "bad_request",
-    };
-    (if status.is_server_error() { rpc::INTERNAL_ERROR } else { rpc::INVALID_REQUEST }, stable)
-}
-
-fn message_for(stable: &str) -> &'static str {
-    match stable {
-        "method_not_allowed" => "this endpoint accepts POST only (stateless Streamable HTTP)",
-        "not_acceptable" => "Accept must include application/json and text/event-stream",
-        "unsupported_media_type" => "Content-Type must be application/json",
-        "not_found" => "not found",
-        "body_too_large" => "request body too large",
-        "internal_error" | "bad_gateway" | "unavailable" | "gateway_timeout" => "internal error",
-        _ => "the request was refused",
-    }
-}
-
 pub(super) fn refuse(
     mcp: &Mcp,
     once: &AuditOnce,
@@ -393,25 +242,40 @@ fn check_framing(headers: &http::HeaderMap) -> Result<(), GatewayError> {
     Ok(())
 }
 
+/// The one value of a header that may be sent once (SEP-2243's headers are singletons: an
+/// intermediary resolving duplicates otherwise could route on a value the body does not say).
+fn single<'h>(headers: &'h http::HeaderMap, name: &str) -> Result<Option<&'h str>, GatewayError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(GatewayError::HeaderMismatch(format!("send {name} at most once").into()));
+    }
+    value.to_str().map(Some).map_err(|_| GatewayError::HeaderMismatch(format!("{name} is not visible ASCII").into()))
+}
+
+/// A header value as sent, or unwrapped from SEP-2243's Base64 form (`=?base64?…?=`); `None`
+/// when the wrapped form is not Base64 of UTF-8 text.
+fn header_text(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+    match raw.strip_prefix("=?base64?").and_then(|inner| inner.strip_suffix("?=")) {
+        Some(inner) => {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(inner).ok()?;
+            String::from_utf8(bytes).ok().map(std::borrow::Cow::Owned)
+        }
+        None => Some(std::borrow::Cow::Borrowed(raw)),
+    }
+}
+
 /// 2026-07-28 (SEP-2243): `Mcp-Method` names the body's method, and `Mcp-Name` the tool or
-/// prompt name (`tools/call`, `prompts/get`) or resource URI (`resources/read`), as sent or
-/// Base64-wrapped (`=?base64?…?=`). Checked before any decision, so a mismatched request is
-/// refused as such whatever else is wrong with it; rmcp checks the `Mcp-Param-*` headers of the
-/// calls it serves.
+/// prompt name (`tools/call`, `prompts/get`) or resource URI (`resources/read`). Checked before
+/// any decision, so a mismatched request is refused as such whatever else is wrong with it. A
+/// call's `Mcp-Param-*` headers are checked once its tool is known ([`check_param_headers`]).
 fn check_mcp_headers(headers: &http::HeaderMap, message: &Message) -> Result<(), GatewayError> {
     let Some(method) = message.method.as_deref() else { return Ok(()) };
-    let one = |name: &str| -> Result<Option<&str>, GatewayError> {
-        let mut values = headers.get_all(name).iter();
-        let Some(value) = values.next() else { return Ok(None) };
-        if values.next().is_some() {
-            return Err(GatewayError::HeaderMismatch("send one Mcp-Method and at most one Mcp-Name header"));
-        }
-        value.to_str().map(Some).map_err(|_| GatewayError::HeaderMismatch("an Mcp-* header is not visible ASCII"))
-    };
-    match one("mcp-method")? {
-        None => return Err(GatewayError::HeaderMismatch("the Mcp-Method header is required")),
+    match single(headers, "mcp-method")? {
+        None => return Err(GatewayError::HeaderMismatch("the Mcp-Method header is required".into())),
         Some(value) if value != method => {
-            return Err(GatewayError::HeaderMismatch("the Mcp-Method header does not match the body's method"));
+            return Err(GatewayError::HeaderMismatch("the Mcp-Method header does not match the body's method".into()));
         }
         Some(_) => {}
     }
@@ -428,24 +292,103 @@ fn check_mcp_headers(headers: &http::HeaderMap, message: &Message) -> Result<(),
         _ => None,
     };
     let Some(expected) = expected else { return Ok(()) };
-    let Some(raw) = one("mcp-name")? else { return Err(GatewayError::HeaderMismatch("the Mcp-Name header is required")) };
-    let decoded = match raw.strip_prefix("=?base64?").and_then(|inner| inner.strip_suffix("?=")) {
-        Some(inner) => {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.decode(inner).ok().and_then(|b| String::from_utf8(b).ok())
-        }
-        None => Some(raw.to_owned()),
+    let Some(raw) = single(headers, "mcp-name")? else {
+        return Err(GatewayError::HeaderMismatch("the Mcp-Name header is required".into()));
     };
-    if decoded.as_deref() != Some(expected) {
-        return Err(GatewayError::HeaderMismatch("the Mcp-Name header does not match the body"));
+    if header_text(raw).as_deref() != Some(expected) {
+        return Err(GatewayError::HeaderMismatch("the Mcp-Name header does not match the body".into()));
+    }
+    Ok(())
+}
+
+/// 2026-07-28 (SEP-2243): every argument the tool's input schema annotates with `x-mcp-header`
+/// travels as `Mcp-Param-{name}` too, with the argument's value (a string, number or boolean;
+/// Base64-wrapped where needed); a header for an argument that is absent or null is refused.
+/// Annotations are read along `properties` chains from the schema's root, as the client that
+/// wrote the headers read them. The words name the header and the property, never a value.
+fn check_param_headers(headers: &http::HeaderMap, schema: &serde_json::Map<String, Value>, arguments: &Value) -> Result<(), GatewayError> {
+    fn annotated<'s>(properties: Option<&'s Value>, path: &mut Vec<&'s str>, out: &mut Vec<(Vec<&'s str>, &'s str)>) {
+        let Some(Value::Object(properties)) = properties else { return };
+        for (name, schema) in properties {
+            path.push(name);
+            if let Some(Value::String(header)) = schema.get("x-mcp-header")
+                && !header.is_empty()
+            {
+                out.push((path.clone(), header));
+            }
+            annotated(schema.get("properties"), path, out);
+            path.pop();
+        }
+    }
+    let mut promoted = Vec::new();
+    annotated(schema.get("properties"), &mut Vec::new(), &mut promoted);
+    for (path, header) in promoted {
+        let name = format!("mcp-param-{header}");
+        let sent = single(headers, &name)?;
+        let value = path.iter().try_fold(arguments, |v, key| v.get(key)).and_then(|v| match v {
+            Value::String(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
+            Value::Bool(b) => Some(std::borrow::Cow::Owned(b.to_string())),
+            Value::Number(n) => Some(std::borrow::Cow::Owned(n.to_string())),
+            _ => None,
+        });
+        let property = path.join(".");
+        let refused = |why: &str| Err(GatewayError::HeaderMismatch(format!("Mcp-Param-{header} {why} `{property}`").into()));
+        match (sent, value) {
+            (None, None) => {}
+            (Some(_), None) => return refused("is sent for an absent or null argument"),
+            (None, Some(_)) => return refused("is required for the argument"),
+            (Some(raw), Some(value)) if header_text(raw).as_deref() != Some(value.as_ref()) => {
+                return refused("does not match the argument");
+            }
+            (Some(_), Some(_)) => {}
+        }
+    }
+    Ok(())
+}
+
+/// 2026-07-28 (SEP-2575): a request carries its revision in `_meta`, the same revision in
+/// `MCP-Protocol-Version`, and the client's capabilities; `server/discover` and any request
+/// whose header names that revision must carry them. A revision this server does not serve is
+/// refused with the ones it does. `initialize`, notifications and responses are exempt.
+fn check_request_meta(headers: &http::HeaderMap, message: &Message) -> Result<(), GatewayError> {
+    use rmcp::model::{ProtocolVersion, RequestMetaObject};
+    if message.id.is_none() || message.method.as_deref().is_none_or(|m| m == "initialize") {
+        return Ok(());
+    }
+    let discover = message.method.as_deref() == Some("server/discover");
+    let empty = RequestMetaObject::default();
+    let meta = message.meta.as_ref().unwrap_or(&empty);
+    let header = headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok());
+    let per_request = |v: &str| v >= ProtocolVersion::V_2026_07_28.as_str();
+    let Some(revision) = meta.protocol_version() else {
+        if discover || header.is_some_and(per_request) {
+            return Err(GatewayError::RequestMetaMissing(meta.missing_required_keys(&ProtocolVersion::V_2026_07_28)));
+        }
+        return Ok(());
+    };
+    match header {
+        None => return Err(GatewayError::HeaderMismatch("a request whose _meta names its revision sends MCP-Protocol-Version".into())),
+        Some(h) if h != revision.as_str() => {
+            return Err(GatewayError::HeaderMismatch("the MCP-Protocol-Version header does not match the request's _meta".into()));
+        }
+        Some(_) => {}
+    }
+    if !super::handler::PROTOCOL_VERSIONS.contains(&revision) {
+        let requested = crate::audit::bounded(revision.as_str()).into_owned();
+        return Err(GatewayError::UnsupportedRevision { requested, supported: super::handler::PROTOCOL_VERSIONS });
+    }
+    let missing =
+        if discover || per_request(revision.as_str()) { meta.missing_required_keys(&ProtocolVersion::V_2026_07_28) } else { Vec::new() };
+    if !missing.is_empty() {
+        return Err(GatewayError::RequestMetaMissing(missing));
     }
     Ok(())
 }
 
 /// `MCP-Protocol-Version`: at most one, and a revision this gateway knows. `initialize`
-/// negotiates the revision in its body (rmcp checks that a header agrees with it), and a
-/// request whose `_meta` names its own revision (2026-07-28) is left to rmcp, which checks that
-/// the two agree.
+/// negotiates the revision in its body (dispatch checks that a header agrees with it), and a
+/// request whose `_meta` names its own revision (2026-07-28) is checked against it by
+/// [`check_request_meta`].
 fn check_protocol_version(headers: &http::HeaderMap, message: &Message) -> Result<(), GatewayError> {
     let mut values = headers.get_all("mcp-protocol-version").iter();
     let Some(value) = values.next() else { return Ok(()) };
@@ -453,7 +396,7 @@ fn check_protocol_version(headers: &http::HeaderMap, message: &Message) -> Resul
         return Err(GatewayError::InvalidRequest("send one MCP-Protocol-Version header"));
     }
     let known = value.to_str().is_ok_and(|v| rmcp::model::ProtocolVersion::KNOWN_VERSIONS.iter().any(|k| k.as_str() == v));
-    if known || message.meta_protocol_version || message.method.as_deref() == Some("initialize") {
+    if known || message.names_revision() || message.method.as_deref() == Some("initialize") {
         return Ok(());
     }
     Err(GatewayError::UnsupportedProtocolVersion)

@@ -1,19 +1,12 @@
 //! The MCP server handler: runtime tool lists filtered by policy, and tool calls.
 //!
 //! Served from an [`Admitted`]: the principal, the request's facts and, for a call, the tool
-//! and the arguments the gate's policy decision was made on. Dispatch calls these functions
-//! directly; for requests it hands to rmcp, [`McpHandler`] takes the `Admitted` from the HTTP
-//! request's extensions, and a request without one is refused, never served anonymously.
+//! and the arguments the gate's policy decision was made on. Dispatch calls these functions for
+//! every revision; nothing is served that did not come as an `Admitted`.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
-use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ErrorData, Implementation, InitializeResult, ListToolsResult, PaginatedRequestParams,
-    ProtocolVersion, ServerCapabilities,
-};
-use rmcp::service::RequestContext as McpContext;
-use rmcp::{RoleServer, ServerHandler};
+use rmcp::model::{CallToolResponse, ErrorData, Implementation, InitializeResult, ListToolsResult, ProtocolVersion, ServerCapabilities};
 use serde_json::{Map, Value};
 
 use super::{Admitted, CallAllowed, Mcp};
@@ -27,135 +20,17 @@ use crate::upstream::{CallContext, Progress};
 pub const PROTOCOL_VERSIONS: &[ProtocolVersion] =
     &[ProtocolVersion::V_2026_07_28, ProtocolVersion::V_2025_11_25, ProtocolVersion::V_2025_06_18];
 
-/// rmcp's view of the handler, for the requests dispatch hands to rmcp's service.
-#[derive(Clone)]
-pub struct McpHandler {
-    pub mcp: Arc<Mcp>,
-}
-
-impl McpHandler {
-    /// What `initialize` answers (before the revision is negotiated).
-    pub fn info(federates: bool) -> InitializeResult {
-        let capabilities = if federates {
-            ServerCapabilities::builder().enable_tools().enable_resources().enable_prompts().enable_completions().build()
-        } else {
-            ServerCapabilities::builder().enable_tools().build()
-        };
-        InitializeResult::new(capabilities)
-            .with_server_info(Implementation::new("warden", env!("CARGO_PKG_VERSION")).with_title("Warden MCP gateway"))
-            .with_instructions("Tools exposed by this gateway are filtered by your identity and scopes.")
-    }
-}
-
-/// The gate's [`Admitted`], taken from the request rmcp hands on: the handler serves nothing
-/// the gate did not admit.
-fn admitted(context: &McpContext<RoleServer>) -> Result<Admitted, ErrorData> {
-    context
-        .extensions
-        .get::<http::request::Parts>()
-        .and_then(|p| p.extensions.get::<super::Handoff>())
-        .and_then(super::Handoff::take)
-        .ok_or_else(|| {
-            tracing::error!("a request reached the MCP handler without the gate's admission");
-            GatewayError::NoDecision.into_error_data()
-        })
-}
-
-impl ServerHandler for McpHandler {
-    fn get_info(&self) -> InitializeResult {
-        Self::info(self.mcp.federation.offers_extras())
-    }
-
-    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-        Cow::Borrowed(PROTOCOL_VERSIONS)
-    }
-
-    async fn list_tools(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        context: McpContext<RoleServer>,
-    ) -> Result<ListToolsResult, ErrorData> {
-        let a = admitted(&context)?;
-        Ok(list_tools(&self.mcp, &a))
-    }
-
-    async fn call_tool(&self, _request: CallToolRequestParams, context: McpContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
-        // The request's arguments were taken by the gate's decision; the call uses those.
-        let a = admitted(&context)?;
-        // A federated tool's progress reaches a client that asked for it: sent on the request's
-        // peer, it turns rmcp's answer into an SSE stream that ends with the result. (rmcp
-        // moves the request's `_meta` into the context.)
-        let federated = a.call.as_ref().is_some_and(|c| c.tool.server.is_some());
-        let Some(token) = context.meta.get_progress_token().filter(|_| federated) else {
-            return call_tool(&self.mcp, a, None).await.map(ToolResponse::into_rmcp);
-        };
-        let forward = |p| {
-            let (peer, param) = (context.peer.clone(), progress_param(&token, p));
-            async move {
-                // A client gone away ends the request, and with it the call: rmcp sees to that.
-                let _ = peer.notify_progress(param).await;
-                Ok::<(), std::convert::Infallible>(())
-            }
-        };
-        let Ok(answer) = call_with_progress(&self.mcp, a, forward).await;
-        answer.map(ToolResponse::into_rmcp)
-    }
-
-    // Resources and prompts of federated servers (the gate admits these methods only when
-    // federated servers offer them, and `get_info` declares them then).
-    async fn list_resources(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        context: McpContext<RoleServer>,
-    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
-        let a = admitted(&context)?;
-        Ok(list_resources(&self.mcp, &a))
-    }
-
-    async fn list_resource_templates(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        context: McpContext<RoleServer>,
-    ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
-        let a = admitted(&context)?;
-        Ok(list_resource_templates(&self.mcp, &a))
-    }
-
-    async fn read_resource(
-        &self,
-        request: rmcp::model::ReadResourceRequestParams,
-        context: McpContext<RoleServer>,
-    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
-        let a = admitted(&context)?;
-        read_resource(&self.mcp, a, &request.uri).await.map(Into::into)
-    }
-
-    async fn list_prompts(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        context: McpContext<RoleServer>,
-    ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
-        let a = admitted(&context)?;
-        Ok(list_prompts(&self.mcp, &a))
-    }
-
-    async fn get_prompt(
-        &self,
-        request: rmcp::model::GetPromptRequestParams,
-        context: McpContext<RoleServer>,
-    ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
-        let a = admitted(&context)?;
-        get_prompt(&self.mcp, a, &request.name, request.arguments).await.map(Into::into)
-    }
-
-    async fn complete(
-        &self,
-        request: rmcp::model::CompleteRequestParams,
-        context: McpContext<RoleServer>,
-    ) -> Result<rmcp::model::CompleteResult, ErrorData> {
-        let a = admitted(&context)?;
-        complete(&self.mcp, a, request).await
-    }
+/// What `initialize` and `server/discover` say of this server: the tools capability, and
+/// resources, prompts and completions when federated servers offer them (`federates`).
+pub fn info(federates: bool) -> InitializeResult {
+    let capabilities = if federates {
+        ServerCapabilities::builder().enable_tools().enable_resources().enable_prompts().enable_completions().build()
+    } else {
+        ServerCapabilities::builder().enable_tools().build()
+    };
+    InitializeResult::new(capabilities)
+        .with_server_info(Implementation::new("warden", env!("CARGO_PKG_VERSION")).with_title("Warden MCP gateway"))
+        .with_instructions("Tools exposed by this gateway are filtered by your identity and scopes.")
 }
 
 /// A backend's progress report, as the client's `notifications/progress` (with its own token).
@@ -375,34 +250,20 @@ pub enum ToolResponse {
 }
 
 impl ToolResponse {
-    /// As rmcp's type, for rmcp's 2026-07-28 path (a passed-through result is read into it).
-    pub fn into_rmcp(self) -> CallToolResponse {
-        match self {
-            Self::Rpc(response) => response,
-            Self::Raw(raw) => match raw.into_typed() {
-                Ok(mut result) => {
-                    result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
-                    CallToolResponse::Complete(result)
-                }
-                Err(_) => {
-                    CallToolResponse::Complete(crate::error::tool_failure_result(&ToolFailure::InvalidResponse("not a CallToolResult")))
-                }
-            },
-        }
-    }
-
-    /// The JSON-RPC response to request `id` on the revisions before 2026-07-28 (no
-    /// `resultType`), as JSON text: a passed-through result is copied in as it came.
-    pub fn into_legacy_json(self, id: &rmcp::model::RequestId) -> String {
+    /// The JSON-RPC response to request `id` in `revision`'s shape, as JSON text: a
+    /// passed-through result is copied in as it came (with `resultType` added or removed).
+    pub fn into_json(self, id: &rmcp::model::RequestId, revision: super::dispatch::Revision) -> String {
         match self {
             Self::Rpc(response) => {
                 let mut result = rmcp::model::ServerResult::from(response);
-                result.strip_result_type_for_legacy_peer();
+                if revision == super::dispatch::Revision::Handshake {
+                    result.strip_result_type_for_legacy_peer();
+                }
                 serde_json::to_string(&rmcp::model::ServerJsonRpcMessage::response(result, id.clone())).unwrap_or_default()
             }
             Self::Raw(raw) => {
                 let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
-                let result = raw.to_json(true);
+                let result = raw.to_json(revision == super::dispatch::Revision::Handshake);
                 let mut out = String::with_capacity(result.len() + id.len() + 40);
                 out.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
                 out.push_str(&id);

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use rmcp::model::{CallToolRequestParams, ClientJsonRpcMessage, InitializeRequestParams};
+use rmcp::model::{CallToolRequestParams, ClientJsonRpcMessage, InitializeRequestParams, RequestMetaObject};
 
 use crate::error::GatewayError;
 
@@ -21,8 +21,9 @@ pub struct Message {
     /// The id as sent (for refusals and audit, which echo it as JSON).
     pub id: Option<Value>,
     pub method: Option<String>,
-    /// Whether `params._meta` names a protocol revision (2026-07-28 per-request metadata).
-    pub meta_protocol_version: bool,
+    /// A request's `params._meta` (2026-07-28 carries the request's revision, the client's
+    /// identity and capabilities in it).
+    pub meta: Option<RequestMetaObject>,
     /// The message, typed.
     pub kind: Kind,
 }
@@ -36,7 +37,8 @@ pub enum Kind {
     Ping,
     ListTools,
     CallTool(Box<CallToolRequestParams>),
-    /// A notification, a response, or a request only rmcp's service serves (`server/discover`).
+    /// A notification, a response, `server/discover`, or a federated server's resources,
+    /// prompts and completions.
     Other(Box<ClientJsonRpcMessage>),
 }
 
@@ -107,13 +109,14 @@ pub fn check_message(bytes: &[u8], unserved: &dyn Fn(&str, bool) -> Option<Gatew
             return fail(GatewayError::InvalidParams("tools/call arguments must be an object"));
         }
     }
-    let meta_protocol_version =
-        params.and_then(|p| p.get("_meta")).and_then(Value::as_object).is_some_and(|m| m.contains_key(META_PROTOCOL_VERSION));
+    let meta = params.and_then(|p| p.get("_meta")).and_then(Value::as_object);
+    let names_revision = meta.is_some_and(|m| m.contains_key(META_PROTOCOL_VERSION));
     if let (Some(m), true) = (&method, id.is_some())
-        && let Some(error) = unserved(m, meta_protocol_version)
+        && let Some(error) = unserved(m, names_revision)
     {
         return fail(error);
     }
+    let meta = meta.map(|m| RequestMetaObject(rmcp::model::MetaObject(m.clone())));
     let mismatch = || (id.clone(), GatewayError::InvalidParams("params do not match the method"));
     // The parsed values move into the typed message: no second read of the bytes, no copy.
     let kind = match (method.as_deref(), id.is_some()) {
@@ -131,7 +134,14 @@ pub fn check_message(bytes: &[u8], unserved: &dyn Fn(&str, bool) -> Option<Gatew
         (Some("tools/call"), true) => Kind::CallTool(Box::new(params_of(value).map_err(|_| mismatch())?)),
         _ => Kind::Other(Box::new(ClientJsonRpcMessage::deserialize(value).map_err(|_| mismatch())?)),
     };
-    Ok(Message { id, method, meta_protocol_version, kind })
+    Ok(Message { id, method, meta, kind })
+}
+
+impl Message {
+    /// Whether `params._meta` names a protocol revision (2026-07-28 per-request metadata).
+    pub fn names_revision(&self) -> bool {
+        self.meta.as_ref().is_some_and(|m| m.contains_key(META_PROTOCOL_VERSION))
+    }
 }
 
 /// The `params` member of a message object, as `T`.

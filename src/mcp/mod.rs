@@ -13,11 +13,11 @@
 //!    and the strict JSON-RPC checks ([`message`]); then the call-time policy decision, which
 //!    must be able to answer HTTP 403 (step-up) and so cannot wait for the JSON-RPC handler.
 //!    What the gate admits is one typed value, [`Admitted`].
-//! 4. [`dispatch`]: the admitted message is served directly (stateless, JSON responses) for
-//!    revisions up to 2025-11-25; a request on the 2026-07-28 per-request lifecycle
-//!    (`server/discover`, `_meta` protocol version, or that revision's header) goes to rmcp's
-//!    `StreamableHttpService`, which implements that revision's header and metadata rules. See
-//!    docs/architecture.md for the profile behind this split.
+//! 4. [`dispatch`]: the admitted message is served (stateless, JSON responses; SSE for a
+//!    federated call's progress), for every revision: the revisions that negotiate with
+//!    `initialize` and the 2026-07-28 per-request lifecycle differ only in what dispatch says
+//!    of them (see its docs). The gate has checked that lifecycle's headers (SEP-2243) and
+//!    `_meta` (SEP-2575) before the decision.
 //! 5. [`handler`]: policy at list time; for a call, argument validation and the tool's
 //!    upstream call with the arguments the gate decided on.
 //!
@@ -106,27 +106,6 @@ pub enum Elicitation {
     /// 2026-07-28: an `InputRequiredResult` whose input request is the URL elicitation; the
     /// client retries the call once the user has connected (multi round-trip requests).
     InputRequired,
-}
-
-/// An [`Admitted`] on its way through rmcp's service, which wants request extensions to be
-/// `Clone`: whichever copy is taken from first gets it, once.
-#[derive(Debug, Clone)]
-pub struct Handoff(Arc<std::sync::Mutex<Option<Admitted>>>);
-
-impl Handoff {
-    pub fn new(admitted: Admitted) -> Self {
-        Self(Arc::new(std::sync::Mutex::new(Some(admitted))))
-    }
-
-    pub fn take(&self) -> Option<Admitted> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
-    }
-
-    /// Whether the handler took it: the handler then audits the request, also when its answer
-    /// is a stream that outlives rmcp's response.
-    pub fn taken(&self) -> bool {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_none()
-    }
 }
 
 /// The gate's call-time decision: the tool decided on (the handler calls this one, not a

@@ -54,9 +54,9 @@ fn requests_need_an_id_and_notifications_do_not() {
 #[test]
 fn per_request_revision_metadata_is_noticed() {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
-    assert!(check_message(body.to_string().as_bytes(), &|_, _| None).is_ok_and(|m| m.meta_protocol_version));
+    assert!(check_message(body.to_string().as_bytes(), &|_, _| None).is_ok_and(|m| m.names_revision()));
     let plain = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
-    assert!(check_message(plain.to_string().as_bytes(), &|_, _| None).is_ok_and(|m| !m.meta_protocol_version));
+    assert!(check_message(plain.to_string().as_bytes(), &|_, _| None).is_ok_and(|m| !m.names_revision()));
 }
 
 mod hostile {

@@ -270,16 +270,23 @@ impl Reply {
 }
 
 impl TestGateway {
+    /// POSTs `body` with `headers`, and `MCP-Protocol-Version: 2025-11-25` unless they name one.
     pub async fn post_raw(&self, token: Option<&str>, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> Reply {
+        let mut headers = headers.to_vec();
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("mcp-protocol-version")) {
+            headers.push(("mcp-protocol-version", "2025-11-25"));
+        }
+        self.post_exact(token, body, &headers).await
+    }
+
+    /// POSTs `body` with exactly these headers (beside the content type, `Accept` and the token).
+    pub async fn post_exact(&self, token: Option<&str>, body: impl Into<reqwest::Body>, headers: &[(&str, &str)]) -> Reply {
         let mut req = self
             .http
             .post(&self.mcp)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .body(body);
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("mcp-protocol-version")) {
-            req = req.header("mcp-protocol-version", "2025-11-25");
-        }
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }

@@ -181,3 +181,161 @@ async fn revision_2026_07_28_answers_unknown_methods_404_and_checks_its_headers(
         assert_eq!(r.error_code(), Some(-32020), "{headers:?}: {:?}", r.body);
     }
 }
+
+/// 2026-07-28 (SEP-2575): each request names its revision in `_meta` and in
+/// `MCP-Protocol-Version`, the two agree, the revision is one Warden serves, and the client's
+/// capabilities come with it; `ping` is gone. Each refusal is audited once, with its status.
+#[tokio::test]
+async fn revision_2026_07_28_requests_carry_their_revision_and_capabilities() {
+    let (_issuer, gw, token) = setup().await;
+    let list = |meta: Option<Value>, header: Option<&'static str>| {
+        let mut params = json!({});
+        if let Some(meta) = meta {
+            params["_meta"] = meta;
+        }
+        let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": params}).to_string();
+        let (gw, token) = (&gw, token.clone());
+        async move {
+            let mut headers = vec![("mcp-method", "tools/list")];
+            headers.extend(header.map(|h| ("mcp-protocol-version", h)));
+            gw.post_exact(Some(&token), body, &headers).await
+        }
+    };
+    let with = |key: &str, value: Value| {
+        let mut meta = meta_2026();
+        meta[key] = value;
+        meta
+    };
+    let without_capabilities = {
+        let mut meta = meta_2026();
+        meta.as_object_mut().unwrap().remove("io.modelcontextprotocol/clientCapabilities");
+        meta
+    };
+    let v2099 = with("io.modelcontextprotocol/protocolVersion", json!("2099-01-01"));
+    // What is sent (`_meta`, the header) and what comes back (status, JSON-RPC code).
+    type Case = (&'static str, Option<Value>, Option<&'static str>, u16, i64);
+    let cases: Vec<Case> = vec![
+        ("no _meta, 2026-07-28 header", None, Some("2026-07-28"), 400, -32602),
+        ("no capabilities", Some(without_capabilities), Some("2026-07-28"), 400, -32602),
+        (
+            "capabilities not an object",
+            Some(with("io.modelcontextprotocol/clientCapabilities", json!("all"))),
+            Some("2026-07-28"),
+            400,
+            -32602,
+        ),
+        ("header disagrees with _meta", Some(meta_2026()), Some("2025-11-25"), 400, -32020),
+        ("_meta without the header", Some(meta_2026()), None, 400, -32020),
+        ("a revision Warden does not serve", Some(v2099), Some("2099-01-01"), 400, -32022),
+    ];
+    for (case, meta, header, status, code) in cases {
+        let r = list(meta, header).await;
+        assert_eq!((r.status.as_u16(), r.error_code()), (status, Some(code)), "{case}: {:?}", r.body);
+        assert_eq!(r.body["id"], 7, "{case}");
+    }
+    let r = list(Some(with("io.modelcontextprotocol/protocolVersion", json!("2099-01-01"))), Some("2099-01-01")).await;
+    assert_eq!(r.body["error"]["data"]["supported"], json!(["2026-07-28", "2025-11-25", "2025-06-18"]));
+    assert_eq!(r.body["error"]["data"]["requested"], "2099-01-01");
+
+    // Well formed: served in 2026-07-28's shape.
+    let r = list(Some(meta_2026()), Some("2026-07-28")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!((r.result()["resultType"].as_str(), r.result()["ttlMs"].as_u64()), (Some("complete"), Some(0)));
+    // `_meta` naming an older revision: that revision's shape (no `resultType`).
+    let old = with("io.modelcontextprotocol/protocolVersion", json!("2025-11-25"));
+    let r = list(Some(old), Some("2025-11-25")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(r.result().get("resultType").is_none(), "{:?}", r.body);
+
+    // 2026-07-28 removed `ping`.
+    let ping = json!({"jsonrpc": "2.0", "id": 8, "method": "ping", "params": {"_meta": meta_2026()}}).to_string();
+    let r = gw.post_raw(Some(&token), ping, &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "ping")]).await;
+    assert_eq!((r.status.as_u16(), r.error_code()), (404, Some(-32601)), "{:?}", r.body);
+
+    // Every request recorded once, refusals with the status they were answered with.
+    let audit = gw.audit();
+    let statuses: Vec<u64> = audit.iter().map(|e| e["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, vec![400, 400, 400, 400, 400, 400, 400, 200, 200, 404], "{audit:#?}");
+    let reasons: Vec<&str> = audit.iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert_eq!(
+        reasons[..6],
+        ["invalid_params", "invalid_params", "invalid_params", "header_mismatch", "header_mismatch", "unsupported_protocol_version"]
+    );
+}
+
+/// 2026-07-28 (SEP-2243): an argument the tool's schema promotes with `x-mcp-header` travels as
+/// `Mcp-Param-{name}` too; a missing, mismatched or unexpected header refuses the call before
+/// it reaches the backend (-32020, HTTP 400), and the older revisions do not use them.
+#[tokio::test]
+async fn revision_2026_07_28_checks_promoted_arguments_against_their_headers() {
+    let issuer = TestIssuer::start().await;
+    let upstream = crate::common::Upstream::start().await;
+    let tools = format!(
+        "
+  - name: route
+    description: Routes by region.
+    input_schema:
+      type: object
+      properties:
+        region: {{type: string, x-mcp-header: Region}}
+        options:
+          type: object
+          properties:
+            dry_run: {{type: [boolean, 'null'], x-mcp-header: Dry-Run}}
+        note: {{type: string}}
+      required: [region]
+    http:
+      method: POST
+      url: {}/route
+",
+        upstream.url
+    );
+    let gw = gateway(&issuer, &tools, "upstream:\n  allow_cidrs: [127.0.0.1/32]").await;
+    let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    let call = |arguments: Value, extra: Vec<(&'static str, &'static str)>, revision: &'static str| {
+        let mut params = json!({"name": "route", "arguments": arguments});
+        if revision == "2026-07-28" {
+            params["_meta"] = meta_2026();
+        }
+        let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": params}).to_string();
+        let (gw, token) = (&gw, token.clone());
+        async move {
+            let mut headers = vec![("mcp-protocol-version", revision), ("mcp-method", "tools/call"), ("mcp-name", "route")];
+            headers.extend(extra);
+            gw.post_raw(Some(&token), body, &headers).await
+        }
+    };
+    let eu = json!({"region": "eu-west", "options": {"dry_run": true}});
+    let served = [
+        (eu.clone(), vec![("mcp-param-region", "eu-west"), ("mcp-param-dry-run", "true")]),
+        // Base64-wrapped (SEP-2243's form for values a header cannot carry as they are).
+        (json!({"region": "eu-west"}), vec![("mcp-param-region", "=?base64?ZXUtd2VzdA==?=")]),
+        // A promoted argument that is null or absent has no header.
+        (json!({"region": "eu-west", "options": {"dry_run": null}}), vec![("mcp-param-region", "eu-west")]),
+    ];
+    for (arguments, headers) in served {
+        let r = call(arguments.clone(), headers.clone(), "2026-07-28").await;
+        assert_eq!(r.status, 200, "{arguments} {headers:?}: {:?}", r.body);
+        assert_eq!(r.result()["isError"], false, "{arguments} {headers:?}: {:?}", r.body);
+    }
+    let reached = upstream.requests().len();
+    let refused = [
+        ("missing", eu.clone(), vec![("mcp-param-region", "eu-west")]),
+        ("mismatched", eu.clone(), vec![("mcp-param-region", "us-east"), ("mcp-param-dry-run", "true")]),
+        ("for an absent argument", json!({"region": "eu-west"}), vec![("mcp-param-region", "eu-west"), ("mcp-param-dry-run", "false")]),
+        ("sent twice", json!({"region": "eu-west"}), vec![("mcp-param-region", "eu-west"), ("mcp-param-region", "eu-west")]),
+        ("not Base64", json!({"region": "eu-west"}), vec![("mcp-param-region", "=?base64?@@@?=")]),
+    ];
+    for (case, arguments, headers) in refused {
+        let r = call(arguments, headers, "2026-07-28").await;
+        assert_eq!((r.status.as_u16(), r.error_code()), (400, Some(-32020)), "{case}: {:?}", r.body);
+        assert!(!r.body["error"]["message"].as_str().unwrap().contains("us-east"), "no value is echoed: {:?}", r.body);
+    }
+    assert_eq!(upstream.requests().len(), reached, "a refused call never reaches the backend");
+    // The revisions before 2026-07-28 have no such headers.
+    let r = call(eu, vec![], "2025-11-25").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.result()["isError"], false, "{:?}", r.body);
+    let audit = gw.audit();
+    assert_eq!(audit.iter().filter(|e| e["reason"] == "header_mismatch" && e["status"] == 400).count(), 5, "{audit:#?}");
+}
