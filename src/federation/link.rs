@@ -138,6 +138,54 @@ pub(super) fn client_info() -> rmcp::model::Implementation {
     rmcp::model::Implementation::new("warden", env!("CARGO_PKG_VERSION"))
 }
 
+/// How a session with a federated server starts: `server/discover` first, so a server that
+/// speaks 2026-07-28 is spoken to in it (per-request `_meta`, multi round-trip results); a server
+/// that reports itself legacy (or does not answer the probe) is initialized with 2025-11-25, the
+/// newest revision that has an `initialize` handshake.
+fn lifecycle() -> rmcp::service::ClientLifecycleMode {
+    use rmcp::model::ProtocolVersion;
+    rmcp::service::ClientLifecycleMode::Auto {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        legacy_version: Some(ProtocolVersion::V_2025_11_25),
+    }
+}
+
+/// On a 2026-07-28 session, which has no standalone stream, the server's list changes come on a
+/// `subscriptions/listen` request held open for the session's life (reopened after a pause if
+/// it ends while the session lives); each wakes the catalog refresh, as `list_changed` does on
+/// the older revisions' stream.
+fn listen_for_changes(running: &RunningService<RoleClient, Watcher>, changed: Arc<Notify>) {
+    let peer = running.peer().clone();
+    let modern = peer.peer_info().is_some_and(|info| info.protocol_version >= rmcp::model::ProtocolVersion::V_2026_07_28);
+    if !modern {
+        return;
+    }
+    // The session's end closes its transport, which ends the listening too.
+    tokio::spawn(async move {
+        let filter =
+            rmcp::model::SubscriptionFilter::builder().tools_list_changed().prompts_list_changed().resources_list_changed().build();
+        let mut pause = Duration::from_secs(1);
+        while !peer.is_transport_closed() {
+            if let Ok(mut subscription) = peer.listen(filter.clone()).await {
+                pause = Duration::from_secs(1);
+                loop {
+                    match subscription.next().await {
+                        Ok(Some(
+                            rmcp::model::ServerNotification::ToolListChangedNotification(_)
+                            | rmcp::model::ServerNotification::PromptListChangedNotification(_)
+                            | rmcp::model::ServerNotification::ResourceListChangedNotification(_),
+                        )) => changed.notify_one(),
+                        Ok(Some(_)) => {}
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(30));
+        }
+    });
+}
+
 /// A server's request for a capability Warden did not declare: JSON-RPC "method not found".
 pub(super) fn not_declared(method: &'static str) -> rmcp::ErrorData {
     rmcp::ErrorData::new(
@@ -168,7 +216,9 @@ impl Link {
                 config.reinit_on_expired_session = true;
                 config.max_sse_event_size = self.max_bytes;
                 let transport = rmcp::transport::StreamableHttpClientTransport::with_client(client.clone(), config);
-                let running = rmcp::serve_client(watcher, transport).await.map_err(|e| e.to_string())?;
+                let running =
+                    rmcp::service::serve_client_with_lifecycle(watcher, transport, lifecycle()).await.map_err(|e| e.to_string())?;
+                listen_for_changes(&running, Arc::clone(&self.changed));
                 let session = Session { peer: running.peer().clone(), http: Some(client) };
                 Ok((running, session))
             }
@@ -186,7 +236,9 @@ impl Link {
                 }
                 let transport = super::stdio::Stdio::spawn(cmd, &self.server, self.max_bytes, Arc::clone(&self.stash))
                     .map_err(|e| format!("cannot start {command}: {}", e.kind()))?;
-                let running = rmcp::serve_client(watcher, transport).await.map_err(|e| e.to_string())?;
+                let running =
+                    rmcp::service::serve_client_with_lifecycle(watcher, transport, lifecycle()).await.map_err(|e| e.to_string())?;
+                listen_for_changes(&running, Arc::clone(&self.changed));
                 let session = Session { peer: running.peer().clone(), http: None };
                 Ok((running, session))
             }

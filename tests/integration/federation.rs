@@ -41,6 +41,11 @@ pub(crate) struct Upstream {
     busy: Arc<Mutex<Option<String>>>,
     /// HTTP requests received.
     posts: Arc<AtomicUsize>,
+    /// Speaks only the revisions with an `initialize` handshake (sessions, the standalone
+    /// stream), when set before Warden connects; otherwise 2026-07-28 too.
+    legacy: Arc<std::sync::atomic::AtomicBool>,
+    /// Warden's `subscriptions/listen` requests (2026-07-28): where list changes are sent.
+    listeners: Arc<Mutex<Vec<rmcp::service::SubscriptionSink>>>,
 }
 
 impl Upstream {
@@ -56,6 +61,24 @@ impl Upstream {
 }
 
 impl ServerHandler for Upstream {
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [rmcp::model::ProtocolVersion]> {
+        use rmcp::model::ProtocolVersion as V;
+        if self.legacy.load(Ordering::SeqCst) {
+            return std::borrow::Cow::Owned(vec![V::V_2025_11_25, V::V_2025_06_18]);
+        }
+        std::borrow::Cow::Borrowed(V::KNOWN_VERSIONS)
+    }
+
+    fn accepted_subscription_filter(&self, requested: &rmcp::model::SubscriptionFilter) -> Option<rmcp::model::SubscriptionFilter> {
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, context: rmcp::service::SubscriptionContext) -> Result<(), ErrorData> {
+        self.listeners.lock().unwrap().push(context.sink().clone());
+        context.cancelled().await;
+        Ok(())
+    }
+
     fn get_info(&self) -> InitializeResult {
         InitializeResult::new(
             ServerCapabilities::builder()
@@ -210,8 +233,10 @@ where
         client: Arc::new(Mutex::new(None)),
         busy: Arc::new(Mutex::new(None)),
         posts: Arc::new(AtomicUsize::new(0)),
+        legacy: Arc::default(),
+        listeners: Arc::default(),
     };
-    let (busy, posts) = (Arc::clone(&upstream.busy), Arc::clone(&upstream.posts));
+    let (busy, posts, legacy) = (Arc::clone(&upstream.busy), Arc::clone(&upstream.posts), Arc::clone(&upstream.legacy));
     let handler = upstream.clone();
     let service = StreamableHttpService::new(
         move || Ok(handler.clone()),
@@ -223,9 +248,23 @@ where
     let app = axum::Router::new().nest_service("/mcp", service).layer(axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
             let check = Arc::clone(&check);
-            let (busy, posts) = (Arc::clone(&busy), Arc::clone(&posts));
+            let (busy, posts, legacy) = (Arc::clone(&busy), Arc::clone(&posts), Arc::clone(&legacy));
             async move {
                 posts.fetch_add(1, Ordering::SeqCst);
+                // A server of the older revisions does not know `server/discover`: -32601.
+                let request = if legacy.load(Ordering::SeqCst) {
+                    let (parts, body) = request.into_parts();
+                    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+                    let message: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    if message["method"] == "server/discover" {
+                        let error =
+                            json!({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32601, "message": "Method not found"}});
+                        return axum::response::IntoResponse::into_response(([("content-type", "application/json")], error.to_string()));
+                    }
+                    axum::extract::Request::from_parts(parts, axum::body::Body::from(body))
+                } else {
+                    request
+                };
                 let busy = busy.lock().unwrap().clone();
                 if let Some(retry_after) = busy {
                     return axum::response::IntoResponse::into_response((
@@ -634,6 +673,8 @@ async fn cancellation_by_the_caller_or_a_disconnect_reaches_the_upstream() {
 async fn a_dropped_upstream_session_is_re_initialized() {
     let issuer = TestIssuer::start().await;
     let (upstream, url) = start_upstream().await;
+    // Sessions exist only on the revisions with a handshake.
+    upstream.legacy.store(true, Ordering::SeqCst);
     let gw = gateway(&issuer, "  []", &servers(&url, "")).await;
     let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
     assert_eq!(gw.call(&alice, "up_echo", json!({"text": "1"})).await.result()["content"][0]["text"], "echo: 1");
@@ -775,28 +816,42 @@ async fn rate_limits_count_resource_reads_prompt_gets_and_completions() {
     assert!(events.iter().filter(|e| e["reason"] == "rate_limited").all(|e| e["rule"] == "limits/sources" && e["decision"] == "deny"));
 }
 
-/// `notifications/tools/list_changed` from the server (on its stream to Warden) makes Warden
-/// read the catalog again at once: here with no refresh interval at all.
+/// `notifications/tools/list_changed` from the server makes Warden read the catalog again at
+/// once (here with no refresh interval at all): on the older revisions' standalone stream of the
+/// session, and on 2026-07-28 (no sessions) on the `subscriptions/listen` request Warden holds
+/// open.
 #[tokio::test]
 async fn a_list_changed_notification_refreshes_the_catalog() {
-    let issuer = TestIssuer::start().await;
-    let (upstream, url) = start_upstream().await;
-    let gw = gateway(&issuer, "  []", &servers(&url, "    refresh_interval: 0s\n    pinning: warn\n")).await;
-    let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
-    let description =
-        |gw_tools: &Value| gw_tools["tools"].as_array().unwrap().iter().find(|t| t["name"] == "up_echo").unwrap()["description"].clone();
-    assert_eq!(description(gw.rpc(&alice, "tools/list", json!({})).await.result()), "Echoes its text.");
+    for legacy in [true, false] {
+        let issuer = TestIssuer::start().await;
+        let (upstream, url) = start_upstream().await;
+        upstream.legacy.store(legacy, Ordering::SeqCst);
+        let gw = gateway(&issuer, "  []", &servers(&url, "    refresh_interval: 0s\n    pinning: warn\n")).await;
+        let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+        let description = |gw_tools: &Value| {
+            gw_tools["tools"].as_array().unwrap().iter().find(|t| t["name"] == "up_echo").unwrap()["description"].clone()
+        };
+        assert_eq!(description(gw.rpc(&alice, "tools/list", json!({})).await.result()), "Echoes its text.");
 
-    *upstream.description.lock().unwrap() = "Echoes its text, louder.".into();
-    let client = upstream.client.lock().unwrap().clone().expect("Warden listed the tools");
-    client.notify_tool_list_changed().await.unwrap();
-    let seen =
-        eventually(|| async { description(gw.rpc(&alice, "tools/list", json!({})).await.result()) }, |d| d == "Echoes its text, louder.")
-            .await;
-    assert_eq!(seen, "Echoes its text, louder.", "served as changed (pinning: warn)");
-    let events = gw.audit();
-    let change = events.iter().find(|e| e["reason"] == "tool_definition_changed").expect("the change is audited");
-    assert_eq!(change["decision"], "allow", "warn serves it and says so");
+        *upstream.description.lock().unwrap() = "Echoes its text, louder.".into();
+        if legacy {
+            let client = upstream.client.lock().unwrap().clone().expect("Warden listed the tools");
+            client.notify_tool_list_changed().await.unwrap();
+        } else {
+            let listener = eventually(|| async { upstream.listeners.lock().unwrap().first().cloned() }, Option::is_some).await;
+            let changed = rmcp::model::ServerNotification::ToolListChangedNotification(Default::default());
+            listener.expect("Warden listens for changes").send(changed).await.unwrap();
+        }
+        let seen = eventually(
+            || async { description(gw.rpc(&alice, "tools/list", json!({})).await.result()) },
+            |d| d == "Echoes its text, louder.",
+        )
+        .await;
+        assert_eq!(seen, "Echoes its text, louder.", "served as changed (pinning: warn; legacy: {legacy})");
+        let events = gw.audit();
+        let change = events.iter().find(|e| e["reason"] == "tool_definition_changed").expect("the change is audited");
+        assert_eq!(change["decision"], "allow", "warn serves it and says so");
+    }
 }
 
 /// A server's `scopes` are the floor for each of its tools: a caller without them does not see
