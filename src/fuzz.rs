@@ -159,7 +159,7 @@ proptest! {
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer client-token"));
-        let ctx = crate::upstream::CallContext { request_id: "r".into(), traceparent: "t".into(), progress: None };
+        let ctx = crate::upstream::CallContext { request_id: "r".into(), traceparent: "t".into(), ..Default::default() };
         crate::upstream::inject_identity(&mut headers, &names, &principal, &ctx);
         prop_assert!(headers.get(http::header::AUTHORIZATION).is_none(), "the client's token never passes");
         for (_, v) in &headers {

@@ -45,6 +45,8 @@ pub struct Gateway {
     pub signing: Option<Arc<crate::signing::Keys>>,
     /// Calls `approve` policy rules hold back (with the vault).
     pub approvals: Option<Arc<crate::approvals::Approvals>>,
+    /// Seals the request state of relayed multi round-trip requests (the vault's key ring).
+    pub rounds: Arc<crate::mcp::rounds::Rounds>,
     pub audit: Arc<AuditSink>,
     /// Upstream credentials, by name.
     pub credentials: Arc<crate::credentials::Credentials>,
@@ -109,6 +111,7 @@ impl Gateway {
             None => None,
         };
         let database = config.vault.as_ref().zip(vault_keys.clone()).map(|(v, keys)| (v.database.as_str(), keys));
+        let rounds = Arc::new(crate::mcp::rounds::Rounds::new(vault_keys.clone()));
         let audit = Arc::new(AuditSink::from_config(&config.audit, &config.base_dir, Some(Arc::clone(&metrics)), database)?);
         let vault = match (&config.vault, vault_keys) {
             (Some(v), Some(keys)) => {
@@ -306,6 +309,7 @@ impl Gateway {
         Ok(Self {
             authenticator,
             approvals,
+            rounds,
             metrics,
             telemetry: config.telemetry.clone(),
             tools,
@@ -357,6 +361,7 @@ impl Gateway {
             limits: Arc::clone(&self.limits),
             metrics: Arc::clone(&self.metrics),
             approvals: self.approvals.clone(),
+            rounds: Arc::clone(&self.rounds),
         }
     }
 

@@ -16,6 +16,9 @@ mod authorization_server;
 #[path = "integration/federation_wire.rs"]
 mod federation_wire;
 
+#[path = "integration/input_rounds.rs"]
+mod input_rounds;
+
 #[path = "integration/tokens.rs"]
 mod tokens;
 

@@ -83,6 +83,10 @@ pub enum GatewayError {
     /// A `tools/call` of a tool this gateway does not have (the name, bounded for audit).
     #[error("unknown tool")]
     UnknownTool(String),
+    /// A retried call's `requestState` (2026-07-28) that is not Warden's for this caller and
+    /// tool, was altered, or has expired.
+    #[error("invalid request state")]
+    InvalidRequestState,
     /// A federated tool whose definition changed since it was pinned: withheld until an
     /// operator approves the change (the name, bounded for audit).
     #[error("tool definition changed")]
@@ -205,6 +209,7 @@ impl GatewayError {
             | Self::Forbidden { .. }
             | Self::HttpMethodNotAllowed
             | Self::UnknownTool(_)
+            | Self::InvalidRequestState
             | Self::BodyTooLarge
             | Self::BodyUnreadable
             | Self::BodyTimeout
@@ -229,6 +234,7 @@ impl GatewayError {
             Self::InvalidArguments(_) | Self::ConnectionRequired { .. } | Self::ApprovalPending { .. } | Self::NoDecision => StatusCode::OK,
             Self::HttpMethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnknownTool(_)
+            | Self::InvalidRequestState
             | Self::ToolWithheld(_)
             | Self::ResourceNotFound(_)
             | Self::PromptNotFound(_)
@@ -271,6 +277,7 @@ impl GatewayError {
             Self::NoDecision => "no_decision",
             Self::HttpMethodNotAllowed => "method_not_allowed",
             Self::UnknownTool(_) => "unknown_tool",
+            Self::InvalidRequestState => "invalid_request_state",
             Self::ToolWithheld(_) => "tool_definition_changed",
             Self::ResourceNotFound(_) => "resource_not_found",
             Self::PromptNotFound(_) => "unknown_prompt",
@@ -318,6 +325,7 @@ impl GatewayError {
                 rpc_error(None, rpc::INVALID_REQUEST, "this endpoint accepts POST only (stateless Streamable HTTP)", "method_not_allowed"),
             ),
             Self::UnknownTool(name) => (None, rpc_error(jsonrpc_id, rpc::INVALID_PARAMS, &format!("unknown tool: {name}"), "unknown_tool")),
+            Self::InvalidRequestState => (None, rpc_error(jsonrpc_id, rpc::INVALID_PARAMS, INVALID_STATE, "invalid_request_state")),
             Self::ToolWithheld(name) => {
                 (None, rpc_error(jsonrpc_id, rpc::INVALID_PARAMS, &format!("tool withheld: {name}: {WITHHELD}"), "tool_definition_changed"))
             }
@@ -470,6 +478,7 @@ impl GatewayError {
         match self {
             Self::InvalidArguments(why) => ErrorData::invalid_params(format!("invalid arguments: {why}"), data),
             Self::UnknownTool(name) => ErrorData::invalid_params(format!("unknown tool: {name}"), data),
+            Self::InvalidRequestState => ErrorData::invalid_params(INVALID_STATE, data),
             Self::ToolWithheld(name) => ErrorData::invalid_params(format!("tool withheld: {name}: {WITHHELD}"), data),
             // MCP: -32002 for a resource that does not exist.
             Self::ResourceNotFound(uri) => {
@@ -558,9 +567,11 @@ impl GatewayError {
             Self::UnknownTool(name) | Self::ToolWithheld(name) | Self::PromptNotFound(name) | Self::CompletionRefNotFound(name) => {
                 AuditDetails { tool: Some(name.clone()), ..AuditDetails::default() }
             }
-            Self::ResourceNotFound(_) | Self::SourceFailed(..) | Self::TooManyRequests(_) | Self::AuditUnavailable => {
-                AuditDetails::default()
-            }
+            Self::ResourceNotFound(_)
+            | Self::SourceFailed(..)
+            | Self::TooManyRequests(_)
+            | Self::AuditUnavailable
+            | Self::InvalidRequestState => AuditDetails::default(),
             Self::RateLimited { rule, retry_after, tool } => AuditDetails {
                 tool: Some(tool.name.clone()),
                 server: tool.server.clone(),
@@ -611,6 +622,13 @@ pub fn invalid_arguments_result(error: &GatewayError) -> rmcp::model::CallToolRe
     rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(text)])
 }
 
+/// A federated server's input request for a client of a revision before 2026-07-28, which
+/// Warden cannot relay it to: a tool error the model reads.
+pub fn input_required_unsupported_result() -> rmcp::model::CallToolResult {
+    let text = "the MCP server behind this tool needs input from the client, which this gateway relays to clients of MCP 2026-07-28 only";
+    rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(text.to_owned())])
+}
+
 /// A held-back call's answer for a client that cannot be sent a link: a tool error the model
 /// reads (who must approve, the request's id, how to retry).
 pub fn approval_result(message: &str) -> rmcp::model::CallToolResult {
@@ -626,6 +644,8 @@ pub struct AuditDetails {
     pub rule: Option<String>,
     pub explanation: Option<String>,
 }
+
+const INVALID_STATE: &str = "requestState is not one this gateway gave this caller for this tool, or it has expired: call again without it";
 
 const WITHHELD: &str = "its definition changed since it was approved, and an operator must review the change";
 
@@ -664,6 +684,9 @@ pub fn tool_failure_result(failure: &ToolFailure) -> rmcp::model::CallToolResult
         ToolFailure::AssertionUnavailable => {
             "the gateway could not sign the identity assertion for this backend; try again later".to_owned()
         }
+        ToolFailure::ClientRequestForbidden(method) => {
+            format!("the MCP server behind this tool asked the client for {method}, which the gateway does not let it ask")
+        }
         ToolFailure::UpstreamRateLimited { retry_after, .. } => {
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             if secs == 0 {
@@ -699,6 +722,8 @@ pub fn tool_failure_class(failure: &ToolFailure) -> Class {
         }
         // The destination is configured by the operator; the vault is ours.
         ToolFailure::Blocked | ToolFailure::AssertionUnavailable | ToolFailure::Credential(CredentialError::Vault) => Class::Internal,
+        // The server asked for what its configuration forbids.
+        ToolFailure::ClientRequestForbidden(_) => Class::Upstream,
         ToolFailure::Credential(CredentialError::ConnectionRequired { .. }) => Class::Downstream,
         // The IdP refused the caller's token (expired, consent or MFA needed): theirs to fix;
         // it refused Warden's own client: the operator's.

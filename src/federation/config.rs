@@ -80,6 +80,58 @@ pub struct McpServerConfig {
     /// `digest`: its tools' audit events carry a SHA-256 of the arguments. Default: `none`.
     #[serde(default)]
     pub audit_arguments: crate::tools::config::AuditArguments,
+    /// What the server may ask of the calling client through Warden (2026-07-28 input
+    /// requests). Default: all of it, as far as the client itself declared it.
+    #[serde(default)]
+    pub client_requests: ClientRequests,
+}
+
+/// The requests a federated server may send the calling client, by kind. A kind turned off is
+/// not among the capabilities the server sees, and a server that asks for it anyway fails the
+/// call (`client_request_forbidden`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientRequests {
+    /// `elicitation/create`: ask the user.
+    pub elicitation: bool,
+    /// `sampling/createMessage`: ask the client's model.
+    pub sampling: bool,
+    /// `roots/list`: the client's roots.
+    pub roots: bool,
+}
+
+impl Default for ClientRequests {
+    fn default() -> Self {
+        Self { elicitation: true, sampling: true, roots: true }
+    }
+}
+
+impl ClientRequests {
+    /// The capabilities of `client` the server may see: those the client declared, less what
+    /// is turned off here.
+    pub fn allowed(&self, client: &rmcp::model::ClientCapabilities) -> rmcp::model::ClientCapabilities {
+        let mut allowed = rmcp::model::ClientCapabilities::default();
+        if self.elicitation {
+            allowed.elicitation.clone_from(&client.elicitation);
+        }
+        if self.sampling {
+            allowed.sampling.clone_from(&client.sampling);
+        }
+        if self.roots {
+            allowed.roots.clone_from(&client.roots);
+        }
+        allowed
+    }
+
+    /// The method of the first input request this configuration forbids, if any.
+    pub fn forbidden(&self, requests: &rmcp::model::InputRequests) -> Option<&'static str> {
+        requests.values().find_map(|request| match request {
+            rmcp::model::InputRequest::Elicitation(_) if !self.elicitation => Some("elicitation/create"),
+            rmcp::model::InputRequest::CreateMessage(_) if !self.sampling => Some("sampling/createMessage"),
+            rmcp::model::InputRequest::ListRoots(_) if !self.roots => Some("roots/list"),
+            _ => None,
+        })
+    }
 }
 
 /// How much of a server's catalog Warden reads: a server past a bound keeps its last good

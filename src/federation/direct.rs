@@ -56,7 +56,11 @@ pub(super) fn prepare(session: &SessionState, request: &mut ClientRequest) -> Ha
     let meta = request.get_meta_mut();
     meta.set_protocol_version(revision.clone());
     meta.set_client_info(super::link::client_info());
-    meta.set_client_capabilities(rmcp::model::ClientCapabilities::default());
+    // The caller's capabilities when the call carries them (what the server may ask of it
+    // through Warden), else Warden's own: none.
+    if meta.client_capabilities().is_none() {
+        meta.set_client_capabilities(rmcp::model::ClientCapabilities::default());
+    }
     let name = match &*request {
         ClientRequest::CallToolRequest(r) => Some(&*r.params.name),
         ClientRequest::GetPromptRequest(r) => Some(r.params.name.as_str()),

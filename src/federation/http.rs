@@ -83,7 +83,7 @@ impl FederatedHttp {
         self.upstream.check_literal(&url).map_err(|_| refused("destination not allowed"))?;
         let mut headers = HeaderMap::new();
         if let Some(credential) = &self.credential {
-            let ctx = CallContext { request_id: uuid::Uuid::now_v7().to_string(), traceparent: String::new(), progress: None };
+            let ctx = CallContext { request_id: uuid::Uuid::now_v7().to_string(), ..Default::default() };
             let (secret, _) =
                 credential.resolve(&self.upstream, &self.service, &ctx, None).await.map_err(|_| refused("credential unavailable"))?;
             credential.apply_parts(&mut headers, Some(&mut url), &secret);

@@ -45,6 +45,8 @@ pub struct Link {
     pub(super) max_bytes: usize,
     /// Results of `tools/call` as the server sent them, until their call collects them.
     pub(super) stash: Arc<Stash>,
+    /// What the server may ask of the calling client (`servers[].client_requests`).
+    pub(super) client_requests: super::config::ClientRequests,
 }
 
 /// A session with the server: rmcp's client, and over HTTP the transport it was started on,
@@ -272,19 +274,34 @@ impl Link {
                 meta.0.0.insert("traceparent".into(), Value::String(ctx.traceparent.clone()));
                 params.meta = Some(meta);
             }
-            let mut request = CallToolRequest::new(params);
+            // A retried call (2026-07-28): the client's answers to the server's input requests,
+            // and the server's own state, as it gave them; and what the caller can be asked.
+            if let Some(input) = &ctx.input {
+                params.input_responses.clone_from(&input.responses);
+                params.request_state.clone_from(&input.state);
+            }
+            let mut request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+            if let Some(capabilities) = &ctx.client_capabilities {
+                request.get_meta_mut().set_client_capabilities(self.client_requests.allowed(capabilities));
+            }
             if matches!(self.transport, Transport::Http { .. }) {
                 let (headers, g) = self.call_headers(principal, ctx, rejected).await?;
                 generation = g;
                 request.extensions_mut().insert(headers);
             }
-            match self.send(&session, ClientRequest::CallToolRequest(request), ctx, !param_headers).await {
+            match self.send(&session, request, ctx, !param_headers).await {
                 Ok(ServerResult::CallToolResult(result)) => {
                     let result = match self.stash.take_for(&result) {
                         Some(raw) => ResultBody::Raw(raw),
                         None => ResultBody::Typed(result),
                     };
                     return Ok(ToolResult { result, upstream_status: 200 });
+                }
+                Ok(ServerResult::InputRequiredResult(input)) => {
+                    if let Some(method) = input.input_requests.as_ref().and_then(|r| self.client_requests.forbidden(r)) {
+                        return Err(ToolFailure::ClientRequestForbidden(method));
+                    }
+                    return Ok(ToolResult { result: ResultBody::InputRequired(input), upstream_status: 200 });
                 }
                 Ok(_) => return Err(ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() }),
                 Err(e) if auth_required(&e) && rejected.is_none() && self.credential.as_ref().is_some_and(|c| c.refreshable()) => {
@@ -393,7 +410,15 @@ impl Link {
         request: ClientRequest,
         ctx: &CallContext,
     ) -> Result<ServerResult, ServiceError> {
-        let handle = peer.send_request_with_option(request, PeerRequestOptions::with_timeout(self.timeout)).await?;
+        let mut options = PeerRequestOptions::with_timeout(self.timeout);
+        // rmcp writes its own client capabilities into every request on a 2026-07-28 session;
+        // the caller's, when the request carries them, are written over them.
+        if let Some(capabilities) = request.get_meta().client_capabilities() {
+            let mut meta = rmcp::model::RequestMetaObject::new();
+            meta.set_client_capabilities(capabilities);
+            options.meta = Some(meta);
+        }
+        let handle = peer.send_request_with_option(request, options).await?;
         let guard = CancelOnDrop { peer: Some(peer.clone()), id: handle.id.clone() };
         let progress_key = ctx.progress.as_ref().map(|caller| {
             let key = serde_json::to_string(&handle.progress_token).unwrap_or_default();

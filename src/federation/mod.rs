@@ -288,6 +288,7 @@ impl Federation {
                     progress: Arc::new(dashmap::DashMap::new()),
                     max_bytes: c.max_response_bytes.unwrap_or(upstream.max_response_bytes),
                     stash: Arc::default(),
+                    client_requests: c.client_requests,
                 }),
                 tools: ArcSwap::from_pointee(Vec::new()),
                 withheld: ArcSwap::from_pointee(Vec::new()),

@@ -147,8 +147,19 @@ pub async fn endpoint(State(endpoint): State<Arc<Mcp>>, request: Request) -> Res
         (true, super::dispatch::Revision::Handshake) => super::Elicitation::Error,
         (true, super::dispatch::Revision::PerRequest) => super::Elicitation::InputRequired,
     };
-    let admitted =
-        Admitted { principal, ctx, facts, jsonrpc_id: message.id, method: message.method, url_elicitation, call, once: Arc::clone(&once) };
+    let client_capabilities = message.meta.as_ref().and_then(rmcp::model::RequestMetaObject::client_capabilities);
+    let admitted = Admitted {
+        principal,
+        ctx,
+        facts,
+        jsonrpc_id: message.id,
+        method: message.method,
+        url_elicitation,
+        revision,
+        client_capabilities,
+        call,
+        once: Arc::clone(&once),
+    };
     super::dispatch::serve(&endpoint, admitted, message.kind, &parts.headers, revision).await
 }
 
@@ -166,16 +177,18 @@ fn decide_call(mcp: &Mcp, principal: &Principal, facts: &RequestFacts, message: 
     };
     // Taken from the message: the arguments live in one place, the decision.
     let arguments = Value::Object(call.arguments.take().unwrap_or_default());
+    let retry = (call.input_responses.is_some() || call.request_state.is_some())
+        .then(|| super::Retry { responses: call.input_responses.take(), state: call.request_state.take() });
     let policy = mcp.policy.load();
     let decision = policy.decide(principal, &tool.facts(), Stage::Call(&arguments), facts, None);
     match decision.outcome {
         // Limits are the handler's, once the arguments are known to be valid.
-        Ok(()) => Ok(Some(CallAllowed { tool: Arc::clone(tool), rule: decision.rule, arguments, held: None })),
+        Ok(()) => Ok(Some(CallAllowed { tool: Arc::clone(tool), rule: decision.rule, arguments, held: None, retry })),
         // Held back for a person's yes: the handler asks the approvals, after validation (a
         // malformed call asks nobody). Without the vault there are none: refused.
         Err(crate::policy::Denial::ApprovalRequired { approval, reason }) if mcp.approvals.is_some() => {
             let held = Some((approval, reason, policy.set.version.clone()));
-            Ok(Some(CallAllowed { tool: Arc::clone(tool), rule: decision.rule, arguments, held }))
+            Ok(Some(CallAllowed { tool: Arc::clone(tool), rule: decision.rule, arguments, held, retry }))
         }
         Err(denial) => Err(GatewayError::Forbidden { denial, rule: decision.rule, tool: Arc::clone(tool) }),
     }

@@ -83,9 +83,9 @@ pub fn list_tools(mcp: &Mcp, a: &Admitted) -> ListToolsResult {
 /// instead, the call is audited as `client_closed` when its future is dropped: every call is
 /// audited once, however it ends. `progress` receives the backend's progress reports.
 pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mpsc::Sender<Progress>>) -> Result<ToolResponse, ErrorData> {
-    let Admitted { principal, ctx, jsonrpc_id, call, once, url_elicitation, facts, .. } = a;
+    let Admitted { principal, ctx, jsonrpc_id, call, once, url_elicitation, facts, revision, client_capabilities, .. } = a;
     let refused = |error: &GatewayError| Verdict { decision: error.decision(), reason: error.reason(), status: error.status().as_u16() };
-    let Some(CallAllowed { tool, rule, arguments, held }) = call else {
+    let Some(CallAllowed { tool, rule, arguments, held, retry }) = call else {
         // The gate decides every call it admits; a call without a decision is never served.
         let error = GatewayError::NoDecision;
         once.emit(&mcp.audit, AuditEvent::request(&ctx, Some(&principal), jsonrpc_id, Some("tools/call".into()), refused(&error)));
@@ -108,6 +108,25 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mps
         once.emit(&mcp.audit, event(refused(&error)));
         return Ok(ToolResponse::Rpc(CallToolResponse::Complete(crate::error::invalid_arguments_result(&error))));
     }
+    // A retried call of a federated tool (2026-07-28): the round its state names, for this
+    // caller and tool only, and the client's answers. Answers without a state (a server that
+    // keeps none) go to the server as they came.
+    let (mut round, mut responses) = (None, None);
+    if let (Some(server), Some(retry)) = (&tool.server, retry) {
+        responses = retry.responses;
+        if let Some(state) = retry.state {
+            match mcp.rounds.open(&principal, &tool.name, server, &state, crate::unix_now()) {
+                Ok(opened) => round = Some(opened),
+                Err(super::rounds::Refused) => {
+                    let error = GatewayError::InvalidRequestState;
+                    once.emit(&mcp.audit, event(refused(&error)));
+                    return Err(error.into_error_data());
+                }
+            }
+        }
+    }
+    let round_note = round.as_ref().map(|r| format!("round {} of the call first made as request {}", r.number, r.first));
+    let event = |verdict| AuditEvent { explanation: round_note.clone(), ..event(verdict) };
     // Held back by an `approve` rule: runs only with this caller's approval of exactly this
     // call, used up here; otherwise the request is recorded (or reported) and nothing runs.
     let mut approved = None;
@@ -148,7 +167,13 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mps
             }
         }
     }
-    let event = |verdict| AuditEvent { explanation: approved.as_ref().map(|id| format!("approval {id}")), ..event(verdict) };
+    // What the event says beside the outcome: the approval it ran under, the round it is.
+    let explanation = match (approved.as_ref(), round_note.as_ref()) {
+        (Some(id), Some(round)) => Some(format!("approval {id}; {round}")),
+        (Some(id), None) => Some(format!("approval {id}")),
+        (None, round) => round.cloned(),
+    };
+    let event = |verdict| AuditEvent { explanation: explanation.clone(), ..event(verdict) };
     // Within the caller's rate limits and quotas? (After validation: a malformed call spends
     // nothing.)
     let mut limits_note = None;
@@ -177,7 +202,10 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mps
     // The upstream call's client span; what goes upstream names it as the parent.
     let span = tool.backend.client_span(&ctx.span, &tool.name);
     let traceparent = crate::telemetry::traces::traceparent(&span).unwrap_or_else(|| ctx.traceparent.clone());
-    let call = CallContext { request_id: ctx.request_id.clone(), traceparent, progress };
+    let input = (round.is_some() || responses.is_some())
+        .then(|| Arc::new(crate::upstream::UpstreamInput { responses, state: round.as_ref().and_then(|r| r.server_state.clone()) }));
+    let client_capabilities = client_capabilities.filter(|_| tool.server.is_some());
+    let call = CallContext { request_id: ctx.request_id.clone(), traceparent, progress, input, client_capabilities };
     let running = Running::start(mcp, &principal, jsonrpc_id.as_ref(), &once, || event(closed()));
     let started = std::time::Instant::now();
     let outcome = tokio::select! {
@@ -198,6 +226,40 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mps
     let credential = tool.credential_name().map(str::to_owned);
     let delegation = tool.backend.delegates().then(|| crate::audit::Delegation::of(&principal));
     let failure = match outcome {
+        Ok(crate::tools::ToolResult { result: ResultBody::InputRequired(asked), upstream_status }) => {
+            let server = tool.server.as_deref().unwrap_or_default();
+            let next = super::rounds::Round {
+                server_state: asked.request_state.clone(),
+                number: round.as_ref().map_or(2, |r| r.number + 1),
+                first: round.as_ref().map_or_else(|| ctx.request_id.clone(), |r| r.first.clone()),
+                expires: crate::unix_now() + super::rounds::STATE_TTL.as_secs(),
+            };
+            let sealed = (revision == super::dispatch::Revision::PerRequest)
+                .then(|| mcp.rounds.seal(&principal, &tool.name, server, &next))
+                .flatten();
+            let asked_for = asked.input_requests.iter().flat_map(|r| r.values()).map(input_method).collect::<Vec<_>>().join(", ");
+            let Some(state) = sealed else {
+                // A client of an older revision cannot be sent the server's input requests here.
+                let verdict = Verdict { decision: "error", reason: "input_required_unsupported", status: 200 };
+                let explanation = Some(format!("the server asked the client for {asked_for}"));
+                once.emit(
+                    &mcp.audit,
+                    AuditEvent { upstream_status: Some(upstream_status), credential, delegation, explanation, ..event(verdict) },
+                );
+                return Ok(ToolResponse::Rpc(CallToolResponse::Complete(crate::error::input_required_unsupported_result())));
+            };
+            let verdict = Verdict { decision: "allow", reason: "input_required", status: 200 };
+            let explanation = Some(match &round_note {
+                Some(note) => format!("asked the client for {asked_for}; {note}"),
+                None => format!("asked the client for {asked_for}"),
+            });
+            once.emit(
+                &mcp.audit,
+                AuditEvent { upstream_status: Some(upstream_status), credential, delegation, explanation, ..event(verdict) },
+            );
+            let relayed = rmcp::model::InputRequiredResult::new(asked.input_requests, Some(state));
+            return Ok(ToolResponse::Rpc(CallToolResponse::InputRequired(relayed)));
+        }
         Ok(answer) => {
             let verdict = Verdict { decision: "allow", reason: "ok", status: 200 };
             once.emit(&mcp.audit, AuditEvent { upstream_status: Some(answer.upstream_status), credential, delegation, ..event(verdict) });
@@ -209,6 +271,8 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mps
                     ToolResponse::Rpc(CallToolResponse::Complete(result))
                 }
                 ResultBody::Raw(raw) => ToolResponse::Raw(raw),
+                // Taken by the arm above.
+                ResultBody::InputRequired(_) => unreachable!("an input request is relayed above"),
             });
         }
         Err(failure) => failure,
@@ -289,6 +353,17 @@ fn url_input_required(key: &str, url: String, message: String) -> rmcp::model::I
     };
     let request = rmcp::model::InputRequest::Elicitation(rmcp::model::ElicitRequest::new(params));
     rmcp::model::InputRequiredResult::new(Some([(key.to_owned(), request)].into_iter().collect()), None)
+}
+
+/// The method of a server's input request, for the audit.
+fn input_method(request: &rmcp::model::InputRequest) -> &'static str {
+    match request {
+        rmcp::model::InputRequest::Elicitation(_) => "elicitation/create",
+        rmcp::model::InputRequest::CreateMessage(_) => "sampling/createMessage",
+        rmcp::model::InputRequest::ListRoots(_) => "roots/list",
+        // A kind a later revision adds.
+        _ => "another input",
+    }
 }
 
 /// A refusal of the limits, as the error the caller gets.
@@ -487,7 +562,7 @@ async fn from_source<T>(
             }
         }
     }
-    let ctx = CallContext { request_id: a.ctx.request_id.clone(), traceparent: a.ctx.traceparent.clone(), progress: None };
+    let ctx = CallContext { request_id: a.ctx.request_id.clone(), traceparent: a.ctx.traceparent.clone(), ..Default::default() };
     match ask(&source, &ctx).await {
         Ok(result) => {
             let verdict = Verdict { decision: "allow", reason: "ok", status: 200 };

@@ -31,6 +31,7 @@ pub mod dispatch;
 pub mod gate;
 pub mod handler;
 pub mod message;
+pub mod rounds;
 #[cfg(test)]
 mod tests;
 
@@ -69,6 +70,8 @@ pub struct Mcp {
     pub metrics: Arc<crate::telemetry::Metrics>,
     /// Calls `approve` rules hold back (with the vault).
     pub approvals: Option<Arc<crate::approvals::Approvals>>,
+    /// Warden's request state for a federated server's multi round-trip requests.
+    pub rounds: Arc<rounds::Rounds>,
 }
 
 /// The key of a call in [`Mcp::in_flight`]: a caller may cancel only their own calls.
@@ -89,6 +92,11 @@ pub struct Admitted {
     pub method: Option<String>,
     /// How a request to connect an account reaches this client (see [`gate`]).
     pub url_elicitation: Elicitation,
+    /// The lifecycle the request is answered on.
+    pub revision: dispatch::Revision,
+    /// What the client says it can be asked (2026-07-28 `_meta`); `None` on the older
+    /// revisions, where stateless serving keeps no `initialize`.
+    pub client_capabilities: Option<rmcp::model::ClientCapabilities>,
     /// The call-time decision of a `tools/call`.
     pub call: Option<CallAllowed>,
     /// This request's one audit event.
@@ -120,4 +128,14 @@ pub struct CallAllowed {
     /// Allowed only once a person approves this exact call: the rule's terms, its reason, and
     /// the policy version it was decided under.
     pub held: Option<(Arc<crate::policy::Approval>, String, String)>,
+    /// A retried call (2026-07-28): the client's answers to input requests, and the
+    /// `requestState` it was given.
+    pub retry: Option<Retry>,
+}
+
+/// What a retried call (SEP-2322) carries beside its arguments.
+#[derive(Debug)]
+pub struct Retry {
+    pub responses: Option<rmcp::model::InputResponses>,
+    pub state: Option<String>,
 }

@@ -188,7 +188,7 @@ async fn proxy(state: &ProxyState, ctx: &RequestContext, request: Request, recor
     }
     let span = crate::telemetry::traces::http_client_span(Some(&ctx.span), method.as_str(), &url, "proxy_route");
     let traceparent = crate::telemetry::traces::traceparent(&span).unwrap_or_else(|| ctx.traceparent.clone());
-    let call_ctx = CallContext { request_id: ctx.request_id.clone(), traceparent, progress: None };
+    let call_ctx = CallContext { request_id: ctx.request_id.clone(), traceparent, ..Default::default() };
 
     let (parts, body) = request.into_parts();
     let overflow = Arc::new(AtomicBool::new(false));

@@ -64,6 +64,9 @@ pub struct ToolResult {
 pub enum ResultBody {
     Typed(CallToolResult),
     Raw(super::raw::RawResult),
+    /// A federated server needs input first (2026-07-28): what it asks of the client, and its
+    /// own state for the retry.
+    InputRequired(rmcp::model::InputRequiredResult),
 }
 
 /// Why a call produced no answer of the backend's. Each has a stable code; `error` renders
@@ -108,6 +111,9 @@ pub enum ToolFailure {
     },
     /// The signed identity assertion could not be made; nothing was sent.
     AssertionUnavailable,
+    /// The federated server asked the calling client for something its configuration does not
+    /// let it ask (`servers[].client_requests`): the method.
+    ClientRequestForbidden(&'static str),
 }
 
 impl ToolFailure {
@@ -128,6 +134,7 @@ impl ToolFailure {
             Self::Cancelled => "client_cancelled",
             Self::UpstreamRateLimited { .. } => "upstream_rate_limited",
             Self::AssertionUnavailable => "identity_assertion_unavailable",
+            Self::ClientRequestForbidden(_) => "client_request_forbidden",
         }
     }
 
@@ -146,6 +153,7 @@ impl ToolFailure {
     pub fn audit_explanation(&self) -> Option<String> {
         match self {
             Self::Credential(CredentialError::Exchange(e)) => e.audit_explanation(),
+            Self::ClientRequestForbidden(method) => Some(format!("the server asked the client for {method}")),
             _ => None,
         }
     }
@@ -166,7 +174,8 @@ impl ToolFailure {
             | Self::ServerUnavailable
             | Self::Rpc { .. }
             | Self::Cancelled
-            | Self::AssertionUnavailable => None,
+            | Self::AssertionUnavailable
+            | Self::ClientRequestForbidden(_) => None,
         }
     }
 }

@@ -104,13 +104,26 @@ impl IdentityHeaders {
 }
 
 /// The request-scoped facts an upstream call carries besides the principal.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CallContext {
     pub request_id: String,
     pub traceparent: String,
     /// Where a backend that reports progress (a federated MCP server) sends it, when the client
     /// asked for progress and can receive it (an SSE response).
     pub progress: Option<tokio::sync::mpsc::Sender<Progress>>,
+    /// A retried call's answers to a federated server's input requests, and that server's own
+    /// request state, restored from Warden's (2026-07-28 multi round-trip requests).
+    pub input: Option<std::sync::Arc<UpstreamInput>>,
+    /// What the calling client can be asked (2026-07-28: the server sees it in `_meta`), as far
+    /// as the server may ask it; `None`: Warden's own (nothing).
+    pub client_capabilities: Option<rmcp::model::ClientCapabilities>,
+}
+
+/// The second and later rounds of a multi round-trip request, as the federated server gets them.
+#[derive(Debug)]
+pub struct UpstreamInput {
+    pub responses: Option<rmcp::model::InputResponses>,
+    pub state: Option<String>,
 }
 
 /// One progress report of a running call.

@@ -1,0 +1,188 @@
+//! Multi round-trip requests relayed (2026-07-28, SEP-2322): a federated server (rmcp's server
+//! side, speaking 2026-07-28 to Warden) answers a call with an `InputRequiredResult`; the
+//! caller gets the server's input requests with Warden's sealed state instead of the server's,
+//! and its retry reaches the server with the server's own state restored. The state is the
+//! caller's alone; the server sees the caller's capabilities, less what its configuration
+//! forbids it to ask; each round is audited, linked to the first.
+
+use std::sync::{Arc, Mutex};
+
+use rmcp::handler::server::ServerHandler;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData, InitializeResult, InputRequest, InputRequiredResult,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, Tool,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::{Value, json};
+
+use crate::common::{Reply, TestGateway, TestIssuer, gateway, listen, serve};
+
+/// What the server saw of one call.
+#[derive(Debug, Clone)]
+struct Seen {
+    responses: Option<Value>,
+    state: Option<String>,
+    capabilities: Option<Value>,
+}
+
+#[derive(Clone, Default)]
+struct Asking {
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+fn elicitation(message: &str) -> InputRequest {
+    serde_json::from_value(json!({
+        "method": "elicitation/create",
+        "params": {"message": message, "requestedSchema": {"type": "object", "properties": {"ok": {"type": "boolean"}}}}
+    }))
+    .unwrap()
+}
+
+impl ServerHandler for Asking {
+    fn get_info(&self) -> InitializeResult {
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+    }
+
+    async fn list_tools(&self, _r: Option<PaginatedRequestParams>, _c: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+        let tool = |name: &str| Tool::new(name.to_owned(), "Asks first.", Arc::new(json!({"type": "object"}).as_object().unwrap().clone()));
+        Ok(ListToolsResult::with_all_items(vec![tool("confirm"), tool("ask_model")]))
+    }
+
+    async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+        let capabilities = context.meta.client_capabilities().map(|c| serde_json::to_value(c).unwrap());
+        self.seen.lock().unwrap().push(Seen {
+            responses: request.input_responses.as_ref().map(|r| serde_json::to_value(r).unwrap()),
+            state: request.request_state.clone(),
+            capabilities,
+        });
+        match (request.name.as_ref(), request.input_responses, request.request_state.as_deref()) {
+            // Round 1: ask, with a state of the server's own.
+            ("confirm", None, None) => {
+                let asked = [("confirm".to_owned(), elicitation("Go ahead?"))].into_iter().collect();
+                Ok(CallToolResponse::InputRequired(InputRequiredResult::new(Some(asked), Some("server-state-1".into()))))
+            }
+            // Round 2: the answer, with the state the server gave.
+            ("confirm", Some(responses), Some("server-state-1")) => {
+                let ok = responses.get("confirm").map(|r| r["content"]["ok"] == true).unwrap_or(false);
+                Ok(CallToolResponse::Complete(CallToolResult::success(vec![ContentBlock::text(format!("confirmed: {ok}"))])))
+            }
+            ("confirm", _, state) => Err(ErrorData::invalid_params(format!("unexpected state {state:?}"), None)),
+            ("ask_model", ..) => {
+                let asked: InputRequest = serde_json::from_value(json!({
+                    "method": "sampling/createMessage",
+                    "params": {"messages": [{"role": "user", "content": {"type": "text", "text": "2+2?"}}], "maxTokens": 5}
+                }))
+                .unwrap();
+                Ok(CallToolResponse::InputRequired(InputRequiredResult::new(
+                    Some([("answer".to_owned(), asked)].into_iter().collect()),
+                    None,
+                )))
+            }
+            _ => Err(ErrorData::invalid_params("no such tool", None)),
+        }
+    }
+}
+
+async fn start() -> (Asking, String) {
+    let asking = Asking::default();
+    let handler = asking.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default().disable_allowed_hosts(),
+    );
+    let (listener, url) = listen().await;
+    serve(listener, axum::Router::new().nest_service("/mcp", service));
+    (asking, format!("{url}/mcp"))
+}
+
+fn config(url: &str, extra: &str) -> String {
+    format!("upstream:\n  allow_cidrs: [127.0.0.1/32]\nservers:\n  - name: ask\n    url: {url}\n{extra}")
+}
+
+fn meta(capabilities: Value) -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+    })
+}
+
+/// A 2026-07-28 `tools/call` of `tool`, with `extra` params (`inputResponses`, `requestState`).
+async fn call(gw: &TestGateway, token: &str, tool: &str, extra: Value) -> Reply {
+    let mut params = json!({"name": tool, "arguments": {}, "_meta": meta(json!({"elicitation": {}, "sampling": {}, "roots": {}}))});
+    params.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": params}).to_string();
+    gw.post_raw(Some(token), body, &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", tool)]).await
+}
+
+#[tokio::test]
+async fn a_servers_input_request_reaches_its_caller_and_the_retry_its_server_with_the_servers_state() {
+    let issuer = TestIssuer::start().await;
+    let (asking, url) = start().await;
+    let gw = gateway(&issuer, "  []", &config(&url, "")).await;
+    let (alice, bob) = (issuer.sign(&issuer.claims("alice", "", &gw.mcp)), issuer.sign(&issuer.claims("bob", "", &gw.mcp)));
+
+    let first = call(&gw, &alice, "ask_confirm", json!({})).await;
+    let result = first.result();
+    assert_eq!(result["resultType"], "input_required", "{first:?}");
+    assert_eq!(result["inputRequests"]["confirm"]["method"], "elicitation/create");
+    let state = result["requestState"].as_str().expect("Warden's state").to_owned();
+    assert!(!state.contains("server-state"), "the server's own state is not the client's to read");
+    // The server saw the caller's capabilities.
+    assert_eq!(asking.seen.lock().unwrap()[0].capabilities, Some(json!({"elicitation": {}, "roots": {}, "sampling": {}})));
+
+    let answer = json!({"inputResponses": {"confirm": {"action": "accept", "content": {"ok": true}}}, "requestState": state});
+    // Another caller's retry with alice's state, and a state altered by a byte: refused, and
+    // the server never sees them.
+    let reached = asking.seen.lock().unwrap().len();
+    let replayed = call(&gw, &bob, "ask_confirm", answer.clone()).await;
+    assert_eq!((replayed.error_code(), replayed.body["error"]["data"]["code"].as_str()), (Some(-32602), Some("invalid_request_state")));
+    let mut tampered = answer.clone();
+    tampered["requestState"] = json!(format!("{}A", &state[..state.len() - 1]));
+    assert_eq!(call(&gw, &alice, "ask_confirm", tampered).await.error_code(), Some(-32602));
+    assert_eq!(asking.seen.lock().unwrap().len(), reached, "refused before the server");
+
+    let second = call(&gw, &alice, "ask_confirm", answer).await;
+    assert_eq!(second.result()["content"][0]["text"], "confirmed: true", "{second:?}");
+    let seen = asking.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(seen.state.as_deref(), Some("server-state-1"), "the server's own state, restored");
+    assert_eq!(seen.responses, Some(json!({"confirm": {"action": "accept", "content": {"ok": true}}})));
+
+    // Each round audited once; the second names the first.
+    let events: Vec<Value> = gw.audit().into_iter().filter(|e| e["tool"] == "ask_confirm").collect();
+    let reasons: Vec<&str> = events.iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["input_required", "invalid_request_state", "invalid_request_state", "ok"], "{events:#?}");
+    let first_id = events[0]["request_id"].as_str().unwrap();
+    assert!(events[3]["explanation"].as_str().unwrap().contains(&format!("round 2 of the call first made as request {first_id}")));
+    assert_eq!(events[0]["explanation"], "asked the client for elicitation/create");
+}
+
+#[tokio::test]
+async fn what_a_server_may_ask_is_configured_and_older_clients_are_told_they_cannot_answer() {
+    let issuer = TestIssuer::start().await;
+    let (asking, url) = start().await;
+    let gw = gateway(&issuer, "  []", &config(&url, "    client_requests: {sampling: false}\n")).await;
+    let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+
+    // The server sees the caller's capabilities less sampling, and asking for it anyway fails.
+    let refused = call(&gw, &alice, "ask_ask_model", json!({})).await;
+    assert_eq!(refused.result()["isError"], true, "{refused:?}");
+    assert_eq!(asking.seen.lock().unwrap()[0].capabilities, Some(json!({"elicitation": {}, "roots": {}})));
+
+    // A client of an older revision cannot be sent the server's input requests.
+    let body = json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "ask_confirm", "arguments": {}}}).to_string();
+    let older = gw.post_raw(Some(&alice), body, &[]).await;
+    assert_eq!(older.result()["isError"], true, "{older:?}");
+    assert!(older.result()["content"][0]["text"].as_str().unwrap().contains("2026-07-28"));
+
+    let events = gw.audit();
+    let reasons: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["method"] == "tools/call")
+        .map(|e| (e["decision"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(reasons, [("error", "client_request_forbidden"), ("error", "input_required_unsupported")], "{events:#?}");
+}
