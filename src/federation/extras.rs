@@ -56,16 +56,20 @@ impl Source {
         &self.server.name
     }
 
-    /// `resources/read` of `uri`.
+    /// `resources/read` of `uri`; the server may ask the client for input first (2026-07-28).
     pub async fn read_resource(
         &self,
         uri: &str,
         principal: &Principal,
         ctx: &CallContext,
-    ) -> Result<rmcp::model::ReadResourceResult, ToolFailure> {
-        let params = rmcp::model::ReadResourceRequestParams::new(uri);
+    ) -> Result<Answer<rmcp::model::ReadResourceResult>, ToolFailure> {
+        let mut params = rmcp::model::ReadResourceRequestParams::new(uri);
+        if let Some(input) = &ctx.input {
+            params.input_responses.clone_from(&input.responses);
+            params.request_state.clone_from(&input.state);
+        }
         let request = ClientRequest::ReadResourceRequest(rmcp::model::ReadResourceRequest::new(params));
-        self.ask(request, principal, ctx, |r| match r {
+        self.ask_for_input(request, principal, ctx, |r| match r {
             ServerResult::ReadResourceResult(mut result) => {
                 result.result_type.get_or_insert(ResultType::COMPLETE);
                 Some(result)
@@ -75,17 +79,22 @@ impl Source {
         .await
     }
 
-    /// `prompts/get` of this prompt, by the server's own name for it.
+    /// `prompts/get` of this prompt, by the server's own name for it; the server may ask the
+    /// client for input first (2026-07-28).
     pub async fn get_prompt(
         &self,
         arguments: Option<Map<String, Value>>,
         principal: &Principal,
         ctx: &CallContext,
-    ) -> Result<rmcp::model::GetPromptResult, ToolFailure> {
+    ) -> Result<Answer<rmcp::model::GetPromptResult>, ToolFailure> {
         let mut params = rmcp::model::GetPromptRequestParams::new(self.upstream_name());
         params.arguments = arguments;
+        if let Some(input) = &ctx.input {
+            params.input_responses.clone_from(&input.responses);
+            params.request_state.clone_from(&input.state);
+        }
         let request = ClientRequest::GetPromptRequest(rmcp::model::GetPromptRequest::new(params));
-        self.ask(request, principal, ctx, |r| match r {
+        self.ask_for_input(request, principal, ctx, |r| match r {
             ServerResult::GetPromptResult(mut result) => {
                 result.result_type.get_or_insert(ResultType::COMPLETE);
                 Some(result)
@@ -124,6 +133,29 @@ impl Source {
         .await
     }
 
+    /// As [`Self::ask`], for the requests a server may answer with an `InputRequiredResult`:
+    /// the caller's capabilities offered, what the server asks checked against
+    /// `servers[].client_requests`.
+    async fn ask_for_input<T>(
+        &self,
+        mut request: ClientRequest,
+        principal: &Principal,
+        ctx: &CallContext,
+        pick: impl FnOnce(ServerResult) -> Option<T>,
+    ) -> Result<Answer<T>, ToolFailure> {
+        let link = &self.server.link;
+        link.offer_capabilities(&mut request, ctx);
+        match link.request(request, principal, ctx).await? {
+            ServerResult::InputRequiredResult(input) => {
+                link.check_input_requests(&input)?;
+                Ok(Answer::Input(input))
+            }
+            result => pick(result)
+                .map(Answer::Complete)
+                .ok_or_else(|| ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() }),
+        }
+    }
+
     fn upstream_name(&self) -> &str {
         self.name.strip_prefix(self.server.prefix.as_str()).unwrap_or(&self.name)
     }
@@ -141,6 +173,14 @@ impl Source {
         let result = self.server.link.request(request, principal, ctx).await?;
         pick(result).ok_or_else(|| ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() })
     }
+}
+
+/// A federated request's answer: its result, or the server's input requests (2026-07-28), which
+/// the MCP stage relays to the caller.
+#[derive(Debug)]
+pub enum Answer<T> {
+    Complete(T),
+    Input(rmcp::model::InputRequiredResult),
 }
 
 /// Resources and prompts of the federated servers, filtered by `allowed` (policy on the

@@ -275,15 +275,13 @@ impl Link {
                 params.meta = Some(meta);
             }
             // A retried call (2026-07-28): the client's answers to the server's input requests,
-            // and the server's own state, as it gave them; and what the caller can be asked.
+            // and the server's own state, as it gave them.
             if let Some(input) = &ctx.input {
                 params.input_responses.clone_from(&input.responses);
                 params.request_state.clone_from(&input.state);
             }
             let mut request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-            if let Some(capabilities) = &ctx.client_capabilities {
-                request.get_meta_mut().set_client_capabilities(self.client_requests.allowed(capabilities));
-            }
+            self.offer_capabilities(&mut request, ctx);
             if matches!(self.transport, Transport::Http { .. }) {
                 let (headers, g) = self.call_headers(principal, ctx, rejected).await?;
                 generation = g;
@@ -298,9 +296,7 @@ impl Link {
                     return Ok(ToolResult { result, upstream_status: 200 });
                 }
                 Ok(ServerResult::InputRequiredResult(input)) => {
-                    if let Some(method) = input.input_requests.as_ref().and_then(|r| self.client_requests.forbidden(r)) {
-                        return Err(ToolFailure::ClientRequestForbidden(method));
-                    }
+                    self.check_input_requests(&input)?;
                     return Ok(ToolResult { result: ResultBody::InputRequired(input), upstream_status: 200 });
                 }
                 Ok(_) => return Err(ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() }),
@@ -334,6 +330,22 @@ impl Link {
 
     /// One request other than a tool call (a resource read, a prompt), as `principal`, with
     /// identity and credential on it (HTTP), within the timeout, cancelled upstream if dropped.
+    /// What the caller can be asked, as far as this server may ask it, written into the request
+    /// (2026-07-28 `_meta`; rmcp's worker writes its own otherwise).
+    pub(super) fn offer_capabilities(&self, request: &mut ClientRequest, ctx: &CallContext) {
+        if let Some(capabilities) = &ctx.client_capabilities {
+            request.get_meta_mut().set_client_capabilities(self.client_requests.allowed(capabilities));
+        }
+    }
+
+    /// A server's input requests, refused when one asks for what `client_requests` forbids.
+    pub(super) fn check_input_requests(&self, input: &rmcp::model::InputRequiredResult) -> Result<(), ToolFailure> {
+        match input.input_requests.as_ref().and_then(|r| self.client_requests.forbidden(r)) {
+            Some(method) => Err(ToolFailure::ClientRequestForbidden(method)),
+            None => Ok(()),
+        }
+    }
+
     pub(super) async fn request(
         &self,
         mut request: ClientRequest,

@@ -25,7 +25,7 @@ pub mod pins;
 mod stdio;
 
 use extras::Extras;
-pub use extras::Source;
+pub use extras::{Answer, Source};
 use link::{FederatedTool, Link, Transport, connect_tool, service_principal};
 
 use std::sync::Arc;

@@ -173,15 +173,33 @@ async fn serve_extra(mcp: &Mcp, admitted: Admitted, id: RequestId, request: rmcp
         }
         R::ListPromptsRequest(_) => Ok(ServerResult::ListPromptsResult(super::handler::list_prompts(mcp, &admitted))),
         R::ReadResourceRequest(r) => {
-            super::handler::read_resource(mcp, admitted, &r.params.uri).await.map(ServerResult::ReadResourceResult)
+            let retry = retry_of(r.params.input_responses, r.params.request_state);
+            super::handler::read_resource(mcp, admitted, &r.params.uri, retry).await.map(|a| answered(a, ServerResult::ReadResourceResult))
         }
         R::GetPromptRequest(r) => {
-            super::handler::get_prompt(mcp, admitted, &r.params.name, r.params.arguments).await.map(ServerResult::GetPromptResult)
+            let retry = retry_of(r.params.input_responses, r.params.request_state);
+            let name = r.params.name;
+            super::handler::get_prompt(mcp, admitted, &name, r.params.arguments, retry)
+                .await
+                .map(|a| answered(a, ServerResult::GetPromptResult))
         }
         R::CompleteRequest(r) => super::handler::complete(mcp, admitted, r.params).await.map(ServerResult::CompleteResult),
         _ => return refuse_with_id(mcp, admitted, GatewayError::MethodNotFound),
     };
     json_response(&answer_message(answer, id, revision), revision)
+}
+
+/// What a retried request (2026-07-28) carries beside its params, if anything.
+pub(super) fn retry_of(responses: Option<rmcp::model::InputResponses>, state: Option<String>) -> Option<super::Retry> {
+    (responses.is_some() || state.is_some()).then_some(super::Retry { responses, state })
+}
+
+/// A federated answer as a result: complete, or the server's input requests as relayed.
+fn answered<T>(answer: crate::federation::Answer<T>, complete: impl FnOnce(T) -> ServerResult) -> ServerResult {
+    match answer {
+        crate::federation::Answer::Complete(result) => complete(result),
+        crate::federation::Answer::Input(input) => ServerResult::InputRequiredResult(input),
+    }
 }
 
 /// An answer as the JSON-RPC message of `revision`.

@@ -177,8 +177,7 @@ fn decide_call(mcp: &Mcp, principal: &Principal, facts: &RequestFacts, message: 
     };
     // Taken from the message: the arguments live in one place, the decision.
     let arguments = Value::Object(call.arguments.take().unwrap_or_default());
-    let retry = (call.input_responses.is_some() || call.request_state.is_some())
-        .then(|| super::Retry { responses: call.input_responses.take(), state: call.request_state.take() });
+    let retry = super::dispatch::retry_of(call.input_responses.take(), call.request_state.take());
     let policy = mcp.policy.load();
     let decision = policy.decide(principal, &tool.facts(), Stage::Call(&arguments), facts, None);
     match decision.outcome {

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use super::{Admitted, CallAllowed, Mcp};
 use crate::audit::{AuditEvent, Verdict};
 use crate::error::GatewayError;
+use crate::federation::Answer;
 use crate::tools::ResultBody;
 use crate::tools::ToolFailure;
 use crate::upstream::{CallContext, Progress};
@@ -111,21 +112,15 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mps
     // A retried call of a federated tool (2026-07-28): the round its state names, for this
     // caller and tool only, and the client's answers. Answers without a state (a server that
     // keeps none) go to the server as they came.
-    let (mut round, mut responses) = (None, None);
-    if let (Some(server), Some(retry)) = (&tool.server, retry) {
-        responses = retry.responses;
-        if let Some(state) = retry.state {
-            match mcp.rounds.open(&principal, &tool.name, server, &state, crate::unix_now()) {
-                Ok(opened) => round = Some(opened),
-                Err(super::rounds::Refused) => {
-                    let error = GatewayError::InvalidRequestState;
-                    once.emit(&mcp.audit, event(refused(&error)));
-                    return Err(error.into_error_data());
-                }
-            }
+    let (round, input) = match tool.server.as_deref().map(|server| open_round(mcp, &principal, &tool.name, server, retry)) {
+        Some(Ok(opened)) => opened,
+        Some(Err(error)) => {
+            once.emit(&mcp.audit, event(refused(&error)));
+            return Err(error.into_error_data());
         }
-    }
-    let round_note = round.as_ref().map(|r| format!("round {} of the call first made as request {}", r.number, r.first));
+        None => (None, None),
+    };
+    let round_note = round.as_ref().map(round_note);
     let event = |verdict| AuditEvent { explanation: round_note.clone(), ..event(verdict) };
     // Held back by an `approve` rule: runs only with this caller's approval of exactly this
     // call, used up here; otherwise the request is recorded (or reported) and nothing runs.
@@ -202,8 +197,6 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mps
     // The upstream call's client span; what goes upstream names it as the parent.
     let span = tool.backend.client_span(&ctx.span, &tool.name);
     let traceparent = crate::telemetry::traces::traceparent(&span).unwrap_or_else(|| ctx.traceparent.clone());
-    let input = (round.is_some() || responses.is_some())
-        .then(|| Arc::new(crate::upstream::UpstreamInput { responses, state: round.as_ref().and_then(|r| r.server_state.clone()) }));
     let client_capabilities = client_capabilities.filter(|_| tool.server.is_some());
     let call = CallContext { request_id: ctx.request_id.clone(), traceparent, progress, input, client_capabilities };
     let running = Running::start(mcp, &principal, jsonrpc_id.as_ref(), &once, || event(closed()));
@@ -228,37 +221,17 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mps
     let failure = match outcome {
         Ok(crate::tools::ToolResult { result: ResultBody::InputRequired(asked), upstream_status }) => {
             let server = tool.server.as_deref().unwrap_or_default();
-            let next = super::rounds::Round {
-                server_state: asked.request_state.clone(),
-                number: round.as_ref().map_or(2, |r| r.number + 1),
-                first: round.as_ref().map_or_else(|| ctx.request_id.clone(), |r| r.first.clone()),
-                expires: crate::unix_now() + super::rounds::STATE_TTL.as_secs(),
-            };
-            let sealed = (revision == super::dispatch::Revision::PerRequest)
-                .then(|| mcp.rounds.seal(&principal, &tool.name, server, &next))
-                .flatten();
-            let asked_for = asked.input_requests.iter().flat_map(|r| r.values()).map(input_method).collect::<Vec<_>>().join(", ");
-            let Some(state) = sealed else {
-                // A client of an older revision cannot be sent the server's input requests here.
-                let verdict = Verdict { decision: "error", reason: "input_required_unsupported", status: 200 };
-                let explanation = Some(format!("the server asked the client for {asked_for}"));
-                once.emit(
-                    &mcp.audit,
-                    AuditEvent { upstream_status: Some(upstream_status), credential, delegation, explanation, ..event(verdict) },
-                );
-                return Ok(ToolResponse::Rpc(CallToolResponse::Complete(crate::error::input_required_unsupported_result())));
-            };
-            let verdict = Verdict { decision: "allow", reason: "input_required", status: 200 };
-            let explanation = Some(match &round_note {
-                Some(note) => format!("asked the client for {asked_for}; {note}"),
-                None => format!("asked the client for {asked_for}"),
-            });
+            let asked_for = asked_for(&asked);
+            let relayed = next_round(mcp, &principal, (&tool.name, server), revision, round.as_ref(), &ctx.request_id, asked);
+            let (verdict, explanation) = input_verdict(relayed.is_some(), &asked_for, round_note.as_deref());
             once.emit(
                 &mcp.audit,
                 AuditEvent { upstream_status: Some(upstream_status), credential, delegation, explanation, ..event(verdict) },
             );
-            let relayed = rmcp::model::InputRequiredResult::new(asked.input_requests, Some(state));
-            return Ok(ToolResponse::Rpc(CallToolResponse::InputRequired(relayed)));
+            return Ok(ToolResponse::Rpc(match relayed {
+                Some(relayed) => CallToolResponse::InputRequired(relayed),
+                None => CallToolResponse::Complete(crate::error::input_required_unsupported_result()),
+            }));
         }
         Ok(answer) => {
             let verdict = Verdict { decision: "allow", reason: "ok", status: 200 };
@@ -364,6 +337,77 @@ fn input_method(request: &rmcp::model::InputRequest) -> &'static str {
         // A kind a later revision adds.
         _ => "another input",
     }
+}
+
+/// A retried request's round (2026-07-28), opened for this caller and this tool, prompt or
+/// resource of `server`: the round its state names (none without a state), and what goes to the
+/// server (the client's answers; the server's own state, restored). Answers sent without a
+/// state (a server that keeps none) go to the server as they came.
+fn open_round(
+    mcp: &Mcp,
+    principal: &crate::identity::Principal,
+    name: &str,
+    server: &str,
+    retry: Option<super::Retry>,
+) -> Result<(Option<super::rounds::Round>, Option<Arc<crate::upstream::UpstreamInput>>), GatewayError> {
+    let Some(super::Retry { responses, state }) = retry else { return Ok((None, None)) };
+    let round = match state {
+        Some(state) => {
+            Some(mcp.rounds.open(principal, name, server, &state, crate::unix_now()).map_err(|_| GatewayError::InvalidRequestState)?)
+        }
+        None => None,
+    };
+    let input = crate::upstream::UpstreamInput { responses, state: round.as_ref().and_then(|r| r.server_state.clone()) };
+    Ok((round, Some(Arc::new(input))))
+}
+
+/// The server's input requests as the caller gets them, with Warden's state for the next
+/// round; `None` for a caller of a revision before 2026-07-28, which cannot be sent them.
+fn next_round(
+    mcp: &Mcp,
+    principal: &crate::identity::Principal,
+    (name, server): (&str, &str),
+    revision: super::dispatch::Revision,
+    round: Option<&super::rounds::Round>,
+    request_id: &str,
+    asked: rmcp::model::InputRequiredResult,
+) -> Option<rmcp::model::InputRequiredResult> {
+    if revision != super::dispatch::Revision::PerRequest {
+        return None;
+    }
+    let next = super::rounds::Round {
+        server_state: asked.request_state,
+        number: round.map_or(2, |r| r.number + 1),
+        first: round.map_or_else(|| request_id.to_owned(), |r| r.first.clone()),
+        expires: crate::unix_now() + super::rounds::STATE_TTL.as_secs(),
+    };
+    let state = mcp.rounds.seal(principal, name, server, &next)?;
+    Some(rmcp::model::InputRequiredResult::new(asked.input_requests, Some(state)))
+}
+
+/// What a retry's audit event says of its round.
+fn round_note(round: &super::rounds::Round) -> String {
+    format!("round {} of the call first made as request {}", round.number, round.first)
+}
+
+/// The methods a server's input requests ask for, for the audit (never their content).
+fn asked_for(asked: &rmcp::model::InputRequiredResult) -> String {
+    asked.input_requests.iter().flat_map(|r| r.values()).map(input_method).collect::<Vec<_>>().join(", ")
+}
+
+/// The verdict and explanation of a request the server answered with input requests: relayed,
+/// or not (the caller's revision cannot take them).
+fn input_verdict(relayed: bool, asked_for: &str, round: Option<&str>) -> (Verdict<'static>, Option<String>) {
+    let verdict = if relayed {
+        Verdict { decision: "allow", reason: "input_required", status: 200 }
+    } else {
+        Verdict { decision: "error", reason: "input_required_unsupported", status: 200 }
+    };
+    let explanation = match round {
+        Some(round) => format!("asked the client for {asked_for}; {round}"),
+        None => format!("asked the client for {asked_for}"),
+    };
+    (verdict, Some(explanation))
 }
 
 /// A refusal of the limits, as the error the caller gets.
@@ -473,12 +517,17 @@ pub fn list_prompts(mcp: &Mcp, a: &Admitted) -> rmcp::model::ListPromptsResult {
 }
 
 /// `resources/read` of a federated resource the caller may see; audited with its exposed name.
-pub async fn read_resource(mcp: &Mcp, a: Admitted, uri: &str) -> Result<rmcp::model::ReadResourceResult, ErrorData> {
+pub async fn read_resource(
+    mcp: &Mcp,
+    a: Admitted,
+    uri: &str,
+    retry: Option<super::Retry>,
+) -> Result<Answer<rmcp::model::ReadResourceResult>, ErrorData> {
     let source = mcp.federation.locate_resource(uri, visible(mcp, &a));
     let not_found = || GatewayError::ResourceNotFound(crate::audit::bounded(uri).into_owned());
     let name = source.as_ref().map(|s| s.name.clone());
-    from_source(mcp, &a, source, name, &Value::Object(Map::new()), not_found, async |s, ctx| s.read_resource(uri, &a.principal, ctx).await)
-        .await
+    let sought = Sought { name, arguments: &Value::Object(Map::new()), retry };
+    from_source(mcp, &a, source, sought, not_found, async |s, ctx| s.read_resource(uri, &a.principal, ctx).await).await
 }
 
 /// `prompts/get` of a federated prompt the caller may see.
@@ -487,13 +536,14 @@ pub async fn get_prompt(
     a: Admitted,
     name: &str,
     arguments: Option<Map<String, Value>>,
-) -> Result<rmcp::model::GetPromptResult, ErrorData> {
+    retry: Option<super::Retry>,
+) -> Result<Answer<rmcp::model::GetPromptResult>, ErrorData> {
     let source = mcp.federation.locate_prompt(name, visible(mcp, &a));
     let exposed = crate::audit::bounded(name).into_owned();
     let args = Value::Object(arguments.clone().unwrap_or_default());
     let not_found = || GatewayError::PromptNotFound(exposed.clone());
-    from_source(mcp, &a, source, Some(exposed.clone()), &args, not_found, async |s, ctx| s.get_prompt(arguments, &a.principal, ctx).await)
-        .await
+    let sought = Sought { name: Some(exposed.clone()), arguments: &args, retry };
+    from_source(mcp, &a, source, sought, not_found, async |s, ctx| s.get_prompt(arguments, &a.principal, ctx).await).await
 }
 
 /// `completion/complete` for an argument of a federated prompt or resource template the caller
@@ -511,10 +561,23 @@ pub async fn complete(
     };
     let source = mcp.federation.locate_reference(&params.r#ref, visible(mcp, &a));
     let not_found = || GatewayError::CompletionRefNotFound(reference.clone());
-    from_source(mcp, &a, source, Some(reference.clone()), &Value::Object(Map::new()), not_found, async |s, ctx| {
-        s.complete(params, &a.principal, ctx).await
-    })
-    .await
+    let sought = Sought { name: Some(reference.clone()), arguments: &Value::Object(Map::new()), retry: None };
+    let answer =
+        from_source(mcp, &a, source, sought, not_found, async |s, ctx| s.complete(params, &a.principal, ctx).await.map(Answer::Complete))
+            .await?;
+    match answer {
+        Answer::Complete(result) => Ok(result),
+        // A completion is never answered with input requests (`complete` asks for none).
+        Answer::Input(_) => Err(GatewayError::NoDecision.into_error_data()),
+    }
+}
+
+/// What a federated request seeks, besides its source: the name it is audited under, the
+/// arguments limits read, and a retry's answers and state (2026-07-28).
+struct Sought<'a> {
+    name: Option<String>,
+    arguments: &'a Value,
+    retry: Option<super::Retry>,
 }
 
 /// A federated resource read, prompt get or completion: `source` is what policy let the
@@ -525,11 +588,11 @@ async fn from_source<T>(
     mcp: &Mcp,
     a: &Admitted,
     source: Option<crate::federation::Source>,
-    name: Option<String>,
-    arguments: &Value,
+    sought: Sought<'_>,
     not_found: impl FnOnce() -> GatewayError,
-    ask: impl AsyncFnOnce(&crate::federation::Source, &CallContext) -> Result<T, ToolFailure>,
-) -> Result<T, ErrorData> {
+    ask: impl AsyncFnOnce(&crate::federation::Source, &CallContext) -> Result<Answer<T>, ToolFailure>,
+) -> Result<Answer<T>, ErrorData> {
+    let Sought { name, arguments, retry } = sought;
     let refused = |error: GatewayError, server: Option<String>| {
         let details = error.audit_details();
         let verdict = Verdict { decision: error.decision(), reason: error.reason(), status: 200 };
@@ -544,6 +607,10 @@ async fn from_source<T>(
         Err(error.into_error_data())
     };
     let Some(source) = source else { return refused(not_found(), None) };
+    let (round, input) = match open_round(mcp, &a.principal, &source.name, source.server(), retry) {
+        Ok(opened) => opened,
+        Err(error) => return refused(error, Some(source.server().to_owned())),
+    };
     let mut limits_note = None;
     if !mcp.limits.is_empty() {
         let call = crate::limits::CallFacts {
@@ -562,18 +629,39 @@ async fn from_source<T>(
             }
         }
     }
-    let ctx = CallContext { request_id: a.ctx.request_id.clone(), traceparent: a.ctx.traceparent.clone(), ..Default::default() };
+    let ctx = CallContext {
+        request_id: a.ctx.request_id.clone(),
+        traceparent: a.ctx.traceparent.clone(),
+        input,
+        client_capabilities: a.client_capabilities.clone(),
+        ..Default::default()
+    };
+    let served = |verdict, explanation| AuditEvent {
+        tool: name.clone(),
+        server: Some(source.server().to_owned()),
+        limits: limits_note,
+        explanation,
+        ..AuditEvent::request(&a.ctx, Some(&a.principal), a.jsonrpc_id.clone(), a.method.clone(), verdict)
+    };
+    let round_note = round.as_ref().map(round_note);
     match ask(&source, &ctx).await {
-        Ok(result) => {
-            let verdict = Verdict { decision: "allow", reason: "ok", status: 200 };
-            let event = AuditEvent {
-                tool: name,
-                server: Some(source.server().to_owned()),
-                limits: limits_note,
-                ..AuditEvent::request(&a.ctx, Some(&a.principal), a.jsonrpc_id.clone(), a.method.clone(), verdict)
-            };
-            a.once.emit(&mcp.audit, event);
-            Ok(result)
+        Ok(Answer::Complete(result)) => {
+            a.once.emit(&mcp.audit, served(Verdict { decision: "allow", reason: "ok", status: 200 }, round_note));
+            Ok(Answer::Complete(result))
+        }
+        Ok(Answer::Input(asked)) => {
+            let asked_for = asked_for(&asked);
+            let relayed =
+                next_round(mcp, &a.principal, (&source.name, source.server()), a.revision, round.as_ref(), &a.ctx.request_id, asked);
+            let (verdict, explanation) = input_verdict(relayed.is_some(), &asked_for, round_note.as_deref());
+            a.once.emit(&mcp.audit, served(verdict, explanation));
+            match relayed {
+                Some(relayed) => Ok(Answer::Input(relayed)),
+                None => Err(ErrorData::internal_error(
+                    "the MCP server needs input from the client, which this gateway relays to clients of MCP 2026-07-28 only",
+                    Some(serde_json::json!({"code": "input_required_unsupported"})),
+                )),
+            }
         }
         Err(failure) => {
             let error = GatewayError::SourceFailed(failure.code(), crate::error::source_failure_text(&failure));

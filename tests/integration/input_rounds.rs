@@ -42,7 +42,37 @@ fn elicitation(message: &str) -> InputRequest {
 
 impl ServerHandler for Asking {
     fn get_info(&self) -> InitializeResult {
-        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().enable_prompts().build())
+    }
+
+    async fn list_prompts(
+        &self,
+        _r: Option<PaginatedRequestParams>,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
+        Ok(rmcp::model::ListPromptsResult::with_all_items(vec![rmcp::model::Prompt::new("brief", Some("Asks first."), None)]))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
+        self.seen.lock().unwrap().push(Seen {
+            responses: request.input_responses.as_ref().map(|r| serde_json::to_value(r).unwrap()),
+            state: request.request_state.clone(),
+            capabilities: None,
+        });
+        match (request.input_responses, request.request_state.as_deref()) {
+            (Some(_), Some("prompt-state")) => {
+                let message = rmcp::model::PromptMessage::new_text(rmcp::model::Role::User, "the brief, with context");
+                Ok(rmcp::model::GetPromptResponse::Complete(rmcp::model::GetPromptResult::new(vec![message])))
+            }
+            _ => {
+                let asked = [("context".to_owned(), elicitation("Which context?"))].into_iter().collect();
+                Ok(rmcp::model::GetPromptResponse::InputRequired(InputRequiredResult::new(Some(asked), Some("prompt-state".into()))))
+            }
+        }
     }
 
     async fn list_tools(&self, _r: Option<PaginatedRequestParams>, _c: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
@@ -185,4 +215,39 @@ async fn what_a_server_may_ask_is_configured_and_older_clients_are_told_they_can
         .map(|e| (e["decision"].as_str().unwrap(), e["reason"].as_str().unwrap()))
         .collect();
     assert_eq!(reasons, [("error", "client_request_forbidden"), ("error", "input_required_unsupported")], "{events:#?}");
+}
+
+/// A prompt (or a resource) may ask for input too: relayed the same way, bound the same way.
+#[tokio::test]
+async fn a_prompts_input_request_is_relayed_like_a_calls() {
+    let issuer = TestIssuer::start().await;
+    let (asking, url) = start().await;
+    let gw = gateway(&issuer, "  []", &config(&url, "")).await;
+    let (alice, bob) = (issuer.sign(&issuer.claims("alice", "", &gw.mcp)), issuer.sign(&issuer.claims("bob", "", &gw.mcp)));
+    let get = |token: &str, extra: Value| {
+        let mut params = json!({"name": "ask_brief", "_meta": meta(json!({"elicitation": {}}))});
+        params.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let body = json!({"jsonrpc": "2.0", "id": 8, "method": "prompts/get", "params": params}).to_string();
+        let (gw, token) = (&gw, token.to_owned());
+        async move {
+            gw.post_raw(
+                Some(&token),
+                body,
+                &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "prompts/get"), ("mcp-name", "ask_brief")],
+            )
+            .await
+        }
+    };
+    let first = get(&alice, json!({})).await;
+    assert_eq!(first.result()["resultType"], "input_required", "{first:?}");
+    let state = first.result()["requestState"].as_str().unwrap().to_owned();
+    assert_ne!(state, "prompt-state");
+    let answer = json!({"inputResponses": {"context": {"action": "accept", "content": {}}}, "requestState": state});
+    assert_eq!(get(&bob, answer.clone()).await.error_code(), Some(-32602), "another caller's state");
+    let second = get(&alice, answer).await;
+    assert_eq!(second.result()["messages"][0]["content"]["text"], "the brief, with context", "{second:?}");
+    assert_eq!(asking.seen.lock().unwrap().last().unwrap().state.as_deref(), Some("prompt-state"));
+    let reasons: Vec<String> =
+        gw.audit().iter().filter(|e| e["method"] == "prompts/get").map(|e| e["reason"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(reasons, ["input_required", "invalid_request_state", "ok"]);
 }

@@ -152,5 +152,14 @@ def capabilities(ctx: Context) -> str | InputRequiredResult:
     return f"Asked for: {', '.join(sorted(wanted)) or 'nothing'}"
 
 
+@mcp.prompt()
+def prompt(ctx: Context) -> list | InputRequiredResult:
+    """A prompt that needs the user's context first (the suite's non-tool request)."""
+    got = answers(ctx)
+    if "user_context" not in got:
+        return ask({"user_context": elicit("What context should the prompt use?", {"context": {"type": "string"}}, ["context"])})
+    return [{"role": "user", "content": {"type": "text", "text": f"Use this context: {content(got['user_context']).get('context', '')}"}}]
+
+
 if __name__ == "__main__":
     mcp.run()
