@@ -608,3 +608,43 @@ async fn python_sdk_2x_on_2026_07_28_waits_for_an_approval_through_its_input_req
     assert_eq!(demo.calendar.seen().iter().filter(|s| s.path == "/events (POST)").count(), 1);
     shutdown.cancel();
 }
+
+/// A federated server's multi round-trip request (2026-07-28) through Warden, with the official
+/// Python SDK 2.x on both sides: the server (`tests/interop/input_required_fixtures.py`, over
+/// stdio) asks for the user's name, the model's greeting and the client's roots in one
+/// `InputRequiredResult`; the client's callbacks answer, its driver retries with Warden's state,
+/// and the call completes. Audited as two rounds of one call.
+#[tokio::test]
+#[ignore = "needs the Python SDK: run scripts/test"]
+async fn python_sdk_2x_answers_a_federated_servers_input_requests_through_warden() {
+    let python = std::env::var("WARDEN_PYTHON").expect("WARDEN_PYTHON");
+    let issuer = common::TestIssuer::start().await;
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/input_required_fixtures.py");
+    let servers = format!("servers:\n  - name: fx\n    command: {python:?}\n    args: [{fixture:?}]\n");
+    let gw = common::gateway(&issuer, "  []", &servers).await;
+    let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/python_input_rounds.py");
+    let argv: Vec<String> =
+        [script, "--url", &gw.mcp, "--token", &token, "--tool", "fx_multiple_inputs"].iter().map(|s| (*s).to_owned()).collect();
+    let output = tokio::task::spawn_blocking(move || Command::new(python).args(&argv).output()).await.unwrap().unwrap();
+    let report = report(output).unwrap_or_else(|e| panic!("python client failed:\n{e}"));
+    assert_eq!(report["result"]["content"][0]["text"], "All three answered for Alice", "{report}");
+    assert_eq!(
+        report["asked"],
+        json!({"elicitation": ["What is your name?"], "sampling": ["Generate a greeting"], "roots": 1}),
+        "{report}"
+    );
+    let rounds: Vec<(String, String)> = gw
+        .audit()
+        .iter()
+        .filter(|e| e["tool"] == "fx_multiple_inputs")
+        .map(|e| (e["reason"].as_str().unwrap().to_owned(), e["explanation"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    assert_eq!(rounds.len(), 2, "{rounds:?}");
+    assert_eq!(rounds[0].0, "input_required");
+    assert!(
+        rounds[0].1.contains("elicitation/create") && rounds[0].1.contains("sampling/createMessage") && rounds[0].1.contains("roots/list")
+    );
+    assert_eq!(rounds[1].0, "ok");
+    assert!(rounds[1].1.starts_with("round 2 of the call first made as request"), "{rounds:?}");
+}
