@@ -43,7 +43,10 @@ pub(super) struct Listeners<'a> {
     /// Set when the server says its tool list changed.
     pub changed: &'a Notify,
     /// The caller's progress, for the progress token the request carries.
-    pub progress: Option<(&'a rmcp::model::ProgressToken, &'a tokio::sync::mpsc::Sender<crate::upstream::Progress>)>,
+    pub progress: Option<(&'a rmcp::model::ProgressToken, &'a tokio::sync::mpsc::Sender<crate::upstream::Report>)>,
+    /// The caller's logs of this request, when it asked for them (2026-07-28 `logLevel`): a
+    /// log on the request's own stream is the request's.
+    pub logs: Option<&'a tokio::sync::mpsc::Sender<crate::upstream::Report>>,
 }
 
 /// Writes onto a request what its session's revision asks of every request, as rmcp's client
@@ -176,11 +179,16 @@ fn heard(notification: ServerNotification, listeners: &Listeners<'_>) {
                 && p.params.progress_token == *token
             {
                 // A caller that cannot keep up misses a report, never stalls the call.
-                let _ = caller.try_send(crate::upstream::Progress {
+                let _ = caller.try_send(crate::upstream::Report::Progress(crate::upstream::Progress {
                     progress: p.params.progress,
                     total: p.params.total,
                     message: p.params.message,
-                });
+                }));
+            }
+        }
+        ServerNotification::LoggingMessageNotification(log) => {
+            if let Some(caller) = listeners.logs {
+                let _ = caller.try_send(crate::upstream::Report::Log(log.params));
             }
         }
         ServerNotification::ToolListChangedNotification(_) => listeners.changed.notify_one(),

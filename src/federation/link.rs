@@ -40,7 +40,7 @@ pub struct Link {
     /// Set when a catalog refresh should run (a notification, a first user session).
     pub(super) changed: Arc<Notify>,
     /// Calls whose caller wants progress, by the progress token of the upstream request.
-    pub(super) progress: Arc<dashmap::DashMap<String, tokio::sync::mpsc::Sender<crate::upstream::Progress>>>,
+    pub(super) progress: Arc<dashmap::DashMap<String, tokio::sync::mpsc::Sender<crate::upstream::Report>>>,
     /// The most one answer may hold (`servers[].max_response_bytes`).
     pub(super) max_bytes: usize,
     /// Results of `tools/call` as the server sent them, until their call collects them.
@@ -84,7 +84,7 @@ const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "US
 #[derive(Clone)]
 pub(super) struct Watcher {
     changed: Arc<Notify>,
-    progress: Arc<dashmap::DashMap<String, tokio::sync::mpsc::Sender<crate::upstream::Progress>>>,
+    progress: Arc<dashmap::DashMap<String, tokio::sync::mpsc::Sender<crate::upstream::Report>>>,
 }
 
 impl rmcp::ClientHandler for Watcher {
@@ -92,7 +92,8 @@ impl rmcp::ClientHandler for Watcher {
         let key = serde_json::to_string(&params.progress_token).unwrap_or_default();
         if let Some(caller) = self.progress.get(&key) {
             // A caller that cannot keep up misses a report, never stalls the session.
-            let _ = caller.try_send(crate::upstream::Progress { progress: params.progress, total: params.total, message: params.message });
+            let progress = crate::upstream::Progress { progress: params.progress, total: params.total, message: params.message };
+            let _ = caller.try_send(crate::upstream::Report::Progress(progress));
         }
     }
 
@@ -282,6 +283,11 @@ impl Link {
             }
             let mut request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
             self.offer_capabilities(&mut request, ctx);
+            // The caller's logs of this call, at its level (2026-07-28): what the server sends
+            // on the call's own stream reaches the caller ([`super::direct`]).
+            if let Some(level) = ctx.log_level {
+                request.get_meta_mut().set_log_level(level);
+            }
             if matches!(self.transport, Transport::Http { .. }) {
                 let (headers, g) = self.call_headers(principal, ctx, rejected).await?;
                 generation = g;
@@ -393,7 +399,11 @@ impl Link {
             let headers = super::direct::prepare(&state, &mut request);
             let message = rmcp::model::ClientJsonRpcMessage::request(request, id.clone());
             let guard = CancelOnDrop { peer: Some(session.peer.clone()), id };
-            let listeners = super::direct::Listeners { changed: &self.changed, progress: ctx.progress.as_ref().map(|p| (&token, p)) };
+            let listeners = super::direct::Listeners {
+                changed: &self.changed,
+                progress: ctx.progress.as_ref().map(|p| (&token, p)),
+                logs: ctx.progress.as_ref().filter(|_| ctx.log_level.is_some()),
+            };
             match tokio::time::timeout(self.timeout, super::direct::send(http, url, &state, &message, headers, &listeners)).await {
                 Ok(Some(answer)) => {
                     guard.disarm();
@@ -759,7 +769,7 @@ impl ToolBackend for ConnectTool {
 
 /// Stops forwarding a call's progress when the call ends, however it ends.
 struct ProgressGuard<'a> {
-    map: &'a dashmap::DashMap<String, tokio::sync::mpsc::Sender<crate::upstream::Progress>>,
+    map: &'a dashmap::DashMap<String, tokio::sync::mpsc::Sender<crate::upstream::Report>>,
     key: String,
 }
 

@@ -146,12 +146,14 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
         }
         Kind::ListTools => Ok(ServerResult::ListToolsResult(super::handler::list_tools(mcp, &admitted))),
         Kind::CallTool(params) => {
-            // A federated tool's progress reaches a client that asked for it, over SSE.
+            // A federated tool's progress, and on 2026-07-28 its logs, reach a client that asked
+            // for them, over SSE.
             let federated = admitted.call.as_ref().is_some_and(|c| c.tool.server.is_some());
-            if let Some(token) = params.meta.as_ref().and_then(|m| m.get_progress_token())
-                && federated
-            {
-                return stream_call(std::sync::Arc::clone(mcp), admitted, id, token, revision);
+            let token = params.meta.as_ref().and_then(|m| m.get_progress_token());
+            #[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2026-07-28")]
+            let log_level = params.meta.as_ref().and_then(|m| m.log_level()).filter(|_| revision == Revision::PerRequest);
+            if federated && (token.is_some() || log_level.is_some()) {
+                return stream_call(std::sync::Arc::clone(mcp), admitted, id, (token, log_level), revision);
             }
             return match super::handler::call_tool(mcp, admitted, None).await {
                 Ok(response) => json_text_response(response.into_json(&id, revision), StatusCode::OK),
@@ -249,26 +251,39 @@ fn json_response(message: &ServerJsonRpcMessage, revision: Revision) -> Response
 }
 
 /// A `tools/call` answered as an SSE stream: the backend's progress as
-/// `notifications/progress` with the client's token, then the response. The call runs in a
+/// `notifications/progress` with the client's token (when it gave one), and on 2026-07-28 the
+/// server's logs of the call as `notifications/message` (when the client asked for them with a
+/// `logLevel`), then the response. The call runs in a
 /// task owned by the stream: a client that goes away drops it (the call is cancelled upstream
 /// and audited as `client_closed`).
+#[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2026-07-28")]
 fn stream_call(
     mcp: std::sync::Arc<Mcp>,
     admitted: Admitted,
     id: RequestId,
-    token: rmcp::model::ProgressToken,
+    (token, log_level): (Option<rmcp::model::ProgressToken>, Option<rmcp::model::LoggingLevel>),
     revision: Revision,
 ) -> Response {
     let (events_tx, events_rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(16);
     let task = tokio::spawn(async move {
-        let forward = |p| {
-            let event = sse_event(&ServerJsonRpcMessage::notification(rmcp::model::ServerNotification::ProgressNotification(
-                rmcp::model::ProgressNotification::new(super::handler::progress_param(&token, p)),
-            )));
+        let forward = |report| {
+            use rmcp::model::ServerNotification as N;
+            // Progress goes with the client's own token, and only to a client that gave one.
+            let notification = match report {
+                crate::upstream::Report::Progress(p) => token
+                    .as_ref()
+                    .map(|token| N::ProgressNotification(rmcp::model::ProgressNotification::new(super::handler::progress_param(token, p)))),
+                crate::upstream::Report::Log(log) => Some(N::LoggingMessageNotification(rmcp::model::LoggingMessageNotification::new(log))),
+            };
             let events = events_tx.clone();
-            async move { events.send(Ok(event)).await }
+            async move {
+                match notification {
+                    Some(n) => events.send(Ok(sse_event(&ServerJsonRpcMessage::notification(n)))).await,
+                    None => Ok(()),
+                }
+            }
         };
-        let Ok(answer) = super::handler::call_with_progress(&mcp, admitted, forward).await else { return };
+        let Ok(answer) = super::handler::call_with_progress(&mcp, admitted, log_level, forward).await else { return };
         let json = match answer {
             Ok(response) => response.into_json(&id, revision),
             Err(error) => serde_json::to_string(&ServerJsonRpcMessage::error(revision.error(error), Some(id))).unwrap_or_default(),

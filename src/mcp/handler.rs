@@ -15,7 +15,7 @@ use crate::error::GatewayError;
 use crate::federation::Answer;
 use crate::tools::ResultBody;
 use crate::tools::ToolFailure;
-use crate::upstream::{CallContext, Progress};
+use crate::upstream::{CallContext, Progress, Report};
 
 /// The protocol revisions Warden serves, newest first.
 pub const PROTOCOL_VERSIONS: &[ProtocolVersion] =
@@ -42,16 +42,19 @@ pub fn progress_param(token: &rmcp::model::ProgressToken, p: Progress) -> rmcp::
     param
 }
 
-/// A `tools/call` whose backend reports progress: each report goes to `forward` as it comes, and
-/// those that came with the answer go before it. If `forward` fails (its client went away), the
-/// call is dropped, which cancels it upstream and audits it `client_closed`.
+/// A `tools/call` whose backend reports during the call (progress; the call's logs from
+/// `log_level` on, 2026-07-28): each report goes to `forward` as it comes, and those that came
+/// with the answer go before it. If `forward` fails (its client went away), the call is dropped,
+/// which cancels it upstream and audits it `client_closed`.
+#[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2026-07-28")]
 pub async fn call_with_progress<E, F: Future<Output = Result<(), E>>>(
     mcp: &Mcp,
     a: Admitted,
-    mut forward: impl FnMut(Progress) -> F,
+    log_level: Option<rmcp::model::LoggingLevel>,
+    mut forward: impl FnMut(Report) -> F,
 ) -> Result<Result<ToolResponse, ErrorData>, E> {
-    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::channel::<Progress>(16);
-    let call = call_tool(mcp, a, Some(progress_tx));
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::channel::<Report>(16);
+    let call = call_tool(mcp, a, Some(Listening { reports: progress_tx, log_level }));
     tokio::pin!(call);
     let answer = loop {
         tokio::select! {
@@ -64,6 +67,13 @@ pub async fn call_with_progress<E, F: Future<Output = Result<(), E>>>(
         forward(p).await?;
     }
     Ok(answer)
+}
+
+/// Where a call's reports go while it runs (an SSE response), and from which level its logs.
+#[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2026-07-28")]
+pub struct Listening {
+    pub reports: tokio::sync::mpsc::Sender<Report>,
+    pub log_level: Option<rmcp::model::LoggingLevel>,
 }
 
 /// `tools/list`: the tools this caller may call.
@@ -83,7 +93,7 @@ pub fn list_tools(mcp: &Mcp, a: &Admitted) -> ListToolsResult {
 /// `notifications/cancelled` stops it (and the backend is told); if the client goes away
 /// instead, the call is audited as `client_closed` when its future is dropped: every call is
 /// audited once, however it ends. `progress` receives the backend's progress reports.
-pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mpsc::Sender<Progress>>) -> Result<ToolResponse, ErrorData> {
+pub async fn call_tool(mcp: &Mcp, a: Admitted, listening: Option<Listening>) -> Result<ToolResponse, ErrorData> {
     let Admitted { principal, ctx, jsonrpc_id, call, once, url_elicitation, facts, revision, client_capabilities, .. } = a;
     let refused = |error: &GatewayError| Verdict { decision: error.decision(), reason: error.reason(), status: error.status().as_u16() };
     let Some(CallAllowed { tool, rule, arguments, held, retry }) = call else {
@@ -198,7 +208,8 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, progress: Option<tokio::sync::mps
     let span = tool.backend.client_span(&ctx.span, &tool.name);
     let traceparent = crate::telemetry::traces::traceparent(&span).unwrap_or_else(|| ctx.traceparent.clone());
     let client_capabilities = client_capabilities.filter(|_| tool.server.is_some());
-    let call = CallContext { request_id: ctx.request_id.clone(), traceparent, progress, input, client_capabilities };
+    let (progress, log_level) = listening.map_or((None, None), |l| (Some(l.reports), l.log_level));
+    let call = CallContext { request_id: ctx.request_id.clone(), traceparent, progress, log_level, input, client_capabilities };
     let running = Running::start(mcp, &principal, jsonrpc_id.as_ref(), &once, || event(closed()));
     let started = std::time::Instant::now();
     let outcome = tokio::select! {

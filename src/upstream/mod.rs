@@ -108,9 +108,13 @@ impl IdentityHeaders {
 pub struct CallContext {
     pub request_id: String,
     pub traceparent: String,
-    /// Where a backend that reports progress (a federated MCP server) sends it, when the client
-    /// asked for progress and can receive it (an SSE response).
-    pub progress: Option<tokio::sync::mpsc::Sender<Progress>>,
+    /// Where a backend that reports during a call (a federated MCP server: progress, logs)
+    /// sends it, when the client asked for it and can receive it (an SSE response).
+    pub progress: Option<tokio::sync::mpsc::Sender<Report>>,
+    /// The client asked for the server's logs of this call, from this level (2026-07-28
+    /// `_meta` `logLevel`).
+    #[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2026-07-28")]
+    pub log_level: Option<rmcp::model::LoggingLevel>,
     /// A retried call's answers to a federated server's input requests, and that server's own
     /// request state, restored from Warden's (2026-07-28 multi round-trip requests).
     pub input: Option<std::sync::Arc<UpstreamInput>>,
@@ -124,6 +128,15 @@ pub struct CallContext {
 pub struct UpstreamInput {
     pub responses: Option<rmcp::model::InputResponses>,
     pub state: Option<String>,
+}
+
+/// What a backend reports to the caller during a call.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2026-07-28")]
+pub enum Report {
+    Progress(Progress),
+    /// A log message the server sent on the call's own stream (`notifications/message`).
+    Log(rmcp::model::LoggingMessageNotificationParam),
 }
 
 /// One progress report of a running call.

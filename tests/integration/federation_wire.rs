@@ -207,3 +207,46 @@ async fn a_call_accepted_without_an_answer_fails_at_once() {
         assert_eq!(*wire.calls.lock().unwrap(), vec!["accepted".to_owned(), "resume".to_owned()], "{revision}");
     }
 }
+
+/// A log the server sends on a call's own stream belongs to that call: a 2026-07-28 caller that
+/// asked for logs (`_meta` `logLevel`) gets it as `notifications/message` on its SSE response
+/// before the result; a caller that did not ask gets the result alone.
+#[tokio::test]
+async fn a_calls_logs_reach_the_caller_that_asked_for_them() {
+    for revision in REVISIONS {
+        let (_issuer, _wire, gw, token) = started(revision).await;
+        let call = |log_level: Option<&str>| {
+            let mut meta = json!({
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+                "io.modelcontextprotocol/clientCapabilities": {},
+            });
+            if let Some(level) = log_level {
+                meta["io.modelcontextprotocol/logLevel"] = json!(level);
+            }
+            let body =
+                json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "w_resume", "arguments": {}, "_meta": meta}});
+            let (gw, token) = (&gw, token.clone());
+            async move {
+                let headers = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "w_resume")];
+                gw.post_raw(Some(&token), body.to_string(), &headers).await
+            }
+        };
+        let asked = call(Some("info")).await;
+        assert_eq!(asked.headers["content-type"], "text/event-stream", "{revision}: {:?}", asked.body);
+        let events: Vec<Value> = asked
+            .body
+            .as_str()
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        assert_eq!(events.len(), 2, "{revision}: {events:?}");
+        assert_eq!(events[0]["method"], "notifications/message", "{revision}: {events:?}");
+        assert_eq!(events[0]["params"], json!({"level": "info", "data": "working"}));
+        assert_eq!(events[1]["result"]["content"][0]["text"], "resumed after ev-1");
+        let quiet = call(None).await;
+        assert_eq!(quiet.result()["content"][0]["text"], "resumed after ev-1", "{revision}: {:?}", quiet.body);
+    }
+}
