@@ -105,6 +105,9 @@ impl rmcp::ClientHandler for Watcher {
         // No client capability is declared: Warden relays no server-to-client request yet
         // (sampling, elicitation, roots), and answers each with "method not found".
         let mut info = rmcp::model::ClientConfig::default();
+        // What `initialize` names: the newest revision that has the handshake (rmcp's default,
+        // 2026-07-28, has none).
+        info.protocol_version = rmcp::model::ProtocolVersion::V_2025_11_25;
         info.capabilities = rmcp::model::ClientCapabilities::default();
         info.client_info = client_info();
         info
@@ -199,8 +202,24 @@ pub(super) fn not_declared(method: &'static str) -> rmcp::ErrorData {
 }
 
 impl Link {
-    /// Starts a session: spawns the process (stdio) or initializes over HTTP.
+    /// Starts a session: spawns the process (stdio) or initializes over HTTP. A server whose
+    /// answer to `server/discover` fails the start (neither a result nor the error a server of
+    /// the older revisions gives, say an empty result) is started again with `initialize`.
     pub(super) async fn connect(&self, owner: Arc<Principal>) -> Result<(RunningService<RoleClient, Watcher>, Session), String> {
+        match self.start(Arc::clone(&owner), lifecycle()).await {
+            Ok(started) => Ok(started),
+            Err(discover) => {
+                tracing::debug!(server = %self.server, error = %discover, "server/discover failed; starting with initialize");
+                self.start(owner, rmcp::service::ClientLifecycleMode::Initialize).await.map_err(|e| format!("{discover}; then {e}"))
+            }
+        }
+    }
+
+    async fn start(
+        &self,
+        owner: Arc<Principal>,
+        lifecycle: rmcp::service::ClientLifecycleMode,
+    ) -> Result<(RunningService<RoleClient, Watcher>, Session), String> {
         let watcher = Watcher { changed: Arc::clone(&self.changed), progress: Arc::clone(&self.progress) };
         match &self.transport {
             Transport::Http { url } => {
@@ -219,8 +238,7 @@ impl Link {
                 config.reinit_on_expired_session = true;
                 config.max_sse_event_size = self.max_bytes;
                 let transport = rmcp::transport::StreamableHttpClientTransport::with_client(client.clone(), config);
-                let running =
-                    rmcp::service::serve_client_with_lifecycle(watcher, transport, lifecycle()).await.map_err(|e| e.to_string())?;
+                let running = rmcp::service::serve_client_with_lifecycle(watcher, transport, lifecycle).await.map_err(|e| e.to_string())?;
                 listen_for_changes(&running, Arc::clone(&self.changed));
                 let session = Session { peer: running.peer().clone(), http: Some(client) };
                 Ok((running, session))
@@ -239,8 +257,7 @@ impl Link {
                 }
                 let transport = super::stdio::Stdio::spawn(cmd, &self.server, self.max_bytes, Arc::clone(&self.stash))
                     .map_err(|e| format!("cannot start {command}: {}", e.kind()))?;
-                let running =
-                    rmcp::service::serve_client_with_lifecycle(watcher, transport, lifecycle()).await.map_err(|e| e.to_string())?;
+                let running = rmcp::service::serve_client_with_lifecycle(watcher, transport, lifecycle).await.map_err(|e| e.to_string())?;
                 listen_for_changes(&running, Arc::clone(&self.changed));
                 let session = Session { peer: running.peer().clone(), http: None };
                 Ok((running, session))

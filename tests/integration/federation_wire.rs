@@ -28,6 +28,9 @@ struct Wire {
     /// The revision `initialize` is answered with: on 2026-07-28, each call must carry its
     /// revision in `_meta` and its method and name in headers (SEP-2243), or it is refused.
     revision: &'static str,
+    /// Answers a method it does not have with an empty result instead of -32601 (as sloppy
+    /// servers do): `server/discover` then "succeeds" with nothing in it.
+    sloppy: bool,
 }
 
 fn json_response(body: &Value) -> Response {
@@ -98,6 +101,7 @@ async fn post(State(wire): State<Arc<Wire>>, headers: axum::http::HeaderMap, bod
             }
         }
         "ping" => answer(json!({})),
+        _ if wire.sloppy => answer(json!({})),
         // A method this server does not have (`server/discover` among them: it predates it).
         _ => json_response(&json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "method not found"}})),
     }
@@ -249,4 +253,21 @@ async fn a_calls_logs_reach_the_caller_that_asked_for_them() {
         let quiet = call(None).await;
         assert_eq!(quiet.result()["content"][0]["text"], "resumed after ev-1", "{revision}: {:?}", quiet.body);
     }
+}
+
+/// A server that answers `server/discover` (a method it does not have) with an empty result
+/// rather than -32601 is still reached: Warden starts its session again with `initialize`.
+#[tokio::test]
+async fn a_server_that_answers_discover_with_nonsense_is_initialized_instead() {
+    let issuer = TestIssuer::start().await;
+    let wire = Arc::new(Wire { revision: "2025-11-25", sloppy: true, ..Wire::default() });
+    let app = axum::Router::new().route("/mcp", axum::routing::post(post).get(get)).with_state(Arc::clone(&wire));
+    let (listener, url) = listen().await;
+    serve(listener, app);
+    let servers = format!("upstream:\n  allow_cidrs: [127.0.0.1/32]\nservers:\n  - name: w\n    url: {url}/mcp\n    timeout: 20s\n");
+    let gw = gateway(&issuer, "  []", &servers).await;
+    let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    let names = crate::common::eventually(|| gw.tool_names(&token), |names| names.contains(&"w_resume".to_owned())).await;
+    assert!(names.contains(&"w_resume".to_owned()), "{names:?}");
+    assert_eq!(gw.call(&token, "w_resume", json!({})).await.result()["content"][0]["text"], "resumed after ev-1");
 }
