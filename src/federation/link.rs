@@ -172,17 +172,22 @@ fn listen_for_changes(running: &RunningService<RoleClient, Watcher>, changed: Ar
             rmcp::model::SubscriptionFilter::builder().tools_list_changed().prompts_list_changed().resources_list_changed().build();
         let mut pause = Duration::from_secs(1);
         while !peer.is_transport_closed() {
-            if let Ok(mut subscription) = peer.listen(filter.clone()).await {
-                pause = Duration::from_secs(1);
-                loop {
-                    match subscription.next().await {
-                        Ok(Some(
-                            rmcp::model::ServerNotification::ToolListChangedNotification(_)
-                            | rmcp::model::ServerNotification::PromptListChangedNotification(_)
-                            | rmcp::model::ServerNotification::ResourceListChangedNotification(_),
-                        )) => changed.notify_one(),
-                        Ok(Some(_)) => {}
-                        Ok(None) | Err(_) => break,
+            match peer.listen(filter.clone()).await {
+                // The server does not offer it (-32601, say): the refresh interval stands in.
+                Err(rmcp::ServiceError::McpError(_)) => return,
+                Err(_) => {}
+                Ok(mut subscription) => {
+                    pause = Duration::from_secs(1);
+                    loop {
+                        match subscription.next().await {
+                            Ok(Some(
+                                rmcp::model::ServerNotification::ToolListChangedNotification(_)
+                                | rmcp::model::ServerNotification::PromptListChangedNotification(_)
+                                | rmcp::model::ServerNotification::ResourceListChangedNotification(_),
+                            )) => changed.notify_one(),
+                            Ok(Some(_)) => {}
+                            Ok(None) | Err(_) => break,
+                        }
                     }
                 }
             }

@@ -116,11 +116,6 @@ impl RawResult {
             }
         }
     }
-
-    /// The result as rmcp's type (for rmcp's 2026-07-28 path, which needs one).
-    pub fn into_typed(self) -> Result<rmcp::model::CallToolResult, serde_json::Error> {
-        serde_json::from_str(self.text())
-    }
 }
 
 #[cfg(test)]
