@@ -133,4 +133,23 @@ mod tests {
         assert_eq!(rounds.open(&alice, "fx_ask", "fx", &format!("{sealed}-TAMPERED"), 999), Err(Refused));
         assert_eq!(Rounds::new(None).open(&alice, "fx_ask", "fx", &sealed, 999), Err(Refused), "another key");
     }
+
+    /// Every replica with the same vault key ring opens what another sealed; a ring rotated to a
+    /// new active key still opens what the old key sealed while it holds it.
+    #[test]
+    fn replicas_sharing_the_key_ring_open_each_others_state() {
+        let spec = |keys: &str| Arc::new(KeyRing::parse(&crate::secret::Secret::new(keys.to_owned())).unwrap());
+        let (old, new) = (KeyRing::generate_key(), KeyRing::generate_key());
+        let (old, new) = (old.expose(), new.expose());
+        let one = Rounds::new(Some(spec(&format!("k1:{old}"))));
+        let two = Rounds::new(Some(spec(&format!("k1:{old}"))));
+        let rotated = Rounds::new(Some(spec(&format!("k2:{new},k1:{old}"))));
+        let alice = principal("alice");
+        let round = Round { server_state: None, number: 2, first: "req-1".into(), expires: 1_000 };
+        let sealed = one.seal(&alice, "t", "s", &round).unwrap();
+        assert_eq!(two.open(&alice, "t", "s", &sealed, 1), Ok(round.clone()));
+        assert_eq!(rotated.open(&alice, "t", "s", &sealed, 1), Ok(round.clone()));
+        let resealed = rotated.seal(&alice, "t", "s", &round).unwrap();
+        assert_eq!(one.open(&alice, "t", "s", &resealed, 1), Err(Refused), "the new key is not the old replicas'");
+    }
 }

@@ -87,16 +87,18 @@ impl ServerHandler for Asking {
             state: request.request_state.clone(),
             capabilities,
         });
+        let who = request.arguments.as_ref().and_then(|a| a.get("who")).and_then(Value::as_str).unwrap_or("someone").to_owned();
         match (request.name.as_ref(), request.input_responses, request.request_state.as_deref()) {
-            // Round 1: ask, with a state of the server's own.
+            // Round 1: ask, with a state of the server's own (naming who asked, so a state
+            // restored for the wrong call shows).
             ("confirm", None, None) => {
                 let asked = [("confirm".to_owned(), elicitation("Go ahead?"))].into_iter().collect();
-                Ok(CallToolResponse::InputRequired(InputRequiredResult::new(Some(asked), Some("server-state-1".into()))))
+                Ok(CallToolResponse::InputRequired(InputRequiredResult::new(Some(asked), Some(format!("server-state-{who}")))))
             }
             // Round 2: the answer, with the state the server gave.
-            ("confirm", Some(responses), Some("server-state-1")) => {
+            ("confirm", Some(responses), Some(state)) if state == format!("server-state-{who}") => {
                 let ok = responses.get("confirm").map(|r| r["content"]["ok"] == true).unwrap_or(false);
-                Ok(CallToolResponse::Complete(CallToolResult::success(vec![ContentBlock::text(format!("confirmed: {ok}"))])))
+                Ok(CallToolResponse::Complete(CallToolResult::success(vec![ContentBlock::text(format!("confirmed for {who}: {ok}"))])))
             }
             ("confirm", _, state) => Err(ErrorData::invalid_params(format!("unexpected state {state:?}"), None)),
             ("ask_model", ..) => {
@@ -176,9 +178,9 @@ async fn a_servers_input_request_reaches_its_caller_and_the_retry_its_server_wit
     assert_eq!(asking.seen.lock().unwrap().len(), reached, "refused before the server");
 
     let second = call(&gw, &alice, "ask_confirm", answer).await;
-    assert_eq!(second.result()["content"][0]["text"], "confirmed: true", "{second:?}");
+    assert_eq!(second.result()["content"][0]["text"], "confirmed for someone: true", "{second:?}");
     let seen = asking.seen.lock().unwrap().last().cloned().unwrap();
-    assert_eq!(seen.state.as_deref(), Some("server-state-1"), "the server's own state, restored");
+    assert_eq!(seen.state.as_deref(), Some("server-state-someone"), "the server's own state, restored");
     assert_eq!(seen.responses, Some(json!({"confirm": {"action": "accept", "content": {"ok": true}}})));
 
     // Each round audited once; the second names the first.
@@ -250,4 +252,35 @@ async fn a_prompts_input_request_is_relayed_like_a_calls() {
     let reasons: Vec<String> =
         gw.audit().iter().filter(|e| e["method"] == "prompts/get").map(|e| e["reason"].as_str().unwrap().to_owned()).collect();
     assert_eq!(reasons, ["input_required", "invalid_request_state", "ok"]);
+}
+
+/// Two callers with calls in their first round at once: each retry reaches the server with the
+/// state of its own caller's round, whatever order they come back in.
+#[tokio::test]
+async fn concurrent_callers_each_get_their_own_rounds() {
+    let issuer = TestIssuer::start().await;
+    let (_asking, url) = start().await;
+    let gw = gateway(&issuer, "  []", &config(&url, "")).await;
+    let tokens: Vec<(String, String)> =
+        ["alice", "bob", "carol"].iter().map(|who| ((*who).to_owned(), issuer.sign(&issuer.claims(who, "", &gw.mcp)))).collect();
+    let firsts = futures::future::join_all(tokens.iter().map(|(who, token)| {
+        let gw = &gw;
+        async move { call(gw, token, "ask_confirm", json!({"arguments": {"who": who}})).await }
+    }))
+    .await;
+    let states: Vec<String> = firsts.iter().map(|r| r.result()["requestState"].as_str().unwrap().to_owned()).collect();
+    // Back in the other order, concurrently.
+    let seconds = futures::future::join_all(tokens.iter().zip(&states).rev().map(|((who, token), state)| {
+        let gw = &gw;
+        let answer = json!({
+            "arguments": {"who": who},
+            "inputResponses": {"confirm": {"action": "accept", "content": {"ok": true}}},
+            "requestState": state,
+        });
+        async move { (who.clone(), call(gw, token, "ask_confirm", answer).await) }
+    }))
+    .await;
+    for (who, reply) in seconds {
+        assert_eq!(reply.result()["content"][0]["text"], format!("confirmed for {who}: true"), "{who}: {reply:?}");
+    }
 }
