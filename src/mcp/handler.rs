@@ -92,7 +92,11 @@ pub fn list_tools(mcp: &Mcp, a: &Admitted) -> ListToolsResult {
 /// The call is registered by caller and id while it runs, so the caller's
 /// `notifications/cancelled` stops it (and the backend is told); if the client goes away
 /// instead, the call is audited as `client_closed` when its future is dropped: every call is
-/// audited once, however it ends. `progress` receives the backend's progress reports.
+/// audited once, however it ends. `listening`: where the backend's reports during the call go
+/// (progress; on 2026-07-28 the call's logs), when the client can receive them.
+///
+/// A federated server may answer with input requests (2026-07-28): they reach the caller with
+/// Warden's sealed state ([`super::rounds`]), and the caller's retry comes back here with it.
 pub async fn call_tool(mcp: &Mcp, a: Admitted, listening: Option<Listening>) -> Result<ToolResponse, ErrorData> {
     let Admitted { principal, ctx, jsonrpc_id, call, once, url_elicitation, facts, revision, client_capabilities, .. } = a;
     let refused = |error: &GatewayError| Verdict { decision: error.decision(), reason: error.reason(), status: error.status().as_u16() };
