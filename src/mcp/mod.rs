@@ -14,12 +14,14 @@
 //!    must be able to answer HTTP 403 (step-up) and so cannot wait for the JSON-RPC handler.
 //!    What the gate admits is one typed value, [`Admitted`].
 //! 4. [`dispatch`]: the admitted message is served (stateless, JSON responses; SSE for a
-//!    federated call's progress), for every revision: the revisions that negotiate with
+//!    federated call's progress and logs), for every revision: the revisions that negotiate with
 //!    `initialize` and the 2026-07-28 per-request lifecycle differ only in what dispatch says
 //!    of them (see its docs). The gate has checked that lifecycle's headers (SEP-2243) and
 //!    `_meta` (SEP-2575) before the decision.
 //! 5. [`handler`]: policy at list time; for a call, argument validation and the tool's
-//!    upstream call with the arguments the gate decided on.
+//!    upstream call with the arguments the gate decided on. A federated server's input
+//!    requests (2026-07-28) go back to the caller with Warden's sealed state, which a retry
+//!    must bring back ([`rounds`]).
 //!
 //! Every request gets exactly one audit event: see [`gate`].
 //!
