@@ -208,13 +208,13 @@ impl Credential {
         let (secret, generation) = self.resolve(upstream, principal, ctx, None).await?;
         self.apply(&mut request, &secret);
         let replay = if self.refreshable() { request.try_clone() } else { None };
-        let mut response = upstream.execute(request, timeout).await?;
+        let mut response = upstream.call(request, timeout).await?;
         if response.status() == http::StatusCode::UNAUTHORIZED
             && let Some(mut again) = replay
         {
             let (secret, _) = self.resolve(upstream, principal, ctx, generation).await?;
             self.apply(&mut again, &secret);
-            response = upstream.execute(again, timeout).await?;
+            response = upstream.call(again, timeout).await?;
         }
         Ok(upstream.read(response, timeout).await?)
     }

@@ -231,7 +231,7 @@ impl Upstream {
         audience: Option<&str>,
     ) -> Result<(http::StatusCode, HeaderMap, Bytes), UpstreamError> {
         let request = self.prepare(request, principal, ctx, timeout, audience).await?;
-        let response = self.execute(request, timeout).await?;
+        let response = self.call(request, timeout).await?;
         self.read(response, timeout).await
     }
 
@@ -254,39 +254,64 @@ impl Upstream {
         Ok(request)
     }
 
-    /// Sends a prepared request through the guarded client, within `timeout`.
+    /// Sends a prepared request through the guarded client, within `timeout` (a proxy route's,
+    /// whose bodies stream).
     pub async fn execute(&self, request: reqwest::Request, timeout: Duration) -> Result<reqwest::Response, UpstreamError> {
-        tokio::time::timeout(timeout, self.client.execute(request)).await.map_err(|_| UpstreamError::Timeout)?.map_err(classify)
+        tokio::time::timeout(timeout, self.client.execute(request)).await.map_err(|_| UpstreamError::Timeout)?.map_err(|e| classify(&e))
     }
 
-    /// Reads a response within `timeout` and the size limit.
+    /// Sends a tool's prepared request within `timeout`, over the lean client (hyper's, under
+    /// the same guard: [`lean`]): a tool's call is made once per call, its body whole. The
+    /// request is built with reqwest's builder, which the credential's placement and its replay
+    /// use.
+    pub async fn call(&self, request: reqwest::Request, timeout: Duration) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        let request = lean_request(request)?;
+        tokio::time::timeout(timeout, self.lean.send(request)).await.map_err(|_| UpstreamError::Timeout)?.map_err(|e| classify(&e))
+    }
+
+    /// Reads a tool call's response within `timeout` and the size limit.
     pub async fn read(
         &self,
-        response: reqwest::Response,
+        response: http::Response<hyper::body::Incoming>,
         timeout: Duration,
     ) -> Result<(http::StatusCode, HeaderMap, Bytes), UpstreamError> {
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = tokio::time::timeout(timeout, read_limited(response, self.max_response_bytes))
+        let (parts, body) = response.into_parts();
+        let body = tokio::time::timeout(timeout, crate::body::read_body_limited(body, self.max_response_bytes))
             .await
             .map_err(|_| UpstreamError::Timeout)?
             .map_err(|e| match e {
                 ReadError::TooLarge => UpstreamError::TooLarge,
-                ReadError::Http(e) => classify(e),
+                ReadError::Http(e) => classify(&e),
                 ReadError::Body(_) => UpstreamError::Unreachable,
             })?;
-        Ok((status, headers, body))
+        Ok((parts.status, parts.headers, body))
     }
 }
 
-fn classify(e: reqwest::Error) -> UpstreamError {
-    if e.is_timeout() {
-        return UpstreamError::Timeout;
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+/// A request built with reqwest's builder, as the lean client sends it: its method, URL and
+/// headers moved over, its body (whole: a tool's body is built whole) as bytes.
+fn lean_request(request: reqwest::Request) -> Result<http::Request<http_body_util::Full<Bytes>>, UpstreamError> {
+    let (parts, body) = http::Request::<reqwest::Body>::try_from(request).map_err(|_| UpstreamError::Unreachable)?.into_parts();
+    let bytes = match body.as_bytes() {
+        Some(bytes) => Bytes::copy_from_slice(bytes),
+        // A streamed body: never built for a tool's call.
+        None => return Err(UpstreamError::Unreachable),
+    };
+    Ok(http::Request::from_parts(parts, http_body_util::Full::new(bytes)))
+}
+
+/// What a failed exchange means for the caller: the SSRF guard's refusal (anywhere in the
+/// error's chain, also wrapped in an I/O error as hyper's resolver returns it), else the
+/// backend could not be reached.
+fn classify(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
+    let mut source = Some(e);
     while let Some(s) = source {
-        if s.is::<Blocked>() {
+        let wrapped = s.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).is_some_and(|inner| inner.is::<Blocked>());
+        if s.is::<Blocked>() || wrapped {
             return UpstreamError::Blocked;
+        }
+        if s.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_timeout) {
+            return UpstreamError::Timeout;
         }
         source = s.source();
     }
