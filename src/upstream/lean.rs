@@ -1,5 +1,5 @@
 //! The lean upstream client: hyper's pooled client, with the same guard as the shared client,
-//! for the request that is made once per federated call.
+//! for the request that is made once per call: of a federated tool, and of an HTTP tool.
 //!
 //! reqwest wraps hyper's client with what Warden's hot path does not use — a redirect layer
 //! (never following, but parsing each request's URL for its policy), a URL parse per request
