@@ -105,9 +105,8 @@ impl rmcp::ClientHandler for Watcher {
         // No client capability is declared: Warden relays no server-to-client request yet
         // (sampling, elicitation, roots), and answers each with "method not found".
         let mut info = rmcp::model::ClientConfig::default();
-        // What `initialize` names: the newest revision that has the handshake (rmcp's default,
-        // 2026-07-28, has none).
-        info.protocol_version = rmcp::model::ProtocolVersion::V_2025_11_25;
+        // What `initialize` names (rmcp's default, 2026-07-28, has no handshake).
+        info.protocol_version = INITIALIZE_REVISION;
         info.capabilities = rmcp::model::ClientCapabilities::default();
         info.client_info = client_info();
         info
@@ -149,12 +148,14 @@ pub(super) fn client_info() -> rmcp::model::Implementation {
 /// that reports itself legacy (or does not answer the probe) is initialized with 2025-11-25, the
 /// newest revision that has an `initialize` handshake.
 fn lifecycle() -> rmcp::service::ClientLifecycleMode {
-    use rmcp::model::ProtocolVersion;
     rmcp::service::ClientLifecycleMode::Auto {
-        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-        legacy_version: Some(ProtocolVersion::V_2025_11_25),
+        preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+        legacy_version: Some(INITIALIZE_REVISION),
     }
 }
+
+/// The revision Warden's `initialize` names: the newest that has the handshake.
+const INITIALIZE_REVISION: rmcp::model::ProtocolVersion = rmcp::model::ProtocolVersion::V_2025_11_25;
 
 /// On a 2026-07-28 session, which has no standalone stream, the server's list changes come on a
 /// `subscriptions/listen` request held open for the session's life (reopened after a pause if

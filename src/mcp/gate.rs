@@ -267,7 +267,7 @@ fn single<'h>(headers: &'h http::HeaderMap, name: &str) -> Result<Option<&'h str
 
 /// A header value as sent, or unwrapped from SEP-2243's Base64 form (`=?base64?…?=`); `None`
 /// when the wrapped form is not Base64 of UTF-8 text.
-fn header_text(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+fn unwrapped(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     match raw.strip_prefix("=?base64?").and_then(|inner| inner.strip_suffix("?=")) {
         Some(inner) => {
             use base64::Engine;
@@ -307,7 +307,7 @@ fn check_mcp_headers(headers: &http::HeaderMap, message: &Message) -> Result<(),
     let Some(raw) = single(headers, "mcp-name")? else {
         return Err(GatewayError::HeaderMismatch("the Mcp-Name header is required".into()));
     };
-    if header_text(raw).as_deref() != Some(expected) {
+    if unwrapped(raw).as_deref() != Some(expected) {
         return Err(GatewayError::HeaderMismatch("the Mcp-Name header does not match the body".into()));
     }
     Ok(())
@@ -349,7 +349,7 @@ fn check_param_headers(headers: &http::HeaderMap, schema: &serde_json::Map<Strin
             (None, None) => {}
             (Some(_), None) => return refused("is sent for an absent or null argument"),
             (None, Some(_)) => return refused("is required for the argument"),
-            (Some(raw), Some(value)) if header_text(raw).as_deref() != Some(value.as_ref()) => {
+            (Some(raw), Some(value)) if unwrapped(raw).as_deref() != Some(value.as_ref()) => {
                 return refused("does not match the argument");
             }
             (Some(_), Some(_)) => {}
