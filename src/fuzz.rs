@@ -241,6 +241,29 @@ proptest! {
         let prefix: String = pattern.chars().filter(|c| *c != '*').collect();
         prop_assert_eq!(crate::authz::registration::matches(&format!("{prefix}*"), &text), text.starts_with(&prefix));
     }
+
+    /// A passed-through result's `resultType`, wherever it stands and however the object is
+    /// spaced, leaves the rest of the object as it was for an older revision's caller.
+    #[test]
+    fn result_type_comes_out_of_any_result(
+        members in prop::collection::btree_map("[a-z]{1,6}", json_value(), 0..6),
+        position in 0usize..7,
+        pretty in any::<bool>(),
+    ) {
+        let mut object: Vec<(String, Value)> = members.into_iter().collect();
+        let at = position.min(object.len());
+        object.insert(at, ("resultType".to_owned(), json!("complete")));
+        let map: Map<String, Value> = object.iter().cloned().collect();
+        let text = if pretty { serde_json::to_string_pretty(&map) } else { serde_json::to_string(&map) }.unwrap_or_default();
+        // `content` absent or a list of typed items passes the check; others are refused as before.
+        let Ok(raw) = crate::tools::RawResult::check(serde_json::value::RawValue::from_string(text.clone()).unwrap_or_else(|e| panic!("{e}"))) else {
+            return Ok(());
+        };
+        let out: Value = serde_json::from_str(&raw.to_json(true)).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let mut expected = map;
+        expected.remove("resultType");
+        prop_assert_eq!(out, Value::Object(expected));
+    }
 }
 
 const ISSUER: &str = "https://issuer.fuzz.example";

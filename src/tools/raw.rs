@@ -109,13 +109,81 @@ impl RawResult {
                 std::borrow::Cow::Owned(format!("{{\"resultType\":\"complete\"{sep}{rest}"))
             }
             (true, true) => {
-                // Rebuilt from its members, each kept as it came, without `resultType`.
+                // The member cut out of the text, with the comma that joined it to the others.
+                if let Some(cut) = result_type_member(text) {
+                    return std::borrow::Cow::Owned(format!("{}{}", &text[..cut.start], &text[cut.end..]));
+                }
+                // A key written with escapes: rebuilt from its members, each kept as it came.
                 let map: std::collections::BTreeMap<std::borrow::Cow<'_, str>, &RawValue> = serde_json::from_str(text).unwrap_or_default();
                 let kept: std::collections::BTreeMap<_, _> = map.into_iter().filter(|(k, _)| k != "resultType").collect();
                 std::borrow::Cow::Owned(serde_json::to_string(&kept).unwrap_or_else(|_| "{}".into()))
             }
         }
     }
+}
+
+/// An object's key as the input holds it: its text borrowed from the input, or `None` when it is
+/// written with escapes (serde's `Cow` would copy every key).
+struct Key<'de>(Option<&'de str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Some(v)))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Key<'de>, E> {
+                Ok(Key(None))
+            }
+        }
+        d.deserialize_str(Text)
+    }
+}
+
+/// Where the top-level `resultType` member of `text` (a JSON object) is, with the comma that
+/// joins it to its neighbours: the bytes to cut so the rest reads as the same object without it.
+/// `None` when there is none, or its key is written with escapes (not found where it stands).
+fn result_type_member(text: &str) -> Option<std::ops::Range<usize>> {
+    struct Find<'t>(&'t str);
+    impl<'de, 't> Visitor<'de> for Find<'t> {
+        type Value = Option<std::ops::Range<usize>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let base = self.0.as_ptr() as usize;
+            let mut found = None;
+            while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                let value: &'de RawValue = map.next_value()?;
+                if let (Some(k), None) = (key, &found)
+                    && k == "resultType"
+                {
+                    // The key's text is the input's own: its opening quote is the byte before.
+                    let start = (k.as_ptr() as usize).saturating_sub(base).saturating_sub(1);
+                    let end = (value.get().as_ptr() as usize).saturating_sub(base) + value.get().len();
+                    found = Some(start..end);
+                }
+            }
+            Ok(found)
+        }
+    }
+    let mut reader = serde_json::Deserializer::from_str(text);
+    let member = serde::Deserializer::deserialize_map(&mut reader, Find(text)).ok()??;
+    let bytes = text.as_bytes();
+    let after = member.end + bytes[member.end..].iter().take_while(|b| b.is_ascii_whitespace()).count();
+    if bytes.get(after) == Some(&b',') {
+        // Not the last member: it goes with the comma after it.
+        let next = after + 1 + bytes[after + 1..].iter().take_while(|b| b.is_ascii_whitespace()).count();
+        return Some(member.start..next);
+    }
+    // The last member: it goes with the comma before it, if there is one.
+    let before = bytes[..member.start].iter().rposition(|b| !b.is_ascii_whitespace())?;
+    Some(if bytes[before] == b',' { before..member.end } else { member.start..member.end })
 }
 
 #[cfg(test)]
@@ -148,5 +216,30 @@ mod tests {
         assert_eq!(without, serde_json::json!({"content": [{"type": "text", "text": "x"}]}));
         let empty = RawResult::check(raw("{}")).unwrap();
         assert_eq!(empty.to_json(false), r#"{"resultType":"complete"}"#);
+    }
+
+    /// `resultType` is cut out wherever it stands, its neighbours and any nested `resultType`
+    /// left as they are; a key written with escapes is still found (by rebuilding).
+    #[test]
+    fn result_type_is_cut_out_wherever_it_stands() {
+        let cases = [
+            r#"{"resultType":"complete","content":[],"isError":false}"#,
+            r#"{"content":[],"resultType":"complete","isError":false}"#,
+            r#"{"content":[],"isError":false,"resultType":"complete"}"#,
+            r#"{ "content" : [] , "resultType" : "complete" , "isError" : false }"#,
+            "{\n  \"content\": [],\n  \"isError\": false,\n  \"resultType\": \"complete\"\n}",
+            r#"{"content":[],"isError":false,"result\u0054ype":"complete"}"#,
+        ];
+        for text in cases {
+            let r = RawResult::check(raw(text)).unwrap();
+            let out = r.to_json(true);
+            let parsed: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{text} -> {out}: {e}"));
+            assert_eq!(parsed, serde_json::json!({"content": [], "isError": false}), "{text} -> {out}");
+        }
+        let only = RawResult::check(raw(r#"{"resultType":"complete"}"#)).unwrap();
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&only.to_json(true)).unwrap(), serde_json::json!({}));
+        let nested = r#"{"resultType":"complete","content":[],"structuredContent":{"resultType":"mine"}}"#;
+        let r = RawResult::check(raw(nested)).unwrap();
+        assert_eq!(r.to_json(true), r#"{"content":[],"structuredContent":{"resultType":"mine"}}"#);
     }
 }
