@@ -58,7 +58,7 @@ pub(super) fn prepare(session: &SessionState, request: &mut ClientRequest) -> Ha
     let Some(revision) = &session.per_request else { return headers };
     let meta = request.get_meta_mut();
     meta.set_protocol_version(revision.clone());
-    meta.set_client_info(super::link::client_info());
+    meta.set_client_info(super::client::client_info());
     // The caller's capabilities when the call carries them (what the server may ask of it
     // through Warden), else Warden's own: none.
     if meta.client_capabilities().is_none() {
@@ -203,10 +203,10 @@ async fn reply(http: &FederatedHttp, url: &Arc<str>, session: &SessionState, id:
     let answer = match request {
         ServerRequest::PingRequest(_) => ClientJsonRpcMessage::response(ClientResult::empty(()), id),
         ServerRequest::CreateMessageRequest(_) => {
-            ClientJsonRpcMessage::error(super::link::not_declared("sampling/createMessage"), Some(id))
+            ClientJsonRpcMessage::error(super::client::not_declared("sampling/createMessage"), Some(id))
         }
-        ServerRequest::ListRootsRequest(_) => ClientJsonRpcMessage::error(super::link::not_declared("roots/list"), Some(id)),
-        ServerRequest::ElicitRequest(_) => ClientJsonRpcMessage::error(super::link::not_declared("elicitation/create"), Some(id)),
+        ServerRequest::ListRootsRequest(_) => ClientJsonRpcMessage::error(super::client::not_declared("roots/list"), Some(id)),
+        ServerRequest::ElicitRequest(_) => ClientJsonRpcMessage::error(super::client::not_declared("elicitation/create"), Some(id)),
         _ => ClientJsonRpcMessage::error(ErrorData::new(ErrorCode::METHOD_NOT_FOUND, "method not found", None), Some(id)),
     };
     if let Err(e) = http.post_message(Arc::clone(url), answer, session.id.clone(), None, session.headers()).await {

@@ -64,10 +64,7 @@ impl Source {
         ctx: &CallContext,
     ) -> Result<Answer<rmcp::model::ReadResourceResult>, ToolFailure> {
         let mut params = rmcp::model::ReadResourceRequestParams::new(uri);
-        if let Some(input) = &ctx.input {
-            params.input_responses.clone_from(&input.responses);
-            params.request_state.clone_from(&input.state);
-        }
+        (params.input_responses, params.request_state) = ctx.input_params();
         let request = ClientRequest::ReadResourceRequest(rmcp::model::ReadResourceRequest::new(params));
         self.ask_for_input(request, principal, ctx, |r| match r {
             ServerResult::ReadResourceResult(mut result) => {
@@ -89,10 +86,7 @@ impl Source {
     ) -> Result<Answer<rmcp::model::GetPromptResult>, ToolFailure> {
         let mut params = rmcp::model::GetPromptRequestParams::new(self.upstream_name());
         params.arguments = arguments;
-        if let Some(input) = &ctx.input {
-            params.input_responses.clone_from(&input.responses);
-            params.request_state.clone_from(&input.state);
-        }
+        (params.input_responses, params.request_state) = ctx.input_params();
         let request = ClientRequest::GetPromptRequest(rmcp::model::GetPromptRequest::new(params));
         self.ask_for_input(request, principal, ctx, |r| match r {
             ServerResult::GetPromptResult(mut result) => {

@@ -15,6 +15,7 @@
 
 mod answers;
 mod claims;
+mod client;
 pub mod config;
 mod direct;
 mod extras;

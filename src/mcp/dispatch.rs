@@ -78,7 +78,8 @@ pub fn per_request_header(headers: &HeaderMap) -> bool {
 const NEWEST_HANDSHAKE: ProtocolVersion = ProtocolVersion::V_2025_11_25;
 
 /// Serves a message: one typed message in, one JSON-RPC response out.
-pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, headers: &HeaderMap, revision: Revision) -> Response {
+pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, headers: &HeaderMap) -> Response {
+    let revision = admitted.revision;
     let request = match kind {
         Kind::Other(message) => match *message {
             ClientJsonRpcMessage::Notification(notification) => {
@@ -106,7 +107,7 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
             // Federated resources and prompts (when there are federated servers).
             // Boxed: a federated request's future is large, and a call does not take it.
             ClientJsonRpcMessage::Request(request) if mcp.federation.offers_extras() => {
-                return Box::pin(serve_extra(mcp, admitted, request.id, request.request, revision)).await;
+                return Box::pin(serve_extra(mcp, admitted, request.id, request.request)).await;
             }
             // The gate lets through only the methods it serves.
             ClientJsonRpcMessage::Request(_) => return refuse_with_id(mcp, admitted, GatewayError::MethodNotFound),
@@ -153,7 +154,7 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
             #[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2026-07-28")]
             let log_level = params.meta.as_ref().and_then(|m| m.log_level()).filter(|_| revision == Revision::PerRequest);
             if federated && (token.is_some() || log_level.is_some()) {
-                return stream_call(std::sync::Arc::clone(mcp), admitted, id, (token, log_level), revision);
+                return stream_call(std::sync::Arc::clone(mcp), admitted, id, (token, log_level));
             }
             return match super::handler::call_tool(mcp, admitted, None).await {
                 Ok(response) => json_text_response(response.into_json(&id, revision), StatusCode::OK),
@@ -166,7 +167,8 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
 }
 
 /// `resources/*`, `prompts/*` and `completion/complete` of the federated servers.
-async fn serve_extra(mcp: &Mcp, admitted: Admitted, id: RequestId, request: rmcp::model::ClientRequest, revision: Revision) -> Response {
+async fn serve_extra(mcp: &Mcp, admitted: Admitted, id: RequestId, request: rmcp::model::ClientRequest) -> Response {
+    let revision = admitted.revision;
     use rmcp::model::ClientRequest as R;
     let answer: Result<ServerResult, ErrorData> = match request {
         R::ListResourcesRequest(_) => Ok(ServerResult::ListResourcesResult(super::handler::list_resources(mcp, &admitted))),
@@ -262,8 +264,8 @@ fn stream_call(
     admitted: Admitted,
     id: RequestId,
     (token, log_level): (Option<rmcp::model::ProgressToken>, Option<rmcp::model::LoggingLevel>),
-    revision: Revision,
 ) -> Response {
+    let revision = admitted.revision;
     let (events_tx, events_rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(16);
     let task = tokio::spawn(async move {
         let forward = |report| {

@@ -98,10 +98,13 @@ pub async fn endpoint(State(endpoint): State<Arc<Mcp>>, request: Request) -> Res
         Err(_) => return deny(Some(&principal), None, GatewayError::BodyTimeout),
     };
     // 2026-07-28 (SEP-2575): an unknown method, or one that revision removed, is HTTP 404.
+    // A request names the 2026-07-28 per-request lifecycle by its header, its `_meta` or its
+    // method.
     let header_per_request = super::dispatch::per_request_header(&parts.headers);
+    let per_request = |method: Option<&str>, meta: bool| header_per_request || meta || method == Some("server/discover");
     let extras = mcp.federation.offers_extras();
     let unserved = |method: &str, meta: bool| {
-        let per_request = header_per_request || meta || method == "server/discover";
+        let per_request = per_request(Some(method), meta);
         (!served(method, per_request, extras)).then_some(if per_request {
             GatewayError::MethodNotFoundOnThisRevision
         } else {
@@ -119,10 +122,8 @@ pub async fn endpoint(State(endpoint): State<Arc<Mcp>>, request: Request) -> Res
     if let Err(e) = check_protocol_version(&parts.headers, &message) {
         return deny(Some(&principal), id_and_method(&message), e);
     }
-    // The 2026-07-28 per-request lifecycle's own rules (SEP-2243 headers, SEP-2575 metadata),
-    // for a request that names that lifecycle by its header, its `_meta` or its method.
-    let per_request_lifecycle = message.names_revision() || message.method.as_deref() == Some("server/discover") || header_per_request;
-    if per_request_lifecycle
+    // That lifecycle's own rules (SEP-2243 headers, SEP-2575 metadata).
+    if per_request(message.method.as_deref(), message.names_revision())
         && let Err(e) = check_mcp_headers(&parts.headers, &message).and_then(|()| check_request_meta(&parts.headers, &message))
     {
         return deny(Some(&principal), id_and_method(&message), e);
@@ -142,12 +143,12 @@ pub async fn endpoint(State(endpoint): State<Arc<Mcp>>, request: Request) -> Res
     {
         return deny(Some(&principal), id_and_method(&message), e);
     }
-    let url_elicitation = match (supports_url_elicitation(&parts.headers, &message.kind), revision) {
+    let client_capabilities = message.meta.as_ref().and_then(rmcp::model::RequestMetaObject::client_capabilities);
+    let url_elicitation = match (supports_url_elicitation(&parts.headers, client_capabilities.as_ref()), revision) {
         (false, _) => super::Elicitation::Text,
         (true, super::dispatch::Revision::Handshake) => super::Elicitation::Error,
         (true, super::dispatch::Revision::PerRequest) => super::Elicitation::InputRequired,
     };
-    let client_capabilities = message.meta.as_ref().and_then(rmcp::model::RequestMetaObject::client_capabilities);
     let admitted = Admitted {
         principal,
         ctx,
@@ -160,7 +161,7 @@ pub async fn endpoint(State(endpoint): State<Arc<Mcp>>, request: Request) -> Res
         call,
         once: Arc::clone(&once),
     };
-    super::dispatch::serve(&endpoint, admitted, message.kind, &parts.headers, revision).await
+    super::dispatch::serve(&endpoint, admitted, message.kind, &parts.headers).await
 }
 
 /// The call-time decision, made once, here (a step-up must be an HTTP 403): `Ok(None)` for
@@ -197,11 +198,9 @@ fn decide_call(mcp: &Mcp, principal: &Principal, facts: &RequestFacts, message: 
 /// (`_meta`, 2026-07-28) decide; otherwise, since stateless serving keeps no `initialize`, the
 /// revision does: 2025-11-25 introduced URL elicitation. Older clients get the link as readable
 /// `isError` text instead.
-fn supports_url_elicitation(headers: &http::HeaderMap, kind: &Kind) -> bool {
-    if let Kind::CallTool(call) = kind
-        && let Some(capabilities) = call.meta.as_ref().and_then(|m| m.client_capabilities())
-    {
-        return capabilities.elicitation.is_some_and(|e| e.url.is_some());
+fn supports_url_elicitation(headers: &http::HeaderMap, capabilities: Option<&rmcp::model::ClientCapabilities>) -> bool {
+    if let Some(capabilities) = capabilities {
+        return capabilities.elicitation.as_ref().is_some_and(|e| e.url.is_some());
     }
     let version = headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok()).unwrap_or("2025-03-26");
     // Revisions are ISO dates: they order as strings.

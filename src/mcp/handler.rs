@@ -234,34 +234,35 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, listening: Option<Listening>) -> 
     let credential = tool.credential_name().map(str::to_owned);
     let delegation = tool.backend.delegates().then(|| crate::audit::Delegation::of(&principal));
     let failure = match outcome {
-        Ok(crate::tools::ToolResult { result: ResultBody::InputRequired(asked), upstream_status }) => {
-            let server = tool.server.as_deref().unwrap_or_default();
-            let asked_for = asked_for(&asked);
-            let relayed = next_round(mcp, &principal, (&tool.name, server), revision, round.as_ref(), &ctx.request_id, asked);
-            let (verdict, explanation) = input_verdict(relayed.is_some(), &asked_for, round_note.as_deref());
-            once.emit(
-                &mcp.audit,
-                AuditEvent { upstream_status: Some(upstream_status), credential, delegation, explanation, ..event(verdict) },
-            );
-            return Ok(ToolResponse::Rpc(match relayed {
-                Some(relayed) => CallToolResponse::InputRequired(relayed),
-                None => CallToolResponse::Complete(crate::error::input_required_unsupported_result()),
-            }));
-        }
-        Ok(answer) => {
-            let verdict = Verdict { decision: "allow", reason: "ok", status: 200 };
-            once.emit(&mcp.audit, AuditEvent { upstream_status: Some(answer.upstream_status), credential, delegation, ..event(verdict) });
-            return Ok(match answer.result {
+        Ok(crate::tools::ToolResult { result, upstream_status }) => {
+            let ok = Verdict { decision: "allow", reason: "ok", status: 200 };
+            let (verdict, explanation, response) = match result {
                 ResultBody::Typed(mut result) => {
                     // A federated server of an older revision sends no `resultType`; 2026-07-28
                     // requires it (the older revisions' path strips it again).
                     result.result_type.get_or_insert(rmcp::model::ResultType::COMPLETE);
-                    ToolResponse::Rpc(CallToolResponse::Complete(result))
+                    (ok, None, ToolResponse::Rpc(CallToolResponse::Complete(result)))
                 }
-                ResultBody::Raw(raw) => ToolResponse::Raw(raw),
-                // Taken by the arm above.
-                ResultBody::InputRequired(_) => unreachable!("an input request is relayed above"),
-            });
+                ResultBody::Raw(raw) => (ok, None, ToolResponse::Raw(raw)),
+                // The server needs input first: relayed with Warden's state for the next round.
+                ResultBody::InputRequired(asked) => {
+                    let server = tool.server.as_deref().unwrap_or_default();
+                    let asked_for = asked_for(&asked);
+                    let relayed = next_round(mcp, &principal, (&tool.name, server), revision, round.as_ref(), &ctx.request_id, asked);
+                    let (verdict, explanation) = input_verdict(relayed.is_some(), &asked_for, round_note.as_deref());
+                    let response = match relayed {
+                        Some(relayed) => CallToolResponse::InputRequired(relayed),
+                        None => CallToolResponse::Complete(crate::error::input_required_unsupported_result()),
+                    };
+                    (verdict, explanation, ToolResponse::Rpc(response))
+                }
+            };
+            let mut event = AuditEvent { upstream_status: Some(upstream_status), credential, delegation, ..event(verdict) };
+            if explanation.is_some() {
+                event.explanation = explanation;
+            }
+            once.emit(&mcp.audit, event);
+            return Ok(response);
         }
         Err(failure) => failure,
     };

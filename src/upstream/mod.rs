@@ -130,6 +130,14 @@ pub struct UpstreamInput {
     pub state: Option<String>,
 }
 
+impl CallContext {
+    /// A retried request's `inputResponses` and `requestState`, for its params (none on a
+    /// first round).
+    pub fn input_params(&self) -> (Option<rmcp::model::InputResponses>, Option<String>) {
+        self.input.as_ref().map_or((None, None), |input| (input.responses.clone(), input.state.clone()))
+    }
+}
+
 /// What a backend reports to the caller during a call.
 #[derive(Debug, Clone, PartialEq)]
 #[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2026-07-28")]

@@ -130,8 +130,17 @@ async fn start() -> (Asking, String) {
     (asking, format!("{url}/mcp"))
 }
 
-fn config(url: &str, extra: &str) -> String {
-    format!("upstream:\n  allow_cidrs: [127.0.0.1/32]\nservers:\n  - name: ask\n    url: {url}\n{extra}")
+/// The asking server behind Warden (`extra`: more of its `servers[]` entry).
+async fn started(extra: &str) -> (TestIssuer, Asking, TestGateway) {
+    let issuer = TestIssuer::start().await;
+    let (asking, url) = start().await;
+    let config = format!("upstream:\n  allow_cidrs: [127.0.0.1/32]\nservers:\n  - name: ask\n    url: {url}\n{extra}");
+    let gw = gateway(&issuer, "  []", &config).await;
+    (issuer, asking, gw)
+}
+
+fn token(issuer: &TestIssuer, gw: &TestGateway, who: &str) -> String {
+    issuer.sign(&issuer.claims(who, "", &gw.mcp))
 }
 
 fn meta(capabilities: Value) -> Value {
@@ -152,10 +161,8 @@ async fn call(gw: &TestGateway, token: &str, tool: &str, extra: Value) -> Reply 
 
 #[tokio::test]
 async fn a_servers_input_request_reaches_its_caller_and_the_retry_its_server_with_the_servers_state() {
-    let issuer = TestIssuer::start().await;
-    let (asking, url) = start().await;
-    let gw = gateway(&issuer, "  []", &config(&url, "")).await;
-    let (alice, bob) = (issuer.sign(&issuer.claims("alice", "", &gw.mcp)), issuer.sign(&issuer.claims("bob", "", &gw.mcp)));
+    let (issuer, asking, gw) = started("").await;
+    let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
 
     let first = call(&gw, &alice, "ask_confirm", json!({})).await;
     let result = first.result();
@@ -194,10 +201,8 @@ async fn a_servers_input_request_reaches_its_caller_and_the_retry_its_server_wit
 
 #[tokio::test]
 async fn what_a_server_may_ask_is_configured_and_older_clients_are_told_they_cannot_answer() {
-    let issuer = TestIssuer::start().await;
-    let (asking, url) = start().await;
-    let gw = gateway(&issuer, "  []", &config(&url, "    client_requests: {sampling: false}\n")).await;
-    let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+    let (issuer, asking, gw) = started("    client_requests: {sampling: false}\n").await;
+    let alice = token(&issuer, &gw, "alice");
 
     // The server sees the caller's capabilities less sampling, and asking for it anyway fails.
     let refused = call(&gw, &alice, "ask_ask_model", json!({})).await;
@@ -222,10 +227,8 @@ async fn what_a_server_may_ask_is_configured_and_older_clients_are_told_they_can
 /// A prompt (or a resource) may ask for input too: relayed the same way, bound the same way.
 #[tokio::test]
 async fn a_prompts_input_request_is_relayed_like_a_calls() {
-    let issuer = TestIssuer::start().await;
-    let (asking, url) = start().await;
-    let gw = gateway(&issuer, "  []", &config(&url, "")).await;
-    let (alice, bob) = (issuer.sign(&issuer.claims("alice", "", &gw.mcp)), issuer.sign(&issuer.claims("bob", "", &gw.mcp)));
+    let (issuer, asking, gw) = started("").await;
+    let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
     let get = |token: &str, extra: Value| {
         let mut params = json!({"name": "ask_brief", "_meta": meta(json!({"elicitation": {}}))});
         params.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
@@ -258,11 +261,8 @@ async fn a_prompts_input_request_is_relayed_like_a_calls() {
 /// state of its own caller's round, whatever order they come back in.
 #[tokio::test]
 async fn concurrent_callers_each_get_their_own_rounds() {
-    let issuer = TestIssuer::start().await;
-    let (_asking, url) = start().await;
-    let gw = gateway(&issuer, "  []", &config(&url, "")).await;
-    let tokens: Vec<(String, String)> =
-        ["alice", "bob", "carol"].iter().map(|who| ((*who).to_owned(), issuer.sign(&issuer.claims(who, "", &gw.mcp)))).collect();
+    let (issuer, _asking, gw) = started("").await;
+    let tokens: Vec<(String, String)> = ["alice", "bob", "carol"].iter().map(|who| ((*who).to_owned(), token(&issuer, &gw, who))).collect();
     let firsts = futures::future::join_all(tokens.iter().map(|(who, token)| {
         let gw = &gw;
         async move { call(gw, token, "ask_confirm", json!({"arguments": {"who": who}})).await }

@@ -1,0 +1,139 @@
+//! What Warden's client is toward a federated server: who it says it is and what it declares
+//! (no client capability of its own: a caller's are passed per request on 2026-07-28), how a
+//! session starts (`server/discover` first, else `initialize`), and what it hears besides
+//! answers (progress for a call, list changes, also over `subscriptions/listen` on a 2026-07-28
+//! session). `Link` starts sessions with these; `direct` answers as this client does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::service::{RoleClient, RunningService};
+use tokio::sync::Notify;
+
+/// Answers the server's notifications: a changed tool list triggers a catalog refresh; a
+/// call's progress goes to its caller.
+#[derive(Clone)]
+pub(super) struct Watcher {
+    pub(super) changed: Arc<Notify>,
+    pub(super) progress: Arc<dashmap::DashMap<String, tokio::sync::mpsc::Sender<crate::upstream::Report>>>,
+}
+
+impl rmcp::ClientHandler for Watcher {
+    async fn on_progress(&self, params: rmcp::model::ProgressNotificationParam, _context: rmcp::service::NotificationContext<RoleClient>) {
+        let key = serde_json::to_string(&params.progress_token).unwrap_or_default();
+        if let Some(caller) = self.progress.get(&key) {
+            // A caller that cannot keep up misses a report, never stalls the session.
+            let progress = crate::upstream::Progress { progress: params.progress, total: params.total, message: params.message };
+            let _ = caller.try_send(crate::upstream::Report::Progress(progress));
+        }
+    }
+
+    async fn on_tool_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
+        self.changed.notify_one();
+    }
+
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        // No client capability is declared: Warden relays no server-to-client request yet
+        // (sampling, elicitation, roots), and answers each with "method not found".
+        let mut info = rmcp::model::ClientConfig::default();
+        // What `initialize` names (rmcp's default, 2026-07-28, has no handshake).
+        info.protocol_version = INITIALIZE_REVISION;
+        info.capabilities = rmcp::model::ClientCapabilities::default();
+        info.client_info = client_info();
+        info
+    }
+
+    #[allow(deprecated)]
+    async fn create_message(
+        &self,
+        _params: rmcp::model::CreateMessageRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        Err(not_declared("sampling/createMessage"))
+    }
+
+    #[allow(deprecated)]
+    async fn list_roots(
+        &self,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
+        Err(not_declared("roots/list"))
+    }
+
+    async fn create_elicitation(
+        &self,
+        _request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        Err(not_declared("elicitation/create"))
+    }
+}
+
+/// Who Warden's client says it is to federated servers.
+pub(super) fn client_info() -> rmcp::model::Implementation {
+    rmcp::model::Implementation::new("warden", env!("CARGO_PKG_VERSION"))
+}
+
+/// How a session with a federated server starts: `server/discover` first, so a server that
+/// speaks 2026-07-28 is spoken to in it (per-request `_meta`, multi round-trip results); a server
+/// that reports itself legacy (or does not answer the probe) is initialized with 2025-11-25, the
+/// newest revision that has an `initialize` handshake.
+pub(super) fn lifecycle() -> rmcp::service::ClientLifecycleMode {
+    rmcp::service::ClientLifecycleMode::Auto {
+        preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+        legacy_version: Some(INITIALIZE_REVISION),
+    }
+}
+
+/// The revision Warden's `initialize` names: the newest that has the handshake.
+const INITIALIZE_REVISION: rmcp::model::ProtocolVersion = rmcp::model::ProtocolVersion::V_2025_11_25;
+
+/// On a 2026-07-28 session, which has no standalone stream, the server's list changes come on a
+/// `subscriptions/listen` request held open for the session's life (reopened after a pause if
+/// it ends while the session lives); each wakes the catalog refresh, as `list_changed` does on
+/// the older revisions' stream.
+pub(super) fn listen_for_changes(running: &RunningService<RoleClient, Watcher>, changed: Arc<Notify>) {
+    let peer = running.peer().clone();
+    let modern = peer.peer_info().is_some_and(|info| info.protocol_version >= rmcp::model::ProtocolVersion::V_2026_07_28);
+    if !modern {
+        return;
+    }
+    // The session's end closes its transport, which ends the listening too.
+    tokio::spawn(async move {
+        let filter =
+            rmcp::model::SubscriptionFilter::builder().tools_list_changed().prompts_list_changed().resources_list_changed().build();
+        let mut pause = Duration::from_secs(1);
+        while !peer.is_transport_closed() {
+            match peer.listen(filter.clone()).await {
+                // The server does not offer it (-32601, say): the refresh interval stands in.
+                Err(rmcp::ServiceError::McpError(_)) => return,
+                Err(_) => {}
+                Ok(mut subscription) => {
+                    pause = Duration::from_secs(1);
+                    loop {
+                        match subscription.next().await {
+                            Ok(Some(
+                                rmcp::model::ServerNotification::ToolListChangedNotification(_)
+                                | rmcp::model::ServerNotification::PromptListChangedNotification(_)
+                                | rmcp::model::ServerNotification::ResourceListChangedNotification(_),
+                            )) => changed.notify_one(),
+                            Ok(Some(_)) => {}
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(30));
+        }
+    });
+}
+
+/// A server's request for a capability Warden did not declare: JSON-RPC "method not found".
+pub(super) fn not_declared(method: &'static str) -> rmcp::ErrorData {
+    rmcp::ErrorData::new(
+        rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+        format!("{method}: Warden declares no such client capability toward federated servers"),
+        None,
+    )
+}
