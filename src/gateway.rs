@@ -357,6 +357,7 @@ impl Gateway {
             body_read_timeout: self.body_read_timeout,
             policy_headers: Arc::clone(&self.policy_headers),
             in_flight: dashmap::DashMap::new(),
+            asks: Arc::default(),
             federation: Arc::clone(&self.federation),
             limits: Arc::clone(&self.limits),
             metrics: Arc::clone(&self.metrics),

@@ -19,6 +19,9 @@ mod federation_wire;
 #[path = "integration/input_rounds.rs"]
 mod input_rounds;
 
+#[path = "integration/client_requests.rs"]
+mod client_requests;
+
 #[path = "integration/tokens.rs"]
 mod tokens;
 

@@ -80,6 +80,14 @@ pub enum GatewayError {
     /// An HTTP method other than POST on the stateless MCP endpoint.
     #[error("HTTP method not allowed")]
     HttpMethodNotAllowed,
+    /// An `Mcp-Session-Id` Warden did not issue to this caller, or one that has expired: the
+    /// client starts a new session (HTTP 404, as Streamable HTTP has it).
+    #[error("session not found")]
+    SessionNotFound,
+    /// A JSON-RPC response no request of Warden's to this caller awaits (never asked, already
+    /// answered, asked of someone else, or asked on another replica).
+    #[error("unexpected response")]
+    UnexpectedResponse,
     /// A `tools/call` of a tool this gateway does not have (the name, bounded for audit).
     #[error("unknown tool")]
     UnknownTool(String),
@@ -208,6 +216,8 @@ impl GatewayError {
             | Self::Unauthorized(_)
             | Self::Forbidden { .. }
             | Self::HttpMethodNotAllowed
+            | Self::SessionNotFound
+            | Self::UnexpectedResponse
             | Self::UnknownTool(_)
             | Self::InvalidRequestState
             | Self::BodyTooLarge
@@ -233,6 +243,8 @@ impl GatewayError {
             // Errors inside a served JSON-RPC exchange are JSON-RPC errors on HTTP 200.
             Self::InvalidArguments(_) | Self::ConnectionRequired { .. } | Self::ApprovalPending { .. } | Self::NoDecision => StatusCode::OK,
             Self::HttpMethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::SessionNotFound => StatusCode::NOT_FOUND,
+            Self::UnexpectedResponse => StatusCode::BAD_REQUEST,
             Self::UnknownTool(_)
             | Self::InvalidRequestState
             | Self::ToolWithheld(_)
@@ -276,6 +288,8 @@ impl GatewayError {
             Self::ApprovalPending { code, .. } => code,
             Self::NoDecision => "no_decision",
             Self::HttpMethodNotAllowed => "method_not_allowed",
+            Self::SessionNotFound => "session_not_found",
+            Self::UnexpectedResponse => "unexpected_response",
             Self::UnknownTool(_) => "unknown_tool",
             Self::InvalidRequestState => "invalid_request_state",
             Self::ToolWithheld(_) => "tool_definition_changed",
@@ -414,6 +428,12 @@ impl GatewayError {
             }
             Self::Parse => (None, rpc_error(None, rpc::PARSE_ERROR, "parse error: the body is not valid JSON", "parse_error")),
             Self::InvalidRequest(why) => (None, rpc_error(jsonrpc_id, rpc::INVALID_REQUEST, why, "invalid_request")),
+            Self::SessionNotFound => {
+                (None, rpc_error(None, rpc::INVALID_REQUEST, "session not found: start a new session with initialize", "session_not_found"))
+            }
+            Self::UnexpectedResponse => {
+                (None, rpc_error(None, rpc::INVALID_REQUEST, "no request of this server awaits this response", "unexpected_response"))
+            }
             Self::InvalidParams(why) => (None, rpc_error(jsonrpc_id, rpc::INVALID_PARAMS, why, "invalid_params")),
             Self::MethodNotFound | Self::MethodNotFoundOnThisRevision => {
                 (None, rpc_error(jsonrpc_id, rpc::METHOD_NOT_FOUND, "method not found", "method_not_found"))
@@ -530,6 +550,8 @@ impl GatewayError {
             | Self::Unauthorized(_)
             | Self::Forbidden { .. }
             | Self::HttpMethodNotAllowed
+            | Self::SessionNotFound
+            | Self::UnexpectedResponse
             | Self::BodyTooLarge
             | Self::BodyUnreadable
             | Self::BodyTimeout
@@ -595,6 +617,8 @@ impl GatewayError {
             | Self::NoDecision
             | Self::Unauthorized(_)
             | Self::HttpMethodNotAllowed
+            | Self::SessionNotFound
+            | Self::UnexpectedResponse
             | Self::BodyTooLarge
             | Self::BodyUnreadable
             | Self::BodyTimeout
@@ -687,6 +711,9 @@ pub fn tool_failure_result(failure: &ToolFailure) -> rmcp::model::CallToolResult
         ToolFailure::ClientRequestForbidden(method) => {
             format!("the MCP server behind this tool asked the client for {method}, which the gateway does not let it ask")
         }
+        ToolFailure::ClientRequestFailed(method) => {
+            format!("the MCP server behind this tool asked the client for {method}, and the client did not answer it")
+        }
         ToolFailure::UpstreamRateLimited { retry_after, .. } => {
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             if secs == 0 {
@@ -724,6 +751,8 @@ pub fn tool_failure_class(failure: &ToolFailure) -> Class {
         ToolFailure::Blocked | ToolFailure::AssertionUnavailable | ToolFailure::Credential(CredentialError::Vault) => Class::Internal,
         // The server asked for what its configuration forbids.
         ToolFailure::ClientRequestForbidden(_) => Class::Upstream,
+        // The client declined or went silent.
+        ToolFailure::ClientRequestFailed(_) => Class::Downstream,
         ToolFailure::Credential(CredentialError::ConnectionRequired { .. }) => Class::Downstream,
         // The IdP refused the caller's token (expired, consent or MFA needed): theirs to fix;
         // it refused Warden's own client: the operator's.

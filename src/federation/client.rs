@@ -1,6 +1,6 @@
 //! What Warden's client is toward a federated server: who it says it is and what it declares
-//! (no client capability of its own: a caller's are passed per request on 2026-07-28), how a
-//! session starts (`server/discover` first, else `initialize`), and what it hears besides
+//! (on 2026-07-28 none of its own: a caller's are passed per request; on the older revisions
+//! what the server may ask callers, over HTTP), how a session starts (`server/discover` first, else `initialize`), and what it hears besides
 //! answers (progress for a call, list changes, also over `subscriptions/listen` on a 2026-07-28
 //! session). `Link` starts sessions with these; `direct` answers as this client does.
 
@@ -14,6 +14,8 @@ use tokio::sync::Notify;
 /// call's progress goes to its caller.
 #[derive(Clone)]
 pub(super) struct Watcher {
+    /// What `initialize` declares (see [`super::config::ClientRequests::declared`]).
+    pub(super) declared: rmcp::model::ClientCapabilities,
     pub(super) changed: Arc<Notify>,
     pub(super) progress: Arc<dashmap::DashMap<String, tokio::sync::mpsc::Sender<crate::upstream::Report>>>,
 }
@@ -33,12 +35,13 @@ impl rmcp::ClientHandler for Watcher {
     }
 
     fn get_info(&self) -> rmcp::model::ClientConfig {
-        // No client capability is declared: Warden relays no server-to-client request yet
-        // (sampling, elicitation, roots), and answers each with "method not found".
+        // Over HTTP, what the server may ask callers: its requests during a call come on the
+        // call's own stream, and reach that call's client (`direct`); over stdio nothing, since
+        // a request on a shared pipe says nothing of the call it belongs to.
         let mut info = rmcp::model::ClientConfig::default();
         // What `initialize` names (rmcp's default, 2026-07-28, has no handshake).
         info.protocol_version = INITIALIZE_REVISION;
-        info.capabilities = rmcp::model::ClientCapabilities::default();
+        info.capabilities = self.declared.clone();
         info.client_info = client_info();
         info
     }
@@ -49,7 +52,7 @@ impl rmcp::ClientHandler for Watcher {
         _params: rmcp::model::CreateMessageRequestParams,
         _context: rmcp::service::RequestContext<RoleClient>,
     ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
-        Err(not_declared("sampling/createMessage"))
+        Err(unattributed("sampling/createMessage"))
     }
 
     #[allow(deprecated)]
@@ -57,7 +60,7 @@ impl rmcp::ClientHandler for Watcher {
         &self,
         _context: rmcp::service::RequestContext<RoleClient>,
     ) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
-        Err(not_declared("roots/list"))
+        Err(unattributed("roots/list"))
     }
 
     async fn create_elicitation(
@@ -65,7 +68,7 @@ impl rmcp::ClientHandler for Watcher {
         _request: rmcp::model::ElicitRequestParams,
         _context: rmcp::service::RequestContext<RoleClient>,
     ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
-        Err(not_declared("elicitation/create"))
+        Err(unattributed("elicitation/create"))
     }
 }
 
@@ -129,11 +132,13 @@ pub(super) fn listen_for_changes(running: &RunningService<RoleClient, Watcher>, 
     });
 }
 
-/// A server's request for a capability Warden did not declare: JSON-RPC "method not found".
-pub(super) fn not_declared(method: &'static str) -> rmcp::ErrorData {
+/// A server's request to a client that Warden cannot attribute to a call (it came outside a
+/// call's own stream: over stdio, on the standalone stream), or one made during a call whose
+/// client cannot be asked: JSON-RPC "method not found", as for an undeclared capability.
+pub(super) fn unattributed(method: &'static str) -> rmcp::ErrorData {
     rmcp::ErrorData::new(
         rmcp::model::ErrorCode::METHOD_NOT_FOUND,
-        format!("{method}: Warden declares no such client capability toward federated servers"),
+        format!("{method}: not relayed; Warden relays a request to the client only on the stream of the call it belongs to"),
         None,
     )
 }

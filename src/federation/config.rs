@@ -123,6 +123,35 @@ impl ClientRequests {
         allowed
     }
 
+    /// What Warden declares to a server of the older revisions in `initialize`: the kinds it
+    /// may ask, which Warden relays to the calling client when that client declared them.
+    pub fn declared(&self) -> rmcp::model::ClientCapabilities {
+        let mut declared = rmcp::model::ClientCapabilities::default();
+        if self.elicitation {
+            let mut elicitation = rmcp::model::ElicitationCapability::default();
+            elicitation.form = Some(Default::default());
+            elicitation.url = Some(Default::default());
+            declared.elicitation = Some(elicitation);
+        }
+        if self.sampling {
+            declared.sampling = Some(Default::default());
+        }
+        if self.roots {
+            declared.roots = Some(Default::default());
+        }
+        declared
+    }
+
+    /// Whether a server may ask its caller for `method`.
+    pub fn permits(&self, method: &str) -> bool {
+        match method {
+            "elicitation/create" => self.elicitation,
+            "sampling/createMessage" => self.sampling,
+            "roots/list" => self.roots,
+            _ => false,
+        }
+    }
+
     /// The method of the first input request this configuration forbids, if any.
     pub fn forbidden(&self, requests: &rmcp::model::InputRequests) -> Option<&'static str> {
         requests.values().find_map(|request| match request {

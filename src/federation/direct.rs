@@ -16,8 +16,9 @@
 //! call of a tool that promotes arguments to `Mcp-Param-*` headers goes through rmcp's worker,
 //! which keeps those annotations. A session the server has forgotten (HTTP 404) is handed back to
 //! rmcp's worker, which starts a new one and sends the request again — nothing was done with
-//! it. The server's requests during a call are answered as Warden's client answers them (it
-//! declares no client capability; `ping` is answered).
+//! it. The server's requests during a call (elicitation, sampling, roots) go to the client that
+//! made the call, through its asker (`mcp::asks`), and its answers back to the server; `ping`
+//! is answered here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,6 +48,9 @@ pub(super) struct Listeners<'a> {
     /// The caller's logs of this request, when it asked for them (2026-07-28 `logLevel`): a
     /// log on the request's own stream is the request's.
     pub logs: Option<&'a tokio::sync::mpsc::Sender<crate::upstream::Report>>,
+    /// Who the server's requests to the client during the request go to (the older revisions),
+    /// from which server, and what that server may ask.
+    pub asker: Option<(&'a dyn crate::upstream::Asker, &'a str, &'a super::config::ClientRequests)>,
 }
 
 /// Writes onto a request what its session's revision asks of every request, as rmcp's client
@@ -144,12 +148,11 @@ async fn read_stream(
             }
             // The answer to this request was read and attributed as a JSON body's would be
             // (`http::answer_for`): what reaches here is the answer, or what else the server says.
-            let Some(message) = event.data.as_deref().and_then(|d| serde_json::from_str::<ServerJsonRpcMessage>(d).ok()) else {
-                continue;
-            };
+            let Some(data) = event.data.as_deref() else { continue };
+            let Ok(message) = serde_json::from_str::<ServerJsonRpcMessage>(data) else { continue };
             match message {
                 ServerJsonRpcMessage::Notification(n) => heard(n.notification, listeners),
-                ServerJsonRpcMessage::Request(r) => reply(http, url, session, r.id, &r.request).await,
+                ServerJsonRpcMessage::Request(r) => reply(http, url, session, (r.id, &r.request, data), listeners).await,
                 answer => return answered(answer),
             }
         }
@@ -196,19 +199,47 @@ fn heard(notification: ServerNotification, listeners: &Listeners<'_>) {
     }
 }
 
-/// The server's request during a call, answered on the session: `ping`, and "method not
-/// found" for what Warden declares no capability for.
-async fn reply(http: &FederatedHttp, url: &Arc<str>, session: &SessionState, id: RequestId, request: &ServerRequest) {
-    use rmcp::transport::streamable_http_client::StreamableHttpClient;
-    let answer = match request {
-        ServerRequest::PingRequest(_) => ClientJsonRpcMessage::response(ClientResult::empty(()), id),
-        ServerRequest::CreateMessageRequest(_) => {
-            ClientJsonRpcMessage::error(super::client::not_declared("sampling/createMessage"), Some(id))
+/// The server's request during a call, answered on the session: `ping` by Warden; elicitation,
+/// sampling and roots by the calling client, through the call's asker (which refuses what the
+/// client did not declare or the server may not ask), or refused where there is none; anything
+/// else is "method not found". `data`: the request as the server sent it.
+async fn reply(
+    http: &FederatedHttp,
+    url: &Arc<str>,
+    session: &SessionState,
+    (id, request, data): (RequestId, &ServerRequest, &str),
+    listeners: &Listeners<'_>,
+) {
+    let method = match request {
+        ServerRequest::PingRequest(_) => None,
+        ServerRequest::CreateMessageRequest(_) => Some("sampling/createMessage"),
+        ServerRequest::ListRootsRequest(_) => Some("roots/list"),
+        ServerRequest::ElicitRequest(_) => Some("elicitation/create"),
+        _ => {
+            let error = ErrorData::new(ErrorCode::METHOD_NOT_FOUND, "method not found", None);
+            return send_reply(http, url, session, ClientJsonRpcMessage::error(error, Some(id))).await;
         }
-        ServerRequest::ListRootsRequest(_) => ClientJsonRpcMessage::error(super::client::not_declared("roots/list"), Some(id)),
-        ServerRequest::ElicitRequest(_) => ClientJsonRpcMessage::error(super::client::not_declared("elicitation/create"), Some(id)),
-        _ => ClientJsonRpcMessage::error(ErrorData::new(ErrorCode::METHOD_NOT_FOUND, "method not found", None), Some(id)),
     };
+    let answer = match (method, listeners.asker) {
+        (None, _) => ClientJsonRpcMessage::response(ClientResult::empty(()), id),
+        (Some(method), Some((asker, server, may_ask))) => {
+            // Relayed as the server wrote it: its method and params, nothing of its id.
+            let sent: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
+            let request = serde_json::json!({"method": method, "params": sent.get("params").cloned().unwrap_or_default()});
+            let ask = crate::upstream::Ask { server, method, request, forbidden: !may_ask.permits(method) };
+            match asker.ask(ask).await {
+                Ok(result) => ClientJsonRpcMessage::response(ClientResult::CustomResult(rmcp::model::CustomResult(result)), id),
+                Err(error) => ClientJsonRpcMessage::error(error, Some(id)),
+            }
+        }
+        (Some(method), None) => ClientJsonRpcMessage::error(super::client::unattributed(method), Some(id)),
+    };
+    send_reply(http, url, session, answer).await;
+}
+
+/// An answer to the server's request, POSTed on the session.
+async fn send_reply(http: &FederatedHttp, url: &Arc<str>, session: &SessionState, answer: ClientJsonRpcMessage) {
+    use rmcp::transport::streamable_http_client::StreamableHttpClient;
     if let Err(e) = http.post_message(Arc::clone(url), answer, session.id.clone(), None, session.headers()).await {
         tracing::debug!(error = %e, "a federated server's request during a call could not be answered");
     }

@@ -99,7 +99,11 @@ impl Link {
         owner: Arc<Principal>,
         lifecycle: rmcp::service::ClientLifecycleMode,
     ) -> Result<(RunningService<RoleClient, Watcher>, Session), String> {
-        let watcher = Watcher { changed: Arc::clone(&self.changed), progress: Arc::clone(&self.progress) };
+        let declared = match self.transport {
+            Transport::Http { .. } => self.client_requests.declared(),
+            Transport::Stdio { .. } => rmcp::model::ClientCapabilities::default(),
+        };
+        let watcher = Watcher { declared, changed: Arc::clone(&self.changed), progress: Arc::clone(&self.progress) };
         match &self.transport {
             Transport::Http { url } => {
                 let parking_key = Arc::from(self.parking_key(&owner));
@@ -296,6 +300,7 @@ impl Link {
                 changed: &self.changed,
                 progress: ctx.progress.as_ref().map(|p| (&token, p)),
                 logs: ctx.progress.as_ref().filter(|_| ctx.log_level.is_some()),
+                asker: ctx.asker.as_deref().map(|asker| (asker, self.server.as_str(), &self.client_requests)),
             };
             match tokio::time::timeout(self.timeout, super::direct::send(http, url, &state, &message, headers, &listeners)).await {
                 Ok(Some(answer)) => {

@@ -94,10 +94,11 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
                 served(mcp, &admitted, StatusCode::ACCEPTED);
                 return status_only(StatusCode::ACCEPTED);
             }
-            ClientJsonRpcMessage::Response(_) | ClientJsonRpcMessage::Error(_) => {
-                let error = GatewayError::InvalidRequest("a stateless server has sent no request to answer");
-                return super::gate::refuse(mcp, &admitted.once, &admitted.ctx, Some(&admitted.principal), None, error);
+            // A client's answer to what a federated server asked it during a call (`asks`).
+            ClientJsonRpcMessage::Response(response) => {
+                return take_answer(mcp, &admitted, serde_json::to_value(response.result).map_err(|_| ErrorData::internal_error("", None)));
             }
+            ClientJsonRpcMessage::Error(error) => return take_answer(mcp, &admitted, Err(error.error)),
             ClientJsonRpcMessage::Request(request) if matches!(request.request, rmcp::model::ClientRequest::DiscoverRequest(_)) => {
                 served(mcp, &admitted, StatusCode::OK);
                 let info = super::handler::info(mcp.federation.offers_extras());
@@ -135,7 +136,16 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
                 NEWEST_HANDSHAKE
             };
             served(mcp, &admitted, StatusCode::OK);
-            Ok(ServerResult::InitializeResult(result))
+            // What a federated server may ask this client, kept by the client as its session.
+            let session = (!mcp.federation.is_empty())
+                .then(|| super::sessions::relayable(&initialize.capabilities))
+                .flatten()
+                .and_then(|capabilities| super::sessions::issue(&mcp.rounds, &admitted.principal, capabilities, crate::unix_now()));
+            let mut response = json_response(&answer_message(Ok(ServerResult::InitializeResult(result)), id, revision), revision);
+            if let Some(session) = session.and_then(|s| HeaderValue::from_str(&s).ok()) {
+                response.headers_mut().insert("mcp-session-id", session);
+            }
+            return response;
         }
         // 2026-07-28 removed `ping` (SEP-2575).
         Kind::Ping if revision == Revision::PerRequest => {
@@ -149,12 +159,16 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
         Kind::CallTool(params) => {
             // A federated tool's progress, and on 2026-07-28 its logs, reach a client that asked
             // for them, over SSE.
+            // On the older revisions, a client with a session may be asked things by the server
+            // during the call: its answer is an SSE stream once the server asks (`asks`).
             let federated = admitted.call.as_ref().is_some_and(|c| c.tool.server.is_some());
             let token = params.meta.as_ref().and_then(|m| m.get_progress_token());
             #[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2026-07-28")]
             let log_level = params.meta.as_ref().and_then(|m| m.log_level()).filter(|_| revision == Revision::PerRequest);
-            if federated && (token.is_some() || log_level.is_some()) {
-                return stream_call(std::sync::Arc::clone(mcp), admitted, id, (token, log_level));
+            let askable = revision == Revision::Handshake && admitted.client_capabilities.is_some();
+            if federated && (token.is_some() || log_level.is_some() || askable) {
+                let eager = token.is_some() || log_level.is_some();
+                return stream_call(std::sync::Arc::clone(mcp), admitted, id, (token, log_level), eager).await;
             }
             return match super::handler::call_tool(mcp, admitted, None).await {
                 Ok(response) => json_text_response(response.into_json(&id, revision), StatusCode::OK),
@@ -236,8 +250,14 @@ fn http_status(message: &ServerJsonRpcMessage, revision: Revision) -> StatusCode
 
 /// A JSON-RPC message already serialized.
 fn json_text_response(body: String, status: StatusCode) -> Response {
-    let mut response = Response::new(Body::from(body));
+    let mut response = json_bytes_response(bytes::Bytes::from(body));
     *response.status_mut() = status;
+    response
+}
+
+/// A JSON-RPC message already serialized, answered with HTTP 200.
+fn json_bytes_response(body: bytes::Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
@@ -253,34 +273,42 @@ fn json_response(message: &ServerJsonRpcMessage, revision: Revision) -> Response
 }
 
 /// A `tools/call` answered as an SSE stream: the backend's progress as
-/// `notifications/progress` with the client's token (when it gave one), and on 2026-07-28 the
+/// `notifications/progress` with the client's token (when it gave one), on 2026-07-28 the
 /// server's logs of the call as `notifications/message` (when the client asked for them with a
-/// `logLevel`), then the response. The call runs in a
-/// task owned by the stream: a client that goes away drops it (the call is cancelled upstream
-/// and audited as `client_closed`).
+/// `logLevel`), on the older revisions the server's requests to the client (`asks`), then the
+/// response. Not `eager`: the stream starts with the first of these, and a call that sends none
+/// is answered with a JSON body. The call runs in a task owned by the response: a client that
+/// goes away drops it (the call is cancelled upstream and audited as `client_closed`).
 #[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2026-07-28")]
-fn stream_call(
+async fn stream_call(
     mcp: std::sync::Arc<Mcp>,
     admitted: Admitted,
     id: RequestId,
     (token, log_level): (Option<rmcp::model::ProgressToken>, Option<rmcp::model::LoggingLevel>),
+    eager: bool,
 ) -> Response {
     let revision = admitted.revision;
-    let (events_tx, events_rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(16);
+    // What goes out: events, then the answer (which a lazy stream may send as a JSON body).
+    let (events_tx, mut events_rx) = tokio::sync::mpsc::channel::<(bool, bytes::Bytes)>(16);
     let task = tokio::spawn(async move {
         let forward = |report| {
             use rmcp::model::ServerNotification as N;
             // Progress goes with the client's own token, and only to a client that gave one.
-            let notification = match report {
-                crate::upstream::Report::Progress(p) => token
-                    .as_ref()
-                    .map(|token| N::ProgressNotification(rmcp::model::ProgressNotification::new(super::handler::progress_param(token, p)))),
-                crate::upstream::Report::Log(log) => Some(N::LoggingMessageNotification(rmcp::model::LoggingMessageNotification::new(log))),
+            let event = match report {
+                crate::upstream::Report::Progress(p) => token.as_ref().map(|token| {
+                    let progress = rmcp::model::ProgressNotification::new(super::handler::progress_param(token, p));
+                    sse_event(&ServerJsonRpcMessage::notification(N::ProgressNotification(progress)))
+                }),
+                crate::upstream::Report::Log(log) => {
+                    let log = N::LoggingMessageNotification(rmcp::model::LoggingMessageNotification::new(log));
+                    Some(sse_event(&ServerJsonRpcMessage::notification(log)))
+                }
+                crate::upstream::Report::Request(request) => Some(sse_data(&request)),
             };
             let events = events_tx.clone();
             async move {
-                match notification {
-                    Some(n) => events.send(Ok(sse_event(&ServerJsonRpcMessage::notification(n)))).await,
+                match event {
+                    Some(event) => events.send((false, event)).await,
                     None => Ok(()),
                 }
             }
@@ -290,16 +318,47 @@ fn stream_call(
             Ok(response) => response.into_json(&id, revision),
             Err(error) => serde_json::to_string(&ServerJsonRpcMessage::error(revision.error(error), Some(id))).unwrap_or_default(),
         };
-        let _ = events_tx.send(Ok(sse_data(&json))).await;
+        let _ = events_tx.send((true, bytes::Bytes::from(json))).await;
     });
     let abort = AbortOnDrop(task);
-    let stream =
+    let first = if eager {
+        None
+    } else {
+        match events_rx.recv().await {
+            // Answered before anything else: a JSON body, as any call's.
+            Some((true, json)) => return json_bytes_response(json),
+            other => other,
+        }
+    };
+    let sse = |(last, body): (bool, bytes::Bytes)| -> Result<bytes::Bytes, std::convert::Infallible> {
+        Ok(if last { sse_data(std::str::from_utf8(&body).unwrap_or_default()) } else { body })
+    };
+    let rest =
         futures::stream::unfold((events_rx, abort), |(mut rx, abort)| async move { rx.recv().await.map(|event| (event, (rx, abort))) });
+    let stream = futures::StreamExt::map(futures::StreamExt::chain(futures::stream::iter(first), rest), sse);
     let mut response = Response::new(Body::from_stream(stream));
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
+}
+
+/// A client's JSON-RPC response: the answer to what a federated server asked it through Warden
+/// during one of its calls ([`super::asks`]), handed to that call; refused when no request of
+/// this caller's awaits it under that id.
+fn take_answer(mcp: &Mcp, admitted: &Admitted, answer: Result<serde_json::Value, ErrorData>) -> Response {
+    let asked = admitted.jsonrpc_id.as_ref().and_then(|id| mcp.asks.answer(&admitted.principal, id, answer));
+    let Some(asked) = asked else {
+        let id = admitted.jsonrpc_id.clone().map(|id| (id, None));
+        return super::gate::refuse(mcp, &admitted.once, &admitted.ctx, Some(&admitted.principal), id, GatewayError::UnexpectedResponse);
+    };
+    let verdict = Verdict { decision: "allow", reason: "ok", status: StatusCode::ACCEPTED.as_u16() };
+    let event = AuditEvent {
+        explanation: Some(format!("answer to {asked}")),
+        ..AuditEvent::request(&admitted.ctx, Some(&admitted.principal), admitted.jsonrpc_id.clone(), None, verdict)
+    };
+    admitted.once.emit(&mcp.audit, event);
+    status_only(StatusCode::ACCEPTED)
 }
 
 /// One SSE `message` event carrying a JSON-RPC message.

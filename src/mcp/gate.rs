@@ -143,8 +143,20 @@ pub async fn endpoint(State(endpoint): State<Arc<Mcp>>, request: Request) -> Res
     {
         return deny(Some(&principal), id_and_method(&message), e);
     }
-    let client_capabilities = message.meta.as_ref().and_then(rmcp::model::RequestMetaObject::client_capabilities);
-    let url_elicitation = match (supports_url_elicitation(&parts.headers, client_capabilities.as_ref()), revision) {
+    // On the older revisions, what the client declared it can be asked comes with its session
+    // (sealed by Warden for this caller; `sessions`): one that does not open is not Warden's for
+    // this caller, or has expired, and the client must start a new one.
+    let session = match (revision, parts.headers.get("mcp-session-id")) {
+        (super::dispatch::Revision::Handshake, Some(id)) if message.method.as_deref() != Some("initialize") => {
+            match id.to_str().ok().and_then(|id| super::sessions::open(&mcp.rounds, &principal, id, crate::unix_now()).ok()) {
+                Some(capabilities) => Some(capabilities),
+                None => return deny(Some(&principal), id_and_method(&message), GatewayError::SessionNotFound),
+            }
+        }
+        _ => None,
+    };
+    let declared = message.meta.as_ref().and_then(rmcp::model::RequestMetaObject::client_capabilities);
+    let url_elicitation = match (supports_url_elicitation(&parts.headers, declared.as_ref()), revision) {
         (false, _) => super::Elicitation::Text,
         (true, super::dispatch::Revision::Handshake) => super::Elicitation::Error,
         (true, super::dispatch::Revision::PerRequest) => super::Elicitation::InputRequired,
@@ -157,7 +169,7 @@ pub async fn endpoint(State(endpoint): State<Arc<Mcp>>, request: Request) -> Res
         method: message.method,
         url_elicitation,
         revision,
-        client_capabilities,
+        client_capabilities: declared.or(session),
         call,
         once: Arc::clone(&once),
     };

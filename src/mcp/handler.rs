@@ -213,12 +213,51 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, listening: Option<Listening>) -> 
     let traceparent = crate::telemetry::traces::traceparent(&span).unwrap_or_else(|| ctx.traceparent.clone());
     let client_capabilities = client_capabilities.filter(|_| tool.server.is_some());
     let (progress, log_level) = listening.map_or((None, None), |l| (Some(l.reports), l.log_level));
-    let call = CallContext { request_id: ctx.request_id.clone(), traceparent, progress, log_level, input, client_capabilities };
+    // On the older revisions, what a federated server asks of the caller during the call goes
+    // to it on the call's stream, as far as it declared it can be asked (`asks`).
+    let asker = (revision == super::dispatch::Revision::Handshake && tool.server.is_some()).then(|| {
+        Arc::new(super::asks::CallerAsker {
+            audit: Arc::clone(&mcp.audit),
+            pending: Arc::clone(&mcp.asks),
+            principal: Arc::clone(&principal),
+            ctx: ctx.clone(),
+            call_id: jsonrpc_id.clone(),
+            tool: tool.name.clone(),
+            capabilities: client_capabilities.clone(),
+            stream: progress.clone(),
+        }) as Arc<dyn crate::upstream::Asker>
+    });
+    let mut call = CallContext { request_id: ctx.request_id.clone(), traceparent, progress, log_level, input, client_capabilities, asker };
     let running = Running::start(mcp, &principal, jsonrpc_id.as_ref(), &once, || event(closed()));
     let started = std::time::Instant::now();
-    let outcome = tokio::select! {
-        outcome = tracing::Instrument::instrument(tool.backend.call(&mcp.upstream, &principal, &call, args), span.clone()) => outcome,
-        () = running.cancelled() => Err(ToolFailure::Cancelled),
+    // A 2026-07-28 server's input requests, for a caller of an older revision, are put to the
+    // caller on the call's stream and the call made again with its answers (at most
+    // `MAX_ASKED_ROUNDS` times): the caller sees one call.
+    let mut asked_rounds = 0;
+    let outcome = loop {
+        let outcome = tokio::select! {
+            outcome = tracing::Instrument::instrument(tool.backend.call(&mcp.upstream, &principal, &call, args), span.clone()) => outcome,
+            () = running.cancelled() => Err(ToolFailure::Cancelled),
+        };
+        let (Ok(crate::tools::ToolResult { result: ResultBody::InputRequired(asked), .. }), Some(asker)) = (&outcome, &call.asker) else {
+            break outcome;
+        };
+        if asked_rounds == MAX_ASKED_ROUNDS || !asker.can_ask() {
+            break outcome;
+        }
+        let server = tool.server.as_deref().unwrap_or_default();
+        let answers = tokio::select! {
+            answers = ask_for_input(asker.as_ref(), server, asked) => answers,
+            () = running.cancelled() => Err(ToolFailure::Cancelled),
+        };
+        match answers {
+            Ok(responses) => {
+                let state = asked.request_state.clone();
+                call.input = Some(Arc::new(crate::upstream::UpstreamInput { responses: Some(responses), state }));
+                asked_rounds += 1;
+            }
+            Err(failure) => break Err(failure),
+        }
     };
     match &outcome {
         Ok(answer) => crate::telemetry::traces::record_outcome(&span, Some(answer.upstream_status), None),
@@ -260,6 +299,10 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, listening: Option<Listening>) -> 
             let mut event = AuditEvent { upstream_status: Some(upstream_status), credential, delegation, ..event(verdict) };
             if explanation.is_some() {
                 event.explanation = explanation;
+            }
+            if asked_rounds > 0 {
+                let asked = format!("the server's input requests answered by the client in {asked_rounds} round(s)");
+                event.explanation = Some(event.explanation.map_or_else(|| asked.clone(), |e| format!("{e}; {asked}")));
             }
             once.emit(&mcp.audit, event);
             return Ok(response);
@@ -399,6 +442,28 @@ fn next_round(
     };
     let state = mcp.rounds.seal(principal, name, server, &next)?;
     Some(rmcp::model::InputRequiredResult::new(asked.input_requests, Some(state)))
+}
+
+/// How many times one call of an older revision's caller is made again with the caller's
+/// answers to a 2026-07-28 server's input requests.
+const MAX_ASKED_ROUNDS: u32 = 8;
+
+/// A 2026-07-28 server's input requests put to a caller of an older revision, one at a time, on
+/// the call's stream: its answers, by the server's keys. A request the caller refuses or cannot
+/// be sent fails the call (the server has no way to hear of it).
+async fn ask_for_input(
+    asker: &dyn crate::upstream::Asker,
+    server: &str,
+    asked: &rmcp::model::InputRequiredResult,
+) -> Result<rmcp::model::InputResponses, ToolFailure> {
+    let mut responses = rmcp::model::InputResponses::new();
+    for (key, request) in asked.input_requests.iter().flatten() {
+        let method = input_method(request);
+        let request = serde_json::to_value(request).map_err(|_| ToolFailure::ClientRequestFailed(method))?;
+        let answer = asker.ask(crate::upstream::Ask { server, method, request, forbidden: false }).await;
+        responses.insert(key.clone(), answer.map_err(|_| ToolFailure::ClientRequestFailed(method))?);
+    }
+    Ok(responses)
 }
 
 /// What a retry's audit event says of its round.

@@ -21,7 +21,9 @@
 //! 5. [`handler`]: policy at list time; for a call, argument validation and the tool's
 //!    upstream call with the arguments the gate decided on. A federated server's input
 //!    requests (2026-07-28) go back to the caller with Warden's sealed state, which a retry
-//!    must bring back ([`rounds`]).
+//!    must bring back ([`rounds`]); on the older revisions a server's requests to the client
+//!    go to it on the call's stream and its answers come back as POSTed responses ([`asks`]),
+//!    for what it declared in its session ([`sessions`]).
 //!
 //! Every request gets exactly one audit event: see [`gate`].
 //!
@@ -29,11 +31,13 @@
 //! same stages in the same order: pre-authentication limit, identity, the audit gate, then the
 //! route's own checks (method, path), policy, limits, and the upstream call.
 
+pub mod asks;
 pub mod dispatch;
 pub mod gate;
 pub mod handler;
 pub mod message;
 pub mod rounds;
+pub mod sessions;
 #[cfg(test)]
 mod tests;
 
@@ -66,6 +70,8 @@ pub struct Mcp {
     /// Calls in progress, by caller and JSON-RPC id, so the caller's `notifications/cancelled`
     /// (a separate HTTP request, in stateless serving) reaches the call.
     pub in_flight: dashmap::DashMap<String, Arc<tokio_util::sync::CancellationToken>>,
+    /// Federated servers' requests to callers (older revisions), awaiting the callers' answers.
+    pub asks: Arc<asks::Pending>,
     /// Federated servers' resources and prompts.
     pub federation: Arc<crate::federation::Federation>,
     pub limits: Arc<crate::limits::Limits>,
@@ -96,8 +102,9 @@ pub struct Admitted {
     pub url_elicitation: Elicitation,
     /// The lifecycle the request is answered on.
     pub revision: dispatch::Revision,
-    /// What the client says it can be asked (2026-07-28 `_meta`); `None` on the older
-    /// revisions, where stateless serving keeps no `initialize`.
+    /// What the client says it can be asked: on 2026-07-28 in the request's `_meta`; on the
+    /// older revisions what its session carries ([`sessions`]: what it declared in
+    /// `initialize`, as far as a federated server may use it), `None` without one.
     pub client_capabilities: Option<rmcp::model::ClientCapabilities>,
     /// The call-time decision of a `tools/call`.
     pub call: Option<CallAllowed>,

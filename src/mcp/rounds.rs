@@ -41,7 +41,8 @@ pub struct Round {
     pub expires: u64,
 }
 
-/// Seals and opens Warden's request state.
+/// Seals and opens what Warden hands a client to bring back: a round's request state, and a
+/// caller's session on the older revisions ([`super::sessions`]).
 pub struct Rounds {
     ring: Arc<KeyRing>,
 }
@@ -64,32 +65,46 @@ impl Rounds {
 
     /// The state for the client's next call: `round`, bound to this caller, tool and server.
     pub fn seal(&self, principal: &Principal, tool: &str, server: &str, round: &Round) -> Option<String> {
-        let payload = serde_json::to_vec(round).ok()?;
-        let sealed = self.ring.encrypt(&payload, &binding(principal, tool, server)).ok()?;
-        use base64::Engine;
-        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed))
+        self.seal_value(STATE_DOMAIN, &[principal.issuer.as_str(), principal.subject.as_str(), tool, server], round)
     }
 
     /// The round a retried call's state names, if it opens for this caller, tool and server and
     /// has not expired at `now` (unix seconds).
     pub fn open(&self, principal: &Principal, tool: &str, server: &str, state: &str, now: u64) -> Result<Round, Refused> {
-        use base64::Engine;
-        let envelope = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(state).map_err(|_| Refused)?;
-        let envelope = std::str::from_utf8(&envelope).map_err(|_| Refused)?;
-        let payload = self.ring.decrypt(envelope, &binding(principal, tool, server)).map_err(|_| Refused)?;
-        let round: Round = serde_json::from_slice(&payload).map_err(|_| Refused)?;
+        let round: Round = self.open_value(STATE_DOMAIN, &[principal.issuer.as_str(), principal.subject.as_str(), tool, server], state)?;
         if round.expires < now {
             return Err(Refused);
         }
         Ok(round)
     }
+
+    /// `value` sealed for what `parts` name, in `domain` (what it is: a round's state, a
+    /// session), as URL-safe Base64.
+    pub(super) fn seal_value(&self, domain: &[u8], parts: &[&str], value: &impl Serialize) -> Option<String> {
+        let payload = serde_json::to_vec(value).ok()?;
+        let sealed = self.ring.encrypt(&payload, &binding(domain, parts)).ok()?;
+        use base64::Engine;
+        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed))
+    }
+
+    /// What [`Rounds::seal_value`] sealed, if it opens for the same `domain` and `parts`.
+    pub(super) fn open_value<T: serde::de::DeserializeOwned>(&self, domain: &[u8], parts: &[&str], sealed: &str) -> Result<T, Refused> {
+        use base64::Engine;
+        let envelope = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sealed).map_err(|_| Refused)?;
+        let envelope = std::str::from_utf8(&envelope).map_err(|_| Refused)?;
+        let payload = self.ring.decrypt(envelope, &binding(domain, parts)).map_err(|_| Refused)?;
+        serde_json::from_slice(&payload).map_err(|_| Refused)
+    }
 }
 
-/// What a state is bound to: who, which tool, which server (each length-prefixed, so no two
-/// different triples read the same).
-fn binding(principal: &Principal, tool: &str, server: &str) -> Vec<u8> {
-    let mut out = b"warden/request-state/v1".to_vec();
-    for part in [principal.issuer.as_str(), principal.subject.as_str(), tool, server] {
+/// What a round's state is.
+const STATE_DOMAIN: &[u8] = b"warden/request-state/v1";
+
+/// What a sealed value is bound to: what it is, then who, which tool, which server (each
+/// length-prefixed, so no two different lists read the same).
+fn binding(domain: &[u8], parts: &[&str]) -> Vec<u8> {
+    let mut out = domain.to_vec();
+    for part in parts {
         out.extend_from_slice(&(part.len() as u64).to_be_bytes());
         out.extend_from_slice(part.as_bytes());
     }

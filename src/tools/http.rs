@@ -114,6 +114,9 @@ pub enum ToolFailure {
     /// The federated server asked the calling client for something its configuration does not
     /// let it ask (`servers[].client_requests`): the method.
     ClientRequestForbidden(&'static str),
+    /// The calling client refused, could not be sent, or did not answer in time what a
+    /// federated server asked of it (the method); the call cannot go on.
+    ClientRequestFailed(&'static str),
 }
 
 impl ToolFailure {
@@ -135,6 +138,7 @@ impl ToolFailure {
             Self::UpstreamRateLimited { .. } => "upstream_rate_limited",
             Self::AssertionUnavailable => "identity_assertion_unavailable",
             Self::ClientRequestForbidden(_) => "client_request_forbidden",
+            Self::ClientRequestFailed(_) => "client_request_failed",
         }
     }
 
@@ -153,7 +157,9 @@ impl ToolFailure {
     pub fn audit_explanation(&self) -> Option<String> {
         match self {
             Self::Credential(CredentialError::Exchange(e)) => e.audit_explanation(),
-            Self::ClientRequestForbidden(method) => Some(format!("the server asked the client for {method}")),
+            Self::ClientRequestForbidden(method) | Self::ClientRequestFailed(method) => {
+                Some(format!("the server asked the client for {method}"))
+            }
             _ => None,
         }
     }
@@ -175,7 +181,8 @@ impl ToolFailure {
             | Self::Rpc { .. }
             | Self::Cancelled
             | Self::AssertionUnavailable
-            | Self::ClientRequestForbidden(_) => None,
+            | Self::ClientRequestForbidden(_)
+            | Self::ClientRequestFailed(_) => None,
         }
     }
 }

@@ -121,6 +121,29 @@ pub struct CallContext {
     /// What the calling client can be asked (2026-07-28: the server sees it in `_meta`), as far
     /// as the server may ask it; `None`: Warden's own (nothing).
     pub client_capabilities: Option<rmcp::model::ClientCapabilities>,
+    /// Where a federated server's requests to the calling client go during the call (the
+    /// revisions before 2026-07-28, whose clients are asked on the call's own stream).
+    pub asker: Option<std::sync::Arc<dyn Asker>>,
+}
+
+/// A federated server's request to the calling client during a call: `elicitation/create`,
+/// `sampling/createMessage` or `roots/list`.
+#[derive(Debug)]
+pub struct Ask<'a> {
+    pub server: &'a str,
+    pub method: &'static str,
+    /// The request as the server sent it: its `method` and `params`.
+    pub request: serde_json::Value,
+    /// The server's `client_requests` forbid this kind: refused, and audited as such.
+    pub forbidden: bool,
+}
+
+/// Asks the calling client what a federated server asks of it, and returns the client's
+/// result (as JSON) or the error the server is to get. Every ask is audited by the asker.
+pub trait Asker: Send + Sync + std::fmt::Debug {
+    /// Whether the client can be sent anything at all (its call is answered as a stream).
+    fn can_ask(&self) -> bool;
+    fn ask<'a>(&'a self, ask: Ask<'a>) -> futures::future::BoxFuture<'a, Result<serde_json::Value, rmcp::ErrorData>>;
 }
 
 /// The second and later rounds of a multi round-trip request, as the federated server gets them.
@@ -145,6 +168,8 @@ pub enum Report {
     Progress(Progress),
     /// A log message the server sent on the call's own stream (`notifications/message`).
     Log(rmcp::model::LoggingMessageNotificationParam),
+    /// A request to the calling client, as the JSON-RPC message it is sent as (see [`Asker`]).
+    Request(String),
 }
 
 /// One progress report of a running call.

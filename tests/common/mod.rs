@@ -491,3 +491,34 @@ pub fn test_certificates(dir: &std::path::Path) -> TestCertificates {
     openssl(&[&sign[..], &["-extfile", &ext, "-out", &cert]].concat());
     TestCertificates { ca, cert, key }
 }
+
+/// The JSON-RPC messages of an SSE body, one at a time.
+pub struct SseEvents {
+    bytes: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+}
+
+impl SseEvents {
+    pub fn of(response: reqwest::Response) -> Self {
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Self { bytes: futures::StreamExt::boxed(response.bytes_stream()), buffer: String::new() }
+    }
+
+    pub async fn next(&mut self) -> Value {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    return serde_json::from_str(data).unwrap();
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), futures::StreamExt::next(&mut self.bytes))
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}

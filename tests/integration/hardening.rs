@@ -163,7 +163,7 @@ async fn every_request_is_answered_in_json_and_audited_exactly_once() {
         ("token in the query", "POST?access_token=x", rpc(json!(6), "ping", json!({})), vec![], 400, Some("invalid_request")),
         ("notification", "POST", json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(), vec![], 202, None),
         // A stateless server sends no requests, so it takes no responses (rmcp's refusal).
-        ("response", "POST", json!({"jsonrpc": "2.0", "id": 9, "result": {}}).to_string(), vec![], 400, Some("invalid_request")),
+        ("response", "POST", json!({"jsonrpc": "2.0", "id": 9, "result": {}}).to_string(), vec![], 400, Some("unexpected_response")),
         ("ping", "POST", rpc(json!(7), "ping", json!({})), vec![], 200, None),
         ("unknown method", "POST", rpc(json!(8), "resources/list", json!({})), vec![], 200, Some("method_not_found")),
         ("unknown tool", "POST", rpc(json!(10), "tools/call", json!({"name": "nope"})), vec![], 200, Some("unknown_tool")),

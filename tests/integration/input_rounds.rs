@@ -284,3 +284,66 @@ async fn concurrent_callers_each_get_their_own_rounds() {
         assert_eq!(reply.result()["content"][0]["text"], format!("confirmed for {who}: true"), "{who}: {reply:?}");
     }
 }
+
+/// A caller of an older revision cannot retry with answers, but one with a session can be asked
+/// on its call's stream: Warden puts the server's input requests to it and makes the call again
+/// with its answers and the server's state. The caller sees one call.
+#[tokio::test]
+async fn an_older_callers_session_lets_warden_put_the_servers_input_requests_to_it_on_the_calls_stream() {
+    let (issuer, asking, gw) = started("").await;
+    let alice = token(&issuer, &gw, "alice");
+    let params = json!({"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}}, "clientInfo": {"name": "t", "version": "1"}});
+    let initialized = gw.rpc(&alice, "initialize", params).await;
+    let session = initialized.headers["mcp-session-id"].to_str().unwrap().to_owned();
+    let post = |body: Value| {
+        reqwest::Client::new()
+            .post(&gw.mcp)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("mcp-session-id", &session)
+            .header("authorization", format!("Bearer {alice}"))
+            .body(body.to_string())
+            .send()
+    };
+    let call = |id: u64, tool: &str| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {}}});
+
+    let mut events = crate::common::SseEvents::of(post(call(3, "ask_confirm")).await.unwrap());
+    let asked = events.next().await;
+    assert_eq!((asked["method"].as_str(), asked["params"]["message"].as_str()), (Some("elicitation/create"), Some("Go ahead?")), "{asked}");
+    let answer = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"ok": true}}});
+    assert_eq!(post(answer).await.unwrap().status(), 202);
+    let result = events.next().await;
+    assert_eq!(result["result"]["content"][0]["text"], "confirmed for someone: true", "{result}");
+    assert!(result["result"].get("resultType").is_none(), "an older revision's result");
+    let seen = asking.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].capabilities, Some(json!({"elicitation": {}})), "the server saw what the session declared");
+    assert_eq!(seen[1].state.as_deref(), Some("server-state-someone"));
+    assert_eq!(seen[1].responses, Some(json!({"confirm": {"action": "accept", "content": {"ok": true}}})));
+
+    // Sampling, which alice did not declare, asked anyway: the call fails; nothing reached her.
+    let refused = post(call(4, "ask_ask_model")).await.unwrap();
+    assert_eq!(refused.headers()["content-type"], "application/json");
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+
+    let events = gw.audit();
+    let calls: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["server"] == "ask" && e["method"] != "tools/pin")
+        .map(|e| (e["method"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("elicitation/create", "client_request"),
+            ("tools/call", "ok"),
+            ("sampling/createMessage", "client_capability_missing"),
+            ("tools/call", "client_request_failed")
+        ],
+        "{events:#?}"
+    );
+    let done = events.iter().find(|e| e["method"] == "tools/call").unwrap();
+    assert!(done["explanation"].as_str().unwrap().contains("answered by the client in 1 round(s)"), "{done}");
+}

@@ -1,0 +1,198 @@
+//! A federated server's requests to the calling client during a call, on the revisions before
+//! 2026-07-28: `elicitation/create`, `sampling/createMessage`, `roots/list`.
+//!
+//! The server sends its request on the call's own SSE stream (`federation::direct`), or answers
+//! the call with input requests that Warden puts to the client itself (`handler`, a 2026-07-28
+//! server called for an older caller). Either way the request reaches the client that made the
+//! call, on that call's SSE response, under an id of Warden's (unguessable, bound to the
+//! caller), and only if the client declared the capability in its session
+//! ([`super::sessions`]) and the server's `client_requests` allow the kind. The client answers
+//! with a POST of a JSON-RPC response; the gate hands it here ([`Pending::answer`]), and the
+//! answer goes back to the server. A response from another caller, or to an id nobody asked
+//! under, is refused (`unexpected_response`).
+//!
+//! Every ask is audited when it is decided: relayed (`client_request`), or refused
+//! (`client_request_forbidden`, `client_capability_missing`), with the server, the tool and the
+//! method; never the content. The client's answer is audited as its own request.
+//!
+//! Waiting is in memory: the answer must reach the replica that holds the call (with several
+//! replicas, affinity on `Mcp-Session-Id`; docs/federation.md).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::{ErrorCode, ErrorData};
+use serde_json::Value;
+
+use crate::audit::{AuditEvent, AuditSink, Verdict};
+use crate::edge::RequestContext;
+use crate::identity::Principal;
+use crate::upstream::{Ask, Asker, Report};
+
+/// How long a client may take to answer (a person fills in a form; a model samples).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Requests to callers awaiting their answer, by caller and Warden's request id.
+#[derive(Default)]
+pub struct Pending {
+    waiting: dashmap::DashMap<String, Waiting>,
+}
+
+struct Waiting {
+    answer: tokio::sync::oneshot::Sender<Result<Value, ErrorData>>,
+    /// What was asked, and by which server: for the answer's audit event.
+    asked: String,
+}
+
+/// The key of an ask: only its caller's response is its answer.
+fn key(principal: &Principal, id: &Value) -> String {
+    super::in_flight_key(principal, id)
+}
+
+impl Pending {
+    /// A client's JSON-RPC response (`Ok`: its result; `Err`: its error) to request `id`:
+    /// handed to the ask that waits for it. `None`: no ask of this caller waits under that id.
+    /// Returns what had been asked, for the audit.
+    pub fn answer(&self, principal: &Principal, id: &Value, answer: Result<Value, ErrorData>) -> Option<String> {
+        let (_, waiting) = self.waiting.remove(&key(principal, id))?;
+        // The ask may have given up (timed out, its call ended) just now: the answer is moot.
+        let _ = waiting.answer.send(answer);
+        Some(waiting.asked)
+    }
+}
+
+/// Asks the client that made one call, on that call's stream.
+pub struct CallerAsker {
+    pub audit: Arc<AuditSink>,
+    pub pending: Arc<Pending>,
+    pub principal: Arc<Principal>,
+    /// The call's request: the ask's audit event carries its request id and trace.
+    pub ctx: RequestContext,
+    /// The call's JSON-RPC id and tool, for the audit.
+    pub call_id: Option<Value>,
+    pub tool: String,
+    /// What the client declared in its session (none without one).
+    pub capabilities: Option<rmcp::model::ClientCapabilities>,
+    /// The call's SSE stream, when its response is one.
+    pub stream: Option<tokio::sync::mpsc::Sender<Report>>,
+}
+
+impl std::fmt::Debug for CallerAsker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerAsker").field("tool", &self.tool).field("streams", &self.stream.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("waiting", &self.waiting.len()).finish()
+    }
+}
+
+impl Asker for CallerAsker {
+    fn can_ask(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    fn ask<'a>(&'a self, ask: Ask<'a>) -> futures::future::BoxFuture<'a, Result<Value, ErrorData>> {
+        Box::pin(self.relay(ask))
+    }
+}
+
+impl CallerAsker {
+    async fn relay(&self, ask: Ask<'_>) -> Result<Value, ErrorData> {
+        let id = Value::String(format!("warden-ask-{}", uuid::Uuid::new_v4()));
+        let declared = self.capabilities.as_ref().is_some_and(|c| declares(c, ask.method, &ask.request));
+        let refusal = if ask.forbidden {
+            Some(("client_request_forbidden", format!("{}: the server may not ask this of its callers (client_requests)", ask.method)))
+        } else if !declared || self.stream.is_none() {
+            Some(("client_capability_missing", format!("{}: the calling client did not declare this capability", ask.method)))
+        } else {
+            None
+        };
+        let decision = match refusal {
+            Some((reason, _)) => Verdict { decision: "deny", reason, status: 200 },
+            None => Verdict { decision: "allow", reason: "client_request", status: 200 },
+        };
+        let call = self.call_id.as_ref().map_or_else(|| "a call".to_owned(), |id| format!("request {id}"));
+        let event = AuditEvent {
+            tool: Some(self.tool.clone()),
+            server: Some(ask.server.to_owned()),
+            explanation: Some(format!("asked by server {} during {call}", ask.server)),
+            ..AuditEvent::request(&self.ctx, Some(&self.principal), Some(id.clone()), Some(ask.method.to_owned()), decision)
+        };
+        self.audit.emit(event);
+        if let Some((_, message)) = refusal {
+            return Err(ErrorData::new(ErrorCode::METHOD_NOT_FOUND, message, None));
+        }
+        let Some(stream) = &self.stream else { unreachable!("refused above without a stream") };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let key = key(&self.principal, &id);
+        let asked = format!("{} asked by server {}", ask.method, ask.server);
+        self.pending.waiting.insert(key.clone(), Waiting { answer: tx, asked });
+        // However the wait ends (answered, timed out, the call dropped), the ask is forgotten.
+        let _forget = Forget { pending: &self.pending, key };
+        let mut request = ask.request;
+        if let Value::Object(fields) = &mut request {
+            fields.insert("jsonrpc".into(), Value::String("2.0".into()));
+            fields.insert("id".into(), id);
+        }
+        if stream.send(Report::Request(request.to_string())).await.is_err() {
+            return Err(ErrorData::internal_error("the calling client is gone", None));
+        }
+        match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(ErrorData::internal_error("the calling client is gone", None)),
+            Err(_) => Err(ErrorData::new(ErrorCode(-32001), "the calling client did not answer in time", None)),
+        }
+    }
+}
+
+/// Drops an ask's entry when its wait ends.
+struct Forget<'a> {
+    pending: &'a Pending,
+    key: String,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.pending.waiting.remove(&self.key);
+    }
+}
+
+/// Whether `capabilities` let the client be sent `method` (with these params: a URL-mode
+/// elicitation needs `elicitation.url`, a form needs `elicitation.form` or the empty object
+/// that means it).
+fn declares(capabilities: &rmcp::model::ClientCapabilities, method: &str, request: &Value) -> bool {
+    match method {
+        "elicitation/create" => {
+            let Some(elicitation) = &capabilities.elicitation else { return false };
+            let url = request.pointer("/params/mode").and_then(Value::as_str) == Some("url");
+            if url { elicitation.url.is_some() } else { elicitation.form.is_some() || elicitation.url.is_none() }
+        }
+        "sampling/createMessage" => capabilities.sampling.is_some(),
+        "roots/list" => capabilities.roots.is_some(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_is_sent_only_what_it_declared() {
+        let caps = |v: Value| serde_json::from_value::<rmcp::model::ClientCapabilities>(v).unwrap();
+        let form = serde_json::json!({"method": "elicitation/create", "params": {"message": "?", "requestedSchema": {}}});
+        let url = serde_json::json!({"method": "elicitation/create", "params": {"mode": "url", "url": "https://x", "message": "?"}});
+        let empty = caps(serde_json::json!({"elicitation": {}}));
+        assert!(declares(&empty, "elicitation/create", &form), "{{}} is form mode");
+        assert!(!declares(&empty, "elicitation/create", &url));
+        let url_only = caps(serde_json::json!({"elicitation": {"url": {}}}));
+        assert!(!declares(&url_only, "elicitation/create", &form) && declares(&url_only, "elicitation/create", &url));
+        let sampling = caps(serde_json::json!({"sampling": {}}));
+        assert!(declares(&sampling, "sampling/createMessage", &Value::Null));
+        assert!(!declares(&sampling, "roots/list", &Value::Null) && !declares(&sampling, "elicitation/create", &form));
+        assert!(!declares(&caps(serde_json::json!({"roots": {}})), "tools/call", &Value::Null));
+    }
+}

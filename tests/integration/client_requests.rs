@@ -1,0 +1,259 @@
+//! A federated server of the older revisions (2025-11-25) asks the calling client during a call
+//! (elicitation, sampling, roots): the request reaches the client that made the call, on that
+//! call's SSE stream, only for what it declared in its session; its answer, POSTed back, reaches
+//! the server; another caller cannot answer for it; every ask is audited.
+
+use std::sync::{Arc, Mutex};
+
+use rmcp::handler::server::ServerHandler;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData, InitializeResult, ListToolsResult,
+    ServerCapabilities, Tool,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::{Value, json};
+
+use crate::common::{SseEvents, TestGateway, TestIssuer, gateway, listen, serve};
+
+/// A server of 2025-11-25 whose tools ask the client: `confirm` (a form), `ask_model`
+/// (sampling), `roots`. Records what Warden declared to it.
+#[derive(Clone, Default)]
+struct Legacy {
+    declared: Arc<Mutex<Option<Value>>>,
+}
+
+impl ServerHandler for Legacy {
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [rmcp::model::ProtocolVersion]> {
+        std::borrow::Cow::Owned(vec![rmcp::model::ProtocolVersion::V_2025_11_25])
+    }
+
+    fn get_info(&self) -> InitializeResult {
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+    }
+
+    async fn list_tools(
+        &self,
+        _r: Option<rmcp::model::PaginatedRequestParams>,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let tool =
+            |name: &str| Tool::new(name.to_owned(), "Asks the client.", Arc::new(json!({"type": "object"}).as_object().unwrap().clone()));
+        Ok(ListToolsResult::with_all_items(vec![tool("confirm"), tool("ask_model"), tool("roots")]))
+    }
+
+    async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+        *self.declared.lock().unwrap() = context.peer.peer_info().map(|info| serde_json::to_value(&info.capabilities).unwrap());
+        let (asked, read): (Value, fn(&Value) -> String) = match request.name.as_ref() {
+            "confirm" => (
+                json!({"method": "elicitation/create", "params": {
+                    "message": "Go ahead?", "requestedSchema": {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+                }}),
+                |answer| format!("confirmed: {}", answer["content"]["ok"]),
+            ),
+            "ask_model" => (
+                json!({"method": "sampling/createMessage", "params": {
+                    "messages": [{"role": "user", "content": {"type": "text", "text": "2+2?"}}], "maxTokens": 5
+                }}),
+                |answer| format!("the model said: {}", answer["content"]["text"]),
+            ),
+            _ => (json!({"method": "roots/list"}), |answer| format!("roots: {}", answer["roots"].as_array().map_or(0, Vec::len))),
+        };
+        let asked: rmcp::model::ServerRequest = serde_json::from_value(asked).unwrap();
+        let text = match context.peer.send_request(asked).await {
+            Ok(answer) => read(&serde_json::to_value(&answer).unwrap()),
+            Err(e) => format!("refused: {e}"),
+        };
+        Ok(CallToolResponse::Complete(CallToolResult::success(vec![ContentBlock::text(text)])))
+    }
+}
+
+async fn start() -> (Legacy, String) {
+    let legacy = Legacy::default();
+    let handler = legacy.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default().disable_allowed_hosts(),
+    );
+    let (listener, url) = listen().await;
+    // A server of the older revisions does not know `server/discover`: -32601.
+    let app = axum::Router::new().nest_service("/mcp", service).layer(axum::middleware::from_fn(
+        |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+            let message: Value = serde_json::from_slice(&body).unwrap_or_default();
+            if message["method"] == "server/discover" {
+                let error = json!({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32601, "message": "Method not found"}});
+                return axum::response::IntoResponse::into_response(([("content-type", "application/json")], error.to_string()));
+            }
+            next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(body))).await
+        },
+    ));
+    serve(listener, app);
+    (legacy, format!("{url}/mcp"))
+}
+
+async fn started(extra: &str) -> (TestIssuer, Legacy, TestGateway) {
+    let issuer = TestIssuer::start().await;
+    let (legacy, url) = start().await;
+    let config = format!("upstream:\n  allow_cidrs: [127.0.0.1/32]\nservers:\n  - name: ask\n    url: {url}\n{extra}");
+    let gw = gateway(&issuer, "  []", &config).await;
+    (issuer, legacy, gw)
+}
+
+fn token(issuer: &TestIssuer, gw: &TestGateway, who: &str) -> String {
+    issuer.sign(&issuer.claims(who, "", &gw.mcp))
+}
+
+/// `initialize` declaring `capabilities`: the session id Warden hands back, if any.
+async fn initialize(gw: &TestGateway, token: &str, capabilities: Value) -> Option<String> {
+    let params = json!({"protocolVersion": "2025-11-25", "capabilities": capabilities, "clientInfo": {"name": "t", "version": "1"}});
+    let reply = gw.rpc(token, "initialize", params).await;
+    assert_eq!(reply.result()["protocolVersion"], "2025-11-25", "{reply:?}");
+    reply.headers.get("mcp-session-id").map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// A POST with the session's id.
+fn post(gw: &TestGateway, token: &str, session: Option<&str>, body: Value) -> reqwest::RequestBuilder {
+    let mut request = reqwest::Client::new()
+        .post(&gw.mcp)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("authorization", format!("Bearer {token}"))
+        .body(body.to_string());
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    request
+}
+
+fn call(id: u64, tool: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {}}})
+}
+
+#[tokio::test]
+async fn a_servers_request_during_a_call_reaches_the_caller_that_made_it_and_its_answer_the_server() {
+    let (issuer, legacy, gw) = started("").await;
+    let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
+    let session = initialize(&gw, &alice, json!({"elicitation": {}, "sampling": {}})).await.expect("a session for a capable client");
+    let bobs = initialize(&gw, &bob, json!({"elicitation": {}})).await.expect("bob's session");
+
+    let response = post(&gw, &alice, Some(&session), call(3, "ask_confirm")).send().await.unwrap();
+    let mut events = SseEvents::of(response);
+    let asked = events.next().await;
+    assert_eq!(asked["method"], "elicitation/create", "{asked}");
+    assert_eq!(asked["params"]["message"], "Go ahead?");
+    let id = asked["id"].clone();
+    assert!(id.as_str().unwrap().starts_with("warden-ask-"), "Warden's own id, not the server's: {id}");
+    // Warden declared to the server what it may ask callers.
+    assert_eq!(legacy.declared.lock().unwrap().clone(), Some(json!({"elicitation": {"form": {}, "url": {}}, "roots": {}, "sampling": {}})));
+
+    // Bob cannot answer alice's request, even knowing its id; a made-up id answers nothing.
+    let answer = |id: &Value| json!({"jsonrpc": "2.0", "id": id, "result": {"action": "accept", "content": {"ok": true}}});
+    let stolen = post(&gw, &bob, Some(&bobs), answer(&id)).send().await.unwrap();
+    assert_eq!(stolen.status(), 400);
+    assert_eq!(stolen.json::<Value>().await.unwrap()["error"]["data"]["code"], "unexpected_response");
+    assert_eq!(post(&gw, &alice, Some(&session), answer(&json!("warden-ask-made-up"))).send().await.unwrap().status(), 400);
+
+    let answered = post(&gw, &alice, Some(&session), answer(&id)).send().await.unwrap();
+    assert_eq!(answered.status(), 202);
+    let result = events.next().await;
+    assert_eq!(result["id"], 3);
+    assert_eq!(result["result"]["content"][0]["text"], "confirmed: true", "{result}");
+    // Answered once: a second answer finds nothing waiting.
+    assert_eq!(post(&gw, &alice, Some(&session), answer(&id)).send().await.unwrap().status(), 400);
+
+    // Sampling, which alice declared: relayed the same way.
+    let mut events = SseEvents::of(post(&gw, &alice, Some(&session), call(4, "ask_ask_model")).send().await.unwrap());
+    let asked = events.next().await;
+    assert_eq!(asked["method"], "sampling/createMessage");
+    let sampled = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {
+        "role": "assistant", "content": {"type": "text", "text": "4"}, "model": "m", "stopReason": "endTurn"
+    }});
+    assert_eq!(post(&gw, &alice, Some(&session), sampled).send().await.unwrap().status(), 202);
+    assert_eq!(events.next().await["result"]["content"][0]["text"], "the model said: \"4\"");
+
+    // Roots, which alice did not declare: the server's request is refused, and nothing reached
+    // alice but the result (a JSON body: nothing was streamed).
+    let response = post(&gw, &alice, Some(&session), call(5, "ask_roots")).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let text = response.json::<Value>().await.unwrap()["result"]["content"][0]["text"].as_str().unwrap().to_owned();
+    assert!(text.starts_with("refused:") && text.contains("did not declare"), "{text}");
+
+    // Without a session, the client cannot be asked anything.
+    let response = post(&gw, &alice, None, call(6, "ask_confirm")).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert!(response.json::<Value>().await.unwrap()["result"]["content"][0]["text"].as_str().unwrap().starts_with("refused:"));
+
+    let events = gw.audit();
+    let asks: Vec<(&str, &str, &str)> = events
+        .iter()
+        .filter(|e| e["server"] == "ask" && !["tools/call", "tools/pin"].contains(&e["method"].as_str().unwrap_or_default()))
+        .map(|e| (e["method"].as_str().unwrap(), e["decision"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        asks,
+        [
+            ("elicitation/create", "allow", "client_request"),
+            ("sampling/createMessage", "allow", "client_request"),
+            ("roots/list", "deny", "client_capability_missing"),
+            ("elicitation/create", "deny", "client_capability_missing"),
+        ],
+        "{events:#?}"
+    );
+    let first = events.iter().find(|e| e["method"] == "elicitation/create").unwrap();
+    assert_eq!((first["subject"].as_str(), first["tool"].as_str()), (Some("alice"), Some("ask_confirm")));
+    assert!(first["explanation"].as_str().unwrap().contains("asked by server ask during request 3"), "{first}");
+    let answers: Vec<(&str, &str, &str)> = events
+        .iter()
+        .filter(|e| {
+            e["method"].is_null() && e["request_id"].is_string() && e["jsonrpc_id"].as_str().is_some_and(|i| i.starts_with("warden-ask"))
+        })
+        .map(|e| (e["subject"].as_str().unwrap(), e["decision"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            ("bob", "deny", "unexpected_response"),
+            ("alice", "deny", "unexpected_response"),
+            ("alice", "allow", "ok"),
+            ("alice", "deny", "unexpected_response"),
+            ("alice", "allow", "ok"),
+        ],
+        "{events:#?}"
+    );
+    let text = gw.audit_text();
+    assert!(!text.contains("Go ahead?") && !text.contains("2+2?"), "no content in the audit");
+}
+
+#[tokio::test]
+async fn a_session_is_the_callers_own_and_issued_only_where_it_changes_something() {
+    let (issuer, _legacy, gw) = started("    client_requests: {sampling: false}\n").await;
+    let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
+    assert_eq!(initialize(&gw, &alice, json!({})).await, None, "nothing to carry: no session");
+    let session = initialize(&gw, &alice, json!({"roots": {}})).await.unwrap();
+    // Another caller's session, or one altered: 404, so the client starts a new one.
+    for (token, id) in [(&bob, session.clone()), (&alice, format!("{session}x"))] {
+        let reply = post(&gw, token, Some(&id), json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).send().await.unwrap();
+        assert_eq!(reply.status(), 404);
+        assert_eq!(reply.json::<Value>().await.unwrap()["error"]["data"]["code"], "session_not_found");
+    }
+    let reply = post(&gw, &alice, Some(&session), json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+}
+
+#[tokio::test]
+async fn what_warden_declares_to_a_server_follows_its_client_requests() {
+    let (issuer, legacy, gw) = started("    client_requests: {sampling: false, roots: false}\n").await;
+    let alice = token(&issuer, &gw, "alice");
+    let session = initialize(&gw, &alice, json!({"sampling": {}})).await.unwrap();
+    let response = post(&gw, &alice, Some(&session), call(2, "ask_ask_model")).send().await.unwrap();
+    let text = response.json::<Value>().await.unwrap()["result"]["content"][0]["text"].as_str().unwrap().to_owned();
+    assert!(text.starts_with("refused:") && text.contains("client_requests"), "{text}");
+    assert_eq!(legacy.declared.lock().unwrap().clone(), Some(json!({"elicitation": {"form": {}, "url": {}}})));
+    let forbidden = gw.audit().into_iter().find(|e| e["method"] == "sampling/createMessage").unwrap();
+    assert_eq!((forbidden["decision"].as_str(), forbidden["reason"].as_str()), (Some("deny"), Some("client_request_forbidden")));
+}
