@@ -71,7 +71,7 @@ pub fn load(dir: &Path) -> Result<(State, SigningKey), String> {
 }
 
 /// The Warden configuration the suite expects: its issuer trusted, its tools exposed (the
-/// suite's tool fixtures from HTTP tools, or from a federated stdio server).
+/// suite's tool fixtures from HTTP tools, or from a federated server: stdio, or HTTP at a URL).
 fn gateway_config(state: &State, dir: &Path, federate: Option<&[String]>) -> String {
     let fixtures = match federate {
         None => format!(
@@ -92,6 +92,10 @@ fn gateway_config(state: &State, dir: &Path, federate: Option<&[String]>) -> Str
         Some(_) => String::new(),
     };
     let servers = match federate {
+        Some([url]) if url.starts_with("http://") || url.starts_with("https://") => format!(
+            "servers:\n  # The suite's tool fixtures, from an MCP server Warden federates (no prefix).\n  - name: fixtures\n    prefix: \"\"\n    url: {}\n    scopes: [{READ_SCOPE}]\n",
+            serde_json::to_string(url).unwrap_or_default()
+        ),
         Some([command, args @ ..]) => {
             let quote = |s: &String| serde_json::to_string(s).unwrap_or_default();
             let args: Vec<String> = args.iter().map(quote).collect();

@@ -37,9 +37,10 @@ enum Command {
         /// The address the generated config makes Warden listen on. Default: a free port.
         #[arg(long)]
         gateway: Option<SocketAddr>,
-        /// Serve the suite's tool fixtures from this stdio MCP server (command and arguments),
-        /// federated with no prefix, instead of from HTTP tools: the suite's tool scenarios then
-        /// check what Warden passes through from a server it federates.
+        /// Serve the suite's tool fixtures from this MCP server — a stdio command and its
+        /// arguments, or one Streamable HTTP URL — federated with no prefix, instead of from
+        /// HTTP tools: the suite's tool scenarios then check what Warden passes through from a
+        /// server it federates.
         #[arg(long, num_args = 1.., allow_hyphen_values = true)]
         federate: Option<Vec<String>>,
     },

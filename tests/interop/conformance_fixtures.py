@@ -1,19 +1,26 @@
-"""The official MCP conformance suite's tool, resource and prompt fixtures, served over stdio by
-the official Python SDK's FastMCP (mcp 1.x), for Warden to federate: the suite's scenarios then
-check, through Warden, that text, image, audio, embedded resources, mixed content, errors,
-progress, resources and prompts pass through as the server sent them. The content is what the
-suite's scenario descriptions ask for.
+"""The official MCP conformance suite's tool, resource and prompt fixtures, served by the
+official Python SDK's FastMCP (mcp 1.x, which speaks 2025-11-25) for Warden to federate: the
+suite's scenarios then check, through Warden, that text, image, audio, embedded resources, mixed
+content, errors, progress, resources and prompts pass through as the server sent them, and that
+the server's requests to the client during a call (sampling, elicitation) reach the suite's
+client and its answers the server. The content is what the suite's scenario descriptions ask
+for.
+
+Usage: with a PORT argument, over Streamable HTTP on 127.0.0.1:PORT (a server's requests during
+a call then come on the call's own stream, which Warden relays to the caller); else over stdio.
 """
 
 import asyncio
 import base64
 
 import json
+import sys
 
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.prompts.base import UserMessage
 from mcp.types import (
     AudioContent,
+    SamplingMessage,
     Completion,
     EmbeddedResource,
     ImageContent,
@@ -32,7 +39,8 @@ WAV = base64.b64encode(
     + b"data" + (0).to_bytes(4, "little")
 ).decode()
 
-mcp = FastMCP("conformance-fixtures")
+PORT = int(sys.argv[1]) if len(sys.argv) > 1 else None
+mcp = FastMCP("conformance-fixtures", host="127.0.0.1", port=PORT or 8000)
 
 
 @mcp.tool()
@@ -140,5 +148,73 @@ async def complete(ref, argument, context) -> Completion | None:
     return Completion(values=values, total=len(values), hasMore=False)
 
 
+# Requests to the client during a call (tools-call-sampling, tools-call-elicitation,
+# elicitation-sep1034-defaults, elicitation-sep1330-enums), made on the call's own stream.
+@mcp.tool()
+async def test_sampling(prompt: str, ctx: Context) -> str:
+    """Asks the client's model."""
+    message = SamplingMessage(role="user", content=TextContent(type="text", text=prompt))
+    result = await ctx.session.create_message(messages=[message], max_tokens=100, related_request_id=ctx.request_id)
+    text = result.content.text if isinstance(result.content, TextContent) else str(result.content)
+    return f"LLM response: {text}"
+
+
+@mcp.tool()
+async def test_elicitation(message: str, ctx: Context) -> str:
+    """Asks the user."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "username": {"type": "string", "description": "User's response"},
+            "email": {"type": "string", "description": "User's email address"},
+        },
+        "required": ["username", "email"],
+    }
+    result = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
+    return f"User response: action={result.action}, content={json.dumps(result.content)}"
+
+
+@mcp.tool()
+async def test_elicitation_sep1034_defaults(ctx: Context) -> str:
+    """Asks the user, with a default for every primitive type (SEP-1034)."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "default": "John Doe"},
+            "age": {"type": "integer", "default": 30},
+            "score": {"type": "number", "default": 95.5},
+            "status": {"type": "string", "enum": ["active", "inactive", "pending"], "default": "active"},
+            "verified": {"type": "boolean", "default": True},
+        },
+    }
+    result = await ctx.session.elicit_form("Please confirm your details", schema, related_request_id=ctx.request_id)
+    return f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}"
+
+
+@mcp.tool()
+async def test_elicitation_sep1330_enums(ctx: Context) -> str:
+    """Asks the user, with every enum form (SEP-1330)."""
+    titled = [{"const": "value1", "title": "First Option"}, {"const": "value2", "title": "Second Option"}]
+    schema = {
+        "type": "object",
+        "properties": {
+            "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
+            "titledSingle": {"type": "string", "oneOf": titled},
+            "legacyEnum": {
+                "type": "string",
+                "enum": ["opt1", "opt2", "opt3"],
+                "enumNames": ["Option One", "Option Two", "Option Three"],
+            },
+            "untitledMulti": {"type": "array", "items": {"type": "string", "enum": ["option1", "option2", "option3"]}},
+            "titledMulti": {
+                "type": "array",
+                "items": {"anyOf": [{"const": "value1", "title": "First Choice"}, {"const": "value2", "title": "Second Choice"}]},
+            },
+        },
+    }
+    result = await ctx.session.elicit_form("Pick your options", schema, related_request_id=ctx.request_id)
+    return f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}"
+
+
 if __name__ == "__main__":
-    mcp.run()
+    mcp.run(transport="streamable-http" if PORT else "stdio")
