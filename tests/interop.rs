@@ -617,6 +617,55 @@ async fn python_sdk_2x_on_2026_07_28_waits_for_an_approval_through_its_input_req
 #[tokio::test]
 #[ignore = "needs the Python SDK: run scripts/test"]
 async fn python_sdk_2x_answers_a_federated_servers_input_requests_through_warden() {
+    let (report, gw) = python_input_rounds("2026-07-28").await;
+    let rounds: Vec<(String, String)> = gw
+        .audit()
+        .iter()
+        .filter(|e| e["tool"] == "fx_multiple_inputs")
+        .map(|e| (e["reason"].as_str().unwrap().to_owned(), e["explanation"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    assert_eq!(rounds.len(), 2, "{rounds:?} {report}");
+    assert_eq!(rounds[0].0, "input_required");
+    assert!(
+        rounds[0].1.contains("elicitation/create") && rounds[0].1.contains("sampling/createMessage") && rounds[0].1.contains("roots/list")
+    );
+    assert_eq!(rounds[1].0, "ok");
+    assert!(rounds[1].1.starts_with("round 2 of the call first made as request"), "{rounds:?}");
+}
+
+/// The same server and client, the client on 2025-11-25 (the initialize handshake): it cannot
+/// retry with answers, so Warden puts the server's three input requests to it as requests on the
+/// call's stream (its session says it declared all three), its callbacks answer them, and Warden
+/// makes the call again with the answers. The client sees one call; each request is audited.
+#[tokio::test]
+#[ignore = "needs the Python SDK: run scripts/test"]
+async fn python_sdk_2x_on_2025_11_25_answers_a_federated_servers_input_requests_on_the_calls_stream() {
+    let (_report, gw) = python_input_rounds("legacy").await;
+    let events = gw.audit();
+    let mut asked: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["tool"] == "fx_multiple_inputs")
+        .map(|e| (e["method"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    asked.sort_unstable();
+    assert_eq!(
+        asked,
+        [
+            ("elicitation/create", "client_request"),
+            ("roots/list", "client_request"),
+            ("sampling/createMessage", "client_request"),
+            ("tools/call", "ok")
+        ],
+        "{events:#?}"
+    );
+    let call = events.iter().find(|e| e["tool"] == "fx_multiple_inputs" && e["method"] == "tools/call").unwrap();
+    assert!(call["explanation"].as_str().unwrap().contains("answered by the client in 1 round(s)"), "{call}");
+}
+
+/// Warden federating the Python SDK 2.x fixture server, called by the SDK's client in `mode`
+/// with callbacks for all three kinds of input: its report (checked here: the result and what
+/// the callbacks were asked), and the gateway.
+async fn python_input_rounds(mode: &str) -> (Value, common::TestGateway) {
     let python = std::env::var("WARDEN_PYTHON").expect("WARDEN_PYTHON");
     let issuer = common::TestIssuer::start().await;
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/input_required_fixtures.py");
@@ -624,8 +673,10 @@ async fn python_sdk_2x_answers_a_federated_servers_input_requests_through_warden
     let gw = common::gateway(&issuer, "  []", &servers).await;
     let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/python_input_rounds.py");
-    let argv: Vec<String> =
-        [script, "--url", &gw.mcp, "--token", &token, "--tool", "fx_multiple_inputs"].iter().map(|s| (*s).to_owned()).collect();
+    let argv: Vec<String> = [script, "--url", &gw.mcp, "--token", &token, "--tool", "fx_multiple_inputs", "--mode", mode]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
     let output = tokio::task::spawn_blocking(move || Command::new(python).args(&argv).output()).await.unwrap().unwrap();
     let report = report(output).unwrap_or_else(|e| panic!("python client failed:\n{e}"));
     assert_eq!(report["result"]["content"][0]["text"], "All three answered for Alice", "{report}");
@@ -634,17 +685,5 @@ async fn python_sdk_2x_answers_a_federated_servers_input_requests_through_warden
         json!({"elicitation": ["What is your name?"], "sampling": ["Generate a greeting"], "roots": 1}),
         "{report}"
     );
-    let rounds: Vec<(String, String)> = gw
-        .audit()
-        .iter()
-        .filter(|e| e["tool"] == "fx_multiple_inputs")
-        .map(|e| (e["reason"].as_str().unwrap().to_owned(), e["explanation"].as_str().unwrap_or_default().to_owned()))
-        .collect();
-    assert_eq!(rounds.len(), 2, "{rounds:?}");
-    assert_eq!(rounds[0].0, "input_required");
-    assert!(
-        rounds[0].1.contains("elicitation/create") && rounds[0].1.contains("sampling/createMessage") && rounds[0].1.contains("roots/list")
-    );
-    assert_eq!(rounds[1].0, "ok");
-    assert!(rounds[1].1.starts_with("round 2 of the call first made as request"), "{rounds:?}");
+    (report, gw)
 }

@@ -1,8 +1,10 @@
 """A federated server's multi round-trip request (SEP-2322), through Warden, driven by the
-official Python MCP SDK 2.x's `Client` on MCP 2026-07-28: the tool asks the user (elicitation),
-the client's model (sampling) and the client's roots at once; the SDK hands each request to its
-callback and retries the call with the answers and the state Warden gave it, until the result.
-Prints one JSON report: what each callback was asked, and the result.
+official Python MCP SDK 2.x's `Client`: the tool asks the user (elicitation), the client's model
+(sampling) and the client's roots at once. On MCP 2026-07-28 (`--mode 2026-07-28`) the SDK hands
+each request to its callback and retries the call with the answers and the state Warden gave it,
+until the result; on 2025-11-25 (`--mode legacy`: the initialize handshake) Warden sends each
+request to the client on the call's stream, the SDK's callbacks answer, and the one call ends
+with the result. Prints one JSON report: what each callback was asked, and the result.
 """
 
 import argparse
@@ -22,6 +24,7 @@ async def main() -> int:
     parser.add_argument("--url", required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--tool", required=True)
+    parser.add_argument("--mode", default="2026-07-28")
     opts = parser.parse_args()
     asked = {"elicitation": [], "sampling": [], "roots": 0}
 
@@ -42,7 +45,7 @@ async def main() -> int:
         transport = streamable_http_client(opts.url, http_client=http)
         async with Client(
             transport,
-            mode="2026-07-28",
+            mode=opts.mode,
             elicitation_callback=elicitation,
             sampling_callback=sampling,
             list_roots_callback=roots,
