@@ -358,6 +358,7 @@ impl Gateway {
             policy_headers: Arc::clone(&self.policy_headers),
             in_flight: dashmap::DashMap::new(),
             asks: Arc::default(),
+            log_levels: Arc::default(),
             federation: Arc::clone(&self.federation),
             limits: Arc::clone(&self.limits),
             metrics: Arc::clone(&self.metrics),

@@ -45,9 +45,11 @@ pub(super) struct Listeners<'a> {
     pub changed: &'a Notify,
     /// The caller's progress, for the progress token the request carries.
     pub progress: Option<(&'a rmcp::model::ProgressToken, &'a tokio::sync::mpsc::Sender<crate::upstream::Report>)>,
-    /// The caller's logs of this request, when it asked for them (2026-07-28 `logLevel`): a
-    /// log on the request's own stream is the request's.
-    pub logs: Option<&'a tokio::sync::mpsc::Sender<crate::upstream::Report>>,
+    /// The caller's logs of this request from the level it asked for (2026-07-28 `logLevel`;
+    /// its session's level on the older revisions): a log on the request's own stream is the
+    /// request's.
+    #[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2026-07-28")]
+    pub logs: Option<(&'a tokio::sync::mpsc::Sender<crate::upstream::Report>, rmcp::model::LoggingLevel)>,
     /// Who the server's requests to the client during the request go to (the older revisions),
     /// from which server, and what that server may ask.
     pub asker: Option<(&'a dyn crate::upstream::Asker, &'a str, &'a super::config::ClientRequests)>,
@@ -175,6 +177,7 @@ fn answered(answer: ServerJsonRpcMessage) -> Result<ServerResult, ServiceError> 
 }
 
 /// A notification during the request, as rmcp's client would hand it to Warden's handler.
+#[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2026-07-28")]
 fn heard(notification: ServerNotification, listeners: &Listeners<'_>) {
     match notification {
         ServerNotification::ProgressNotification(p) => {
@@ -189,8 +192,12 @@ fn heard(notification: ServerNotification, listeners: &Listeners<'_>) {
                 }));
             }
         }
+        // A server of the older revisions logs at the level its session was set to, which is
+        // not the caller's: what is below the caller's level is dropped here.
         ServerNotification::LoggingMessageNotification(log) => {
-            if let Some(caller) = listeners.logs {
+            if let Some((caller, level)) = listeners.logs
+                && log.params.level as u8 >= level as u8
+            {
                 let _ = caller.try_send(crate::upstream::Report::Log(log.params));
             }
         }

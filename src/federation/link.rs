@@ -299,7 +299,7 @@ impl Link {
             let listeners = super::direct::Listeners {
                 changed: &self.changed,
                 progress: ctx.progress.as_ref().map(|p| (&token, p)),
-                logs: ctx.progress.as_ref().filter(|_| ctx.log_level.is_some()),
+                logs: ctx.progress.as_ref().zip(ctx.log_level),
                 asker: ctx.asker.as_deref().map(|asker| (asker, self.server.as_str(), &self.client_requests)),
             };
             match tokio::time::timeout(self.timeout, super::direct::send(http, url, &state, &message, headers, &listeners)).await {

@@ -163,11 +163,19 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
             // during the call: its answer is an SSE stream once the server asks (`asks`).
             let federated = admitted.call.as_ref().is_some_and(|c| c.tool.server.is_some());
             let token = params.meta.as_ref().and_then(|m| m.get_progress_token());
+            // The call's logs: on 2026-07-28 from the level its `_meta` names; on the older
+            // revisions from the level its session's client set.
             #[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2026-07-28")]
-            let log_level = params.meta.as_ref().and_then(|m| m.log_level()).filter(|_| revision == Revision::PerRequest);
-            let askable = revision == Revision::Handshake && admitted.client_capabilities.is_some();
+            let log_level = match (revision, &admitted.session) {
+                (Revision::PerRequest, _) => params.meta.as_ref().and_then(|m| m.log_level()),
+                (Revision::Handshake, Some(session)) => mcp.log_levels.get(&admitted.principal, session),
+                (Revision::Handshake, None) => None,
+            };
+            let askable = revision == Revision::Handshake && admitted.session.is_some();
             if federated && (token.is_some() || log_level.is_some() || askable) {
-                let eager = token.is_some() || log_level.is_some();
+                // A stream at once where the client asked for one; else once there is something
+                // to send before the answer.
+                let eager = token.is_some() || (log_level.is_some() && revision == Revision::PerRequest);
                 return stream_call(std::sync::Arc::clone(mcp), admitted, id, (token, log_level), eager).await;
             }
             return match super::handler::call_tool(mcp, admitted, None).await {
@@ -202,6 +210,16 @@ async fn serve_extra(mcp: &Mcp, admitted: Admitted, id: RequestId, request: rmcp
                 .map(|a| answered(a, ServerResult::GetPromptResult))
         }
         R::CompleteRequest(r) => super::handler::complete(mcp, admitted, r.params).await.map(ServerResult::CompleteResult),
+        // The level from which this session's client gets the logs of its calls (the older
+        // revisions); without a session there is nothing to keep it for, and no log is relayed.
+        #[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2025-11-25")]
+        R::SetLevelRequest(r) => {
+            if let Some(session) = &admitted.session {
+                mcp.log_levels.set(&admitted.principal, session, r.params.level);
+            }
+            served(mcp, &admitted, StatusCode::OK);
+            Ok(ServerResult::empty(()))
+        }
         _ => return refuse_with_id(mcp, admitted, GatewayError::MethodNotFound),
     };
     json_response(&answer_message(answer, id, revision), revision)

@@ -26,6 +26,7 @@ use crate::policy::{RequestFacts, Stage};
 /// federated servers offer them). Any other request gets -32601 here, audited as such.
 const SERVED_METHODS: &[&str] = &[
     "initialize",
+    "logging/setLevel",
     "ping",
     "tools/list",
     "tools/call",
@@ -38,12 +39,18 @@ const SERVED_METHODS: &[&str] = &[
     "completion/complete",
 ];
 
-/// Whether `method` is served: on the 2026-07-28 per-request lifecycle, not `initialize`
-/// (that revision removed it); resources and prompts only where federated servers offer them
-/// (they are declared then, and only then).
+/// Whether `method` is served: on the 2026-07-28 per-request lifecycle, not `initialize` or
+/// `logging/setLevel` (that revision removed them); resources, prompts and logging only where
+/// federated servers offer them (they are declared then, and only then).
 fn served(method: &str, per_request: bool, extras: bool) -> bool {
     let extra = method.starts_with("resources/") || method.starts_with("prompts/") || method == "completion/complete";
-    SERVED_METHODS.contains(&method) && !(per_request && method == "initialize") && (extras || !extra || !per_request)
+    // `logging/setLevel`: the older revisions' way to ask for a federated server's logs
+    // (2026-07-28 removed it, asking per request).
+    let handshake_only = method == "initialize" || method == "logging/setLevel";
+    SERVED_METHODS.contains(&method)
+        && !(per_request && handshake_only)
+        && (extras || !extra || !per_request)
+        && (extras || method != "logging/setLevel")
 }
 
 /// `/mcp`, every HTTP method: the gate, then dispatch.
@@ -148,13 +155,18 @@ pub async fn endpoint(State(endpoint): State<Arc<Mcp>>, request: Request) -> Res
     // this caller, or has expired, and the client must start a new one.
     let session = match (revision, parts.headers.get("mcp-session-id")) {
         (super::dispatch::Revision::Handshake, Some(id)) if message.method.as_deref() != Some("initialize") => {
-            match id.to_str().ok().and_then(|id| super::sessions::open(&mcp.rounds, &principal, id, crate::unix_now()).ok()) {
-                Some(capabilities) => Some(capabilities),
+            let opened = id
+                .to_str()
+                .ok()
+                .and_then(|id| super::sessions::open(&mcp.rounds, &principal, id, crate::unix_now()).ok().map(|c| (id.to_owned(), c)));
+            match opened {
+                Some(session) => Some(session),
                 None => return deny(Some(&principal), id_and_method(&message), GatewayError::SessionNotFound),
             }
         }
         _ => None,
     };
+    let (session, session_capabilities) = session.unzip();
     let declared = message.meta.as_ref().and_then(rmcp::model::RequestMetaObject::client_capabilities);
     let url_elicitation = match (supports_url_elicitation(&parts.headers, declared.as_ref()), revision) {
         (false, _) => super::Elicitation::Text,
@@ -169,7 +181,8 @@ pub async fn endpoint(State(endpoint): State<Arc<Mcp>>, request: Request) -> Res
         method: message.method,
         url_elicitation,
         revision,
-        client_capabilities: declared.or(session),
+        client_capabilities: declared.or(session_capabilities),
+        session,
         call,
         once: Arc::clone(&once),
     };

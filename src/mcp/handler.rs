@@ -22,10 +22,12 @@ pub const PROTOCOL_VERSIONS: &[ProtocolVersion] =
     &[ProtocolVersion::V_2026_07_28, ProtocolVersion::V_2025_11_25, ProtocolVersion::V_2025_06_18];
 
 /// What `initialize` and `server/discover` say of this server: the tools capability, and
-/// resources, prompts and completions when federated servers offer them (`federates`).
+/// resources, prompts, completions and logging when federated servers offer them (`federates`).
+#[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2026-07-28")]
 pub fn info(federates: bool) -> InitializeResult {
     let capabilities = if federates {
-        ServerCapabilities::builder().enable_tools().enable_resources().enable_prompts().enable_completions().build()
+        // Logging: a federated server's logs of a call reach the caller that asked for them.
+        ServerCapabilities::builder().enable_tools().enable_resources().enable_prompts().enable_completions().enable_logging().build()
     } else {
         ServerCapabilities::builder().enable_tools().build()
     };

@@ -72,6 +72,8 @@ pub struct Mcp {
     pub in_flight: dashmap::DashMap<String, Arc<tokio_util::sync::CancellationToken>>,
     /// Federated servers' requests to callers (older revisions), awaiting the callers' answers.
     pub asks: Arc<asks::Pending>,
+    /// The log levels the older revisions' callers set for their sessions.
+    pub log_levels: Arc<sessions::LogLevels>,
     /// Federated servers' resources and prompts.
     pub federation: Arc<crate::federation::Federation>,
     pub limits: Arc<crate::limits::Limits>,
@@ -106,6 +108,9 @@ pub struct Admitted {
     /// older revisions what its session carries ([`sessions`]: what it declared in
     /// `initialize`, as far as a federated server may use it), `None` without one.
     pub client_capabilities: Option<rmcp::model::ClientCapabilities>,
+    /// The client's session on the older revisions (its `Mcp-Session-Id`, opened for this
+    /// caller), if it has one.
+    pub session: Option<String>,
     /// The call-time decision of a `tools/call`.
     pub call: Option<CallAllowed>,
     /// This request's one audit event.

@@ -13,14 +13,20 @@
 //! A session is issued only where it changes something: Warden federates servers, and the
 //! client declared at least one capability a server may use through Warden. A client that
 //! declared none sees no session id, as before.
+//!
+//! What a session's client sets later — its log level (`logging/setLevel`) — cannot go into an
+//! id it already holds: it is kept in memory by the replica that served it ([`LogLevels`]),
+//! like the requests that wait for the client's answers (`asks`), which need the same affinity.
 
 use serde::{Deserialize, Serialize};
 
 use super::rounds::{Refused, Rounds};
 use crate::identity::Principal;
 
-/// How long a session id opens after its `initialize`.
-pub const SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+/// How long a session id opens after its `initialize`. The id grants nothing the caller's token
+/// does not (it says what the client can be asked), so it is long: a client whose session
+/// expires must start a new one (HTTP 404).
+pub const SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 60 * 60);
 
 /// What a session is, for the binding.
 const DOMAIN: &[u8] = b"warden/session/v1";
@@ -60,6 +66,35 @@ pub fn open(rounds: &Rounds, principal: &Principal, id: &str, now: u64) -> Resul
         return Err(Refused);
     }
     Ok(sealed.capabilities)
+}
+
+/// The log levels callers set for their sessions (`logging/setLevel`, the older revisions), in
+/// this replica's memory. At most [`MAX_LOG_LEVELS`]: past that, all are forgotten at once (a
+/// forgotten level means no logs until the client sets one again, never another's logs).
+#[derive(Default)]
+#[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2025-11-25")]
+pub struct LogLevels {
+    levels: dashmap::DashMap<String, rmcp::model::LoggingLevel>,
+}
+
+const MAX_LOG_LEVELS: usize = 100_000;
+
+#[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2025-11-25")]
+impl LogLevels {
+    pub fn set(&self, principal: &Principal, session: &str, level: rmcp::model::LoggingLevel) {
+        if self.levels.len() >= MAX_LOG_LEVELS {
+            self.levels.clear();
+        }
+        self.levels.insert(level_key(principal, session), level);
+    }
+
+    pub fn get(&self, principal: &Principal, session: &str) -> Option<rmcp::model::LoggingLevel> {
+        self.levels.get(&level_key(principal, session)).map(|level| *level)
+    }
+}
+
+fn level_key(principal: &Principal, session: &str) -> String {
+    format!("{}\n{}\n{session}", principal.issuer, principal.subject.as_str())
 }
 
 #[cfg(test)]

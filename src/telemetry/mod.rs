@@ -36,6 +36,11 @@ const METHODS: &[&str] = &[
     "prompts/list",
     "prompts/get",
     "completion/complete",
+    "logging/setLevel",
+    // A federated server's requests to the calling client, each audited.
+    "elicitation/create",
+    "sampling/createMessage",
+    "roots/list",
     "notifications/initialized",
     "notifications/cancelled",
     "policy/reload",

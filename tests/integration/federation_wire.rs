@@ -167,7 +167,7 @@ async fn started(revision: &'static str) -> (TestIssuer, Arc<Wire>, crate::commo
 }
 
 /// The server's `ping` during a call is answered; its elicitation is refused as "method not
-/// found" (Warden declares no client capability), and the call completes.
+/// found" (the caller has no session that declares it), and the call completes.
 #[tokio::test]
 async fn the_servers_requests_on_a_calls_stream_are_answered_on_its_session() {
     for revision in REVISIONS {
@@ -253,6 +253,60 @@ async fn a_calls_logs_reach_the_caller_that_asked_for_them() {
         let quiet = call(None).await;
         assert_eq!(quiet.result()["content"][0]["text"], "resumed after ev-1", "{revision}: {:?}", quiet.body);
     }
+}
+
+/// On the older revisions a caller asks for logs with `logging/setLevel` in its session: the
+/// server's logs on its calls' streams at or above that level reach it; below it, or without a
+/// level, or without a session, none do.
+#[tokio::test]
+async fn an_older_callers_session_level_decides_which_logs_of_its_calls_it_gets() {
+    let (issuer, _wire, gw, alice) = started("2025-11-25").await;
+    let params = json!({"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}}, "clientInfo": {"name": "t", "version": "1"}});
+    let session = |token: String| {
+        let (gw, params) = (&gw, params.clone());
+        async move {
+            let reply = gw.rpc(&token, "initialize", params).await;
+            assert!(reply.result()["capabilities"]["logging"].is_object(), "{reply:?}");
+            reply.headers["mcp-session-id"].to_str().unwrap().to_owned()
+        }
+    };
+    let rpc = |token: &str, session: &str, method: &str, params: Value| {
+        let body = json!({"jsonrpc": "2.0", "id": 9, "method": method, "params": params}).to_string();
+        let (gw, token, session) = (&gw, token.to_owned(), session.to_owned());
+        async move { gw.post_raw(Some(&token), body, &[("mcp-session-id", &session)]).await }
+    };
+    let logs = |reply: &crate::common::Reply| -> Vec<Value> {
+        match reply.body.as_str() {
+            Some(sse) => sse.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str::<Value>(d).unwrap()).collect(),
+            None => vec![reply.body.clone()],
+        }
+        .into_iter()
+        .filter(|m| m["method"] == "notifications/message")
+        .collect()
+    };
+    let mine = session(alice.clone()).await;
+    let call = json!({"name": "w_resume", "arguments": {}});
+    // No level set: no logs, and the answer is a JSON body.
+    let quiet = rpc(&alice, &mine, "tools/call", call.clone()).await;
+    assert_eq!(quiet.headers["content-type"], "application/json", "{quiet:?}");
+    assert_eq!(quiet.result()["content"][0]["text"], "resumed after ev-1");
+    // Above the server's `info`: still none.
+    assert_eq!(rpc(&alice, &mine, "logging/setLevel", json!({"level": "warning"})).await.result(), &json!({}));
+    assert!(logs(&rpc(&alice, &mine, "tools/call", call.clone()).await).is_empty());
+    // At `info`: the log, on the call's stream, before the answer.
+    rpc(&alice, &mine, "logging/setLevel", json!({"level": "info"})).await;
+    let heard = rpc(&alice, &mine, "tools/call", call.clone()).await;
+    assert_eq!(heard.headers["content-type"], "text/event-stream", "{heard:?}");
+    assert_eq!(
+        logs(&heard),
+        [json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "working"}})]
+    );
+    // Bob's session has no level of alice's.
+    let bob = issuer.sign(&issuer.claims("bob", "", &gw.mcp));
+    let his = session(bob.clone()).await;
+    assert!(logs(&rpc(&bob, &his, "tools/call", call).await).is_empty());
+    let set: Vec<Value> = gw.audit().into_iter().filter(|e| e["method"] == "logging/setLevel").collect();
+    assert_eq!(set.len(), 2, "each setLevel audited: {set:?}");
 }
 
 /// A server that answers `server/discover` (a method it does not have) with an empty result

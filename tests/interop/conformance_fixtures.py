@@ -148,6 +148,17 @@ async def complete(ref, argument, context) -> Completion | None:
     return Completion(values=values, total=len(values), hasMore=False)
 
 
+@mcp.tool()
+async def test_tool_with_logging(ctx: Context) -> str:
+    """Logs three times while it runs (tools-call-with-logging)."""
+    await ctx.info("Tool execution started")
+    await asyncio.sleep(0.05)
+    await ctx.info("Tool processing data")
+    await asyncio.sleep(0.05)
+    await ctx.info("Tool execution completed")
+    return "Tool with logging executed successfully"
+
+
 # Requests to the client during a call (tools-call-sampling, tools-call-elicitation,
 # elicitation-sep1034-defaults, elicitation-sep1330-enums), made on the call's own stream.
 @mcp.tool()
