@@ -47,6 +47,8 @@ pub struct Gateway {
     pub approvals: Option<Arc<crate::approvals::Approvals>>,
     /// Seals the request state of relayed multi round-trip requests (the vault's key ring).
     pub rounds: Arc<crate::mcp::rounds::Rounds>,
+    /// Cancelled when shutdown begins: the streams that would stay open (a session's own) end.
+    pub closing: tokio_util::sync::CancellationToken,
     pub audit: Arc<AuditSink>,
     /// Upstream credentials, by name.
     pub credentials: Arc<crate::credentials::Credentials>,
@@ -310,6 +312,7 @@ impl Gateway {
             authenticator,
             approvals,
             rounds,
+            closing: tokio_util::sync::CancellationToken::new(),
             metrics,
             telemetry: config.telemetry.clone(),
             tools,
@@ -359,6 +362,8 @@ impl Gateway {
             in_flight: dashmap::DashMap::new(),
             asks: Arc::default(),
             log_levels: Arc::default(),
+            subscriptions: Arc::default(),
+            closing: self.closing.clone(),
             federation: Arc::clone(&self.federation),
             limits: Arc::clone(&self.limits),
             metrics: Arc::clone(&self.metrics),
@@ -526,10 +531,12 @@ pub async fn run(gateway: Gateway, listener: TcpListener, shutdown: impl Future<
     }
     let limits = gateway.connection_limits;
     let audit = Arc::clone(&gateway.audit);
+    let closing = gateway.closing.clone();
     let app = router(gateway);
     let served = crate::server::serve(listener, app, limits, async move {
         shutdown.await;
         cancel.cancel();
+        closing.cancel();
     })
     .await;
     // Every request has been answered: now every event it left must be written before exit.

@@ -11,13 +11,15 @@ use rmcp::service::{RoleClient, RunningService};
 use tokio::sync::Notify;
 
 /// Answers the server's notifications: a changed tool list triggers a catalog refresh; a
-/// call's progress goes to its caller.
+/// call's progress goes to its caller; a resource update goes to the front.
 #[derive(Clone)]
 pub(super) struct Watcher {
     /// What `initialize` declares (see [`super::config::ClientRequests::declared`]).
     pub(super) declared: rmcp::model::ClientCapabilities,
     pub(super) changed: Arc<Notify>,
     pub(super) progress: Arc<dashmap::DashMap<String, tokio::sync::mpsc::Sender<crate::upstream::Report>>>,
+    /// Where a resource update goes, with the server's name.
+    pub(super) updates: Option<(Arc<str>, tokio::sync::broadcast::Sender<super::updates::ResourceUpdated>)>,
 }
 
 impl rmcp::ClientHandler for Watcher {
@@ -32,6 +34,17 @@ impl rmcp::ClientHandler for Watcher {
 
     async fn on_tool_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
         self.changed.notify_one();
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        if let Some((server, updates)) = &self.updates {
+            // Nobody listening (no subscriber yet) is no failure.
+            let _ = updates.send(super::updates::ResourceUpdated { server: Arc::clone(server), uri: params.uri });
+        }
     }
 
     fn get_info(&self) -> rmcp::model::ClientConfig {

@@ -39,7 +39,7 @@ impl Extras {
 /// that offers it: found by [`Federation::locate_resource`] and the like, then asked. Between
 /// the two, the caller's limits are checked against its facts.
 pub struct Source {
-    server: Arc<super::Server>,
+    pub(super) server: Arc<super::Server>,
     /// The exposed name (with the server's prefix).
     pub name: String,
 }

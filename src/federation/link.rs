@@ -48,6 +48,8 @@ pub struct Link {
     pub(super) stash: Arc<Stash>,
     /// What the server may ask of the calling client (`servers[].client_requests`).
     pub(super) client_requests: super::config::ClientRequests,
+    /// The resources it is subscribed to for Warden's callers, and where its updates go.
+    pub(super) subscribed: super::updates::Subscribed,
 }
 
 /// A session with the server: rmcp's client, and over HTTP the transport it was started on,
@@ -103,7 +105,12 @@ impl Link {
             Transport::Http { .. } => self.client_requests.declared(),
             Transport::Stdio { .. } => rmcp::model::ClientCapabilities::default(),
         };
-        let watcher = Watcher { declared, changed: Arc::clone(&self.changed), progress: Arc::clone(&self.progress) };
+        let watcher = Watcher {
+            declared,
+            changed: Arc::clone(&self.changed),
+            progress: Arc::clone(&self.progress),
+            updates: self.subscribed.updates.get().cloned().map(|updates| (Arc::from(self.server.as_str()), updates)),
+        };
         match &self.transport {
             Transport::Http { url } => {
                 let parking_key = Arc::from(self.parking_key(&owner));

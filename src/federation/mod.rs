@@ -24,10 +24,12 @@ mod http;
 mod link;
 pub mod pins;
 mod stdio;
+mod updates;
 
 use extras::Extras;
 pub use extras::{Answer, Source};
 use link::{FederatedTool, Link, Transport, connect_tool, service_principal};
+pub use updates::ResourceUpdated;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +75,8 @@ pub struct Federation {
     started: std::sync::atomic::AtomicBool,
     /// Names a configured tool already has that a server offers, as last logged.
     shadowed: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// Every server's resource updates ([`updates`]).
+    updates: tokio::sync::broadcast::Sender<ResourceUpdated>,
 }
 
 /// One server: what the config says, and the tools it has now.
@@ -123,7 +127,12 @@ impl Federation {
         pins: Arc<Pins>,
     ) -> Result<Self, ConfigError> {
         let servers = Self::prepare(configs, base_dir, upstream, default_timeout, credentials, &catalog.configured())?;
+        let updates = updates::channel();
+        for server in &servers {
+            let _ = server.link.subscribed.updates.set(updates.clone());
+        }
         Ok(Self {
+            updates,
             servers: ArcSwap::from_pointee(servers),
             catalog,
             pins,
@@ -290,6 +299,7 @@ impl Federation {
                     max_bytes: c.max_response_bytes.unwrap_or(upstream.max_response_bytes),
                     stash: Arc::default(),
                     client_requests: c.client_requests,
+                    subscribed: updates::Subscribed::default(),
                 }),
                 tools: ArcSwap::from_pointee(Vec::new()),
                 withheld: ArcSwap::from_pointee(Vec::new()),
@@ -352,6 +362,7 @@ impl Federation {
         self.servers.store(Arc::new(next));
         for server in &started {
             tracing::info!(server = %server.name, "federated server started by a config reload");
+            let _ = server.link.subscribed.updates.set(self.updates.clone());
             self.launch(server);
         }
         self.publish();
@@ -441,6 +452,7 @@ impl Federation {
                     let stop = running.cancellation_token();
                     let mut done = tokio::spawn(running.waiting());
                     self.refresh(&server, &peer).await;
+                    updates::resubscribe(&server.link.subscribed, &peer, &server.name).await;
                     server.settled.send_replace(true);
                     loop {
                         let interval = server.refresh_interval;

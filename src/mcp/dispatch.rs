@@ -129,6 +129,10 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
             // The client's revision when Warden serves it and it has a handshake; otherwise the
             // newest that has one.
             let mut result = super::handler::info(mcp.federation.offers_extras());
+            // The older revisions' resource subscriptions, kept by session (2026-07-28 has none).
+            if let Some(resources) = result.capabilities.resources.as_mut() {
+                resources.subscribe = Some(true);
+            }
             let requested = &initialize.protocol_version;
             result.protocol_version = if requested.has_initialize() && super::handler::PROTOCOL_VERSIONS.contains(requested) {
                 requested.clone()
@@ -137,10 +141,12 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
             };
             served(mcp, &admitted, StatusCode::OK);
             // What a federated server may ask this client, kept by the client as its session.
-            let session = (!mcp.federation.is_empty())
-                .then(|| super::sessions::relayable(&initialize.capabilities))
-                .flatten()
-                .and_then(|capabilities| super::sessions::issue(&mcp.rounds, &admitted.principal, capabilities, crate::unix_now()));
+            // (Where Warden federates servers: what they may ask of it, its log level and its
+            // resource subscriptions are kept by session.)
+            let session =
+                (!mcp.federation.is_empty()).then(|| super::sessions::relayable(&initialize.capabilities)).and_then(|capabilities| {
+                    super::sessions::issue(&mcp.rounds, &admitted.principal, capabilities.unwrap_or_default(), crate::unix_now())
+                });
             let mut response = json_response(&answer_message(Ok(ServerResult::InitializeResult(result)), id, revision), revision);
             if let Some(session) = session.and_then(|s| HeaderValue::from_str(&s).ok()) {
                 response.headers_mut().insert("mcp-session-id", session);
@@ -171,7 +177,9 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
                 (Revision::Handshake, Some(session)) => mcp.log_levels.get(&admitted.principal, session),
                 (Revision::Handshake, None) => None,
             };
-            let askable = revision == Revision::Handshake && admitted.session.is_some();
+            let askable = revision == Revision::Handshake
+                && admitted.session.is_some()
+                && admitted.client_capabilities.as_ref().and_then(super::sessions::relayable).is_some();
             if federated && (token.is_some() || log_level.is_some() || askable) {
                 // A stream at once where the client asked for one; else once there is something
                 // to send before the answer.
@@ -189,7 +197,7 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
 }
 
 /// `resources/*`, `prompts/*` and `completion/complete` of the federated servers.
-async fn serve_extra(mcp: &Mcp, admitted: Admitted, id: RequestId, request: rmcp::model::ClientRequest) -> Response {
+async fn serve_extra(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, id: RequestId, request: rmcp::model::ClientRequest) -> Response {
     let revision = admitted.revision;
     use rmcp::model::ClientRequest as R;
     let answer: Result<ServerResult, ErrorData> = match request {
@@ -212,6 +220,10 @@ async fn serve_extra(mcp: &Mcp, admitted: Admitted, id: RequestId, request: rmcp
         R::CompleteRequest(r) => super::handler::complete(mcp, admitted, r.params).await.map(ServerResult::CompleteResult),
         // The level from which this session's client gets the logs of its calls (the older
         // revisions); without a session there is nothing to keep it for, and no log is relayed.
+        #[allow(deprecated, reason = "resources/subscribe is the older revisions'")]
+        R::SubscribeRequest(r) => return subscription(mcp, admitted, id, &r.params.uri, true).await,
+        #[allow(deprecated, reason = "resources/unsubscribe is the older revisions'")]
+        R::UnsubscribeRequest(r) => return subscription(mcp, admitted, id, &r.params.uri, false).await,
         #[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2025-11-25")]
         R::SetLevelRequest(r) => {
             if let Some(session) = &admitted.session {
@@ -223,6 +235,31 @@ async fn serve_extra(mcp: &Mcp, admitted: Admitted, id: RequestId, request: rmcp
         _ => return refuse_with_id(mcp, admitted, GatewayError::MethodNotFound),
     };
     json_response(&answer_message(answer, id, revision), revision)
+}
+
+/// `resources/subscribe` (or, not `on`, `resources/unsubscribe`) of `uri` in the caller's
+/// session ([`super::subscriptions`]); audited with the server subscribed, if one was.
+async fn subscription(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, id: RequestId, uri: &str, on: bool) -> Response {
+    let Some(session) = admitted.session.clone() else {
+        let error = GatewayError::InvalidRequest("resource subscriptions need a session: start one with initialize");
+        return refuse_with_id(mcp, admitted, error);
+    };
+    let server = if on {
+        match super::subscriptions::subscribe(mcp, &admitted, &session, uri).await {
+            Ok(server) => server,
+            Err(error) => return refuse_with_id(mcp, admitted, error),
+        }
+    } else {
+        super::subscriptions::unsubscribe(mcp, &admitted, &session, uri).await
+    };
+    let verdict = Verdict { decision: "allow", reason: "ok", status: 200 };
+    let event = AuditEvent {
+        server,
+        explanation: Some(format!("uri {}", crate::audit::bounded(uri))),
+        ..AuditEvent::request(&admitted.ctx, Some(&admitted.principal), admitted.jsonrpc_id.clone(), admitted.method.clone(), verdict)
+    };
+    admitted.once.emit(&mcp.audit, event);
+    json_response(&answer_message(Ok(ServerResult::empty(())), id, admitted.revision), admitted.revision)
 }
 
 /// What a retried request (2026-07-28) carries beside its params, if anything.

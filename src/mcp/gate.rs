@@ -27,6 +27,8 @@ use crate::policy::{RequestFacts, Stage};
 const SERVED_METHODS: &[&str] = &[
     "initialize",
     "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
     "ping",
     "tools/list",
     "tools/call",
@@ -46,7 +48,7 @@ fn served(method: &str, per_request: bool, extras: bool) -> bool {
     let extra = method.starts_with("resources/") || method.starts_with("prompts/") || method == "completion/complete";
     // `logging/setLevel`: the older revisions' way to ask for a federated server's logs
     // (2026-07-28 removed it, asking per request).
-    let handshake_only = method == "initialize" || method == "logging/setLevel";
+    let handshake_only = matches!(method, "initialize" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe");
     SERVED_METHODS.contains(&method)
         && !(per_request && handshake_only)
         && (extras || !extra || !per_request)
@@ -81,6 +83,27 @@ pub async fn endpoint(State(endpoint): State<Arc<Mcp>>, request: Request) -> Res
     // Fail closed (`audit.on_failure: refuse`): nothing runs that could not be recorded.
     if !mcp.audit.accepting() {
         return deny(Some(&principal), None, GatewayError::AuditUnavailable);
+    }
+    // A session's own stream (the older revisions: resource updates), opened with a GET that
+    // carries its id; any other GET, and every other method, is refused.
+    if request.method() == Method::GET
+        && let Some(id) = request.headers().get("mcp-session-id")
+        && !super::dispatch::per_request_header(request.headers())
+    {
+        let Some((session, _)) = super::sessions::open_header(&mcp.rounds, &principal, id) else {
+            return deny(Some(&principal), None, GatewayError::SessionNotFound);
+        };
+        let (parts, _) = request.into_parts();
+        if !accepts(&parts.headers, "text/event-stream") {
+            return deny(Some(&principal), None, GatewayError::NotAcceptable);
+        }
+        let verdict = Verdict { decision: "allow", reason: "ok", status: 200 };
+        let event = AuditEvent {
+            explanation: Some("the session's stream (resource updates)".into()),
+            ..AuditEvent::request(&ctx, Some(&principal), None, None, verdict)
+        };
+        once.emit(&mcp.audit, event);
+        return super::subscriptions::stream(&endpoint, &principal, &request_facts(mcp, &parts), &session);
     }
     if request.method() != Method::POST {
         return deny(Some(&principal), None, GatewayError::HttpMethodNotAllowed);
@@ -155,11 +178,7 @@ pub async fn endpoint(State(endpoint): State<Arc<Mcp>>, request: Request) -> Res
     // this caller, or has expired, and the client must start a new one.
     let session = match (revision, parts.headers.get("mcp-session-id")) {
         (super::dispatch::Revision::Handshake, Some(id)) if message.method.as_deref() != Some("initialize") => {
-            let opened = id
-                .to_str()
-                .ok()
-                .and_then(|id| super::sessions::open(&mcp.rounds, &principal, id, crate::unix_now()).ok().map(|c| (id.to_owned(), c)));
-            match opened {
+            match super::sessions::open_header(&mcp.rounds, &principal, id) {
                 Some(session) => Some(session),
                 None => return deny(Some(&principal), id_and_method(&message), GatewayError::SessionNotFound),
             }
@@ -270,12 +289,16 @@ fn check_framing(headers: &http::HeaderMap) -> Result<(), GatewayError> {
     if !essence.eq_ignore_ascii_case("application/json") {
         return Err(GatewayError::UnsupportedMediaType);
     }
-    let accept = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",").to_ascii_lowercase();
-    let accepts = |t: &str| accept.split(',').any(|a| a.split(';').next().is_some_and(|m| m.trim() == t || m.trim() == "*/*"));
-    if !(accepts("application/json") && accepts("text/event-stream")) {
+    if !(accepts(headers, "application/json") && accepts(headers, "text/event-stream")) {
         return Err(GatewayError::NotAcceptable);
     }
     Ok(())
+}
+
+/// Whether the request's `Accept` takes media type `t`.
+fn accepts(headers: &http::HeaderMap, t: &str) -> bool {
+    let accept = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",").to_ascii_lowercase();
+    accept.split(',').any(|a| a.split(';').next().is_some_and(|m| m.trim() == t || m.trim() == "*/*"))
 }
 
 /// The one value of a header that may be sent once (SEP-2243's headers are singletons: an

@@ -38,6 +38,7 @@ pub mod handler;
 pub mod message;
 pub mod rounds;
 pub mod sessions;
+pub mod subscriptions;
 #[cfg(test)]
 mod tests;
 
@@ -74,6 +75,10 @@ pub struct Mcp {
     pub asks: Arc<asks::Pending>,
     /// The log levels the older revisions' callers set for their sessions.
     pub log_levels: Arc<sessions::LogLevels>,
+    /// The older revisions' callers' resource subscriptions, by session.
+    pub subscriptions: Arc<subscriptions::Subscriptions>,
+    /// Cancelled when shutdown begins: a session's own stream then ends.
+    pub closing: tokio_util::sync::CancellationToken,
     /// Federated servers' resources and prompts.
     pub federation: Arc<crate::federation::Federation>,
     pub limits: Arc<crate::limits::Limits>,

@@ -71,6 +71,12 @@ pub fn open(rounds: &Rounds, principal: &Principal, id: &str, now: u64) -> Resul
 /// The log levels callers set for their sessions (`logging/setLevel`, the older revisions), in
 /// this replica's memory. At most [`MAX_LOG_LEVELS`]: past that, all are forgotten at once (a
 /// forgotten level means no logs until the client sets one again, never another's logs).
+/// A request's `Mcp-Session-Id`, opened for `principal` now: the id and its capabilities.
+pub fn open_header(rounds: &Rounds, principal: &Principal, id: &http::HeaderValue) -> Option<(String, rmcp::model::ClientCapabilities)> {
+    let id = id.to_str().ok()?;
+    open(rounds, principal, id, crate::unix_now()).ok().map(|capabilities| (id.to_owned(), capabilities))
+}
+
 #[derive(Default)]
 #[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2025-11-25")]
 pub struct LogLevels {

@@ -37,6 +37,8 @@ const METHODS: &[&str] = &[
     "prompts/get",
     "completion/complete",
     "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
     // A federated server's requests to the calling client, each audited.
     "elicitation/create",
     "sampling/createMessage",

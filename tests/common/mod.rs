@@ -505,19 +505,21 @@ impl SseEvents {
     }
 
     pub async fn next(&mut self) -> Value {
+        self.next_within(std::time::Duration::from_secs(10)).await.expect("an SSE event within 10 s")
+    }
+
+    /// The next message, if one comes within `wait`.
+    pub async fn next_within(&mut self, wait: std::time::Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let event: String = self.buffer.drain(..end + 2).collect();
                 if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
-                    return serde_json::from_str(data).unwrap();
+                    return Some(serde_json::from_str(data).unwrap());
                 }
                 continue;
             }
-            let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), futures::StreamExt::next(&mut self.bytes))
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
+            let chunk = tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut self.bytes)).await.ok()??.unwrap();
             self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
         }
     }

@@ -1,7 +1,8 @@
 //! A federated server of the older revisions (2025-11-25) asks the calling client during a call
 //! (elicitation, sampling, roots): the request reaches the client that made the call, on that
 //! call's SSE stream, only for what it declared in its session; its answer, POSTed back, reaches
-//! the server; another caller cannot answer for it; every ask is audited.
+//! the server; another caller cannot answer for it; every ask is audited. Its resource updates
+//! reach, on their sessions' streams, the subscribers allowed to read the resource.
 
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +23,8 @@ use crate::common::{SseEvents, TestGateway, TestIssuer, gateway, listen, serve};
 #[derive(Clone, Default)]
 struct Legacy {
     declared: Arc<Mutex<Option<Value>>>,
+    /// Subscriptions as Warden asked for them: `+uri`, `-uri`.
+    subscriptions: Arc<Mutex<Vec<String>>>,
 }
 
 impl ServerHandler for Legacy {
@@ -30,7 +33,28 @@ impl ServerHandler for Legacy {
     }
 
     fn get_info(&self) -> InitializeResult {
-        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().enable_resources().enable_resources_subscribe().build())
+    }
+
+    async fn list_resources(
+        &self,
+        _r: Option<rmcp::model::PaginatedRequestParams>,
+        _c: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        let resource = rmcp::model::Resource::new;
+        Ok(rmcp::model::ListResourcesResult::with_all_items(vec![resource("mem://doc", "doc"), resource("mem://secret", "secret")]))
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(&self, request: rmcp::model::SubscribeRequestParams, _c: RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        self.subscriptions.lock().unwrap().push(format!("+{}", request.uri));
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(&self, request: rmcp::model::UnsubscribeRequestParams, _c: RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        self.subscriptions.lock().unwrap().push(format!("-{}", request.uri));
+        Ok(())
     }
 
     async fn list_tools(
@@ -40,11 +64,18 @@ impl ServerHandler for Legacy {
     ) -> Result<ListToolsResult, ErrorData> {
         let tool =
             |name: &str| Tool::new(name.to_owned(), "Asks the client.", Arc::new(json!({"type": "object"}).as_object().unwrap().clone()));
-        Ok(ListToolsResult::with_all_items(vec![tool("confirm"), tool("ask_model"), tool("roots")]))
+        Ok(ListToolsResult::with_all_items(vec![tool("confirm"), tool("ask_model"), tool("roots"), tool("touch")]))
     }
 
     async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
         *self.declared.lock().unwrap() = context.peer.peer_info().map(|info| serde_json::to_value(&info.capabilities).unwrap());
+        if request.name == "touch" {
+            // The resource named changed: said on the session's standalone stream.
+            let uri = request.arguments.as_ref().and_then(|a| a.get("uri")).and_then(Value::as_str).unwrap_or_default().to_owned();
+            let params = rmcp::model::ResourceUpdatedNotificationParam::new(uri);
+            context.peer.notify_resource_updated(params).await.map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+            return Ok(CallToolResponse::Complete(CallToolResult::success(vec![ContentBlock::text("touched")])));
+        }
         let (asked, read): (Value, fn(&Value) -> String) = match request.name.as_ref() {
             "confirm" => (
                 json!({"method": "elicitation/create", "params": {
@@ -95,10 +126,12 @@ async fn start() -> (Legacy, String) {
     (legacy, format!("{url}/mcp"))
 }
 
-async fn started(extra: &str) -> (TestIssuer, Legacy, TestGateway) {
+/// The server behind Warden: `config` before its `servers[]` entry (a policy), `entry` more of
+/// that entry.
+async fn started_with(config: &str, entry: &str) -> (TestIssuer, Legacy, TestGateway) {
     let issuer = TestIssuer::start().await;
     let (legacy, url) = start().await;
-    let config = format!("upstream:\n  allow_cidrs: [127.0.0.1/32]\nservers:\n  - name: ask\n    url: {url}\n{extra}");
+    let config = format!("upstream:\n  allow_cidrs: [127.0.0.1/32]\n{config}servers:\n  - name: ask\n    url: {url}\n{entry}");
     let gw = gateway(&issuer, "  []", &config).await;
     (issuer, legacy, gw)
 }
@@ -136,7 +169,7 @@ fn call(id: u64, tool: &str) -> Value {
 
 #[tokio::test]
 async fn a_servers_request_during_a_call_reaches_the_caller_that_made_it_and_its_answer_the_server() {
-    let (issuer, legacy, gw) = started("").await;
+    let (issuer, legacy, gw) = started_with("", "").await;
     let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
     let session = initialize(&gw, &alice, json!({"elicitation": {}, "sampling": {}})).await.expect("a session for a capable client");
     let bobs = initialize(&gw, &bob, json!({"elicitation": {}})).await.expect("bob's session");
@@ -230,10 +263,16 @@ async fn a_servers_request_during_a_call_reaches_the_caller_that_made_it_and_its
 }
 
 #[tokio::test]
-async fn a_session_is_the_callers_own_and_issued_only_where_it_changes_something() {
-    let (issuer, _legacy, gw) = started("    client_requests: {sampling: false}\n").await;
+async fn a_session_is_the_callers_own_and_issued_only_where_servers_are_federated() {
+    // Without federated servers there is nothing a session would keep: none is issued.
+    let lone_issuer = TestIssuer::start().await;
+    let lone = gateway(&lone_issuer, "  []", "").await;
+    let carol = token(&lone_issuer, &lone, "carol");
+    assert_eq!(initialize(&lone, &carol, json!({"elicitation": {}})).await, None, "no federation: no session");
+
+    let (issuer, _legacy, gw) = started_with("", "    client_requests: {sampling: false}\n").await;
     let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
-    assert_eq!(initialize(&gw, &alice, json!({})).await, None, "nothing to carry: no session");
+    assert!(initialize(&gw, &alice, json!({})).await.is_some(), "a session, if only for a log level and subscriptions");
     let session = initialize(&gw, &alice, json!({"roots": {}})).await.unwrap();
     // Another caller's session, or one altered: 404, so the client starts a new one.
     for (token, id) in [(&bob, session.clone()), (&alice, format!("{session}x"))] {
@@ -247,7 +286,7 @@ async fn a_session_is_the_callers_own_and_issued_only_where_it_changes_something
 
 #[tokio::test]
 async fn what_warden_declares_to_a_server_follows_its_client_requests() {
-    let (issuer, legacy, gw) = started("    client_requests: {sampling: false, roots: false}\n").await;
+    let (issuer, legacy, gw) = started_with("", "    client_requests: {sampling: false, roots: false}\n").await;
     let alice = token(&issuer, &gw, "alice");
     let session = initialize(&gw, &alice, json!({"sampling": {}})).await.unwrap();
     let response = post(&gw, &alice, Some(&session), call(2, "ask_ask_model")).send().await.unwrap();
@@ -256,4 +295,83 @@ async fn what_warden_declares_to_a_server_follows_its_client_requests() {
     assert_eq!(legacy.declared.lock().unwrap().clone(), Some(json!({"elicitation": {"form": {}, "url": {}}})));
     let forbidden = gw.audit().into_iter().find(|e| e["method"] == "sampling/createMessage").unwrap();
     assert_eq!((forbidden["decision"].as_str(), forbidden["reason"].as_str()), (Some("deny"), Some("client_request_forbidden")));
+}
+
+/// Resource subscriptions (2025-11-25): each caller subscribes in its session and hears, on its
+/// session's stream, of the resources it may read; the server is subscribed once per URI
+/// however many callers want it, and released when the last one leaves.
+#[tokio::test]
+async fn a_resource_update_reaches_the_subscribers_allowed_to_read_it() {
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    let rules = "rules:\n  - id: all\n    effect: allow\n    tools: [\"server:ask\"]\n  - id: not-bob\n    effect: deny\n    tools: [ask_secret]\n    when: principal.sub == \"bob\"\n";
+    std::fs::write(policy.path(), rules).unwrap();
+    let config = format!("policy:\n  files: [{}]\n  reload_interval: 100ms\n", policy.path().display());
+    let (issuer, legacy, gw) = started_with(&config, "").await;
+    let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
+    let init = gw
+        .rpc(
+            &alice,
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}),
+        )
+        .await;
+    assert_eq!(init.result()["capabilities"]["resources"]["subscribe"], true, "{init:?}");
+    let mut streams = Vec::new();
+    let mut sessions = Vec::new();
+    for who in [&alice, &bob] {
+        let session = initialize(&gw, who, json!({})).await.unwrap();
+        let stream = reqwest::Client::new()
+            .get(&gw.mcp)
+            .header("accept", "text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("mcp-session-id", &session)
+            .header("authorization", format!("Bearer {who}"))
+            .send()
+            .await
+            .unwrap();
+        streams.push(SseEvents::of(stream));
+        for uri in ["mem://doc", "mem://secret"] {
+            let subscribe = json!({"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe", "params": {"uri": uri}});
+            let reply = post(&gw, who, Some(&session), subscribe).send().await.unwrap();
+            assert_eq!(reply.json::<Value>().await.unwrap()["result"], json!({}), "{uri}");
+        }
+        sessions.push(session);
+    }
+    // Bob may not read the secret: his subscription is kept, and the server is not asked for
+    // him; the doc is subscribed once for both.
+    assert_eq!(*legacy.subscriptions.lock().unwrap(), ["+mem://doc", "+mem://secret"]);
+
+    let touch = |uri: &str| gw.call(&alice, "ask_touch", json!({"uri": uri}));
+    assert_eq!(touch("mem://secret").await.result()["content"][0]["text"], "touched");
+    touch("mem://doc").await;
+    let updated = |uri: &str| json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": uri}});
+    assert_eq!(streams[0].next().await, updated("mem://secret"));
+    assert_eq!(streams[0].next().await, updated("mem://doc"));
+    assert_eq!(streams[1].next().await, updated("mem://doc"), "bob hears only of what he may read");
+
+    // Policy decides at delivery: once bob may no longer read the doc, he hears nothing of it.
+    std::fs::write(
+        policy.path(),
+        format!("{rules}  - id: not-bob-either\n    effect: deny\n    tools: [ask_doc]\n    when: principal.sub == \"bob\"\n"),
+    )
+    .unwrap();
+    crate::common::eventually(async || gw.audit(), |events| events.iter().any(|e| e["reason"] == "policy_reloaded")).await;
+    touch("mem://doc").await;
+    assert_eq!(streams[0].next().await, updated("mem://doc"));
+    assert_eq!(streams[1].next_within(std::time::Duration::from_millis(500)).await, None, "bob may no longer read it");
+
+    // Released when the last subscriber leaves.
+    let unsubscribe = json!({"jsonrpc": "2.0", "id": 2, "method": "resources/unsubscribe", "params": {"uri": "mem://doc"}});
+    post(&gw, &alice, Some(&sessions[0]), unsubscribe.clone()).send().await.unwrap();
+    assert_eq!(legacy.subscriptions.lock().unwrap().len(), 2, "bob still wants it");
+    post(&gw, &bob, Some(&sessions[1]), unsubscribe).send().await.unwrap();
+    assert_eq!(legacy.subscriptions.lock().unwrap().last().map(String::as_str), Some("-mem://doc"));
+
+    let events = gw.audit();
+    let subscribed: Vec<(&str, Option<&str>)> = events
+        .iter()
+        .filter(|e| e["method"] == "resources/subscribe")
+        .map(|e| (e["subject"].as_str().unwrap(), e["server"].as_str()))
+        .collect();
+    assert_eq!(subscribed, [("alice", Some("ask")), ("alice", Some("ask")), ("bob", Some("ask")), ("bob", None)], "{events:#?}");
 }
