@@ -662,14 +662,41 @@ async fn python_sdk_2x_on_2025_11_25_answers_a_federated_servers_input_requests_
     assert!(call["explanation"].as_str().unwrap().contains("answered by the client in 1 round(s)"), "{call}");
 }
 
+/// A FastMCP 4 server asking the 2026-07-28 way (the guard pattern, `InputRequiredResult`)
+/// behind Warden, called by the Python SDK 2.x client on 2026-07-28 (it retries with Warden's
+/// state) and on 2025-11-25 (Warden asks it on the call's stream): the same answers reach the
+/// server either way.
+#[tokio::test]
+#[ignore = "needs FastMCP 4: run scripts/test"]
+async fn a_fastmcp_4_servers_input_requests_reach_clients_of_both_revisions() {
+    let server = std::env::var("WARDEN_PYTHON_FASTMCP").expect("WARDEN_PYTHON_FASTMCP");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/fastmcp4_fixtures.py");
+    for mode in ["2026-07-28", "legacy"] {
+        let (_report, gw) = python_input_rounds_with((&server, fixture), mode).await;
+        let reasons: Vec<String> = gw
+            .audit()
+            .iter()
+            .filter(|e| e["tool"] == "fx_multiple_inputs")
+            .map(|e| format!("{} {}", e["method"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+            .collect();
+        assert!(reasons.last().is_some_and(|r| r == "tools/call ok"), "{mode}: {reasons:?}");
+    }
+}
+
 /// Warden federating the Python SDK 2.x fixture server, called by the SDK's client in `mode`
 /// with callbacks for all three kinds of input: its report (checked here: the result and what
 /// the callbacks were asked), and the gateway.
 async fn python_input_rounds(mode: &str) -> (Value, common::TestGateway) {
     let python = std::env::var("WARDEN_PYTHON").expect("WARDEN_PYTHON");
-    let issuer = common::TestIssuer::start().await;
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/input_required_fixtures.py");
-    let servers = format!("servers:\n  - name: fx\n    command: {python:?}\n    args: [{fixture:?}]\n");
+    python_input_rounds_with((&python, fixture), mode).await
+}
+
+/// As [`python_input_rounds`], with the server `(python, script)` behind Warden as `fx`.
+async fn python_input_rounds_with((server, fixture): (&str, &str), mode: &str) -> (Value, common::TestGateway) {
+    let python = std::env::var("WARDEN_PYTHON").expect("WARDEN_PYTHON");
+    let issuer = common::TestIssuer::start().await;
+    let servers = format!("servers:\n  - name: fx\n    command: {server:?}\n    args: [{fixture:?}]\n");
     let gw = common::gateway(&issuer, "  []", &servers).await;
     let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/python_input_rounds.py");
