@@ -361,6 +361,7 @@ impl Gateway {
             policy_headers: Arc::clone(&self.policy_headers),
             in_flight: dashmap::DashMap::new(),
             asks: Arc::default(),
+            held: Arc::default(),
             log_levels: Arc::default(),
             subscriptions: Arc::default(),
             closing: self.closing.clone(),

@@ -163,7 +163,7 @@ impl Drop for Forget<'_> {
 /// Whether `capabilities` let the client be sent `method` (with these params: a URL-mode
 /// elicitation needs `elicitation.url`, a form needs `elicitation.form` or the empty object
 /// that means it).
-fn declares(capabilities: &rmcp::model::ClientCapabilities, method: &str, request: &Value) -> bool {
+pub(super) fn declares(capabilities: &rmcp::model::ClientCapabilities, method: &str, request: &Value) -> bool {
     match method {
         "elicitation/create" => {
             let Some(elicitation) = &capabilities.elicitation else { return false };

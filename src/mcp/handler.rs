@@ -232,33 +232,17 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, listening: Option<Listening>) -> 
     let mut call = CallContext { request_id: ctx.request_id.clone(), traceparent, progress, log_level, input, client_capabilities, asker };
     let running = Running::start(mcp, &principal, jsonrpc_id.as_ref(), &once, || event(closed()));
     let started = std::time::Instant::now();
-    // A 2026-07-28 server's input requests, for a caller of an older revision, are put to the
-    // caller on the call's stream and the call made again with its answers (at most
-    // `MAX_ASKED_ROUNDS` times): the caller sees one call.
-    let mut asked_rounds = 0;
-    let outcome = loop {
-        let outcome = tokio::select! {
-            outcome = tracing::Instrument::instrument(tool.backend.call(&mcp.upstream, &principal, &call, args), span.clone()) => outcome,
-            () = running.cancelled() => Err(ToolFailure::Cancelled),
-        };
-        let (Ok(crate::tools::ToolResult { result: ResultBody::InputRequired(asked), .. }), Some(asker)) = (&outcome, &call.asker) else {
-            break outcome;
-        };
-        if asked_rounds == MAX_ASKED_ROUNDS || !asker.can_ask() {
-            break outcome;
-        }
-        let server = tool.server.as_deref().unwrap_or_default();
-        let answers = tokio::select! {
-            answers = ask_for_input(asker.as_ref(), server, asked) => answers,
-            () = running.cancelled() => Err(ToolFailure::Cancelled),
-        };
-        match answers {
-            Ok(responses) => {
-                let state = asked.request_state.clone();
-                call.input = Some(Arc::new(crate::upstream::UpstreamInput { responses: Some(responses), state }));
-                asked_rounds += 1;
-            }
-            Err(failure) => break Err(failure),
+    // What the server may ask the caller during the call, as the caller's revision allows
+    // (`held`): a 2026-07-28 caller's retry may name a call held for its answer.
+    let holdable = call.client_capabilities.as_ref().and_then(super::sessions::relayable).is_some();
+    let up = super::held::Upstream { mcp, tool: &tool, principal: &principal, args, span: &span, cancelled: &running.token };
+    let resume = round.as_ref().and_then(|r| r.held.as_deref());
+    let super::held::Called { outcome, held, asked_rounds } = match super::held::call(&up, &mut call, revision, resume, holdable).await {
+        Ok(called) => called,
+        Err(error) => {
+            running.finish();
+            once.emit(&mcp.audit, event(refused(&error)));
+            return Err(error.into_error_data());
         }
     };
     match &outcome {
@@ -289,7 +273,8 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, listening: Option<Listening>) -> 
                 ResultBody::InputRequired(asked) => {
                     let server = tool.server.as_deref().unwrap_or_default();
                     let asked_for = asked_for(&asked);
-                    let relayed = next_round(mcp, &principal, (&tool.name, server), revision, round.as_ref(), &ctx.request_id, asked);
+                    let relayed =
+                        next_round(mcp, &principal, (&tool.name, server), revision, (round.as_ref(), held), &ctx.request_id, asked);
                     let (verdict, explanation) = input_verdict(relayed.is_some(), &asked_for, round_note.as_deref());
                     let response = match relayed {
                         Some(relayed) => CallToolResponse::InputRequired(relayed),
@@ -390,7 +375,7 @@ fn url_input_required(key: &str, url: String, message: String) -> rmcp::model::I
 }
 
 /// The method of a server's input request, for the audit.
-fn input_method(request: &rmcp::model::InputRequest) -> &'static str {
+pub(super) fn input_method(request: &rmcp::model::InputRequest) -> &'static str {
     match request {
         rmcp::model::InputRequest::Elicitation(_) => "elicitation/create",
         rmcp::model::InputRequest::CreateMessage(_) => "sampling/createMessage",
@@ -429,7 +414,7 @@ fn next_round(
     principal: &crate::identity::Principal,
     (name, server): (&str, &str),
     revision: super::dispatch::Revision,
-    round: Option<&super::rounds::Round>,
+    (round, held): (Option<&super::rounds::Round>, Option<String>),
     request_id: &str,
     asked: rmcp::model::InputRequiredResult,
 ) -> Option<rmcp::model::InputRequiredResult> {
@@ -441,31 +426,10 @@ fn next_round(
         number: round.map_or(2, |r| r.number + 1),
         first: round.map_or_else(|| request_id.to_owned(), |r| r.first.clone()),
         expires: crate::unix_now() + super::rounds::STATE_TTL.as_secs(),
+        held,
     };
     let state = mcp.rounds.seal(principal, name, server, &next)?;
     Some(rmcp::model::InputRequiredResult::new(asked.input_requests, Some(state)))
-}
-
-/// How many times one call of an older revision's caller is made again with the caller's
-/// answers to a 2026-07-28 server's input requests.
-const MAX_ASKED_ROUNDS: u32 = 8;
-
-/// A 2026-07-28 server's input requests put to a caller of an older revision, one at a time, on
-/// the call's stream: its answers, by the server's keys. A request the caller refuses or cannot
-/// be sent fails the call (the server has no way to hear of it).
-async fn ask_for_input(
-    asker: &dyn crate::upstream::Asker,
-    server: &str,
-    asked: &rmcp::model::InputRequiredResult,
-) -> Result<rmcp::model::InputResponses, ToolFailure> {
-    let mut responses = rmcp::model::InputResponses::new();
-    for (key, request) in asked.input_requests.iter().flatten() {
-        let method = input_method(request);
-        let request = serde_json::to_value(request).map_err(|_| ToolFailure::ClientRequestFailed(method))?;
-        let answer = asker.ask(crate::upstream::Ask { server, method, request, forbidden: false }).await;
-        responses.insert(key.clone(), answer.map_err(|_| ToolFailure::ClientRequestFailed(method))?);
-    }
-    Ok(responses)
 }
 
 /// What a retry's audit event says of its round.
@@ -542,10 +506,6 @@ impl<'a, F: FnOnce() -> AuditEvent> Running<'a, F> {
             mcp.in_flight.insert(key.clone(), Arc::clone(&token));
         }
         Self { mcp, key, token, once, on_drop: Some(on_drop) }
-    }
-
-    fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.token.cancelled()
     }
 
     /// The call ended with an answer: no longer cancellable, and its caller writes its event.
@@ -734,8 +694,15 @@ async fn from_source<T>(
         }
         Ok(Answer::Input(asked)) => {
             let asked_for = asked_for(&asked);
-            let relayed =
-                next_round(mcp, &a.principal, (&source.name, source.server()), a.revision, round.as_ref(), &a.ctx.request_id, asked);
+            let relayed = next_round(
+                mcp,
+                &a.principal,
+                (&source.name, source.server()),
+                a.revision,
+                (round.as_ref(), None),
+                &a.ctx.request_id,
+                asked,
+            );
             let (verdict, explanation) = input_verdict(relayed.is_some(), &asked_for, round_note.as_deref());
             a.once.emit(&mcp.audit, served(verdict, explanation));
             match relayed {

@@ -35,6 +35,7 @@ pub mod asks;
 pub mod dispatch;
 pub mod gate;
 pub mod handler;
+pub mod held;
 pub mod message;
 pub mod rounds;
 pub mod sessions;
@@ -73,6 +74,8 @@ pub struct Mcp {
     pub in_flight: dashmap::DashMap<String, Arc<tokio_util::sync::CancellationToken>>,
     /// Federated servers' requests to callers (older revisions), awaiting the callers' answers.
     pub asks: Arc<asks::Pending>,
+    /// Federated calls held for their 2026-07-28 caller's answer to their server's request.
+    pub held: Arc<held::Held>,
     /// The log levels the older revisions' callers set for their sessions.
     pub log_levels: Arc<sessions::LogLevels>,
     /// The older revisions' callers' resource subscriptions, by session.

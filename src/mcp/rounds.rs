@@ -39,6 +39,10 @@ pub struct Round {
     /// Unix seconds after which the state no longer opens.
     #[serde(rename = "e")]
     pub expires: u64,
+    /// The call held upstream for the answer (a server of the older revisions asked during it;
+    /// `held`), on the replica that holds it.
+    #[serde(rename = "h", default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// Seals and opens what Warden hands a client to bring back: a round's request state, and a
@@ -133,7 +137,7 @@ mod tests {
     fn a_state_opens_only_for_its_caller_tool_and_server_and_in_time() {
         let rounds = Rounds::new(None);
         let (alice, bob) = (principal("alice"), principal("bob"));
-        let round = Round { server_state: Some("server's".into()), number: 2, first: "req-1".into(), expires: 1_000 };
+        let round = Round { server_state: Some("server's".into()), number: 2, first: "req-1".into(), expires: 1_000, held: None };
         let sealed = rounds.seal(&alice, "fx_ask", "fx", &round).unwrap();
         assert!(!sealed.contains("server's"), "the server's state is not readable");
         assert_eq!(rounds.open(&alice, "fx_ask", "fx", &sealed, 999), Ok(round));
@@ -160,7 +164,7 @@ mod tests {
         let two = Rounds::new(Some(spec(&format!("k1:{old}"))));
         let rotated = Rounds::new(Some(spec(&format!("k2:{new},k1:{old}"))));
         let alice = principal("alice");
-        let round = Round { server_state: None, number: 2, first: "req-1".into(), expires: 1_000 };
+        let round = Round { server_state: None, number: 2, first: "req-1".into(), expires: 1_000, held: None };
         let sealed = one.seal(&alice, "t", "s", &round).unwrap();
         assert_eq!(two.open(&alice, "t", "s", &sealed, 1), Ok(round.clone()));
         assert_eq!(rotated.open(&alice, "t", "s", &sealed, 1), Ok(round.clone()));

@@ -140,7 +140,7 @@ mod tests {
         assert_eq!(open(&rounds, &alice, &id, 1_001 + SESSION_TTL.as_secs()), Err(Refused), "expired");
         assert_eq!(open(&rounds, &alice, &format!("{id}x"), 1_001), Err(Refused), "altered");
         // A round's state is not a session, and a session is not a round's state.
-        let round = super::super::rounds::Round { server_state: None, number: 2, first: "r".into(), expires: 5_000 };
+        let round = super::super::rounds::Round { server_state: None, number: 2, first: "r".into(), expires: 5_000, held: None };
         let state = rounds.seal(&alice, "", "", &round).unwrap();
         assert_eq!(open(&rounds, &alice, &state, 1_001), Err(Refused));
         assert!(rounds.open(&alice, "", "", &id, 1_001).is_err());

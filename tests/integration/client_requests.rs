@@ -375,3 +375,54 @@ async fn a_resource_update_reaches_the_subscribers_allowed_to_read_it() {
         .collect();
     assert_eq!(subscribed, [("alice", Some("ask")), ("alice", Some("ask")), ("bob", Some("ask")), ("bob", None)], "{events:#?}");
 }
+
+/// A 2026-07-28 caller cannot be sent a request during a call: a server of the older revisions
+/// that asks gets its request to the caller as an `InputRequiredResult` while its call waits,
+/// held; the caller's retry brings the answer to the server, and the call completes.
+#[tokio::test]
+async fn a_2026_callers_answer_reaches_an_older_server_that_asked_during_the_call() {
+    let (issuer, _legacy, gw) = started_with("", "").await;
+    let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
+    let call = |token: &str, capabilities: Value, extra: Value| {
+        let meta = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": capabilities,
+        });
+        let mut params = json!({"name": "ask_confirm", "arguments": {}, "_meta": meta});
+        params.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params}).to_string();
+        let (gw, token) = (&gw, token.to_owned());
+        async move {
+            gw.post_raw(
+                Some(&token),
+                body,
+                &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "ask_confirm")],
+            )
+            .await
+        }
+    };
+    let first = call(&alice, json!({"elicitation": {}}), json!({})).await;
+    let result = first.result();
+    assert_eq!(result["resultType"], "input_required", "{first:?}");
+    let (key, asked) = result["inputRequests"].as_object().unwrap().iter().next().unwrap();
+    assert_eq!((asked["method"].as_str(), asked["params"]["message"].as_str()), (Some("elicitation/create"), Some("Go ahead?")));
+    let state = result["requestState"].as_str().unwrap().to_owned();
+    let answer = json!({"inputResponses": {key: {"action": "accept", "content": {"ok": true}}}, "requestState": state});
+
+    // Another caller cannot answer for alice; the held call waits on.
+    assert_eq!(call(&bob, json!({"elicitation": {}}), answer.clone()).await.error_code(), Some(-32602));
+    let done = call(&alice, json!({"elicitation": {}}), answer.clone()).await;
+    assert_eq!(done.result()["content"][0]["text"], "confirmed: true", "{done:?}");
+    // Answered once: the held call is gone.
+    assert_eq!(call(&alice, json!({"elicitation": {}}), answer).await.error_code(), Some(-32602));
+
+    // A caller that did not declare elicitation is not asked: the server hears -32601.
+    let undeclared = call(&alice, json!({}), json!({})).await;
+    let text = undeclared.result()["content"][0]["text"].as_str().unwrap_or_default().to_owned();
+    assert!(text.starts_with("refused:") && text.contains("did not declare"), "{undeclared:?}");
+
+    let reasons: Vec<String> =
+        gw.audit().iter().filter(|e| e["tool"] == "ask_confirm").map(|e| e["reason"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(reasons, ["input_required", "invalid_request_state", "ok", "invalid_request_state", "ok"]);
+}
