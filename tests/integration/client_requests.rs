@@ -426,3 +426,31 @@ async fn a_2026_callers_answer_reaches_an_older_server_that_asked_during_the_cal
         gw.audit().iter().filter(|e| e["tool"] == "ask_confirm").map(|e| e["reason"].as_str().unwrap().to_owned()).collect();
     assert_eq!(reasons, ["input_required", "invalid_request_state", "ok", "invalid_request_state", "ok"]);
 }
+
+/// Two callers' calls at once, on one shared server session: each caller gets only the request
+/// made during its own call, and each answer reaches the call it belongs to.
+#[tokio::test]
+async fn concurrent_callers_each_get_only_their_own_requests() {
+    let (issuer, _legacy, gw) = started_with("", "").await;
+    let callers = [("alice", true), ("bob", false)];
+    let mut running = Vec::new();
+    for (who, ok) in callers {
+        let token = token(&issuer, &gw, who);
+        let session = initialize(&gw, &token, json!({"elicitation": {}})).await.unwrap();
+        let response = post(&gw, &token, Some(&session), call(3, "ask_confirm")).send().await.unwrap();
+        running.push((token, session, ok, SseEvents::of(response)));
+    }
+    // Both calls are waiting for their callers now; each caller answers what it was asked.
+    let mut ids = Vec::new();
+    for (token, session, ok, events) in &mut running {
+        let asked = events.next().await;
+        assert_eq!(asked["method"], "elicitation/create");
+        ids.push(asked["id"].clone());
+        let answer = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"ok": *ok}}});
+        assert_eq!(post(&gw, token, Some(session), answer).send().await.unwrap().status(), 202);
+    }
+    assert_ne!(ids[0], ids[1]);
+    for (_, _, ok, events) in &mut running {
+        assert_eq!(events.next().await["result"]["content"][0]["text"], format!("confirmed: {ok}"));
+    }
+}
