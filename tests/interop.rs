@@ -714,3 +714,57 @@ async fn python_input_rounds_with((server, fixture): (&str, &str), mode: &str) -
     );
     (report, gw)
 }
+
+/// A stdio server of the older revisions (FastMCP 1.x, the suite's fixtures) asks the client
+/// during a call. With `client_requests.one_call_at_a_time`, Warden sends it one request at a
+/// time, so what it asks belongs to the call in progress and reaches that call's client, on the
+/// call's stream; without, Warden declares nothing to it and its requests reach no one.
+#[tokio::test]
+#[ignore = "needs the Python SDK: run scripts/test"]
+async fn a_stdio_servers_requests_reach_their_caller_one_call_at_a_time() {
+    let python = std::env::var("WARDEN_PYTHON_1X").expect("WARDEN_PYTHON_1X");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/conformance_fixtures.py");
+    for one_at_a_time in [true, false] {
+        let issuer = common::TestIssuer::start().await;
+        let servers = format!(
+            "servers:\n  - name: fx\n    command: {python:?}\n    args: [{fixture:?}]\n    client_requests: {{one_call_at_a_time: {one_at_a_time}}}\n"
+        );
+        let gw = common::gateway(&issuer, "  []", &servers).await;
+        let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
+        let params =
+            json!({"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}}, "clientInfo": {"name": "t", "version": "1"}});
+        let initialized = gw.rpc(&token, "initialize", params).await;
+        let session = initialized.headers["mcp-session-id"].to_str().unwrap().to_owned();
+        let post = |body: Value| {
+            reqwest::Client::new()
+                .post(&gw.mcp)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-11-25")
+                .header("mcp-session-id", &session)
+                .header("authorization", format!("Bearer {token}"))
+                .body(body.to_string())
+                .send()
+        };
+        let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "fx_test_elicitation", "arguments": {"message": "Who are you?"}}});
+        let response = post(call).await.unwrap();
+        if !one_at_a_time {
+            assert_eq!(response.headers()["content-type"], "application/json", "nothing was relayed");
+            let text = response.text().await.unwrap();
+            assert!(!text.contains("User response: action=accept"), "{text}");
+            continue;
+        }
+        let mut events = common::SseEvents::of(response);
+        let asked = events.next().await;
+        assert_eq!(
+            (asked["method"].as_str(), asked["params"]["message"].as_str()),
+            (Some("elicitation/create"), Some("Who are you?")),
+            "{asked}"
+        );
+        let answer = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"username": "alice", "email": "a@example.com"}}});
+        assert_eq!(post(answer).await.unwrap().status(), 202);
+        let result = events.next().await;
+        let text = result["result"]["content"][0]["text"].as_str().unwrap_or_default().to_owned();
+        assert!(text.starts_with("User response: action=accept") && text.contains("alice"), "{result}");
+    }
+}

@@ -18,8 +18,36 @@ pub(super) struct Watcher {
     pub(super) declared: rmcp::model::ClientCapabilities,
     pub(super) changed: Arc<Notify>,
     pub(super) progress: Arc<dashmap::DashMap<String, tokio::sync::mpsc::Sender<crate::upstream::Report>>>,
-    /// Where a resource update goes, with the server's name.
-    pub(super) updates: Option<(Arc<str>, tokio::sync::broadcast::Sender<super::updates::ResourceUpdated>)>,
+    /// The server's name.
+    pub(super) server: Arc<str>,
+    /// What the server may ask of callers.
+    pub(super) client_requests: super::config::ClientRequests,
+    /// Over stdio, one request at a time: the asker of the call in progress, to which a request
+    /// the server makes belongs (`None` otherwise: such a request cannot be attributed).
+    pub(super) current: Option<Arc<super::link::CurrentAsker>>,
+    /// Where a resource update goes.
+    pub(super) updates: Option<tokio::sync::broadcast::Sender<super::updates::ResourceUpdated>>,
+}
+
+impl Watcher {
+    /// A request the server makes of a client outside a call's own stream: the current call's
+    /// client's answer, when one call at a time makes it that call's; refused otherwise.
+    async fn relay<P: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        method: &'static str,
+        params: Option<&P>,
+    ) -> Result<R, rmcp::ErrorData> {
+        let asker = self.current.as_ref().and_then(|c| c.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone());
+        let Some(asker) = asker else { return Err(unattributed(method)) };
+        let mut request = serde_json::json!({"method": method});
+        if let Some(params) = params {
+            request["params"] = serde_json::to_value(params).unwrap_or_default();
+        }
+        let ask = crate::upstream::Ask { server: &self.server, method, request, forbidden: !self.client_requests.permits(method) };
+        let answer = asker.ask(ask).await?;
+        serde_json::from_value(answer)
+            .map_err(|_| rmcp::ErrorData::invalid_params(format!("{method}: the client's answer cannot be read"), None))
+    }
 }
 
 impl rmcp::ClientHandler for Watcher {
@@ -41,9 +69,9 @@ impl rmcp::ClientHandler for Watcher {
         params: rmcp::model::ResourceUpdatedNotificationParam,
         _context: rmcp::service::NotificationContext<RoleClient>,
     ) {
-        if let Some((server, updates)) = &self.updates {
+        if let Some(updates) = &self.updates {
             // Nobody listening (no subscriber yet) is no failure.
-            let _ = updates.send(super::updates::ResourceUpdated { server: Arc::clone(server), uri: params.uri });
+            let _ = updates.send(super::updates::ResourceUpdated { server: Arc::clone(&self.server), uri: params.uri });
         }
     }
 
@@ -62,10 +90,10 @@ impl rmcp::ClientHandler for Watcher {
     #[allow(deprecated)]
     async fn create_message(
         &self,
-        _params: rmcp::model::CreateMessageRequestParams,
+        params: rmcp::model::CreateMessageRequestParams,
         _context: rmcp::service::RequestContext<RoleClient>,
     ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
-        Err(unattributed("sampling/createMessage"))
+        self.relay("sampling/createMessage", Some(&params)).await
     }
 
     #[allow(deprecated)]
@@ -73,15 +101,15 @@ impl rmcp::ClientHandler for Watcher {
         &self,
         _context: rmcp::service::RequestContext<RoleClient>,
     ) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
-        Err(unattributed("roots/list"))
+        self.relay::<(), _>("roots/list", None).await
     }
 
     async fn create_elicitation(
         &self,
-        _request: rmcp::model::ElicitRequestParams,
+        request: rmcp::model::ElicitRequestParams,
         _context: rmcp::service::RequestContext<RoleClient>,
     ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
-        Err(unattributed("elicitation/create"))
+        self.relay("elicitation/create", Some(&request)).await
     }
 }
 

@@ -98,11 +98,17 @@ pub struct ClientRequests {
     pub sampling: bool,
     /// `roots/list`: the client's roots.
     pub roots: bool,
+    /// A stdio server of the older revisions is sent one request at a time, so that a request
+    /// it makes of the client belongs to the one call in progress: Warden then declares the
+    /// kinds above to it and relays them. Off (the default), Warden declares nothing to a stdio
+    /// server and its requests are refused: on a shared pipe they say nothing of whose call
+    /// they belong to. Stdio servers only.
+    pub one_call_at_a_time: bool,
 }
 
 impl Default for ClientRequests {
     fn default() -> Self {
-        Self { elicitation: true, sampling: true, roots: true }
+        Self { elicitation: true, sampling: true, roots: true, one_call_at_a_time: false }
     }
 }
 

@@ -50,6 +50,28 @@ pub struct Link {
     pub(super) client_requests: super::config::ClientRequests,
     /// The resources it is subscribed to for Warden's callers, and where its updates go.
     pub(super) subscribed: super::updates::Subscribed,
+    /// A stdio server sent one request at a time (`client_requests.one_call_at_a_time`).
+    pub(super) turns: Option<Turns>,
+}
+
+/// One request at a time on a stdio server's session: the turn each waits for, and the asker
+/// of the call that holds it — a request the server makes meanwhile is that call's.
+#[derive(Default)]
+pub(super) struct Turns {
+    pub(super) turn: tokio::sync::Mutex<()>,
+    pub(super) current: Arc<CurrentAsker>,
+}
+
+/// The asker of the request that holds the turn, if it has one.
+pub(super) type CurrentAsker = std::sync::Mutex<Option<Arc<dyn crate::upstream::Asker>>>;
+
+/// While a request holds the turn: its asker is the current one; none once it ends.
+struct Holding<'a>(&'a CurrentAsker);
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
 }
 
 /// A session with the server: rmcp's client, and over HTTP the transport it was started on,
@@ -101,15 +123,18 @@ impl Link {
         owner: Arc<Principal>,
         lifecycle: rmcp::service::ClientLifecycleMode,
     ) -> Result<(RunningService<RoleClient, Watcher>, Session), String> {
-        let declared = match self.transport {
-            Transport::Http { .. } => self.client_requests.declared(),
-            Transport::Stdio { .. } => rmcp::model::ClientCapabilities::default(),
+        let declared = match (&self.transport, &self.turns) {
+            (Transport::Http { .. }, _) | (Transport::Stdio { .. }, Some(_)) => self.client_requests.declared(),
+            (Transport::Stdio { .. }, None) => rmcp::model::ClientCapabilities::default(),
         };
         let watcher = Watcher {
             declared,
+            server: Arc::from(self.server.as_str()),
+            client_requests: self.client_requests,
+            current: self.turns.as_ref().map(|t| Arc::clone(&t.current)),
             changed: Arc::clone(&self.changed),
             progress: Arc::clone(&self.progress),
-            updates: self.subscribed.updates.get().cloned().map(|updates| (Arc::from(self.server.as_str()), updates)),
+            updates: self.subscribed.updates.get().cloned(),
         };
         match &self.transport {
             Transport::Http { url } => {
@@ -325,6 +350,18 @@ impl Link {
                 Err(_) => return Err(ServiceError::Timeout { timeout: self.timeout }),
             }
         }
+        // One request at a time (a stdio server, `one_call_at_a_time`): while this one holds
+        // the turn, what the server asks of a client is asked of this call's.
+        let _turn = match &self.turns {
+            Some(turns) => {
+                let turn = tokio::time::timeout(self.timeout, turns.turn.lock())
+                    .await
+                    .map_err(|_| ServiceError::Timeout { timeout: self.timeout })?;
+                *turns.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ctx.asker.clone();
+                Some((turn, Holding(&turns.current)))
+            }
+            None => None,
+        };
         // Boxed: rmcp's request future is large, and past the worker it is not taken.
         Box::pin(self.through_worker(&session.peer, request, ctx)).await
     }

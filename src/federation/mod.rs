@@ -250,6 +250,12 @@ impl Federation {
                 }
                 (Ok(None), Transport::Stdio { .. }) => None,
             };
+            if c.client_requests.one_call_at_a_time && matches!(transport, Transport::Http { .. }) {
+                return Err(ConfigError::new(
+                    at("client_requests.one_call_at_a_time"),
+                    "stdio servers only: an HTTP server's requests come on the stream of the call they belong to",
+                ));
+            }
             let credential = match &c.credential {
                 None => None,
                 Some(name) => {
@@ -300,6 +306,7 @@ impl Federation {
                     stash: Arc::default(),
                     client_requests: c.client_requests,
                     subscribed: updates::Subscribed::default(),
+                    turns: c.client_requests.one_call_at_a_time.then(link::Turns::default),
                 }),
                 tools: ArcSwap::from_pointee(Vec::new()),
                 withheld: ArcSwap::from_pointee(Vec::new()),
@@ -532,6 +539,11 @@ impl Federation {
     /// Lists the server's tools and puts the ones included and not withheld in force; on
     /// failure the last good catalog stays.
     async fn refresh(&self, server: &Arc<Server>, peer: &Peer<RoleClient>) {
+        // One request at a time (`one_call_at_a_time`): the catalog reads wait their turn too.
+        let _turn = match &server.link.turns {
+            Some(turns) => Some(turns.turn.lock().await),
+            None => None,
+        };
         let read = pages(server.catalog, |cursor| async move {
             let page = peer.list_tools(Some(rmcp::model::PaginatedRequestParams::default().with_cursor(cursor))).await?;
             Ok((page.tools, page.next_cursor))
