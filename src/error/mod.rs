@@ -703,7 +703,7 @@ pub fn tool_failure_result(failure: &ToolFailure) -> rmcp::model::CallToolResult
         ToolFailure::ConnectionRequired(connect) => connect.message.clone(),
         ToolFailure::Credential(e) => format!("the gateway could not obtain its credential for this backend: {e}"),
         ToolFailure::ServerUnavailable => "the MCP server behind this tool is unavailable; try again later".to_owned(),
-        ToolFailure::Rpc { code, message } => format!("the MCP server behind this tool answered error {code}: {message}"),
+        ToolFailure::Rpc { code, message, .. } => format!("the MCP server behind this tool answered error {code}: {message}"),
         ToolFailure::Cancelled => "the call was cancelled by the client".to_owned(),
         ToolFailure::AssertionUnavailable => {
             "the gateway could not sign the identity assertion for this backend; try again later".to_owned()

@@ -144,9 +144,11 @@ impl Source {
                 link.check_input_requests(&input)?;
                 Ok(Answer::Input(input))
             }
-            result => pick(result)
-                .map(Answer::Complete)
-                .ok_or_else(|| ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() }),
+            result => pick(result).map(Answer::Complete).ok_or_else(|| ToolFailure::Rpc {
+                code: -32603,
+                message: "unexpected result type".into(),
+                data: None,
+            }),
         }
     }
 
@@ -165,7 +167,7 @@ impl Source {
         pick: impl FnOnce(ServerResult) -> Option<T>,
     ) -> Result<T, ToolFailure> {
         let result = self.server.link.request(request, principal, ctx).await?;
-        pick(result).ok_or_else(|| ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() })
+        pick(result).ok_or_else(|| ToolFailure::Rpc { code: -32603, message: "unexpected result type".into(), data: None })
     }
 }
 

@@ -234,7 +234,7 @@ impl Link {
                     self.check_input_requests(&input)?;
                     return Ok(ToolResult { result: ResultBody::InputRequired(input), upstream_status: 200 });
                 }
-                Ok(_) => return Err(ToolFailure::Rpc { code: -32603, message: "unexpected result type".into() }),
+                Ok(_) => return Err(ToolFailure::Rpc { code: -32603, message: "unexpected result type".into(), data: None }),
                 Err(e) if auth_required(&e) && rejected.is_none() && self.credential.as_ref().is_some_and(|c| c.refreshable()) => {
                     rejected = generation;
                     if rejected.is_none() {
@@ -572,6 +572,9 @@ fn auth_required(e: &ServiceError) -> bool {
     false
 }
 
+/// The most bytes of a federated server's error data passed on to the caller.
+const MAX_ERROR_DATA: usize = 4096;
+
 type StreamableHttpErrorRef = rmcp::transport::streamable_http_client::StreamableHttpError<reqwest::Error>;
 
 fn failure(e: ServiceError, timeout: Duration) -> ToolFailure {
@@ -579,7 +582,12 @@ fn failure(e: ServiceError, timeout: Duration) -> ToolFailure {
         ServiceError::McpError(error) => match Unreadable::from_error(&error) {
             Some(Unreadable::TooLarge) => ToolFailure::TooLarge,
             Some(Unreadable::Invalid(why)) => ToolFailure::InvalidResponse(why),
-            None => ToolFailure::Rpc { code: error.code.0, message: crate::audit::bounded(&error.message).into_owned() },
+            None => {
+                // The server's data goes with its error when it is small (a -32021's
+                // `requiredCapabilities`, a -32602's `uri`).
+                let data = error.data.filter(|d| serde_json::to_vec(d).is_ok_and(|b| b.len() <= MAX_ERROR_DATA)).map(Box::new);
+                ToolFailure::Rpc { code: error.code.0, message: crate::audit::bounded(&error.message).into_owned(), data }
+            }
         },
         ServiceError::Timeout { .. } => ToolFailure::Timeout(timeout),
         ServiceError::TransportClosed | ServiceError::TransportSend(_) => ToolFailure::Unreachable,

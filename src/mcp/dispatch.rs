@@ -101,7 +101,11 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
             ClientJsonRpcMessage::Error(error) => return take_answer(mcp, &admitted, Err(error.error)),
             ClientJsonRpcMessage::Request(request) if matches!(request.request, rmcp::model::ClientRequest::DiscoverRequest(_)) => {
                 served(mcp, &admitted, StatusCode::OK);
-                let info = super::handler::info(mcp.federation.offers_extras());
+                let mut info = super::handler::info(mcp.federation.offers_extras());
+                // Resource subscriptions, on `subscriptions/listen` (`subscriptions`).
+                if let Some(resources) = info.capabilities.resources.as_mut() {
+                    resources.subscribe = Some(true);
+                }
                 let result = rmcp::model::DiscoverResult::from_server_info(super::handler::PROTOCOL_VERSIONS.to_vec(), info);
                 return json_response(&ServerJsonRpcMessage::response(ServerResult::DiscoverResult(result), request.id), revision);
             }
@@ -220,6 +224,11 @@ async fn serve_extra(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, id: RequestI
         R::CompleteRequest(r) => super::handler::complete(mcp, admitted, r.params).await.map(ServerResult::CompleteResult),
         // The level from which this session's client gets the logs of its calls (the older
         // revisions); without a session there is nothing to keep it for, and no log is relayed.
+        R::SubscriptionsListenRequest(r) => {
+            let response = super::subscriptions::listen(mcp, &admitted, &id, r.params.notifications).await;
+            served(mcp, &admitted, StatusCode::OK);
+            return response;
+        }
         #[allow(deprecated, reason = "resources/subscribe is the older revisions'")]
         R::SubscribeRequest(r) => return subscription(mcp, admitted, id, &r.params.uri, true).await,
         #[allow(deprecated, reason = "resources/unsubscribe is the older revisions'")]

@@ -29,6 +29,7 @@ const SERVED_METHODS: &[&str] = &[
     "logging/setLevel",
     "resources/subscribe",
     "resources/unsubscribe",
+    "subscriptions/listen",
     "ping",
     "tools/list",
     "tools/call",
@@ -51,8 +52,9 @@ fn served(method: &str, per_request: bool, extras: bool) -> bool {
     let handshake_only = matches!(method, "initialize" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe");
     SERVED_METHODS.contains(&method)
         && !(per_request && handshake_only)
+        && (per_request || method != "subscriptions/listen")
         && (extras || !extra || !per_request)
-        && (extras || method != "logging/setLevel")
+        && (extras || !matches!(method, "logging/setLevel" | "subscriptions/listen"))
 }
 
 /// `/mcp`, every HTTP method: the gate, then dispatch.

@@ -317,8 +317,9 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, listening: Option<Listening>) -> 
     }
     // A federated server's own JSON-RPC error (invalid params, a refused request state) is a
     // protocol error: the caller gets it as the server sent it, not as a tool result.
-    if let (ToolFailure::Rpc { code, message }, Some(server)) = (&failure, &tool.server) {
-        let data = serde_json::json!({"code": "upstream_error", "server": server});
+    // Its data too, when it sent some; else Warden's stable code and the server's name.
+    if let (ToolFailure::Rpc { code, message, data }, Some(server)) = (&failure, &tool.server) {
+        let data = data.as_deref().cloned().unwrap_or_else(|| serde_json::json!({"code": "upstream_error", "server": server}));
         return Err(ErrorData::new(rmcp::model::ErrorCode(*code), message.clone(), Some(data)));
     }
     Ok(ToolResponse::Rpc(CallToolResponse::Complete(crate::error::tool_failure_result(&failure))))

@@ -1,6 +1,8 @@
-//! Resource subscriptions of the older revisions' callers (`resources/subscribe`,
-//! `resources/unsubscribe`) and the session's own stream (a GET with its `Mcp-Session-Id`),
-//! on which `notifications/resources/updated` reach it.
+//! Resource subscriptions: the older revisions' (`resources/subscribe`, `resources/unsubscribe`,
+//! and the session's own stream, a GET with its `Mcp-Session-Id`, on which
+//! `notifications/resources/updated` reach it) and 2026-07-28's (`subscriptions/listen` with
+//! `resourceSubscriptions`: the request's own stream, each notification tagged with its
+//! subscription id, the subscriptions released when the stream ends).
 //!
 //! A subscription belongs to a session ([`super::sessions`]) and lives in the memory of the
 //! replica that served it, as the session's log level does. Subscribing a URI that a federated
@@ -49,6 +51,8 @@ struct Subscriber {
     /// The session's open stream, if any.
     stream: Mutex<Option<tokio::sync::mpsc::Sender<bytes::Bytes>>>,
     last_seen: Mutex<Instant>,
+    /// A `subscriptions/listen` stream's subscription id, which its notifications carry.
+    tag: Option<serde_json::Value>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -85,6 +89,7 @@ pub async fn subscribe(mcp: &Arc<Mcp>, a: &Admitted, session: &str, uri: &str) -
                     uris: Mutex::default(),
                     stream: Mutex::default(),
                     last_seen: Mutex::new(Instant::now()),
+                    tag: None,
                 })
             })
             .value(),
@@ -139,6 +144,7 @@ pub fn stream(mcp: &Arc<Mcp>, principal: &Arc<Principal>, facts: &RequestFacts, 
                 uris: Mutex::default(),
                 stream: Mutex::new(Some(tx)),
                 last_seen: Mutex::new(Instant::now()),
+                tag: None,
             };
             mcp.subscriptions.sessions.insert(key, Arc::new(subscriber));
         }
@@ -183,12 +189,15 @@ fn start_fan_out(mcp: &Arc<Mcp>) {
 /// now (policy with the caller's facts, at this time).
 fn deliver(mcp: &Mcp, update: &ResourceUpdated) {
     let policy = mcp.policy.load_full();
-    let message = serde_json::json!({
-        "jsonrpc": "2.0",
-        "method": "notifications/resources/updated",
-        "params": {"uri": update.uri},
-    });
-    let event = bytes::Bytes::from(format!("event: message\ndata: {message}\n\n"));
+    let event = |tag: Option<&serde_json::Value>| {
+        let mut params = serde_json::json!({"uri": update.uri});
+        if let Some(tag) = tag {
+            params["_meta"] = serde_json::json!({SUBSCRIPTION_ID: tag});
+        }
+        let message = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": params});
+        bytes::Bytes::from(format!("event: message\ndata: {message}\n\n"))
+    };
+    let untagged = event(None);
     for entry in &mcp.subscriptions.sessions {
         let subscriber = entry.value();
         if locked(&subscriber.uris).get(&update.uri).is_none_or(|server| server.as_deref() != Some(&*update.server)) {
@@ -201,7 +210,7 @@ fn deliver(mcp: &Mcp, update: &ResourceUpdated) {
         let readable = mcp.federation.locate_resource(&update.uri, allowed).is_some_and(|source| source.server() == &*update.server);
         if readable {
             // A stream that cannot keep up misses an update, never stalls the others.
-            let _ = stream.try_send(event.clone());
+            let _ = stream.try_send(subscriber.tag.as_ref().map_or_else(|| untagged.clone(), |tag| event(Some(tag))));
         }
     }
 }
@@ -225,6 +234,95 @@ async fn forget_idle(mcp: &Mcp) {
             locked(&subscriber.uris).drain().filter_map(|(uri, server)| server.map(|server| (uri, server))).collect();
         for (uri, server) in uris {
             mcp.federation.unsubscribe(&server, &uri, &subscriber.principal).await;
+        }
+    }
+}
+
+/// Where a 2026-07-28 notification names the subscription it belongs to.
+const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// `subscriptions/listen` (2026-07-28): the request's own SSE stream, which starts with the
+/// acknowledgement of what Warden accepted of `filter` — resource subscriptions: each URI a
+/// server offers this caller, once that server is subscribed (a server that refuses leaves its
+/// URI out), and each URI no server offers it, which is kept and never heard of; no list
+/// changes — then carries the resource updates the caller may read, each tagged with the
+/// request's id. When the stream ends (the client goes, or shutdown, which sends the final
+/// result first), its servers are released.
+pub async fn listen(mcp: &Arc<Mcp>, a: &Admitted, id: &rmcp::model::RequestId, filter: rmcp::model::SubscriptionFilter) -> Response {
+    start_fan_out(mcp);
+    let tag = serde_json::to_value(id).unwrap_or_default();
+    let policy = mcp.policy.load_full();
+    let mut uris = HashMap::new();
+    let mut accepted = Vec::new();
+    for uri in filter.resource_subscriptions.iter().flatten().take(MAX_URIS) {
+        let source = mcp.federation.locate_resource(uri, |facts| policy.visible(&a.principal, facts, &a.facts));
+        let server = match source {
+            Some(source) => match mcp.federation.subscribe(&source, uri, &a.principal).await {
+                Ok(()) => Some(source.server().to_owned()),
+                Err(_) => continue,
+            },
+            None => None,
+        };
+        uris.insert(uri.clone(), server);
+        accepted.push(uri.clone());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    let key = format!("listen\n{}\n{}\n{}", a.principal.issuer, a.principal.subject.as_str(), uuid::Uuid::new_v4());
+    let subscriber = Subscriber {
+        principal: Arc::clone(&a.principal),
+        facts: Mutex::new(a.facts.clone()),
+        uris: Mutex::new(uris),
+        stream: Mutex::new(Some(tx)),
+        last_seen: Mutex::new(Instant::now()),
+        tag: Some(tag.clone()),
+    };
+    mcp.subscriptions.sessions.insert(key.clone(), Arc::new(subscriber));
+    let mut granted = rmcp::model::SubscriptionFilter::default();
+    granted.resource_subscriptions = filter.resource_subscriptions.is_some().then_some(accepted);
+    let ack = serde_json::json!({
+        "jsonrpc": "2.0",
+        "method": "notifications/subscriptions/acknowledged",
+        "params": {"notifications": granted, "_meta": {SUBSCRIPTION_ID: tag}},
+    });
+    let done = serde_json::json!({"jsonrpc": "2.0", "id": tag, "result": {"resultType": "complete", "_meta": {SUBSCRIPTION_ID: tag}}});
+    let sse = |message: &serde_json::Value| bytes::Bytes::from(format!("event: message\ndata: {message}\n\n"));
+    let release = Release { mcp: Arc::downgrade(mcp), key };
+    let updates =
+        futures::stream::unfold((rx, release), |(mut rx, release)| async move { rx.recv().await.map(|event| (event, (rx, release))) });
+    let closing = mcp.closing.clone();
+    let updates = futures::StreamExt::take_until(updates, closing.clone().cancelled_owned());
+    // The final result only when Warden ends the subscription (shutdown).
+    let finale = futures::stream::iter([sse(&done)]);
+    let finale = futures::StreamExt::filter(finale, move |_| std::future::ready(closing.is_cancelled()));
+    let events = futures::StreamExt::chain(futures::StreamExt::chain(futures::stream::iter([sse(&ack)]), updates), finale);
+    let events = futures::StreamExt::map(events, Ok::<_, std::convert::Infallible>);
+    let mut response = Response::new(Body::from_stream(events));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Ends a `subscriptions/listen` subscriber with its stream: forgotten, and its servers released.
+struct Release {
+    mcp: Weak<Mcp>,
+    key: String,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let Some(mcp) = self.mcp.upgrade() else { return };
+        let Some((_, subscriber)) = mcp.subscriptions.sessions.remove(&self.key) else { return };
+        let uris: Vec<(String, String)> = locked(&subscriber.uris).drain().filter_map(|(uri, server)| server.map(|s| (uri, s))).collect();
+        if uris.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                for (uri, server) in uris {
+                    mcp.federation.unsubscribe(&server, &uri, &subscriber.principal).await;
+                }
+            });
         }
     }
 }

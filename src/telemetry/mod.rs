@@ -39,6 +39,7 @@ const METHODS: &[&str] = &[
     "logging/setLevel",
     "resources/subscribe",
     "resources/unsubscribe",
+    "subscriptions/listen",
     // A federated server's requests to the calling client, each audited.
     "elicitation/create",
     "sampling/createMessage",

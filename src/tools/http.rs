@@ -96,10 +96,12 @@ pub enum ToolFailure {
     Credential(CredentialError),
     /// The federated MCP server is down or not yet connected: refused at once, never waited on.
     ServerUnavailable,
-    /// The federated MCP server answered the call with a JSON-RPC error (its code and message).
+    /// The federated MCP server answered the call with a JSON-RPC error (its code, message and
+    /// data, the data kept when it is small).
     Rpc {
         code: i32,
         message: String,
+        data: Option<Box<serde_json::Value>>,
     },
     /// The client cancelled the call (`notifications/cancelled`) before it completed.
     Cancelled,

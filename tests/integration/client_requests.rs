@@ -454,3 +454,68 @@ async fn concurrent_callers_each_get_only_their_own_requests() {
         assert_eq!(events.next().await["result"]["content"][0]["text"], format!("confirmed: {ok}"));
     }
 }
+
+/// Resource subscriptions on 2026-07-28 (`subscriptions/listen`): the request's own stream
+/// starts with the acknowledgement, then carries, tagged with the subscription id, the updates
+/// of the resources the caller may read; when the stream ends its servers are released.
+#[tokio::test]
+async fn a_listen_stream_carries_the_updates_its_caller_may_read_and_releases_them_when_it_ends() {
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    let rules = "rules:\n  - id: all\n    effect: allow\n    tools: [\"server:ask\"]\n  - id: not-bob\n    effect: deny\n    tools: [ask_secret]\n    when: principal.sub == \"bob\"\n";
+    std::fs::write(policy.path(), rules).unwrap();
+    let config = format!("policy:\n  files: [{}]\n  reload_interval: 0s\n", policy.path().display());
+    let (issuer, legacy, gw) = started_with(&config, "").await;
+    let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let discovered = gw
+        .post_raw(
+            Some(&alice),
+            json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta}}).to_string(),
+            &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "server/discover")],
+        )
+        .await;
+    assert_eq!(discovered.result()["capabilities"]["resources"]["subscribe"], true, "{discovered:?}");
+    let listen = |who: &str, id: u64| {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": {
+            "_meta": meta, "notifications": {"resourceSubscriptions": ["mem://doc", "mem://secret"], "toolsListChanged": true}
+        }});
+        reqwest::Client::new()
+            .post(&gw.mcp)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "subscriptions/listen")
+            .header("authorization", format!("Bearer {who}"))
+            .body(body.to_string())
+            .send()
+    };
+    let mut streams = Vec::new();
+    for (who, id) in [(&alice, 8), (&bob, 9)] {
+        let mut events = SseEvents::of(listen(who, id).await.unwrap());
+        let ack = events.next().await;
+        assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+        // Accepted: the resources, not list changes (Warden offers none); bob's secret is
+        // accepted too — he learns nothing of what he may not see — and never heard of.
+        assert_eq!(ack["params"]["notifications"], json!({"resourceSubscriptions": ["mem://doc", "mem://secret"]}));
+        assert_eq!(ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], id);
+        streams.push(events);
+    }
+    assert_eq!(*legacy.subscriptions.lock().unwrap(), ["+mem://doc", "+mem://secret"], "each URI subscribed once");
+
+    for uri in ["mem://secret", "mem://doc"] {
+        gw.call(&alice, "ask_touch", json!({"uri": uri})).await;
+    }
+    let updated = |uri: &str, id: u64| json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": uri, "_meta": {"io.modelcontextprotocol/subscriptionId": id}}});
+    assert_eq!(streams[0].next().await, updated("mem://secret", 8));
+    assert_eq!(streams[0].next().await, updated("mem://doc", 8));
+    assert_eq!(streams[1].next().await, updated("mem://doc", 9), "bob hears only of what he may read");
+
+    // Alice goes: the secret, hers alone, is released; the doc stays for bob.
+    drop(streams.remove(0));
+    let released = crate::common::eventually(async || legacy.subscriptions.lock().unwrap().clone(), |s| s.len() == 3).await;
+    assert_eq!(released, ["+mem://doc", "+mem://secret", "-mem://secret"]);
+}

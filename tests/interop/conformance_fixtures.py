@@ -17,9 +17,11 @@ import json
 import sys
 
 from mcp.server.fastmcp import Context, FastMCP
+from mcp.shared.exceptions import UrlElicitationRequiredError
 from mcp.server.fastmcp.prompts.base import UserMessage
 from mcp.types import (
     AudioContent,
+    ErrorData,
     SamplingMessage,
     Completion,
     EmbeddedResource,
@@ -225,6 +227,46 @@ async def test_elicitation_sep1330_enums(ctx: Context) -> str:
     }
     result = await ctx.session.elicit_form("Pick your options", schema, related_request_id=ctx.request_id)
     return f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}"
+
+
+# The 2026-07-28 suite's diagnostic tools (`server-stateless`), which check what reaches a caller
+# through Warden: a log without `logLevel` (none may), a request during the call (it must come
+# as an input request, never on the stream), and a capability the caller did not declare (the
+# server's -32021 must reach it as the JSON-RPC error, HTTP 400).
+@mcp.tool()
+async def test_logging_tool(ctx: Context) -> str:
+    """Logs once while it runs."""
+    await ctx.info("test_logging_tool ran")
+    return "logged"
+
+
+@mcp.tool()
+async def test_streaming_elicitation(ctx: Context) -> str:
+    """Asks the user during the call."""
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+    result = await ctx.session.elicit_form("Go on?", schema, related_request_id=ctx.request_id)
+    return f"action={result.action}"
+
+
+class MissingCapability(UrlElicitationRequiredError):
+    """A JSON-RPC error from a FastMCP 1.x tool: the one exception it lets through as such (its
+    URL elicitation's), carrying -32021 instead."""
+
+    def __init__(self, capability: str):
+        super().__init__([])
+        self.error = ErrorData(
+            code=-32021, message=f"this tool needs the {capability} capability", data={"requiredCapabilities": {capability: {}}}
+        )
+
+
+@mcp.tool()
+async def test_missing_capability(ctx: Context) -> str:
+    """Needs the caller's sampling capability, which Warden passes on in `_meta`."""
+    meta = ctx.request_context.meta
+    declared = (getattr(meta, "model_extra", None) or {}).get("io.modelcontextprotocol/clientCapabilities") or {}
+    if "sampling" not in declared:
+        raise MissingCapability("sampling")
+    return "sampling declared"
 
 
 if __name__ == "__main__":
