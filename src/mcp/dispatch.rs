@@ -96,16 +96,17 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
             }
             // A client's answer to what a federated server asked it during a call (`asks`).
             ClientJsonRpcMessage::Response(response) => {
-                return take_answer(mcp, &admitted, serde_json::to_value(response.result).map_err(|_| ErrorData::internal_error("", None)));
+                return take_answer(
+                    mcp,
+                    &admitted,
+                    serde_json::to_value(response.result)
+                        .map_err(|_| ErrorData::internal_error("the client's answer cannot be read", None)),
+                );
             }
             ClientJsonRpcMessage::Error(error) => return take_answer(mcp, &admitted, Err(error.error)),
             ClientJsonRpcMessage::Request(request) if matches!(request.request, rmcp::model::ClientRequest::DiscoverRequest(_)) => {
                 served(mcp, &admitted, StatusCode::OK);
-                let mut info = super::handler::info(mcp.federation.offers_extras());
-                // Resource subscriptions, on `subscriptions/listen` (`subscriptions`).
-                if let Some(resources) = info.capabilities.resources.as_mut() {
-                    resources.subscribe = Some(true);
-                }
+                let info = super::handler::info(mcp.federation.offers_extras());
                 let result = rmcp::model::DiscoverResult::from_server_info(super::handler::PROTOCOL_VERSIONS.to_vec(), info);
                 return json_response(&ServerJsonRpcMessage::response(ServerResult::DiscoverResult(result), request.id), revision);
             }
@@ -133,10 +134,6 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
             // The client's revision when Warden serves it and it has a handshake; otherwise the
             // newest that has one.
             let mut result = super::handler::info(mcp.federation.offers_extras());
-            // The older revisions' resource subscriptions, kept by session (2026-07-28 has none).
-            if let Some(resources) = result.capabilities.resources.as_mut() {
-                resources.subscribe = Some(true);
-            }
             let requested = &initialize.protocol_version;
             result.protocol_version = if requested.has_initialize() && super::handler::PROTOCOL_VERSIONS.contains(requested) {
                 requested.clone()
@@ -144,9 +141,8 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
                 NEWEST_HANDSHAKE
             };
             served(mcp, &admitted, StatusCode::OK);
-            // What a federated server may ask this client, kept by the client as its session.
-            // (Where Warden federates servers: what they may ask of it, its log level and its
-            // resource subscriptions are kept by session.)
+            // Where Warden federates servers, the client keeps a session (`sessions`): what
+            // they may ask of it; its log level and resource subscriptions are kept by it.
             let session =
                 (!mcp.federation.is_empty()).then(|| super::sessions::relayable(&initialize.capabilities)).and_then(|capabilities| {
                     super::sessions::issue(&mcp.rounds, &admitted.principal, capabilities.unwrap_or_default(), crate::unix_now())
@@ -167,10 +163,9 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
         }
         Kind::ListTools => Ok(ServerResult::ListToolsResult(super::handler::list_tools(mcp, &admitted))),
         Kind::CallTool(params) => {
-            // A federated tool's progress, and on 2026-07-28 its logs, reach a client that asked
-            // for them, over SSE.
-            // On the older revisions, a client with a session may be asked things by the server
-            // during the call: its answer is an SSE stream once the server asks (`asks`).
+            // A federated tool's progress and logs reach a client that asked for them, over SSE;
+            // on the older revisions a client with a session may also be asked things by the
+            // server during the call, and its answer is an SSE stream once the server asks.
             let federated = admitted.call.as_ref().is_some_and(|c| c.tool.server.is_some());
             let token = params.meta.as_ref().and_then(|m| m.get_progress_token());
             // The call's logs: on 2026-07-28 from the level its `_meta` names; on the older
@@ -222,8 +217,6 @@ async fn serve_extra(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, id: RequestI
                 .map(|a| answered(a, ServerResult::GetPromptResult))
         }
         R::CompleteRequest(r) => super::handler::complete(mcp, admitted, r.params).await.map(ServerResult::CompleteResult),
-        // The level from which this session's client gets the logs of its calls (the older
-        // revisions); without a session there is nothing to keep it for, and no log is relayed.
         R::SubscriptionsListenRequest(r) => {
             let response = super::subscriptions::listen(mcp, &admitted, &id, r.params.notifications).await;
             served(mcp, &admitted, StatusCode::OK);
@@ -233,6 +226,8 @@ async fn serve_extra(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, id: RequestI
         R::SubscribeRequest(r) => return subscription(mcp, admitted, id, &r.params.uri, true).await,
         #[allow(deprecated, reason = "resources/unsubscribe is the older revisions'")]
         R::UnsubscribeRequest(r) => return subscription(mcp, admitted, id, &r.params.uri, false).await,
+        // The level from which this session's client gets the logs of its calls (the older
+        // revisions); without a session there is nothing to keep it for, and no log is relayed.
         #[allow(deprecated, reason = "logging is deprecated by SEP-2577 but still part of 2025-11-25")]
         R::SetLevelRequest(r) => {
             if let Some(session) = &admitted.session {

@@ -42,19 +42,21 @@ const SERVED_METHODS: &[&str] = &[
     "completion/complete",
 ];
 
-/// Whether `method` is served: on the 2026-07-28 per-request lifecycle, not `initialize` or
-/// `logging/setLevel` (that revision removed them); resources, prompts and logging only where
-/// federated servers offer them (they are declared then, and only then).
+/// Whether `method` is served: on the 2026-07-28 per-request lifecycle, not what that revision
+/// removed (`initialize`, `logging/setLevel`, `resources/subscribe`), and on the older ones not
+/// what it added (`subscriptions/listen`); resources, prompts, logging and subscriptions only
+/// where federated servers offer them (they are declared then, and only then).
 fn served(method: &str, per_request: bool, extras: bool) -> bool {
-    let extra = method.starts_with("resources/") || method.starts_with("prompts/") || method == "completion/complete";
-    // `logging/setLevel`: the older revisions' way to ask for a federated server's logs
-    // (2026-07-28 removed it, asking per request).
-    let handshake_only = matches!(method, "initialize" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe");
-    SERVED_METHODS.contains(&method)
-        && !(per_request && handshake_only)
-        && (per_request || method != "subscriptions/listen")
-        && (extras || !extra || !per_request)
-        && (extras || !matches!(method, "logging/setLevel" | "subscriptions/listen"))
+    if !SERVED_METHODS.contains(&method) {
+        return false;
+    }
+    match method {
+        "initialize" => !per_request,
+        "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" => !per_request && extras,
+        "subscriptions/listen" => per_request && extras,
+        m if m.starts_with("resources/") || m.starts_with("prompts/") || m == "completion/complete" => extras || !per_request,
+        _ => true,
+    }
 }
 
 /// `/mcp`, every HTTP method: the gate, then dispatch.

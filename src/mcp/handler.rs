@@ -27,7 +27,16 @@ pub const PROTOCOL_VERSIONS: &[ProtocolVersion] =
 pub fn info(federates: bool) -> InitializeResult {
     let capabilities = if federates {
         // Logging: a federated server's logs of a call reach the caller that asked for them.
-        ServerCapabilities::builder().enable_tools().enable_resources().enable_prompts().enable_completions().enable_logging().build()
+        // Resource subscriptions: `resources/subscribe` on the older revisions,
+        // `subscriptions/listen` on 2026-07-28 (`subscriptions`).
+        ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .enable_prompts()
+            .enable_completions()
+            .enable_logging()
+            .build()
     } else {
         ServerCapabilities::builder().enable_tools().build()
     };
