@@ -12,8 +12,9 @@
 //! under, is refused (`unexpected_response`).
 //!
 //! Every ask is audited when it is decided: relayed (`client_request`), or refused
-//! (`client_request_forbidden`, `client_capability_missing`), with the server, the tool and the
-//! method; never the content. The client's answer is audited as its own request.
+//! (`client_request_forbidden`, `client_capability_missing`, `client_request_limit` past
+//! [`MAX_ASKS_PER_CALL`]), with the server, the tool and the method; never the content. The
+//! client's answer is audited as its own request.
 //!
 //! Waiting is in memory: the answer must reach the replica that holds the call (with several
 //! replicas, affinity on `Mcp-Session-Id`; docs/federation.md).
@@ -31,6 +32,11 @@ use crate::upstream::{Ask, Asker, Report};
 
 /// How long a client may take to answer (a person fills in a form; a model samples).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// How many requests a server may make of one call's client. Past it each is refused at once;
+/// the first refused is audited (`client_request_limit`), the rest are not, so a server that
+/// asks in a loop cannot flood the audit trail.
+pub const MAX_ASKS_PER_CALL: u32 = 32;
 
 /// Requests to callers awaiting their answer, by caller and Warden's request id.
 #[derive(Default)]
@@ -75,6 +81,8 @@ pub struct CallerAsker {
     pub capabilities: Option<rmcp::model::ClientCapabilities>,
     /// The call's SSE stream, when its response is one.
     pub stream: Option<tokio::sync::mpsc::Sender<Report>>,
+    /// How many requests the server has made of the client during the call.
+    pub asked: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for CallerAsker {
@@ -103,7 +111,16 @@ impl CallerAsker {
     async fn relay(&self, ask: Ask<'_>) -> Result<Value, ErrorData> {
         let id = Value::String(format!("warden-ask-{}", uuid::Uuid::new_v4()));
         let declared = self.capabilities.as_ref().is_some_and(|c| declares(c, ask.method, &ask.request));
-        let refusal = if ask.forbidden {
+        let asked = self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let too_many = || {
+            ErrorData::new(ErrorCode::INVALID_REQUEST, format!("{}: the server has asked this call's client too often", ask.method), None)
+        };
+        if asked > MAX_ASKS_PER_CALL {
+            return Err(too_many());
+        }
+        let refusal = if asked == MAX_ASKS_PER_CALL {
+            Some(("client_request_limit", too_many().message.into_owned()))
+        } else if ask.forbidden {
             Some(("client_request_forbidden", format!("{}: the server may not ask this of its callers (client_requests)", ask.method)))
         } else if !declared || self.stream.is_none() {
             Some(("client_capability_missing", format!("{}: the calling client did not declare this capability", ask.method)))
@@ -122,10 +139,11 @@ impl CallerAsker {
             ..AuditEvent::request(&self.ctx, Some(&self.principal), Some(id.clone()), Some(ask.method.to_owned()), decision)
         };
         self.audit.emit(event);
-        if let Some((_, message)) = refusal {
-            return Err(ErrorData::new(ErrorCode::METHOD_NOT_FOUND, message, None));
+        if let Some((reason, message)) = refusal {
+            let code = if reason == "client_request_limit" { ErrorCode::INVALID_REQUEST } else { ErrorCode::METHOD_NOT_FOUND };
+            return Err(ErrorData::new(code, message, None));
         }
-        let Some(stream) = &self.stream else { unreachable!("refused above without a stream") };
+        let Some(stream) = &self.stream else { return Err(ErrorData::internal_error("the calling client has no stream", None)) };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let key = key(&self.principal, &id);
         let asked = format!("{} asked by server {}", ask.method, ask.server);

@@ -236,6 +236,7 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, listening: Option<Listening>) -> 
             tool: tool.name.clone(),
             capabilities: client_capabilities.clone(),
             stream: progress.clone(),
+            asked: std::sync::atomic::AtomicU32::new(0),
         }) as Arc<dyn crate::upstream::Asker>
     });
     let mut call = CallContext { request_id: ctx.request_id.clone(), traceparent, progress, log_level, input, client_capabilities, asker };

@@ -64,11 +64,22 @@ impl ServerHandler for Legacy {
     ) -> Result<ListToolsResult, ErrorData> {
         let tool =
             |name: &str| Tool::new(name.to_owned(), "Asks the client.", Arc::new(json!({"type": "object"}).as_object().unwrap().clone()));
-        Ok(ListToolsResult::with_all_items(vec![tool("confirm"), tool("ask_model"), tool("roots"), tool("touch")]))
+        Ok(ListToolsResult::with_all_items(vec![tool("confirm"), tool("ask_model"), tool("roots"), tool("touch"), tool("pester")]))
     }
 
     async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
         *self.declared.lock().unwrap() = context.peer.peer_info().map(|info| serde_json::to_value(&info.capabilities).unwrap());
+        if request.name == "pester" {
+            // Asks again and again, whatever the answer.
+            let mut refused = 0;
+            for _ in 0..40 {
+                let asked = json!({"method": "roots/list"});
+                if context.peer.send_request(serde_json::from_value(asked).unwrap()).await.is_err() {
+                    refused += 1;
+                }
+            }
+            return Ok(CallToolResponse::Complete(CallToolResult::success(vec![ContentBlock::text(format!("refused {refused}"))])));
+        }
         if request.name == "touch" {
             // The resource named changed: said on the session's standalone stream.
             let uri = request.arguments.as_ref().and_then(|a| a.get("uri")).and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -518,4 +529,19 @@ async fn a_listen_stream_carries_the_updates_its_caller_may_read_and_releases_th
     drop(streams.remove(0));
     let released = crate::common::eventually(async || legacy.subscriptions.lock().unwrap().clone(), |s| s.len() == 3).await;
     assert_eq!(released, ["+mem://doc", "+mem://secret", "-mem://secret"]);
+}
+
+/// A server that asks in a loop: every request is refused to it (this caller declared nothing),
+/// the first 32 audited, then one `client_request_limit`, then no more events.
+#[tokio::test]
+async fn a_server_asking_in_a_loop_cannot_flood_the_audit_trail() {
+    let (issuer, _legacy, gw) = started_with("", "").await;
+    let alice = token(&issuer, &gw, "alice");
+    let reply = gw.call(&alice, "ask_pester", json!({})).await;
+    assert_eq!(reply.result()["content"][0]["text"], "refused 40", "{reply:?}");
+    let reasons: Vec<String> =
+        gw.audit().iter().filter(|e| e["method"] == "roots/list").map(|e| e["reason"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(reasons.len(), 33, "{reasons:?}");
+    assert!(reasons[..32].iter().all(|r| r == "client_capability_missing"));
+    assert_eq!(reasons[32], "client_request_limit");
 }
