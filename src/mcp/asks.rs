@@ -67,28 +67,73 @@ impl Pending {
     }
 }
 
-/// Asks the client that made one call, on that call's stream.
-pub struct CallerAsker {
+/// One call's asks, decided and recorded: who the caller is, the call's request (its id and
+/// trace go on each event), its tool, and how many requests the server has made of it.
+pub struct AskRecord {
     pub audit: Arc<AuditSink>,
-    pub pending: Arc<Pending>,
     pub principal: Arc<Principal>,
-    /// The call's request: the ask's audit event carries its request id and trace.
     pub ctx: RequestContext,
-    /// The call's JSON-RPC id and tool, for the audit.
+    /// The call's JSON-RPC id.
     pub call_id: Option<Value>,
     pub tool: String,
+    pub asked: std::sync::atomic::AtomicU32,
+}
+
+impl AskRecord {
+    /// Decides the server's request: refused past [`MAX_ASKS_PER_CALL`], when its kind is
+    /// forbidden, or when the client cannot be sent it (`sendable`: it declared the kind and can
+    /// be reached); else relayed, under the id returned. Audited once, except past the limit.
+    pub(super) fn decide(&self, ask: &Ask<'_>, sendable: bool, id: &Value) -> Result<(), ErrorData> {
+        let asked = self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let too_many = format!("{}: the server has asked this call's client too often", ask.method);
+        if asked > MAX_ASKS_PER_CALL {
+            return Err(ErrorData::new(ErrorCode::INVALID_REQUEST, too_many, None));
+        }
+        let refusal = if asked == MAX_ASKS_PER_CALL {
+            Some(("client_request_limit", ErrorCode::INVALID_REQUEST, too_many))
+        } else if ask.forbidden {
+            let why = format!("{}: the server may not ask this of its callers (client_requests)", ask.method);
+            Some(("client_request_forbidden", ErrorCode::METHOD_NOT_FOUND, why))
+        } else if !sendable {
+            let why = format!("{}: the calling client did not declare this capability", ask.method);
+            Some(("client_capability_missing", ErrorCode::METHOD_NOT_FOUND, why))
+        } else {
+            None
+        };
+        let decision = match &refusal {
+            Some((reason, ..)) => Verdict { decision: "deny", reason, status: 200 },
+            None => Verdict { decision: "allow", reason: "client_request", status: 200 },
+        };
+        let call = self.call_id.as_ref().map_or_else(|| "a call".to_owned(), |id| format!("request {id}"));
+        let event = AuditEvent {
+            tool: Some(self.tool.clone()),
+            server: Some(ask.server.to_owned()),
+            explanation: Some(format!("asked by server {} during {call}", ask.server)),
+            ..AuditEvent::request(&self.ctx, Some(&self.principal), Some(id.clone()), Some(ask.method.to_owned()), decision)
+        };
+        self.audit.emit(event);
+        match refusal {
+            Some((_, code, why)) => Err(ErrorData::new(code, why, None)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for AskRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AskRecord").field("tool", &self.tool).finish_non_exhaustive()
+    }
+}
+
+/// Asks the client that made one call, on that call's stream.
+#[derive(Debug)]
+pub struct CallerAsker {
+    pub record: AskRecord,
+    pub pending: Arc<Pending>,
     /// What the client declared in its session (none without one).
     pub capabilities: Option<rmcp::model::ClientCapabilities>,
     /// The call's SSE stream, when its response is one.
     pub stream: Option<tokio::sync::mpsc::Sender<Report>>,
-    /// How many requests the server has made of the client during the call.
-    pub asked: std::sync::atomic::AtomicU32,
-}
-
-impl std::fmt::Debug for CallerAsker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallerAsker").field("tool", &self.tool).field("streams", &self.stream.is_some()).finish_non_exhaustive()
-    }
 }
 
 impl std::fmt::Debug for Pending {
@@ -111,41 +156,10 @@ impl CallerAsker {
     async fn relay(&self, ask: Ask<'_>) -> Result<Value, ErrorData> {
         let id = Value::String(format!("warden-ask-{}", uuid::Uuid::new_v4()));
         let declared = self.capabilities.as_ref().is_some_and(|c| declares(c, ask.method, &ask.request));
-        let asked = self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let too_many = || {
-            ErrorData::new(ErrorCode::INVALID_REQUEST, format!("{}: the server has asked this call's client too often", ask.method), None)
-        };
-        if asked > MAX_ASKS_PER_CALL {
-            return Err(too_many());
-        }
-        let refusal = if asked == MAX_ASKS_PER_CALL {
-            Some(("client_request_limit", too_many().message.into_owned()))
-        } else if ask.forbidden {
-            Some(("client_request_forbidden", format!("{}: the server may not ask this of its callers (client_requests)", ask.method)))
-        } else if !declared || self.stream.is_none() {
-            Some(("client_capability_missing", format!("{}: the calling client did not declare this capability", ask.method)))
-        } else {
-            None
-        };
-        let decision = match refusal {
-            Some((reason, _)) => Verdict { decision: "deny", reason, status: 200 },
-            None => Verdict { decision: "allow", reason: "client_request", status: 200 },
-        };
-        let call = self.call_id.as_ref().map_or_else(|| "a call".to_owned(), |id| format!("request {id}"));
-        let event = AuditEvent {
-            tool: Some(self.tool.clone()),
-            server: Some(ask.server.to_owned()),
-            explanation: Some(format!("asked by server {} during {call}", ask.server)),
-            ..AuditEvent::request(&self.ctx, Some(&self.principal), Some(id.clone()), Some(ask.method.to_owned()), decision)
-        };
-        self.audit.emit(event);
-        if let Some((reason, message)) = refusal {
-            let code = if reason == "client_request_limit" { ErrorCode::INVALID_REQUEST } else { ErrorCode::METHOD_NOT_FOUND };
-            return Err(ErrorData::new(code, message, None));
-        }
+        self.record.decide(&ask, declared && self.stream.is_some(), &id)?;
         let Some(stream) = &self.stream else { return Err(ErrorData::internal_error("the calling client has no stream", None)) };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let key = key(&self.principal, &id);
+        let key = key(&self.record.principal, &id);
         let asked = format!("{} asked by server {}", ask.method, ask.server);
         self.pending.waiting.insert(key.clone(), Waiting { answer: tx, asked });
         // However the wait ends (answered, timed out, the call dropped), the ask is forgotten.

@@ -226,18 +226,22 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, listening: Option<Listening>) -> 
     let (progress, log_level) = listening.map_or((None, None), |l| (Some(l.reports), l.log_level));
     // On the older revisions, what a federated server asks of the caller during the call goes
     // to it on the call's stream, as far as it declared it can be asked (`asks`).
+    let record = || super::asks::AskRecord {
+        audit: Arc::clone(&mcp.audit),
+        principal: Arc::clone(&principal),
+        ctx: ctx.clone(),
+        call_id: jsonrpc_id.clone(),
+        tool: tool.name.clone(),
+        asked: std::sync::atomic::AtomicU32::new(0),
+    };
     let asker = (revision == super::dispatch::Revision::Handshake && tool.server.is_some()).then(|| {
-        Arc::new(super::asks::CallerAsker {
-            audit: Arc::clone(&mcp.audit),
+        let asker = super::asks::CallerAsker {
+            record: record(),
             pending: Arc::clone(&mcp.asks),
-            principal: Arc::clone(&principal),
-            ctx: ctx.clone(),
-            call_id: jsonrpc_id.clone(),
-            tool: tool.name.clone(),
             capabilities: client_capabilities.clone(),
             stream: progress.clone(),
-            asked: std::sync::atomic::AtomicU32::new(0),
-        }) as Arc<dyn crate::upstream::Asker>
+        };
+        Arc::new(asker) as Arc<dyn crate::upstream::Asker>
     });
     let mut call = CallContext { request_id: ctx.request_id.clone(), traceparent, progress, log_level, input, client_capabilities, asker };
     let running = Running::start(mcp, &principal, jsonrpc_id.as_ref(), &once, || event(closed()));
@@ -245,7 +249,8 @@ pub async fn call_tool(mcp: &Mcp, a: Admitted, listening: Option<Listening>) -> 
     // What the server may ask the caller during the call, as the caller's revision allows
     // (`held`): a 2026-07-28 caller's retry may name a call held for its answer.
     let holdable = call.client_capabilities.as_ref().and_then(super::sessions::relayable).is_some();
-    let up = super::held::Upstream { mcp, tool: &tool, principal: &principal, args, span: &span, cancelled: &running.token };
+    let up =
+        super::held::Upstream { mcp, tool: &tool, principal: &principal, args, span: &span, cancelled: &running.token, record: &record };
     let resume = round.as_ref().and_then(|r| r.held.as_deref());
     let super::held::Called { outcome, held, asked_rounds } = match super::held::call(&up, &mut call, revision, resume, holdable).await {
         Ok(called) => called,

@@ -95,6 +95,8 @@ pub(super) struct Upstream<'a> {
     pub args: &'a Map<String, Value>,
     pub span: &'a tracing::Span,
     pub cancelled: &'a tokio_util::sync::CancellationToken,
+    /// Makes the record of the call's asks (`asks::AskRecord`).
+    pub record: &'a (dyn Fn() -> super::asks::AskRecord + Sync),
 }
 
 /// The upstream call for a caller of `revision` (see the module docs). `resume`: the held call
@@ -115,7 +117,7 @@ pub(super) async fn call(
             return Ok(held_or_done(up, start(up, call)).await);
         }
         // Nothing the server may use was declared: its requests are refused as such.
-        call.asker = Some(Arc::new(HoldingAsker { posed: None, capabilities: None }));
+        call.asker = Some(Arc::new(HoldingAsker { posed: None, capabilities: None, record: (up.record)() }));
     }
     let mut asked_rounds = 0;
     loop {
@@ -150,7 +152,7 @@ pub(super) async fn call(
 /// The call started in a task of its own, its server's requests handed over by a [`HoldingAsker`].
 fn start(up: &Upstream<'_>, call: &mut CallContext) -> HeldCall {
     let (tx, asks) = tokio::sync::mpsc::channel(1);
-    let asker = HoldingAsker { posed: Some(tx), capabilities: call.client_capabilities.clone() };
+    let asker = HoldingAsker { posed: Some(tx), capabilities: call.client_capabilities.clone(), record: (up.record)() };
     call.asker = Some(Arc::new(asker));
     let (tool, upstream, principal, ctx, args) =
         (Arc::clone(up.tool), Arc::clone(&up.mcp.upstream), Arc::clone(up.principal), call.clone(), up.args.clone());
@@ -215,6 +217,7 @@ struct HoldingAsker {
     posed: Option<tokio::sync::mpsc::Sender<Posed>>,
     /// What the 2026-07-28 caller declared (`_meta`).
     capabilities: Option<rmcp::model::ClientCapabilities>,
+    record: super::asks::AskRecord,
 }
 
 impl Asker for HoldingAsker {
@@ -225,17 +228,10 @@ impl Asker for HoldingAsker {
     fn ask<'a>(&'a self, ask: Ask<'a>) -> futures::future::BoxFuture<'a, Result<Value, ErrorData>> {
         Box::pin(async move {
             let declared = self.capabilities.as_ref().is_some_and(|c| super::asks::declares(c, ask.method, &ask.request));
-            let posed = self.posed.as_ref().filter(|_| declared && !ask.forbidden);
-            let Some(posed) = posed else {
-                let why = if ask.forbidden {
-                    "the server may not ask this of its callers"
-                } else {
-                    "the calling client did not declare this capability"
-                };
-                return Err(ErrorData::new(rmcp::model::ErrorCode::METHOD_NOT_FOUND, format!("{}: {why}", ask.method), None));
-            };
-            let (answer, answered) = tokio::sync::oneshot::channel();
             let key = format!("warden-{}", uuid::Uuid::new_v4().simple());
+            self.record.decide(&ask, declared && self.posed.is_some(), &Value::String(key.clone()))?;
+            let Some(posed) = &self.posed else { return Err(ErrorData::internal_error("the calling client cannot be asked", None)) };
+            let (answer, answered) = tokio::sync::oneshot::channel();
             let gone = || ErrorData::internal_error("the calling client is gone", None);
             posed.send(Posed { key, request: ask.request, answer }).await.map_err(|_| gone())?;
             match tokio::time::timeout(super::asks::ANSWER_TIMEOUT, answered).await {

@@ -433,9 +433,26 @@ async fn a_2026_callers_answer_reaches_an_older_server_that_asked_during_the_cal
     let text = undeclared.result()["content"][0]["text"].as_str().unwrap_or_default().to_owned();
     assert!(text.starts_with("refused:") && text.contains("did not declare"), "{undeclared:?}");
 
-    let reasons: Vec<String> =
-        gw.audit().iter().filter(|e| e["tool"] == "ask_confirm").map(|e| e["reason"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(reasons, ["input_required", "invalid_request_state", "ok", "invalid_request_state", "ok"]);
+    // The call's rounds, and each request the server made of the caller: relayed, or refused
+    // (audited as on the older revisions).
+    let reasons: Vec<String> = gw
+        .audit()
+        .iter()
+        .filter(|e| e["tool"] == "ask_confirm")
+        .map(|e| format!("{} {}", e["method"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "elicitation/create client_request",
+            "tools/call input_required",
+            "tools/call invalid_request_state",
+            "tools/call ok",
+            "tools/call invalid_request_state",
+            "elicitation/create client_capability_missing",
+            "tools/call ok"
+        ]
+    );
 }
 
 /// Two callers' calls at once, on one shared server session: each caller gets only the request
