@@ -439,8 +439,14 @@ impl Link {
             }
         });
         let last_used = std::sync::Mutex::new(std::time::Instant::now());
+        // A session started again (the last one ended): what the caller was subscribed to there.
+        let restarted = session.is_some();
         *session = Some(UserSession { session: Arc::clone(&started), stop, last_used });
         drop(session);
+        if restarted {
+            let (peer, server, uris) = (started.peer.clone(), self.server.clone(), self.subscribed.of(principal));
+            tokio::spawn(async move { super::updates::resubscribe(uris, &peer, &server).await });
+        }
         if self.users.len() > USER_SESSIONS_MAX {
             self.evict_oldest(&key);
         }
@@ -459,10 +465,11 @@ impl Link {
 
     /// Closes caller sessions idle longer than [`USER_SESSION_IDLE`] or already ended.
     pub(super) fn close_idle(&self) {
-        self.users.retain(|_, slot| {
+        self.users.retain(|user, slot| {
             let Ok(session) = slot.try_lock() else { return true };
             let Some(s) = session.as_ref() else { return false };
-            let fresh = s.last_used.lock().map(|t| t.elapsed() < USER_SESSION_IDLE).unwrap_or(false);
+            // A session that carries the caller's resource subscriptions is not idle.
+            let fresh = s.last_used.lock().map(|t| t.elapsed() < USER_SESSION_IDLE).unwrap_or(false) || self.subscribed.any_of(user);
             if fresh && !s.session.peer.is_transport_closed() {
                 return true;
             }

@@ -459,7 +459,7 @@ impl Federation {
                     let stop = running.cancellation_token();
                     let mut done = tokio::spawn(running.waiting());
                     self.refresh(&server, &peer).await;
-                    updates::resubscribe(&server.link.subscribed, &peer, &server.name).await;
+                    updates::resubscribe(server.link.subscribed.shared(), &peer, &server.name).await;
                     server.settled.send_replace(true);
                     loop {
                         let interval = server.refresh_interval;

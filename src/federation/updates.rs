@@ -52,6 +52,19 @@ impl Subscribed {
     pub(super) fn shared(&self) -> Vec<String> {
         self.counts().keys().filter(|k| !k.contains('\n')).cloned().collect()
     }
+
+    /// Whether the caller whose per-user session key is `user` (issuer and subject) is
+    /// subscribed to anything: its session is then kept open, idle or not.
+    pub(super) fn any_of(&self, user: &str) -> bool {
+        let prefix = format!("{user}\n");
+        self.counts().keys().any(|k| k.starts_with(&prefix))
+    }
+
+    /// The URIs a caller's own session (with a per-user credential) is subscribed to.
+    pub(super) fn of(&self, principal: &Principal) -> Vec<String> {
+        let prefix = key(true, principal, "");
+        self.counts().keys().filter_map(|k| k.strip_prefix(&prefix)).map(str::to_owned).collect()
+    }
 }
 
 /// The channel every server's updates go into.
@@ -129,10 +142,10 @@ impl Federation {
     }
 }
 
-/// A shared session just started: the server is subscribed again to what Warden's callers
-/// want of it (a new session knows nothing of the old one's subscriptions).
-pub(super) async fn resubscribe(subscribed: &Subscribed, peer: &rmcp::service::Peer<rmcp::service::RoleClient>, server: &str) {
-    for uri in subscribed.shared() {
+/// A session just started again: the server is subscribed again to `uris`, what Warden's
+/// callers want of it on that session (a new session knows nothing of the old one's).
+pub(super) async fn resubscribe(uris: Vec<String>, peer: &rmcp::service::Peer<rmcp::service::RoleClient>, server: &str) {
+    for uri in uris {
         let request = ClientRequest::SubscribeRequest(rmcp::model::SubscribeRequest::new(rmcp::model::SubscribeRequestParams::new(&uri)));
         if let Err(e) = peer.send_request(request).await {
             tracing::warn!(server, uri = %crate::audit::bounded(&uri), error = %e, "a federated server could not be subscribed again");
