@@ -47,6 +47,9 @@ pub struct FederatedHttp {
     /// The session rmcp's client established, as its requests last carried it (see
     /// [`super::direct`]); empty until the handshake is done.
     pub session: Arc<arc_swap::ArcSwapOption<SessionState>>,
+    /// Told when rmcp's client starts the session again in place (the server forgot it): what
+    /// the old one was subscribed to must be asked for again.
+    pub reinitialized: Arc<tokio::sync::Notify>,
 }
 
 /// What a request sent past rmcp's client worker needs of its session: the session id (none
@@ -165,6 +168,9 @@ impl FederatedHttp {
             .ok()
             .and_then(|v| serde_json::from_value::<rmcp::model::ProtocolVersion>(serde_json::Value::String(v.to_owned())).ok())
             .filter(|v| *v >= rmcp::model::ProtocolVersion::STANDARD_HEADERS);
+        if current.as_deref().is_some_and(|s| s.id.is_some() && s.id.as_ref() != id) {
+            self.reinitialized.notify_one();
+        }
         self.session.store(Some(Arc::new(SessionState { id: id.cloned(), version: version.clone(), per_request })));
     }
 

@@ -148,6 +148,7 @@ impl Link {
                     stash: Arc::clone(&self.stash),
                     endpoint: http::FederatedHttp::endpoint(&self.upstream, url),
                     session: Arc::default(),
+                    reinitialized: Arc::clone(&self.subscribed.reinitialized),
                 };
                 let mut config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(Arc::clone(url));
                 config.reinit_on_expired_session = true;

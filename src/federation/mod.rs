@@ -479,6 +479,11 @@ impl Federation {
                                 self.refresh(&server, &peer).await;
                             }
                             () = tick => self.refresh(&server, &peer).await,
+                            // The server forgot the session and rmcp's client started a new
+                            // one in place: it is subscribed again.
+                            () = server.link.subscribed.reinitialized.notified() => {
+                                updates::resubscribe(server.link.subscribed.shared(), &peer, &server.name).await;
+                            }
                         }
                     }
                     server.link.session.store(None);

@@ -35,11 +35,13 @@ pub(super) struct Subscribed {
     counts: Mutex<HashMap<String, usize>>,
     /// Set when the server is put in force by the federation.
     pub(super) updates: std::sync::OnceLock<tokio::sync::broadcast::Sender<ResourceUpdated>>,
+    /// Told when rmcp's client starts the shared session again in place (`http`).
+    pub(super) reinitialized: Arc<tokio::sync::Notify>,
 }
 
 impl Default for Subscribed {
     fn default() -> Self {
-        Self { counts: Mutex::default(), updates: std::sync::OnceLock::new() }
+        Self { counts: Mutex::default(), updates: std::sync::OnceLock::new(), reinitialized: Arc::default() }
     }
 }
 

@@ -25,6 +25,8 @@ struct Legacy {
     declared: Arc<Mutex<Option<Value>>>,
     /// Subscriptions as Warden asked for them: `+uri`, `-uri`.
     subscriptions: Arc<Mutex<Vec<String>>>,
+    /// Its sessions (a test makes it forget them).
+    sessions: Arc<LocalSessionManager>,
 }
 
 impl ServerHandler for Legacy {
@@ -116,7 +118,7 @@ async fn start() -> (Legacy, String) {
     let handler = legacy.clone();
     let service = StreamableHttpService::new(
         move || Ok(handler.clone()),
-        Arc::new(LocalSessionManager::default()),
+        Arc::clone(&legacy.sessions),
         StreamableHttpServerConfig::default().disable_allowed_hosts(),
     );
     let (listener, url) = listen().await;
@@ -371,10 +373,26 @@ async fn a_resource_update_reaches_the_subscribers_allowed_to_read_it() {
     assert_eq!(streams[0].next().await, updated("mem://doc"));
     assert_eq!(streams[1].next_within(std::time::Duration::from_millis(500)).await, None, "bob may no longer read it");
 
+    // The server forgets Warden's session (a restart that kept its address): rmcp's client
+    // starts a new one at the next request, and Warden subscribes it again.
+    let forgotten: Vec<_> = legacy.sessions.sessions.read().await.keys().cloned().collect();
+    for id in forgotten {
+        rmcp::transport::streamable_http_server::SessionManager::close_session(&*legacy.sessions, &id).await.unwrap();
+    }
+    touch("mem://doc").await;
+    let subscribed_again = crate::common::eventually(
+        async || legacy.subscriptions.lock().unwrap().clone(),
+        |s| s.iter().filter(|u| *u == "+mem://doc").count() == 2,
+    )
+    .await;
+    assert_eq!(subscribed_again.iter().filter(|u| *u == "+mem://doc").count(), 2, "{subscribed_again:?}");
+    touch("mem://doc").await;
+    assert_eq!(streams[0].next().await, updated("mem://doc"), "updates flow again");
+
     // Released when the last subscriber leaves.
     let unsubscribe = json!({"jsonrpc": "2.0", "id": 2, "method": "resources/unsubscribe", "params": {"uri": "mem://doc"}});
     post(&gw, &alice, Some(&sessions[0]), unsubscribe.clone()).send().await.unwrap();
-    assert_eq!(legacy.subscriptions.lock().unwrap().len(), 2, "bob still wants it");
+    assert!(!legacy.subscriptions.lock().unwrap().contains(&"-mem://doc".to_owned()), "bob still wants it");
     post(&gw, &bob, Some(&sessions[1]), unsubscribe).send().await.unwrap();
     assert_eq!(legacy.subscriptions.lock().unwrap().last().map(String::as_str), Some("-mem://doc"));
 
