@@ -10,8 +10,8 @@ use std::time::Duration;
 use rmcp::service::{RoleClient, RunningService};
 use tokio::sync::Notify;
 
-/// Answers the server's notifications: a changed tool list triggers a catalog refresh; a
-/// call's progress goes to its caller; a resource update goes to the front.
+/// Answers the server's notifications: a changed tool, prompt or resource list triggers a
+/// catalog refresh; a call's progress goes to its caller; a resource update goes to the front.
 #[derive(Clone)]
 pub(super) struct Watcher {
     /// What `initialize` declares (see [`super::config::ClientRequests::declared`]).
@@ -61,6 +61,14 @@ impl rmcp::ClientHandler for Watcher {
     }
 
     async fn on_tool_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
+        self.changed.notify_one();
+    }
+
+    async fn on_prompt_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
+        self.changed.notify_one();
+    }
+
+    async fn on_resource_list_changed(&self, _context: rmcp::service::NotificationContext<RoleClient>) {
         self.changed.notify_one();
     }
 

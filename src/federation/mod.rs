@@ -459,6 +459,7 @@ impl Federation {
                     let stop = running.cancellation_token();
                     let mut done = tokio::spawn(running.waiting());
                     self.refresh(&server, &peer).await;
+                    let mut refreshed = tokio::time::Instant::now();
                     updates::resubscribe(server.link.subscribed.shared(), &peer, &server.name).await;
                     server.settled.send_replace(true);
                     loop {
@@ -474,11 +475,16 @@ impl Federation {
                             }
                             _ = &mut done => break,
                             () = server.changed.notified() => {
-                                // A storm of list_changed costs one bounded read a second.
-                                tokio::time::sleep(REFRESH_SPACING).await;
+                                // Read at once, but a storm of list_changed costs one bounded
+                                // read a second.
+                                tokio::time::sleep_until(refreshed + REFRESH_SPACING).await;
                                 self.refresh(&server, &peer).await;
+                                refreshed = tokio::time::Instant::now();
                             }
-                            () = tick => self.refresh(&server, &peer).await,
+                            () = tick => {
+                                self.refresh(&server, &peer).await;
+                                refreshed = tokio::time::Instant::now();
+                            }
                             // The server forgot the session and rmcp's client started a new
                             // one in place: it is subscribed again.
                             () = server.link.subscribed.reinitialized.notified() => {

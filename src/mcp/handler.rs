@@ -27,13 +27,16 @@ pub const PROTOCOL_VERSIONS: &[ProtocolVersion] =
 pub fn info(federates: bool) -> InitializeResult {
     let capabilities = if federates {
         // Logging: a federated server's logs of a call reach the caller that asked for them.
-        // Resource subscriptions: `resources/subscribe` on the older revisions,
-        // `subscriptions/listen` on 2026-07-28 (`subscriptions`).
+        // Resource subscriptions and list changes: on a session's stream on the older
+        // revisions, on `subscriptions/listen` on 2026-07-28 (`subscriptions`).
         ServerCapabilities::builder()
             .enable_tools()
+            .enable_tool_list_changed()
             .enable_resources()
             .enable_resources_subscribe()
+            .enable_resources_list_changed()
             .enable_prompts()
+            .enable_prompts_list_changed()
             .enable_completions()
             .enable_logging()
             .build()

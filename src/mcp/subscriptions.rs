@@ -53,6 +53,8 @@ struct Subscriber {
     last_seen: Mutex<Instant>,
     /// A `subscriptions/listen` stream's subscription id, which its notifications carry.
     tag: Option<serde_json::Value>,
+    /// The list changes it hears of: tools, prompts, resources (a session's stream: all).
+    lists: [bool; 3],
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -90,6 +92,7 @@ pub async fn subscribe(mcp: &Arc<Mcp>, a: &Admitted, session: &str, uri: &str) -
                     stream: Mutex::default(),
                     last_seen: Mutex::new(Instant::now()),
                     tag: None,
+                    lists: [true; 3],
                 })
             })
             .value(),
@@ -145,6 +148,7 @@ pub fn stream(mcp: &Arc<Mcp>, principal: &Arc<Principal>, facts: &RequestFacts, 
                 stream: Mutex::new(Some(tx)),
                 last_seen: Mutex::new(Instant::now()),
                 tag: None,
+                lists: [true; 3],
             };
             mcp.subscriptions.sessions.insert(key, Arc::new(subscriber));
         }
@@ -166,38 +170,72 @@ pub fn stream(mcp: &Arc<Mcp>, principal: &Arc<Principal>, facts: &RequestFacts, 
 /// the endpoint weakly: it ends with it.
 fn start_fan_out(mcp: &Arc<Mcp>) {
     mcp.subscriptions.fan_out.get_or_init(|| {
+        use tokio::sync::broadcast::error::RecvError;
         let mut updates = mcp.federation.resource_updates();
+        let mut changes = mcp.tools.changes();
         let mcp = Arc::downgrade(mcp);
         tokio::spawn(async move {
             loop {
-                match updates.recv().await {
-                    Ok(update) => match Weak::upgrade(&mcp) {
-                        Some(mcp) => deliver(&mcp, &update),
+                let heard = tokio::select! {
+                    update = updates.recv() => update.map(Heard::Updated),
+                    change = changes.recv() => change.map(Heard::Changed),
+                };
+                match heard {
+                    Ok(heard) => match Weak::upgrade(&mcp) {
+                        Some(mcp) => deliver(&mcp, &heard),
                         None => return,
                     },
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "resource updates were dropped: subscribers fell behind");
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    Err(RecvError::Lagged(missed)) => tracing::warn!(missed, "notifications were dropped: subscribers fell behind"),
+                    Err(RecvError::Closed) => return,
                 }
             }
         });
     });
 }
 
-/// An update to every session subscribed to its URI whose caller may read it from that server
-/// now (policy with the caller's facts, at this time).
-fn deliver(mcp: &Mcp, update: &ResourceUpdated) {
-    let policy = mcp.policy.load_full();
-    let event = |tag: Option<&serde_json::Value>| {
-        let mut params = serde_json::json!({"uri": update.uri});
-        if let Some(tag) = tag {
-            params["_meta"] = serde_json::json!({SUBSCRIPTION_ID: tag});
+/// What the fan-out heard.
+enum Heard {
+    Updated(ResourceUpdated),
+    Changed(crate::tools::Changed),
+}
+
+/// A notification as one SSE event, tagged with a `subscriptions/listen` stream's id.
+fn event(method: &str, params: serde_json::Value, tag: Option<&serde_json::Value>) -> bytes::Bytes {
+    let mut params = params;
+    if let Some(tag) = tag {
+        params["_meta"] = serde_json::json!({SUBSCRIPTION_ID: tag});
+    }
+    let message = serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params});
+    bytes::Bytes::from(format!("event: message\ndata: {message}\n\n"))
+}
+
+/// A list change to every stream that hears of it; a resource update to every session
+/// subscribed to its URI whose caller may read it from that server now (policy with the
+/// caller's facts, at this time).
+fn deliver(mcp: &Mcp, heard: &Heard) {
+    let update = match heard {
+        Heard::Updated(update) => update,
+        Heard::Changed(change) => {
+            let lists: &[(usize, &str)] = match change {
+                crate::tools::Changed::Tools => &[(0, "notifications/tools/list_changed")],
+                crate::tools::Changed::ResourcesAndPrompts => {
+                    &[(1, "notifications/prompts/list_changed"), (2, "notifications/resources/list_changed")]
+                }
+            };
+            for entry in &mcp.subscriptions.sessions {
+                let subscriber = entry.value();
+                let Some(stream) = locked(&subscriber.stream).clone() else { continue };
+                for (list, method) in lists {
+                    if subscriber.lists[*list] {
+                        let _ = stream.try_send(event(method, serde_json::json!({}), subscriber.tag.as_ref()));
+                    }
+                }
+            }
+            return;
         }
-        let message = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": params});
-        bytes::Bytes::from(format!("event: message\ndata: {message}\n\n"))
     };
-    let untagged = event(None);
+    let policy = mcp.policy.load_full();
+    let untagged = event("notifications/resources/updated", serde_json::json!({"uri": update.uri}), None);
     for entry in &mcp.subscriptions.sessions {
         let subscriber = entry.value();
         if locked(&subscriber.uris).get(&update.uri).is_none_or(|server| server.as_deref() != Some(&*update.server)) {
@@ -210,7 +248,8 @@ fn deliver(mcp: &Mcp, update: &ResourceUpdated) {
         let readable = mcp.federation.locate_resource(&update.uri, allowed).is_some_and(|source| source.server() == &*update.server);
         if readable {
             // A stream that cannot keep up misses an update, never stalls the others.
-            let _ = stream.try_send(subscriber.tag.as_ref().map_or_else(|| untagged.clone(), |tag| event(Some(tag))));
+            let tagged = |tag| event("notifications/resources/updated", serde_json::json!({"uri": update.uri}), Some(tag));
+            let _ = stream.try_send(subscriber.tag.as_ref().map_or_else(|| untagged.clone(), tagged));
         }
     }
 }
@@ -242,11 +281,11 @@ async fn forget_idle(mcp: &Mcp) {
 const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
 /// `subscriptions/listen` (2026-07-28): the request's own SSE stream, which starts with the
-/// acknowledgement of what Warden accepted of `filter` — resource subscriptions: each URI a
-/// server offers this caller, once that server is subscribed (a server that refuses leaves its
-/// URI out), and each URI no server offers it, which is kept and never heard of; no list
-/// changes — then carries the resource updates the caller may read, each tagged with the
-/// request's id. When the stream ends (the client goes, or shutdown, which sends the final
+/// acknowledgement of what Warden accepted of `filter` — the list changes asked for, and
+/// resource subscriptions: each URI a server offers this caller, once that server is subscribed
+/// (a server that refuses leaves its URI out), and each URI no server offers it, which is kept
+/// and never heard of — then carries those list changes and the resource updates the caller
+/// may read, each tagged with the request's id. When the stream ends (the client goes, or shutdown, which sends the final
 /// result first), its servers are released.
 pub async fn listen(mcp: &Arc<Mcp>, a: &Admitted, id: &rmcp::model::RequestId, filter: rmcp::model::SubscriptionFilter) -> Response {
     start_fan_out(mcp);
@@ -275,10 +314,15 @@ pub async fn listen(mcp: &Arc<Mcp>, a: &Admitted, id: &rmcp::model::RequestId, f
         stream: Mutex::new(Some(tx)),
         last_seen: Mutex::new(Instant::now()),
         tag: Some(tag.clone()),
+        lists: [filter.tools_list_changed, filter.prompts_list_changed, filter.resources_list_changed].map(|w| w == Some(true)),
     };
     mcp.subscriptions.sessions.insert(key.clone(), Arc::new(subscriber));
     let mut granted = rmcp::model::SubscriptionFilter::default();
     granted.resource_subscriptions = filter.resource_subscriptions.is_some().then_some(accepted);
+    let asked = |wanted: Option<bool>| (wanted == Some(true)).then_some(true);
+    granted.tools_list_changed = asked(filter.tools_list_changed);
+    granted.prompts_list_changed = asked(filter.prompts_list_changed);
+    granted.resources_list_changed = asked(filter.resources_list_changed);
     let ack = serde_json::json!({
         "jsonrpc": "2.0",
         "method": "notifications/subscriptions/acknowledged",

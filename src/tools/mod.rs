@@ -374,6 +374,15 @@ pub struct Catalog {
     current: arc_swap::ArcSwap<ToolRegistry>,
     /// What policy governs besides tools (federated resources and prompts), by name.
     governed: arc_swap::ArcSwap<Vec<Governed>>,
+    /// Told of every change of what the catalog offers (for the callers' `list_changed`).
+    changes: tokio::sync::broadcast::Sender<Changed>,
+}
+
+/// What changed in the catalog: its tools, or its federated resources and prompts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    Tools,
+    ResourcesAndPrompts,
 }
 
 /// A name policy governs that is not a tool (a federated resource or prompt), with the facts
@@ -413,6 +422,22 @@ impl Catalog {
             current: arc_swap::ArcSwap::new(Arc::clone(&configured)),
             sources: std::sync::Mutex::new(Sources { configured, sourced: Vec::new(), withheld: Vec::new() }),
             governed: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            changes: tokio::sync::broadcast::channel(16).0,
+        }
+    }
+
+    /// Every change of the tools, resources or prompts offered, from now on.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Changed> {
+        self.changes.subscribe()
+    }
+
+    /// Puts `next` in force, and says so if what it offers differs (names or definitions).
+    fn store(&self, next: ToolRegistry) {
+        let before = self.current.swap(Arc::new(next));
+        let offered = |r: &ToolRegistry| r.iter().map(|t| serde_json::to_string(&t.descriptor()).unwrap_or_default()).collect::<Vec<_>>();
+        if offered(&before) != offered(&self.current.load()) {
+            // Nobody listening is no failure.
+            let _ = self.changes.send(Changed::Tools);
         }
     }
 
@@ -426,7 +451,11 @@ impl Catalog {
     }
 
     pub fn set_governed(&self, governed: Vec<Governed>) {
-        self.governed.store(Arc::new(governed));
+        let names = |g: &[Governed]| g.iter().map(|g| (g.name.clone(), g.server.clone())).collect::<Vec<_>>();
+        let before = self.governed.swap(Arc::new(governed));
+        if names(&before) != names(&self.governed.load()) {
+            let _ = self.changes.send(Changed::ResourcesAndPrompts);
+        }
     }
 
     /// The registry in force now.
@@ -446,7 +475,7 @@ impl Catalog {
         sources.sourced = sourced.to_vec();
         sources.withheld = withheld.to_vec();
         let (next, collisions) = sources.configured.extended(sourced, withheld);
-        self.current.store(Arc::new(next));
+        self.store(next);
         collisions
     }
 
@@ -457,7 +486,7 @@ impl Catalog {
         let mut sources = self.sources();
         sources.configured = Arc::new(configured);
         let (next, collisions) = sources.configured.extended(&sources.sourced, &sources.withheld);
-        self.current.store(Arc::new(next));
+        self.store(next);
         collisions
     }
 }

@@ -27,6 +27,8 @@ struct Legacy {
     subscriptions: Arc<Mutex<Vec<String>>>,
     /// Its sessions (a test makes it forget them).
     sessions: Arc<LocalSessionManager>,
+    /// Set by `grow`: the tool list then has one more.
+    grown: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ServerHandler for Legacy {
@@ -66,11 +68,21 @@ impl ServerHandler for Legacy {
     ) -> Result<ListToolsResult, ErrorData> {
         let tool =
             |name: &str| Tool::new(name.to_owned(), "Asks the client.", Arc::new(json!({"type": "object"}).as_object().unwrap().clone()));
-        Ok(ListToolsResult::with_all_items(vec![tool("confirm"), tool("ask_model"), tool("roots"), tool("touch"), tool("pester")]))
+        let mut tools = vec![tool("confirm"), tool("ask_model"), tool("roots"), tool("touch"), tool("pester"), tool("grow")];
+        if self.grown.load(std::sync::atomic::Ordering::SeqCst) {
+            tools.push(tool("grown"));
+        }
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
         *self.declared.lock().unwrap() = context.peer.peer_info().map(|info| serde_json::to_value(&info.capabilities).unwrap());
+        if request.name == "grow" {
+            // One more tool, said on the session's standalone stream.
+            self.grown.store(true, std::sync::atomic::Ordering::SeqCst);
+            context.peer.notify_tool_list_changed().await.map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+            return Ok(CallToolResponse::Complete(CallToolResult::success(vec![ContentBlock::text("grown")])));
+        }
         if request.name == "pester" {
             // Asks again and again, whatever the answer.
             let mut refused = 0;
@@ -544,9 +556,12 @@ async fn a_listen_stream_carries_the_updates_its_caller_may_read_and_releases_th
         let mut events = SseEvents::of(listen(who, id).await.unwrap());
         let ack = events.next().await;
         assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
-        // Accepted: the resources, not list changes (Warden offers none); bob's secret is
-        // accepted too — he learns nothing of what he may not see — and never heard of.
-        assert_eq!(ack["params"]["notifications"], json!({"resourceSubscriptions": ["mem://doc", "mem://secret"]}));
+        // Accepted: tool list changes and the resources; bob's secret is accepted too — he
+        // learns nothing of what he may not see — and never heard of.
+        assert_eq!(
+            ack["params"]["notifications"],
+            json!({"resourceSubscriptions": ["mem://doc", "mem://secret"], "toolsListChanged": true})
+        );
         assert_eq!(ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], id);
         streams.push(events);
     }
@@ -559,6 +574,14 @@ async fn a_listen_stream_carries_the_updates_its_caller_may_read_and_releases_th
     assert_eq!(streams[0].next().await, updated("mem://secret", 8));
     assert_eq!(streams[0].next().await, updated("mem://doc", 8));
     assert_eq!(streams[1].next().await, updated("mem://doc", 9), "bob hears only of what he may read");
+
+    // The server's tool list grows: each stream hears the list changed, tagged with its id.
+    gw.call(&alice, "ask_grow", json!({})).await;
+    for (events, id) in streams.iter_mut().zip([8, 9]) {
+        let changed = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed", "params": {"_meta": {"io.modelcontextprotocol/subscriptionId": id}}});
+        assert_eq!(events.next().await, changed);
+    }
+    assert!(gw.tool_names(&alice).await.contains(&"ask_grown".to_owned()));
 
     // Alice goes: the secret, hers alone, is released; the doc stays for bob.
     drop(streams.remove(0));

@@ -18,7 +18,7 @@ import sys
 
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.shared.exceptions import UrlElicitationRequiredError
-from mcp.server.fastmcp.prompts.base import UserMessage
+from mcp.server.fastmcp.prompts.base import Prompt, UserMessage
 from mcp.types import (
     AudioContent,
     ErrorData,
@@ -267,6 +267,29 @@ async def test_missing_capability(ctx: Context) -> str:
     if "sampling" not in declared:
         raise MissingCapability("sampling")
     return "sampling declared"
+
+
+# List changes (`server-stateless`'s subscription checks): a tool, or a prompt, added at run time
+# and the list said to have changed, which Warden passes on to the callers listening.
+ADDED = {"tools": 0, "prompts": 0}
+
+
+@mcp.tool()
+async def test_trigger_tool_change(ctx: Context) -> str:
+    """Adds a tool and says the tool list changed."""
+    ADDED["tools"] += 1
+    mcp.add_tool(lambda: "added", name=f"test_added_tool_{ADDED['tools']}", description="Added at run time.")
+    await ctx.session.send_tool_list_changed()
+    return "tool list changed"
+
+
+@mcp.tool()
+async def test_trigger_prompt_change(ctx: Context) -> str:
+    """Adds a prompt and says the prompt list changed."""
+    ADDED["prompts"] += 1
+    mcp.add_prompt(Prompt.from_function(lambda: "added", name=f"test_added_prompt_{ADDED['prompts']}", description="Added at run time."))
+    await ctx.session.send_prompt_list_changed()
+    return "prompt list changed"
 
 
 if __name__ == "__main__":
