@@ -167,10 +167,9 @@ fn start(up: &Upstream<'_>, call: &mut CallContext) -> HeldCall {
 /// call goes on.
 async fn resumed(up: &Upstream<'_>, call: &CallContext, id: &str) -> Result<Called, crate::error::GatewayError> {
     let refused = crate::error::GatewayError::InvalidRequestState;
-    let Some((_, mut held)) = up.mcp.held.calls.remove(id) else { return Err(refused) };
-    if held.owner != owner(up.principal, &up.tool.name) {
-        return Err(refused);
-    }
+    // Only its own caller, for its own tool, takes it (anyone else leaves it waiting).
+    let owner = owner(up.principal, &up.tool.name);
+    let Some((_, mut held)) = up.mcp.held.calls.remove_if(id, |_, held| held.owner == owner) else { return Err(refused) };
     if let Some(posed) = held.posed.take() {
         let answer = call.input.as_ref().and_then(|i| i.responses.as_ref()).and_then(|r| r.get(&posed.key)).cloned();
         let answer = answer.ok_or_else(|| ErrorData::invalid_params("the client did not answer the request", None));
