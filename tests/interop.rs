@@ -731,21 +731,8 @@ async fn a_stdio_servers_requests_reach_their_caller_one_call_at_a_time() {
         );
         let gw = common::gateway(&issuer, "  []", &servers).await;
         let token = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
-        let params =
-            json!({"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}}, "clientInfo": {"name": "t", "version": "1"}});
-        let initialized = gw.rpc(&token, "initialize", params).await;
-        let session = initialized.headers["mcp-session-id"].to_str().unwrap().to_owned();
-        let post = |body: Value| {
-            reqwest::Client::new()
-                .post(&gw.mcp)
-                .header("content-type", "application/json")
-                .header("accept", "application/json, text/event-stream")
-                .header("mcp-protocol-version", "2025-11-25")
-                .header("mcp-session-id", &session)
-                .header("authorization", format!("Bearer {token}"))
-                .body(body.to_string())
-                .send()
-        };
+        let session = gw.initialize_session(&token, json!({"elicitation": {}})).await.unwrap();
+        let post = |body: Value| gw.post_in_session(&token, Some(&session), &body).send();
         let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "fx_test_elicitation", "arguments": {"message": "Who are you?"}}});
         let response = post(call).await.unwrap();
         if !one_at_a_time {

@@ -39,12 +39,8 @@ impl Watcher {
     ) -> Result<R, rmcp::ErrorData> {
         let asker = self.current.as_ref().and_then(|c| c.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone());
         let Some(asker) = asker else { return Err(unattributed(method)) };
-        let mut request = serde_json::json!({"method": method});
-        if let Some(params) = params {
-            request["params"] = serde_json::to_value(params).unwrap_or_default();
-        }
-        let ask = crate::upstream::Ask { server: &self.server, method, request, forbidden: !self.client_requests.permits(method) };
-        let answer = asker.ask(ask).await?;
+        let params = params.map(|p| serde_json::to_value(p).unwrap_or_default());
+        let answer = asker.ask(self.client_requests.ask(&self.server, method, params)).await?;
         serde_json::from_value(answer)
             .map_err(|_| rmcp::ErrorData::invalid_params(format!("{method}: the client's answer cannot be read"), None))
     }

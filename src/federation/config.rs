@@ -148,8 +148,18 @@ impl ClientRequests {
         declared
     }
 
+    /// A request `server` makes of the calling client during a call (`params` as it sent
+    /// them), marked forbidden when this configuration does not let it ask that.
+    pub fn ask<'a>(&self, server: &'a str, method: &'static str, params: Option<serde_json::Value>) -> crate::upstream::Ask<'a> {
+        let mut request = serde_json::json!({"method": method});
+        if let Some(params) = params {
+            request["params"] = params;
+        }
+        crate::upstream::Ask { server, method, request, forbidden: !self.permits(method) }
+    }
+
     /// Whether a server may ask its caller for `method`.
-    pub fn permits(&self, method: &str) -> bool {
+    fn permits(&self, method: &str) -> bool {
         match method {
             "elicitation/create" => self.elicitation,
             "sampling/createMessage" => self.sampling,

@@ -232,9 +232,8 @@ async fn reply(
         (Some(method), Some((asker, server, may_ask))) => {
             // Relayed as the server wrote it: its method and params, nothing of its id.
             let sent: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
-            let request = serde_json::json!({"method": method, "params": sent.get("params").cloned().unwrap_or_default()});
-            let ask = crate::upstream::Ask { server, method, request, forbidden: !may_ask.permits(method) };
-            match asker.ask(ask).await {
+            let params = Some(sent.get("params").cloned().unwrap_or_default());
+            match asker.ask(may_ask.ask(server, method, params)).await {
                 Ok(result) => ClientJsonRpcMessage::response(ClientResult::CustomResult(rmcp::model::CustomResult(result)), id),
                 Err(error) => ClientJsonRpcMessage::error(error, Some(id)),
             }

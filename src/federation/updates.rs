@@ -76,7 +76,7 @@ pub(super) fn channel() -> tokio::sync::broadcast::Sender<ResourceUpdated> {
 
 /// The key of a subscription: the URI on a shared session, the caller and the URI on theirs.
 fn key(per_user: bool, principal: &Principal, uri: &str) -> String {
-    if per_user { format!("{}\n{}\n{uri}", principal.issuer, principal.subject.as_str()) } else { uri.to_owned() }
+    if per_user { principal.key_for(uri) } else { uri.to_owned() }
 }
 
 impl Federation {

@@ -56,6 +56,13 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// What is this caller's alone, as a map key: `item` under the caller's issuer and subject
+    /// (a call in flight, a session's state, a held call). Newline-separated, which neither an
+    /// issuer URL nor a subject claim can hold unescaped.
+    pub fn key_for(&self, item: impl fmt::Display) -> String {
+        format!("{}\n{}\n{item}", self.issuer, self.subject.as_str())
+    }
+
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.contains(scope)
     }

@@ -50,17 +50,12 @@ struct Waiting {
     asked: String,
 }
 
-/// The key of an ask: only its caller's response is its answer.
-fn key(principal: &Principal, id: &Value) -> String {
-    super::in_flight_key(principal, id)
-}
-
 impl Pending {
     /// A client's JSON-RPC response (`Ok`: its result; `Err`: its error) to request `id`:
     /// handed to the ask that waits for it. `None`: no ask of this caller waits under that id.
     /// Returns what had been asked, for the audit.
     pub fn answer(&self, principal: &Principal, id: &Value, answer: Result<Value, ErrorData>) -> Option<String> {
-        let (_, waiting) = self.waiting.remove(&key(principal, id))?;
+        let (_, waiting) = self.waiting.remove(&principal.key_for(id))?;
         // The ask may have given up (timed out, its call ended) just now: the answer is moot.
         let _ = waiting.answer.send(answer);
         Some(waiting.asked)
@@ -81,9 +76,16 @@ pub struct AskRecord {
 
 impl AskRecord {
     /// Decides the server's request: refused past [`MAX_ASKS_PER_CALL`], when its kind is
-    /// forbidden, or when the client cannot be sent it (`sendable`: it declared the kind and can
-    /// be reached); else relayed, under the id returned. Audited once, except past the limit.
-    pub(super) fn decide(&self, ask: &Ask<'_>, sendable: bool, id: &Value) -> Result<(), ErrorData> {
+    /// forbidden, or when the client cannot be sent it (it did not declare the kind in
+    /// `capabilities`, or it cannot be `reached`); else relayed, under `id`. Audited once,
+    /// except past the limit.
+    pub(super) fn decide(
+        &self,
+        ask: &Ask<'_>,
+        (capabilities, reached): (Option<&rmcp::model::ClientCapabilities>, bool),
+        id: &Value,
+    ) -> Result<(), ErrorData> {
+        let sendable = reached && capabilities.is_some_and(|c| declares(c, ask.method, &ask.request));
         let asked = self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let too_many = format!("{}: the server has asked this call's client too often", ask.method);
         if asked > MAX_ASKS_PER_CALL {
@@ -155,11 +157,11 @@ impl Asker for CallerAsker {
 impl CallerAsker {
     async fn relay(&self, ask: Ask<'_>) -> Result<Value, ErrorData> {
         let id = Value::String(format!("warden-ask-{}", uuid::Uuid::new_v4()));
-        let declared = self.capabilities.as_ref().is_some_and(|c| declares(c, ask.method, &ask.request));
-        self.record.decide(&ask, declared && self.stream.is_some(), &id)?;
+        self.record.decide(&ask, (self.capabilities.as_ref(), self.stream.is_some()), &id)?;
         let Some(stream) = &self.stream else { return Err(ErrorData::internal_error("the calling client has no stream", None)) };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let key = key(&self.record.principal, &id);
+        // Keyed by the caller: only its own response is the answer.
+        let key = self.record.principal.key_for(&id);
         let asked = format!("{} asked by server {}", ask.method, ask.server);
         self.pending.waiting.insert(key.clone(), Waiting { answer: tx, asked });
         // However the wait ends (answered, timed out, the call dropped), the ask is forgotten.
@@ -170,14 +172,25 @@ impl CallerAsker {
             fields.insert("id".into(), id);
         }
         if stream.send(Report::Request(request.to_string())).await.is_err() {
-            return Err(ErrorData::internal_error("the calling client is gone", None));
+            return Err(gone());
         }
-        match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(ErrorData::internal_error("the calling client is gone", None)),
-            Err(_) => Err(ErrorData::new(ErrorCode(-32001), "the calling client did not answer in time", None)),
-        }
+        answered(rx).await
     }
+}
+
+/// The client's answer, when it comes within [`ANSWER_TIMEOUT`]; what the server hears
+/// otherwise.
+pub(super) async fn answered(answer: tokio::sync::oneshot::Receiver<Result<Value, ErrorData>>) -> Result<Value, ErrorData> {
+    match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => Err(gone()),
+        Err(_) => Err(ErrorData::new(ErrorCode(-32001), "the calling client did not answer in time", None)),
+    }
+}
+
+/// What the server hears of a request whose client went away.
+pub(super) fn gone() -> ErrorData {
+    ErrorData::internal_error("the calling client is gone", None)
 }
 
 /// Drops an ask's entry when its wait ends.
@@ -195,7 +208,7 @@ impl Drop for Forget<'_> {
 /// Whether `capabilities` let the client be sent `method` (with these params: a URL-mode
 /// elicitation needs `elicitation.url`, a form needs `elicitation.form` or the empty object
 /// that means it).
-pub(super) fn declares(capabilities: &rmcp::model::ClientCapabilities, method: &str, request: &Value) -> bool {
+fn declares(capabilities: &rmcp::model::ClientCapabilities, method: &str, request: &Value) -> bool {
     match method {
         "elicitation/create" => {
             let Some(elicitation) = &capabilities.elicitation else { return false };

@@ -143,10 +143,11 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
             served(mcp, &admitted, StatusCode::OK);
             // Where Warden federates servers, the client keeps a session (`sessions`): what
             // they may ask of it; its log level and resource subscriptions are kept by it.
-            let session =
-                (!mcp.federation.is_empty()).then(|| super::sessions::relayable(&initialize.capabilities)).and_then(|capabilities| {
-                    super::sessions::issue(&mcp.rounds, &admitted.principal, capabilities.unwrap_or_default(), crate::unix_now())
-                });
+            let session = (!mcp.federation.is_empty()).then(|| {
+                let capabilities = super::sessions::relayable(&initialize.capabilities).unwrap_or_default();
+                super::sessions::issue(&mcp.rounds, &admitted.principal, capabilities, crate::unix_now())
+            });
+            let session = session.flatten();
             let mut response = json_response(&answer_message(Ok(ServerResult::InitializeResult(result)), id, revision), revision);
             if let Some(session) = session.and_then(|s| HeaderValue::from_str(&s).ok()) {
                 response.headers_mut().insert("mcp-session-id", session);
@@ -427,7 +428,7 @@ fn sse_event(message: &ServerJsonRpcMessage) -> bytes::Bytes {
 
 /// One SSE `message` event carrying a JSON-RPC message already serialized (JSON text has no
 /// newline outside strings, where it is escaped).
-fn sse_data(json: &str) -> bytes::Bytes {
+pub(super) fn sse_data(json: &str) -> bytes::Bytes {
     let mut event = String::with_capacity(json.len() + 24);
     event.push_str("event: message\ndata: ");
     event.push_str(json);

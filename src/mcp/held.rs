@@ -74,10 +74,6 @@ struct Posed {
     answer: tokio::sync::oneshot::Sender<Result<Value, ErrorData>>,
 }
 
-fn owner(principal: &Principal, tool: &str) -> String {
-    format!("{}\n{}\n{tool}", principal.issuer, principal.subject.as_str())
-}
-
 /// What one upstream call came to: its outcome (for a held call, the server's request as an
 /// `InputRequiredResult`), the held call's id if it is held, and how many rounds of input the
 /// caller answered on the call's stream.
@@ -160,7 +156,7 @@ fn start(up: &Upstream<'_>, call: &mut CallContext) -> HeldCall {
         async move { tool.backend.call(&upstream, &principal, &ctx, &args).await },
         up.span.clone(),
     ));
-    HeldCall { owner: owner(up.principal, &up.tool.name), held_at: Instant::now(), task, asks, posed: None }
+    HeldCall { owner: up.principal.key_for(&up.tool.name), held_at: Instant::now(), task, asks, posed: None }
 }
 
 /// A 2026-07-28 caller's retry of a held call: its answer to the server's request, then the
@@ -168,7 +164,7 @@ fn start(up: &Upstream<'_>, call: &mut CallContext) -> HeldCall {
 async fn resumed(up: &Upstream<'_>, call: &CallContext, id: &str) -> Result<Called, crate::error::GatewayError> {
     let refused = crate::error::GatewayError::InvalidRequestState;
     // Only its own caller, for its own tool, takes it (anyone else leaves it waiting).
-    let owner = owner(up.principal, &up.tool.name);
+    let owner = up.principal.key_for(&up.tool.name);
     let Some((_, mut held)) = up.mcp.held.calls.remove_if(id, |_, held| held.owner == owner) else { return Err(refused) };
     if let Some(posed) = held.posed.take() {
         let answer = call.input.as_ref().and_then(|i| i.responses.as_ref()).and_then(|r| r.get(&posed.key)).cloned();
@@ -226,18 +222,12 @@ impl Asker for HoldingAsker {
 
     fn ask<'a>(&'a self, ask: Ask<'a>) -> futures::future::BoxFuture<'a, Result<Value, ErrorData>> {
         Box::pin(async move {
-            let declared = self.capabilities.as_ref().is_some_and(|c| super::asks::declares(c, ask.method, &ask.request));
             let key = format!("warden-{}", uuid::Uuid::new_v4().simple());
-            self.record.decide(&ask, declared && self.posed.is_some(), &Value::String(key.clone()))?;
+            self.record.decide(&ask, (self.capabilities.as_ref(), self.posed.is_some()), &Value::String(key.clone()))?;
             let Some(posed) = &self.posed else { return Err(ErrorData::internal_error("the calling client cannot be asked", None)) };
             let (answer, answered) = tokio::sync::oneshot::channel();
-            let gone = || ErrorData::internal_error("the calling client is gone", None);
-            posed.send(Posed { key, request: ask.request, answer }).await.map_err(|_| gone())?;
-            match tokio::time::timeout(super::asks::ANSWER_TIMEOUT, answered).await {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(_)) => Err(gone()),
-                Err(_) => Err(ErrorData::new(rmcp::model::ErrorCode(-32001), "the calling client did not answer in time", None)),
-            }
+            posed.send(Posed { key, request: ask.request, answer }).await.map_err(|_| super::asks::gone())?;
+            super::asks::answered(answered).await
         })
     }
 }

@@ -94,7 +94,7 @@ pub struct Mcp {
 
 /// The key of a call in [`Mcp::in_flight`]: a caller may cancel only their own calls.
 pub fn in_flight_key(principal: &Principal, id: &serde_json::Value) -> String {
-    format!("{}\n{}\n{id}", principal.issuer, principal.subject.as_str())
+    principal.key_for(id)
 }
 
 /// A request the gate let through: who sent it, its context, its one typed message, and for a

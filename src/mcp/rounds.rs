@@ -116,10 +116,11 @@ fn binding(domain: &[u8], parts: &[&str]) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn principal(subject: &str) -> Principal {
+    /// A caller of `https://idp.example` (the sealing tests' and `sessions`').
+    pub(in crate::mcp) fn principal(subject: &str) -> Principal {
         Principal {
             subject: crate::identity::Subject::new(subject).unwrap_or_else(crate::identity::Subject::gateway),
             issuer: "https://idp.example".into(),

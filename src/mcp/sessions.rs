@@ -91,35 +91,18 @@ impl LogLevels {
         if self.levels.len() >= MAX_LOG_LEVELS {
             self.levels.clear();
         }
-        self.levels.insert(level_key(principal, session), level);
+        self.levels.insert(principal.key_for(session), level);
     }
 
     pub fn get(&self, principal: &Principal, session: &str) -> Option<rmcp::model::LoggingLevel> {
-        self.levels.get(&level_key(principal, session)).map(|level| *level)
+        self.levels.get(&principal.key_for(session)).map(|level| *level)
     }
-}
-
-fn level_key(principal: &Principal, session: &str) -> String {
-    format!("{}\n{}\n{session}", principal.issuer, principal.subject.as_str())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::rounds::tests::principal;
     use super::*;
-
-    fn principal(subject: &str) -> Principal {
-        Principal {
-            subject: crate::identity::Subject::new(subject).unwrap_or_else(crate::identity::Subject::gateway),
-            issuer: "https://idp.example".into(),
-            client_id: None,
-            scopes: Default::default(),
-            roles: Vec::new(),
-            tenant: None,
-            claims: Default::default(),
-            tools: None,
-            token: None,
-        }
-    }
 
     #[test]
     fn a_session_opens_only_for_its_caller_in_time_and_carries_only_what_a_server_may_use() {

@@ -57,12 +57,23 @@ struct Subscriber {
     lists: [bool; 3],
 }
 
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+impl Subscriber {
+    /// A session's: no URI yet, every list change, `stream` if it has one open.
+    fn session(principal: &Arc<Principal>, facts: &RequestFacts, stream: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>) -> Self {
+        Self {
+            principal: Arc::clone(principal),
+            facts: Mutex::new(facts.clone()),
+            uris: Mutex::default(),
+            stream: Mutex::new(stream),
+            last_seen: Mutex::new(Instant::now()),
+            tag: None,
+            lists: [true; 3],
+        }
+    }
 }
 
-fn session_key(principal: &Principal, session: &str) -> String {
-    format!("{}\n{}\n{session}", principal.issuer, principal.subject.as_str())
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for Subscriptions {
@@ -77,26 +88,12 @@ pub async fn subscribe(mcp: &Arc<Mcp>, a: &Admitted, session: &str, uri: &str) -
     start_fan_out(mcp);
     let subs = &mcp.subscriptions;
     forget_idle(mcp).await;
-    let key = session_key(&a.principal, session);
+    let key = a.principal.key_for(session);
     if !subs.sessions.contains_key(&key) && subs.sessions.len() >= MAX_SESSIONS {
         return Err(GatewayError::InvalidRequest("too many sessions with resource subscriptions on this replica"));
     }
-    let subscriber = Arc::clone(
-        subs.sessions
-            .entry(key)
-            .or_insert_with(|| {
-                Arc::new(Subscriber {
-                    principal: Arc::clone(&a.principal),
-                    facts: Mutex::new(a.facts.clone()),
-                    uris: Mutex::default(),
-                    stream: Mutex::default(),
-                    last_seen: Mutex::new(Instant::now()),
-                    tag: None,
-                    lists: [true; 3],
-                })
-            })
-            .value(),
-    );
+    let subscriber =
+        Arc::clone(subs.sessions.entry(key).or_insert_with(|| Arc::new(Subscriber::session(&a.principal, &a.facts, None))).value());
     *locked(&subscriber.facts) = a.facts.clone();
     *locked(&subscriber.last_seen) = Instant::now();
     {
@@ -126,7 +123,7 @@ pub async fn subscribe(mcp: &Arc<Mcp>, a: &Admitted, session: &str, uri: &str) -
 
 /// `resources/unsubscribe` of `uri` in `session`: the server subscribed for it is released.
 pub async fn unsubscribe(mcp: &Arc<Mcp>, a: &Admitted, session: &str, uri: &str) -> Option<String> {
-    let subscriber = mcp.subscriptions.sessions.get(&session_key(&a.principal, session)).map(|s| Arc::clone(s.value()))?;
+    let subscriber = mcp.subscriptions.sessions.get(&a.principal.key_for(session)).map(|s| Arc::clone(s.value()))?;
     let server = locked(&subscriber.uris).remove(uri).flatten()?;
     mcp.federation.unsubscribe(&server, uri, &a.principal).await;
     Some(server)
@@ -137,20 +134,11 @@ pub async fn unsubscribe(mcp: &Arc<Mcp>, a: &Admitted, session: &str, uri: &str)
 pub fn stream(mcp: &Arc<Mcp>, principal: &Arc<Principal>, facts: &RequestFacts, session: &str) -> Response {
     start_fan_out(mcp);
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
-    let key = session_key(principal, session);
+    let key = principal.key_for(session);
     match mcp.subscriptions.sessions.get(&key) {
         Some(subscriber) => *locked(&subscriber.stream) = Some(tx),
         None if mcp.subscriptions.sessions.len() < MAX_SESSIONS => {
-            let subscriber = Subscriber {
-                principal: Arc::clone(principal),
-                facts: Mutex::new(facts.clone()),
-                uris: Mutex::default(),
-                stream: Mutex::new(Some(tx)),
-                last_seen: Mutex::new(Instant::now()),
-                tag: None,
-                lists: [true; 3],
-            };
-            mcp.subscriptions.sessions.insert(key, Arc::new(subscriber));
+            mcp.subscriptions.sessions.insert(key, Arc::new(Subscriber::session(principal, facts, Some(tx))));
         }
         // Nothing will ever be sent on it: the stream stays open and silent.
         None => drop(tx),
@@ -206,7 +194,7 @@ fn event(method: &str, params: serde_json::Value, tag: Option<&serde_json::Value
         params["_meta"] = serde_json::json!({SUBSCRIPTION_ID: tag});
     }
     let message = serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params});
-    bytes::Bytes::from(format!("event: message\ndata: {message}\n\n"))
+    super::dispatch::sse_data(&message.to_string())
 }
 
 /// A list change to every stream that hears of it; a resource update to every session
@@ -306,15 +294,12 @@ pub async fn listen(mcp: &Arc<Mcp>, a: &Admitted, id: &rmcp::model::RequestId, f
         accepted.push(uri.clone());
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
-    let key = format!("listen\n{}\n{}\n{}", a.principal.issuer, a.principal.subject.as_str(), uuid::Uuid::new_v4());
+    let key = a.principal.key_for(format_args!("listen {}", uuid::Uuid::new_v4()));
     let subscriber = Subscriber {
-        principal: Arc::clone(&a.principal),
-        facts: Mutex::new(a.facts.clone()),
         uris: Mutex::new(uris),
-        stream: Mutex::new(Some(tx)),
-        last_seen: Mutex::new(Instant::now()),
         tag: Some(tag.clone()),
         lists: [filter.tools_list_changed, filter.prompts_list_changed, filter.resources_list_changed].map(|w| w == Some(true)),
+        ..Subscriber::session(&a.principal, &a.facts, Some(tx))
     };
     mcp.subscriptions.sessions.insert(key.clone(), Arc::new(subscriber));
     let mut granted = rmcp::model::SubscriptionFilter::default();
@@ -329,7 +314,7 @@ pub async fn listen(mcp: &Arc<Mcp>, a: &Admitted, id: &rmcp::model::RequestId, f
         "params": {"notifications": granted, "_meta": {SUBSCRIPTION_ID: tag}},
     });
     let done = serde_json::json!({"jsonrpc": "2.0", "id": tag, "result": {"resultType": "complete", "_meta": {SUBSCRIPTION_ID: tag}}});
-    let sse = |message: &serde_json::Value| bytes::Bytes::from(format!("event: message\ndata: {message}\n\n"));
+    let sse = |message: &serde_json::Value| super::dispatch::sse_data(&message.to_string());
     let release = Release { mcp: Arc::downgrade(mcp), key };
     let updates =
         futures::stream::unfold((rx, release), |(mut rx, release)| async move { rx.recv().await.map(|event| (event, (rx, release))) });

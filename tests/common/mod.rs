@@ -301,6 +301,40 @@ impl TestGateway {
         Reply { status, headers, body }
     }
 
+    /// `initialize` on 2025-11-25 declaring `capabilities`: the session id Warden hands back,
+    /// if any.
+    pub async fn initialize_session(&self, token: &str, capabilities: Value) -> Option<String> {
+        let params = json!({"protocolVersion": "2025-11-25", "capabilities": capabilities, "clientInfo": {"name": "t", "version": "1"}});
+        let reply = self.rpc(token, "initialize", params).await;
+        assert_eq!(reply.result()["protocolVersion"], "2025-11-25", "{reply:?}");
+        reply.headers.get("mcp-session-id").map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    /// A 2025-11-25 POST of `body` in `session`, if given, whose response the test reads as it
+    /// comes (a JSON body or an SSE stream).
+    pub fn post_in_session(&self, token: &str, session: Option<&str>, body: &Value) -> reqwest::RequestBuilder {
+        let mut request = reqwest::Client::new()
+            .post(&self.mcp)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("authorization", format!("Bearer {token}"))
+            .body(body.to_string());
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        request
+    }
+
+    /// A 2026-07-28 `tools/call` of `tool` whose client declares `capabilities`, with `extra`
+    /// params (`inputResponses`, `requestState`).
+    pub async fn call_2026(&self, token: &str, tool: &str, capabilities: Value, extra: Value) -> Reply {
+        let mut params = json!({"name": tool, "arguments": {}, "_meta": meta_2026(capabilities)});
+        params.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": params}).to_string();
+        self.post_raw(Some(token), body, &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", tool)]).await
+    }
+
     pub async fn rpc(&self, token: &str, method: &str, params: Value) -> Reply {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         self.post_raw(Some(token), body.to_string(), &[]).await
@@ -523,4 +557,26 @@ impl SseEvents {
             self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
         }
     }
+}
+
+/// The `_meta` a 2026-07-28 request carries: its revision, the client's name, `capabilities`.
+pub fn meta_2026(capabilities: Value) -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+    })
+}
+
+/// A request to an MCP server of the older revisions, which does not know `server/discover`:
+/// `Err` with its answer (-32601) to that one; `Ok` with the request, to serve, otherwise.
+pub async fn refuse_discover(request: Request) -> Result<Request, Response> {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let message: Value = serde_json::from_slice(&body).unwrap_or_default();
+    if message["method"] == "server/discover" {
+        let error = json!({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32601, "message": "Method not found"}});
+        return Err(([("content-type", "application/json")], error.to_string()).into_response());
+    }
+    Ok(Request::from_parts(parts, axum::body::Body::from(body)))
 }

@@ -137,14 +137,10 @@ async fn start() -> (Legacy, String) {
     // A server of the older revisions does not know `server/discover`: -32601.
     let app = axum::Router::new().nest_service("/mcp", service).layer(axum::middleware::from_fn(
         |request: axum::extract::Request, next: axum::middleware::Next| async move {
-            let (parts, body) = request.into_parts();
-            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-            let message: Value = serde_json::from_slice(&body).unwrap_or_default();
-            if message["method"] == "server/discover" {
-                let error = json!({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32601, "message": "Method not found"}});
-                return axum::response::IntoResponse::into_response(([("content-type", "application/json")], error.to_string()));
+            match crate::common::refuse_discover(request).await {
+                Ok(request) => next.run(request).await,
+                Err(refused) => refused,
             }
-            next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(body))).await
         },
     ));
     serve(listener, app);
@@ -165,29 +161,6 @@ fn token(issuer: &TestIssuer, gw: &TestGateway, who: &str) -> String {
     issuer.sign(&issuer.claims(who, "", &gw.mcp))
 }
 
-/// `initialize` declaring `capabilities`: the session id Warden hands back, if any.
-async fn initialize(gw: &TestGateway, token: &str, capabilities: Value) -> Option<String> {
-    let params = json!({"protocolVersion": "2025-11-25", "capabilities": capabilities, "clientInfo": {"name": "t", "version": "1"}});
-    let reply = gw.rpc(token, "initialize", params).await;
-    assert_eq!(reply.result()["protocolVersion"], "2025-11-25", "{reply:?}");
-    reply.headers.get("mcp-session-id").map(|v| v.to_str().unwrap().to_owned())
-}
-
-/// A POST with the session's id.
-fn post(gw: &TestGateway, token: &str, session: Option<&str>, body: Value) -> reqwest::RequestBuilder {
-    let mut request = reqwest::Client::new()
-        .post(&gw.mcp)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .header("authorization", format!("Bearer {token}"))
-        .body(body.to_string());
-    if let Some(session) = session {
-        request = request.header("mcp-session-id", session);
-    }
-    request
-}
-
 fn call(id: u64, tool: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {}}})
 }
@@ -196,10 +169,10 @@ fn call(id: u64, tool: &str) -> Value {
 async fn a_servers_request_during_a_call_reaches_the_caller_that_made_it_and_its_answer_the_server() {
     let (issuer, legacy, gw) = started_with("", "").await;
     let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
-    let session = initialize(&gw, &alice, json!({"elicitation": {}, "sampling": {}})).await.expect("a session for a capable client");
-    let bobs = initialize(&gw, &bob, json!({"elicitation": {}})).await.expect("bob's session");
+    let session = gw.initialize_session(&alice, json!({"elicitation": {}, "sampling": {}})).await.expect("a session for a capable client");
+    let bobs = gw.initialize_session(&bob, json!({"elicitation": {}})).await.expect("bob's session");
 
-    let response = post(&gw, &alice, Some(&session), call(3, "ask_confirm")).send().await.unwrap();
+    let response = gw.post_in_session(&alice, Some(&session), &call(3, "ask_confirm")).send().await.unwrap();
     let mut events = SseEvents::of(response);
     let asked = events.next().await;
     assert_eq!(asked["method"], "elicitation/create", "{asked}");
@@ -211,38 +184,38 @@ async fn a_servers_request_during_a_call_reaches_the_caller_that_made_it_and_its
 
     // Bob cannot answer alice's request, even knowing its id; a made-up id answers nothing.
     let answer = |id: &Value| json!({"jsonrpc": "2.0", "id": id, "result": {"action": "accept", "content": {"ok": true}}});
-    let stolen = post(&gw, &bob, Some(&bobs), answer(&id)).send().await.unwrap();
+    let stolen = gw.post_in_session(&bob, Some(&bobs), &answer(&id)).send().await.unwrap();
     assert_eq!(stolen.status(), 400);
     assert_eq!(stolen.json::<Value>().await.unwrap()["error"]["data"]["code"], "unexpected_response");
-    assert_eq!(post(&gw, &alice, Some(&session), answer(&json!("warden-ask-made-up"))).send().await.unwrap().status(), 400);
+    assert_eq!(gw.post_in_session(&alice, Some(&session), &answer(&json!("warden-ask-made-up"))).send().await.unwrap().status(), 400);
 
-    let answered = post(&gw, &alice, Some(&session), answer(&id)).send().await.unwrap();
+    let answered = gw.post_in_session(&alice, Some(&session), &answer(&id)).send().await.unwrap();
     assert_eq!(answered.status(), 202);
     let result = events.next().await;
     assert_eq!(result["id"], 3);
     assert_eq!(result["result"]["content"][0]["text"], "confirmed: true", "{result}");
     // Answered once: a second answer finds nothing waiting.
-    assert_eq!(post(&gw, &alice, Some(&session), answer(&id)).send().await.unwrap().status(), 400);
+    assert_eq!(gw.post_in_session(&alice, Some(&session), &answer(&id)).send().await.unwrap().status(), 400);
 
     // Sampling, which alice declared: relayed the same way.
-    let mut events = SseEvents::of(post(&gw, &alice, Some(&session), call(4, "ask_ask_model")).send().await.unwrap());
+    let mut events = SseEvents::of(gw.post_in_session(&alice, Some(&session), &call(4, "ask_ask_model")).send().await.unwrap());
     let asked = events.next().await;
     assert_eq!(asked["method"], "sampling/createMessage");
     let sampled = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {
         "role": "assistant", "content": {"type": "text", "text": "4"}, "model": "m", "stopReason": "endTurn"
     }});
-    assert_eq!(post(&gw, &alice, Some(&session), sampled).send().await.unwrap().status(), 202);
+    assert_eq!(gw.post_in_session(&alice, Some(&session), &sampled).send().await.unwrap().status(), 202);
     assert_eq!(events.next().await["result"]["content"][0]["text"], "the model said: \"4\"");
 
     // Roots, which alice did not declare: the server's request is refused, and nothing reached
     // alice but the result (a JSON body: nothing was streamed).
-    let response = post(&gw, &alice, Some(&session), call(5, "ask_roots")).send().await.unwrap();
+    let response = gw.post_in_session(&alice, Some(&session), &call(5, "ask_roots")).send().await.unwrap();
     assert_eq!(response.headers()["content-type"], "application/json");
     let text = response.json::<Value>().await.unwrap()["result"]["content"][0]["text"].as_str().unwrap().to_owned();
     assert!(text.starts_with("refused:") && text.contains("did not declare"), "{text}");
 
     // Without a session, the client cannot be asked anything.
-    let response = post(&gw, &alice, None, call(6, "ask_confirm")).send().await.unwrap();
+    let response = gw.post_in_session(&alice, None, &call(6, "ask_confirm")).send().await.unwrap();
     assert_eq!(response.headers()["content-type"], "application/json");
     assert!(response.json::<Value>().await.unwrap()["result"]["content"][0]["text"].as_str().unwrap().starts_with("refused:"));
 
@@ -293,19 +266,20 @@ async fn a_session_is_the_callers_own_and_issued_only_where_servers_are_federate
     let lone_issuer = TestIssuer::start().await;
     let lone = gateway(&lone_issuer, "  []", "").await;
     let carol = token(&lone_issuer, &lone, "carol");
-    assert_eq!(initialize(&lone, &carol, json!({"elicitation": {}})).await, None, "no federation: no session");
+    assert_eq!(lone.initialize_session(&carol, json!({"elicitation": {}})).await, None, "no federation: no session");
 
     let (issuer, _legacy, gw) = started_with("", "    client_requests: {sampling: false}\n").await;
     let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
-    assert!(initialize(&gw, &alice, json!({})).await.is_some(), "a session, if only for a log level and subscriptions");
-    let session = initialize(&gw, &alice, json!({"roots": {}})).await.unwrap();
+    assert!(gw.initialize_session(&alice, json!({})).await.is_some(), "a session, if only for a log level and subscriptions");
+    let session = gw.initialize_session(&alice, json!({"roots": {}})).await.unwrap();
     // Another caller's session, or one altered: 404, so the client starts a new one.
     for (token, id) in [(&bob, session.clone()), (&alice, format!("{session}x"))] {
-        let reply = post(&gw, token, Some(&id), json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).send().await.unwrap();
+        let reply = gw.post_in_session(token, Some(&id), &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).send().await.unwrap();
         assert_eq!(reply.status(), 404);
         assert_eq!(reply.json::<Value>().await.unwrap()["error"]["data"]["code"], "session_not_found");
     }
-    let reply = post(&gw, &alice, Some(&session), json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).send().await.unwrap();
+    let reply =
+        gw.post_in_session(&alice, Some(&session), &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).send().await.unwrap();
     assert_eq!(reply.status(), 200);
 }
 
@@ -313,8 +287,8 @@ async fn a_session_is_the_callers_own_and_issued_only_where_servers_are_federate
 async fn what_warden_declares_to_a_server_follows_its_client_requests() {
     let (issuer, legacy, gw) = started_with("", "    client_requests: {sampling: false, roots: false}\n").await;
     let alice = token(&issuer, &gw, "alice");
-    let session = initialize(&gw, &alice, json!({"sampling": {}})).await.unwrap();
-    let response = post(&gw, &alice, Some(&session), call(2, "ask_ask_model")).send().await.unwrap();
+    let session = gw.initialize_session(&alice, json!({"sampling": {}})).await.unwrap();
+    let response = gw.post_in_session(&alice, Some(&session), &call(2, "ask_ask_model")).send().await.unwrap();
     let text = response.json::<Value>().await.unwrap()["result"]["content"][0]["text"].as_str().unwrap().to_owned();
     assert!(text.starts_with("refused:") && text.contains("client_requests"), "{text}");
     assert_eq!(legacy.declared.lock().unwrap().clone(), Some(json!({"elicitation": {"form": {}, "url": {}}})));
@@ -344,7 +318,7 @@ async fn a_resource_update_reaches_the_subscribers_allowed_to_read_it() {
     let mut streams = Vec::new();
     let mut sessions = Vec::new();
     for who in [&alice, &bob] {
-        let session = initialize(&gw, who, json!({})).await.unwrap();
+        let session = gw.initialize_session(who, json!({})).await.unwrap();
         let stream = reqwest::Client::new()
             .get(&gw.mcp)
             .header("accept", "text/event-stream")
@@ -357,7 +331,7 @@ async fn a_resource_update_reaches_the_subscribers_allowed_to_read_it() {
         streams.push(SseEvents::of(stream));
         for uri in ["mem://doc", "mem://secret"] {
             let subscribe = json!({"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe", "params": {"uri": uri}});
-            let reply = post(&gw, who, Some(&session), subscribe).send().await.unwrap();
+            let reply = gw.post_in_session(who, Some(&session), &subscribe).send().await.unwrap();
             assert_eq!(reply.json::<Value>().await.unwrap()["result"], json!({}), "{uri}");
         }
         sessions.push(session);
@@ -403,9 +377,9 @@ async fn a_resource_update_reaches_the_subscribers_allowed_to_read_it() {
 
     // Released when the last subscriber leaves.
     let unsubscribe = json!({"jsonrpc": "2.0", "id": 2, "method": "resources/unsubscribe", "params": {"uri": "mem://doc"}});
-    post(&gw, &alice, Some(&sessions[0]), unsubscribe.clone()).send().await.unwrap();
+    gw.post_in_session(&alice, Some(&sessions[0]), &unsubscribe).send().await.unwrap();
     assert!(!legacy.subscriptions.lock().unwrap().contains(&"-mem://doc".to_owned()), "bob still wants it");
-    post(&gw, &bob, Some(&sessions[1]), unsubscribe).send().await.unwrap();
+    gw.post_in_session(&bob, Some(&sessions[1]), &unsubscribe).send().await.unwrap();
     assert_eq!(legacy.subscriptions.lock().unwrap().last().map(String::as_str), Some("-mem://doc"));
 
     let events = gw.audit();
@@ -425,23 +399,8 @@ async fn a_2026_callers_answer_reaches_an_older_server_that_asked_during_the_cal
     let (issuer, _legacy, gw) = started_with("", "").await;
     let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
     let call = |token: &str, capabilities: Value, extra: Value| {
-        let meta = json!({
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
-            "io.modelcontextprotocol/clientCapabilities": capabilities,
-        });
-        let mut params = json!({"name": "ask_confirm", "arguments": {}, "_meta": meta});
-        params.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params}).to_string();
         let (gw, token) = (&gw, token.to_owned());
-        async move {
-            gw.post_raw(
-                Some(&token),
-                body,
-                &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "ask_confirm")],
-            )
-            .await
-        }
+        async move { gw.call_2026(&token, "ask_confirm", capabilities, extra).await }
     };
     let first = call(&alice, json!({"elicitation": {}}), json!({})).await;
     let result = first.result();
@@ -494,8 +453,8 @@ async fn concurrent_callers_each_get_only_their_own_requests() {
     let mut running = Vec::new();
     for (who, ok) in callers {
         let token = token(&issuer, &gw, who);
-        let session = initialize(&gw, &token, json!({"elicitation": {}})).await.unwrap();
-        let response = post(&gw, &token, Some(&session), call(3, "ask_confirm")).send().await.unwrap();
+        let session = gw.initialize_session(&token, json!({"elicitation": {}})).await.unwrap();
+        let response = gw.post_in_session(&token, Some(&session), &call(3, "ask_confirm")).send().await.unwrap();
         running.push((token, session, ok, SseEvents::of(response)));
     }
     // Both calls are waiting for their callers now; each caller answers what it was asked.
@@ -505,7 +464,7 @@ async fn concurrent_callers_each_get_only_their_own_requests() {
         assert_eq!(asked["method"], "elicitation/create");
         ids.push(asked["id"].clone());
         let answer = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"ok": *ok}}});
-        assert_eq!(post(&gw, token, Some(session), answer).send().await.unwrap().status(), 202);
+        assert_eq!(gw.post_in_session(token, Some(session), &answer).send().await.unwrap().status(), 202);
     }
     assert_ne!(ids[0], ids[1]);
     for (_, _, ok, events) in &mut running {
@@ -524,11 +483,7 @@ async fn a_listen_stream_carries_the_updates_its_caller_may_read_and_releases_th
     let config = format!("policy:\n  files: [{}]\n  reload_interval: 0s\n", policy.path().display());
     let (issuer, legacy, gw) = started_with(&config, "").await;
     let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
-    let meta = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
-        "io.modelcontextprotocol/clientCapabilities": {},
-    });
+    let meta = crate::common::meta_2026(json!({}));
     let discovered = gw
         .post_raw(
             Some(&alice),

@@ -253,15 +253,10 @@ where
                 posts.fetch_add(1, Ordering::SeqCst);
                 // A server of the older revisions does not know `server/discover`: -32601.
                 let request = if legacy.load(Ordering::SeqCst) {
-                    let (parts, body) = request.into_parts();
-                    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-                    let message: Value = serde_json::from_slice(&body).unwrap_or_default();
-                    if message["method"] == "server/discover" {
-                        let error =
-                            json!({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32601, "message": "Method not found"}});
-                        return axum::response::IntoResponse::into_response(([("content-type", "application/json")], error.to_string()));
+                    match crate::common::refuse_discover(request).await {
+                        Ok(request) => request,
+                        Err(refused) => return refused,
                     }
-                    axum::extract::Request::from_parts(parts, axum::body::Body::from(body))
                 } else {
                     request
                 };

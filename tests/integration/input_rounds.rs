@@ -143,20 +143,10 @@ fn token(issuer: &TestIssuer, gw: &TestGateway, who: &str) -> String {
     issuer.sign(&issuer.claims(who, "", &gw.mcp))
 }
 
-fn meta(capabilities: Value) -> Value {
-    json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
-        "io.modelcontextprotocol/clientCapabilities": capabilities,
-    })
-}
-
-/// A 2026-07-28 `tools/call` of `tool`, with `extra` params (`inputResponses`, `requestState`).
+/// A 2026-07-28 `tools/call` of `tool` by a client that can be asked anything, with `extra`
+/// params (`inputResponses`, `requestState`).
 async fn call(gw: &TestGateway, token: &str, tool: &str, extra: Value) -> Reply {
-    let mut params = json!({"name": tool, "arguments": {}, "_meta": meta(json!({"elicitation": {}, "sampling": {}, "roots": {}}))});
-    params.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-    let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": params}).to_string();
-    gw.post_raw(Some(token), body, &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", tool)]).await
+    gw.call_2026(token, tool, json!({"elicitation": {}, "sampling": {}, "roots": {}}), extra).await
 }
 
 #[tokio::test]
@@ -230,7 +220,7 @@ async fn a_prompts_input_request_is_relayed_like_a_calls() {
     let (issuer, asking, gw) = started("").await;
     let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
     let get = |token: &str, extra: Value| {
-        let mut params = json!({"name": "ask_brief", "_meta": meta(json!({"elicitation": {}}))});
+        let mut params = json!({"name": "ask_brief", "_meta": crate::common::meta_2026(json!({"elicitation": {}}))});
         params.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         let body = json!({"jsonrpc": "2.0", "id": 8, "method": "prompts/get", "params": params}).to_string();
         let (gw, token) = (&gw, token.to_owned());
@@ -292,20 +282,8 @@ async fn concurrent_callers_each_get_their_own_rounds() {
 async fn an_older_callers_session_lets_warden_put_the_servers_input_requests_to_it_on_the_calls_stream() {
     let (issuer, asking, gw) = started("").await;
     let alice = token(&issuer, &gw, "alice");
-    let params = json!({"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}}, "clientInfo": {"name": "t", "version": "1"}});
-    let initialized = gw.rpc(&alice, "initialize", params).await;
-    let session = initialized.headers["mcp-session-id"].to_str().unwrap().to_owned();
-    let post = |body: Value| {
-        reqwest::Client::new()
-            .post(&gw.mcp)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-11-25")
-            .header("mcp-session-id", &session)
-            .header("authorization", format!("Bearer {alice}"))
-            .body(body.to_string())
-            .send()
-    };
+    let session = gw.initialize_session(&alice, json!({"elicitation": {}})).await.unwrap();
+    let post = |body: Value| gw.post_in_session(&alice, Some(&session), &body).send();
     let call = |id: u64, tool: &str| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {}}});
 
     let mut events = crate::common::SseEvents::of(post(call(3, "ask_confirm")).await.unwrap());
