@@ -139,6 +139,11 @@ impl Pins {
             return Ok(Change::Same);
         }
         let first_report = store.set_pending_tool_pin(&pin.server, &pin.tool, Some((hash, text))).await?;
+        // Nothing recorded: already pending, or approved since `pin` was read (by an operator,
+        // or another replica) — the pin as it is now decides.
+        if !first_report && store.tool_pin(&pin.server, &pin.tool).await?.is_some_and(|now| now.approved_hash == hash) {
+            return Ok(Change::Same);
+        }
         Ok(Change::Changed { first_report, approved: pin.approved_hash.clone() })
     }
 

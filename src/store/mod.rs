@@ -632,11 +632,14 @@ impl Store {
     }
 
     /// Records a changed definition as pending (`None`: the server is back to the approved
-    /// one). Returns whether the row changed.
+    /// one). Returns whether the row changed. A definition that is the approved one is never
+    /// recorded as pending: a check that read the pin just before an approval of that very
+    /// definition leaves the approval whole.
     pub async fn set_pending_tool_pin(&self, server: &str, tool: &str, pending: Option<(&str, &str)>) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE tool_pins SET pending_hash = $3, pending_definition = $4, updated_at = $5
-             WHERE server = $1 AND tool = $2 AND COALESCE(pending_hash, '') <> COALESCE($3, '')",
+             WHERE server = $1 AND tool = $2 AND COALESCE(pending_hash, '') <> COALESCE($3, '')
+               AND approved_hash <> COALESCE($3, '')",
         )
         .bind(server)
         .bind(tool)

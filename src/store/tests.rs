@@ -255,3 +255,19 @@ fn pg_dump(url: &str, table: &'static str) -> impl Fn() -> String {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
+
+/// A pin check that read the pin just before an operator approved the very definition it saw
+/// changed must not record that definition as pending again (the approval stays whole).
+#[tokio::test]
+async fn an_approval_between_a_checks_read_and_write_stands() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("sqlite://{}", dir.path().join("pins.db").display());
+    let store = Store::open(&url, ring(&format!("k1:{}", KeyRing::generate_key().expose()))).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(store.insert_tool_pin("s", "t", "old", "old text").await.unwrap_or(false));
+    assert!(store.set_pending_tool_pin("s", "t", Some(("new", "new text"))).await.unwrap_or(false));
+    assert!(store.approve_tool_pin("s", "t", "new").await.unwrap_or(false));
+    // The check that read `approved: old` before the approval writes what it saw.
+    assert!(!store.set_pending_tool_pin("s", "t", Some(("new", "new text"))).await.unwrap_or(true));
+    let pin = store.tool_pin("s", "t").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("pinned"));
+    assert_eq!((pin.approved_hash.as_str(), pin.pending_hash), ("new", None));
+}
