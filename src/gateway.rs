@@ -280,7 +280,9 @@ impl Gateway {
             let facts = tools.iter().map(|t| t.facts()).chain(governed.iter().map(|g| g.facts()));
             PolicySet::bind_shared(set, facts.chain(bound_routes.iter().map(|r| r.facts())))
         });
-        let reloader = Arc::new(Reloader::new(source, bind, Arc::clone(&audit), config.policy.reload_interval).map_err(policy_error)?);
+        let told = Arc::clone(&tools);
+        let reloader = Reloader::new(source, bind, Arc::clone(&audit), config.policy.reload_interval).map_err(policy_error)?;
+        let reloader = Arc::new(reloader.on_reload(move || told.visibility_changed()));
         let rebind = Arc::clone(&reloader);
         federation.on_change(move || rebind.rebind());
         let policy_headers: Arc<[http::HeaderName]> = config

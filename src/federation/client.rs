@@ -136,39 +136,72 @@ pub(super) fn lifecycle() -> rmcp::service::ClientLifecycleMode {
 /// The revision Warden's `initialize` names: the newest that has the handshake.
 const INITIALIZE_REVISION: rmcp::model::ProtocolVersion = rmcp::model::ProtocolVersion::V_2025_11_25;
 
-/// On a 2026-07-28 session, which has no standalone stream, the server's list changes come on a
-/// `subscriptions/listen` request held open for the session's life (reopened after a pause if
-/// it ends while the session lives); each wakes the catalog refresh, as `list_changed` does on
-/// the older revisions' stream.
-pub(super) fn listen_for_changes(running: &RunningService<RoleClient, Watcher>, changed: Arc<Notify>) {
+/// Whether a session speaks 2026-07-28 (no standalone stream, no `resources/subscribe`).
+pub(super) fn modern(peer: &rmcp::service::Peer<RoleClient>) -> bool {
+    peer.peer_info().is_some_and(|info| info.protocol_version >= rmcp::model::ProtocolVersion::V_2026_07_28)
+}
+
+/// On a 2026-07-28 session, which has no standalone stream, what the server says of its lists
+/// and of the resources Warden's callers subscribed to comes on a `subscriptions/listen` request
+/// held open for the session's life (reopened after a pause if it ends while the session lives):
+/// a list change wakes the catalog refresh, as `list_changed` does on the older revisions'
+/// stream; a resource update goes to the front. When the URIs `wanted` change, a listen with
+/// the new filter is opened before the old one is cancelled, so no update falls between them.
+pub(super) fn listen(running: &RunningService<RoleClient, Watcher>, changed: Arc<Notify>, mut wanted: super::updates::Wanted) {
     let peer = running.peer().clone();
-    let modern = peer.peer_info().is_some_and(|info| info.protocol_version >= rmcp::model::ProtocolVersion::V_2026_07_28);
-    if !modern {
+    if !modern(&peer) {
         return;
     }
+    let (server, updates) = (Arc::clone(&running.service().server), running.service().updates.clone());
     // The session's end closes its transport, which ends the listening too.
     tokio::spawn(async move {
-        let filter =
-            rmcp::model::SubscriptionFilter::builder().tools_list_changed().prompts_list_changed().resources_list_changed().build();
         let mut pause = Duration::from_secs(1);
+        // The subscription in force, kept until its successor is acknowledged.
+        let mut current: Option<rmcp::service::Subscription> = None;
         while !peer.is_transport_closed() {
-            match peer.listen(filter.clone()).await {
+            wanted.changes.mark_unchanged();
+            let uris = wanted.uris();
+            let mut filter =
+                rmcp::model::SubscriptionFilter::builder().tools_list_changed().prompts_list_changed().resources_list_changed().build();
+            filter.resource_subscriptions = (!uris.is_empty()).then(|| uris.clone());
+            match peer.listen(filter).await {
                 // The server does not offer it (-32601, say): the refresh interval stands in.
                 Err(rmcp::ServiceError::McpError(_)) => return,
-                Err(_) => {}
-                Ok(mut subscription) => {
+                Err(_) => current = None,
+                Ok(subscription) => {
                     pause = Duration::from_secs(1);
+                    // The previous one, if any, is cancelled as it is dropped.
+                    let subscription = current.insert(subscription);
                     loop {
-                        match subscription.next().await {
-                            Ok(Some(
-                                rmcp::model::ServerNotification::ToolListChangedNotification(_)
-                                | rmcp::model::ServerNotification::PromptListChangedNotification(_)
-                                | rmcp::model::ServerNotification::ResourceListChangedNotification(_),
-                            )) => changed.notify_one(),
-                            Ok(Some(_)) => {}
-                            Ok(None) | Err(_) => break,
+                        tokio::select! {
+                            heard = subscription.next() => match heard {
+                                Ok(Some(
+                                    rmcp::model::ServerNotification::ToolListChangedNotification(_)
+                                    | rmcp::model::ServerNotification::PromptListChangedNotification(_)
+                                    | rmcp::model::ServerNotification::ResourceListChangedNotification(_),
+                                )) => changed.notify_one(),
+                                Ok(Some(rmcp::model::ServerNotification::ResourceUpdatedNotification(updated))) => {
+                                    if let Some(updates) = &updates {
+                                        let update = super::updates::ResourceUpdated { server: Arc::clone(&server), uri: updated.params.uri };
+                                        let _ = updates.send(update);
+                                    }
+                                }
+                                Ok(Some(_)) => {}
+                                Ok(None) | Err(_) => break,
+                            },
+                            seen = wanted.changes.changed() => match seen {
+                                Ok(()) if wanted.uris() != uris => break,
+                                Ok(()) => {}
+                                // Never told again (the server was removed): keep listening as is.
+                                Err(_) => std::future::pending::<()>().await,
+                            },
                         }
                     }
+                    // The URIs changed: listen again at once, with the old one still open.
+                    if subscription.end().is_none() && !peer.is_transport_closed() && wanted.uris() != uris {
+                        continue;
+                    }
+                    current = None;
                 }
             }
             tokio::time::sleep(pause).await;

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::answers::{Stash, Unreadable};
-use super::client::{Watcher, lifecycle, listen_for_changes};
+use super::client::{Watcher, lifecycle, listen};
 use super::http;
 use super::{CONNECT_TIMEOUT, Server};
 use crate::credentials::{Credential, CredentialError};
@@ -127,6 +127,7 @@ impl Link {
             (Transport::Http { .. }, _) | (Transport::Stdio { .. }, Some(_)) => self.client_requests.declared(),
             (Transport::Stdio { .. }, None) => rmcp::model::ClientCapabilities::default(),
         };
+        let wanted = self.subscribed.wanted(self.per_user, &owner);
         let watcher = Watcher {
             declared,
             server: Arc::from(self.server.as_str()),
@@ -155,7 +156,7 @@ impl Link {
                 config.max_sse_event_size = self.max_bytes;
                 let transport = rmcp::transport::StreamableHttpClientTransport::with_client(client.clone(), config);
                 let running = rmcp::service::serve_client_with_lifecycle(watcher, transport, lifecycle).await.map_err(|e| e.to_string())?;
-                listen_for_changes(&running, Arc::clone(&self.changed));
+                listen(&running, Arc::clone(&self.changed), wanted);
                 let session = Session { peer: running.peer().clone(), http: Some(client) };
                 Ok((running, session))
             }
@@ -174,7 +175,7 @@ impl Link {
                 let transport = super::stdio::Stdio::spawn(cmd, &self.server, self.max_bytes, Arc::clone(&self.stash))
                     .map_err(|e| format!("cannot start {command}: {}", e.kind()))?;
                 let running = rmcp::service::serve_client_with_lifecycle(watcher, transport, lifecycle).await.map_err(|e| e.to_string())?;
-                listen_for_changes(&running, Arc::clone(&self.changed));
+                listen(&running, Arc::clone(&self.changed), wanted);
                 let session = Session { peer: running.peer().clone(), http: None };
                 Ok((running, session))
             }
@@ -298,7 +299,7 @@ impl Link {
 
     /// The session a request of `principal` goes through: the caller's own with a per-user
     /// credential, else the server's (none while it is down: refused at once).
-    async fn session_for(&self, principal: &Principal, ctx: &CallContext) -> Result<Arc<Session>, ToolFailure> {
+    pub(super) async fn session_for(&self, principal: &Principal, ctx: &CallContext) -> Result<Arc<Session>, ToolFailure> {
         // Boxed: starting a caller's session (rmcp's handshake) is a large future, and rare.
         if self.per_user {
             Box::pin(self.user_session(principal, ctx)).await

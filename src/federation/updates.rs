@@ -2,12 +2,15 @@
     deprecated,
     reason = "resources/subscribe is the older revisions' (rmcp marks it legacy-only, 2026-07-28 having subscriptions/listen): what this serves"
 )]
-//! Resource subscriptions toward the federated servers (the older revisions'
-//! `resources/subscribe`): Warden subscribes a server to a URI once, however many of its callers
-//! want it (a count per URI, per session: the server's shared one, or a caller's own with a
-//! per-user credential), subscribes a shared session again when it is started again, and hands
-//! every `notifications/resources/updated` a server sends to the front as a [`ResourceUpdated`],
-//! which decides who may hear of it (`mcp::subscriptions`).
+//! Resource subscriptions toward the federated servers: Warden subscribes a server to a URI
+//! once, however many of its callers want it (a count per URI, per session: the server's shared
+//! one, or a caller's own with a per-user credential) — with `resources/subscribe` on the older
+//! revisions, and on a session of 2026-07-28 (which has no such method) by putting the URI in the
+//! filter of the `subscriptions/listen` request Warden holds open toward the server
+//! ([`super::client::listen`], reopened with the new filter when the URIs change). A session
+//! started again is subscribed again. Every `notifications/resources/updated` a server sends goes
+//! to the front as a [`ResourceUpdated`], which decides who may hear of it
+//! (`mcp::subscriptions`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,7 +35,10 @@ const UPDATES: usize = 1024;
 /// What a server is subscribed to for Warden's callers, and where its updates go.
 pub(super) struct Subscribed {
     /// By URI (with a per-user credential, by caller and URI): how many subscribers want it.
-    counts: Mutex<HashMap<String, usize>>,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    /// Bumped when a URI is first wanted or last released: a 2026-07-28 session's listening
+    /// then asks for the new set.
+    wanted: tokio::sync::watch::Sender<u64>,
     /// Set when the server is put in force by the federation.
     pub(super) updates: std::sync::OnceLock<tokio::sync::broadcast::Sender<ResourceUpdated>>,
     /// Told when rmcp's client starts the shared session again in place (`http`).
@@ -41,18 +47,33 @@ pub(super) struct Subscribed {
 
 impl Default for Subscribed {
     fn default() -> Self {
-        Self { counts: Mutex::default(), updates: std::sync::OnceLock::new(), reinitialized: Arc::default() }
+        Self {
+            counts: Arc::default(),
+            wanted: tokio::sync::watch::Sender::new(0),
+            updates: std::sync::OnceLock::new(),
+            reinitialized: Arc::default(),
+        }
     }
 }
 
 impl Subscribed {
     fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        locked(&self.counts)
     }
 
     /// The URIs the server's shared session is subscribed to.
     pub(super) fn shared(&self) -> Vec<String> {
-        self.counts().keys().filter(|k| !k.contains('\n')).cloned().collect()
+        shared(&self.counts())
+    }
+
+    /// What one session (the shared one; with a per-user credential, `owner`'s) is to be
+    /// subscribed to, now and as it changes.
+    pub(super) fn wanted(&self, per_user: bool, owner: &Principal) -> Wanted {
+        Wanted { counts: Arc::clone(&self.counts), user: per_user.then(|| key(true, owner, "")), changes: self.wanted.subscribe() }
+    }
+
+    fn bump(&self) {
+        self.wanted.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Whether the caller whose per-user session key is `user` (issuer and subject) is
@@ -66,6 +87,36 @@ impl Subscribed {
     pub(super) fn of(&self, principal: &Principal) -> Vec<String> {
         let prefix = key(true, principal, "");
         self.counts().keys().filter_map(|k| k.strip_prefix(&prefix)).map(str::to_owned).collect()
+    }
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn shared(counts: &HashMap<String, usize>) -> Vec<String> {
+    counts.keys().filter(|k| !k.contains('\n')).cloned().collect()
+}
+
+/// What one session is to be subscribed to: read by a 2026-07-28 session's listening, which
+/// asks the server for these URIs, and again whenever they change.
+pub(super) struct Wanted {
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    /// The caller's key prefix on a per-user session; `None` on the shared one.
+    user: Option<String>,
+    pub(super) changes: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Wanted {
+    /// The URIs, sorted.
+    pub(super) fn uris(&self) -> Vec<String> {
+        let counts = locked(&self.counts);
+        let mut uris = match &self.user {
+            Some(prefix) => counts.keys().filter_map(|k| k.strip_prefix(prefix.as_str())).map(str::to_owned).collect(),
+            None => shared(&counts),
+        };
+        uris.sort_unstable();
+        uris
     }
 }
 
@@ -100,8 +151,19 @@ impl Federation {
         if !first {
             return Ok(());
         }
-        let request = ClientRequest::SubscribeRequest(rmcp::model::SubscribeRequest::new(rmcp::model::SubscribeRequestParams::new(uri)));
-        let asked = link.request(request, principal, &CallContext::default()).await;
+        let asked = match link.listens(principal).await {
+            // The session's listening asks for it from now on.
+            Ok(true) => {
+                link.subscribed.bump();
+                Ok(())
+            }
+            Ok(false) => {
+                let params = rmcp::model::SubscribeRequestParams::new(uri);
+                let request = ClientRequest::SubscribeRequest(rmcp::model::SubscribeRequest::new(params));
+                link.request(request, principal, &CallContext::default()).await.map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
         if asked.is_err() {
             let mut counts = link.subscribed.counts();
             if let Some(count) = counts.get_mut(&key) {
@@ -111,7 +173,7 @@ impl Federation {
                 }
             }
         }
-        asked.map(|_| ())
+        asked
     }
 
     /// One subscriber fewer of `uri` at `server`: the server is told (`resources/unsubscribe`)
@@ -134,7 +196,9 @@ impl Federation {
                 None => false,
             }
         };
-        if last {
+        if last && link.listens(principal).await.unwrap_or(false) {
+            link.subscribed.bump();
+        } else if last {
             let params = rmcp::model::UnsubscribeRequestParams::new(uri);
             let request = ClientRequest::UnsubscribeRequest(rmcp::model::UnsubscribeRequest::new(params));
             if let Err(e) = link.request(request, principal, &CallContext::default()).await {
@@ -147,10 +211,33 @@ impl Federation {
 /// A session just started again: the server is subscribed again to `uris`, what Warden's
 /// callers want of it on that session (a new session knows nothing of the old one's).
 pub(super) async fn resubscribe(uris: Vec<String>, peer: &rmcp::service::Peer<rmcp::service::RoleClient>, server: &str) {
+    // A 2026-07-28 session's listening asks for them itself.
+    if super::client::modern(peer) {
+        return;
+    }
     for uri in uris {
         let request = ClientRequest::SubscribeRequest(rmcp::model::SubscribeRequest::new(rmcp::model::SubscribeRequestParams::new(&uri)));
         if let Err(e) = peer.send_request(request).await {
             tracing::warn!(server, uri = %crate::audit::bounded(&uri), error = %e, "a federated server could not be subscribed again");
         }
+    }
+}
+
+impl super::link::Link {
+    /// Whether the session `principal`'s requests go through speaks 2026-07-28, where resource
+    /// subscriptions travel in the filter Warden listens with. A server of that revision that
+    /// does not offer subscriptions is refused here, as the older revisions' server refuses
+    /// `resources/subscribe` (-32601).
+    async fn listens(&self, principal: &Principal) -> Result<bool, ToolFailure> {
+        let session = self.session_for(principal, &CallContext::default()).await?;
+        if !super::client::modern(&session.peer) {
+            return Ok(false);
+        }
+        let offered = session.peer.peer_info().and_then(|info| info.capabilities.resources.as_ref().and_then(|r| r.subscribe));
+        if offered != Some(true) {
+            let message = "resource subscriptions: the server does not offer them".to_owned();
+            return Err(ToolFailure::Rpc { code: rmcp::model::ErrorCode::METHOD_NOT_FOUND.0, message, data: None });
+        }
+        Ok(true)
     }
 }

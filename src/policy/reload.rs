@@ -82,6 +82,8 @@ pub struct Reloader {
     audit: Arc<AuditSink>,
     /// How often the sources are polled; zero: only on SIGHUP.
     interval: Duration,
+    /// Told when a new policy is in force (what callers may see can have changed).
+    on_reload: Box<dyn Fn() + Send + Sync>,
 }
 
 impl Reloader {
@@ -96,7 +98,16 @@ impl Reloader {
             fingerprint: Mutex::new(Some(fingerprint)),
             audit,
             interval,
+            on_reload: Box::new(|| {}),
         })
+    }
+
+    /// What to tell when a new policy is in force: the catalog, which tells the callers that
+    /// listen for list changes (a reload can show or hide tools, resources and prompts).
+    #[must_use]
+    pub fn on_reload(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_reload = Box::new(f);
+        self
     }
 
     /// The policy in force, shared with every stage that reads it.
@@ -130,6 +141,7 @@ impl Reloader {
             Ok(true) => {
                 tracing::info!(rules = self.policy.load().set.rules.len(), "policy reloaded");
                 self.audit.emit(event("allow", "policy_reloaded"));
+                (self.on_reload)();
             }
             Ok(false) => {}
             Err(e) => {

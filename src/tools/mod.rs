@@ -441,6 +441,12 @@ impl Catalog {
         }
     }
 
+    /// A new policy is in force: what a caller may see of every list can have changed.
+    pub fn visibility_changed(&self) {
+        let _ = self.changes.send(Changed::Tools);
+        let _ = self.changes.send(Changed::ResourcesAndPrompts);
+    }
+
     fn sources(&self) -> std::sync::MutexGuard<'_, Sources> {
         self.sources.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

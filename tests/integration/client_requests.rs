@@ -19,9 +19,14 @@ use serde_json::{Value, json};
 use crate::common::{SseEvents, TestGateway, TestIssuer, gateway, listen, serve};
 
 /// A server of 2025-11-25 whose tools ask the client: `confirm` (a form), `ask_model`
-/// (sampling), `roots`. Records what Warden declared to it.
+/// (sampling), `roots`. Records what Warden declared to it. With `modern`, it speaks 2026-07-28
+/// too, where its resource updates go to `subscriptions/listen` requests.
 #[derive(Clone, Default)]
 struct Legacy {
+    modern: bool,
+    /// 2026-07-28: each `subscriptions/listen` Warden opened (`listen URIS`) and ended (`end URIS`).
+    listens: Arc<Mutex<Vec<String>>>,
+    sinks: Arc<Mutex<Vec<rmcp::service::SubscriptionSink>>>,
     declared: Arc<Mutex<Option<Value>>>,
     /// Subscriptions as Warden asked for them: `+uri`, `-uri`.
     subscriptions: Arc<Mutex<Vec<String>>>,
@@ -33,7 +38,21 @@ struct Legacy {
 
 impl ServerHandler for Legacy {
     fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [rmcp::model::ProtocolVersion]> {
-        std::borrow::Cow::Owned(vec![rmcp::model::ProtocolVersion::V_2025_11_25])
+        use rmcp::model::ProtocolVersion as V;
+        std::borrow::Cow::Owned(if self.modern { vec![V::V_2026_07_28, V::V_2025_11_25] } else { vec![V::V_2025_11_25] })
+    }
+
+    fn accepted_subscription_filter(&self, requested: &rmcp::model::SubscriptionFilter) -> Option<rmcp::model::SubscriptionFilter> {
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, context: rmcp::service::SubscriptionContext) -> Result<(), ErrorData> {
+        let uris = context.accepted().resource_subscriptions.clone().unwrap_or_default().join(",");
+        self.listens.lock().unwrap().push(format!("listen {uris}"));
+        self.sinks.lock().unwrap().push(context.sink().clone());
+        context.cancelled().await;
+        self.listens.lock().unwrap().push(format!("end {uris}"));
+        Ok(())
     }
 
     fn get_info(&self) -> InitializeResult {
@@ -97,6 +116,14 @@ impl ServerHandler for Legacy {
         if request.name == "touch" {
             // The resource named changed: said on the session's standalone stream.
             let uri = request.arguments.as_ref().and_then(|a| a.get("uri")).and_then(Value::as_str).unwrap_or_default().to_owned();
+            if self.modern {
+                // On 2026-07-28, to the listening requests that asked for it.
+                let sinks = self.sinks.lock().unwrap().clone();
+                for sink in sinks {
+                    let _ = sink.notify_resource_updated(uri.clone()).await;
+                }
+                return Ok(CallToolResponse::Complete(CallToolResult::success(vec![ContentBlock::text("touched")])));
+            }
             let params = rmcp::model::ResourceUpdatedNotificationParam::new(uri);
             context.peer.notify_resource_updated(params).await.map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
             return Ok(CallToolResponse::Complete(CallToolResult::success(vec![ContentBlock::text("touched")])));
@@ -125,8 +152,8 @@ impl ServerHandler for Legacy {
     }
 }
 
-async fn start() -> (Legacy, String) {
-    let legacy = Legacy::default();
+async fn start(modern: bool) -> (Legacy, String) {
+    let legacy = Legacy { modern, ..Legacy::default() };
     let handler = legacy.clone();
     let service = StreamableHttpService::new(
         move || Ok(handler.clone()),
@@ -136,7 +163,10 @@ async fn start() -> (Legacy, String) {
     let (listener, url) = listen().await;
     // A server of the older revisions does not know `server/discover`: -32601.
     let app = axum::Router::new().nest_service("/mcp", service).layer(axum::middleware::from_fn(
-        |request: axum::extract::Request, next: axum::middleware::Next| async move {
+        move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            if modern {
+                return next.run(request).await;
+            }
             match crate::common::refuse_discover(request).await {
                 Ok(request) => next.run(request).await,
                 Err(refused) => refused,
@@ -150,8 +180,13 @@ async fn start() -> (Legacy, String) {
 /// The server behind Warden: `config` before its `servers[]` entry (a policy), `entry` more of
 /// that entry.
 async fn started_with(config: &str, entry: &str) -> (TestIssuer, Legacy, TestGateway) {
+    started_speaking(false, config, entry).await
+}
+
+/// The same, the server speaking 2026-07-28 too when `modern`.
+async fn started_speaking(modern: bool, config: &str, entry: &str) -> (TestIssuer, Legacy, TestGateway) {
     let issuer = TestIssuer::start().await;
-    let (legacy, url) = start().await;
+    let (legacy, url) = start(modern).await;
     let config = format!("upstream:\n  allow_cidrs: [127.0.0.1/32]\n{config}servers:\n  - name: ask\n    url: {url}\n{entry}");
     let gw = gateway(&issuer, "  []", &config).await;
     (issuer, legacy, gw)
@@ -355,6 +390,13 @@ async fn a_resource_update_reaches_the_subscribers_allowed_to_read_it() {
     )
     .unwrap();
     crate::common::eventually(async || gw.audit(), |events| events.iter().any(|e| e["reason"] == "policy_reloaded")).await;
+    // A new policy can show or hide anything: every session's stream hears each list changed.
+    for events in &mut streams {
+        for list in ["tools", "prompts", "resources"] {
+            let changed = json!({"jsonrpc": "2.0", "method": format!("notifications/{list}/list_changed"), "params": {}});
+            assert_eq!(events.next().await, changed);
+        }
+    }
     touch("mem://doc").await;
     assert_eq!(streams[0].next().await, updated("mem://doc"));
     assert_eq!(streams[1].next_within(std::time::Duration::from_millis(500)).await, None, "bob may no longer read it");
@@ -492,23 +534,9 @@ async fn a_listen_stream_carries_the_updates_its_caller_may_read_and_releases_th
         )
         .await;
     assert_eq!(discovered.result()["capabilities"]["resources"]["subscribe"], true, "{discovered:?}");
-    let listen = |who: &str, id: u64| {
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": {
-            "_meta": meta, "notifications": {"resourceSubscriptions": ["mem://doc", "mem://secret"], "toolsListChanged": true}
-        }});
-        reqwest::Client::new()
-            .post(&gw.mcp)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "subscriptions/listen")
-            .header("authorization", format!("Bearer {who}"))
-            .body(body.to_string())
-            .send()
-    };
     let mut streams = Vec::new();
     for (who, id) in [(&alice, 8), (&bob, 9)] {
-        let mut events = SseEvents::of(listen(who, id).await.unwrap());
+        let mut events = SseEvents::of(listen_2026(&gw, who, id).await);
         let ack = events.next().await;
         assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
         // Accepted: tool list changes and the resources; bob's secret is accepted too — he
@@ -557,4 +585,87 @@ async fn a_server_asking_in_a_loop_cannot_flood_the_audit_trail() {
     assert_eq!(reasons.len(), 33, "{reasons:?}");
     assert!(reasons[..32].iter().all(|r| r == "client_capability_missing"));
     assert_eq!(reasons[32], "client_request_limit");
+}
+
+/// A 2026-07-28 caller's `subscriptions/listen` for the doc and the secret (and tool list
+/// changes), request id `id`: its SSE response.
+async fn listen_2026(gw: &TestGateway, who: &str, id: u64) -> reqwest::Response {
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": {
+        "_meta": crate::common::meta_2026(json!({})),
+        "notifications": {"resourceSubscriptions": ["mem://doc", "mem://secret"], "toolsListChanged": true}
+    }});
+    reqwest::Client::new()
+        .post(&gw.mcp)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .header("authorization", format!("Bearer {who}"))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A server Warden speaks 2026-07-28 to has no `resources/subscribe`: the URIs its callers
+/// subscribe to go in the filter of the `subscriptions/listen` Warden holds open toward it,
+/// opened again with the new filter (before the old one is cancelled) when they change; its
+/// updates reach the callers allowed to read the resource, as from any server.
+#[tokio::test]
+async fn a_2026_server_is_subscribed_through_the_filter_warden_listens_with() {
+    let rules = "rules:\n  - id: all\n    effect: allow\n    tools: [\"server:ask\"]\n  - id: not-bob\n    effect: deny\n    tools: [ask_secret]\n    when: principal.sub == \"bob\"\n";
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(policy.path(), rules).unwrap();
+    let config = format!("policy:\n  files: [{}]\n  reload_interval: 0s\n", policy.path().display());
+    let (issuer, server, gw) = started_speaking(true, &config, "").await;
+    let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
+    let listens = || server.listens.lock().unwrap().clone();
+    crate::common::eventually(async || listens(), |l| l == &["listen "]).await;
+
+    let mut streams = Vec::new();
+    for (who, id) in [(&alice, 8), (&bob, 9)] {
+        let mut events = SseEvents::of(listen_2026(&gw, who, id).await);
+        assert_eq!(events.next().await["method"], "notifications/subscriptions/acknowledged");
+        streams.push(events);
+    }
+    // Alice's subscription brings both URIs in (bob's adds nothing: his secret is never asked
+    // for him, the doc already is); each new filter is listened with before the old one ends.
+    let open = || open_listens(&listens());
+    let (now, always) = crate::common::eventually(async || open(), |(o, _)| o == &["mem://doc,mem://secret"]).await;
+    assert_eq!(now, ["mem://doc,mem://secret"], "{:?}", listens());
+    assert!(always, "never without a listen: {:?}", listens());
+    assert!(server.subscriptions.lock().unwrap().is_empty(), "no resources/subscribe in 2026-07-28");
+
+    for uri in ["mem://secret", "mem://doc"] {
+        gw.call(&alice, "ask_touch", json!({"uri": uri})).await;
+    }
+    let updated = |uri: &str, id: u64| json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": uri, "_meta": {"io.modelcontextprotocol/subscriptionId": id}}});
+    assert_eq!(streams[0].next().await, updated("mem://secret", 8));
+    assert_eq!(streams[0].next().await, updated("mem://doc", 8));
+    assert_eq!(streams[1].next().await, updated("mem://doc", 9), "bob hears only of what he may read");
+
+    // Alice goes: the server is listened to for the doc alone.
+    drop(streams.remove(0));
+    let (now, always) = crate::common::eventually(async || open(), |(o, _)| o == &["mem://doc"]).await;
+    assert_eq!(now, ["mem://doc"], "{:?}", listens());
+    assert!(always, "never without a listen: {:?}", listens());
+    gw.call(&alice, "ask_touch", json!({"uri": "mem://doc"})).await;
+    assert_eq!(streams[0].next().await, updated("mem://doc", 9));
+}
+
+/// The filters of the listens still open after `log` (`listen URIS` / `end URIS` lines), and
+/// whether, once the first was opened, one was always open.
+fn open_listens(log: &[String]) -> (Vec<String>, bool) {
+    let (mut open, mut always) = (Vec::<String>::new(), true);
+    for line in log {
+        if let Some(uris) = line.strip_prefix("listen ") {
+            open.push(uris.to_owned());
+        } else if let Some(uris) = line.strip_prefix("end ") {
+            if let Some(at) = open.iter().position(|o| o == uris) {
+                open.remove(at);
+            }
+            always &= !open.is_empty();
+        }
+    }
+    (open, always)
 }
