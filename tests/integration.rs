@@ -13,6 +13,9 @@ mod assertions;
 #[path = "integration/authorization_server.rs"]
 mod authorization_server;
 
+#[path = "integration/federation_users.rs"]
+mod federation_users;
+
 #[path = "integration/federation_wire.rs"]
 mod federation_wire;
 

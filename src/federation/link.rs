@@ -149,7 +149,8 @@ impl Link {
                     stash: Arc::clone(&self.stash),
                     endpoint: http::FederatedHttp::endpoint(&self.upstream, url),
                     session: Arc::default(),
-                    reinitialized: Arc::clone(&self.subscribed.reinitialized),
+                    // A caller's own session is subscribed again by its own task (`user_session`).
+                    reinitialized: if self.per_user { Arc::default() } else { Arc::clone(&self.subscribed.reinitialized) },
                 };
                 let mut config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(Arc::clone(url));
                 config.reinit_on_expired_session = true;
@@ -429,14 +430,22 @@ impl Link {
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let service_stop = running.cancellation_token();
+        // Told when rmcp's client starts this session again in place (the server forgot it):
+        // subscribed again to what this caller wants.
+        let reinitialized = started.http.as_ref().map_or_else(Arc::default, |h| Arc::clone(&h.reinitialized));
+        let (peer, server, wanted) = (started.peer.clone(), self.server.clone(), self.subscribed.wanted(true, principal));
         tokio::spawn(async move {
             let done = running.waiting();
             tokio::pin!(done);
-            tokio::select! {
-                _ = &mut done => {}
-                () = stopped.cancelled() => {
-                    service_stop.cancel();
-                    let _ = done.await;
+            loop {
+                tokio::select! {
+                    _ = &mut done => return,
+                    () = stopped.cancelled() => {
+                        service_stop.cancel();
+                        let _ = done.await;
+                        return;
+                    }
+                    () = reinitialized.notified() => super::updates::resubscribe(wanted.uris(), &peer, &server).await,
                 }
             }
         });

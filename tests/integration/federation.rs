@@ -34,7 +34,7 @@ pub(crate) struct Upstream {
     description: Arc<Mutex<String>>,
     seen: Arc<Mutex<Vec<Seen>>>,
     cancelled: Arc<AtomicUsize>,
-    sessions: Arc<LocalSessionManager>,
+    pub(crate) sessions: Arc<LocalSessionManager>,
     /// The client (Warden) as last seen, to send it notifications.
     client: Arc<Mutex<Option<rmcp::service::Peer<RoleServer>>>>,
     /// While set, every request is answered 429 with this `Retry-After`.
@@ -43,7 +43,9 @@ pub(crate) struct Upstream {
     posts: Arc<AtomicUsize>,
     /// Speaks only the revisions with an `initialize` handshake (sessions, the standalone
     /// stream), when set before Warden connects; otherwise 2026-07-28 too.
-    legacy: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) legacy: Arc<std::sync::atomic::AtomicBool>,
+    /// Resource subscriptions (older revisions) as Warden asked for them: `+uri`, `-uri`.
+    pub(crate) subscriptions: Arc<Mutex<Vec<String>>>,
     /// Warden's `subscriptions/listen` requests (2026-07-28): where list changes are sent.
     listeners: Arc<Mutex<Vec<rmcp::service::SubscriptionSink>>>,
 }
@@ -85,6 +87,7 @@ impl ServerHandler for Upstream {
                 .enable_tools()
                 .enable_tool_list_changed()
                 .enable_resources()
+                .enable_resources_subscribe()
                 .enable_prompts()
                 .enable_completions()
                 .build(),
@@ -117,6 +120,12 @@ impl ServerHandler for Upstream {
         };
         let values = candidates.iter().filter(|c| c.starts_with(&request.argument.value)).map(|c| (*c).to_owned()).collect();
         Ok(rmcp::model::CompleteResult::new(rmcp::model::CompletionInfo::new(values).map_err(|e| ErrorData::internal_error(e, None))?))
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(&self, request: rmcp::model::SubscribeRequestParams, _c: RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        self.subscriptions.lock().unwrap().push(format!("+{}", request.uri));
+        Ok(())
     }
 
     async fn list_resources(
@@ -234,6 +243,7 @@ where
         busy: Arc::new(Mutex::new(None)),
         posts: Arc::new(AtomicUsize::new(0)),
         legacy: Arc::default(),
+        subscriptions: Arc::default(),
         listeners: Arc::default(),
     };
     let (busy, posts, legacy) = (Arc::clone(&upstream.busy), Arc::clone(&upstream.posts), Arc::clone(&upstream.legacy));
