@@ -162,7 +162,10 @@ pub struct LineReader<R> {
     buf: Vec<u8>,
     /// Read but not yet looked at: `buf[start..]`.
     start: usize,
-    line: Vec<u8>,
+    /// The line so far, in the pieces it came in (joined once, into room made for its whole
+    /// length, when it ends: a long line is never doubled into a growing buffer), and its length.
+    line: Vec<Vec<u8>>,
+    line_len: usize,
     overflow: bool,
     scanner: Scanner,
     eof: bool,
@@ -170,7 +173,17 @@ pub struct LineReader<R> {
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
     pub fn new(inner: R, max: usize) -> Self {
-        Self { inner, max, buf: Vec::new(), start: 0, line: Vec::new(), overflow: false, scanner: Scanner::default(), eof: false }
+        Self {
+            inner,
+            max,
+            buf: Vec::new(),
+            start: 0,
+            line: Vec::new(),
+            line_len: 0,
+            overflow: false,
+            scanner: Scanner::default(),
+            eof: false,
+        }
     }
 
     /// The next non-empty line, or `None` at the end of the stream.
@@ -199,11 +212,13 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             };
             self.scanner.feed(segment);
             if !self.overflow {
-                if self.line.len() + segment.len() > self.max {
+                if self.line_len + segment.len() > self.max {
                     self.overflow = true;
                     self.line = Vec::new();
-                } else {
-                    self.line.extend_from_slice(segment);
+                    self.line_len = 0;
+                } else if !segment.is_empty() {
+                    self.line.push(segment.to_vec());
+                    self.line_len += segment.len();
                 }
             }
             self.start += segment.len() + usize::from(newline);
@@ -219,7 +234,17 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         if std::mem::take(&mut self.overflow) {
             return Some(Frame::TooLong(scan));
         }
-        let mut line = std::mem::take(&mut self.line);
+        let pieces = std::mem::take(&mut self.line);
+        let len = std::mem::take(&mut self.line_len);
+        let mut line = if pieces.len() == 1 {
+            pieces.into_iter().next().unwrap_or_default()
+        } else {
+            // Each piece is freed as soon as it is copied.
+            pieces.into_iter().fold(Vec::with_capacity(len), |mut line, piece| {
+                line.extend_from_slice(&piece);
+                line
+            })
+        };
         while line.last().is_some_and(|b| b.is_ascii_whitespace()) {
             line.pop();
         }

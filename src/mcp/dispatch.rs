@@ -187,7 +187,7 @@ pub async fn serve(mcp: &std::sync::Arc<Mcp>, admitted: Admitted, kind: Kind, he
                 return stream_call(std::sync::Arc::clone(mcp), admitted, id, (token, log_level), eager).await;
             }
             return match super::handler::call_tool(mcp, admitted, None).await {
-                Ok(response) => json_text_response(response.into_json(&id, revision), StatusCode::OK),
+                Ok(response) => tool_response(response, &id, revision),
                 Err(error) => json_response(&ServerJsonRpcMessage::error(revision.error(error), Some(id)), revision),
             };
         }
@@ -312,6 +312,22 @@ fn http_status(message: &ServerJsonRpcMessage, revision: Revision) -> StatusCode
 fn json_text_response(body: String, status: StatusCode) -> Response {
     let mut response = json_bytes_response(bytes::Bytes::from(body));
     *response.status_mut() = status;
+    response
+}
+
+/// A `tools/call`'s answer, HTTP 200: a large result passed through goes out in the buffer it
+/// came in, with its envelope around it, never copied into a new one (a result is held once,
+/// not twice, while it is sent).
+fn tool_response(response: super::handler::ToolResponse, id: &RequestId, revision: Revision) -> Response {
+    let mut pieces = response.into_pieces(id, revision);
+    if pieces.len() == 1 {
+        return json_bytes_response(pieces.pop().unwrap_or_default());
+    }
+    let length = pieces.iter().map(bytes::Bytes::len).sum::<usize>();
+    let mut response = Response::new(Body::from_stream(futures::stream::iter(pieces.into_iter().map(Ok::<_, std::convert::Infallible>))));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     response
 }
 

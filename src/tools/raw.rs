@@ -92,6 +92,22 @@ impl RawResult {
         Ok(Self { source, range, is_error, has_result_type })
     }
 
+    /// The result's bytes as they came, in the buffer they came in (no copy), when they go out
+    /// unchanged: no `resultType` to add (2026-07-28) or remove (`legacy`). Else `self` back.
+    pub fn into_bytes(self, legacy: bool) -> Result<bytes::Bytes, Self> {
+        match (legacy, self.has_result_type) {
+            (false, true) | (true, false) if self.source.get(self.range.clone()).is_some() => {
+                Ok(bytes::Bytes::from(self.source).slice(self.range))
+            }
+            _ => Err(self),
+        }
+    }
+
+    /// The length of the result's text.
+    pub fn text_len(&self) -> usize {
+        self.range.len()
+    }
+
     fn text(&self) -> &str {
         self.source.get(self.range.clone()).unwrap_or("{}")
     }
@@ -241,5 +257,19 @@ mod tests {
         let nested = r#"{"resultType":"complete","content":[],"structuredContent":{"resultType":"mine"}}"#;
         let r = RawResult::check(raw(nested)).unwrap();
         assert_eq!(r.to_json(true), r#"{"content":[],"structuredContent":{"resultType":"mine"}}"#);
+    }
+
+    #[test]
+    fn a_result_that_goes_out_unchanged_is_handed_over_in_its_own_buffer() {
+        let message = r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","content":[]}}"#.to_owned();
+        let start = message.find("{\"resultType").unwrap();
+        let check = || RawResult::check_within(message.clone(), start..message.len() - 1).unwrap();
+        // 2026-07-28 keeps the member the server wrote: the bytes as they came.
+        assert_eq!(check().into_bytes(false).unwrap(), check().to_json(false).as_bytes());
+        // The older revisions lose it: not unchanged, so not handed over.
+        assert!(check().into_bytes(true).is_err());
+        let plain = RawResult::check(raw(r#"{"content":[]}"#)).unwrap();
+        assert_eq!(plain.into_bytes(true).unwrap(), r#"{"content":[]}"#.as_bytes());
+        assert!(RawResult::check(raw(r#"{"content":[]}"#)).unwrap().into_bytes(false).is_err(), "2026-07-28 adds the member");
     }
 }
