@@ -11,7 +11,9 @@ WORKDIR /src
 RUN apt-get update \
     && apt-get install -y --no-install-recommends cmake clang \
     && rm -rf /var/lib/apt/lists/*
-COPY Cargo.toml Cargo.lock rustfmt.toml clippy.toml ./
+COPY Cargo.toml Cargo.lock rustfmt.toml clippy.toml build.rs ./
+# The order the linker lays out the release binary's code in (build.rs, docs/architecture.md).
+COPY build ./build
 COPY src ./src
 COPY migrations ./migrations
 COPY policies ./policies

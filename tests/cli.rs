@@ -534,6 +534,10 @@ fn the_dockerfile_copies_what_the_build_reads_and_runs_unprivileged() {
         .collect();
     // What the build reads: the manifest's declared targets and the files compiled in.
     let mut needed: Vec<String> = vec!["Cargo.toml".into(), "Cargo.lock".into(), "src".into(), "migrations".into()];
+    // The build script, and the symbol order it hands the linker.
+    if root.join("build.rs").exists() {
+        needed.extend(["build.rs".into(), "build".into()]);
+    }
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     for line in manifest.lines() {
         if let Some(path) = line.strip_prefix("path = \"") {
