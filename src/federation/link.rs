@@ -411,7 +411,7 @@ impl Link {
         if let Some(credential) = &self.credential {
             credential.resolve(&self.upstream, principal, ctx, None).await.map_err(credential_failure)?;
         }
-        let key = format!("{}\n{}", principal.issuer, principal.subject.as_str());
+        let key = principal.key_for("");
         let slot = Arc::clone(self.users.entry(key.clone()).or_default().value());
         let mut session = slot.lock().await;
         if let Some(s) = session.as_ref().filter(|s| !s.session.peer.is_transport_closed()) {

@@ -76,11 +76,10 @@ impl Subscribed {
         self.wanted.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Whether the caller whose per-user session key is `user` (issuer and subject) is
+    /// Whether the caller whose per-user session key is `user` (`Principal::key_for("")`) is
     /// subscribed to anything: its session is then kept open, idle or not.
     pub(super) fn any_of(&self, user: &str) -> bool {
-        let prefix = format!("{user}\n");
-        self.counts().keys().any(|k| k.starts_with(&prefix))
+        self.counts().keys().any(|k| k.starts_with(user))
     }
 
     /// The URIs a caller's own session (with a per-user credential) is subscribed to.
