@@ -30,6 +30,14 @@ pub(super) struct Watcher {
 }
 
 impl Watcher {
+    /// The server said a resource changed: to the front, which decides who hears of it.
+    fn updated(&self, uri: String) {
+        if let Some(updates) = &self.updates {
+            // Nobody listening (no subscriber yet) is no failure.
+            let _ = updates.send(super::updates::ResourceUpdated { server: Arc::clone(&self.server), uri });
+        }
+    }
+
     /// A request the server makes of a client outside a call's own stream: the current call's
     /// client's answer, when one call at a time makes it that call's; refused otherwise.
     async fn relay<P: serde::Serialize, R: serde::de::DeserializeOwned>(
@@ -73,10 +81,7 @@ impl rmcp::ClientHandler for Watcher {
         params: rmcp::model::ResourceUpdatedNotificationParam,
         _context: rmcp::service::NotificationContext<RoleClient>,
     ) {
-        if let Some(updates) = &self.updates {
-            // Nobody listening (no subscriber yet) is no failure.
-            let _ = updates.send(super::updates::ResourceUpdated { server: Arc::clone(&self.server), uri: params.uri });
-        }
+        self.updated(params.uri);
     }
 
     fn get_info(&self) -> rmcp::model::ClientConfig {
@@ -152,7 +157,7 @@ pub(super) fn listen(running: &RunningService<RoleClient, Watcher>, changed: Arc
     if !modern(&peer) {
         return;
     }
-    let (server, updates) = (Arc::clone(&running.service().server), running.service().updates.clone());
+    let watcher = running.service().clone();
     // The session's end closes its transport, which ends the listening too.
     tokio::spawn(async move {
         let mut pause = Duration::from_secs(1);
@@ -181,10 +186,7 @@ pub(super) fn listen(running: &RunningService<RoleClient, Watcher>, changed: Arc
                                     | rmcp::model::ServerNotification::ResourceListChangedNotification(_),
                                 )) => changed.notify_one(),
                                 Ok(Some(rmcp::model::ServerNotification::ResourceUpdatedNotification(updated))) => {
-                                    if let Some(updates) = &updates {
-                                        let update = super::updates::ResourceUpdated { server: Arc::clone(&server), uri: updated.params.uri };
-                                        let _ = updates.send(update);
-                                    }
+                                    watcher.updated(updated.params.uri);
                                 }
                                 Ok(Some(_)) => {}
                                 Ok(None) | Err(_) => break,

@@ -234,13 +234,13 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         if std::mem::take(&mut self.overflow) {
             return Some(Frame::TooLong(scan));
         }
-        let pieces = std::mem::take(&mut self.line);
         let len = std::mem::take(&mut self.line_len);
-        let mut line = if pieces.len() == 1 {
-            pieces.into_iter().next().unwrap_or_default()
+        // The list of pieces keeps its room for the next line; each piece is freed as soon as
+        // it is copied.
+        let mut line = if self.line.len() == 1 {
+            self.line.pop().unwrap_or_default()
         } else {
-            // Each piece is freed as soon as it is copied.
-            pieces.into_iter().fold(Vec::with_capacity(len), |mut line, piece| {
+            self.line.drain(..).fold(Vec::with_capacity(len), |mut line, piece| {
                 line.extend_from_slice(&piece);
                 line
             })

@@ -430,11 +430,15 @@ impl Link {
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let service_stop = running.cancellation_token();
-        // Told when rmcp's client starts this session again in place (the server forgot it):
-        // subscribed again to what this caller wants.
+        // A session started again (the last one ended), or that rmcp's client starts again in
+        // place (the server forgot it): subscribed again to what this caller wants.
+        let restarted = session.is_some();
         let reinitialized = started.http.as_ref().map_or_else(Arc::default, |h| Arc::clone(&h.reinitialized));
         let (peer, server, wanted) = (started.peer.clone(), self.server.clone(), self.subscribed.wanted(true, principal));
         tokio::spawn(async move {
+            if restarted {
+                super::updates::resubscribe(wanted.uris(), &peer, &server).await;
+            }
             let done = running.waiting();
             tokio::pin!(done);
             loop {
@@ -450,14 +454,8 @@ impl Link {
             }
         });
         let last_used = std::sync::Mutex::new(std::time::Instant::now());
-        // A session started again (the last one ended): what the caller was subscribed to there.
-        let restarted = session.is_some();
         *session = Some(UserSession { session: Arc::clone(&started), stop, last_used });
         drop(session);
-        if restarted {
-            let (peer, server, uris) = (started.peer.clone(), self.server.clone(), self.subscribed.of(principal));
-            tokio::spawn(async move { super::updates::resubscribe(uris, &peer, &server).await });
-        }
         if self.users.len() > USER_SESSIONS_MAX {
             self.evict_oldest(&key);
         }

@@ -72,6 +72,22 @@ impl Subscribed {
         Wanted { counts: Arc::clone(&self.counts), user: per_user.then(|| key(true, owner, "")), changes: self.wanted.subscribe() }
     }
 
+    /// One subscriber fewer of `key`: whether it was the last.
+    fn release(&self, key: &str) -> bool {
+        let mut counts = self.counts();
+        match counts.get_mut(key) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => {
+                counts.remove(key);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn bump(&self) {
         self.wanted.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -80,12 +96,6 @@ impl Subscribed {
     /// subscribed to anything: its session is then kept open, idle or not.
     pub(super) fn any_of(&self, user: &str) -> bool {
         self.counts().keys().any(|k| k.starts_with(user))
-    }
-
-    /// The URIs a caller's own session (with a per-user credential) is subscribed to.
-    pub(super) fn of(&self, principal: &Principal) -> Vec<String> {
-        let prefix = key(true, principal, "");
-        self.counts().keys().filter_map(|k| k.strip_prefix(&prefix)).map(str::to_owned).collect()
     }
 }
 
@@ -97,8 +107,8 @@ fn shared(counts: &HashMap<String, usize>) -> Vec<String> {
     counts.keys().filter(|k| !k.contains('\n')).cloned().collect()
 }
 
-/// What one session is to be subscribed to: read by a 2026-07-28 session's listening, which
-/// asks the server for these URIs, and again whenever they change.
+/// What one session is to be subscribed to: read when it starts (again), and by a 2026-07-28
+/// session's listening, which asks the server for these URIs, and again whenever they change.
 pub(super) struct Wanted {
     counts: Arc<Mutex<HashMap<String, usize>>>,
     /// The caller's key prefix on a per-user session; `None` on the shared one.
@@ -164,13 +174,7 @@ impl Federation {
             Err(e) => Err(e),
         };
         if asked.is_err() {
-            let mut counts = link.subscribed.counts();
-            if let Some(count) = counts.get_mut(&key) {
-                *count -= 1;
-                if *count == 0 {
-                    counts.remove(&key);
-                }
-            }
+            link.subscribed.release(&key);
         }
         asked
     }
@@ -181,23 +185,13 @@ impl Federation {
         let Some(server) = self.servers.load().iter().find(|s| s.name == server).cloned() else { return };
         let link = &server.link;
         let key = key(link.per_user, principal, uri);
-        let last = {
-            let mut counts = link.subscribed.counts();
-            match counts.get_mut(&key) {
-                Some(count) if *count > 1 => {
-                    *count -= 1;
-                    false
-                }
-                Some(_) => {
-                    counts.remove(&key);
-                    true
-                }
-                None => false,
-            }
-        };
-        if last && link.listens(principal).await.unwrap_or(false) {
+        if !link.subscribed.release(&key) {
+            return;
+        }
+        if link.listens(principal).await.unwrap_or(false) {
+            // The session's listening no longer asks for it.
             link.subscribed.bump();
-        } else if last {
+        } else {
             let params = rmcp::model::UnsubscribeRequestParams::new(uri);
             let request = ClientRequest::UnsubscribeRequest(rmcp::model::UnsubscribeRequest::new(params));
             if let Err(e) = link.request(request, principal, &CallContext::default()).await {

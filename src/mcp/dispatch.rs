@@ -319,15 +319,14 @@ fn json_text_response(body: String, status: StatusCode) -> Response {
 /// came in, with its envelope around it, never copied into a new one (a result is held once,
 /// not twice, while it is sent).
 fn tool_response(response: super::handler::ToolResponse, id: &RequestId, revision: Revision) -> Response {
-    let mut pieces = response.into_pieces(id, revision);
-    if pieces.len() == 1 {
-        return json_bytes_response(pieces.pop().unwrap_or_default());
-    }
+    let pieces = match response.into_body(id, revision) {
+        super::handler::ResponseBody::Text(json) => return json_text_response(json, StatusCode::OK),
+        super::handler::ResponseBody::Pieces(pieces) => pieces,
+    };
     let length = pieces.iter().map(bytes::Bytes::len).sum::<usize>();
-    let mut response = Response::new(Body::from_stream(futures::stream::iter(pieces.into_iter().map(Ok::<_, std::convert::Infallible>))));
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    let mut response = json_bytes_response(bytes::Bytes::new());
+    *response.body_mut() = Body::from_stream(futures::stream::iter(pieces.map(Ok::<_, std::convert::Infallible>)));
+    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     response
 }
 

@@ -354,23 +354,29 @@ pub enum ToolResponse {
 /// A passed-through result at least this large goes out in the buffer it came in.
 const LARGE_RESULT: usize = 64 * 1024;
 
+/// A `tools/call`'s response body ([`ToolResponse::into_body`]).
+pub enum ResponseBody {
+    Text(String),
+    Pieces([bytes::Bytes; 3]),
+}
+
 impl ToolResponse {
-    /// The JSON-RPC response to request `id` in `revision`'s shape, as pieces of a body: for a
-    /// large passed-through result that goes out unchanged, the envelope's head, the result's
-    /// bytes in the buffer they came in (no copy) and the envelope's tail; else one piece,
+    /// The JSON-RPC response to request `id` in `revision`'s shape, as a body: for a large
+    /// passed-through result that goes out unchanged, in pieces (the envelope's head, the
+    /// result's bytes in the buffer they came in — no copy — and the envelope's tail); else
     /// [`Self::into_json`].
-    pub fn into_pieces(self, id: &rmcp::model::RequestId, revision: super::dispatch::Revision) -> Vec<bytes::Bytes> {
+    pub fn into_body(self, id: &rmcp::model::RequestId, revision: super::dispatch::Revision) -> ResponseBody {
         let raw = match self {
             Self::Raw(raw) if raw.text_len() >= LARGE_RESULT => raw,
-            other => return vec![bytes::Bytes::from(other.into_json(id, revision))],
+            other => return ResponseBody::Text(other.into_json(id, revision)),
         };
         match raw.into_bytes(revision == super::dispatch::Revision::Handshake) {
             Ok(result) => {
                 let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
                 let head = format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":");
-                vec![bytes::Bytes::from(head), result, bytes::Bytes::from_static(b"}")]
+                ResponseBody::Pieces([bytes::Bytes::from(head), result, bytes::Bytes::from_static(b"}")])
             }
-            Err(raw) => vec![bytes::Bytes::from(Self::Raw(raw).into_json(id, revision))],
+            Err(raw) => ResponseBody::Text(Self::Raw(raw).into_json(id, revision)),
         }
     }
 

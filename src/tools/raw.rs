@@ -95,12 +95,16 @@ impl RawResult {
     /// The result's bytes as they came, in the buffer they came in (no copy), when they go out
     /// unchanged: no `resultType` to add (2026-07-28) or remove (`legacy`). Else `self` back.
     pub fn into_bytes(self, legacy: bool) -> Result<bytes::Bytes, Self> {
-        match (legacy, self.has_result_type) {
-            (false, true) | (true, false) if self.source.get(self.range.clone()).is_some() => {
-                Ok(bytes::Bytes::from(self.source).slice(self.range))
-            }
-            _ => Err(self),
+        if !self.unchanged(legacy) || self.source.get(self.range.clone()).is_none() {
+            return Err(self);
         }
+        Ok(bytes::Bytes::from(self.source).slice(self.range))
+    }
+
+    /// Whether the result goes out as it came for `legacy` (the revisions before 2026-07-28,
+    /// which have no `resultType`) or not: it has the member exactly where the revision wants it.
+    fn unchanged(&self, legacy: bool) -> bool {
+        legacy != self.has_result_type
     }
 
     /// The length of the result's text.
@@ -116,24 +120,23 @@ impl RawResult {
     /// (`legacy`, the revisions before it).
     pub fn to_json(&self, legacy: bool) -> std::borrow::Cow<'_, str> {
         let text = self.text();
-        match (legacy, self.has_result_type) {
-            (false, true) | (true, false) => std::borrow::Cow::Borrowed(text),
-            (false, false) => {
-                // An object (checked): the member goes first.
-                let rest = text.trim_start().strip_prefix('{').unwrap_or_default().trim_start();
-                let sep = if rest.starts_with('}') { "" } else { "," };
-                std::borrow::Cow::Owned(format!("{{\"resultType\":\"complete\"{sep}{rest}"))
+        if self.unchanged(legacy) {
+            return std::borrow::Cow::Borrowed(text);
+        }
+        if !legacy {
+            // An object (checked): the member goes first.
+            let rest = text.trim_start().strip_prefix('{').unwrap_or_default().trim_start();
+            let sep = if rest.starts_with('}') { "" } else { "," };
+            std::borrow::Cow::Owned(format!("{{\"resultType\":\"complete\"{sep}{rest}"))
+        } else {
+            // The member cut out of the text, with the comma that joined it to the others.
+            if let Some(cut) = result_type_member(text) {
+                return std::borrow::Cow::Owned(format!("{}{}", &text[..cut.start], &text[cut.end..]));
             }
-            (true, true) => {
-                // The member cut out of the text, with the comma that joined it to the others.
-                if let Some(cut) = result_type_member(text) {
-                    return std::borrow::Cow::Owned(format!("{}{}", &text[..cut.start], &text[cut.end..]));
-                }
-                // A key written with escapes: rebuilt from its members, each kept as it came.
-                let map: std::collections::BTreeMap<std::borrow::Cow<'_, str>, &RawValue> = serde_json::from_str(text).unwrap_or_default();
-                let kept: std::collections::BTreeMap<_, _> = map.into_iter().filter(|(k, _)| k != "resultType").collect();
-                std::borrow::Cow::Owned(serde_json::to_string(&kept).unwrap_or_else(|_| "{}".into()))
-            }
+            // A key written with escapes: rebuilt from its members, each kept as it came.
+            let map: std::collections::BTreeMap<std::borrow::Cow<'_, str>, &RawValue> = serde_json::from_str(text).unwrap_or_default();
+            let kept: std::collections::BTreeMap<_, _> = map.into_iter().filter(|(k, _)| k != "resultType").collect();
+            std::borrow::Cow::Owned(serde_json::to_string(&kept).unwrap_or_else(|_| "{}".into()))
         }
     }
 }

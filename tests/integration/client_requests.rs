@@ -192,6 +192,17 @@ async fn started_speaking(modern: bool, config: &str, entry: &str) -> (TestIssue
     (issuer, legacy, gw)
 }
 
+/// Every tool of `ask` allowed, but its secret not to bob.
+const NOT_BOB: &str = "rules:\n  - id: all\n    effect: allow\n    tools: [\"server:ask\"]\n  - id: not-bob\n    effect: deny\n    tools: [ask_secret]\n    when: principal.sub == \"bob\"\n";
+
+/// A policy file holding [`NOT_BOB`], and the config lines that load it (reloaded every `reload`).
+fn not_bob_policy(reload: &str) -> (tempfile::NamedTempFile, String) {
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(policy.path(), NOT_BOB).unwrap();
+    let config = format!("policy:\n  files: [{}]\n  reload_interval: {reload}\n", policy.path().display());
+    (policy, config)
+}
+
 fn token(issuer: &TestIssuer, gw: &TestGateway, who: &str) -> String {
     issuer.sign(&issuer.claims(who, "", &gw.mcp))
 }
@@ -336,10 +347,7 @@ async fn what_warden_declares_to_a_server_follows_its_client_requests() {
 /// however many callers want it, and released when the last one leaves.
 #[tokio::test]
 async fn a_resource_update_reaches_the_subscribers_allowed_to_read_it() {
-    let policy = tempfile::NamedTempFile::new().unwrap();
-    let rules = "rules:\n  - id: all\n    effect: allow\n    tools: [\"server:ask\"]\n  - id: not-bob\n    effect: deny\n    tools: [ask_secret]\n    when: principal.sub == \"bob\"\n";
-    std::fs::write(policy.path(), rules).unwrap();
-    let config = format!("policy:\n  files: [{}]\n  reload_interval: 100ms\n", policy.path().display());
+    let (policy, config) = not_bob_policy("100ms");
     let (issuer, legacy, gw) = started_with(&config, "").await;
     let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
     let init = gw
@@ -386,7 +394,7 @@ async fn a_resource_update_reaches_the_subscribers_allowed_to_read_it() {
     // Policy decides at delivery: once bob may no longer read the doc, he hears nothing of it.
     std::fs::write(
         policy.path(),
-        format!("{rules}  - id: not-bob-either\n    effect: deny\n    tools: [ask_doc]\n    when: principal.sub == \"bob\"\n"),
+        format!("{NOT_BOB}  - id: not-bob-either\n    effect: deny\n    tools: [ask_doc]\n    when: principal.sub == \"bob\"\n"),
     )
     .unwrap();
     crate::common::eventually(async || gw.audit(), |events| events.iter().any(|e| e["reason"] == "policy_reloaded")).await;
@@ -519,10 +527,7 @@ async fn concurrent_callers_each_get_only_their_own_requests() {
 /// of the resources the caller may read; when the stream ends its servers are released.
 #[tokio::test]
 async fn a_listen_stream_carries_the_updates_its_caller_may_read_and_releases_them_when_it_ends() {
-    let policy = tempfile::NamedTempFile::new().unwrap();
-    let rules = "rules:\n  - id: all\n    effect: allow\n    tools: [\"server:ask\"]\n  - id: not-bob\n    effect: deny\n    tools: [ask_secret]\n    when: principal.sub == \"bob\"\n";
-    std::fs::write(policy.path(), rules).unwrap();
-    let config = format!("policy:\n  files: [{}]\n  reload_interval: 0s\n", policy.path().display());
+    let (_policy, config) = not_bob_policy("0s");
     let (issuer, legacy, gw) = started_with(&config, "").await;
     let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
     let meta = crate::common::meta_2026(json!({}));
@@ -613,10 +618,7 @@ async fn listen_2026(gw: &TestGateway, who: &str, id: u64) -> reqwest::Response 
 /// updates reach the callers allowed to read the resource, as from any server.
 #[tokio::test]
 async fn a_2026_server_is_subscribed_through_the_filter_warden_listens_with() {
-    let rules = "rules:\n  - id: all\n    effect: allow\n    tools: [\"server:ask\"]\n  - id: not-bob\n    effect: deny\n    tools: [ask_secret]\n    when: principal.sub == \"bob\"\n";
-    let policy = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(policy.path(), rules).unwrap();
-    let config = format!("policy:\n  files: [{}]\n  reload_interval: 0s\n", policy.path().display());
+    let (_policy, config) = not_bob_policy("0s");
     let (issuer, server, gw) = started_speaking(true, &config, "").await;
     let (alice, bob) = (token(&issuer, &gw, "alice"), token(&issuer, &gw, "bob"));
     let listens = || server.listens.lock().unwrap().clone();

@@ -489,35 +489,8 @@ async fn pins_in_the_vault_survive_a_restart() {
 /// anyone has connected the server offers only `gh_connect`, which brings its catalog in.
 #[tokio::test]
 async fn a_per_user_credential_gives_each_caller_their_own_upstream_session() {
-    use crate::common::provider::{ConnectionOptions, FakeProvider, connection_config, keyring, sign_in, visit};
-    let issuer = TestIssuer::start().await;
-    let provider = FakeProvider::start(3600).await;
-    let api = provider.url.clone();
-    // The upstream accepts exactly the tokens the provider issued (it asks the provider's API).
-    let (upstream, url) = start_upstream_with(Arc::new(move |auth: Option<String>| {
-        let api = api.clone();
-        async move {
-            let Some(auth) = auth else { return false };
-            let me = reqwest::Client::new().get(format!("{api}/api/me")).header("authorization", auth).send().await;
-            me.is_ok_and(|r| r.status().is_success())
-        }
-    }))
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}", dir.path().join("vault.db").display());
-    let keys = keyring();
-    let options = ConnectionOptions {
-        database: &database,
-        keys: &keys,
-        name: "gh",
-        mode: "per_user",
-        discover: false,
-        admin_token: "admin-token-for-the-federation-test-0123456789",
-        token_cache: "0s",
-    };
-    let (_, extra) = connection_config(&provider.url, &options);
-    let extra = format!("{extra}\nservers:\n  - {{name: gh, url: \"{url}\", credential: gh, refresh_interval: 0s}}\n");
-    let gw = gateway(&issuer, "  []", &extra).await;
+    use crate::common::provider::{sign_in, visit};
+    let PerUser { issuer, provider, upstream, gw, vault: _vault } = per_user_server(false, "").await;
     let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
     let bob = issuer.sign(&issuer.claims("bob", "", &gw.mcp));
     let carol = issuer.sign(&issuer.claims("carol", "", &gw.mcp));
@@ -562,6 +535,53 @@ async fn a_per_user_credential_gives_each_caller_their_own_upstream_session() {
     .await;
     assert!(by_user.contains(&("alice".into(), "gh-alice".into())) && by_user.contains(&("bob".into(), "gh-bob".into())), "{by_user:?}");
     assert!(by_user.iter().all(|(u, a)| a == &format!("gh-{u}")), "each call carried its caller's own token: {by_user:?}");
+}
+
+/// A server whose credential is per user, behind Warden: `gh`, an OAuth connection (a vault in
+/// its own directory) to a provider whose tokens the server checks against the provider's API,
+/// so it admits exactly the tokens the provider issued. `legacy`: the server speaks only the
+/// older revisions; `extra`: more config lines (a policy, say).
+pub(crate) async fn per_user_server(legacy: bool, extra: &str) -> PerUser {
+    use crate::common::provider::{ConnectionOptions, FakeProvider, connection_config, keyring};
+    let issuer = TestIssuer::start().await;
+    let provider = FakeProvider::start(3600).await;
+    let api = provider.url.clone();
+    let (upstream, url) = start_upstream_with(Arc::new(move |auth: Option<String>| {
+        let api = api.clone();
+        async move {
+            let Some(auth) = auth else { return false };
+            let me = reqwest::Client::new().get(format!("{api}/api/me")).header("authorization", auth).send().await;
+            me.is_ok_and(|r| r.status().is_success())
+        }
+    }))
+    .await;
+    upstream.legacy.store(legacy, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("vault.db").display());
+    let keys = keyring();
+    let options = ConnectionOptions {
+        database: &database,
+        keys: &keys,
+        name: "gh",
+        mode: "per_user",
+        discover: false,
+        admin_token: "admin-token-for-the-federation-test-0123456789",
+        token_cache: "0s",
+    };
+    let (_, connection) = connection_config(&provider.url, &options);
+    let config = format!("{connection}\n{extra}servers:\n  - {{name: gh, url: \"{url}\", credential: gh, refresh_interval: 0s}}\n");
+    let gw = gateway(&issuer, "  []", &config).await;
+    PerUser { issuer, provider, upstream, gw, vault: dir }
+}
+
+/// What [`per_user_server`] started.
+pub(crate) struct PerUser {
+    pub(crate) issuer: TestIssuer,
+    pub(crate) provider: crate::common::provider::FakeProvider,
+    pub(crate) upstream: Upstream,
+    pub(crate) gw: crate::common::TestGateway,
+    /// The vault's directory: bind it, or it is gone with the vault in it.
+    pub(crate) vault: tempfile::TempDir,
 }
 
 /// A client that asks for progress (`_meta.progressToken`) gets the upstream's progress reports,

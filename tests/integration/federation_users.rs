@@ -2,51 +2,19 @@
 //! resource subscriptions: the server is subscribed on it, and again when the server forgets the
 //! session and rmcp's client starts it again in place.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-
 use serde_json::{Value, json};
 
-use crate::common::provider::{ConnectionOptions, FakeProvider, connection_config, keyring, sign_in, visit};
-use crate::common::{TestIssuer, eventually, gateway};
-use crate::federation::start_upstream_with;
+use crate::common::eventually;
+use crate::common::provider::{sign_in, visit};
+use crate::federation::{PerUser, per_user_server};
 
 #[tokio::test]
 async fn a_callers_own_session_is_subscribed_again_when_the_server_forgets_it() {
-    let issuer = TestIssuer::start().await;
-    let provider = FakeProvider::start(3600).await;
-    let api = provider.url.clone();
-    let (upstream, url) = start_upstream_with(Arc::new(move |auth: Option<String>| {
-        let api = api.clone();
-        async move {
-            let Some(auth) = auth else { return false };
-            let me = reqwest::Client::new().get(format!("{api}/api/me")).header("authorization", auth).send().await;
-            me.is_ok_and(|r| r.status().is_success())
-        }
-    }))
-    .await;
-    // A server of the older revisions: sessions, `resources/subscribe`.
-    upstream.legacy.store(true, Ordering::SeqCst);
-    let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}", dir.path().join("vault.db").display());
-    let keys = keyring();
-    let options = ConnectionOptions {
-        database: &database,
-        keys: &keys,
-        name: "gh",
-        mode: "per_user",
-        discover: false,
-        admin_token: "admin-token-for-the-federation-test-0123456789",
-        token_cache: "0s",
-    };
-    let (_, extra) = connection_config(&provider.url, &options);
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, "rules:\n  - id: gh\n    effect: allow\n    tools: [\"server:gh\"]\n").unwrap();
-    let policy = policy.display();
-    let extra = format!(
-        "{extra}\npolicy:\n  files: [{policy}]\nservers:\n  - {{name: gh, url: \"{url}\", credential: gh, refresh_interval: 0s}}\n"
-    );
-    let gw = gateway(&issuer, "  []", &extra).await;
+    // A server of the older revisions (sessions, `resources/subscribe`), its resources allowed.
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(policy.path(), "rules:\n  - id: gh\n    effect: allow\n    tools: [\"server:gh\"]\n").unwrap();
+    let PerUser { issuer, provider: _provider, upstream, gw, vault: _vault } =
+        per_user_server(true, &format!("policy:\n  files: [{}]\n", policy.path().display())).await;
     let alice = issuer.sign(&issuer.claims("alice", "", &gw.mcp));
     let first = gw.call(&alice, "gh_connect", json!({})).await;
     let link = first.body["error"]["data"]["elicitations"][0]["url"].as_str().unwrap().to_owned();
